@@ -1,0 +1,66 @@
+#include "base/money.h"
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace gpuledger::base {
+
+absl::StatusOr<int64_t> DivRoundHalfAwayFromZero(__int128 numerator, int64_t denominator) {
+  if (denominator <= 0) {
+    return absl::InvalidArgumentError("rounding denominator must be positive");
+  }
+  const bool negative = numerator < 0;
+  const __int128 magnitude = negative ? -numerator : numerator;
+  // Adding d/2 before truncating rounds exact halves up for even d (away from zero once the
+  // sign is put back); for odd d there is no exact half and this rounds to nearest.
+  const __int128 quotient = (magnitude + denominator / 2) / static_cast<__int128>(denominator);
+  const __int128 result = negative ? -quotient : quotient;
+  if (result > std::numeric_limits<int64_t>::max() ||
+      result < std::numeric_limits<int64_t>::min()) {
+    return absl::OutOfRangeError("amount does not fit in 64 bits");
+  }
+  return static_cast<int64_t>(result);
+}
+
+absl::StatusOr<Krw> ListPrice(GpuMs quantity, Krw per_gpu_hour) {
+  auto won = DivRoundHalfAwayFromZero(
+      static_cast<__int128>(quantity.ms) * static_cast<__int128>(per_gpu_hour.won), kMsPerHour);
+  if (!won.ok()) return won.status();
+  return Krw{*won};
+}
+
+absl::StatusOr<Krw> ApplyBasisPoints(Krw amount, int64_t basis_points) {
+  auto won = DivRoundHalfAwayFromZero(
+      static_cast<__int128>(amount.won) * static_cast<__int128>(basis_points),
+      kBasisPointsPerUnit);
+  if (!won.ok()) return won.status();
+  return Krw{*won};
+}
+
+std::string FormatWon(Krw amount) {
+  // Work on the unsigned magnitude so that INT64_MIN formats correctly.
+  const bool negative = amount.won < 0;
+  uint64_t magnitude = negative ? 0 - static_cast<uint64_t>(amount.won)
+                                : static_cast<uint64_t>(amount.won);
+  std::string digits = absl::StrCat(magnitude);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return negative ? "-" + out : out;
+}
+
+std::string FormatGpuHours(GpuMs quantity) {
+  // Thousandths of a GPU-hour = gpu_ms / 3,600.
+  auto milli_hours = DivRoundHalfAwayFromZero(quantity.ms, kMsPerHour / 1000);
+  const int64_t v = milli_hours.ok() ? *milli_hours : 0;
+  const bool negative = v < 0;
+  const uint64_t magnitude = negative ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+  std::string frac = absl::StrCat(magnitude % 1000);
+  frac.insert(0, 3 - frac.size(), '0');
+  return absl::StrCat(negative ? "-" : "", magnitude / 1000, ".", frac);
+}
+
+}  // namespace gpuledger::base

@@ -1,0 +1,77 @@
+#include "base/period.h"
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_format.h"
+
+namespace gpuledger::base {
+namespace {
+
+constexpr int64_t kMsPerDay = 86'400'000;
+
+int64_t DaysFromCivil(int year, int month, int day) {
+  using namespace std::chrono;
+  const sys_days d = year_month_day{std::chrono::year{year},
+                                    std::chrono::month{static_cast<unsigned>(month)},
+                                    std::chrono::day{static_cast<unsigned>(day)}};
+  return d.time_since_epoch().count();
+}
+
+// Splits a UTC-ms instant shifted by `offset_ms` into civil fields.
+std::string FormatWithOffset(int64_t utc_ms, int64_t offset_ms, std::string_view suffix) {
+  using namespace std::chrono;
+  const int64_t local = utc_ms + offset_ms;
+  int64_t days = local / kMsPerDay;
+  int64_t ms_of_day = local % kMsPerDay;
+  if (ms_of_day < 0) {
+    ms_of_day += kMsPerDay;
+    --days;
+  }
+  const year_month_day ymd{sys_days{std::chrono::days{days}}};
+  return absl::StrFormat("%04d-%02u-%02uT%02d:%02d:%02d.%03d%s", static_cast<int>(ymd.year()),
+                         static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                         ms_of_day / 3'600'000, ms_of_day / 60'000 % 60, ms_of_day / 1000 % 60,
+                         ms_of_day % 1000, suffix);
+}
+
+}  // namespace
+
+int64_t Period::StartMs() const { return DaysFromCivil(year, month, 1) * kMsPerDay - kKstOffsetMs; }
+
+int64_t Period::EndMs() const { return Next().StartMs(); }
+
+Period Period::Next() const { return month == 12 ? Period{year + 1, 1} : Period{year, month + 1}; }
+
+std::string Period::ToString() const { return absl::StrFormat("%04d-%02d", year, month); }
+
+absl::StatusOr<Period> ParsePeriod(std::string_view text) {
+  int year = 0;
+  int month = 0;
+  auto parse = [](std::string_view digits, int* out) {
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), *out);
+    return ec == std::errc() && end == digits.data() + digits.size();
+  };
+  if (text.size() != 7 || text[4] != '-' || !parse(text.substr(0, 4), &year) ||
+      !parse(text.substr(5, 2), &month) || year < 1970 || month < 1 || month > 12) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("period '%s' is not a month of the form YYYY-MM (e.g. 2026-03)", text));
+  }
+  return Period{year, month};
+}
+
+Period PeriodOf(int64_t utc_ms) {
+  using namespace std::chrono;
+  const int64_t local = utc_ms + kKstOffsetMs;
+  int64_t days = local / kMsPerDay;
+  if (local % kMsPerDay < 0) --days;
+  const year_month_day ymd{sys_days{std::chrono::days{days}}};
+  return Period{static_cast<int>(ymd.year()), static_cast<int>(static_cast<unsigned>(ymd.month()))};
+}
+
+std::string FormatKst(int64_t utc_ms) { return FormatWithOffset(utc_ms, kKstOffsetMs, "+09:00"); }
+
+std::string FormatUtc(int64_t utc_ms) { return FormatWithOffset(utc_ms, 0, "Z"); }
+
+}  // namespace gpuledger::base

@@ -1,0 +1,157 @@
+// The append-only ledger: every input gpuledger ever consumed, in one dense sequence, each
+// entry linked to the one before by a SHA-256 hash chain, with the Kafka offsets it consumed
+// stored in the same atomic write. See docs/LEDGER.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gpuledger/v1/ledger.pb.h"
+#include "ledger/hash.h"
+
+namespace gpuledger::ledger {
+
+struct LedgerOptions {
+  // Create an empty ledger if `path` holds none. Default: true.
+  bool create_if_missing = true;
+  // fsync the write-ahead log before Commit() returns, so that nothing acknowledged to Kafka
+  // is ever lost to a power cut. Default: true. Turning it off is for benchmarks only.
+  bool sync_commits = true;
+  // Open for reading only: no writer lock is taken, so settlement and verification can run
+  // beside a live ingest process; Append/Commit fail. Default: false.
+  bool read_only = false;
+};
+
+// A Kafka topic partition, the key of the stored consumer offsets.
+struct TopicPartition {
+  std::string topic;
+  int32_t partition = 0;
+  friend auto operator<=>(const TopicPartition&, const TopicPartition&) = default;
+};
+
+// Next offset to consume, per partition: the offset after the last message recorded.
+using OffsetMap = std::map<TopicPartition, int64_t>;
+
+// An input that ingest has decoded and decided about, to be recorded.
+struct Candidate {
+  gpuledger::v1::Source source = gpuledger::v1::SOURCE_UNSPECIFIED;
+  // The message value exactly as consumed.
+  std::string payload;
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  // Ingest host clock, UTC ms. Informational only; decisions never depend on it.
+  int64_t recorded_at_ms = 0;
+  // Dedup identity: CSP id (or "operator") and event id. Both empty when the payload could not
+  // be decoded: such an input is recorded as it is and never deduplicated.
+  std::string source_id;
+  std::string event_id;
+  // The bytes whose SHA-256 identifies the event's content for duplicate detection (a
+  // deterministic re-serialization of the decoded event). Empty: `payload` is used.
+  std::string canonical;
+  // Empty when ingest accepts the event; otherwise the reason code and a detail for people.
+  std::string reason_code;
+  std::string reason_detail;
+};
+
+enum class AppendKind {
+  kAppended,   // a new entry, with the candidate's decision
+  kDuplicate,  // same identity and content as an earlier entry: nothing written
+  kConflict,   // same identity, different content: recorded as REJECTED CONFLICTING_DUPLICATE
+};
+
+struct AppendResult {
+  AppendKind kind = AppendKind::kAppended;
+  // The new entry's seq (kAppended, kConflict) or the original entry's seq (kDuplicate).
+  uint64_t seq = 0;
+};
+
+// What the dedup index knows about one event identity.
+struct DedupRecord {
+  uint64_t seq = 0;          // the entry that first recorded the identity
+  Digest content_hash{};     // SHA-256 of its canonical bytes
+  gpuledger::v1::Outcome outcome = gpuledger::v1::OUTCOME_UNSPECIFIED;
+};
+
+struct Head {
+  uint64_t seq = 0;        // last committed entry; 0 for an empty ledger
+  Digest hash = kZeroDigest;  // its chain hash; all zeros for an empty ledger
+};
+
+// A committed entry as read back.
+struct StoredEntry {
+  uint64_t seq = 0;
+  std::string bytes;  // the serialized LedgerEntry the chain hash covers
+  Digest hash{};
+  gpuledger::v1::LedgerEntry entry;
+};
+
+// Reason code the ledger itself assigns to a reused event id with different content.
+inline constexpr char kConflictingDuplicate[] = "CONFLICTING_DUPLICATE";
+
+// Owned by one process. Writing (Append, AdvanceOffset, Commit, Abort) is for one thread at a
+// time, and only one process may open a ledger for writing (RocksDB's lock file enforces it).
+// Reading methods see committed state only and may run on any thread.
+class Ledger {
+ public:
+  // Opens or creates the ledger at `path` and checks its head against its last entry.
+  // FAILED_PRECONDITION if another process holds it for writing or its head is inconsistent;
+  // NOT_FOUND if it does not exist and create_if_missing is false.
+  static absl::StatusOr<std::unique_ptr<Ledger>> Open(const std::string& path,
+                                                      const LedgerOptions& options);
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  // Stages `candidate` in the pending batch, assigning the next seq unless it is a duplicate.
+  // Nothing is durable until Commit().
+  absl::StatusOr<AppendResult> Append(const Candidate& candidate);
+
+  // Stages the consumer position of a partition. Offsets only move forward: moving one back
+  // is an invariant violation and stops the process.
+  absl::Status AdvanceOffset(const TopicPartition& tp, int64_t next_offset);
+
+  // Writes every staged entry, index update, offset and the new head in one atomic RocksDB
+  // write batch (synced if options.sync_commits). After an error nothing staged is written and
+  // the pending batch is dropped.
+  absl::Status Commit();
+
+  // Drops everything staged since the last Commit().
+  void Abort();
+
+  // Number of entries staged and not yet committed.
+  size_t PendingEntries() const;
+
+  Head head() const;
+  OffsetMap Offsets() const;
+  absl::StatusOr<std::optional<DedupRecord>> LookupEvent(const std::string& source_id,
+                                                         const std::string& event_id) const;
+  absl::StatusOr<StoredEntry> Get(uint64_t seq) const;
+
+  // Calls `visit` for each committed entry with seq >= from_seq, in order, until it returns
+  // false or an error. Each entry's stored hash is returned as stored, not re-checked (Verify
+  // does that).
+  absl::Status Scan(uint64_t from_seq,
+                    const std::function<absl::StatusOr<bool>(const StoredEntry&)>& visit) const;
+
+  // Every dedup-index record, in key order: (source_id, event_id, record).
+  absl::Status ScanDedup(
+      const std::function<absl::Status(const std::string& source_id, const std::string& event_id,
+                                       const DedupRecord&)>& visit) const;
+
+  const std::string& path() const;
+
+ private:
+  struct Impl;
+  explicit Ledger(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpuledger::ledger

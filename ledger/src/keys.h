@@ -1,0 +1,48 @@
+// On-disk key and value encodings. See docs/LEDGER.md; change them only with a format bump.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace gpuledger::ledger::keys {
+
+inline constexpr char kFormatKey[] = "meta/format";
+inline constexpr char kHeadKey[] = "meta/head";
+inline constexpr char kFormatValue[] = "gpuledger-ledger/1";
+
+inline constexpr char kEntriesCf[] = "entries";
+inline constexpr char kDedupCf[] = "dedup";
+inline constexpr char kOffsetsCf[] = "offsets";
+
+inline void PutBe64(std::string* out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+inline uint64_t GetBe64(std::string_view in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+
+inline std::string SeqKey(uint64_t seq) {
+  std::string k;
+  PutBe64(&k, seq);
+  return k;
+}
+
+inline std::string DedupKey(std::string_view source_id, std::string_view event_id) {
+  std::string k(source_id);
+  k.push_back('\0');
+  k.append(event_id);
+  return k;
+}
+
+inline std::string OffsetKey(std::string_view topic, int32_t partition) {
+  std::string k(topic);
+  k.push_back('\0');
+  PutBe64(&k, static_cast<uint32_t>(partition));
+  return k;
+}
+
+}  // namespace gpuledger::ledger::keys

@@ -1,0 +1,393 @@
+#include "ledger/ledger.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <filesystem>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/assert.h"
+#include "base/status.h"
+#include "keys.h"
+#include "rocks_status.h"
+
+namespace gpuledger::ledger {
+
+namespace v1 = gpuledger::v1;
+
+namespace {
+
+std::string EncodeDedup(const DedupRecord& r) {
+  std::string v;
+  keys::PutBe64(&v, r.seq);
+  v.append(ToBytes(r.content_hash));
+  v.push_back(static_cast<char>(r.outcome));
+  return v;
+}
+
+absl::StatusOr<DedupRecord> DecodeDedup(std::string_view v) {
+  if (v.size() != 8 + 32 + 1) {
+    return absl::DataLossError(absl::StrCat("dedup record has ", v.size(), " bytes, want 41"));
+  }
+  DedupRecord r;
+  r.seq = keys::GetBe64(v);
+  FromBytes(v.substr(8, 32), &r.content_hash);
+  r.outcome = static_cast<v1::Outcome>(static_cast<uint8_t>(v[40]));
+  return r;
+}
+
+std::string EncodeHead(const Head& h) {
+  std::string v;
+  keys::PutBe64(&v, h.seq);
+  v.append(ToBytes(h.hash));
+  return v;
+}
+
+absl::StatusOr<StoredEntry> DecodeEntry(std::string_view key, std::string_view value) {
+  StoredEntry e;
+  if (key.size() != 8 || value.size() < 32) {
+    return absl::DataLossError("entry record is too short");
+  }
+  e.seq = keys::GetBe64(key);
+  FromBytes(value.substr(0, 32), &e.hash);
+  e.bytes.assign(value.substr(32));
+  if (!e.entry.ParseFromString(e.bytes)) {
+    return absl::DataLossError(absl::StrCat("entry ", e.seq, " does not parse as a LedgerEntry"));
+  }
+  return e;
+}
+
+}  // namespace
+
+struct Ledger::Impl {
+  std::string path;
+  LedgerOptions options;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // default, entries, dedup, offsets
+  rocksdb::ColumnFamilyHandle* entries_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* dedup_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* offsets_cf = nullptr;
+
+  mutable std::mutex mu;  // guards head and offsets (the committed view)
+  Head head;
+  OffsetMap offsets;
+
+  // Staged state; touched only by the writing thread.
+  rocksdb::WriteBatch batch;
+  Head pending_head;
+  std::unordered_map<std::string, DedupRecord> pending_dedup;
+  OffsetMap pending_offsets;
+  size_t pending_entries = 0;
+
+  ~Impl() {
+    if (db) {
+      for (auto* h : handles) {
+        if (h != nullptr) db->DestroyColumnFamilyHandle(h);
+      }
+      db->Close();
+    }
+  }
+
+  absl::Status LoadAndCheck();
+  absl::StatusOr<std::optional<DedupRecord>> FindDedup(const std::string& key) const;
+};
+
+absl::Status Ledger::Impl::LoadAndCheck() {
+  std::string format;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), keys::kFormatKey, &format);
+  if (s.IsNotFound()) {
+    if (options.read_only) return absl::FailedPreconditionError("ledger has no format marker");
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(
+        db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue), "write format"));
+    format = keys::kFormatValue;
+  } else {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read format"));
+  }
+  if (format != keys::kFormatValue) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is not a gpuledger ledger of a format this build reads (format '", format,
+        "', want '", keys::kFormatValue, "')"));
+  }
+
+  std::string head_value;
+  s = db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
+  if (!s.IsNotFound()) {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read head"));
+    if (head_value.size() != 40) return absl::DataLossError("head record is damaged");
+    head.seq = keys::GetBe64(head_value);
+    FromBytes(std::string_view(head_value).substr(8), &head.hash);
+  }
+
+  // The head must name the last entry exactly: anything else means entries were added or
+  // removed behind the ledger's back, and writing on top would extend a broken chain.
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), entries_cf));
+  it->SeekToLast();
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "read last entry"));
+  const std::string next_step = absl::StrCat(
+      " Do not write to it. Run `gpuledger ledger verify --db ", path,
+      "` to find the first damaged entry, and restore from a verified export or backup.");
+  if (!it->Valid()) {
+    if (head.seq != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ledger head says seq ", head.seq, " but the ledger holds no entries.", next_step));
+    }
+  } else {
+    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry last, DecodeEntry(it->key().ToStringView(),
+                                                             it->value().ToStringView()));
+    if (last.seq != head.seq || last.hash != head.hash) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ledger head (seq ", head.seq, ", hash ", ToHex(head.hash).substr(0, 16),
+          ") does not match its last entry (seq ", last.seq, ", hash ",
+          ToHex(last.hash).substr(0, 16), ").", next_step));
+    }
+  }
+
+  std::unique_ptr<rocksdb::Iterator> oit(db->NewIterator(rocksdb::ReadOptions(), offsets_cf));
+  for (oit->SeekToFirst(); oit->Valid(); oit->Next()) {
+    std::string_view k = oit->key().ToStringView();
+    std::string_view v = oit->value().ToStringView();
+    const size_t nul = k.find('\0');
+    if (nul == std::string_view::npos || k.size() != nul + 9 || v.size() != 8) {
+      return absl::DataLossError("offset record is damaged");
+    }
+    TopicPartition tp{std::string(k.substr(0, nul)),
+                      static_cast<int32_t>(keys::GetBe64(k.substr(nul + 1)))};
+    offsets[tp] = static_cast<int64_t>(keys::GetBe64(v));
+  }
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(oit->status(), "read offsets"));
+  pending_head = head;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<DedupRecord>> Ledger::Impl::FindDedup(const std::string& key) const {
+  std::string value;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), dedup_cf, key, &value);
+  if (s.IsNotFound()) return std::optional<DedupRecord>();
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read dedup index"));
+  GPULEDGER_ASSIGN_OR_RETURN(DedupRecord r, DecodeDedup(value));
+  return std::optional<DedupRecord>(r);
+}
+
+Ledger::Ledger(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Ledger::~Ledger() = default;
+
+absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
+                                                     const LedgerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->options = options;
+  const bool exists = std::filesystem::exists(std::filesystem::path(path) / "CURRENT");
+  if (!exists && (options.read_only || !options.create_if_missing)) {
+    return absl::NotFoundError(absl::StrCat("no ledger at ", path,
+                                            " (run `gpuledger ingest --db ", path,
+                                            "` to create one, or check the path)"));
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.create_missing_column_families = true;
+  db_options.paranoid_checks = true;
+  // Recover to the last consistent point of the WAL; a torn tail (power cut mid-write) loses
+  // only what was never acknowledged.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  rocksdb::ColumnFamilyOptions cf_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, cf_options},
+      {keys::kEntriesCf, cf_options},
+      {keys::kDedupCf, cf_options},
+      {keys::kOffsetsCf, cf_options}};
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s =
+      options.read_only
+          ? rocksdb::DB::OpenForReadOnly(db_options, path, cfs, &impl->handles, &raw)
+          : rocksdb::DB::Open(db_options, path, cfs, &impl->handles, &raw);
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ledger at ", path)));
+  impl->db.reset(raw);
+  impl->entries_cf = impl->handles[1];
+  impl->dedup_cf = impl->handles[2];
+  impl->offsets_cf = impl->handles[3];
+  GPULEDGER_RETURN_IF_ERROR(impl->LoadAndCheck());
+  return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+}
+
+absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
+  if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
+  if (c.source_id.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("source id contains a NUL byte");
+  }
+  v1::LedgerEntry entry;
+  entry.set_source(c.source);
+  entry.set_payload(c.payload);
+  entry.set_topic(c.topic);
+  entry.set_partition(c.partition);
+  entry.set_offset(c.offset);
+  entry.set_recorded_at_ms(c.recorded_at_ms);
+  entry.set_outcome(c.reason_code.empty() ? v1::ACCEPTED : v1::REJECTED);
+  entry.set_reason_code(c.reason_code);
+  entry.set_reason_detail(c.reason_detail);
+  entry.set_source_id(c.source_id);
+  entry.set_event_id(c.event_id);
+
+  AppendKind kind = AppendKind::kAppended;
+  const bool has_identity = !c.source_id.empty() || !c.event_id.empty();
+  const std::string dedup_key = keys::DedupKey(c.source_id, c.event_id);
+  const Digest content_hash = Sha256(c.canonical.empty() ? c.payload : c.canonical);
+  if (has_identity) {
+    std::optional<DedupRecord> known;
+    if (auto it = impl_->pending_dedup.find(dedup_key); it != impl_->pending_dedup.end()) {
+      known = it->second;
+    } else {
+      GPULEDGER_ASSIGN_OR_RETURN(known, impl_->FindDedup(dedup_key));
+    }
+    if (known.has_value()) {
+      if (known->content_hash == content_hash) return AppendResult{AppendKind::kDuplicate, known->seq};
+      kind = AppendKind::kConflict;
+      entry.set_outcome(v1::REJECTED);
+      entry.set_reason_code(kConflictingDuplicate);
+      entry.set_reason_detail(absl::StrCat("event id '", c.event_id, "' of '", c.source_id,
+                                           "' was recorded at seq ", known->seq,
+                                           " with different content; the original stands"));
+    }
+  }
+
+  const uint64_t seq = impl_->pending_head.seq + 1;
+  entry.set_seq(seq);
+  std::string bytes;
+  GPULEDGER_ASSERT(entry.SerializeToString(&bytes), "LedgerEntry serialization failed");
+  const Digest hash = ChainHash(impl_->pending_head.hash, seq, bytes);
+
+  std::string value = ToBytes(hash);
+  value.append(bytes);
+  GPULEDGER_RETURN_IF_ERROR(
+      FromRocks(impl_->batch.Put(impl_->entries_cf, keys::SeqKey(seq), value), "stage entry"));
+  if (has_identity && kind == AppendKind::kAppended) {
+    DedupRecord record{seq, content_hash, entry.outcome()};
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(
+        impl_->batch.Put(impl_->dedup_cf, dedup_key, EncodeDedup(record)), "stage dedup"));
+    impl_->pending_dedup[dedup_key] = record;
+  }
+  impl_->pending_head = Head{seq, hash};
+  ++impl_->pending_entries;
+  return AppendResult{kind, seq};
+}
+
+absl::Status Ledger::AdvanceOffset(const TopicPartition& tp, int64_t next_offset) {
+  if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
+  int64_t current = -1;
+  if (auto it = impl_->pending_offsets.find(tp); it != impl_->pending_offsets.end()) {
+    current = it->second;
+  } else {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (auto c = impl_->offsets.find(tp); c != impl_->offsets.end()) current = c->second;
+  }
+  GPULEDGER_ASSERT(next_offset >= current, "stored Kafka offsets only move forward");
+  impl_->pending_offsets[tp] = next_offset;
+  std::string v;
+  keys::PutBe64(&v, static_cast<uint64_t>(next_offset));
+  return FromRocks(impl_->batch.Put(impl_->offsets_cf, keys::OffsetKey(tp.topic, tp.partition), v),
+                   "stage offset");
+}
+
+absl::Status Ledger::Commit() {
+  if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
+  if (impl_->batch.Count() == 0) return absl::OkStatus();
+  GPULEDGER_ASSERT(impl_->pending_head.seq >= impl_->head.seq, "head only moves forward");
+  absl::Status st = FromRocks(
+      impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
+  if (st.ok()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = impl_->options.sync_commits;
+    st = FromRocks(impl_->db->Write(wo, &impl_->batch), "commit batch");
+  }
+  if (!st.ok()) {
+    Abort();
+    return st;
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->head = impl_->pending_head;
+    for (const auto& [tp, off] : impl_->pending_offsets) impl_->offsets[tp] = off;
+  }
+  impl_->batch.Clear();
+  impl_->pending_dedup.clear();
+  impl_->pending_offsets.clear();
+  impl_->pending_entries = 0;
+  return absl::OkStatus();
+}
+
+void Ledger::Abort() {
+  impl_->batch.Clear();
+  impl_->pending_dedup.clear();
+  impl_->pending_offsets.clear();
+  impl_->pending_entries = 0;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->pending_head = impl_->head;
+}
+
+size_t Ledger::PendingEntries() const { return impl_->pending_entries; }
+
+Head Ledger::head() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->head;
+}
+
+OffsetMap Ledger::Offsets() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->offsets;
+}
+
+absl::StatusOr<std::optional<DedupRecord>> Ledger::LookupEvent(const std::string& source_id,
+                                                               const std::string& event_id) const {
+  return impl_->FindDedup(keys::DedupKey(source_id, event_id));
+}
+
+absl::StatusOr<StoredEntry> Ledger::Get(uint64_t seq) const {
+  const std::string key = keys::SeqKey(seq);
+  std::string value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->entries_cf, key, &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("no entry with seq ", seq, " (head is ",
+                                            head().seq, ")"));
+  }
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read entry"));
+  return DecodeEntry(key, value);
+}
+
+absl::Status Ledger::Scan(
+    uint64_t from_seq,
+    const std::function<absl::StatusOr<bool>(const StoredEntry&)>& visit) const {
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->entries_cf));
+  for (it->Seek(keys::SeqKey(from_seq)); it->Valid(); it->Next()) {
+    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry e,
+                               DecodeEntry(it->key().ToStringView(), it->value().ToStringView()));
+    GPULEDGER_ASSIGN_OR_RETURN(bool more, visit(e));
+    if (!more) return absl::OkStatus();
+  }
+  return FromRocks(it->status(), "scan entries");
+}
+
+absl::Status Ledger::ScanDedup(
+    const std::function<absl::Status(const std::string&, const std::string&, const DedupRecord&)>&
+        visit) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->dedup_cf));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view k = it->key().ToStringView();
+    const size_t nul = k.find('\0');
+    if (nul == std::string_view::npos) return absl::DataLossError("dedup key is damaged");
+    GPULEDGER_ASSIGN_OR_RETURN(DedupRecord r, DecodeDedup(it->value().ToStringView()));
+    GPULEDGER_RETURN_IF_ERROR(
+        visit(std::string(k.substr(0, nul)), std::string(k.substr(nul + 1)), r));
+  }
+  return FromRocks(it->status(), "scan dedup index");
+}
+
+const std::string& Ledger::path() const { return impl_->path; }
+
+}  // namespace gpuledger::ledger
