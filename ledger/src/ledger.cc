@@ -225,6 +225,7 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   entry.set_topic(c.topic);
   entry.set_partition(c.partition);
   entry.set_offset(c.offset);
+  entry.set_kafka_timestamp_ms(c.kafka_timestamp_ms);
   entry.set_recorded_at_ms(c.recorded_at_ms);
   entry.set_outcome(c.reason_code.empty() ? v1::ACCEPTED : v1::REJECTED);
   entry.set_reason_code(c.reason_code);

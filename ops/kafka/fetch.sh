@@ -51,6 +51,9 @@ apt_install() {
 }
 
 # --- java and kcat --------------------------------------------------------------------
+if [ -n "${JAVA_HOME:-}" ] && [ ! -x "$JAVA_HOME/bin/java" ]; then
+  die "JAVA_HOME=$JAVA_HOME has no bin/java; unset JAVA_HOME or point it at a Java >= 11 installation"
+fi
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 pkgs=()
 command -v "$JAVA" >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
@@ -101,7 +104,8 @@ if [ -f "$STAMP" ]; then                  # jars from an older pom.xml: start cl
 fi
 log "downloading Kafka $KAFKA_VERSION jars from Maven Central into $LIBS (about 50 MB, once)"
 # (Debian's Maven 3.8 prints stray colour codes even with -B -q: strip them.)
-if ! mvn -B -q -f "$POM" -Dkafka.libs="$LIBS" "$DEP_PLUGIN" 2>&1 |
+# -U: re-check Maven Central even if an earlier (e.g. offline) attempt cached a failure.
+if ! mvn -B -q -U -f "$POM" -Dkafka.libs="$LIBS" "$DEP_PLUGIN" 2>&1 |
      sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2; then
   die "mvn could not download the Kafka $KAFKA_VERSION jars (see its output above: network, proxy in ~/.m2/settings.xml, disk?). Fix that and re-run $PROG, or set KAFKA_LIBS to a directory that already holds them."
 fi

@@ -79,7 +79,9 @@ on_exit() {
   [ "$READY" = 1 ] && return 0
   kill_broker
   rm -f "$RUN/kafka.pid"
-  if [ "$rc" -ne 0 ] && [ -d "$RUN" ]; then
+  if [ "$rc" -ge 128 ]; then            # interrupted: nothing worth keeping
+    rm -rf "$RUN"
+  elif [ "$rc" -ne 0 ] && [ -d "$RUN" ]; then
     log "run directory kept for debugging: $RUN (logs in $LOGS; remove with ops/kafka/stop.sh $RUN)"
   fi
 }
@@ -95,14 +97,20 @@ alive() {
   [ "${st%% *}" != Z ]
 }
 
+FAIL_LOGS=("$LOGS/kafka.out" "$LOGS/server.log")    # tails shown by fail()
 fail() {
   local f
-  for f in "$LOGS/format.log" "$LOGS/kafka.out" "$LOGS/server.log"; do
+  for f in "${FAIL_LOGS[@]}"; do
     if [ -s "$f" ]; then
       printf '%s: ---- last lines of %s ----\n' "$PROG" "$f" >&2
-      tail -n 40 "$f" >&2
+      tail -n 30 "$f" >&2
     fi
   done
+  # The cause is usually the first ERROR (plus its exception line), long before the tail.
+  if grep -q -E '^\[[^]]*\] (ERROR|FATAL) ' "$LOGS/server.log" 2>/dev/null; then
+    printf '%s: ---- first errors in %s ----\n' "$PROG" "$LOGS/server.log" >&2
+    grep -m 3 -A 1 -E '^\[[^]]*\] (ERROR|FATAL) ' "$LOGS/server.log" >&2 || true
+  fi
   die "$*"
 }
 
@@ -155,9 +163,11 @@ for attempt in 1 2 3; do
   printf '%s\n' "$tmpl" >"$RUN/server.properties"
 
   rm -rf "$RUN/data"
-  "$JAVA" -Xmx256m "${COMMON_OPTS[@]}" -cp "$CP" kafka.tools.StorageTool format \
-      -t "$(new_cluster_id)" -c "$RUN/server.properties" >"$LOGS/format.log" 2>&1 ||
+  if ! "$JAVA" -Xmx256m "${COMMON_OPTS[@]}" -cp "$CP" kafka.tools.StorageTool format \
+         -t "$(new_cluster_id)" -c "$RUN/server.properties" >"$LOGS/format.log" 2>&1; then
+    FAIL_LOGS=("$LOGS/format.log" "$LOGS/server.log")
     fail "formatting the KRaft storage in $RUN/data failed (java: $JAVA)"
+  fi
 
   # New session (setsid) and SIGHUP ignored (nohup): the broker outlives this script and
   # the caller's terminal. The wrapper writes the PID it execs into and closes every fd

@@ -39,6 +39,9 @@ case ${1:-} in
   *) [ $# -eq 1 ] || { usage; exit 2; }; RUN=$1 ;;
 esac
 
+STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
+case $STOP_TIMEOUT in ''|*[!0-9]*) die "KAFKA_STOP_TIMEOUT must be whole seconds, got '$STOP_TIMEOUT'" ;; esac
+
 if [ ! -d "$RUN" ]; then
   log "$RUN does not exist: already stopped"
   exit 0
@@ -73,10 +76,12 @@ case $PID in
   '') log "no broker PID recorded in $RUN: not running" ;;
   *[!0-9]*) die "$RUN/kafka.pid does not hold a PID ('$PID')" ;;
   *)
-    if alive "$PID" && ours "$PID"; then
+    if alive "$PID" && ! ours "$PID"; then
+      log "PID $PID is alive but is not the broker of $RUN (PID reused?); not touching it"
+    elif alive "$PID"; then
       kill -TERM "$PID" 2>/dev/null || true
-      if ! wait_gone "$PID" "${KAFKA_STOP_TIMEOUT:-30}"; then
-        log "broker $PID ignored SIGTERM for ${KAFKA_STOP_TIMEOUT:-30} s; sending SIGKILL"
+      if ! wait_gone "$PID" "$STOP_TIMEOUT"; then
+        log "broker $PID ignored SIGTERM for $STOP_TIMEOUT s; sending SIGKILL"
         kill -KILL "$PID" 2>/dev/null || true
         wait_gone "$PID" 30 || die "broker $PID is still alive after SIGKILL"
       fi

@@ -47,6 +47,8 @@ struct Candidate {
   std::string topic;
   int32_t partition = 0;
   int64_t offset = 0;
+  // The Kafka message timestamp, UTC ms; -1 if none.
+  int64_t kafka_timestamp_ms = -1;
   // Ingest host clock, UTC ms. Informational only; decisions never depend on it.
   int64_t recorded_at_ms = 0;
   // Dedup identity: CSP id (or "operator") and event id. Both empty when the payload could not

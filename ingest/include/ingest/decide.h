@@ -1,0 +1,33 @@
+// Turns one consumed Kafka message into a ledger Candidate: decodes it, checks it, and decides
+// accept or reject with a reason code. Pure: the decision depends only on the message and
+// `limits`, never on the wall clock, so replaying the ledger reproduces it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "ledger/ledger.h"
+
+namespace gpuledger::ingest {
+
+// A consumed message, as far as decisions are concerned.
+struct RawMessage {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  int64_t kafka_timestamp_ms = -1;
+  std::string payload;
+};
+
+struct ValidationLimits {
+  // Longest accepted usage, own-use or outage interval. Default: 31 days.
+  int64_t max_interval_ms = 31LL * 86'400'000;
+  // Longest accepted event id, in bytes. Default: 128.
+  size_t max_event_id_bytes = 128;
+};
+
+// `recorded_at_ms` is stored in the candidate as information only.
+ledger::Candidate Decide(const RawMessage& message, const ValidationLimits& limits,
+                         int64_t recorded_at_ms);
+
+}  // namespace gpuledger::ingest

@@ -1,0 +1,54 @@
+// The ingest loop: consume the registry topic and every CSP usage topic, decide about each
+// message, and record it in the ledger together with the consumed offsets, one synced write
+// batch per group commit.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "ingest/decide.h"
+#include "ledger/ledger.h"
+
+namespace gpuledger::ingest {
+
+struct IngestOptions {
+  // Kafka bootstrap servers, "host:port[,host:port]". Required.
+  std::string brokers;
+  // Consumer group id. Offsets committed to Kafka under it are for lag monitoring only; the
+  // ledger's stored offsets decide where consumption resumes. Default: "gpuledger-ingest".
+  std::string group_id = "gpuledger-ingest";
+  // Most messages recorded per group commit (one synced RocksDB write). Default: 5,000.
+  size_t batch_max_messages = 5'000;
+  // Longest a batch stays open before it is committed, ms. Default: 200.
+  int64_t batch_max_ms = 200;
+  // Stop once every assigned partition has been read to its end and committed, instead of
+  // running until asked to stop. Default: false (run as a service).
+  bool stop_at_end = false;
+  // With stop_at_end: give up waiting for a partition assignment after this long, ms.
+  // Default: 60,000.
+  int64_t assignment_timeout_ms = 60'000;
+  // Log a progress line at most this often, ms. Default: 2,000.
+  int64_t progress_interval_ms = 2'000;
+  // Validation limits applied to each event.
+  ValidationLimits limits;
+};
+
+struct IngestStats {
+  uint64_t consumed = 0;     // messages read from Kafka
+  uint64_t accepted = 0;     // new entries with outcome ACCEPTED
+  uint64_t rejected = 0;     // new entries with outcome REJECTED (incl. conflicts)
+  uint64_t duplicates = 0;   // exact duplicates: counted, not recorded again
+  uint64_t batches = 0;      // group commits
+  std::map<std::string, uint64_t> rejected_by_reason;
+};
+
+// Runs until `stop` becomes true (then finishes and commits the batch in flight), until the
+// end of every partition with stop_at_end, or until an error that makes going on unsafe.
+// `ledger` must be open for writing; this function is its only writer while it runs.
+absl::StatusOr<IngestStats> RunIngest(const IngestOptions& options, ledger::Ledger& ledger,
+                                      const std::atomic<bool>& stop);
+
+}  // namespace gpuledger::ingest

@@ -1,0 +1,29 @@
+// Reason codes for rejected inputs. Each is recorded in the ledger entry of the rejected input;
+// docs/REASON_CODES.md is the table operators and auditors read (kept in sync by a test).
+#pragma once
+
+#include <span>
+#include <string_view>
+
+namespace gpuledger::ingest::reason {
+
+inline constexpr char kMalformed[] = "MALFORMED";
+inline constexpr char kUnknownSchemaVersion[] = "UNKNOWN_SCHEMA_VERSION";
+inline constexpr char kMissingField[] = "MISSING_FIELD";
+inline constexpr char kInvalidField[] = "INVALID_FIELD";
+inline constexpr char kCspTopicMismatch[] = "CSP_TOPIC_MISMATCH";
+inline constexpr char kEmptyInterval[] = "EMPTY_INTERVAL";
+inline constexpr char kDurationTooLong[] = "DURATION_TOO_LONG";
+inline constexpr char kConflictingDuplicate[] = "CONFLICTING_DUPLICATE";
+inline constexpr char kUnknownTopic[] = "UNKNOWN_TOPIC";
+
+struct ReasonInfo {
+  std::string_view code;
+  std::string_view meaning;
+  std::string_view what_to_do;
+};
+
+// Every reason code with its meaning and what the sender should do, in table order.
+std::span<const ReasonInfo> AllReasons();
+
+}  // namespace gpuledger::ingest::reason

@@ -1,0 +1,301 @@
+#include "ingest/ingestor.h"
+
+#include <librdkafka/rdkafkacpp.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "ingest/topics.h"
+#include "kafka_status.h"
+
+namespace gpuledger::ingest {
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t MonotonicMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Owns the consumer and the batch in flight. Runs on the calling thread; librdkafka calls the
+// rebalance and event callbacks from inside consume(), on this same thread.
+class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
+ public:
+  IngestLoop(const IngestOptions& options, ledger::Ledger& ledger, const std::atomic<bool>& stop)
+      : options_(options), ledger_(ledger), stop_(stop) {}
+
+  absl::StatusOr<IngestStats> Run();
+
+  void rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
+                    std::vector<RdKafka::TopicPartition*>& partitions) override;
+  void event_cb(RdKafka::Event& event) override;
+
+ private:
+  absl::Status Setup();
+  absl::Status Handle(const RdKafka::Message& msg);
+  absl::Status CommitBatch();
+  bool AllAtEnd() const;
+  void LogProgress(bool final);
+
+  const IngestOptions& options_;
+  ledger::Ledger& ledger_;
+  const std::atomic<bool>& stop_;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+  IngestStats stats_;
+  absl::Status callback_error_;  // set by callbacks, checked by the loop
+  std::set<ledger::TopicPartition> assigned_;
+  std::set<ledger::TopicPartition> at_end_;
+  ledger::OffsetMap batch_offsets_;
+  int64_t batch_opened_ms_ = 0;
+  int64_t last_progress_ms_ = 0;
+  uint64_t consumed_at_last_progress_ = 0;
+  bool ever_assigned_ = false;
+};
+
+absl::Status IngestLoop::Setup() {
+  if (options_.brokers.empty()) return absl::InvalidArgumentError("no Kafka brokers given");
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  const std::pair<const char*, std::string> settings[] = {
+      {"bootstrap.servers", options_.brokers},
+      {"group.id", options_.group_id},
+      {"client.id", "gpuledger-ingest"},
+      // The ledger stores offsets; Kafka's committed offsets are written only for lag tools.
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"},
+      {"enable.partition.eof", "true"},
+      {"isolation.level", "read_committed"},
+      // Pick up a new CSP's usage topic within 10 s.
+      {"topic.metadata.refresh.interval.ms", "10000"},
+  };
+  for (const auto& [key, value] : settings) GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  std::string err;
+  if (conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) !=
+          RdKafka::Conf::CONF_OK ||
+      conf->set("event_cb", static_cast<RdKafka::EventCb*>(this), err) != RdKafka::Conf::CONF_OK) {
+    return absl::InternalError(absl::StrCat("Kafka callbacks: ", err));
+  }
+  consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
+  if (!consumer_) return absl::InvalidArgumentError(absl::StrCat("Kafka consumer: ", err));
+  return FromKafka(consumer_->subscribe({kRegistryTopic, kUsageTopicPattern}), "subscribe");
+}
+
+void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
+                              std::vector<RdKafka::TopicPartition*>& partitions) {
+  // Whatever happens, the batch in flight is made durable first: its offsets belong to the
+  // partitions that may be about to move.
+  if (absl::Status st = CommitBatch(); !st.ok() && callback_error_.ok()) callback_error_ = st;
+  if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+    const ledger::OffsetMap stored = ledger_.Offsets();
+    for (RdKafka::TopicPartition* tp : partitions) {
+      const ledger::TopicPartition key{tp->topic(), tp->partition()};
+      auto it = stored.find(key);
+      tp->set_offset(it != stored.end() ? it->second : RdKafka::Topic::OFFSET_BEGINNING);
+      assigned_.insert(key);
+      at_end_.erase(key);
+      spdlog::info("assigned {}[{}] from offset {}", key.topic, key.partition,
+                   it != stored.end() ? absl::StrCat(it->second) : std::string("beginning"));
+    }
+    ever_assigned_ = ever_assigned_ || !partitions.empty();
+    consumer->assign(partitions);
+  } else {
+    if (err != RdKafka::ERR__REVOKE_PARTITIONS) {
+      spdlog::warn("rebalance error: {}", RdKafka::err2str(err));
+    }
+    for (RdKafka::TopicPartition* tp : partitions) {
+      assigned_.erase({tp->topic(), tp->partition()});
+      at_end_.erase({tp->topic(), tp->partition()});
+    }
+    consumer->unassign();
+  }
+}
+
+void IngestLoop::event_cb(RdKafka::Event& event) {
+  switch (event.type()) {
+    case RdKafka::Event::EVENT_ERROR:
+      if (event.fatal()) {
+        callback_error_ = FromKafka(event.err(), absl::StrCat("fatal Kafka error: ", event.str()));
+      } else {
+        spdlog::warn("kafka: {} ({})", event.str(), RdKafka::err2str(event.err()));
+      }
+      break;
+    case RdKafka::Event::EVENT_LOG:
+      if (event.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
+        spdlog::warn("kafka: {} {}", event.fac(), event.str());
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
+  RawMessage raw;
+  raw.topic = msg.topic_name();
+  raw.partition = msg.partition();
+  raw.offset = msg.offset();
+  const RdKafka::MessageTimestamp ts = msg.timestamp();
+  raw.kafka_timestamp_ms =
+      ts.type == RdKafka::MessageTimestamp::MSG_TIMESTAMP_NOT_AVAILABLE ? -1 : ts.timestamp;
+  if (msg.payload() != nullptr) raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
+
+  const ledger::Candidate candidate = Decide(raw, options_.limits, NowMs());
+  GPULEDGER_ASSIGN_OR_RETURN(ledger::AppendResult result, ledger_.Append(candidate));
+  ++stats_.consumed;
+  switch (result.kind) {
+    case ledger::AppendKind::kDuplicate:
+      ++stats_.duplicates;
+      break;
+    case ledger::AppendKind::kConflict:
+      ++stats_.rejected;
+      ++stats_.rejected_by_reason[ledger::kConflictingDuplicate];
+      break;
+    case ledger::AppendKind::kAppended:
+      if (candidate.reason_code.empty()) {
+        ++stats_.accepted;
+      } else {
+        ++stats_.rejected;
+        ++stats_.rejected_by_reason[candidate.reason_code];
+      }
+      break;
+  }
+  const ledger::TopicPartition tp{raw.topic, raw.partition};
+  GPULEDGER_RETURN_IF_ERROR(ledger_.AdvanceOffset(tp, raw.offset + 1));
+  batch_offsets_[tp] = raw.offset + 1;
+  at_end_.erase(tp);
+  return absl::OkStatus();
+}
+
+absl::Status IngestLoop::CommitBatch() {
+  if (batch_offsets_.empty()) return absl::OkStatus();
+  GPULEDGER_RETURN_IF_ERROR(ledger_.Commit());
+  ++stats_.batches;
+  // Now durable in the ledger: tell Kafka too, for lag monitoring only (failures harmless).
+  std::vector<RdKafka::TopicPartition*> commits;
+  for (const auto& [tp, next] : batch_offsets_) {
+    commits.push_back(RdKafka::TopicPartition::create(tp.topic, tp.partition, next));
+  }
+  consumer_->commitAsync(commits);
+  RdKafka::TopicPartition::destroy(commits);
+  batch_offsets_.clear();
+  return absl::OkStatus();
+}
+
+bool IngestLoop::AllAtEnd() const {
+  if (assigned_.empty() || !batch_offsets_.empty()) return false;
+  for (const auto& tp : assigned_) {
+    if (!at_end_.contains(tp)) return false;
+  }
+  return true;
+}
+
+void IngestLoop::LogProgress(bool final) {
+  const int64_t now = MonotonicMs();
+  if (!final && now - last_progress_ms_ < options_.progress_interval_ms) return;
+  const double seconds = static_cast<double>(now - last_progress_ms_) / 1000.0;
+  const uint64_t delta = stats_.consumed - consumed_at_last_progress_;
+  int64_t lag = 0;
+  for (const auto& tp : assigned_) {
+    int64_t low = 0;
+    int64_t high = 0;
+    if (consumer_->get_watermark_offsets(tp.topic, tp.partition, &low, &high) ==
+        RdKafka::ERR_NO_ERROR) {
+      auto stored = ledger_.Offsets();
+      auto it = stored.find(tp);
+      const int64_t pos = it != stored.end() ? it->second : low;
+      if (high > pos) lag += high - pos;
+    }
+  }
+  spdlog::info("{}consumed {} ({:.0f}/s), accepted {}, rejected {}, duplicates {}, "
+               "ledger head {}, lag {}",
+               final ? "done: " : "", stats_.consumed,
+               seconds > 0 ? static_cast<double>(delta) / seconds : 0.0, stats_.accepted,
+               stats_.rejected, stats_.duplicates, ledger_.head().seq, lag);
+  last_progress_ms_ = now;
+  consumed_at_last_progress_ = stats_.consumed;
+}
+
+absl::StatusOr<IngestStats> IngestLoop::Run() {
+  GPULEDGER_RETURN_IF_ERROR(Setup());
+  const int64_t started = MonotonicMs();
+  last_progress_ms_ = started;
+  absl::Status result;
+  while (!stop_.load()) {
+    const int64_t now = MonotonicMs();
+    int64_t wait_ms = 100;
+    if (!batch_offsets_.empty()) {
+      wait_ms = std::max<int64_t>(0, batch_opened_ms_ + options_.batch_max_ms - now);
+    }
+    std::unique_ptr<RdKafka::Message> msg(consumer_->consume(static_cast<int>(wait_ms)));
+    if (!callback_error_.ok()) {
+      result = callback_error_;
+      break;
+    }
+    switch (msg->err()) {
+      case RdKafka::ERR_NO_ERROR:
+        if (batch_offsets_.empty()) batch_opened_ms_ = MonotonicMs();
+        result = Handle(*msg);
+        break;
+      case RdKafka::ERR__PARTITION_EOF:
+        at_end_.insert({msg->topic_name(), msg->partition()});
+        break;
+      case RdKafka::ERR__TIMED_OUT:
+        break;
+      default:
+        spdlog::warn("consume: {}", msg->errstr());
+        break;
+    }
+    if (!result.ok()) break;
+    const bool batch_full = ledger_.PendingEntries() >= options_.batch_max_messages ||
+                            (!batch_offsets_.empty() &&
+                             MonotonicMs() - batch_opened_ms_ >= options_.batch_max_ms);
+    if (batch_full || (options_.stop_at_end && msg->err() == RdKafka::ERR__PARTITION_EOF)) {
+      result = CommitBatch();
+      if (!result.ok()) break;
+    }
+    LogProgress(false);
+    if (options_.stop_at_end) {
+      if (AllAtEnd()) break;
+      if (!ever_assigned_ && MonotonicMs() - started > options_.assignment_timeout_ms) {
+        result = absl::DeadlineExceededError(absl::StrCat(
+            "no partition of ", kRegistryTopic, " or ", kUsageTopicPrefix,
+            "* was assigned within ", options_.assignment_timeout_ms,
+            " ms: check --brokers and that the topics exist"));
+        break;
+      }
+    }
+  }
+  // A graceful stop finishes the batch in flight; after an error nothing staged is written
+  // (the messages are consumed again from the stored offsets on the next start).
+  if (result.ok()) result = CommitBatch();
+  if (!result.ok()) {
+    ledger_.Abort();
+    batch_offsets_.clear();
+  }
+  LogProgress(true);
+  consumer_->close();
+  if (!result.ok()) return result;
+  return stats_;
+}
+
+}  // namespace
+
+absl::StatusOr<IngestStats> RunIngest(const IngestOptions& options, ledger::Ledger& ledger,
+                                      const std::atomic<bool>& stop) {
+  IngestLoop loop(options, ledger, stop);
+  return loop.Run();
+}
+
+}  // namespace gpuledger::ingest

@@ -1,0 +1,227 @@
+#include "ingest/publisher.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafkacpp.h>
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "gpuledger/v1/usage.pb.h"
+#include "ingest/topics.h"
+#include "kafka_status.h"
+
+namespace gpuledger::ingest {
+
+namespace v1 = gpuledger::v1;
+
+namespace {
+
+constexpr size_t kMaxReportedBadLines = 20;
+
+absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line) {
+  v1::UsageEvent e;
+  auto st = google::protobuf::util::JsonStringToMessage(line, &e);
+  if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
+  if (e.csp_id().empty()) return absl::InvalidArgumentError("cspId is required to pick the topic");
+  EncodedEvent out;
+  out.topic = UsageTopic(e.csp_id());
+  // Keyed by allocation so that one allocation's events stay in order on one partition.
+  switch (e.body_case()) {
+    case v1::UsageEvent::kUsage:
+      out.key = e.usage().allocation_id();
+      break;
+    case v1::UsageEvent::kCorrection:
+      out.key = e.correction().has_replacement() ? e.correction().replacement().allocation_id()
+                                                 : e.correction().target_event_id();
+      break;
+    case v1::UsageEvent::kOutage:
+      if (!e.outage().allocation_id().empty()) {
+        out.key = e.outage().allocation_id();
+        break;
+      }
+      out.key = absl::StrCat("pool:", v1::Program_Name(e.outage().program()), ":",
+                             v1::GpuModel_Name(e.outage().gpu_model()));
+      break;
+    case v1::UsageEvent::kOwnUse:
+      out.key = absl::StrCat("pool:", v1::Program_Name(e.own_use().program()), ":",
+                             v1::GpuModel_Name(e.own_use().gpu_model()));
+      break;
+    case v1::UsageEvent::BODY_NOT_SET:
+      out.key = e.event_id();
+      break;
+  }
+  if (!e.SerializeToString(&out.value)) return absl::InternalError("serialize");
+  return out;
+}
+
+absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line) {
+  v1::RegistryEvent e;
+  auto st = google::protobuf::util::JsonStringToMessage(line, &e);
+  if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
+  EncodedEvent out;
+  out.topic = kRegistryTopic;
+  // The registry topic is read in one order by everyone; its key only spreads load.
+  out.key = e.event_id();
+  if (!e.SerializeToString(&out.value)) return absl::InternalError("serialize");
+  return out;
+}
+
+// Delivery reports arrive on the thread that calls poll()/flush(): the publishing thread.
+class DeliveryCounter : public RdKafka::DeliveryReportCb {
+ public:
+  void dr_cb(RdKafka::Message& message) override {
+    if (message.err() == RdKafka::ERR_NO_ERROR) {
+      ++delivered;
+    } else {
+      ++failed;
+      if (first_error.empty()) first_error = message.errstr();
+    }
+  }
+  uint64_t delivered = 0;
+  uint64_t failed = 0;
+  std::string first_error;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, EventKind kind,
+                                                          size_t max_line_bytes) {
+  std::vector<EncodedEvent> out;
+  std::vector<std::string> bad;
+  uint64_t bad_count = 0;
+  std::string line;
+  for (uint64_t number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    absl::StatusOr<EncodedEvent> e =
+        line.size() > max_line_bytes
+            ? absl::InvalidArgumentError(absl::StrCat("longer than ", max_line_bytes, " bytes"))
+            : (kind == EventKind::kUsage ? EncodeUsage(line) : EncodeRegistry(line));
+    if (e.ok()) {
+      out.push_back(std::move(*e));
+    } else if (++bad_count <= kMaxReportedBadLines) {
+      bad.push_back(absl::StrCat("line ", number, ": ", e.status().message()));
+    }
+  }
+  if (bad_count > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        bad_count, " bad line(s), nothing published:\n  ", absl::StrJoin(bad, "\n  "),
+        bad_count > bad.size() ? absl::StrCat("\n  ... and ", bad_count - bad.size(), " more")
+                               : std::string()));
+  }
+  return out;
+}
+
+absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::string>& topics,
+                          int partitions) {
+  if (topics.empty()) return absl::OkStatus();
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err) !=
+      RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(conf);
+    return absl::InvalidArgumentError(absl::StrCat("bootstrap.servers: ", err));
+  }
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (rk == nullptr) return absl::InvalidArgumentError(absl::StrCat("Kafka admin client: ", err));
+  std::vector<rd_kafka_NewTopic_t*> new_topics;
+  for (const std::string& t : topics) {
+    new_topics.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, -1, err, sizeof err));
+  }
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_AdminOptions_set_operation_timeout(opts, 30'000, err, sizeof err);
+  rd_kafka_CreateTopics(rk, new_topics.data(), new_topics.size(), opts, queue);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 60'000);
+  absl::Status status;
+  if (ev == nullptr) {
+    status = absl::UnavailableError(absl::StrCat("creating topics on ", brokers,
+                                                 ": no answer within 60 s; is the broker up?"));
+  } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    status = absl::UnavailableError(
+        absl::StrCat("creating topics on ", brokers, ": ", rd_kafka_event_error_string(ev)));
+  } else {
+    size_t n = 0;
+    const rd_kafka_topic_result_t** results =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+    for (size_t i = 0; i < n && status.ok(); ++i) {
+      const rd_kafka_resp_err_t code = rd_kafka_topic_result_error(results[i]);
+      if (code != RD_KAFKA_RESP_ERR_NO_ERROR && code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        status = FromKafka(static_cast<RdKafka::ErrorCode>(code),
+                           absl::StrCat("create topic ", rd_kafka_topic_result_name(results[i])));
+      }
+    }
+  }
+  if (ev != nullptr) rd_kafka_event_destroy(ev);
+  rd_kafka_AdminOptions_destroy(opts);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_NewTopic_destroy_array(new_topics.data(), new_topics.size());
+  rd_kafka_destroy(rk);
+  return status;
+}
+
+absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
+                                     const PublishOptions& options) {
+  if (options.brokers.empty()) return absl::InvalidArgumentError("no Kafka brokers given");
+  PublishStats stats;
+  stats.lines = events.size();
+  std::set<std::string> topics;
+  for (const auto& e : events) topics.insert(e.topic);
+  stats.topics.assign(topics.begin(), topics.end());
+  GPULEDGER_RETURN_IF_ERROR(EnsureTopics(options.brokers, stats.topics, options.partitions_if_created));
+
+  DeliveryCounter counter;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  const std::pair<const char*, std::string> settings[] = {
+      {"bootstrap.servers", options.brokers},
+      {"client.id", "gpuledger-publish"},
+      // Retries never duplicate or reorder within a partition.
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      {"linger.ms", "5"},
+      {"compression.type", "lz4"},
+  };
+  for (const auto& [key, value] : settings) GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  std::string err;
+  if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(&counter), err) !=
+      RdKafka::Conf::CONF_OK) {
+    return absl::InternalError(err);
+  }
+  std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), err));
+  if (!producer) return absl::InvalidArgumentError(absl::StrCat("Kafka producer: ", err));
+
+  for (const EncodedEvent& e : events) {
+    for (;;) {
+      const RdKafka::ErrorCode code = producer->produce(
+          e.topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+          const_cast<char*>(e.value.data()), e.value.size(), e.key.data(), e.key.size(), 0,
+          nullptr);
+      if (code == RdKafka::ERR__QUEUE_FULL) {
+        producer->poll(100);  // wait for deliveries to make room
+        continue;
+      }
+      GPULEDGER_RETURN_IF_ERROR(FromKafka(code, absl::StrCat("produce to ", e.topic)));
+      break;
+    }
+    producer->poll(0);
+  }
+  const RdKafka::ErrorCode flushed = producer->flush(static_cast<int>(options.flush_timeout_ms));
+  if (flushed != RdKafka::ERR_NO_ERROR) {
+    return absl::UnavailableError(absl::StrCat(
+        producer->outq_len(), " message(s) not acknowledged within ", options.flush_timeout_ms,
+        " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
+  }
+  if (counter.failed > 0) {
+    return absl::UnavailableError(absl::StrCat(counter.failed, " message(s) failed delivery: ",
+                                               counter.first_error));
+  }
+  stats.published = counter.delivered;
+  return stats;
+}
+
+}  // namespace gpuledger::ingest

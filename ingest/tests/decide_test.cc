@@ -1,0 +1,158 @@
+#include "ingest/decide.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "gpuledger/v1/registry.pb.h"
+#include "gpuledger/v1/usage.pb.h"
+#include "ingest/reasons.h"
+#include "ingest/topics.h"
+
+namespace gpuledger::ingest {
+namespace {
+
+namespace v1 = gpuledger::v1;
+
+v1::UsageEvent GoodUsage() {
+  v1::UsageEvent e;
+  e.set_schema_version(1);
+  e.set_event_id("evt-1");
+  e.set_csp_id("csp-a");
+  e.set_producer_id("meter-1");
+  e.set_producer_seq(1);
+  auto* u = e.mutable_usage();
+  u->set_allocation_id("alloc-1");
+  u->set_gpu_model(v1::H200);
+  u->set_gpu_count(8);
+  u->set_start_ms(1'000'000);
+  u->set_end_ms(1'060'000);
+  u->set_node_id("node-1");
+  return e;
+}
+
+RawMessage Msg(const std::string& topic, const std::string& payload) {
+  return RawMessage{topic, 0, 42, 123, payload};
+}
+
+TEST(DecideTest, AcceptsAWellFormedUsageEvent) {
+  const auto c = Decide(Msg(UsageTopic("csp-a"), GoodUsage().SerializeAsString()), {}, 7);
+  EXPECT_EQ(c.reason_code, "") << c.reason_detail;
+  EXPECT_EQ(c.source, v1::SOURCE_USAGE);
+  EXPECT_EQ(c.source_id, "csp-a");
+  EXPECT_EQ(c.event_id, "evt-1");
+  EXPECT_EQ(c.offset, 42);
+  EXPECT_EQ(c.kafka_timestamp_ms, 123);
+  EXPECT_EQ(c.recorded_at_ms, 7);
+  EXPECT_FALSE(c.canonical.empty());
+}
+
+struct UsageCase {
+  const char* name;
+  std::function<void(v1::UsageEvent*)> mutate;
+  const char* want_reason;
+};
+
+TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
+  const UsageCase cases[] = {
+      {"schema v2", [](auto* e) { e->set_schema_version(2); }, reason::kUnknownSchemaVersion},
+      {"no event id", [](auto* e) { e->clear_event_id(); }, reason::kMissingField},
+      {"event id with space", [](auto* e) { e->set_event_id("a b"); }, reason::kInvalidField},
+      {"event id too long", [](auto* e) { e->set_event_id(std::string(129, 'x')); },
+       reason::kInvalidField},
+      {"no csp", [](auto* e) { e->clear_csp_id(); }, reason::kMissingField},
+      {"other csp", [](auto* e) { e->set_csp_id("csp-b"); }, reason::kCspTopicMismatch},
+      {"no producer", [](auto* e) { e->clear_producer_id(); }, reason::kMissingField},
+      {"producer seq 0", [](auto* e) { e->set_producer_seq(0); }, reason::kInvalidField},
+      {"no body", [](auto* e) { e->clear_body(); }, reason::kMissingField},
+      {"no allocation", [](auto* e) { e->mutable_usage()->clear_allocation_id(); },
+       reason::kMissingField},
+      {"no model", [](auto* e) { e->mutable_usage()->clear_gpu_model(); }, reason::kMissingField},
+      {"unknown model", [](auto* e) { e->mutable_usage()->set_gpu_model(static_cast<v1::GpuModel>(99)); },
+       reason::kInvalidField},
+      {"zero gpus", [](auto* e) { e->mutable_usage()->set_gpu_count(0); }, reason::kInvalidField},
+      {"zero duration", [](auto* e) { e->mutable_usage()->set_end_ms(1'000'000); },
+       reason::kEmptyInterval},
+      {"negative duration", [](auto* e) { e->mutable_usage()->set_end_ms(0); },
+       reason::kEmptyInterval},
+      {"too long", [](auto* e) { e->mutable_usage()->set_end_ms(1'000'000 + 32LL * 86'400'000); },
+       reason::kDurationTooLong},
+      {"self correction",
+       [](auto* e) { e->mutable_correction()->set_target_event_id(e->event_id()); },
+       reason::kInvalidField},
+      {"correction without target", [](auto* e) { e->mutable_correction(); },
+       reason::kMissingField},
+      {"own use without gpus",
+       [](auto* e) {
+         auto* o = e->mutable_own_use();
+         o->set_program(v1::GOV_ADVANCED);
+         o->set_gpu_model(v1::B200);
+         o->set_start_ms(0);
+         o->set_end_ms(10);
+       },
+       reason::kInvalidField},
+  };
+  for (const auto& tc : cases) {
+    v1::UsageEvent e = GoodUsage();
+    tc.mutate(&e);
+    const auto c = Decide(Msg(UsageTopic("csp-a"), e.SerializeAsString()), {}, 0);
+    EXPECT_EQ(c.reason_code, tc.want_reason) << tc.name << ": " << c.reason_detail;
+    EXPECT_FALSE(c.reason_detail.empty()) << tc.name;
+  }
+}
+
+TEST(DecideTest, MalformedBytesHaveNoIdentity) {
+  const auto c = Decide(Msg(UsageTopic("csp-a"), std::string("\xff\xff\xff\xff", 4)), {}, 0);
+  EXPECT_EQ(c.reason_code, reason::kMalformed);
+  EXPECT_TRUE(c.source_id.empty());
+  EXPECT_TRUE(c.event_id.empty());
+}
+
+TEST(DecideTest, IdentityIsTheTopicsCspNotTheClaimedOne) {
+  v1::UsageEvent e = GoodUsage();
+  e.set_csp_id("csp-b");
+  const auto c = Decide(Msg(UsageTopic("csp-a"), e.SerializeAsString()), {}, 0);
+  EXPECT_EQ(c.reason_code, reason::kCspTopicMismatch);
+  EXPECT_EQ(c.source_id, "csp-a");
+}
+
+TEST(DecideTest, UnknownTopicIsRejected) {
+  const auto c = Decide(Msg("other", GoodUsage().SerializeAsString()), {}, 0);
+  EXPECT_EQ(c.reason_code, reason::kUnknownTopic);
+}
+
+TEST(DecideTest, RegistryEventsAreCheckedToo) {
+  v1::RegistryEvent r;
+  r.set_schema_version(1);
+  r.set_event_id("reg-1");
+  auto* rate = r.mutable_rate_card();
+  rate->set_program(v1::GOV_ADVANCED);
+  rate->set_gpu_model(v1::H200);
+  rate->set_krw_per_gpu_hour(4'500);
+  auto ok = Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0);
+  EXPECT_EQ(ok.reason_code, "") << ok.reason_detail;
+  EXPECT_EQ(ok.source, v1::SOURCE_REGISTRY);
+  EXPECT_EQ(ok.source_id, kOperatorSourceId);
+
+  rate->set_krw_per_gpu_hour(0);
+  EXPECT_EQ(Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0).reason_code,
+            reason::kInvalidField);
+  r.mutable_copay_policy()->set_institution_type(v1::SME);
+  r.mutable_copay_policy()->set_copay_bp(10'001);
+  EXPECT_EQ(Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0).reason_code,
+            reason::kInvalidField);
+  r.clear_body();
+  EXPECT_EQ(Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0).reason_code,
+            reason::kMissingField);
+}
+
+TEST(DecideTest, EveryReasonHasMeaningAndAdvice) {
+  for (const auto& r : reason::AllReasons()) {
+    EXPECT_FALSE(r.meaning.empty()) << r.code;
+    EXPECT_FALSE(r.what_to_do.empty()) << r.code;
+  }
+  EXPECT_GE(reason::AllReasons().size(), 9u);
+}
+
+}  // namespace
+}  // namespace gpuledger::ingest
