@@ -62,7 +62,7 @@ if [ "${#pkgs[@]}" -gt 0 ]; then apt_install "${pkgs[@]}"; fi
 command -v "$JAVA" >/dev/null 2>&1 || die "no '$JAVA' even after installing openjdk-17-jre-headless; set JAVA_HOME"
 command -v kcat >/dev/null 2>&1 || die "no kcat even after installing it; put it on PATH"
 
-java_spec=$("$JAVA" -XshowSettings:properties -version 2>&1 |
+java_spec=$("$JAVA" -XX:-UsePerfData -XshowSettings:properties -version 2>&1 |
             sed -n 's/^ *java\.specification\.version = //p')
 java_major=${java_spec#1.}; java_major=${java_major%%.*}
 case $java_major in

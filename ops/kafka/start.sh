@@ -32,6 +32,16 @@ while [ $# -gt 0 ]; do
 done
 if [ -n "$ENV_FILE" ]; then
   [ -d "$(dirname "$ENV_FILE")" ] || die "directory of --env-file $ENV_FILE does not exist"
+  if [ -f "$ENV_FILE" ]; then
+    # Overwriting the env file of a broker that still runs would orphan that broker.
+    old_run=$(sed -n 's/^KAFKA_RUN_DIR=//p' "$ENV_FILE" | tail -n 1)
+    old_pid=$(sed -n 's/^KAFKA_PID=//p' "$ENV_FILE" | tail -n 1)
+    old_cmd=
+    if [ -n "$old_pid" ]; then old_cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$old_pid/cmdline" || true); fi
+    if [ -n "$old_run" ] && [[ $old_cmd == *" kafka.Kafka $old_run/server.properties"* ]]; then
+      die "$ENV_FILE belongs to a broker that is still running (pid $old_pid); stop it first: ops/kafka/stop.sh --env-file $ENV_FILE"
+    fi
+  fi
   rm -f "$ENV_FILE"            # never leave a stale file from an earlier run behind
 fi
 
@@ -58,6 +68,7 @@ fi
 # The KEY=VALUE output must be usable both by `source` and by naive parsers.
 case $RUN in
   *[!A-Za-z0-9._/+@,:=-]*)
+    [ -n "${KAFKA_RUN_DIR:-}" ] || rmdir "$RUN"
     die "run directory '$RUN' contains spaces or shell-special characters; set TMPDIR or KAFKA_RUN_DIR to a plain path" ;;
 esac
 : >"$RUN/.gpuledger-kafka-run"          # marker: stop.sh only deletes directories that have it
@@ -143,7 +154,7 @@ new_cluster_id() {
 }
 
 read -r -a HEAP <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
-COMMON_OPTS=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError
+COMMON_OPTS=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData
   -Djava.awt.headless=true "-Djava.io.tmpdir=$RUN/tmp" "-Dkafka.logs.dir=$LOGS"
   "-Dlog4j.configuration=file:$HERE/log4j.properties")
 CP="$LIBS/*"

@@ -60,7 +60,7 @@ alive() {
 # ours PID: it is the broker of this run (guards against a recycled PID)
 ours() {
   local cmd
-  cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
   case $cmd in *" kafka.Kafka $RUN/server.properties"*) return 0 ;; *) return 1 ;; esac
 }
 wait_gone() {      # wait_gone PID SECONDS

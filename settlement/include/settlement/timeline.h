@@ -1,0 +1,39 @@
+// An effective-dated value: each record applies from its instant until the next one.
+#pragma once
+
+#include <cstdint>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <vector>
+
+namespace gpuledger::settlement {
+
+template <typename T>
+class Timeline {
+ public:
+  // Records `value` from `from_ms` on. A later Set with the same instant replaces the earlier
+  // one (records are applied in ledger order, so the ledger decides).
+  void Set(int64_t from_ms, T value) { by_from_[from_ms] = std::move(value); }
+
+  // The value in force at `t_ms`, or nullopt before the first record.
+  std::optional<T> At(int64_t t_ms) const {
+    auto it = by_from_.upper_bound(t_ms);
+    if (it == by_from_.begin()) return std::nullopt;
+    return std::prev(it)->second;
+  }
+
+  // Appends every change instant strictly inside (lo_ms, hi_ms) to `out`.
+  void ChangesWithin(int64_t lo_ms, int64_t hi_ms, std::vector<int64_t>* out) const {
+    for (auto it = by_from_.upper_bound(lo_ms); it != by_from_.end() && it->first < hi_ms; ++it) {
+      out->push_back(it->first);
+    }
+  }
+
+  bool empty() const { return by_from_.empty(); }
+
+ private:
+  std::map<int64_t, T> by_from_;
+};
+
+}  // namespace gpuledger::settlement
