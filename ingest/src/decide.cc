@@ -215,7 +215,7 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
   c.kafka_timestamp_ms = m.kafka_timestamp_ms;
   c.recorded_at_ms = recorded_at_ms;
 
-  if (m.topic == kRegistryTopic) {
+  if (m.topic == limits.topics.Registry()) {
     c.source = v1::SOURCE_REGISTRY;
     v1::RegistryEvent e;
     if (!DecodeInto(m.payload, &e, &c)) {
@@ -236,7 +236,7 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
     return c;
   }
 
-  const std::optional<std::string> csp = CspOfUsageTopic(m.topic);
+  const std::optional<std::string> csp = limits.topics.CspOfUsage(m.topic);
   if (!csp) {
     Reject(&c, {reason::kUnknownTopic, absl::StrCat("topic '", m.topic, "'")});
     return c;

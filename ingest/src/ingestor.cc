@@ -89,7 +89,8 @@ absl::Status IngestLoop::Setup() {
   }
   consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
   if (!consumer_) return absl::InvalidArgumentError(absl::StrCat("Kafka consumer: ", err));
-  return FromKafka(consumer_->subscribe({kRegistryTopic, kUsageTopicPattern}), "subscribe");
+  const TopicNames& topics = options_.limits.topics;
+  return FromKafka(consumer_->subscribe({topics.Registry(), topics.UsagePattern()}), "subscribe");
 }
 
 void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
@@ -270,7 +271,8 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
       if (AllAtEnd()) break;
       if (!ever_assigned_ && MonotonicMs() - started > options_.assignment_timeout_ms) {
         result = absl::DeadlineExceededError(absl::StrCat(
-            "no partition of ", kRegistryTopic, " or ", kUsageTopicPrefix,
+            "no partition of ", options_.limits.topics.Registry(), " or ",
+            options_.limits.topics.UsagePrefix(),
             "* was assigned within ", options_.assignment_timeout_ms,
             " ms: check --brokers and that the topics exist"));
         break;

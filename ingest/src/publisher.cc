@@ -24,13 +24,13 @@ namespace {
 
 constexpr size_t kMaxReportedBadLines = 20;
 
-absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line) {
+absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line, const TopicNames& topics) {
   v1::UsageEvent e;
   auto st = google::protobuf::util::JsonStringToMessage(line, &e);
   if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
   if (e.csp_id().empty()) return absl::InvalidArgumentError("cspId is required to pick the topic");
   EncodedEvent out;
-  out.topic = UsageTopic(e.csp_id());
+  out.topic = topics.Usage(e.csp_id());
   // Keyed by allocation so that one allocation's events stay in order on one partition.
   switch (e.body_case()) {
     case v1::UsageEvent::kUsage:
@@ -60,12 +60,12 @@ absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line) {
   return out;
 }
 
-absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line) {
+absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line, const TopicNames& topics) {
   v1::RegistryEvent e;
   auto st = google::protobuf::util::JsonStringToMessage(line, &e);
   if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
   EncodedEvent out;
-  out.topic = kRegistryTopic;
+  out.topic = topics.Registry();
   // The registry topic is read in one order by everyone; its key only spreads load.
   out.key = e.event_id();
   if (!e.SerializeToString(&out.value)) return absl::InternalError("serialize");
@@ -91,7 +91,8 @@ class DeliveryCounter : public RdKafka::DeliveryReportCb {
 }  // namespace
 
 absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, EventKind kind,
-                                                          size_t max_line_bytes) {
+                                                          const PublishOptions& options) {
+  const size_t max_line_bytes = options.max_line_bytes;
   std::vector<EncodedEvent> out;
   std::vector<std::string> bad;
   uint64_t bad_count = 0;
@@ -101,7 +102,8 @@ absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, Even
     absl::StatusOr<EncodedEvent> e =
         line.size() > max_line_bytes
             ? absl::InvalidArgumentError(absl::StrCat("longer than ", max_line_bytes, " bytes"))
-            : (kind == EventKind::kUsage ? EncodeUsage(line) : EncodeRegistry(line));
+            : (kind == EventKind::kUsage ? EncodeUsage(line, options.topics)
+                                          : EncodeRegistry(line, options.topics));
     if (e.ok()) {
       out.push_back(std::move(*e));
     } else if (++bad_count <= kMaxReportedBadLines) {

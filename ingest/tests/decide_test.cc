@@ -36,7 +36,7 @@ RawMessage Msg(const std::string& topic, const std::string& payload) {
 }
 
 TEST(DecideTest, AcceptsAWellFormedUsageEvent) {
-  const auto c = Decide(Msg(UsageTopic("csp-a"), GoodUsage().SerializeAsString()), {}, 7);
+  const auto c = Decide(Msg(TopicNames().Usage("csp-a"), GoodUsage().SerializeAsString()), {}, 7);
   EXPECT_EQ(c.reason_code, "") << c.reason_detail;
   EXPECT_EQ(c.source, v1::SOURCE_USAGE);
   EXPECT_EQ(c.source_id, "csp-a");
@@ -95,14 +95,14 @@ TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
   for (const auto& tc : cases) {
     v1::UsageEvent e = GoodUsage();
     tc.mutate(&e);
-    const auto c = Decide(Msg(UsageTopic("csp-a"), e.SerializeAsString()), {}, 0);
+    const auto c = Decide(Msg(TopicNames().Usage("csp-a"), e.SerializeAsString()), {}, 0);
     EXPECT_EQ(c.reason_code, tc.want_reason) << tc.name << ": " << c.reason_detail;
     EXPECT_FALSE(c.reason_detail.empty()) << tc.name;
   }
 }
 
 TEST(DecideTest, MalformedBytesHaveNoIdentity) {
-  const auto c = Decide(Msg(UsageTopic("csp-a"), std::string("\xff\xff\xff\xff", 4)), {}, 0);
+  const auto c = Decide(Msg(TopicNames().Usage("csp-a"), std::string("\xff\xff\xff\xff", 4)), {}, 0);
   EXPECT_EQ(c.reason_code, reason::kMalformed);
   EXPECT_TRUE(c.source_id.empty());
   EXPECT_TRUE(c.event_id.empty());
@@ -111,9 +111,27 @@ TEST(DecideTest, MalformedBytesHaveNoIdentity) {
 TEST(DecideTest, IdentityIsTheTopicsCspNotTheClaimedOne) {
   v1::UsageEvent e = GoodUsage();
   e.set_csp_id("csp-b");
-  const auto c = Decide(Msg(UsageTopic("csp-a"), e.SerializeAsString()), {}, 0);
+  const auto c = Decide(Msg(TopicNames().Usage("csp-a"), e.SerializeAsString()), {}, 0);
   EXPECT_EQ(c.reason_code, reason::kCspTopicMismatch);
   EXPECT_EQ(c.source_id, "csp-a");
+}
+
+TEST(DecideTest, TopicPrefixNamespacesEveryTopic) {
+  ValidationLimits limits;
+  limits.topics = TopicNames("staging.");
+  EXPECT_EQ(limits.topics.Usage("csp-a"), "staging.gpuledger.usage.csp-a");
+  EXPECT_EQ(limits.topics.UsagePattern(), "^staging\\.gpuledger\\.usage\\..+");
+  const auto c = Decide(Msg("staging.gpuledger.usage.csp-a", GoodUsage().SerializeAsString()),
+                        limits, 0);
+  EXPECT_EQ(c.reason_code, "") << c.reason_detail;
+  EXPECT_EQ(Decide(Msg(TopicNames().Usage("csp-a"), GoodUsage().SerializeAsString()), limits, 0)
+                .reason_code,
+            reason::kUnknownTopic);
+  EXPECT_TRUE(TopicNames::CheckPrefix("").ok());
+  EXPECT_TRUE(TopicNames::CheckPrefix("t-1_x.").ok());
+  EXPECT_FALSE(TopicNames::CheckPrefix("staging").ok());
+  EXPECT_FALSE(TopicNames::CheckPrefix("a.b.").ok());
+  EXPECT_FALSE(TopicNames::CheckPrefix(".").ok());
 }
 
 TEST(DecideTest, UnknownTopicIsRejected) {
@@ -129,20 +147,20 @@ TEST(DecideTest, RegistryEventsAreCheckedToo) {
   rate->set_program(v1::GOV_ADVANCED);
   rate->set_gpu_model(v1::H200);
   rate->set_krw_per_gpu_hour(4'500);
-  auto ok = Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0);
+  auto ok = Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0);
   EXPECT_EQ(ok.reason_code, "") << ok.reason_detail;
   EXPECT_EQ(ok.source, v1::SOURCE_REGISTRY);
   EXPECT_EQ(ok.source_id, kOperatorSourceId);
 
   rate->set_krw_per_gpu_hour(0);
-  EXPECT_EQ(Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0).reason_code,
+  EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,
             reason::kInvalidField);
   r.mutable_copay_policy()->set_institution_type(v1::SME);
   r.mutable_copay_policy()->set_copay_bp(10'001);
-  EXPECT_EQ(Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0).reason_code,
+  EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,
             reason::kInvalidField);
   r.clear_body();
-  EXPECT_EQ(Decide(Msg(kRegistryTopic, r.SerializeAsString()), {}, 0).reason_code,
+  EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,
             reason::kMissingField);
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "ingest/topics.h"
 #include "ledger/ledger.h"
 
 namespace gpuledger::ingest {
@@ -20,6 +21,8 @@ struct RawMessage {
 };
 
 struct ValidationLimits {
+  // Topic names in use (with their namespace prefix, if any). Default: production names.
+  TopicNames topics;
   // Longest accepted usage, own-use or outage interval. Default: 31 days.
   int64_t max_interval_ms = 31LL * 86'400'000;
   // Longest accepted event id, in bytes. Default: 128.

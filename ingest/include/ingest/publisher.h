@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "ingest/topics.h"
 
 namespace gpuledger::ingest {
 
@@ -16,6 +17,8 @@ enum class EventKind { kUsage, kRegistry };
 struct PublishOptions {
   // Kafka bootstrap servers. Required.
   std::string brokers;
+  // Topic names (namespace prefix). Default: production names.
+  TopicNames topics;
   // Partitions for topics this publisher creates if they do not exist yet. Default: 3.
   int partitions_if_created = 3;
   // How long to wait for every message to be acknowledged before failing, ms. Default: 60,000.
@@ -40,7 +43,7 @@ struct EncodedEvent {
 // Parses JSON lines (protobuf JSON mapping of UsageEvent or RegistryEvent) into wire events.
 // Nothing is published if any line is bad: the error names every bad line (up to 20).
 absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, EventKind kind,
-                                                          size_t max_line_bytes);
+                                                          const PublishOptions& options);
 
 // Produces `events` in order with the idempotent producer (acks=all) and waits until every
 // one is acknowledged. Creates missing topics first.

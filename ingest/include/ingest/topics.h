@@ -1,29 +1,38 @@
 // Kafka topic names. Each CSP publishes on its own usage topic so that Kafka ACLs can restrict
-// it to its own; the operator publishes reference data on the registry topic.
+// it to its own; the operator publishes reference data on the registry topic. An optional
+// namespace prefix (e.g. "staging.") lets several gpuledger deployments, or tests, share one
+// Kafka cluster.
 #pragma once
 
 #include <optional>
 #include <string>
 
+#include "absl/status/status.h"
+
 namespace gpuledger::ingest {
 
-inline constexpr char kUsageTopicPrefix[] = "gpuledger.usage.";
-inline constexpr char kRegistryTopic[] = "gpuledger.registry";
-inline constexpr char kRejectedTopic[] = "gpuledger.rejected";
-// librdkafka subscription pattern for every CSP usage topic (a leading '^' makes it a regex).
-inline constexpr char kUsageTopicPattern[] = "^gpuledger\\.usage\\..+";
 // The dedup source id of registry events.
 inline constexpr char kOperatorSourceId[] = "operator";
 
-inline std::string UsageTopic(const std::string& csp_id) { return kUsageTopicPrefix + csp_id; }
+class TopicNames {
+ public:
+  // `prefix` is empty (production) or letters, digits, '_' and '-' ending in '.'.
+  static absl::Status CheckPrefix(const std::string& prefix);
+  TopicNames() = default;
+  explicit TopicNames(std::string prefix) : prefix_(std::move(prefix)) {}
 
-// The CSP id of a usage topic, or nullopt if `topic` is not one.
-inline std::optional<std::string> CspOfUsageTopic(const std::string& topic) {
-  const std::string prefix = kUsageTopicPrefix;
-  if (topic.size() <= prefix.size() || topic.compare(0, prefix.size(), prefix) != 0) {
-    return std::nullopt;
-  }
-  return topic.substr(prefix.size());
-}
+  std::string Registry() const { return prefix_ + "gpuledger.registry"; }
+  std::string Rejected() const { return prefix_ + "gpuledger.rejected"; }
+  std::string Usage(const std::string& csp_id) const { return UsagePrefix() + csp_id; }
+  std::string UsagePrefix() const { return prefix_ + "gpuledger.usage."; }
+  // librdkafka subscription pattern for every CSP usage topic (a leading '^' makes it a regex).
+  std::string UsagePattern() const;
+  // The CSP id of a usage topic, or nullopt if `topic` is not one.
+  std::optional<std::string> CspOfUsage(const std::string& topic) const;
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  std::string prefix_;
+};
 
 }  // namespace gpuledger::ingest

@@ -1,0 +1,91 @@
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+
+#include "commands.h"
+#include "ingest/ingestor.h"
+#include "ledger/ledger.h"
+
+namespace gpuledger::cli {
+
+namespace {
+std::atomic<bool> g_stop{false};
+extern "C" void OnStopSignal(int) { g_stop.store(true); }
+}  // namespace
+
+void AddIngestCommand(CLI::App& app, int* exit_code) {
+  struct Args {
+    ingest::IngestOptions options;
+    std::string db;
+    bool no_sync = false;
+    std::string topic_prefix;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "ingest",
+      "Consume gpuledger.registry and every gpuledger.usage.* topic into the ledger.\n"
+      "Each message becomes one ledger entry (accepted, or rejected with a reason code), except\n"
+      "exact duplicates of an event already recorded, which are counted and dropped. Entries\n"
+      "and the consumed offsets are written in one synced RocksDB batch per group commit, and\n"
+      "consumption resumes from the offsets in the ledger. SIGTERM or SIGINT finishes the batch\n"
+      "in flight and exits cleanly.");
+  cmd->add_option("--brokers", args->options.brokers, "Kafka bootstrap servers, host:port[,...]")
+      ->required()
+      ->envname("GPULEDGER_BROKERS");
+  cmd->add_option("--db", args->db, "Ledger directory (created if missing)")
+      ->required()
+      ->envname("GPULEDGER_DB");
+  cmd->add_option("--group", args->options.group_id,
+                  "Kafka consumer group (its committed offsets are for lag monitoring only)")
+      ->capture_default_str();
+  cmd->add_option("--topic-prefix", args->topic_prefix,
+                  "Namespace prefix of every topic, e.g. 'staging.' (default: none)")
+      ->envname("GPULEDGER_TOPIC_PREFIX");
+  cmd->add_flag("--until-end", args->options.stop_at_end,
+                "Stop once every assigned partition is read to its end (batch mode)");
+  cmd->add_option("--batch-max-messages", args->options.batch_max_messages,
+                  "Most messages per group commit")
+      ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
+  cmd->add_option("--batch-max-ms", args->options.batch_max_ms,
+                  "Longest a batch stays open before it is committed, ms")
+      ->check(CLI::Range(1, 60'000))
+      ->capture_default_str();
+  cmd->add_option("--max-interval-ms", args->options.limits.max_interval_ms,
+                  "Longest accepted usage interval, ms")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_flag("--no-sync", args->no_sync,
+                "Do not fsync each commit (benchmarks only: a power cut may lose acknowledged "
+                "events)");
+  cmd->callback([args, exit_code] {
+    if (absl::Status st = ingest::TopicNames::CheckPrefix(args->topic_prefix); !st.ok()) {
+      *exit_code = Report(st);
+      return;
+    }
+    args->options.limits.topics = ingest::TopicNames(args->topic_prefix);
+    ledger::LedgerOptions lo;
+    lo.sync_commits = !args->no_sync;
+    auto ledger = ledger::Ledger::Open(args->db, lo);
+    if (!ledger.ok()) {
+      *exit_code = Report(ledger.status());
+      return;
+    }
+    std::signal(SIGTERM, OnStopSignal);
+    std::signal(SIGINT, OnStopSignal);
+    spdlog::info("ingesting from {} into {} (head seq {})", args->options.brokers, args->db,
+                 (*ledger)->head().seq);
+    auto stats = ingest::RunIngest(args->options, **ledger, g_stop);
+    if (!stats.ok()) {
+      *exit_code = Report(stats.status());
+      return;
+    }
+    for (const auto& [reason, n] : stats->rejected_by_reason) {
+      spdlog::info("rejected {}: {}", reason, n);
+    }
+    spdlog::info("stopped at ledger head seq {}", (*ledger)->head().seq);
+  });
+}
+
+}  // namespace gpuledger::cli

@@ -1,0 +1,23 @@
+// Registration of the gpuledger subcommands. Each Add*Command attaches a subcommand to `app`
+// whose callback stores its exit code in `*exit_code`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "absl/status/status.h"
+
+namespace gpuledger::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitUsage = 2;
+
+void AddPublishCommand(CLI::App& app, int* exit_code);
+void AddIngestCommand(CLI::App& app, int* exit_code);
+void AddSettleCommand(CLI::App& app, int* exit_code);
+void AddLedgerCommand(CLI::App& app, int* exit_code);
+
+// Logs `status` as the reason a command failed and returns kExitFailed.
+int Report(const absl::Status& status);
+
+}  // namespace gpuledger::cli

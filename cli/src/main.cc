@@ -1,0 +1,62 @@
+// gpuledger: metering and settlement ledger for shared GPU programs.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+
+namespace gpuledger::cli {
+
+int Report(const absl::Status& status) {
+  spdlog::error("{}", std::string(status.message()));
+  return kExitFailed;
+}
+
+namespace {
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "gpuledger: the system of record for shared GPU programs.\n"
+      "CSPs publish usage events to Kafka; `ingest` records every one of them in an\n"
+      "append-only, hash-chained RocksDB ledger; `settle` turns the ledger into co-pay\n"
+      "invoices; `ledger verify` proves nothing was changed or removed.",
+      "gpuledger"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "gpuledger 0.1.0");
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (logs go to stderr)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
+  app.footer(
+      "Exit codes: 0 success, 1 the work failed, 2 the command line was wrong.\n"
+      "Run `gpuledger SUBCOMMAND --help` for each subcommand's options.");
+
+  int exit_code = kExitOk;
+  AddPublishCommand(app, &exit_code);
+  AddIngestCommand(app, &exit_code);
+  AddSettleCommand(app, &exit_code);
+  AddLedgerCommand(app, &exit_code);
+  app.parse_complete_callback([&] {
+    auto logger = spdlog::stderr_color_mt("gpuledger");
+    spdlog::set_default_logger(logger);
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+    spdlog::set_level(spdlog::level::from_str(log_level));
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  } catch (const std::exception& e) {
+    // The edge of the program: nothing may escape as a crash.
+    spdlog::error("unexpected error: {}", e.what());
+    return kExitFailed;
+  }
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace gpuledger::cli
+
+int main(int argc, char** argv) { return gpuledger::cli::Main(argc, argv); }
