@@ -25,16 +25,16 @@ std::string RenderTable(const SettlementRun& run) {
   std::string out = absl::StrFormat(
       "Co-pay invoices for %s (KST), ledger entries 1..%d\n\n", run.period.ToString(),
       run.covered_seq);
-  absl::StrAppendFormat(&out, "%-14s %-28s %5s %14s %16s %14s %16s %14s\n", "institution",
+  absl::StrAppendFormat(&out, "%-18s %-30s %5s %14s %16s %14s %16s %14s\n", "institution",
                         "name", "lines", "GPU-hours", "list KRW", "co-pay KRW", "subsidy KRW",
                         "due KRW");
   for (const Invoice& inv : run.invoices) {
-    absl::StrAppendFormat(&out, "%-14s %-28s %5d %14s %16s %14s %16s %14s\n", inv.institution_id,
-                          inv.institution_name.substr(0, 28), inv.lines.size(),
+    absl::StrAppendFormat(&out, "%-18s %-30s %5d %14s %16s %14s %16s %14s\n", inv.institution_id,
+                          inv.institution_name.substr(0, 30), inv.lines.size(),
                           FormatGpuHours(inv.gpu_ms), FormatWon(inv.list), FormatWon(inv.copay),
                           FormatWon(inv.subsidy), FormatWon(inv.amount_due));
   }
-  absl::StrAppendFormat(&out, "%-14s %-28s %5s %14s %16s %14s %16s\n", "TOTAL",
+  absl::StrAppendFormat(&out, "%-18s %-30s %5s %14s %16s %14s %16s\n", "TOTAL",
                         absl::StrCat(run.invoices.size(), " invoices"), "",
                         FormatGpuHours(run.gpu_ms), FormatWon(run.list), FormatWon(run.copay),
                         FormatWon(run.subsidy));

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Writes a small, deterministic sample month for gpuledger's main job.
+
+Outputs two JSON-lines files in the protobuf JSON mapping (docs/FORMATS.md):
+  registry.jsonl  the operator's reference data: institutions, allocations, rate cards,
+                  co-pay policies, CSP contracts and GPU pools;
+  usage.jsonl     two CSPs' metered usage for the month, one event per node-hour or less,
+                  with a few exact duplicates (as a retrying CSP sends), one conflicting
+                  duplicate and one zero-length interval mixed in, so the run shows what
+                  ingest does with each.
+
+Usage: make_sample.py OUT_DIR [--period 2026-03] [--seed 7]
+Integers only: times in ms since the epoch (UTC), money in whole won.
+"""
+import argparse
+import calendar
+import json
+import os
+import random
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+KST = 9 * HOUR
+
+
+def month_start_ms(year, month):
+    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000 - KST
+
+
+def registry_events(start, end):
+    ev = []
+
+    def add(body_key, body):
+        ev.append({"schemaVersion": 1, "eventId": f"reg-{len(ev) + 1:04d}",
+                   "emittedAtMs": start - DAY, body_key: body})
+
+    before = start - 30 * DAY
+    for t, bp in [("ACADEMIA", 0), ("RESEARCH_INSTITUTE", 0), ("PUBLIC_AGENCY", 0),
+                  ("SME", 900), ("STARTUP", 900), ("MID_SIZED_ENTERPRISE", 3000),
+                  ("LARGE_ENTERPRISE", 5000)]:
+        add("copayPolicy", {"institutionType": t, "copayBp": bp, "effectiveFromMs": before})
+    rates = [("GOV_ADVANCED", "H200", 4800), ("GOV_ADVANCED", "B200", 7900),
+             ("LEASE_HPC", "H100", 3600), ("LEASE_HPC", "H200", 5100),
+             ("LEASE_RESEARCH", "H200", 5100), ("LEASE_RESEARCH", "B200", 8300)]
+    for program, model, krw in rates:
+        add("rateCard", {"program": program, "gpuModel": model, "krwPerGpuHour": krw,
+                         "effectiveFromMs": before})
+    # A mid-month price change: usage is split at this instant.
+    add("rateCard", {"program": "GOV_ADVANCED", "gpuModel": "H200", "krwPerGpuHour": 5000,
+                     "effectiveFromMs": start + 15 * DAY})
+    for csp, cap in [("csp-alpha", 1500), ("csp-beta", 1000)]:
+        add("cspContract", {"cspId": csp, "ownUseCapBp": cap, "effectiveFromMs": before})
+    pools = [("csp-alpha", "GOV_ADVANCED", "H200", 64), ("csp-alpha", "GOV_ADVANCED", "B200", 32),
+             ("csp-beta", "LEASE_HPC", "H100", 32), ("csp-beta", "LEASE_RESEARCH", "H200", 48)]
+    for csp, program, model, n in pools:
+        add("gpuPool", {"cspId": csp, "program": program, "gpuModel": model, "gpuCount": n,
+                        "effectiveFromMs": before})
+    institutions = [
+        ("inst-hanbit-univ", "Hanbit University", "ACADEMIA"),
+        ("inst-seoul-tech", "Seoul Institute of Technology", "ACADEMIA"),
+        ("inst-nari", "National AI Research Institute", "RESEARCH_INSTITUTE"),
+        ("inst-daehan-bio", "Daehan Bio Co., Ltd.", "SME"),
+        ("inst-mirae-robot", "Mirae Robotics", "STARTUP"),
+        ("inst-nuri-vision", "Nuri Vision", "STARTUP"),
+        ("inst-kangnam-semi", "Kangnam Semiconductor", "MID_SIZED_ENTERPRISE"),
+        ("inst-pyeong-llm", "Pyeong LLM Lab", "SME"),
+    ]
+    for iid, name, t in institutions:
+        add("institution", {"institutionId": iid, "name": name, "type": t,
+                            "effectiveFromMs": before})
+    # Pyeong LLM Lab becomes a research institute on the 20th: its co-pay drops to 0%.
+    add("institution", {"institutionId": "inst-pyeong-llm", "name": "Pyeong LLM Lab",
+                        "type": "RESEARCH_INSTITUTE", "effectiveFromMs": start + 19 * DAY})
+    allocations = [
+        ("alloc-0001", "inst-hanbit-univ", "LEASE_RESEARCH", "csp-beta", "H200", 16),
+        ("alloc-0002", "inst-seoul-tech", "GOV_ADVANCED", "csp-alpha", "H200", 8),
+        ("alloc-0003", "inst-nari", "GOV_ADVANCED", "csp-alpha", "B200", 16),
+        ("alloc-0004", "inst-daehan-bio", "LEASE_HPC", "csp-beta", "H100", 4),
+        ("alloc-0005", "inst-mirae-robot", "LEASE_HPC", "csp-beta", "H100", 8),
+        ("alloc-0006", "inst-nuri-vision", "GOV_ADVANCED", "csp-alpha", "H200", 2),
+        ("alloc-0007", "inst-kangnam-semi", "GOV_ADVANCED", "csp-alpha", "H200", 8),
+        ("alloc-0008", "inst-pyeong-llm", "GOV_ADVANCED", "csp-alpha", "B200", 8),
+        ("alloc-0009", "inst-hanbit-univ", "GOV_ADVANCED", "csp-alpha", "H200", 4),
+    ]
+    for aid, iid, program, csp, model, n in allocations:
+        add("allocation", {"allocationId": aid, "institutionId": iid, "program": program,
+                           "cspId": csp, "gpuModel": model, "gpuCount": n,
+                           "startMs": start - 10 * DAY, "endMs": end + 60 * DAY})
+    return ev, allocations
+
+
+def usage_events(allocations, start, end, rng):
+    events = []
+    seqs = {}
+
+    def add(csp, body_key, body):
+        producer = f"{csp}-meter-1"
+        seqs[producer] = seqs.get(producer, 0) + 1
+        events.append({"schemaVersion": 1, "eventId": f"{csp}-{seqs[producer]:06d}",
+                       "cspId": csp, "producerId": producer, "producerSeq": seqs[producer],
+                       "emittedAtMs": body.get("endMs", start), body_key: body})
+
+    for aid, _iid, _program, csp, model, granted in allocations:
+        day = start
+        while day < end:
+            if rng.random() < 0.55:  # a job on this day
+                job_start = day + rng.randrange(0, 14) * HOUR + rng.randrange(0, 60) * 60_000
+                job_end = min(job_start + rng.randrange(1, 12) * HOUR + rng.randrange(0, 60) * 60_000,
+                              end + 6 * HOUR)
+                gpus = rng.randrange(1, granted + 1)
+                nodes = [(f"{csp}-node-{int(aid[-4:]) * 4 + k:03d}", min(8, gpus - 8 * k))
+                         for k in range((gpus + 7) // 8)]
+                t = job_start
+                while t < job_end:  # metered hour by hour
+                    t_next = min(t + HOUR, job_end)
+                    for node, n in nodes:
+                        add(csp, "usage", {"allocationId": aid, "gpuModel": model, "gpuCount": n,
+                                           "startMs": t, "endMs": t_next, "nodeId": node})
+                    t = t_next
+            day += DAY
+    lines = [json.dumps(e, separators=(",", ":")) for e in events]
+    # A CSP retrying: 3% of events are sent twice, byte for byte.
+    dups = sorted(rng.sample(range(len(lines)), len(lines) * 3 // 100))
+    # A CSP bug: one event id reused with different content, and one zero-length interval.
+    conflict = dict(events[10])
+    conflict["usage"] = dict(conflict["usage"], gpuCount=conflict["usage"]["gpuCount"] + 1)
+    zero = dict(events[20])
+    zero["usage"] = dict(zero["usage"], endMs=zero["usage"]["startMs"])
+    zero["eventId"] = zero["eventId"] + "-z"
+    out = list(lines) + [lines[i] for i in dups] + [
+        json.dumps(conflict, separators=(",", ":")), json.dumps(zero, separators=(",", ":"))]
+    return out, len(events), len(dups)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--period", default="2026-03", help="month, YYYY-MM (KST)")
+    ap.add_argument("--seed", type=int, default=7)
+    a = ap.parse_args()
+    year, month = (int(x) for x in a.period.split("-"))
+    start = month_start_ms(year, month)
+    end = month_start_ms(year + (month == 12), month % 12 + 1)
+    rng = random.Random(a.seed)
+    reg, allocations = registry_events(start, end)
+    usage, distinct, dups = usage_events(allocations, start, end, rng)
+    os.makedirs(a.out_dir, exist_ok=True)
+    with open(os.path.join(a.out_dir, "registry.jsonl"), "w") as f:
+        f.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in reg)
+    with open(os.path.join(a.out_dir, "usage.jsonl"), "w") as f:
+        f.writelines(line + "\n" for line in usage)
+    print(f"sample {a.period} (seed {a.seed}): {len(reg)} registry events, {distinct} usage "
+          f"events + {dups} exact duplicates + 1 conflicting duplicate + 1 zero-length interval")
+
+
+if __name__ == "__main__":
+    main()

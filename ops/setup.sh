@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# ops/setup.sh — make this Debian machine ready to build and run gpuledger, then build it.
+#   * installs the Debian packages the build and the scripts need (only those missing);
+#   * fetches the Kafka broker jars from Maven Central (ops/kafka/fetch.sh);
+#   * configures and builds with CMake + Ninja into $BUILD_DIR (default: build/), -j2.
+# Idempotent: a second run installs nothing and rebuilds only what changed.
+# Environment: BUILD_DIR, BUILD_TYPE (default RelWithDebInfo), JOBS (default 2),
+#              GPULEDGER_SANITIZE=1 for an ASan+UBSan build.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
+JOBS=${JOBS:-2}
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config python3
+  librdkafka-dev librocksdb-dev rocksdb-tools libprotobuf-dev protobuf-compiler
+  libboost-dev libssl-dev libgtest-dev libgmock-dev googletest libabsl-dev
+  libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  kcat openjdk-17-jre-headless maven
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null || die "not a Debian machine; install: ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || die "run as root (or install first: apt-get install ${missing[*]})"
+  log "installing ${missing[*]}"
+  apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=600)
+  "${apt[@]}" update >&2 || die "apt-get update failed: check the network to Debian's mirrors"
+  "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2 ||
+    die "apt-get install failed for: ${missing[*]}"
+else
+  log "all ${#PACKAGES[@]} Debian packages present"
+fi
+
+"$ROOT/ops/kafka/fetch.sh"
+
+log "configuring $BUILD_DIR ($BUILD_TYPE)"
+sanitize=OFF
+[ "${GPULEDGER_SANITIZE:-0}" = 1 ] && sanitize=ON
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+  -DGPULEDGER_SANITIZE="$sanitize" >&2 || die "cmake configure failed (see above)"
+log "building with -j$JOBS"
+cmake --build "$BUILD_DIR" -j "$JOBS" >&2 || die "build failed (see above)"
+log "built $BUILD_DIR/cli/gpuledger"

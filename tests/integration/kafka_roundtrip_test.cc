@@ -1,0 +1,253 @@
+// The walking skeleton on the real parts: events published to a real Kafka broker, ingested
+// into a RocksDB ledger, settled into invoices whose totals are recomputed here independently.
+#include <gtest/gtest.h>
+#include <librdkafka/rdkafkacpp.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "base/period.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "gpuledger/v1/usage.pb.h"
+#include "ingest/ingestor.h"
+#include "ingest/publisher.h"
+#include "ledger/verify.h"
+#include "settlement/invoice.h"
+#include "testsupport/kafka_env.h"
+#include "testsupport/temp_dir.h"
+
+namespace gpuledger {
+namespace {
+
+namespace v1 = gpuledger::v1;
+constexpr int64_t kHour = 3'600'000;
+constexpr int kPartitions = 3;
+const base::Period kPeriod{2026, 3};
+
+struct Grant {
+  std::string allocation_id;
+  std::string institution_id;
+  std::string csp_id;
+  v1::InstitutionType type;
+  int64_t krw_per_gpu_hour;
+  int64_t copay_bp;
+  uint32_t gpus;
+};
+
+// Three allocations with distinct institutions, programs and prices, on two CSPs.
+const Grant kGrants[] = {
+    {"alloc-uni", "uni", "csp-a", v1::ACADEMIA, 5'100, 0, 16},
+    {"alloc-sme", "sme", "csp-a", v1::SME, 4'800, 900, 4},
+    {"alloc-big", "big", "csp-b", v1::LARGE_ENTERPRISE, 7'900, 5'000, 8},
+};
+const v1::Program kPrograms[] = {v1::LEASE_RESEARCH, v1::GOV_ADVANCED, v1::LEASE_HPC};
+
+ingest::EncodedEvent Encode(const std::string& topic, const std::string& key,
+                            const google::protobuf::Message& m) {
+  return {topic, key, m.SerializeAsString()};
+}
+
+std::vector<ingest::EncodedEvent> RegistryEvents(const ingest::TopicNames& topics) {
+  std::vector<ingest::EncodedEvent> out;
+  int n = 0;
+  auto add = [&](auto fill) {
+    v1::RegistryEvent e;
+    e.set_schema_version(1);
+    e.set_event_id(absl::StrCat("reg-", ++n));
+    fill(&e);
+    out.push_back(Encode(topics.Registry(), e.event_id(), e));
+  };
+  for (size_t i = 0; i < std::size(kGrants); ++i) {
+    const Grant& g = kGrants[i];
+    add([&](v1::RegistryEvent* e) {
+      auto* x = e->mutable_institution();
+      x->set_institution_id(g.institution_id);
+      x->set_name(g.institution_id);
+      x->set_type(g.type);
+    });
+    add([&](v1::RegistryEvent* e) {
+      auto* x = e->mutable_copay_policy();
+      x->set_institution_type(g.type);
+      x->set_copay_bp(static_cast<uint32_t>(g.copay_bp));
+    });
+    add([&](v1::RegistryEvent* e) {
+      auto* x = e->mutable_rate_card();
+      x->set_program(kPrograms[i]);
+      x->set_gpu_model(v1::H200);
+      x->set_krw_per_gpu_hour(g.krw_per_gpu_hour);
+    });
+    add([&](v1::RegistryEvent* e) {
+      auto* x = e->mutable_allocation();
+      x->set_allocation_id(g.allocation_id);
+      x->set_institution_id(g.institution_id);
+      x->set_program(kPrograms[i]);
+      x->set_csp_id(g.csp_id);
+      x->set_gpu_model(v1::H200);
+      x->set_gpu_count(g.gpus);
+      x->set_start_ms(kPeriod.StartMs());
+      x->set_end_ms(kPeriod.EndMs());
+    });
+  }
+  return out;
+}
+
+// Offsets the broker reports as the end of each partition of `topic`.
+std::map<int32_t, int64_t> HighWatermarks(const std::string& brokers, const std::string& topic) {
+  std::string err;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  conf->set("bootstrap.servers", brokers, err);
+  conf->set("group.id", "watermark-probe", err);
+  std::unique_ptr<RdKafka::KafkaConsumer> c(RdKafka::KafkaConsumer::create(conf.get(), err));
+  std::map<int32_t, int64_t> out;
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    int64_t low = 0;
+    int64_t high = 0;
+    EXPECT_EQ(c->query_watermark_offsets(topic, p, &low, &high, 10'000), RdKafka::ERR_NO_ERROR);
+    out[p] = high;
+  }
+  c->close();
+  return out;
+}
+
+class KafkaRoundTripTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    brokers_ = testing::KafkaBootstrap(&why);
+    ASSERT_FALSE(brokers_.empty()) << why;
+    seed_ = testing::TestSeed();
+    std::cout << "seed " << seed_ << " (GPULEDGER_TEST_SEED=" << seed_ << " replays it)\n";
+    topics_ = ingest::TopicNames(absl::StrCat("rt", seed_ % 1'000'000'007, "."));
+  }
+
+  absl::StatusOr<ingest::IngestStats> Ingest(ledger::Ledger& l) {
+    ingest::IngestOptions o;
+    o.brokers = brokers_;
+    o.group_id = absl::StrCat("rt-", seed_);
+    o.stop_at_end = true;
+    o.batch_max_messages = 500;
+    o.limits.topics = topics_;
+    std::atomic<bool> stop{false};
+    return ingest::RunIngest(o, l, stop);
+  }
+
+  std::string brokers_;
+  uint64_t seed_ = 0;
+  ingest::TopicNames topics_;
+  testing::TempDir dir_;
+};
+
+TEST_F(KafkaRoundTripTest, DuplicatesCountedOnceOffsetsAtEndAndInvoiceTotalsExact) {
+  std::mt19937_64 rng(seed_);
+  const std::vector<ingest::EncodedEvent> registry = RegistryEvents(topics_);
+
+  // 1,500 distinct usage events inside the period, and 10% of them sent a second time.
+  constexpr int kDistinct = 1'500;
+  std::vector<ingest::EncodedEvent> usage;
+  std::map<std::string, int64_t> gpu_ms_by_allocation;
+  std::map<std::string, uint64_t> producer_seq;
+  for (int i = 0; i < kDistinct; ++i) {
+    const Grant& g = kGrants[rng() % std::size(kGrants)];
+    v1::UsageEvent e;
+    e.set_schema_version(1);
+    e.set_event_id(absl::StrCat("u-", i));
+    e.set_csp_id(g.csp_id);
+    e.set_producer_id("meter");
+    e.set_producer_seq(++producer_seq[g.csp_id]);
+    auto* u = e.mutable_usage();
+    u->set_allocation_id(g.allocation_id);
+    u->set_gpu_model(v1::H200);
+    u->set_gpu_count(1 + static_cast<uint32_t>(rng() % g.gpus));
+    const int64_t start = kPeriod.StartMs() + static_cast<int64_t>(rng() % (27 * 24)) * kHour +
+                          static_cast<int64_t>(rng() % 3'600'000);
+    const int64_t length = 1 + static_cast<int64_t>(rng() % (3 * kHour));
+    u->set_start_ms(start);
+    u->set_end_ms(start + length);
+    u->set_node_id(absl::StrCat("node-", i));
+    gpu_ms_by_allocation[g.allocation_id] += static_cast<int64_t>(u->gpu_count()) * length;
+    usage.push_back(Encode(topics_.Usage(g.csp_id), g.allocation_id, e));
+  }
+  std::vector<ingest::EncodedEvent> stream = registry;
+  stream.insert(stream.end(), usage.begin(), usage.end());
+  int duplicates = 0;
+  for (int i = 0; i < kDistinct; i += 10, ++duplicates) stream.push_back(usage[i]);
+
+  ingest::PublishOptions po;
+  po.brokers = brokers_;
+  po.topics = topics_;
+  po.partitions_if_created = kPartitions;
+  auto published = ingest::Publish(stream, po);
+  ASSERT_TRUE(published.ok()) << published.status();
+  ASSERT_EQ(published->published, stream.size());
+
+  auto ledger = ledger::Ledger::Open(dir_.Sub("ledger"), {});
+  ASSERT_TRUE(ledger.ok()) << ledger.status();
+  auto stats = Ingest(**ledger);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+
+  // Every distinct event exactly once; duplicates counted, not recorded.
+  const uint64_t distinct = registry.size() + kDistinct;
+  EXPECT_EQ(stats->consumed, stream.size());
+  EXPECT_EQ(stats->accepted, distinct);
+  EXPECT_EQ(stats->duplicates, static_cast<uint64_t>(duplicates));
+  EXPECT_EQ(stats->rejected, 0u);
+  EXPECT_EQ((*ledger)->head().seq, distinct);
+  std::set<std::pair<std::string, std::string>> seen;
+  ASSERT_TRUE((*ledger)
+                  ->Scan(1,
+                         [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+                           EXPECT_TRUE(seen.insert({e.entry.source_id(), e.entry.event_id()}).second)
+                               << "twice: " << e.entry.event_id();
+                           return true;
+                         })
+                  .ok());
+  EXPECT_EQ(seen.size(), distinct);
+  auto report = ledger::Verify(**ledger);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok) << report->problem;
+
+  // The stored offsets are the end of every partition that was written.
+  const ledger::OffsetMap stored = (*ledger)->Offsets();
+  for (const std::string& topic : published->topics) {
+    for (const auto& [partition, high] : HighWatermarks(brokers_, topic)) {
+      auto it = stored.find({topic, partition});
+      EXPECT_EQ(it == stored.end() ? 0 : it->second, high) << topic << "[" << partition << "]";
+    }
+  }
+
+  // Invoice totals recomputed here: one line per allocation, the rounding rule written out.
+  int64_t want_list = 0;
+  int64_t want_copay = 0;
+  for (const Grant& g : kGrants) {
+    const __int128 gpu_ms = gpu_ms_by_allocation[g.allocation_id];
+    const int64_t list = static_cast<int64_t>((gpu_ms * g.krw_per_gpu_hour + kHour / 2) / kHour);
+    want_list += list;
+    want_copay += (list * g.copay_bp + 5'000) / 10'000;
+  }
+  auto run = settlement::SettlePeriod(**ledger, kPeriod, {});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->list.won, want_list);
+  EXPECT_EQ(run->copay.won, want_copay);
+  EXPECT_EQ(run->subsidy.won, want_list - want_copay);
+  EXPECT_EQ(run->invoices.size(), std::size(kGrants));
+  EXPECT_TRUE(run->unpriced.empty());
+
+  // A restart reads nothing again; a CSP resending old events adds nothing.
+  auto again = Ingest(**ledger);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->consumed, 0u);
+  std::vector<ingest::EncodedEvent> resent(usage.begin(), usage.begin() + 100);
+  ASSERT_TRUE(ingest::Publish(resent, po).ok());
+  auto after_resend = Ingest(**ledger);
+  ASSERT_TRUE(after_resend.ok()) << after_resend.status();
+  EXPECT_EQ(after_resend->consumed, 100u);
+  EXPECT_EQ(after_resend->duplicates, 100u);
+  EXPECT_EQ((*ledger)->head().seq, distinct);
+}
+
+}  // namespace
+}  // namespace gpuledger
