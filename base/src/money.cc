@@ -32,8 +32,7 @@ absl::StatusOr<Krw> ListPrice(GpuMs quantity, Krw per_gpu_hour) {
 
 absl::StatusOr<Krw> ApplyBasisPoints(Krw amount, int64_t basis_points) {
   auto won = DivRoundHalfAwayFromZero(
-      static_cast<__int128>(amount.won) * static_cast<__int128>(basis_points),
-      kBasisPointsPerUnit);
+      static_cast<__int128>(amount.won) * static_cast<__int128>(basis_points), kBasisPointsPerUnit);
   if (!won.ok()) return won.status();
   return Krw{*won};
 }
@@ -41,8 +40,8 @@ absl::StatusOr<Krw> ApplyBasisPoints(Krw amount, int64_t basis_points) {
 std::string FormatWon(Krw amount) {
   // Work on the unsigned magnitude so that INT64_MIN formats correctly.
   const bool negative = amount.won < 0;
-  uint64_t magnitude = negative ? 0 - static_cast<uint64_t>(amount.won)
-                                : static_cast<uint64_t>(amount.won);
+  uint64_t magnitude =
+      negative ? 0 - static_cast<uint64_t>(amount.won) : static_cast<uint64_t>(amount.won);
   std::string digits = absl::StrCat(magnitude);
   std::string out;
   for (size_t i = 0; i < digits.size(); ++i) {

@@ -13,9 +13,9 @@ constexpr int64_t kMsPerDay = 86'400'000;
 
 int64_t DaysFromCivil(int year, int month, int day) {
   using namespace std::chrono;
-  const sys_days d = year_month_day{std::chrono::year{year},
-                                    std::chrono::month{static_cast<unsigned>(month)},
-                                    std::chrono::day{static_cast<unsigned>(day)}};
+  const sys_days d =
+      year_month_day{std::chrono::year{year}, std::chrono::month{static_cast<unsigned>(month)},
+                     std::chrono::day{static_cast<unsigned>(day)}};
   return d.time_since_epoch().count();
 }
 

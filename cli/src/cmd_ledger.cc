@@ -43,9 +43,9 @@ void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
       *exit_code = kExitFailed;
       return;
     }
-    std::cout << "OK: " << report->entries_checked << " entries, "
-              << report->dedup_records_checked << " dedup records; head seq "
-              << report->head.seq << " hash " << ledger::ToHex(report->head.hash) << "\n";
+    std::cout << "OK: " << report->entries_checked << " entries, " << report->dedup_records_checked
+              << " dedup records; head seq " << report->head.seq << " hash "
+              << ledger::ToHex(report->head.hash) << "\n";
   });
 }
 

@@ -44,7 +44,8 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
       return;
     }
     args->options.topics = ingest::TopicNames(args->topic_prefix);
-    const auto kind = args->kind == "usage" ? ingest::EventKind::kUsage : ingest::EventKind::kRegistry;
+    const auto kind =
+        args->kind == "usage" ? ingest::EventKind::kUsage : ingest::EventKind::kRegistry;
     std::vector<ingest::EncodedEvent> events;
     if (args->files.empty()) args->files.push_back("-");
     for (const std::string& file : args->files) {
@@ -58,8 +59,8 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
       }
       auto encoded = ingest::EncodeJsonLines(file == "-" ? std::cin : f, kind, args->options);
       if (!encoded.ok()) {
-        *exit_code = Report(absl::InvalidArgumentError(
-            absl::StrCat(file, ": ", encoded.status().message())));
+        *exit_code = Report(
+            absl::InvalidArgumentError(absl::StrCat(file, ": ", encoded.status().message())));
         return;
       }
       events.insert(events.end(), encoded->begin(), encoded->end());

@@ -36,7 +36,8 @@ MaybeVerdict CheckEventId(const std::string& id, const ValidationLimits& limits)
     return Invalid("event_id", absl::StrCat("longer than ", limits.max_event_id_bytes, " bytes"));
   }
   for (char ch : id) {
-    if (ch < 0x21 || ch > 0x7e) return Invalid("event_id", "must be printable ASCII without spaces");
+    if (ch < 0x21 || ch > 0x7e)
+      return Invalid("event_id", "must be printable ASCII without spaces");
   }
   return std::nullopt;
 }
@@ -106,16 +107,16 @@ MaybeVerdict CheckUsageBody(const v1::UsageEvent& e, const ValidationLimits& lim
 MaybeVerdict CheckUsage(const v1::UsageEvent& e, const std::string& topic_csp,
                         const ValidationLimits& limits) {
   if (e.schema_version() != kSchemaVersion) {
-    return Verdict{reason::kUnknownSchemaVersion,
-                   absl::StrCat("schema_version ", e.schema_version(), ", this build reads ",
-                                kSchemaVersion)};
+    return Verdict{
+        reason::kUnknownSchemaVersion,
+        absl::StrCat("schema_version ", e.schema_version(), ", this build reads ", kSchemaVersion)};
   }
   if (auto v = CheckEventId(e.event_id(), limits)) return v;
   if (e.csp_id().empty()) return Missing("csp_id");
   if (e.csp_id() != topic_csp) {
-    return Verdict{reason::kCspTopicMismatch,
-                   absl::StrCat("csp_id '", e.csp_id(), "' arrived on the topic of '", topic_csp,
-                                "'")};
+    return Verdict{
+        reason::kCspTopicMismatch,
+        absl::StrCat("csp_id '", e.csp_id(), "' arrived on the topic of '", topic_csp, "'")};
   }
   if (e.producer_id().empty()) return Missing("producer_id");
   if (e.producer_seq() == 0) return Invalid("producer_seq", "must start at 1");
@@ -179,8 +180,9 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::BODY_NOT_SET:
       break;
   }
-  return Missing("body (one of institution, allocation, rate_card, copay_policy, csp_contract, "
-                 "gpu_pool)");
+  return Missing(
+      "body (one of institution, allocation, rate_card, copay_policy, csp_contract, "
+      "gpu_pool)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

@@ -80,7 +80,8 @@ absl::Status IngestLoop::Setup() {
       // Pick up a new CSP's usage topic within 10 s.
       {"topic.metadata.refresh.interval.ms", "10000"},
   };
-  for (const auto& [key, value] : settings) GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  for (const auto& [key, value] : settings)
+    GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
   std::string err;
   if (conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) !=
           RdKafka::Conf::CONF_OK ||
@@ -150,7 +151,8 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   const RdKafka::MessageTimestamp ts = msg.timestamp();
   raw.kafka_timestamp_ms =
       ts.type == RdKafka::MessageTimestamp::MSG_TIMESTAMP_NOT_AVAILABLE ? -1 : ts.timestamp;
-  if (msg.payload() != nullptr) raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
+  if (msg.payload() != nullptr)
+    raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
 
   const ledger::Candidate candidate = Decide(raw, options_.limits, NowMs());
   GPULEDGER_ASSIGN_OR_RETURN(ledger::AppendResult result, ledger_.Append(candidate));
@@ -219,11 +221,12 @@ void IngestLoop::LogProgress(bool final) {
       if (high > pos) lag += high - pos;
     }
   }
-  spdlog::info("{}consumed {} ({:.0f}/s), accepted {}, rejected {}, duplicates {}, "
-               "ledger head {}, lag {}",
-               final ? "done: " : "", stats_.consumed,
-               seconds > 0 ? static_cast<double>(delta) / seconds : 0.0, stats_.accepted,
-               stats_.rejected, stats_.duplicates, ledger_.head().seq, lag);
+  spdlog::info(
+      "{}consumed {} ({:.0f}/s), accepted {}, rejected {}, duplicates {}, "
+      "ledger head {}, lag {}",
+      final ? "done: " : "", stats_.consumed,
+      seconds > 0 ? static_cast<double>(delta) / seconds : 0.0, stats_.accepted, stats_.rejected,
+      stats_.duplicates, ledger_.head().seq, lag);
   last_progress_ms_ = now;
   consumed_at_last_progress_ = stats_.consumed;
 }
@@ -259,9 +262,9 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
         break;
     }
     if (!result.ok()) break;
-    const bool batch_full = ledger_.PendingEntries() >= options_.batch_max_messages ||
-                            (!batch_offsets_.empty() &&
-                             MonotonicMs() - batch_opened_ms_ >= options_.batch_max_ms);
+    const bool batch_full =
+        ledger_.PendingEntries() >= options_.batch_max_messages ||
+        (!batch_offsets_.empty() && MonotonicMs() - batch_opened_ms_ >= options_.batch_max_ms);
     if (batch_full || (options_.stop_at_end && msg->err() == RdKafka::ERR__PARTITION_EOF)) {
       result = CommitBatch();
       if (!result.ok()) break;
@@ -272,9 +275,8 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
       if (!ever_assigned_ && MonotonicMs() - started > options_.assignment_timeout_ms) {
         result = absl::DeadlineExceededError(absl::StrCat(
             "no partition of ", options_.limits.topics.Registry(), " or ",
-            options_.limits.topics.UsagePrefix(),
-            "* was assigned within ", options_.assignment_timeout_ms,
-            " ms: check --brokers and that the topics exist"));
+            options_.limits.topics.UsagePrefix(), "* was assigned within ",
+            options_.assignment_timeout_ms, " ms: check --brokers and that the topics exist"));
         break;
       }
     }

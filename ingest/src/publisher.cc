@@ -88,6 +88,23 @@ class DeliveryCounter : public RdKafka::DeliveryReportCb {
   std::string first_error;
 };
 
+// Routes librdkafka's own logs to spdlog: transient conditions (a coordinator still loading,
+// a retried request) at debug, errors at warn. Runs on librdkafka's polling thread (ours).
+class LogForwarder : public RdKafka::EventCb {
+ public:
+  void event_cb(RdKafka::Event& event) override {
+    if (event.type() == RdKafka::Event::EVENT_ERROR) {
+      spdlog::warn("kafka: {} ({})", event.str(), RdKafka::err2str(event.err()));
+    } else if (event.type() == RdKafka::Event::EVENT_LOG) {
+      if (event.severity() <= RdKafka::Event::EVENT_SEVERITY_ERROR) {
+        spdlog::warn("kafka: {} {}", event.fac(), event.str());
+      } else {
+        spdlog::debug("kafka: {} {}", event.fac(), event.str());
+      }
+    }
+  }
+};
+
 }  // namespace
 
 absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, EventKind kind,
@@ -103,7 +120,7 @@ absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, Even
         line.size() > max_line_bytes
             ? absl::InvalidArgumentError(absl::StrCat("longer than ", max_line_bytes, " bytes"))
             : (kind == EventKind::kUsage ? EncodeUsage(line, options.topics)
-                                          : EncodeRegistry(line, options.topics));
+                                         : EncodeRegistry(line, options.topics));
     if (e.ok()) {
       out.push_back(std::move(*e));
     } else if (++bad_count <= kMaxReportedBadLines) {
@@ -142,8 +159,8 @@ absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::str
   rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 60'000);
   absl::Status status;
   if (ev == nullptr) {
-    status = absl::UnavailableError(absl::StrCat("creating topics on ", brokers,
-                                                 ": no answer within 60 s; is the broker up?"));
+    status = absl::UnavailableError(
+        absl::StrCat("creating topics on ", brokers, ": no answer within 60 s; is the broker up?"));
   } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
     status = absl::UnavailableError(
         absl::StrCat("creating topics on ", brokers, ": ", rd_kafka_event_error_string(ev)));
@@ -175,9 +192,11 @@ absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
   std::set<std::string> topics;
   for (const auto& e : events) topics.insert(e.topic);
   stats.topics.assign(topics.begin(), topics.end());
-  GPULEDGER_RETURN_IF_ERROR(EnsureTopics(options.brokers, stats.topics, options.partitions_if_created));
+  GPULEDGER_RETURN_IF_ERROR(
+      EnsureTopics(options.brokers, stats.topics, options.partitions_if_created));
 
   DeliveryCounter counter;
+  LogForwarder log_forwarder;
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   const std::pair<const char*, std::string> settings[] = {
       {"bootstrap.servers", options.brokers},
@@ -188,10 +207,13 @@ absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
       {"linger.ms", "5"},
       {"compression.type", "lz4"},
   };
-  for (const auto& [key, value] : settings) GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  for (const auto& [key, value] : settings)
+    GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
   std::string err;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(&counter), err) !=
-      RdKafka::Conf::CONF_OK) {
+          RdKafka::Conf::CONF_OK ||
+      conf->set("event_cb", static_cast<RdKafka::EventCb*>(&log_forwarder), err) !=
+          RdKafka::Conf::CONF_OK) {
     return absl::InternalError(err);
   }
   std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), err));
@@ -199,10 +221,10 @@ absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
 
   for (const EncodedEvent& e : events) {
     for (;;) {
-      const RdKafka::ErrorCode code = producer->produce(
-          e.topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
-          const_cast<char*>(e.value.data()), e.value.size(), e.key.data(), e.key.size(), 0,
-          nullptr);
+      const RdKafka::ErrorCode code =
+          producer->produce(e.topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+                            const_cast<char*>(e.value.data()), e.value.size(), e.key.data(),
+                            e.key.size(), 0, nullptr);
       if (code == RdKafka::ERR__QUEUE_FULL) {
         producer->poll(100);  // wait for deliveries to make room
         continue;
@@ -219,8 +241,8 @@ absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
         " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
   }
   if (counter.failed > 0) {
-    return absl::UnavailableError(absl::StrCat(counter.failed, " message(s) failed delivery: ",
-                                               counter.first_error));
+    return absl::UnavailableError(
+        absl::StrCat(counter.failed, " message(s) failed delivery: ", counter.first_error));
   }
   stats.published = counter.delivered;
   return stats;

@@ -8,11 +8,13 @@ constexpr ReasonInfo kReasons[] = {
      "Publish binary gpuledger.v1 messages; check the producer's serializer."},
     {kUnknownSchemaVersion, "schema_version is not one this build reads (only 1).",
      "Set schema_version = 1, or upgrade gpuledger before sending a newer schema."},
-    {kMissingField, "A required field is absent or empty (event id, CSP id, body, allocation "
-                    "id, GPU model, ...). The detail names the field.",
+    {kMissingField,
+     "A required field is absent or empty (event id, CSP id, body, allocation "
+     "id, GPU model, ...). The detail names the field.",
      "Fill the field and send the event again under a new event id."},
-    {kInvalidField, "A field is present but out of range (event id too long or not printable "
-                    "ASCII, GPU count 0, co-pay over 100%, ...). The detail names the field.",
+    {kInvalidField,
+     "A field is present but out of range (event id too long or not printable "
+     "ASCII, GPU count 0, co-pay over 100%, ...). The detail names the field.",
      "Correct the value and send the event again under a new event id."},
     {kCspTopicMismatch, "The event's csp_id is not the CSP whose topic it arrived on.",
      "Each CSP publishes only on gpuledger.usage.<its own csp_id>."},
@@ -20,8 +22,9 @@ constexpr ReasonInfo kReasons[] = {
      "Send intervals with end_ms > start_ms."},
     {kDurationTooLong, "The interval is longer than the configured maximum (default 31 days).",
      "Split long usage into intervals of at most the maximum."},
-    {kConflictingDuplicate, "The event id was already recorded with different content. The "
-                            "original stands; this one is kept for review.",
+    {kConflictingDuplicate,
+     "The event id was already recorded with different content. The "
+     "original stands; this one is kept for review.",
      "Never reuse an event id: send a Correction, or a new event id."},
     {kUnknownTopic, "The message came from a topic gpuledger does not read events from.",
      "Check the subscription; this indicates a misconfigured consumer."},

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
+#include <sstream>
 
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
@@ -68,7 +70,8 @@ TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
       {"no allocation", [](auto* e) { e->mutable_usage()->clear_allocation_id(); },
        reason::kMissingField},
       {"no model", [](auto* e) { e->mutable_usage()->clear_gpu_model(); }, reason::kMissingField},
-      {"unknown model", [](auto* e) { e->mutable_usage()->set_gpu_model(static_cast<v1::GpuModel>(99)); },
+      {"unknown model",
+       [](auto* e) { e->mutable_usage()->set_gpu_model(static_cast<v1::GpuModel>(99)); },
        reason::kInvalidField},
       {"zero gpus", [](auto* e) { e->mutable_usage()->set_gpu_count(0); }, reason::kInvalidField},
       {"zero duration", [](auto* e) { e->mutable_usage()->set_end_ms(1'000'000); },
@@ -102,7 +105,8 @@ TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
 }
 
 TEST(DecideTest, MalformedBytesHaveNoIdentity) {
-  const auto c = Decide(Msg(TopicNames().Usage("csp-a"), std::string("\xff\xff\xff\xff", 4)), {}, 0);
+  const auto c =
+      Decide(Msg(TopicNames().Usage("csp-a"), std::string("\xff\xff\xff\xff", 4)), {}, 0);
   EXPECT_EQ(c.reason_code, reason::kMalformed);
   EXPECT_TRUE(c.source_id.empty());
   EXPECT_TRUE(c.event_id.empty());
@@ -121,8 +125,8 @@ TEST(DecideTest, TopicPrefixNamespacesEveryTopic) {
   limits.topics = TopicNames("staging.");
   EXPECT_EQ(limits.topics.Usage("csp-a"), "staging.gpuledger.usage.csp-a");
   EXPECT_EQ(limits.topics.UsagePattern(), "^staging\\.gpuledger\\.usage\\..+");
-  const auto c = Decide(Msg("staging.gpuledger.usage.csp-a", GoodUsage().SerializeAsString()),
-                        limits, 0);
+  const auto c =
+      Decide(Msg("staging.gpuledger.usage.csp-a", GoodUsage().SerializeAsString()), limits, 0);
   EXPECT_EQ(c.reason_code, "") << c.reason_detail;
   EXPECT_EQ(Decide(Msg(TopicNames().Usage("csp-a"), GoodUsage().SerializeAsString()), limits, 0)
                 .reason_code,
@@ -170,6 +174,17 @@ TEST(DecideTest, EveryReasonHasMeaningAndAdvice) {
     EXPECT_FALSE(r.what_to_do.empty()) << r.code;
   }
   EXPECT_GE(reason::AllReasons().size(), 9u);
+}
+
+TEST(DecideTest, EveryReasonIsInTheOperatorsTable) {
+  std::ifstream doc(GPULEDGER_REASON_CODES_DOC);
+  ASSERT_TRUE(doc) << GPULEDGER_REASON_CODES_DOC;
+  std::stringstream text;
+  text << doc.rdbuf();
+  for (const auto& r : reason::AllReasons()) {
+    EXPECT_NE(text.str().find("| `" + std::string(r.code) + "` |"), std::string::npos)
+        << r.code << " is missing from docs/REASON_CODES.md";
+  }
 }
 
 }  // namespace

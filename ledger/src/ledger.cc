@@ -108,9 +108,9 @@ absl::Status Ledger::Impl::LoadAndCheck() {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read format"));
   }
   if (format != keys::kFormatValue) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " is not a gpuledger ledger of a format this build reads (format '", format,
-        "', want '", keys::kFormatValue, "')"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " is not a gpuledger ledger of a format this build reads (format '",
+                     format, "', want '", keys::kFormatValue, "')"));
   }
 
   std::string head_value;
@@ -136,13 +136,13 @@ absl::Status Ledger::Impl::LoadAndCheck() {
           "ledger head says seq ", head.seq, " but the ledger holds no entries.", next_step));
     }
   } else {
-    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry last, DecodeEntry(it->key().ToStringView(),
-                                                             it->value().ToStringView()));
+    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry last,
+                               DecodeEntry(it->key().ToStringView(), it->value().ToStringView()));
     if (last.seq != head.seq || last.hash != head.hash) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "ledger head (seq ", head.seq, ", hash ", ToHex(head.hash).substr(0, 16),
-          ") does not match its last entry (seq ", last.seq, ", hash ",
-          ToHex(last.hash).substr(0, 16), ").", next_step));
+      return absl::FailedPreconditionError(
+          absl::StrCat("ledger head (seq ", head.seq, ", hash ", ToHex(head.hash).substr(0, 16),
+                       ") does not match its last entry (seq ", last.seq, ", hash ",
+                       ToHex(last.hash).substr(0, 16), ").", next_step));
     }
   }
 
@@ -182,9 +182,8 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
   impl->options = options;
   const bool exists = std::filesystem::exists(std::filesystem::path(path) / "CURRENT");
   if (!exists && (options.read_only || !options.create_if_missing)) {
-    return absl::NotFoundError(absl::StrCat("no ledger at ", path,
-                                            " (run `gpuledger ingest --db ", path,
-                                            "` to create one, or check the path)"));
+    return absl::NotFoundError(absl::StrCat("no ledger at ", path, " (run `gpuledger ingest --db ",
+                                            path, "` to create one, or check the path)"));
   }
 
   rocksdb::DBOptions db_options;
@@ -202,9 +201,8 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
       {keys::kOffsetsCf, cf_options}};
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s =
-      options.read_only
-          ? rocksdb::DB::OpenForReadOnly(db_options, path, cfs, &impl->handles, &raw)
-          : rocksdb::DB::Open(db_options, path, cfs, &impl->handles, &raw);
+      options.read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, cfs, &impl->handles, &raw)
+                        : rocksdb::DB::Open(db_options, path, cfs, &impl->handles, &raw);
   GPULEDGER_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ledger at ", path)));
   impl->db.reset(raw);
   impl->entries_cf = impl->handles[1];
@@ -245,7 +243,8 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
       GPULEDGER_ASSIGN_OR_RETURN(known, impl_->FindDedup(dedup_key));
     }
     if (known.has_value()) {
-      if (known->content_hash == content_hash) return AppendResult{AppendKind::kDuplicate, known->seq};
+      if (known->content_hash == content_hash)
+        return AppendResult{AppendKind::kDuplicate, known->seq};
       kind = AppendKind::kConflict;
       entry.set_outcome(v1::REJECTED);
       entry.set_reason_code(kConflictingDuplicate);
@@ -297,8 +296,8 @@ absl::Status Ledger::Commit() {
   if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
   if (impl_->batch.Count() == 0) return absl::OkStatus();
   GPULEDGER_ASSERT(impl_->pending_head.seq >= impl_->head.seq, "head only moves forward");
-  absl::Status st = FromRocks(
-      impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
+  absl::Status st =
+      FromRocks(impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
   if (st.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = impl_->options.sync_commits;
@@ -351,16 +350,15 @@ absl::StatusOr<StoredEntry> Ledger::Get(uint64_t seq) const {
   std::string value;
   rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->entries_cf, key, &value);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("no entry with seq ", seq, " (head is ",
-                                            head().seq, ")"));
+    return absl::NotFoundError(
+        absl::StrCat("no entry with seq ", seq, " (head is ", head().seq, ")"));
   }
   GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read entry"));
   return DecodeEntry(key, value);
 }
 
 absl::Status Ledger::Scan(
-    uint64_t from_seq,
-    const std::function<absl::StatusOr<bool>(const StoredEntry&)>& visit) const {
+    uint64_t from_seq, const std::function<absl::StatusOr<bool>(const StoredEntry&)>& visit) const {
   rocksdb::ReadOptions ro;
   ro.verify_checksums = true;
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->entries_cf));

@@ -3,7 +3,6 @@
 
 #include <rocksdb/status.h>
 
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -14,7 +13,8 @@ inline absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) 
   const std::string msg = absl::StrCat(what, ": ", s.ToString());
   if (s.IsNotFound()) return absl::NotFoundError(msg);
   if (s.IsCorruption()) return absl::DataLossError(msg);
-  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) return absl::ResourceExhaustedError(msg);
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit)
+    return absl::ResourceExhaustedError(msg);
   if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return absl::UnavailableError(msg);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
   if (s.IsIOError()) {

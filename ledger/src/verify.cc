@@ -23,8 +23,9 @@ absl::Status CheckChain(const Ledger& ledger, VerifyReport* r) {
   absl::Status st = ledger.Scan(1, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
     if (e.seq != expected) {
       Fail(r, expected,
-           e.seq > expected ? absl::StrCat("entry ", expected, " is missing (next present: ", e.seq, ")")
-                            : absl::StrCat("entry key ", e.seq, " out of order"));
+           e.seq > expected
+               ? absl::StrCat("entry ", expected, " is missing (next present: ", e.seq, ")")
+               : absl::StrCat("entry key ", e.seq, " out of order"));
       return false;
     }
     if (e.entry.seq() != e.seq) {
@@ -60,14 +61,16 @@ absl::Status CheckDedup(const Ledger& ledger, VerifyReport* r) {
     ++r->dedup_records_checked;
     auto e = ledger.Get(rec.seq);
     if (!e.ok()) {
-      Fail(r, rec.seq, absl::StrCat("dedup record (", source_id, ", ", event_id,
-                                    ") points at a missing entry"));
+      Fail(
+          r, rec.seq,
+          absl::StrCat("dedup record (", source_id, ", ", event_id, ") points at a missing entry"));
       return absl::OkStatus();
     }
     if (e->entry.source_id() != source_id || e->entry.event_id() != event_id ||
         e->entry.outcome() != rec.outcome) {
-      Fail(r, rec.seq, absl::StrCat("dedup record (", source_id, ", ", event_id,
-                                    ") does not match the entry it points at"));
+      Fail(r, rec.seq,
+           absl::StrCat("dedup record (", source_id, ", ", event_id,
+                        ") does not match the entry it points at"));
     }
     return absl::OkStatus();
   });
@@ -79,8 +82,9 @@ absl::Status CheckDedup(const Ledger& ledger, VerifyReport* r) {
     if (le.reason_code() == kConflictingDuplicate) return true;
     GPULEDGER_ASSIGN_OR_RETURN(auto rec, ledger.LookupEvent(le.source_id(), le.event_id()));
     if (!rec.has_value() || rec->seq != e.seq) {
-      Fail(r, e.seq, absl::StrCat("entry (", le.source_id(), ", ", le.event_id(),
-                                  ") is not in the dedup index"));
+      Fail(r, e.seq,
+           absl::StrCat("entry (", le.source_id(), ", ", le.event_id(),
+                        ") is not in the dedup index"));
       return false;
     }
     return true;

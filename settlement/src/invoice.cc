@@ -41,9 +41,9 @@ void Rater::ApplyUsage(uint64_t seq, const std::string& source_id, const v1::Usa
       const auto& c = event.correction();
       auto it = usage_.find({source_id, c.target_event_id()});
       if (it == usage_.end()) {
-        unpriced_.push_back({seq, source_id, event.event_id(),
-                             absl::StrCat("correction of unknown usage event '",
-                                          c.target_event_id(), "'")});
+        unpriced_.push_back(
+            {seq, source_id, event.event_id(),
+             absl::StrCat("correction of unknown usage event '", c.target_event_id(), "'")});
       } else if (c.has_replacement()) {
         it->second.interval = c.replacement();
         it->second.seq = seq;
@@ -93,15 +93,19 @@ absl::StatusOr<SettlementRun> Rater::Finish(uint64_t covered_seq) const {
       const auto rate = registry_.RateAt(alloc->program(), u.gpu_model(), s);
       const auto copay = inst ? registry_.CopayAt(inst->type, s) : std::nullopt;
       if (!inst || !rate || !copay) {
-        unpriced(absl::StrCat(!inst    ? "no institution record for '"
-                              : !rate  ? "no rate card for the usage of '"
-                                       : "no co-pay policy for the type of '",
+        unpriced(absl::StrCat(!inst   ? "no institution record for '"
+                              : !rate ? "no rate card for the usage of '"
+                                      : "no co-pay policy for the type of '",
                               alloc->institution_id(), "' at ", base::FormatKst(s)));
         continue;
       }
       names[alloc->institution_id()] = inst->name;
-      const LineKey key{alloc->institution_id(), alloc->allocation_id(), u.gpu_model(), *rate,
-                        *copay, inst->type};
+      const LineKey key{alloc->institution_id(),
+                        alloc->allocation_id(),
+                        u.gpu_model(),
+                        *rate,
+                        *copay,
+                        inst->type};
       quantities[key] += base::GpuMs{static_cast<int64_t>(u.gpu_count()) * (cuts[i + 1] - s)};
     }
   }

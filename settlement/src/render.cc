@@ -22,12 +22,10 @@ std::string CsvField(const std::string& s) {
 }  // namespace
 
 std::string RenderTable(const SettlementRun& run) {
-  std::string out = absl::StrFormat(
-      "Co-pay invoices for %s (KST), ledger entries 1..%d\n\n", run.period.ToString(),
-      run.covered_seq);
-  absl::StrAppendFormat(&out, "%-18s %-30s %5s %14s %16s %14s %16s %14s\n", "institution",
-                        "name", "lines", "GPU-hours", "list KRW", "co-pay KRW", "subsidy KRW",
-                        "due KRW");
+  std::string out = absl::StrFormat("Co-pay invoices for %s (KST), ledger entries 1..%d\n\n",
+                                    run.period.ToString(), run.covered_seq);
+  absl::StrAppendFormat(&out, "%-18s %-30s %5s %14s %16s %14s %16s %14s\n", "institution", "name",
+                        "lines", "GPU-hours", "list KRW", "co-pay KRW", "subsidy KRW", "due KRW");
   for (const Invoice& inv : run.invoices) {
     absl::StrAppendFormat(&out, "%-18s %-30s %5d %14s %16s %14s %16s %14s\n", inv.institution_id,
                           inv.institution_name.substr(0, 30), inv.lines.size(),

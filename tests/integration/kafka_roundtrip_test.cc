@@ -197,14 +197,15 @@ TEST_F(KafkaRoundTripTest, DuplicatesCountedOnceOffsetsAtEndAndInvoiceTotalsExac
   EXPECT_EQ(stats->rejected, 0u);
   EXPECT_EQ((*ledger)->head().seq, distinct);
   std::set<std::pair<std::string, std::string>> seen;
-  ASSERT_TRUE((*ledger)
-                  ->Scan(1,
-                         [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
-                           EXPECT_TRUE(seen.insert({e.entry.source_id(), e.entry.event_id()}).second)
-                               << "twice: " << e.entry.event_id();
-                           return true;
-                         })
-                  .ok());
+  ASSERT_TRUE(
+      (*ledger)
+          ->Scan(1,
+                 [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+                   EXPECT_TRUE(seen.insert({e.entry.source_id(), e.entry.event_id()}).second)
+                       << "twice: " << e.entry.event_id();
+                   return true;
+                 })
+          .ok());
   EXPECT_EQ(seen.size(), distinct);
   auto report = ledger::Verify(**ledger);
   ASSERT_TRUE(report.ok());

@@ -8,10 +8,8 @@
 #include <cstdlib>
 
 namespace gpuledger::base {
-[[noreturn]] inline void AssertFail(const char* expr, const char* msg, const char* file,
-                                    int line) {
-  std::fprintf(stderr, "gpuledger: invariant violated at %s:%d: %s (%s)\n", file, line, msg,
-               expr);
+[[noreturn]] inline void AssertFail(const char* expr, const char* msg, const char* file, int line) {
+  std::fprintf(stderr, "gpuledger: invariant violated at %s:%d: %s (%s)\n", file, line, msg, expr);
   std::abort();
 }
 }  // namespace gpuledger::base

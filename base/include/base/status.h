@@ -8,9 +8,9 @@
 #define GPULEDGER_CONCAT_(a, b) GPULEDGER_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define GPULEDGER_RETURN_IF_ERROR(expr)                  \
-  do {                                                   \
-    ::absl::Status gpuledger_status_ = (expr);           \
+#define GPULEDGER_RETURN_IF_ERROR(expr)                    \
+  do {                                                     \
+    ::absl::Status gpuledger_status_ = (expr);             \
     if (!gpuledger_status_.ok()) return gpuledger_status_; \
   } while (0)
 

@@ -37,11 +37,11 @@ struct IngestOptions {
 };
 
 struct IngestStats {
-  uint64_t consumed = 0;     // messages read from Kafka
-  uint64_t accepted = 0;     // new entries with outcome ACCEPTED
-  uint64_t rejected = 0;     // new entries with outcome REJECTED (incl. conflicts)
-  uint64_t duplicates = 0;   // exact duplicates: counted, not recorded again
-  uint64_t batches = 0;      // group commits
+  uint64_t consumed = 0;    // messages read from Kafka
+  uint64_t accepted = 0;    // new entries with outcome ACCEPTED
+  uint64_t rejected = 0;    // new entries with outcome REJECTED (incl. conflicts)
+  uint64_t duplicates = 0;  // exact duplicates: counted, not recorded again
+  uint64_t batches = 0;     // group commits
   std::map<std::string, uint64_t> rejected_by_reason;
 };
 

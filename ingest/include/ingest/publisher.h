@@ -28,8 +28,8 @@ struct PublishOptions {
 };
 
 struct PublishStats {
-  uint64_t lines = 0;      // non-blank input lines
-  uint64_t published = 0;  // messages acknowledged by the broker (acks=all)
+  uint64_t lines = 0;               // non-blank input lines
+  uint64_t published = 0;           // messages acknowledged by the broker (acks=all)
   std::vector<std::string> topics;  // topics written to
 };
 

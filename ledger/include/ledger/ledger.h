@@ -77,13 +77,13 @@ struct AppendResult {
 
 // What the dedup index knows about one event identity.
 struct DedupRecord {
-  uint64_t seq = 0;          // the entry that first recorded the identity
-  Digest content_hash{};     // SHA-256 of its canonical bytes
+  uint64_t seq = 0;       // the entry that first recorded the identity
+  Digest content_hash{};  // SHA-256 of its canonical bytes
   gpuledger::v1::Outcome outcome = gpuledger::v1::OUTCOME_UNSPECIFIED;
 };
 
 struct Head {
-  uint64_t seq = 0;        // last committed entry; 0 for an empty ledger
+  uint64_t seq = 0;           // last committed entry; 0 for an empty ledger
   Digest hash = kZeroDigest;  // its chain hash; all zeros for an empty ledger
 };
 

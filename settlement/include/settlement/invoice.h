@@ -28,8 +28,7 @@ struct InvoiceLine {
   std::string allocation_id;
   gpuledger::v1::Program program = gpuledger::v1::PROGRAM_UNSPECIFIED;
   gpuledger::v1::GpuModel gpu_model = gpuledger::v1::GPU_MODEL_UNSPECIFIED;
-  gpuledger::v1::InstitutionType institution_type =
-      gpuledger::v1::INSTITUTION_TYPE_UNSPECIFIED;
+  gpuledger::v1::InstitutionType institution_type = gpuledger::v1::INSTITUTION_TYPE_UNSPECIFIED;
   base::Krw krw_per_gpu_hour;
   int64_t copay_bp = 0;
   base::GpuMs gpu_ms;

@@ -43,9 +43,9 @@ class Registry {
  private:
   std::map<std::string, gpuledger::v1::Allocation> allocations_;
   std::map<std::string, Timeline<InstitutionVersion>> institutions_;
-  std::map<std::pair<int, int>, Timeline<int64_t>> rates_;  // (program, model)
-  std::map<int, Timeline<uint32_t>> copay_;                 // institution type
-  std::map<std::string, Timeline<uint32_t>> own_use_caps_;  // csp id
+  std::map<std::pair<int, int>, Timeline<int64_t>> rates_;                 // (program, model)
+  std::map<int, Timeline<uint32_t>> copay_;                                // institution type
+  std::map<std::string, Timeline<uint32_t>> own_use_caps_;                 // csp id
   std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;  // csp, program, model
 };
 

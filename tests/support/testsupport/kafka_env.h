@@ -13,8 +13,9 @@ namespace gpuledger::testing {
 inline std::string KafkaBootstrap(std::string* why) {
   const char* env_file = std::getenv("GPULEDGER_KAFKA_ENV");
   if (env_file == nullptr) {
-    *why = "GPULEDGER_KAFKA_ENV is not set: run integration tests through ctest (which starts "
-           "the broker fixture) or ops/test.sh";
+    *why =
+        "GPULEDGER_KAFKA_ENV is not set: run integration tests through ctest (which starts "
+        "the broker fixture) or ops/test.sh";
     return "";
   }
   std::ifstream in(env_file);
