@@ -3,7 +3,8 @@
 #   set up and build (ops/setup.sh), start a local Kafka broker, generate a sample month,
 #   publish it as the operator and two CSPs would, ingest it into a fresh ledger, verify the
 #   ledger, and print the month's co-pay invoices. The broker is stopped on exit.
-# Output files (invoices as JSON and CSV, the ledger) are kept under $DEMO_DIR
+# Output files (invoices as JSON and CSV, the ledger, its export, the operator's key pair) are
+# kept under $DEMO_DIR
 # (default: run/demo/, replaced on each run).
 # Options: --skip-setup  do not install or build (use an existing $BUILD_DIR)
 set -euo pipefail
@@ -44,11 +45,21 @@ step "publishing: the operator's registry, then the CSPs' usage"
 "$GPULEDGER" publish --kind registry "$DEMO_DIR/sample/registry.jsonl"
 "$GPULEDGER" publish --kind usage "$DEMO_DIR/sample/usage.jsonl"
 
-step "ingesting every topic to its end into $GPULEDGER_DB"
-"$GPULEDGER" ingest --until-end
+step "creating the operator's checkpoint signing key"
+"$GPULEDGER" keys generate --private-key "$DEMO_DIR/operator-key.pem" \
+  --public-key "$DEMO_DIR/operator-pub.pem"
 
-step "verifying the ledger's hash chain and dedup index"
-"$GPULEDGER" ledger verify
+step "ingesting every topic to its end into $GPULEDGER_DB (a signed checkpoint every 500 entries)"
+"$GPULEDGER" ingest --until-end --signing-key "$DEMO_DIR/operator-key.pem" \
+  --checkpoint-interval 500
+"$GPULEDGER" ledger stats
+"$GPULEDGER" ledger gaps
+
+step "verifying the ledger, then an export of it, as an auditor would (public key only)"
+"$GPULEDGER" ledger verify --public-key "$DEMO_DIR/operator-pub.pem"
+"$GPULEDGER" ledger export --out "$DEMO_DIR/ledger.export"
+"$GPULEDGER" ledger verify --export "$DEMO_DIR/ledger.export" \
+  --public-key "$DEMO_DIR/operator-pub.pem"
 
 step "settling $PERIOD"
 "$GPULEDGER" settle --period "$PERIOD" --format json -o "$DEMO_DIR/invoices-$PERIOD.json"

@@ -19,6 +19,9 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     ingest::IngestOptions options;
     std::string db;
     bool no_sync = false;
+    std::string signing_key;
+    bool unsigned_ledger = false;
+    uint64_t checkpoint_interval = 10'000;
     std::string topic_prefix;
   };
   auto args = std::make_shared<Args>();
@@ -56,6 +59,19 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
                   "Longest accepted usage interval, ms")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  auto* key_opt =
+      cmd->add_option("--signing-key", args->signing_key,
+                      "Operator's Ed25519 private key (PEM) that signs checkpoints; see `keys "
+                      "generate`")
+          ->envname("GPULEDGER_SIGNING_KEY");
+  cmd->add_flag("--unsigned", args->unsigned_ledger,
+                "Write no signed checkpoints (tests and benchmarks only: an auditor cannot "
+                "then prove the ledger was not rewritten)")
+      ->excludes(key_opt);
+  cmd->add_option("--checkpoint-interval", args->checkpoint_interval,
+                  "A signed checkpoint every N entries (fixed when the ledger is created)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}))
+      ->capture_default_str();
   cmd->add_flag("--no-sync", args->no_sync,
                 "Do not fsync each commit (benchmarks only: a power cut may lose acknowledged "
                 "events)");
@@ -67,6 +83,21 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     args->options.limits.topics = ingest::TopicNames(args->topic_prefix);
     ledger::LedgerOptions lo;
     lo.sync_commits = !args->no_sync;
+    lo.checkpoint_interval = args->checkpoint_interval;
+    if (args->signing_key.empty() && !args->unsigned_ledger) {
+      *exit_code = Report(absl::InvalidArgumentError(
+          "give --signing-key KEY.pem (create one with `gpuledger keys generate`), or "
+          "--unsigned for a ledger without signed checkpoints"));
+      return;
+    }
+    if (!args->signing_key.empty()) {
+      auto signer = ledger::Signer::FromPrivateKeyFile(args->signing_key);
+      if (!signer.ok()) {
+        *exit_code = Report(signer.status());
+        return;
+      }
+      lo.signer = std::move(*signer);
+    }
     auto ledger = ledger::Ledger::Open(args->db, lo);
     if (!ledger.ok()) {
       *exit_code = Report(ledger.status());

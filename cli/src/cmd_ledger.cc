@@ -1,10 +1,13 @@
 #include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "commands.h"
+#include "ledger/export.h"
 #include "ledger/ledger.h"
 #include "ledger/verify.h"
 
@@ -18,34 +21,238 @@ absl::StatusOr<std::unique_ptr<ledger::Ledger>> OpenReadOnly(const std::string& 
   return ledger::Ledger::Open(db, lo);
 }
 
+void PrintReport(const ledger::VerifyReport& r, int* exit_code) {
+  if (!r.ok) {
+    std::cout << "FAILED at seq " << r.first_bad_seq << ": " << r.problem << "\n"
+              << "entries verified before it: " << r.entries_checked << "\n";
+    *exit_code = kExitFailed;
+    return;
+  }
+  std::cout << "OK: " << r.entries_checked << " entries chained, head seq " << r.head.seq
+            << " hash " << ledger::ToHex(r.head.hash) << "\n";
+  if (r.dedup_records_checked > 0) {
+    std::cout << "dedup index: " << r.dedup_records_checked << " records match the entries\n";
+  }
+  if (r.key_source == "none") {
+    std::cout << "signatures: NOT checked (no public key given)\n";
+  } else {
+    std::cout << "signatures: " << r.checkpoints_verified << " checkpoints verified with the "
+              << (r.key_source == "given" ? "given public key"
+                                          : "key stored in the ledger (give --public-key to "
+                                            "check authorship)")
+              << "; signed up to seq " << r.last_checkpoint_seq;
+    if (r.head.seq > r.last_checkpoint_seq) {
+      std::cout << " (" << r.head.seq - r.last_checkpoint_seq
+                << " later entries chained but not yet signed)";
+    }
+    std::cout << "\n";
+  }
+}
+
 void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
-  auto db = std::make_shared<std::string>();
+  struct Args {
+    std::string db;
+    std::string export_file;
+    std::string public_key;
+  };
+  auto args = std::make_shared<Args>();
   CLI::App* cmd = ledger_cmd.add_subcommand(
       "verify",
-      "Check the whole ledger: every entry's hash chains to the one before, sequence numbers are\n"
-      "dense from 1, the head matches the last entry, and the dedup index matches the entries.\n"
-      "Exit 0 if it verifies, 1 (naming the first bad seq) if not.");
-  cmd->add_option("--db", *db, "Ledger directory")->required()->envname("GPULEDGER_DB");
-  cmd->callback([db, exit_code] {
-    auto ledger = OpenReadOnly(*db);
-    if (!ledger.ok()) {
-      *exit_code = Report(ledger.status());
+      "Prove the ledger was not changed: every entry's hash chains to the one before, seqs are\n"
+      "dense from 1, every signed checkpoint matches the chain and verifies with the public key,\n"
+      "and (live ledger) the head, the dedup index and the counters match the entries.\n"
+      "Exit 0 if it verifies, 1 (naming the first bad seq) if not, 3 if it cannot be read.");
+  cmd->add_option("--db", args->db, "Ledger directory")->envname("GPULEDGER_DB");
+  cmd->add_option("--export", args->export_file,
+                  "An export file (`ledger export`) to verify instead of a live ledger (takes "
+                  "precedence over --db)");
+  cmd->add_option("--public-key", args->public_key,
+                  "The operator's published public key (PEM) to check checkpoint signatures");
+  cmd->callback([args, exit_code] {
+    std::unique_ptr<ledger::SignatureVerifier> key;
+    if (!args->public_key.empty()) {
+      auto k = ledger::SignatureVerifier::FromPublicKeyFile(args->public_key);
+      if (!k.ok()) {
+        *exit_code = Report(k.status());
+        return;
+      }
+      key = std::move(*k);
+    }
+    absl::StatusOr<ledger::VerifyReport> report;
+    if (!args->export_file.empty()) {
+      std::ifstream in(args->export_file, std::ios::binary);
+      if (!in) {
+        Report(absl::NotFoundError("cannot read " + args->export_file));
+        *exit_code = kExitUnreadable;
+        return;
+      }
+      report = ledger::VerifyExport(in, key.get());
+    } else if (!args->db.empty()) {
+      auto l = OpenReadOnly(args->db);
+      if (!l.ok()) {
+        Report(l.status());
+        *exit_code = kExitUnreadable;
+        return;
+      }
+      report = ledger::Verify(**l, key.get());
+    } else {
+      Report(absl::InvalidArgumentError("give --db PATH or --export FILE"));
+      *exit_code = kExitUsage;
       return;
     }
-    auto report = ledger::Verify(**ledger);
     if (!report.ok()) {
-      *exit_code = Report(report.status());
+      Report(report.status());
+      *exit_code = kExitUnreadable;
       return;
     }
-    if (!report->ok) {
-      std::cout << "FAILED at seq " << report->first_bad_seq << ": " << report->problem << "\n"
-                << "entries verified before it: " << report->entries_checked << "\n";
-      *exit_code = kExitFailed;
+    PrintReport(*report, exit_code);
+  });
+}
+
+void AddExport(CLI::App& ledger_cmd, int* exit_code) {
+  struct Args {
+    std::string db;
+    std::string out;
+    ledger::ExportOptions options;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = ledger_cmd.add_subcommand(
+      "export",
+      "Write the ledger (or a slice) as a length-delimited protobuf stream of ExportRecord\n"
+      "(docs/LEDGER.md), for auditors: `ledger verify --export FILE --public-key KEY.pem`\n"
+      "checks it with nothing else.");
+  cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
+  cmd->add_option("--out,-o", args->out, "Output file ('-': stdout)")->required();
+  cmd->add_option("--from", args->options.from_seq, "First seq")->capture_default_str();
+  cmd->add_option("--to", args->options.to_seq, "Last seq (0: the head)")->capture_default_str();
+  cmd->callback([args, exit_code] {
+    auto l = OpenReadOnly(args->db);
+    if (!l.ok()) {
+      *exit_code = Report(l.status());
       return;
     }
-    std::cout << "OK: " << report->entries_checked << " entries, " << report->dedup_records_checked
-              << " dedup records; head seq " << report->head.seq << " hash "
-              << ledger::ToHex(report->head.hash) << "\n";
+    const uint64_t head = (*l)->head().seq;
+    args->options.progress = [head](uint64_t seq) {
+      spdlog::info("exported {} of {} entries", seq, head);
+    };
+    std::ofstream file;
+    if (args->out != "-") file.open(args->out, std::ios::binary | std::ios::trunc);
+    std::ostream& out = args->out == "-" ? std::cout : file;
+    auto summary = ledger::ExportLedger(**l, out, args->options);
+    if (!summary.ok()) {
+      *exit_code = Report(summary.status());
+      return;
+    }
+    spdlog::info("exported entries {}..{} ({} entries, {} checkpoints) to {}", summary->first_seq,
+                 summary->last_seq, summary->entries, summary->checkpoints, args->out);
+  });
+}
+
+void AddStats(CLI::App& ledger_cmd, int* exit_code) {
+  struct Args {
+    std::string db;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = ledger_cmd.add_subcommand(
+      "stats", "Counts by outcome and reason, duplicates dropped, head, checkpoints, disk size.");
+  cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
+  cmd->add_flag("--json", args->json, "Print JSON instead of text");
+  cmd->callback([args, exit_code] {
+    auto l = OpenReadOnly(args->db);
+    if (!l.ok()) {
+      *exit_code = Report(l.status());
+      return;
+    }
+    const auto counters = (*l)->Counters();
+    const ledger::Head head = (*l)->head();
+    uint64_t checkpoints = 0;
+    uint64_t last_checkpoint = 0;
+    absl::Status st = (*l)->ScanCheckpoints([&](const gpuledger::v1::Checkpoint& cp) {
+      ++checkpoints;
+      last_checkpoint = cp.seq();
+      return absl::OkStatus();
+    });
+    if (!st.ok()) {
+      *exit_code = Report(st);
+      return;
+    }
+    nlohmann::ordered_json j;
+    j["head_seq"] = head.seq;
+    j["head_hash"] = ledger::ToHex(head.hash);
+    j["accepted"] = counters.accepted();
+    j["rejected"] = counters.rejected();
+    j["duplicates_dropped"] = counters.duplicates();
+    std::map<std::string, uint64_t> reasons(counters.rejected_by_reason().begin(),
+                                            counters.rejected_by_reason().end());
+    j["rejected_by_reason"] = reasons;
+    j["checkpoint_interval"] = (*l)->checkpoint_interval();
+    j["checkpoints"] = checkpoints;
+    j["last_checkpoint_seq"] = last_checkpoint;
+    j["disk_bytes"] = (*l)->ApproximateDiskBytes();
+    if (args->json) {
+      std::cout << j.dump(2) << "\n";
+      return;
+    }
+    std::cout << "head seq            " << head.seq << "\n"
+              << "head hash           " << ledger::ToHex(head.hash) << "\n"
+              << "accepted            " << counters.accepted() << "\n"
+              << "rejected            " << counters.rejected() << "\n";
+    for (const auto& [reason, n] : reasons) std::cout << "  " << reason << " " << n << "\n";
+    std::cout << "duplicates dropped  " << counters.duplicates() << "\n"
+              << "checkpoints         " << checkpoints << " (every " << (*l)->checkpoint_interval()
+              << ", last at seq " << last_checkpoint << ")\n"
+              << "disk                " << (*l)->ApproximateDiskBytes() << " bytes\n";
+  });
+}
+
+void AddGaps(CLI::App& ledger_cmd, int* exit_code) {
+  struct Args {
+    std::string db;
+    bool all = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = ledger_cmd.add_subcommand(
+      "gaps",
+      "Producer sequence numbers a CSP sent that never reached the ledger: per (CSP, producer),\n"
+      "the highest contiguous seq and the missing ranges above it. Exit 0 whether or not there\n"
+      "are gaps; the output says.");
+  cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
+  cmd->add_flag("--all", args->all, "Also list producers without gaps");
+  cmd->callback([args, exit_code] {
+    auto l = OpenReadOnly(args->db);
+    if (!l.ok()) {
+      *exit_code = Report(l.status());
+      return;
+    }
+    uint64_t producers = 0;
+    uint64_t with_gaps = 0;
+    absl::Status st = (*l)->ScanProducers([&](const std::string& csp, const std::string& producer,
+                                              const ledger::ProducerProgress& p) {
+      ++producers;
+      const auto missing = p.Missing();
+      if (!missing.empty() || p.overflowed()) ++with_gaps;
+      if (missing.empty() && !p.overflowed() && !args->all) return absl::OkStatus();
+      std::cout << csp << " " << producer << ": contiguous to " << p.contiguous() << ", highest "
+                << p.highest() << ", missing " << p.MissingCount();
+      size_t shown = 0;
+      for (const auto& [first, last] : missing) {
+        if (++shown > 20) {
+          std::cout << " ...";
+          break;
+        }
+        std::cout << (shown == 1 ? ": " : ", ") << first;
+        if (last != first) std::cout << "-" << last;
+      }
+      if (p.overflowed()) std::cout << " (too many gaps to track them all)";
+      std::cout << "\n";
+      return absl::OkStatus();
+    });
+    if (!st.ok()) {
+      *exit_code = Report(st);
+      return;
+    }
+    std::cout << producers << " producer(s), " << with_gaps << " with gaps\n";
   });
 }
 
@@ -56,16 +263,16 @@ void AddShow(CLI::App& ledger_cmd, int* exit_code) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = ledger_cmd.add_subcommand(
-      "show", "Print one ledger entry as JSON, with its decoded event and its chain hash.");
+      "show", "Print one ledger entry as JSON (payload in base64), and its chain hash.");
   cmd->add_option("seq", args->seq, "Sequence number")->required()->check(CLI::PositiveNumber);
   cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
   cmd->callback([args, exit_code] {
-    auto ledger = OpenReadOnly(args->db);
-    if (!ledger.ok()) {
-      *exit_code = Report(ledger.status());
+    auto l = OpenReadOnly(args->db);
+    if (!l.ok()) {
+      *exit_code = Report(l.status());
       return;
     }
-    auto entry = (*ledger)->Get(args->seq);
+    auto entry = (*l)->Get(args->seq);
     if (!entry.ok()) {
       *exit_code = Report(entry.status());
       return;
@@ -82,9 +289,12 @@ void AddShow(CLI::App& ledger_cmd, int* exit_code) {
 }  // namespace
 
 void AddLedgerCommand(CLI::App& app, int* exit_code) {
-  CLI::App* cmd = app.add_subcommand("ledger", "Inspect and verify the ledger.");
+  CLI::App* cmd = app.add_subcommand("ledger", "Inspect, export and verify the ledger.");
   cmd->require_subcommand(1);
   AddVerify(*cmd, exit_code);
+  AddExport(*cmd, exit_code);
+  AddStats(*cmd, exit_code);
+  AddGaps(*cmd, exit_code);
   AddShow(*cmd, exit_code);
 }
 

@@ -11,11 +11,14 @@ namespace gpuledger::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailed = 1;
 inline constexpr int kExitUsage = 2;
+// `ledger verify`: the ledger or export could not be read at all.
+inline constexpr int kExitUnreadable = 3;
 
 void AddPublishCommand(CLI::App& app, int* exit_code);
 void AddIngestCommand(CLI::App& app, int* exit_code);
 void AddSettleCommand(CLI::App& app, int* exit_code);
 void AddLedgerCommand(CLI::App& app, int* exit_code);
+void AddKeysCommand(CLI::App& app, int* exit_code);
 
 // Logs `status` as the reason a command failed and returns kExitFailed.
 int Report(const absl::Status& status);

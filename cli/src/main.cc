@@ -30,7 +30,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
       ->capture_default_str();
   app.footer(
-      "Exit codes: 0 success, 1 the work failed, 2 the command line was wrong.\n"
+      "Exit codes: 0 success, 1 the work failed, 2 the command line was wrong\n"
+      "(`ledger verify`: 1 the ledger does not verify, 3 it could not be read).\n"
       "Run `gpuledger SUBCOMMAND --help` for each subcommand's options.");
 
   int exit_code = kExitOk;
@@ -38,6 +39,7 @@ int Main(int argc, char** argv) {
   AddIngestCommand(app, &exit_code);
   AddSettleCommand(app, &exit_code);
   AddLedgerCommand(app, &exit_code);
+  AddKeysCommand(app, &exit_code);
   app.parse_complete_callback([&] {
     auto logger = spdlog::stderr_color_mt("gpuledger");
     spdlog::set_default_logger(logger);

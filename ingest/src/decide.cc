@@ -254,6 +254,8 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
   if (!CheckEventId(e.event_id(), limits)) {
     c.source_id = *csp;
     c.event_id = e.event_id();
+    c.producer_id = e.producer_id();
+    c.producer_seq = e.producer_seq();
   }
   if (MaybeVerdict v = CheckUsage(e, *csp, limits)) Reject(&c, *v);
   return c;

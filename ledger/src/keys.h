@@ -10,10 +10,15 @@ namespace gpuledger::ledger::keys {
 inline constexpr char kFormatKey[] = "meta/format";
 inline constexpr char kHeadKey[] = "meta/head";
 inline constexpr char kFormatValue[] = "gpuledger-ledger/1";
+inline constexpr char kCountersKey[] = "meta/counters";
+inline constexpr char kIntervalKey[] = "meta/checkpoint_interval";
+inline constexpr char kPublicKeyKey[] = "meta/public_key";
 
 inline constexpr char kEntriesCf[] = "entries";
 inline constexpr char kDedupCf[] = "dedup";
 inline constexpr char kOffsetsCf[] = "offsets";
+inline constexpr char kCheckpointsCf[] = "checkpoints";
+inline constexpr char kProducersCf[] = "producers";
 
 inline void PutBe64(std::string* out, uint64_t v) {
   for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));

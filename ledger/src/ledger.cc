@@ -67,20 +67,28 @@ struct Ledger::Impl {
   std::string path;
   LedgerOptions options;
   std::unique_ptr<rocksdb::DB> db;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // default, entries, dedup, offsets
+  // default, entries, dedup, offsets, checkpoints, producers
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::ColumnFamilyHandle* entries_cf = nullptr;
   rocksdb::ColumnFamilyHandle* dedup_cf = nullptr;
   rocksdb::ColumnFamilyHandle* offsets_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* checkpoints_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* producers_cf = nullptr;
+  uint64_t checkpoint_interval = 0;  // 0: unsigned ledger
 
-  mutable std::mutex mu;  // guards head and offsets (the committed view)
+  mutable std::mutex mu;  // guards the committed view below
   Head head;
   OffsetMap offsets;
+  v1::LedgerCounters counters;
+  std::string public_key_pem;
 
   // Staged state; touched only by the writing thread.
   rocksdb::WriteBatch batch;
   Head pending_head;
   std::unordered_map<std::string, DedupRecord> pending_dedup;
+  std::unordered_map<std::string, ProducerProgress> pending_producers;
   OffsetMap pending_offsets;
+  v1::LedgerCounters pending_counters;
   size_t pending_entries = 0;
 
   ~Impl() {
@@ -93,7 +101,12 @@ struct Ledger::Impl {
   }
 
   absl::Status LoadAndCheck();
+  absl::Status LoadSigning();
   absl::StatusOr<std::optional<DedupRecord>> FindDedup(const std::string& key) const;
+  absl::StatusOr<ProducerProgress> FindProducer(const std::string& key) const;
+  absl::Status TrackProducer(const Candidate& c);
+  absl::Status StageCheckpointAt(const Head& at, int64_t time_ms);
+  void ClearPending();
 };
 
 absl::Status Ledger::Impl::LoadAndCheck() {
@@ -159,7 +172,61 @@ absl::Status Ledger::Impl::LoadAndCheck() {
     offsets[tp] = static_cast<int64_t>(keys::GetBe64(v));
   }
   GPULEDGER_RETURN_IF_ERROR(FromRocks(oit->status(), "read offsets"));
+
+  std::string counters_value;
+  s = db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
+  if (!s.IsNotFound()) {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read counters"));
+    if (!counters.ParseFromString(counters_value)) {
+      return absl::DataLossError("counters record is damaged");
+    }
+  }
   pending_head = head;
+  pending_counters = counters;
+  return LoadSigning();
+}
+
+// A ledger created with a signer stays signed: its checkpoints must go on, whatever key signs.
+absl::Status Ledger::Impl::LoadSigning() {
+  std::string value;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), keys::kIntervalKey, &value);
+  if (!s.IsNotFound()) {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read checkpoint interval"));
+    if (value.size() != 8) return absl::DataLossError("checkpoint interval record is damaged");
+    checkpoint_interval = keys::GetBe64(value);
+  }
+  s = db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &public_key_pem);
+  if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read public key"));
+  if (options.read_only) return absl::OkStatus();
+  if (checkpoint_interval > 0 && !options.signer) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ledger at ", path, " is signed (a checkpoint every ", checkpoint_interval,
+                     " entries): give the operator's signing key (--signing-key) to write to it"));
+  }
+  if (checkpoint_interval == 0 && options.signer) {
+    if (head.seq > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the ledger at ", path, " was created unsigned and holds ", head.seq,
+          " entries; it cannot start signing now (start a new ledger with --signing-key)"));
+    }
+    if (options.checkpoint_interval == 0) {
+      return absl::InvalidArgumentError("checkpoint interval must be at least 1");
+    }
+    checkpoint_interval = options.checkpoint_interval;
+    std::string v;
+    keys::PutBe64(&v, checkpoint_interval);
+    GPULEDGER_RETURN_IF_ERROR(
+        FromRocks(db->Put(rocksdb::WriteOptions(), keys::kIntervalKey, v), "write interval"));
+  }
+  if (options.signer) {
+    const std::string pem = options.signer->PublicKeyPem();
+    if (pem != public_key_pem) {
+      rocksdb::WriteOptions wo;
+      wo.sync = true;
+      GPULEDGER_RETURN_IF_ERROR(FromRocks(db->Put(wo, keys::kPublicKeyKey, pem), "write key"));
+      public_key_pem = pem;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -172,7 +239,50 @@ absl::StatusOr<std::optional<DedupRecord>> Ledger::Impl::FindDedup(const std::st
   return std::optional<DedupRecord>(r);
 }
 
+absl::StatusOr<ProducerProgress> Ledger::Impl::FindProducer(const std::string& key) const {
+  if (auto it = pending_producers.find(key); it != pending_producers.end()) return it->second;
+  std::string value;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), producers_cf, key, &value);
+  if (s.IsNotFound()) return ProducerProgress();
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read producer progress"));
+  return ProducerProgress::Decode(value);
+}
+
+absl::Status Ledger::Impl::TrackProducer(const Candidate& c) {
+  if (c.producer_id.empty() || c.producer_seq == 0) return absl::OkStatus();
+  const std::string key = keys::DedupKey(c.source_id, c.producer_id);
+  GPULEDGER_ASSIGN_OR_RETURN(ProducerProgress progress, FindProducer(key));
+  progress.Add(c.producer_seq);
+  GPULEDGER_RETURN_IF_ERROR(
+      FromRocks(batch.Put(producers_cf, key, progress.Encode()), "stage producer progress"));
+  pending_producers[key] = std::move(progress);
+  return absl::OkStatus();
+}
+
+absl::Status Ledger::Impl::StageCheckpointAt(const Head& at, int64_t time_ms) {
+  v1::Checkpoint cp;
+  cp.set_seq(at.seq);
+  cp.set_head_hash(ToBytes(at.hash));
+  cp.set_time_ms(time_ms);
+  cp.set_interval(checkpoint_interval);
+  SignCheckpoint(*options.signer, &cp);
+  return FromRocks(batch.Put(checkpoints_cf, keys::SeqKey(at.seq), cp.SerializeAsString()),
+                   "stage checkpoint");
+}
+
+void Ledger::Impl::ClearPending() {
+  batch.Clear();
+  pending_dedup.clear();
+  pending_producers.clear();
+  pending_offsets.clear();
+  pending_entries = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  pending_head = head;
+  pending_counters = counters;
+}
+
 Ledger::Ledger(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
 Ledger::~Ledger() = default;
 
 absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
@@ -198,7 +308,9 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {keys::kEntriesCf, cf_options},
       {keys::kDedupCf, cf_options},
-      {keys::kOffsetsCf, cf_options}};
+      {keys::kOffsetsCf, cf_options},
+      {keys::kCheckpointsCf, cf_options},
+      {keys::kProducersCf, cf_options}};
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s =
       options.read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, cfs, &impl->handles, &raw)
@@ -208,6 +320,8 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
   impl->entries_cf = impl->handles[1];
   impl->dedup_cf = impl->handles[2];
   impl->offsets_cf = impl->handles[3];
+  impl->checkpoints_cf = impl->handles[4];
+  impl->producers_cf = impl->handles[5];
   GPULEDGER_RETURN_IF_ERROR(impl->LoadAndCheck());
   return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
 }
@@ -230,6 +344,8 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   entry.set_reason_detail(c.reason_detail);
   entry.set_source_id(c.source_id);
   entry.set_event_id(c.event_id);
+  entry.set_producer_id(c.producer_id);
+  entry.set_producer_seq(c.producer_seq);
 
   AppendKind kind = AppendKind::kAppended;
   const bool has_identity = !c.source_id.empty() || !c.event_id.empty();
@@ -243,8 +359,10 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
       GPULEDGER_ASSIGN_OR_RETURN(known, impl_->FindDedup(dedup_key));
     }
     if (known.has_value()) {
-      if (known->content_hash == content_hash)
+      if (known->content_hash == content_hash) {
+        impl_->pending_counters.set_duplicates(impl_->pending_counters.duplicates() + 1);
         return AppendResult{AppendKind::kDuplicate, known->seq};
+      }
       kind = AppendKind::kConflict;
       entry.set_outcome(v1::REJECTED);
       entry.set_reason_code(kConflictingDuplicate);
@@ -270,8 +388,19 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
         impl_->batch.Put(impl_->dedup_cf, dedup_key, EncodeDedup(record)), "stage dedup"));
     impl_->pending_dedup[dedup_key] = record;
   }
+  GPULEDGER_RETURN_IF_ERROR(impl_->TrackProducer(c));
   impl_->pending_head = Head{seq, hash};
   ++impl_->pending_entries;
+  v1::LedgerCounters& counters = impl_->pending_counters;
+  if (entry.outcome() == v1::ACCEPTED) {
+    counters.set_accepted(counters.accepted() + 1);
+  } else {
+    counters.set_rejected(counters.rejected() + 1);
+    ++(*counters.mutable_rejected_by_reason())[entry.reason_code()];
+  }
+  if (impl_->checkpoint_interval > 0 && seq % impl_->checkpoint_interval == 0) {
+    GPULEDGER_RETURN_IF_ERROR(impl_->StageCheckpointAt(impl_->pending_head, c.recorded_at_ms));
+  }
   return AppendResult{kind, seq};
 }
 
@@ -294,38 +423,46 @@ absl::Status Ledger::AdvanceOffset(const TopicPartition& tp, int64_t next_offset
 
 absl::Status Ledger::Commit() {
   if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
-  if (impl_->batch.Count() == 0) return absl::OkStatus();
+  const bool counters_moved = impl_->pending_counters.duplicates() != impl_->counters.duplicates();
+  if (impl_->batch.Count() == 0 && !counters_moved) return absl::OkStatus();
   GPULEDGER_ASSERT(impl_->pending_head.seq >= impl_->head.seq, "head only moves forward");
   absl::Status st =
       FromRocks(impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
+  if (st.ok()) {
+    st =
+        FromRocks(impl_->batch.Put(keys::kCountersKey, impl_->pending_counters.SerializeAsString()),
+                  "stage counters");
+  }
   if (st.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = impl_->options.sync_commits;
     st = FromRocks(impl_->db->Write(wo, &impl_->batch), "commit batch");
   }
   if (!st.ok()) {
-    Abort();
+    impl_->ClearPending();
     return st;
   }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->head = impl_->pending_head;
+    impl_->counters = impl_->pending_counters;
     for (const auto& [tp, off] : impl_->pending_offsets) impl_->offsets[tp] = off;
   }
-  impl_->batch.Clear();
-  impl_->pending_dedup.clear();
-  impl_->pending_offsets.clear();
-  impl_->pending_entries = 0;
+  impl_->ClearPending();
   return absl::OkStatus();
 }
 
-void Ledger::Abort() {
-  impl_->batch.Clear();
-  impl_->pending_dedup.clear();
-  impl_->pending_offsets.clear();
-  impl_->pending_entries = 0;
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->pending_head = impl_->head;
+void Ledger::Abort() { impl_->ClearPending(); }
+
+absl::Status Ledger::StageCheckpoint(int64_t time_ms) {
+  if (impl_->options.read_only || !impl_->options.signer) {
+    return absl::FailedPreconditionError(
+        "checkpoints need a ledger open for writing with a signer");
+  }
+  if (impl_->pending_head.seq == 0) {
+    return absl::FailedPreconditionError("an empty ledger has nothing to checkpoint");
+  }
+  return impl_->StageCheckpointAt(impl_->pending_head, time_ms);
 }
 
 size_t Ledger::PendingEntries() const { return impl_->pending_entries; }
@@ -385,6 +522,62 @@ absl::Status Ledger::ScanDedup(
         visit(std::string(k.substr(0, nul)), std::string(k.substr(nul + 1)), r));
   }
   return FromRocks(it->status(), "scan dedup index");
+}
+
+absl::Status Ledger::ScanCheckpoints(
+    const std::function<absl::Status(const v1::Checkpoint&)>& visit) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->checkpoints_cf));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const uint64_t key_seq = it->key().size() == 8 ? keys::GetBe64(it->key().ToStringView()) : 0;
+    v1::Checkpoint cp;
+    if (key_seq == 0 || !cp.ParseFromArray(it->value().data(), it->value().size()) ||
+        cp.seq() != key_seq) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint record under seq ", key_seq, " is damaged"));
+    }
+    GPULEDGER_RETURN_IF_ERROR(visit(cp));
+  }
+  return FromRocks(it->status(), "scan checkpoints");
+}
+
+absl::Status Ledger::ScanProducers(
+    const std::function<absl::Status(const std::string&, const std::string&,
+                                     const ProducerProgress&)>& visit) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->producers_cf));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view k = it->key().ToStringView();
+    const size_t nul = k.find('\0');
+    if (nul == std::string_view::npos) return absl::DataLossError("producer key is damaged");
+    GPULEDGER_ASSIGN_OR_RETURN(ProducerProgress p,
+                               ProducerProgress::Decode(it->value().ToStringView()));
+    GPULEDGER_RETURN_IF_ERROR(
+        visit(std::string(k.substr(0, nul)), std::string(k.substr(nul + 1)), p));
+  }
+  return FromRocks(it->status(), "scan producers");
+}
+
+v1::LedgerCounters Ledger::Counters() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->counters;
+}
+
+uint64_t Ledger::checkpoint_interval() const { return impl_->checkpoint_interval; }
+
+std::string Ledger::public_key_pem() const { return impl_->public_key_pem; }
+
+uint64_t Ledger::ApproximateDiskBytes() const {
+  uint64_t total = 0;
+  for (auto* h : impl_->handles) {
+    uint64_t v = 0;
+    if (impl_->db->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
+  }
+  rocksdb::VectorLogPtr wal_files;
+  if (impl_->db->GetSortedWalFiles(wal_files).ok()) {
+    for (const auto& f : wal_files) total += f->SizeFileBytes();
+  }
+  return total;
 }
 
 const std::string& Ledger::path() const { return impl_->path; }

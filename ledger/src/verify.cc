@@ -1,7 +1,13 @@
 #include "ledger/verify.h"
 
+#include <google/protobuf/io/zero_copy_stream_impl.h>
+#include <google/protobuf/util/delimited_message_util.h>
+
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "chain_check.h"
 
 namespace gpuledger::ledger {
 
@@ -10,71 +16,57 @@ namespace v1 = gpuledger::v1;
 namespace {
 
 void Fail(VerifyReport* r, uint64_t seq, std::string problem) {
-  if (!r->ok) return;  // keep the first problem
+  if (!r->ok) return;
   r->ok = false;
   r->first_bad_seq = seq;
   r->problem = std::move(problem);
 }
 
-// Walks the chain from seq 1. Stops at the first broken link: everything after it is suspect.
-absl::Status CheckChain(const Ledger& ledger, VerifyReport* r) {
-  Digest prev = kZeroDigest;
-  uint64_t expected = 1;
-  absl::Status st = ledger.Scan(1, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
-    if (e.seq != expected) {
-      Fail(r, expected,
-           e.seq > expected
-               ? absl::StrCat("entry ", expected, " is missing (next present: ", e.seq, ")")
-               : absl::StrCat("entry key ", e.seq, " out of order"));
-      return false;
-    }
-    if (e.entry.seq() != e.seq) {
-      Fail(r, e.seq, absl::StrCat("entry stored under seq ", e.seq, " says seq ", e.entry.seq()));
-      return false;
-    }
-    if (ChainHash(prev, e.seq, e.bytes) != e.hash) {
-      Fail(r, e.seq, "chain hash does not match the entry's bytes and its predecessor's hash");
-      return false;
-    }
-    prev = e.hash;
-    ++r->entries_checked;
-    ++expected;
-    return true;
+absl::Status CheckChain(const Ledger& ledger, const SignatureVerifier* key, VerifyReport* r,
+                        std::map<std::string, uint64_t>* rejected_by_reason, uint64_t* accepted) {
+  ChainCheck check(r, 1, kZeroDigest, key, ledger.checkpoint_interval(), false);
+  absl::Status st = ledger.ScanCheckpoints([&](const v1::Checkpoint& cp) -> absl::Status {
+    check.Checkpoint(cp);
+    return absl::OkStatus();
   });
   if (absl::IsDataLoss(st)) {
-    Fail(r, expected, std::string(st.message()));
+    Fail(r, 0, std::string(st.message()));
     return absl::OkStatus();
   }
   GPULEDGER_RETURN_IF_ERROR(st);
-  if (r->ok && (r->entries_checked != r->head.seq || prev != r->head.hash)) {
-    Fail(r, r->entries_checked + 1,
-         absl::StrCat("head says seq ", r->head.seq, " but the chain ends at seq ",
-                      r->entries_checked));
+  st = ledger.Scan(1, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
+    if (!check.Entry(e.seq, e.bytes, e.hash)) return false;
+    if (e.entry.outcome() == v1::ACCEPTED) {
+      ++*accepted;
+    } else {
+      ++(*rejected_by_reason)[e.entry.reason_code()];
+    }
+    return true;
+  });
+  if (absl::IsDataLoss(st)) {
+    Fail(r, check.last_seq() + 1, std::string(st.message()));
+    return absl::OkStatus();
   }
+  GPULEDGER_RETURN_IF_ERROR(st);
+  check.Finish(r->head);
   return absl::OkStatus();
 }
 
 absl::Status CheckDedup(const Ledger& ledger, VerifyReport* r) {
-  // Every record must point at an entry with that identity and content.
-  absl::Status st = ledger.ScanDedup([&](const std::string& source_id, const std::string& event_id,
-                                         const DedupRecord& rec) -> absl::Status {
-    ++r->dedup_records_checked;
-    auto e = ledger.Get(rec.seq);
-    if (!e.ok()) {
-      Fail(
-          r, rec.seq,
-          absl::StrCat("dedup record (", source_id, ", ", event_id, ") points at a missing entry"));
-      return absl::OkStatus();
-    }
-    if (e->entry.source_id() != source_id || e->entry.event_id() != event_id ||
-        e->entry.outcome() != rec.outcome) {
-      Fail(r, rec.seq,
-           absl::StrCat("dedup record (", source_id, ", ", event_id,
-                        ") does not match the entry it points at"));
-    }
-    return absl::OkStatus();
-  });
-  GPULEDGER_RETURN_IF_ERROR(st);
+  // Every record must point at an entry with that identity and outcome.
+  GPULEDGER_RETURN_IF_ERROR(
+      ledger.ScanDedup([&](const std::string& source_id, const std::string& event_id,
+                           const DedupRecord& rec) -> absl::Status {
+        ++r->dedup_records_checked;
+        auto e = ledger.Get(rec.seq);
+        if (!e.ok() || e->entry.source_id() != source_id || e->entry.event_id() != event_id ||
+            e->entry.outcome() != rec.outcome) {
+          Fail(r, rec.seq,
+               absl::StrCat("dedup record (", source_id, ", ", event_id,
+                            ") does not match the entry it points at"));
+        }
+        return absl::OkStatus();
+      }));
   // Every identity-bearing entry (other than a refused conflict) must be indexed at its seq.
   return ledger.Scan(1, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
     const auto& le = e.entry;
@@ -91,13 +83,98 @@ absl::Status CheckDedup(const Ledger& ledger, VerifyReport* r) {
   });
 }
 
+void CheckCounters(const v1::LedgerCounters& stored,
+                   const std::map<std::string, uint64_t>& rejected_by_reason, uint64_t accepted,
+                   VerifyReport* r) {
+  uint64_t rejected = 0;
+  for (const auto& [reason, n] : rejected_by_reason) {
+    rejected += n;
+    auto it = stored.rejected_by_reason().find(reason);
+    if (it == stored.rejected_by_reason().end() || it->second != n) {
+      Fail(r, 0, absl::StrCat("counter of rejections ", reason, " does not match the entries"));
+    }
+  }
+  if (stored.accepted() != accepted || stored.rejected() != rejected) {
+    Fail(r, 0,
+         absl::StrCat("counters say ", stored.accepted(), " accepted and ", stored.rejected(),
+                      " rejected; the entries hold ", accepted, " and ", rejected));
+  }
+}
+
 }  // namespace
 
-absl::StatusOr<VerifyReport> Verify(const Ledger& ledger) {
+absl::StatusOr<VerifyReport> Verify(const Ledger& ledger, const SignatureVerifier* key) {
   VerifyReport r;
   r.head = ledger.head();
-  GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, &r));
+  std::unique_ptr<SignatureVerifier> stored_key;
+  if (key != nullptr) {
+    r.key_source = "given";
+  } else if (!ledger.public_key_pem().empty()) {
+    GPULEDGER_ASSIGN_OR_RETURN(stored_key,
+                               SignatureVerifier::FromPublicKeyPem(ledger.public_key_pem()));
+    key = stored_key.get();
+    r.key_source = "ledger";
+  }
+  std::map<std::string, uint64_t> rejected_by_reason;
+  uint64_t accepted = 0;
+  GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, key, &r, &rejected_by_reason, &accepted));
   if (r.ok) GPULEDGER_RETURN_IF_ERROR(CheckDedup(ledger, &r));
+  if (r.ok) CheckCounters(ledger.Counters(), rejected_by_reason, accepted, &r);
+  return r;
+}
+
+absl::StatusOr<VerifyReport> VerifyExport(std::istream& in, const SignatureVerifier* key) {
+  VerifyReport r;
+  r.key_source = key != nullptr ? "given" : "none";
+  google::protobuf::io::IstreamInputStream stream(&in);
+  v1::ExportRecord record;
+  bool clean_eof = false;
+  if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&record, &stream, &clean_eof) ||
+      !record.has_header() || record.header().format() != "gpuledger-export") {
+    Fail(&r, 0, "not a gpuledger export: the stream does not start with an export header");
+    return r;
+  }
+  const v1::ExportHeader header = record.header();
+  if (header.format_version() != 1) {
+    Fail(&r, 0,
+         absl::StrCat("export format version ", header.format_version(),
+                      " is not one this build reads (1)"));
+    return r;
+  }
+  Digest prev{};
+  if (!FromBytes(header.prev_hash(), &prev)) {
+    Fail(&r, header.first_seq(), "export header's prev_hash is not 32 bytes");
+    return r;
+  }
+  // Identities can only be checked from the first entry on.
+  ChainCheck check(&r, header.first_seq(), prev, key, header.checkpoint_interval(),
+                   header.first_seq() == 1);
+  while (r.ok) {
+    record.Clear();
+    if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&record, &stream, &clean_eof)) {
+      if (!clean_eof) Fail(&r, check.last_seq() + 1, "the export is truncated or garbled here");
+      break;
+    }
+    if (record.has_entry()) {
+      Digest hash{};
+      if (!FromBytes(record.entry().hash(), &hash)) {
+        Fail(&r, record.entry().seq(), "entry hash is not 32 bytes");
+        break;
+      }
+      check.Entry(record.entry().seq(), record.entry().entry(), hash);
+    } else if (record.has_checkpoint()) {
+      check.Checkpoint(record.checkpoint());
+    } else {
+      Fail(&r, check.last_seq() + 1, "unexpected record in the export");
+    }
+  }
+  r.head = Head{check.last_seq(), check.last_hash()};
+  if (r.ok && check.last_seq() != header.last_seq()) {
+    Fail(&r, check.last_seq() + 1,
+         absl::StrCat("the header promises entries up to ", header.last_seq(),
+                      " but the export ends at ", check.last_seq()));
+  }
+  check.Finish(r.head);
   return r;
 }
 

@@ -15,6 +15,8 @@
 #include "absl/status/statusor.h"
 #include "gpuledger/v1/ledger.pb.h"
 #include "ledger/hash.h"
+#include "ledger/producers.h"
+#include "ledger/signing.h"
 
 namespace gpuledger::ledger {
 
@@ -27,6 +29,13 @@ struct LedgerOptions {
   // Open for reading only: no writer lock is taken, so settlement and verification can run
   // beside a live ingest process; Append/Commit fail. Default: false.
   bool read_only = false;
+  // Signs checkpoints. A ledger created with a signer is a signed ledger: it must always be
+  // opened for writing with a signer (of any key: keys may rotate). Default: none (unsigned
+  // ledger, for tests and benchmarks only).
+  std::shared_ptr<const Signer> signer;
+  // A signed checkpoint every this many entries. Fixed when the ledger is created (later
+  // values are ignored). Default: 10,000.
+  uint64_t checkpoint_interval = 10'000;
 };
 
 // A Kafka topic partition, the key of the stored consumer offsets.
@@ -55,6 +64,9 @@ struct Candidate {
   // be decoded: such an input is recorded as it is and never deduplicated.
   std::string source_id;
   std::string event_id;
+  // For usage events: the CSP's producer and its sequence number (0: none), for gap reports.
+  std::string producer_id;
+  uint64_t producer_seq = 0;
   // The bytes whose SHA-256 identifies the event's content for duplicate detection (a
   // deterministic re-serialization of the decoded event). Empty: `payload` is used.
   std::string canonical;
@@ -128,6 +140,10 @@ class Ledger {
   // Drops everything staged since the last Commit().
   void Abort();
 
+  // Stages a signed checkpoint of the pending head at `time_ms` (e.g. at a period close), in
+  // addition to the periodic ones. FAILED_PRECONDITION without a signer or an empty ledger.
+  absl::Status StageCheckpoint(int64_t time_ms);
+
   // Number of entries staged and not yet committed.
   size_t PendingEntries() const;
 
@@ -147,6 +163,22 @@ class Ledger {
   absl::Status ScanDedup(
       const std::function<absl::Status(const std::string& source_id, const std::string& event_id,
                                        const DedupRecord&)>& visit) const;
+
+  // Every checkpoint, in seq order.
+  absl::Status ScanCheckpoints(
+      const std::function<absl::Status(const gpuledger::v1::Checkpoint&)>& visit) const;
+  // Every producer's arrival progress: (CSP, producer id, progress), in key order.
+  absl::Status ScanProducers(
+      const std::function<absl::Status(const std::string& source_id, const std::string& producer_id,
+                                       const ProducerProgress&)>& visit) const;
+  // Committed counts by outcome and reason, and duplicates dropped.
+  gpuledger::v1::LedgerCounters Counters() const;
+  // 0 for an unsigned ledger.
+  uint64_t checkpoint_interval() const;
+  // PEM of the key the latest checkpoints were signed with; empty if never signed.
+  std::string public_key_pem() const;
+  // Approximate bytes on disk (SST files and WAL).
+  uint64_t ApproximateDiskBytes() const;
 
   const std::string& path() const;
 

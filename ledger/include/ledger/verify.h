@@ -1,10 +1,13 @@
-// Whole-ledger verification: chain continuity, head, dedup index.
+// Verification of the ledger, live or exported: chain continuity, signed checkpoints, head,
+// dedup index and counters. Reports the first bad sequence number and what is wrong.
 #pragma once
 
 #include <cstdint>
+#include <istream>
 #include <string>
 
 #include "ledger/ledger.h"
+#include "ledger/signing.h"
 
 namespace gpuledger::ledger {
 
@@ -12,17 +15,26 @@ struct VerifyReport {
   bool ok = true;
   uint64_t entries_checked = 0;
   uint64_t dedup_records_checked = 0;
+  uint64_t checkpoints_verified = 0;
+  // The highest seq covered by a verified signed checkpoint (0: none). Entries after it are
+  // chained but not yet signed.
+  uint64_t last_checkpoint_seq = 0;
   Head head;
-  // When !ok: the first sequence number found bad (0 if the problem is not an entry) and
-  // what is wrong with it.
+  // Where the key used for signatures came from: "given" (the auditor's), "ledger" (the key
+  // stored in the ledger itself: proves consistency, not authorship) or "none".
+  std::string key_source = "none";
+  // When !ok: the first sequence number that cannot be trusted (0 if the problem is not an
+  // entry) and what is wrong.
   uint64_t first_bad_seq = 0;
   std::string problem;
 };
 
-// Reads every entry from seq 1: each key equals its entry's seq, seqs are dense, each stored
-// hash equals ChainHash(previous, seq, bytes), the last one equals the head; every dedup record
-// points at an entry with that identity and content, and every identity-bearing entry that is
-// not a conflict is in the index.
-absl::StatusOr<VerifyReport> Verify(const Ledger& ledger);
+// Verifies the live ledger. `key` is the operator's public key as the auditor knows it; if
+// null, the key stored in the ledger is used (key_source "ledger").
+absl::StatusOr<VerifyReport> Verify(const Ledger& ledger, const SignatureVerifier* key = nullptr);
+
+// Verifies an export stream (see docs/LEDGER.md). `key` null: signatures are not checked
+// (key_source "none") and the report says so.
+absl::StatusOr<VerifyReport> VerifyExport(std::istream& in, const SignatureVerifier* key);
 
 }  // namespace gpuledger::ledger

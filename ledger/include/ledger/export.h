@@ -1,0 +1,37 @@
+// Export of the ledger as a length-delimited protobuf stream of gpuledger.v1.ExportRecord:
+// one ExportHeader, then ExportedEntry records in seq order, each Checkpoint right after the
+// entry it covers. An auditor verifies it with `gpuledger ledger verify --export FILE
+// --public-key KEY.pem` and nothing else.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <ostream>
+
+#include "absl/status/statusor.h"
+#include "ledger/ledger.h"
+
+namespace gpuledger::ledger {
+
+struct ExportOptions {
+  // First entry to export. Default: 1. A slice starting later carries the hash of the entry
+  // before it, so it can be verified on its own relative to that hash.
+  uint64_t from_seq = 1;
+  // Last entry to export; 0 means the head. Default: 0.
+  uint64_t to_seq = 0;
+  // Called every `progress_every` entries with the last seq written. Default: none.
+  std::function<void(uint64_t)> progress;
+  uint64_t progress_every = 100'000;
+};
+
+struct ExportSummary {
+  uint64_t first_seq = 0;
+  uint64_t last_seq = 0;
+  uint64_t entries = 0;
+  uint64_t checkpoints = 0;
+};
+
+absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& out,
+                                           const ExportOptions& options);
+
+}  // namespace gpuledger::ledger

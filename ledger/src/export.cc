@@ -1,0 +1,77 @@
+#include "ledger/export.h"
+
+#include <google/protobuf/util/delimited_message_util.h>
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+
+namespace gpuledger::ledger {
+
+namespace v1 = gpuledger::v1;
+
+absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& out,
+                                           const ExportOptions& options) {
+  const Head head = ledger.head();
+  ExportSummary summary;
+  summary.first_seq = std::max<uint64_t>(options.from_seq, 1);
+  summary.last_seq = options.to_seq == 0 ? head.seq : std::min(options.to_seq, head.seq);
+  if (summary.first_seq > summary.last_seq + 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "nothing to export: from seq ", summary.first_seq, " is past the head ", head.seq));
+  }
+  Digest prev = kZeroDigest;
+  if (summary.first_seq > 1) {
+    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry before, ledger.Get(summary.first_seq - 1));
+    prev = before.hash;
+  }
+  std::map<uint64_t, v1::Checkpoint> checkpoints;
+  GPULEDGER_RETURN_IF_ERROR(ledger.ScanCheckpoints([&](const v1::Checkpoint& cp) {
+    if (cp.seq() >= summary.first_seq && cp.seq() <= summary.last_seq) checkpoints[cp.seq()] = cp;
+    return absl::OkStatus();
+  }));
+
+  auto write = [&](const v1::ExportRecord& r) -> absl::Status {
+    if (!google::protobuf::util::SerializeDelimitedToOstream(r, &out) || !out) {
+      return absl::UnavailableError("cannot write the export (disk full or closed pipe?)");
+    }
+    return absl::OkStatus();
+  };
+  v1::ExportRecord rec;
+  auto* h = rec.mutable_header();
+  h->set_format("gpuledger-export");
+  h->set_format_version(1);
+  h->set_first_seq(summary.first_seq);
+  h->set_last_seq(summary.last_seq);
+  h->set_prev_hash(ToBytes(prev));
+  h->set_checkpoint_interval(ledger.checkpoint_interval());
+  h->set_public_key_pem(ledger.public_key_pem());
+  GPULEDGER_RETURN_IF_ERROR(write(rec));
+
+  absl::Status st =
+      ledger.Scan(summary.first_seq, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
+        if (e.seq > summary.last_seq) return false;
+        v1::ExportRecord r;
+        auto* x = r.mutable_entry();
+        x->set_seq(e.seq);
+        x->set_entry(e.bytes);
+        x->set_hash(ToBytes(e.hash));
+        GPULEDGER_RETURN_IF_ERROR(write(r));
+        ++summary.entries;
+        if (auto it = checkpoints.find(e.seq); it != checkpoints.end()) {
+          v1::ExportRecord c;
+          *c.mutable_checkpoint() = it->second;
+          GPULEDGER_RETURN_IF_ERROR(write(c));
+          ++summary.checkpoints;
+        }
+        if (options.progress && e.seq % options.progress_every == 0) options.progress(e.seq);
+        return true;
+      });
+  GPULEDGER_RETURN_IF_ERROR(st);
+  out.flush();
+  if (!out) return absl::UnavailableError("cannot write the export (disk full or closed pipe?)");
+  return summary;
+}
+
+}  // namespace gpuledger::ledger
