@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include <map>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
+#include "ledger/export.h"
 #include "ledger/verify.h"
 #include "testsupport/temp_dir.h"
 
@@ -181,39 +185,309 @@ TEST(LedgerTest, VerifyPassesOnAHealthyLedger) {
   EXPECT_EQ(report->dedup_records_checked, 40u);
 }
 
-// Rewrites one stored entry's bytes behind the ledger's back, as an attacker with disk access
-// would, and expects verification to name exactly that seq.
+// Opens a ledger's RocksDB directly, as an attacker with disk access would.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& path) {
+    std::vector<std::string> names;
+    EXPECT_TRUE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (const auto& n : names) cfs.push_back({n, {}});
+    rocksdb::DB* raw = nullptr;
+    EXPECT_TRUE(rocksdb::DB::Open({}, path, cfs, &handles_, &raw).ok());
+    db_.reset(raw);
+    for (size_t i = 0; i < names.size(); ++i) by_name_[names[i]] = handles_[i];
+  }
+  ~RawDb() {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  }
+  std::string Get(const std::string& cf, const std::string& key) {
+    std::string v;
+    EXPECT_TRUE(db_->Get({}, by_name_.at(cf), key, &v).ok()) << cf;
+    return v;
+  }
+  void Put(const std::string& cf, const std::string& key, const std::string& value) {
+    EXPECT_TRUE(db_->Put({}, by_name_.at(cf), key, value).ok());
+  }
+  void Delete(const std::string& cf, const std::string& key) {
+    EXPECT_TRUE(db_->Delete({}, by_name_.at(cf), key).ok());
+  }
+
+ private:
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
+};
+
+std::string SeqKey(uint64_t seq) {
+  std::string k;
+  for (int i = 7; i >= 0; --i) k.push_back(static_cast<char>((seq >> (8 * i)) & 0xff));
+  return k;
+}
+
+// Writes `n` entries, optionally signed with a checkpoint every `interval`.
+void Fill(const std::string& path, int n, std::shared_ptr<const Signer> signer = nullptr,
+          uint64_t interval = 10) {
+  LedgerOptions o;
+  o.signer = std::move(signer);
+  o.checkpoint_interval = interval;
+  auto ledger = OpenOrDie(path, o);
+  for (int i = 1; i <= n; ++i) {
+    ASSERT_TRUE(ledger->Append(Usage(absl::StrCat("e", i), absl::StrCat("payload", i), i)).ok());
+  }
+  ASSERT_TRUE(ledger->Commit().ok());
+}
+
+VerifyReport VerifyOrDie(const std::string& path, const SignatureVerifier* key = nullptr) {
+  LedgerOptions ro;
+  ro.read_only = true;
+  auto ledger = Ledger::Open(path, ro);
+  EXPECT_TRUE(ledger.ok()) << ledger.status();
+  auto report = Verify(**ledger, key);
+  EXPECT_TRUE(report.ok()) << report.status();
+  return *report;
+}
+
 TEST(LedgerTest, VerifyFindsAChangedByteAtItsSeq) {
   testing::TempDir dir;
+  Fill(dir.Sub("db"), 20);
   {
-    auto ledger = OpenOrDie(dir.Sub("db"));
-    for (int i = 0; i < 20; ++i) {
-      ASSERT_TRUE(ledger->Append(Usage(absl::StrCat("e", i), absl::StrCat("payload", i), i)).ok());
-    }
-    ASSERT_TRUE(ledger->Commit().ok());
-  }
-  {
-    rocksdb::DB* raw = nullptr;
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {"entries", {}}, {"dedup", {}}, {"offsets", {}}};
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    ASSERT_TRUE(rocksdb::DB::Open({}, dir.Sub("db"), cfs, &handles, &raw).ok());
-    std::string key("\0\0\0\0\0\0\0\x0d", 8);  // seq 13
-    std::string value;
-    ASSERT_TRUE(raw->Get({}, handles[1], key, &value).ok());
-    const size_t pos = value.find("payload12");
+    RawDb raw(dir.Sub("db"));
+    std::string value = raw.Get("entries", SeqKey(13));
+    const size_t pos = value.find("payload13");
     ASSERT_NE(pos, std::string::npos);
     value[pos] = 'P';
-    ASSERT_TRUE(raw->Put({}, handles[1], key, value).ok());
-    for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
-    delete raw;
+    raw.Put("entries", SeqKey(13), value);
   }
-  auto ledger = OpenOrDie(dir.Sub("db"));
-  auto report = Verify(*ledger);
+  const VerifyReport r = VerifyOrDie(dir.Sub("db"));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.first_bad_seq, 13u) << r.problem;
+  EXPECT_EQ(r.entries_checked, 12u);
+}
+
+TEST(LedgerTest, VerifyFindsARemovedEntryAtItsSeq) {
+  testing::TempDir dir;
+  Fill(dir.Sub("db"), 20);
+  { RawDb(dir.Sub("db")).Delete("entries", SeqKey(13)); }
+  const VerifyReport r = VerifyOrDie(dir.Sub("db"));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.first_bad_seq, 13u);
+  EXPECT_NE(r.problem.find("missing"), std::string::npos) << r.problem;
+}
+
+TEST(LedgerTest, VerifyFindsASwappedPairAtTheFirstOfThem) {
+  testing::TempDir dir;
+  Fill(dir.Sub("db"), 20);
+  {
+    RawDb raw(dir.Sub("db"));
+    const std::string a = raw.Get("entries", SeqKey(13));
+    const std::string b = raw.Get("entries", SeqKey(14));
+    raw.Put("entries", SeqKey(13), b);
+    raw.Put("entries", SeqKey(14), a);
+  }
+  const VerifyReport r = VerifyOrDie(dir.Sub("db"));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.first_bad_seq, 13u) << r.problem;
+}
+
+// The attacker rewrites entries 25..30 and recomputes every hash and the head, so the chain
+// itself is consistent; only the signed checkpoint at 30 (which they cannot re-sign) betrays it.
+TEST(LedgerTest, VerifyFindsARewrittenTailThatDoesNotMatchASignedCheckpoint) {
+  testing::TempDir dir;
+  std::shared_ptr<const Signer> signer = std::move(*Signer::Generate());
+  Fill(dir.Sub("db"), 30, signer, 10);
+  {
+    RawDb raw(dir.Sub("db"));
+    Digest prev{};
+    FromBytes(raw.Get("entries", SeqKey(24)).substr(0, 32), &prev);
+    for (uint64_t seq = 25; seq <= 30; ++seq) {
+      const std::string value = raw.Get("entries", SeqKey(seq));
+      v1::LedgerEntry e;
+      ASSERT_TRUE(e.ParseFromString(value.substr(32)));
+      e.set_payload(e.payload() + "-forged");
+      const std::string bytes = e.SerializeAsString();
+      prev = ChainHash(prev, seq, bytes);
+      raw.Put("entries", SeqKey(seq), ToBytes(prev) + bytes);
+    }
+    raw.Put("default", "meta/head", SeqKey(30) + ToBytes(prev));
+  }
+  auto key = SignatureVerifier::FromPublicKeyPem(signer->PublicKeyPem());
+  ASSERT_TRUE(key.ok());
+  const VerifyReport r = VerifyOrDie(dir.Sub("db"), key->get());
+  EXPECT_FALSE(r.ok);
+  // Entries after the last good checkpoint (20) cannot be trusted.
+  EXPECT_EQ(r.first_bad_seq, 21u) << r.problem;
+  EXPECT_NE(r.problem.find("checkpoint at seq 30"), std::string::npos) << r.problem;
+  EXPECT_EQ(r.last_checkpoint_seq, 20u);
+}
+
+TEST(LedgerTest, VerifyFindsAMissingCheckpointAndAForeignKey) {
+  testing::TempDir dir;
+  std::shared_ptr<const Signer> signer = std::move(*Signer::Generate());
+  Fill(dir.Sub("db"), 30, signer, 10);
+  auto key = SignatureVerifier::FromPublicKeyPem(signer->PublicKeyPem());
+  const VerifyReport good = VerifyOrDie(dir.Sub("db"), key->get());
+  EXPECT_TRUE(good.ok) << good.problem;
+  EXPECT_EQ(good.checkpoints_verified, 3u);
+  EXPECT_EQ(good.key_source, "given");
+
+  auto other = Signer::Generate();
+  auto other_key = SignatureVerifier::FromPublicKeyPem((*other)->PublicKeyPem());
+  const VerifyReport foreign = VerifyOrDie(dir.Sub("db"), other_key->get());
+  EXPECT_FALSE(foreign.ok);
+  EXPECT_EQ(foreign.first_bad_seq, 1u);
+  EXPECT_NE(foreign.problem.find("another key"), std::string::npos) << foreign.problem;
+
+  { RawDb(dir.Sub("db")).Delete("checkpoints", SeqKey(20)); }
+  const VerifyReport missing = VerifyOrDie(dir.Sub("db"), key->get());
+  EXPECT_FALSE(missing.ok);
+  EXPECT_EQ(missing.first_bad_seq, 11u) << missing.problem;
+  EXPECT_NE(missing.problem.find("due at seq 20"), std::string::npos) << missing.problem;
+}
+
+TEST(LedgerTest, OpenRefusesAHeadThatDoesNotMatchTheLastEntry) {
+  testing::TempDir dir;
+  Fill(dir.Sub("db"), 5);
+  { RawDb(dir.Sub("db")).Delete("entries", SeqKey(5)); }
+  auto ledger = Ledger::Open(dir.Sub("db"), {});
+  ASSERT_FALSE(ledger.ok());
+  EXPECT_EQ(ledger.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(ledger.status().message().find("ledger verify"), std::string::npos) << ledger.status();
+}
+
+TEST(LedgerTest, SignedLedgerNeedsASignerToWriteAndUnsignedCannotStartSigning) {
+  testing::TempDir dir;
+  std::shared_ptr<const Signer> signer = std::move(*Signer::Generate());
+  Fill(dir.Sub("signed"), 3, signer, 10);
+  EXPECT_EQ(Ledger::Open(dir.Sub("signed"), {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  Fill(dir.Sub("unsigned"), 3);
+  LedgerOptions with_signer;
+  with_signer.signer = signer;
+  EXPECT_EQ(Ledger::Open(dir.Sub("unsigned"), with_signer).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Keys may rotate: a signed ledger accepts another signer.
+  LedgerOptions rotated;
+  rotated.signer = std::move(*Signer::Generate());
+  EXPECT_TRUE(Ledger::Open(dir.Sub("signed"), rotated).ok());
+}
+
+TEST(LedgerTest, ExportVerifiesOfflineWithOnlyThePublicKey) {
+  testing::TempDir dir;
+  std::shared_ptr<const Signer> signer = std::move(*Signer::Generate());
+  Fill(dir.Sub("db"), 45, signer, 10);
+  LedgerOptions ro;
+  ro.read_only = true;
+  auto ledger = OpenOrDie(dir.Sub("db"), ro);
+  std::stringstream out;
+  auto summary = ExportLedger(*ledger, out, {});
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->entries, 45u);
+  EXPECT_EQ(summary->checkpoints, 4u);
+  const std::string bytes = out.str();
+  auto key = SignatureVerifier::FromPublicKeyPem(signer->PublicKeyPem());
+
+  std::istringstream in(bytes);
+  auto report = VerifyExport(in, key->get());
   ASSERT_TRUE(report.ok());
-  EXPECT_FALSE(report->ok);
-  EXPECT_EQ(report->first_bad_seq, 13u);
-  EXPECT_EQ(report->entries_checked, 12u);
+  EXPECT_TRUE(report->ok) << report->problem;
+  EXPECT_EQ(report->entries_checked, 45u);
+  EXPECT_EQ(report->checkpoints_verified, 4u);
+  EXPECT_EQ(report->head.hash, ledger->head().hash);
+
+  // A changed byte inside entry 17's payload.
+  std::string tampered = bytes;
+  const size_t pos = tampered.find("payload17");
+  ASSERT_NE(pos, std::string::npos);
+  tampered[pos + 1] = 'A';
+  std::istringstream bad(tampered);
+  auto bad_report = VerifyExport(bad, key->get());
+  ASSERT_TRUE(bad_report.ok());
+  EXPECT_FALSE(bad_report->ok);
+  EXPECT_EQ(bad_report->first_bad_seq, 17u) << bad_report->problem;
+
+  // A truncated export is not silently accepted as shorter.
+  std::istringstream cut(bytes.substr(0, bytes.size() - 20));
+  auto cut_report = VerifyExport(cut, key->get());
+  ASSERT_TRUE(cut_report.ok());
+  EXPECT_FALSE(cut_report->ok);
+
+  // A slice verifies relative to the hash of the entry before it.
+  std::stringstream slice;
+  ExportOptions from11;
+  from11.from_seq = 11;
+  from11.to_seq = 30;
+  ASSERT_TRUE(ExportLedger(*ledger, slice, from11).ok());
+  auto slice_report = VerifyExport(slice, key->get());
+  ASSERT_TRUE(slice_report.ok());
+  EXPECT_TRUE(slice_report->ok) << slice_report->problem;
+  EXPECT_EQ(slice_report->entries_checked, 20u);
+
+  std::istringstream garbage("not an export at all");
+  auto g = VerifyExport(garbage, key->get());
+  ASSERT_TRUE(g.ok());
+  EXPECT_FALSE(g->ok);
+}
+
+TEST(LedgerTest, CountersFollowOutcomesAndDuplicates) {
+  testing::TempDir dir;
+  auto ledger = OpenOrDie(dir.Sub("db"));
+  Candidate rejected = Usage("r1", "x", 0);
+  rejected.reason_code = "EMPTY_INTERVAL";
+  ASSERT_TRUE(ledger->Append(Usage("e1", "p1", 1)).ok());
+  ASSERT_TRUE(ledger->Append(Usage("e1", "p1", 2)).ok());       // duplicate
+  ASSERT_TRUE(ledger->Append(Usage("e1", "changed", 3)).ok());  // conflict
+  ASSERT_TRUE(ledger->Append(rejected).ok());
+  ASSERT_TRUE(ledger->Commit().ok());
+  const auto c = ledger->Counters();
+  EXPECT_EQ(c.accepted(), 1u);
+  EXPECT_EQ(c.rejected(), 2u);
+  EXPECT_EQ(c.duplicates(), 1u);
+  EXPECT_EQ(c.rejected_by_reason().at("EMPTY_INTERVAL"), 1u);
+  EXPECT_EQ(c.rejected_by_reason().at(kConflictingDuplicate), 1u);
+  // A batch of only duplicates is still committed (its offsets and the duplicate count).
+  ASSERT_TRUE(ledger->Append(Usage("e1", "p1", 4)).ok());
+  ASSERT_TRUE(ledger->AdvanceOffset({"gpuledger.usage.csp-a", 0}, 5).ok());
+  ASSERT_TRUE(ledger->Commit().ok());
+  ledger.reset();
+  auto reopened = OpenOrDie(dir.Sub("db"));
+  EXPECT_EQ(reopened->Counters().duplicates(), 2u);
+  EXPECT_EQ((reopened->Offsets().at({"gpuledger.usage.csp-a", 0})), 5);
+  EXPECT_TRUE(Verify(*reopened)->ok);
+}
+
+TEST(LedgerTest, ReportsProducerGaps) {
+  testing::TempDir dir;
+  auto ledger = OpenOrDie(dir.Sub("db"));
+  for (uint64_t seq : {1, 2, 3, 5, 8, 9}) {
+    Candidate c = Usage(absl::StrCat("e", seq), "p", static_cast<int64_t>(seq));
+    c.producer_id = "meter-1";
+    c.producer_seq = seq;
+    ASSERT_TRUE(ledger->Append(c).ok());
+  }
+  ASSERT_TRUE(ledger->Commit().ok());
+  int producers = 0;
+  ASSERT_TRUE(ledger
+                  ->ScanProducers([&](const std::string& csp, const std::string& producer,
+                                      const ProducerProgress& p) {
+                    ++producers;
+                    EXPECT_EQ(csp, "csp-a");
+                    EXPECT_EQ(producer, "meter-1");
+                    EXPECT_EQ(p.contiguous(), 3u);
+                    EXPECT_EQ(p.highest(), 9u);
+                    EXPECT_EQ(p.Missing(), (std::vector<SeqRange>{{4, 4}, {6, 7}}));
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  EXPECT_EQ(producers, 1);
+}
+
+TEST(LedgerDeathTest, OffsetsOnlyMoveForward) {
+  testing::TempDir dir;
+  auto ledger = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(ledger->AdvanceOffset({"t", 0}, 10).ok());
+  ASSERT_TRUE(ledger->Commit().ok());
+  EXPECT_DEATH((void)ledger->AdvanceOffset({"t", 0}, 9), "only move forward");
 }
 
 }  // namespace
