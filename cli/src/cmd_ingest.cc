@@ -72,6 +72,14 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
                   "A signed checkpoint every N entries (fixed when the ledger is created)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}))
       ->capture_default_str();
+  cmd->add_option("--metrics-listen", args->options.metrics_listen,
+                  "Serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9464 "
+                  "(port 0: any free port; default: not served)")
+      ->envname("GPULEDGER_METRICS_LISTEN");
+  cmd->add_flag_function(
+      "--no-rejected-topic", [args](int64_t) { args->options.publish_rejected = false; },
+      "Do not republish rejected events to gpuledger.rejected (the ledger records "
+      "them either way)");
   cmd->add_flag("--no-sync", args->no_sync,
                 "Do not fsync each commit (benchmarks only: a power cut may lose acknowledged "
                 "events)");

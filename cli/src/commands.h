@@ -19,6 +19,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code);
 void AddSettleCommand(CLI::App& app, int* exit_code);
 void AddLedgerCommand(CLI::App& app, int* exit_code);
 void AddKeysCommand(CLI::App& app, int* exit_code);
+void AddReasonsCommand(CLI::App& app, int* exit_code);
 
 // Logs `status` as the reason a command failed and returns kExitFailed.
 int Report(const absl::Status& status);

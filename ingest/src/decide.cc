@@ -146,6 +146,14 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       if (a.gpu_ms_cap() < 0) return Invalid("allocation.gpu_ms_cap", "must not be negative");
       return std::nullopt;
     }
+    case v1::RegistryEvent::kAllocationAmendment: {
+      const auto& a = e.allocation_amendment();
+      if (a.allocation_id().empty()) return Missing("allocation_amendment.allocation_id");
+      if (a.change_case() == v1::AllocationAmendment::CHANGE_NOT_SET) {
+        return Missing("allocation_amendment change (new_end_ms, new_gpu_count or revoke)");
+      }
+      return std::nullopt;
+    }
     case v1::RegistryEvent::kRateCard: {
       const auto& r = e.rate_card();
       if (auto v = CheckPoolFields(r.program(), r.gpu_model(), 1, "rate_card")) return v;

@@ -10,8 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "ingest/metrics.h"
 #include "ingest/topics.h"
+#include "ingest/validator.h"
 #include "kafka_status.h"
+#include "rejected_notifier.h"
 
 namespace gpuledger::ingest {
 
@@ -33,8 +36,14 @@ int64_t MonotonicMs() {
 // rebalance and event callbacks from inside consume(), on this same thread.
 class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
  public:
-  IngestLoop(const IngestOptions& options, ledger::Ledger& ledger, const std::atomic<bool>& stop)
-      : options_(options), ledger_(ledger), stop_(stop) {}
+  IngestLoop(const IngestOptions& options, ledger::Ledger& ledger, const std::atomic<bool>& stop,
+             IngestMetrics& metrics)
+      : options_(options),
+        ledger_(ledger),
+        stop_(stop),
+        metrics_(metrics),
+        notifier_(options.limits.topics.Rejected(), metrics),
+        validator_(options.limits) {}
 
   absl::StatusOr<IngestStats> Run();
 
@@ -45,6 +54,8 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
  private:
   absl::Status Setup();
   absl::Status Handle(const RdKafka::Message& msg);
+  // Appends one candidate (a consumed message or a resolution of a parked one) and counts it.
+  absl::Status Record(const ledger::Candidate& candidate);
   absl::Status CommitBatch();
   bool AllAtEnd() const;
   void LogProgress(bool final);
@@ -52,12 +63,18 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   const IngestOptions& options_;
   ledger::Ledger& ledger_;
   const std::atomic<bool>& stop_;
+  IngestMetrics& metrics_;
+  RejectedNotifier notifier_;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
   IngestStats stats_;
+  Validator validator_;
   absl::Status callback_error_;  // set by callbacks, checked by the loop
   std::set<ledger::TopicPartition> assigned_;
   std::set<ledger::TopicPartition> at_end_;
   ledger::OffsetMap batch_offsets_;
+  size_t batch_messages_ = 0;  // consumed messages in the batch in flight
+  // Rejected entries of the batch in flight, republished once it is committed.
+  std::vector<RejectedNotice> batch_rejected_;
   int64_t batch_opened_ms_ = 0;
   int64_t last_progress_ms_ = 0;
   uint64_t consumed_at_last_progress_ = 0;
@@ -90,6 +107,7 @@ absl::Status IngestLoop::Setup() {
   }
   consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
   if (!consumer_) return absl::InvalidArgumentError(absl::StrCat("Kafka consumer: ", err));
+  if (options_.publish_rejected) GPULEDGER_RETURN_IF_ERROR(notifier_.Start(options_.brokers));
   const TopicNames& topics = options_.limits.topics;
   return FromKafka(consumer_->subscribe({topics.Registry(), topics.UsagePattern()}), "subscribe");
 }
@@ -119,6 +137,7 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
     for (RdKafka::TopicPartition* tp : partitions) {
       assigned_.erase({tp->topic(), tp->partition()});
       at_end_.erase({tp->topic(), tp->partition()});
+      metrics_.RemoveLag(tp->topic(), tp->partition());
     }
     consumer->unassign();
   }
@@ -154,37 +173,74 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   if (msg.payload() != nullptr)
     raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
 
-  const ledger::Candidate candidate = Decide(raw, options_.limits, NowMs());
-  GPULEDGER_ASSIGN_OR_RETURN(ledger::AppendResult result, ledger_.Append(candidate));
+  ledger::Candidate candidate = Decide(raw, options_.limits, NowMs());
+  validator_.Check(&candidate);
   ++stats_.consumed;
-  switch (result.kind) {
-    case ledger::AppendKind::kDuplicate:
-      ++stats_.duplicates;
-      break;
-    case ledger::AppendKind::kConflict:
-      ++stats_.rejected;
-      ++stats_.rejected_by_reason[ledger::kConflictingDuplicate];
-      break;
-    case ledger::AppendKind::kAppended:
-      if (candidate.reason_code.empty()) {
-        ++stats_.accepted;
-      } else {
-        ++stats_.rejected;
-        ++stats_.rejected_by_reason[candidate.reason_code];
-      }
-      break;
-  }
+  metrics_.OnConsumed();
+  ++batch_messages_;
+  GPULEDGER_RETURN_IF_ERROR(Record(candidate));
   const ledger::TopicPartition tp{raw.topic, raw.partition};
   GPULEDGER_RETURN_IF_ERROR(ledger_.AdvanceOffset(tp, raw.offset + 1));
   batch_offsets_[tp] = raw.offset + 1;
   at_end_.erase(tp);
+  // Parked events whose allocation this message announced, or whose grace period it ended.
+  for (ledger::Candidate& resolution : validator_.TakeResolvable()) {
+    validator_.Check(&resolution);
+    GPULEDGER_RETURN_IF_ERROR(Record(resolution));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IngestLoop::Record(const ledger::Candidate& candidate) {
+  GPULEDGER_ASSIGN_OR_RETURN(ledger::AppendResult result, ledger_.Append(candidate));
+  std::string reason;  // of a new rejected entry
+  switch (result.kind) {
+    case ledger::AppendKind::kDuplicate:
+      ++stats_.duplicates;
+      metrics_.OnMessage(MessageOutcome::kDuplicate);
+      break;
+    case ledger::AppendKind::kConflict:
+      reason = ledger::kConflictingDuplicate;
+      break;
+    case ledger::AppendKind::kAppended:
+      validator_.Recorded(candidate, result.seq);
+      if (candidate.resolves_seq != 0) ++stats_.resolved;
+      if (!candidate.reason_code.empty()) {
+        reason = candidate.reason_code;
+      } else if (candidate.park) {
+        ++stats_.parked;
+        metrics_.OnMessage(MessageOutcome::kParked);
+      } else {
+        ++stats_.accepted;
+        metrics_.OnMessage(MessageOutcome::kAccepted);
+      }
+      break;
+  }
+  if (!reason.empty()) {
+    ++stats_.rejected;
+    ++stats_.rejected_by_reason[reason];
+    metrics_.OnMessage(MessageOutcome::kRejected, reason);
+    if (options_.publish_rejected) {
+      batch_rejected_.push_back(
+          {result.seq, reason, candidate.source_id, candidate.payload, candidate.topic});
+    }
+  }
   return absl::OkStatus();
 }
 
 absl::Status IngestLoop::CommitBatch() {
   if (batch_offsets_.empty()) return absl::OkStatus();
+  const auto commit_started = std::chrono::steady_clock::now();
   GPULEDGER_RETURN_IF_ERROR(ledger_.Commit());
+  const std::chrono::duration<double> commit_seconds =
+      std::chrono::steady_clock::now() - commit_started;
+  metrics_.OnCommit(batch_messages_, commit_seconds.count());
+  metrics_.SetHead(ledger_.head().seq);
+  batch_messages_ = 0;
   ++stats_.batches;
+  // Only now, with the ledger's record durable, tell operators and CSPs about rejections.
+  notifier_.Send(batch_rejected_);
+  batch_rejected_.clear();
   // Now durable in the ledger: tell Kafka too, for lag monitoring only (failures harmless).
   std::vector<RdKafka::TopicPartition*> commits;
   for (const auto& [tp, next] : batch_offsets_) {
@@ -219,6 +275,7 @@ void IngestLoop::LogProgress(bool final) {
       auto it = stored.find(tp);
       const int64_t pos = it != stored.end() ? it->second : low;
       if (high > pos) lag += high - pos;
+      metrics_.SetLag(tp.topic, tp.partition, high > pos ? high - pos : 0);
     }
   }
   spdlog::info(
@@ -227,11 +284,15 @@ void IngestLoop::LogProgress(bool final) {
       final ? "done: " : "", stats_.consumed,
       seconds > 0 ? static_cast<double>(delta) / seconds : 0.0, stats_.accepted, stats_.rejected,
       stats_.duplicates, ledger_.head().seq, lag);
+  metrics_.SetHead(ledger_.head().seq);
+  metrics_.SetParked(validator_.parked());
   last_progress_ms_ = now;
   consumed_at_last_progress_ = stats_.consumed;
 }
 
 absl::StatusOr<IngestStats> IngestLoop::Run() {
+  // The validator's state is the ledger's: rebuild it before deciding anything new.
+  GPULEDGER_RETURN_IF_ERROR(validator_.Load(ledger_));
   GPULEDGER_RETURN_IF_ERROR(Setup());
   const int64_t started = MonotonicMs();
   last_progress_ms_ = started;
@@ -243,6 +304,7 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
       wait_ms = std::max<int64_t>(0, batch_opened_ms_ + options_.batch_max_ms - now);
     }
     std::unique_ptr<RdKafka::Message> msg(consumer_->consume(static_cast<int>(wait_ms)));
+    notifier_.Poll();
     if (!callback_error_.ok()) {
       result = callback_error_;
       break;
@@ -287,9 +349,12 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
   if (!result.ok()) {
     ledger_.Abort();
     batch_offsets_.clear();
+    batch_rejected_.clear();  // not recorded: nothing to announce
+    batch_messages_ = 0;
   }
   LogProgress(true);
   consumer_->close();
+  notifier_.Flush(static_cast<int>(options_.rejected_flush_timeout_ms));
   if (!result.ok()) return result;
   return stats_;
 }
@@ -298,7 +363,11 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
 
 absl::StatusOr<IngestStats> RunIngest(const IngestOptions& options, ledger::Ledger& ledger,
                                       const std::atomic<bool>& stop) {
-  IngestLoop loop(options, ledger, stop);
+  GPULEDGER_ASSIGN_OR_RETURN(std::unique_ptr<IngestMetrics> metrics,
+                             IngestMetrics::Create(options.metrics_listen));
+  if (!metrics->url().empty()) spdlog::info("serving metrics at {}", metrics->url());
+  metrics->SetHead(ledger.head().seq);
+  IngestLoop loop(options, ledger, stop, *metrics);
   return loop.Run();
 }
 

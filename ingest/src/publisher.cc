@@ -192,8 +192,16 @@ absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
   std::set<std::string> topics;
   for (const auto& e : events) topics.insert(e.topic);
   stats.topics.assign(topics.begin(), topics.end());
+  // The registry is one ordered stream (an institution before its allocations): one partition.
+  std::vector<std::string> usage_topics;
+  for (const std::string& t : stats.topics) {
+    if (t != options.topics.Registry()) usage_topics.push_back(t);
+  }
+  if (topics.contains(options.topics.Registry())) {
+    GPULEDGER_RETURN_IF_ERROR(EnsureTopics(options.brokers, {options.topics.Registry()}, 1));
+  }
   GPULEDGER_RETURN_IF_ERROR(
-      EnsureTopics(options.brokers, stats.topics, options.partitions_if_created));
+      EnsureTopics(options.brokers, usage_topics, options.partitions_if_created));
 
   DeliveryCounter counter;
   LogForwarder log_forwarder;

@@ -28,6 +28,52 @@ constexpr ReasonInfo kReasons[] = {
      "Never reuse an event id: send a Correction, or a new event id."},
     {kUnknownTopic, "The message came from a topic gpuledger does not read events from.",
      "Check the subscription; this indicates a misconfigured consumer."},
+    {kFutureTimestamp,
+     "The interval ends later than the Kafka timestamp of its message plus the "
+     "allowed clock skew (default 15 min): usage cannot be reported before "
+     "it happened.",
+     "Report usage after it ends; check the metering host's clock."},
+    {kUnknownAllocation,
+     "No allocation with this id was announced by the registry, even after "
+     "the grace period (default 1 h) during which the event was PARKED; or "
+     "an amendment names an unknown allocation.",
+     "Check the allocation id; ask the operator whether the allocation was granted."},
+    {kAllocationOfOtherCsp, "The allocation is hosted by another CSP.",
+     "Report only usage of allocations hosted on your own GPUs."},
+    {kWrongGpuModel, "The GPU model differs from the allocation's.",
+     "Report the model the allocation was granted on."},
+    {kOutsideAllocationWindow,
+     "The interval is not inside the allocation's window [start, end) "
+     "as amended (extended, shortened or revoked).",
+     "Report only usage inside the granted period."},
+    {kOverlappingInterval,
+     "The interval overlaps an accepted interval of the same allocation "
+     "and node (double billing).",
+     "Send each node's time once; fix an earlier interval with a Correction."},
+    {kGpusOverGrant,
+     "More GPUs than granted: the interval's own count, or the sum of "
+     "concurrent intervals of the allocation at some instant.",
+     "Report the GPUs actually used; they cannot exceed the grant."},
+    {kUnknownPool,
+     "Own use or a pool outage for a (program, GPU model) pool the CSP does not "
+     "host according to the registry.",
+     "Check program and model; the operator announces pools."},
+    {kGpusOverPool, "Own use of more GPUs than the pool holds.", "Report the GPUs actually used."},
+    {kUnknownCorrectionTarget, "The corrected event id was never accepted from this CSP.",
+     "Correct only events of yours that were accepted (see ledger show / the rejected topic)."},
+    {kAlreadyCorrected, "The corrected event was already corrected or cancelled.",
+     "Correct the latest correction instead (its event id)."},
+    {kRegistryConflict,
+     "A registry record contradicts one already recorded (same key and "
+     "effective date with another value, or an allocation re-announced "
+     "with other terms).",
+     "Publish a record with a new effective date, or an AllocationAmendment."},
+    {kUnknownInstitution, "An allocation names an institution never announced.",
+     "Announce the institution first."},
+    {kInvalidAmendment,
+     "An amendment is impossible: its date is outside the allocation's "
+     "window, the new end is not after it, or it changes nothing.",
+     "Fix the amendment's date or change."},
 };
 }  // namespace
 

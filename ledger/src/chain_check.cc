@@ -88,9 +88,11 @@ bool ChainCheck::Entry(uint64_t seq, const std::string& bytes, const Digest& sto
   if (track_identities_ && !(entry.source_id().empty() && entry.event_id().empty())) {
     const std::string id = absl::StrCat(entry.source_id(), std::string(1, '\0'), entry.event_id());
     const bool seen = identities_.contains(id);
-    if (entry.reason_code() == kConflictingDuplicate) {
+    if (entry.reason_code() == kConflictingDuplicate || entry.resolves_seq() != 0) {
       if (!seen) {
-        Fail(seq, "conflicting duplicate of an event id that was never recorded");
+        Fail(seq, entry.resolves_seq() != 0
+                      ? "resolution of a parked event that was never recorded"
+                      : "conflicting duplicate of an event id that was never recorded");
         return false;
       }
     } else if (seen) {

@@ -339,7 +339,8 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   entry.set_offset(c.offset);
   entry.set_kafka_timestamp_ms(c.kafka_timestamp_ms);
   entry.set_recorded_at_ms(c.recorded_at_ms);
-  entry.set_outcome(c.reason_code.empty() ? v1::ACCEPTED : v1::REJECTED);
+  entry.set_outcome(!c.reason_code.empty() ? v1::REJECTED : c.park ? v1::PARKED : v1::ACCEPTED);
+  entry.set_resolves_seq(c.resolves_seq);
   entry.set_reason_code(c.reason_code);
   entry.set_reason_detail(c.reason_detail);
   entry.set_source_id(c.source_id);
@@ -351,7 +352,7 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   const bool has_identity = !c.source_id.empty() || !c.event_id.empty();
   const std::string dedup_key = keys::DedupKey(c.source_id, c.event_id);
   const Digest content_hash = Sha256(c.canonical.empty() ? c.payload : c.canonical);
-  if (has_identity) {
+  if (has_identity && c.resolves_seq == 0) {
     std::optional<DedupRecord> known;
     if (auto it = impl_->pending_dedup.find(dedup_key); it != impl_->pending_dedup.end()) {
       known = it->second;
@@ -388,12 +389,14 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
         impl_->batch.Put(impl_->dedup_cf, dedup_key, EncodeDedup(record)), "stage dedup"));
     impl_->pending_dedup[dedup_key] = record;
   }
-  GPULEDGER_RETURN_IF_ERROR(impl_->TrackProducer(c));
+  if (c.resolves_seq == 0) GPULEDGER_RETURN_IF_ERROR(impl_->TrackProducer(c));
   impl_->pending_head = Head{seq, hash};
   ++impl_->pending_entries;
   v1::LedgerCounters& counters = impl_->pending_counters;
   if (entry.outcome() == v1::ACCEPTED) {
     counters.set_accepted(counters.accepted() + 1);
+  } else if (entry.outcome() == v1::PARKED) {
+    counters.set_parked(counters.parked() + 1);
   } else {
     counters.set_rejected(counters.rejected() + 1);
     ++(*counters.mutable_rejected_by_reason())[entry.reason_code()];

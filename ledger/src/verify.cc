@@ -22,8 +22,14 @@ void Fail(VerifyReport* r, uint64_t seq, std::string problem) {
   r->problem = std::move(problem);
 }
 
+struct OutcomeCounts {
+  uint64_t accepted = 0;
+  uint64_t parked = 0;
+  std::map<std::string, uint64_t> rejected_by_reason;
+};
+
 absl::Status CheckChain(const Ledger& ledger, const SignatureVerifier* key, VerifyReport* r,
-                        std::map<std::string, uint64_t>* rejected_by_reason, uint64_t* accepted) {
+                        OutcomeCounts* counts) {
   ChainCheck check(r, 1, kZeroDigest, key, ledger.checkpoint_interval(), false);
   absl::Status st = ledger.ScanCheckpoints([&](const v1::Checkpoint& cp) -> absl::Status {
     check.Checkpoint(cp);
@@ -37,9 +43,11 @@ absl::Status CheckChain(const Ledger& ledger, const SignatureVerifier* key, Veri
   st = ledger.Scan(1, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
     if (!check.Entry(e.seq, e.bytes, e.hash)) return false;
     if (e.entry.outcome() == v1::ACCEPTED) {
-      ++*accepted;
+      ++counts->accepted;
+    } else if (e.entry.outcome() == v1::PARKED) {
+      ++counts->parked;
     } else {
-      ++(*rejected_by_reason)[e.entry.reason_code()];
+      ++counts->rejected_by_reason[e.entry.reason_code()];
     }
     return true;
   });
@@ -73,6 +81,8 @@ absl::Status CheckDedup(const Ledger& ledger, VerifyReport* r) {
     if (le.source_id().empty() && le.event_id().empty()) return true;
     if (le.reason_code() == kConflictingDuplicate) return true;
     GPULEDGER_ASSIGN_OR_RETURN(auto rec, ledger.LookupEvent(le.source_id(), le.event_id()));
+    // A parked entry's identity moves on to the entry that resolves it.
+    if (le.outcome() == v1::PARKED && rec.has_value() && rec->seq > e.seq) return true;
     if (!rec.has_value() || rec->seq != e.seq) {
       Fail(r, e.seq,
            absl::StrCat("entry (", le.source_id(), ", ", le.event_id(),
@@ -83,11 +93,15 @@ absl::Status CheckDedup(const Ledger& ledger, VerifyReport* r) {
   });
 }
 
-void CheckCounters(const v1::LedgerCounters& stored,
-                   const std::map<std::string, uint64_t>& rejected_by_reason, uint64_t accepted,
-                   VerifyReport* r) {
+void CheckCounters(const v1::LedgerCounters& stored, const OutcomeCounts& counts, VerifyReport* r) {
+  const uint64_t accepted = counts.accepted;
   uint64_t rejected = 0;
-  for (const auto& [reason, n] : rejected_by_reason) {
+  if (stored.parked() != counts.parked) {
+    Fail(r, 0,
+         absl::StrCat("counters say ", stored.parked(), " parked; the entries hold ",
+                      counts.parked));
+  }
+  for (const auto& [reason, n] : counts.rejected_by_reason) {
     rejected += n;
     auto it = stored.rejected_by_reason().find(reason);
     if (it == stored.rejected_by_reason().end() || it->second != n) {
@@ -115,11 +129,10 @@ absl::StatusOr<VerifyReport> Verify(const Ledger& ledger, const SignatureVerifie
     key = stored_key.get();
     r.key_source = "ledger";
   }
-  std::map<std::string, uint64_t> rejected_by_reason;
-  uint64_t accepted = 0;
-  GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, key, &r, &rejected_by_reason, &accepted));
+  OutcomeCounts counts;
+  GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, key, &r, &counts));
   if (r.ok) GPULEDGER_RETURN_IF_ERROR(CheckDedup(ledger, &r));
-  if (r.ok) CheckCounters(ledger.Counters(), rejected_by_reason, accepted, &r);
+  if (r.ok) CheckCounters(ledger.Counters(), counts, &r);
   return r;
 }
 

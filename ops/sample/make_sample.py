@@ -105,8 +105,9 @@ def usage_events(allocations, start, end, rng):
         while day < end:
             if rng.random() < 0.55:  # a job on this day
                 job_start = day + rng.randrange(0, 14) * HOUR + rng.randrange(0, 60) * 60_000
-                job_end = min(job_start + rng.randrange(1, 12) * HOUR + rng.randrange(0, 60) * 60_000,
-                              end + 6 * HOUR)
+                # Jobs of one allocation never overlap: each ends before the next day starts.
+                job_end = min(job_start + rng.randrange(1, 10) * HOUR + rng.randrange(0, 60) * 60_000,
+                              day + DAY)
                 gpus = rng.randrange(1, granted + 1)
                 nodes = [(f"{csp}-node-{int(aid[-4:]) * 4 + k:03d}", min(8, gpus - 8 * k))
                          for k in range((gpus + 7) // 8)]

@@ -44,11 +44,12 @@ void Rater::ApplyUsage(uint64_t seq, const std::string& source_id, const v1::Usa
         unpriced_.push_back(
             {seq, source_id, event.event_id(),
              absl::StrCat("correction of unknown usage event '", c.target_event_id(), "'")});
-      } else if (c.has_replacement()) {
-        it->second.interval = c.replacement();
-        it->second.seq = seq;
       } else {
+        // The correction takes the target's place (and may itself be corrected later).
         usage_.erase(it);
+        if (c.has_replacement()) {
+          usage_[key] = Recorded{seq, source_id, event.event_id(), c.replacement()};
+        }
       }
       break;
     }

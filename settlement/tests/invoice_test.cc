@@ -193,6 +193,13 @@ TEST(InvoiceTest, CorrectionsReplaceOrCancel) {
   auto run = r.Finish(4);
   ASSERT_TRUE(run.ok());
   EXPECT_EQ(run->invoices.at(0).gpu_ms.ms, 2 * kHour);
+  // A correction of the correction replaces it in turn.
+  v1::UsageEvent again;
+  again.set_event_id("c3");
+  again.mutable_correction()->set_target_event_id("c1");
+  *again.mutable_correction()->mutable_replacement() = Usage("y", "a-uni", 3, t, t + kHour).usage();
+  r.ApplyUsage(5, "csp-a", again);
+  EXPECT_EQ(r.Finish(5)->invoices.at(0).gpu_ms.ms, 3 * kHour);
 }
 
 TEST(InvoiceTest, UnpricedUsageIsListedNotDropped) {

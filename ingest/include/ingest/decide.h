@@ -27,6 +27,13 @@ struct ValidationLimits {
   int64_t max_interval_ms = 31LL * 86'400'000;
   // Longest accepted event id, in bytes. Default: 128.
   size_t max_event_id_bytes = 128;
+  // Usage may end at most this far after the Kafka timestamp of its message (clock skew
+  // allowance); later is FUTURE_TIMESTAMP. Default: 15 minutes.
+  int64_t max_future_skew_ms = 15LL * 60'000;
+  // How long usage for an allocation the registry has not announced waits (PARKED), measured
+  // in Kafka timestamps of later messages, before it is rejected UNKNOWN_ALLOCATION.
+  // Default: 1 hour.
+  int64_t park_grace_ms = 3'600'000;
 };
 
 // `recorded_at_ms` is stored in the candidate as information only.

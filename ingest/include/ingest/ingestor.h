@@ -32,6 +32,15 @@ struct IngestOptions {
   int64_t assignment_timeout_ms = 60'000;
   // Log a progress line at most this often, ms. Default: 2,000.
   int64_t progress_interval_ms = 2'000;
+  // Serve Prometheus metrics at http://<this>/metrics, "host:port" (e.g. "127.0.0.1:9464");
+  // port 0 picks a free port (logged). Default: empty, not served.
+  std::string metrics_listen;
+  // After each ledger commit, republish its rejected entries to the rejected topic (reason,
+  // seq and source topic in headers; see docs/OPERATIONS.md). Default: true.
+  bool publish_rejected = true;
+  // On shutdown, wait at most this long for rejection notices to be delivered, ms.
+  // Default: 10,000.
+  int64_t rejected_flush_timeout_ms = 10'000;
   // Validation limits applied to each event.
   ValidationLimits limits;
 };
@@ -41,6 +50,8 @@ struct IngestStats {
   uint64_t accepted = 0;    // new entries with outcome ACCEPTED
   uint64_t rejected = 0;    // new entries with outcome REJECTED (incl. conflicts)
   uint64_t duplicates = 0;  // exact duplicates: counted, not recorded again
+  uint64_t parked = 0;      // new entries PARKED, waiting for the registry
+  uint64_t resolved = 0;    // entries deciding a parked one (also counted accepted/rejected)
   uint64_t batches = 0;     // group commits
   std::map<std::string, uint64_t> rejected_by_reason;
 };

@@ -16,6 +16,21 @@ inline constexpr char kEmptyInterval[] = "EMPTY_INTERVAL";
 inline constexpr char kDurationTooLong[] = "DURATION_TOO_LONG";
 inline constexpr char kConflictingDuplicate[] = "CONFLICTING_DUPLICATE";
 inline constexpr char kUnknownTopic[] = "UNKNOWN_TOPIC";
+inline constexpr char kFutureTimestamp[] = "FUTURE_TIMESTAMP";
+inline constexpr char kUnknownAllocation[] = "UNKNOWN_ALLOCATION";
+inline constexpr char kAllocationOfOtherCsp[] = "ALLOCATION_OF_OTHER_CSP";
+inline constexpr char kWrongGpuModel[] = "WRONG_GPU_MODEL";
+inline constexpr char kOutsideAllocationWindow[] = "OUTSIDE_ALLOCATION_WINDOW";
+inline constexpr char kOverlappingInterval[] = "OVERLAPPING_INTERVAL";
+inline constexpr char kGpusOverGrant[] = "GPUS_OVER_GRANT";
+inline constexpr char kUnknownPool[] = "UNKNOWN_POOL";
+inline constexpr char kGpusOverPool[] = "GPUS_OVER_POOL";
+inline constexpr char kUnknownCorrectionTarget[] = "UNKNOWN_CORRECTION_TARGET";
+inline constexpr char kAlreadyCorrected[] = "ALREADY_CORRECTED";
+// Registry events (codes defined with the registry in ledger/registry.h).
+inline constexpr char kRegistryConflict[] = "REGISTRY_CONFLICT";
+inline constexpr char kUnknownInstitution[] = "UNKNOWN_INSTITUTION";
+inline constexpr char kInvalidAmendment[] = "INVALID_AMENDMENT";
 
 struct ReasonInfo {
   std::string_view code;

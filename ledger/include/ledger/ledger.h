@@ -73,6 +73,12 @@ struct Candidate {
   // Empty when ingest accepts the event; otherwise the reason code and a detail for people.
   std::string reason_code;
   std::string reason_detail;
+  // Record as PARKED (waiting for the registry) instead of accepted; reason_code stays empty
+  // and reason_detail says what it waits for.
+  bool park = false;
+  // Non-zero: this candidate decides the PARKED entry with that seq (same identity and payload).
+  // It is never a duplicate; the dedup index then points at it.
+  uint64_t resolves_seq = 0;
 };
 
 enum class AppendKind {

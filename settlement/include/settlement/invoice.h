@@ -20,7 +20,7 @@
 #include "gpuledger/v1/common.pb.h"
 #include "gpuledger/v1/usage.pb.h"
 #include "ledger/ledger.h"
-#include "settlement/registry.h"
+#include "ledger/registry.h"
 
 namespace gpuledger::settlement {
 
@@ -94,7 +94,7 @@ class Rater {
   };
   base::Period period_;
   SettleOptions options_;
-  Registry registry_;
+  ledger::Registry registry_;
   // Live usage intervals by (CSP, event id); a correction replaces or removes one.
   std::map<std::pair<std::string, std::string>, Recorded> usage_;
   std::vector<Unpriced> unpriced_;

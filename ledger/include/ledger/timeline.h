@@ -7,7 +7,7 @@
 #include <optional>
 #include <vector>
 
-namespace gpuledger::settlement {
+namespace gpuledger::ledger {
 
 template <typename T>
 class Timeline {
@@ -30,10 +30,17 @@ class Timeline {
     }
   }
 
+  // The value recorded at exactly `from_ms`, if any.
+  std::optional<T> ExactlyAt(int64_t from_ms) const {
+    auto it = by_from_.find(from_ms);
+    if (it == by_from_.end()) return std::nullopt;
+    return it->second;
+  }
+
   bool empty() const { return by_from_.empty(); }
 
  private:
   std::map<int64_t, T> by_from_;
 };
 
-}  // namespace gpuledger::settlement
+}  // namespace gpuledger::ledger

@@ -1,0 +1,78 @@
+// The stateful half of ingest's decision: checks an event against the registry and against the
+// usage already accepted, in ledger order. Decisions depend only on the ledger's order and
+// content (including each message's recorded Kafka timestamp), never on the wall clock, so
+// rebuilding a validator from the ledger and re-deciding reproduces every decision.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gpuledger/v1/usage.pb.h"
+#include "ingest/decide.h"
+#include "ledger/ledger.h"
+#include "ledger/registry.h"
+
+namespace gpuledger::ingest {
+
+// Owned by the ingest loop; one thread.
+class Validator {
+ public:
+  explicit Validator(ValidationLimits limits);
+
+  // Rebuilds the state from every entry of `ledger`, in order (at ingest start).
+  absl::Status Load(const ledger::Ledger& ledger);
+
+  // Completes the decision about `c`, which Decide() produced: if Decide accepted it, checks it
+  // against the registry and earlier usage and sets reason_code/reason_detail, or `park`. Does
+  // not change the state.
+  void Check(ledger::Candidate* c) const;
+
+  // Updates the state with an entry the ledger recorded at `seq` (not for duplicates or
+  // refused conflicts, which record nothing that counts).
+  void Recorded(const ledger::Candidate& c, uint64_t seq);
+
+  // Parked entries that can be decided now (their allocation was announced, or their grace
+  // period passed), in seq order, each with resolves_seq set. For each: Check, append, Recorded.
+  std::vector<ledger::Candidate> TakeResolvable() const;
+
+  size_t parked() const { return parked_.size(); }
+  const ledger::Registry& registry() const { return registry_; }
+
+ private:
+  using Identity = std::pair<std::string, std::string>;  // (CSP, event id)
+  struct Held {
+    int64_t end_ms;
+    uint32_t gpus;
+    std::string node_id;
+    Identity holder;
+  };
+  struct Parked {
+    ledger::Candidate candidate;
+    std::string allocation_id;
+  };
+
+  void CheckUsage(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
+  void CheckInterval(const std::string& csp, const gpuledger::v1::UsageInterval& u,
+                     const Identity* replacing, ledger::Candidate* c) const;
+  void CheckCorrection(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
+  void Hold(const Identity& who, const gpuledger::v1::UsageInterval& u);
+  void Release(const Identity& who);
+
+  ValidationLimits limits_;
+  ledger::Registry registry_;
+  // Accepted intervals per allocation, by start.
+  std::map<std::string, std::multimap<int64_t, Held>> intervals_;
+  // Events whose interval currently counts, and where it is.
+  std::map<Identity, std::pair<std::string, int64_t>> holders_;  // → (allocation, start)
+  std::set<Identity> retired_;                                   // corrected or cancelled
+  std::map<uint64_t, Parked> parked_;                            // by seq
+  std::map<Identity, std::string> parked_identities_;            // → allocation id
+  int64_t latest_kafka_ms_ = -1;
+};
+
+}  // namespace gpuledger::ingest

@@ -1,0 +1,66 @@
+// Republishes rejected ledger entries to the rejected topic, as notices for operators and CSPs.
+// The ledger is the record; a notice is sent only after the ledger commit that recorded the
+// rejection, and a notice that cannot be delivered is logged and counted, never retried from
+// the ledger. Headers and delivery semantics: docs/OPERATIONS.md.
+#pragma once
+
+#include <librdkafka/rdkafkacpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "ingest/metrics.h"
+
+namespace gpuledger::ingest {
+
+// Kafka header names on the rejected topic.
+inline constexpr char kReasonHeader[] = "gpuledger-reason";
+inline constexpr char kSeqHeader[] = "gpuledger-seq";
+inline constexpr char kSourceTopicHeader[] = "gpuledger-source-topic";
+
+// One rejected entry of the batch in flight.
+struct RejectedNotice {
+  uint64_t seq = 0;          // its ledger seq
+  std::string reason_code;   // its reason code
+  std::string source_id;     // the message key; empty: no key (the payload did not decode)
+  std::string payload;       // the original message value
+  std::string source_topic;  // where it was consumed from
+};
+
+// Owned by the ingest loop and used on its thread only: delivery reports and librdkafka's
+// events are served from Poll() and Flush(), on that thread.
+class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::EventCb {
+ public:
+  // Most notices waiting for delivery; beyond it Send() waits (bounded) for room.
+  static constexpr int kQueueMaxMessages = 100'000;
+  // Longest Send() waits for room in a full queue before dropping the rest, ms.
+  static constexpr int kQueueFullWaitMs = 10'000;
+  // Longest librdkafka retries one notice before reporting it failed, ms.
+  static constexpr int kDeliveryTimeoutMs = 120'000;
+
+  RejectedNotifier(std::string topic, IngestMetrics& metrics)
+      : topic_(std::move(topic)), metrics_(metrics) {}
+
+  // Creates the idempotent producer.
+  absl::Status Start(const std::string& brokers);
+  // Queues `notices` for delivery (asynchronous; never fails the caller).
+  void Send(const std::vector<RejectedNotice>& notices);
+  // Serves delivery reports without blocking.
+  void Poll();
+  // Waits up to `timeout_ms` for every queued notice; logs a warning about those left.
+  void Flush(int timeout_ms);
+
+  void dr_cb(RdKafka::Message& message) override;
+  void event_cb(RdKafka::Event& event) override;
+
+ private:
+  std::string topic_;
+  IngestMetrics& metrics_;
+  std::unique_ptr<RdKafka::Producer> producer_;
+  uint64_t failed_logged_ = 0;  // delivery failures logged individually so far
+};
+
+}  // namespace gpuledger::ingest

@@ -1,0 +1,317 @@
+#include "ingest/validator.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "ingest/reasons.h"
+
+namespace gpuledger::ingest {
+
+namespace v1 = gpuledger::v1;
+
+namespace {
+
+void Reject(ledger::Candidate* c, const char* code, std::string detail) {
+  c->reason_code = code;
+  c->reason_detail = std::move(detail);
+  c->park = false;
+}
+
+ledger::Candidate FromEntry(const v1::LedgerEntry& e) {
+  ledger::Candidate c;
+  c.source = e.source();
+  c.payload = e.payload();
+  c.topic = e.topic();
+  c.partition = e.partition();
+  c.offset = e.offset();
+  c.kafka_timestamp_ms = e.kafka_timestamp_ms();
+  c.recorded_at_ms = e.recorded_at_ms();
+  c.source_id = e.source_id();
+  c.event_id = e.event_id();
+  c.producer_id = e.producer_id();
+  c.producer_seq = e.producer_seq();
+  c.reason_code = e.reason_code();
+  c.reason_detail = e.reason_detail();
+  c.park = e.outcome() == v1::PARKED;
+  c.resolves_seq = e.resolves_seq();
+  return c;
+}
+
+// The interval an event would make count, if any: a usage body or a correction's replacement.
+const v1::UsageInterval* IntervalOf(const v1::UsageEvent& e) {
+  if (e.has_usage()) return &e.usage();
+  if (e.has_correction() && e.correction().has_replacement()) return &e.correction().replacement();
+  return nullptr;
+}
+
+}  // namespace
+
+Validator::Validator(ValidationLimits limits) : limits_(std::move(limits)) {}
+
+absl::Status Validator::Load(const ledger::Ledger& ledger) {
+  return ledger.Scan(1, [this](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+    Recorded(FromEntry(e.entry), e.seq);
+    return true;
+  });
+}
+
+void Validator::Check(ledger::Candidate* c) const {
+  if (!c->reason_code.empty()) return;  // Decide already rejected it
+  c->park = false;
+  if (c->source == v1::SOURCE_REGISTRY) {
+    v1::RegistryEvent e;
+    if (!e.ParseFromString(c->payload)) return;  // Decide parsed it; cannot happen
+    if (auto problem = registry_.Check(e)) {
+      c->reason_code = problem->code;
+      c->reason_detail = problem->detail;
+    }
+    return;
+  }
+  v1::UsageEvent e;
+  if (!e.ParseFromString(c->payload)) return;
+  CheckUsage(e, c);
+}
+
+void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const {
+  const std::string& csp = c->source_id;
+  int64_t end_ms = 0;
+  switch (e.body_case()) {
+    case v1::UsageEvent::kUsage:
+      end_ms = e.usage().end_ms();
+      break;
+    case v1::UsageEvent::kOwnUse:
+      end_ms = e.own_use().end_ms();
+      break;
+    case v1::UsageEvent::kOutage:
+      end_ms = e.outage().end_ms();
+      break;
+    case v1::UsageEvent::kCorrection:
+      end_ms = e.correction().has_replacement() ? e.correction().replacement().end_ms() : 0;
+      break;
+    case v1::UsageEvent::BODY_NOT_SET:
+      return;
+  }
+  if (c->kafka_timestamp_ms >= 0 && end_ms > c->kafka_timestamp_ms + limits_.max_future_skew_ms) {
+    Reject(c, reason::kFutureTimestamp,
+           absl::StrCat("interval ends at ", end_ms, ", ", end_ms - c->kafka_timestamp_ms,
+                        " ms after its message was written (allowed skew ",
+                        limits_.max_future_skew_ms, " ms)"));
+    return;
+  }
+  switch (e.body_case()) {
+    case v1::UsageEvent::kUsage:
+      return CheckInterval(csp, e.usage(), nullptr, c);
+    case v1::UsageEvent::kCorrection:
+      return CheckCorrection(e, c);
+    case v1::UsageEvent::kOwnUse: {
+      const auto& o = e.own_use();
+      auto pool = registry_.PoolAt(csp, o.program(), o.gpu_model(), o.start_ms());
+      if (!pool.has_value() || *pool == 0) {
+        return Reject(c, reason::kUnknownPool,
+                      absl::StrCat(csp, " hosts no ", v1::Program_Name(o.program()), "/",
+                                   v1::GpuModel_Name(o.gpu_model()), " pool at ", o.start_ms()));
+      }
+      if (o.gpu_count() > *pool) {
+        return Reject(c, reason::kGpusOverPool,
+                      absl::StrCat(o.gpu_count(), " GPUs, the pool holds ", *pool));
+      }
+      return;
+    }
+    case v1::UsageEvent::kOutage: {
+      const auto& o = e.outage();
+      if (!o.allocation_id().empty()) {
+        const v1::Allocation* alloc = registry_.FindAllocation(o.allocation_id());
+        if (alloc == nullptr) {
+          return Reject(c, reason::kUnknownAllocation,
+                        absl::StrCat("outage of unknown allocation '", o.allocation_id(), "'"));
+        }
+        if (alloc->csp_id() != csp) {
+          return Reject(
+              c, reason::kAllocationOfOtherCsp,
+              absl::StrCat("allocation ", o.allocation_id(), " is hosted by ", alloc->csp_id()));
+        }
+        return;
+      }
+      auto pool = registry_.PoolAt(csp, o.program(), o.gpu_model(), o.start_ms());
+      if (!pool.has_value() || *pool == 0) {
+        return Reject(c, reason::kUnknownPool, absl::StrCat(csp, " hosts no such pool"));
+      }
+      return;
+    }
+    case v1::UsageEvent::BODY_NOT_SET:
+      return;
+  }
+}
+
+void Validator::CheckCorrection(const v1::UsageEvent& e, ledger::Candidate* c) const {
+  const Identity target{c->source_id, e.correction().target_event_id()};
+  if (auto p = parked_identities_.find(target); p != parked_identities_.end()) {
+    // Wait with the target: it is decided first (lower seq) when its allocation appears.
+    if (c->resolves_seq == 0) {
+      c->park = true;
+      c->reason_detail = absl::StrCat("waiting for parked event ", target.second);
+      return;
+    }
+  }
+  if (retired_.contains(target)) {
+    return Reject(c, reason::kAlreadyCorrected,
+                  absl::StrCat("event ", target.second, " was already corrected or cancelled"));
+  }
+  if (!holders_.contains(target)) {
+    return Reject(c, reason::kUnknownCorrectionTarget,
+                  absl::StrCat("no accepted usage event ", target.second, " of ", target.first));
+  }
+  if (e.correction().has_replacement()) {
+    CheckInterval(c->source_id, e.correction().replacement(), &target, c);
+  }
+}
+
+void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u,
+                              const Identity* replacing, ledger::Candidate* c) const {
+  const v1::Allocation* alloc = registry_.FindAllocation(u.allocation_id());
+  if (alloc == nullptr) {
+    if (c->resolves_seq != 0) {
+      return Reject(c, reason::kUnknownAllocation,
+                    absl::StrCat("allocation '", u.allocation_id(),
+                                 "' was not announced within the grace period of ",
+                                 limits_.park_grace_ms, " ms"));
+    }
+    c->park = true;
+    c->reason_detail = absl::StrCat("waiting for allocation ", u.allocation_id());
+    return;
+  }
+  if (alloc->csp_id() != csp) {
+    return Reject(
+        c, reason::kAllocationOfOtherCsp,
+        absl::StrCat("allocation ", u.allocation_id(), " is hosted by ", alloc->csp_id()));
+  }
+  if (u.gpu_model() != alloc->gpu_model()) {
+    return Reject(c, reason::kWrongGpuModel,
+                  absl::StrCat(v1::GpuModel_Name(u.gpu_model()), " reported, allocation is ",
+                               v1::GpuModel_Name(alloc->gpu_model())));
+  }
+  const int64_t window_end = registry_.AllocationEndMs(*alloc);
+  if (u.start_ms() < alloc->start_ms() || u.end_ms() > window_end) {
+    return Reject(c, reason::kOutsideAllocationWindow,
+                  absl::StrCat("[", u.start_ms(), ", ", u.end_ms(), ") is not inside [",
+                               alloc->start_ms(), ", ", window_end, ")"));
+  }
+  const uint32_t grant = registry_.MinGrantWithin(*alloc, u.start_ms(), u.end_ms());
+  if (u.gpu_count() > grant) {
+    return Reject(c, reason::kGpusOverGrant,
+                  absl::StrCat(u.gpu_count(), " GPUs, the grant is ", grant));
+  }
+  // Every accepted interval of the allocation that overlaps [start, end).
+  std::vector<std::pair<int64_t, int64_t>> edges;  // (instant, +gpus / -gpus)
+  edges.push_back({u.start_ms(), u.gpu_count()});
+  edges.push_back({u.end_ms(), -static_cast<int64_t>(u.gpu_count())});
+  if (auto it = intervals_.find(u.allocation_id()); it != intervals_.end()) {
+    const auto& held = it->second;
+    for (auto h = held.lower_bound(u.start_ms() - limits_.max_interval_ms);
+         h != held.end() && h->first < u.end_ms(); ++h) {
+      if (h->second.end_ms <= u.start_ms()) continue;
+      if (replacing != nullptr && h->second.holder == *replacing) continue;
+      if (h->second.node_id == u.node_id()) {
+        return Reject(c, reason::kOverlappingInterval,
+                      absl::StrCat("overlaps event ", h->second.holder.second, " on node '",
+                                   u.node_id(), "'"));
+      }
+      edges.push_back({std::max(h->first, u.start_ms()), h->second.gpus});
+      edges.push_back(
+          {std::min(h->second.end_ms, u.end_ms()), -static_cast<int64_t>(h->second.gpus)});
+    }
+  }
+  // Ends sort before starts at the same instant: [a, b) and [b, c) do not overlap.
+  std::sort(edges.begin(), edges.end());
+  int64_t in_use = 0;
+  for (const auto& [t, delta] : edges) {
+    in_use += delta;
+    if (in_use > grant) {
+      return Reject(c, reason::kGpusOverGrant,
+                    absl::StrCat(in_use, " GPUs in use at ", t,
+                                 " with the allocation's other "
+                                 "intervals, the grant is ",
+                                 grant));
+    }
+  }
+}
+
+void Validator::Hold(const Identity& who, const v1::UsageInterval& u) {
+  intervals_[u.allocation_id()].insert(
+      {u.start_ms(), Held{u.end_ms(), u.gpu_count(), u.node_id(), who}});
+  holders_[who] = {u.allocation_id(), u.start_ms()};
+}
+
+void Validator::Release(const Identity& who) {
+  auto h = holders_.find(who);
+  if (h == holders_.end()) return;
+  auto& held = intervals_[h->second.first];
+  auto [lo, hi] = held.equal_range(h->second.second);
+  for (auto it = lo; it != hi; ++it) {
+    if (it->second.holder == who) {
+      held.erase(it);
+      break;
+    }
+  }
+  holders_.erase(h);
+  retired_.insert(who);
+}
+
+void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
+  latest_kafka_ms_ = std::max(latest_kafka_ms_, c.kafka_timestamp_ms);
+  if (c.resolves_seq != 0) {
+    if (auto p = parked_.find(c.resolves_seq); p != parked_.end()) {
+      parked_identities_.erase({p->second.candidate.source_id, p->second.candidate.event_id});
+      parked_.erase(p);
+    }
+  }
+  if (c.park) {
+    v1::UsageEvent e;
+    std::string allocation;
+    if (e.ParseFromString(c.payload)) {
+      if (const v1::UsageInterval* u = IntervalOf(e)) allocation = u->allocation_id();
+      if (e.has_correction()) {
+        auto t = parked_identities_.find({c.source_id, e.correction().target_event_id()});
+        if (t != parked_identities_.end()) allocation = t->second;
+      }
+    }
+    parked_[seq] = Parked{c, allocation};
+    parked_identities_[{c.source_id, c.event_id}] = allocation;
+    return;
+  }
+  if (!c.reason_code.empty()) return;
+  if (c.source == v1::SOURCE_REGISTRY) {
+    v1::RegistryEvent e;
+    if (e.ParseFromString(c.payload)) registry_.Apply(e);
+    return;
+  }
+  v1::UsageEvent e;
+  if (!e.ParseFromString(c.payload)) return;
+  const Identity who{c.source_id, c.event_id};
+  if (e.has_usage()) Hold(who, e.usage());
+  if (e.has_correction()) {
+    Release({c.source_id, e.correction().target_event_id()});
+    if (e.correction().has_replacement()) Hold(who, e.correction().replacement());
+  }
+}
+
+std::vector<ledger::Candidate> Validator::TakeResolvable() const {
+  std::vector<ledger::Candidate> out;
+  for (const auto& [seq, p] : parked_) {
+    const bool announced = registry_.FindAllocation(p.allocation_id) != nullptr;
+    const bool expired = p.candidate.kafka_timestamp_ms >= 0 &&
+                         latest_kafka_ms_ - p.candidate.kafka_timestamp_ms >= limits_.park_grace_ms;
+    if (!announced && !expired) continue;
+    ledger::Candidate c = p.candidate;
+    c.park = false;
+    c.reason_code.clear();
+    c.reason_detail.clear();
+    c.resolves_seq = seq;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+}  // namespace gpuledger::ingest

@@ -1,0 +1,334 @@
+#include "ingest/validator.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "ingest/reasons.h"
+#include "ledger/verify.h"
+#include "testsupport/temp_dir.h"
+
+namespace gpuledger::ingest {
+namespace {
+
+namespace v1 = gpuledger::v1;
+constexpr int64_t kHour = 3'600'000;
+constexpr int64_t kT0 = 1'772'000'000'000;  // early March 2026
+
+// Drives a Validator the way the ingest loop does, over an in-memory ledger.
+class Harness {
+ public:
+  Harness() : validator_(Limits()) {
+    auto l = ledger::Ledger::Open(dir_.Sub("db"), {});
+    EXPECT_TRUE(l.ok()) << l.status();
+    ledger_ = std::move(*l);
+  }
+
+  static ValidationLimits Limits() {
+    ValidationLimits limits;
+    limits.park_grace_ms = 2 * kHour;
+    return limits;
+  }
+
+  // Records one message and any resolutions it triggers; returns the message's entry.
+  v1::LedgerEntry Send(const google::protobuf::Message& event, bool registry,
+                       int64_t kafka_ms = kT0 + 48 * kHour) {
+    RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
+                   kafka_ms, event.SerializeAsString()};
+    ledger::Candidate c = Decide(raw, Limits(), 0);
+    validator_.Check(&c);
+    const uint64_t seq = Append(c);
+    for (ledger::Candidate& r : validator_.TakeResolvable()) {
+      validator_.Check(&r);
+      Append(r);
+    }
+    EXPECT_TRUE(ledger_->Commit().ok());
+    return seq == 0 ? v1::LedgerEntry() : ledger_->Get(seq)->entry;
+  }
+
+  uint64_t Append(const ledger::Candidate& c) {
+    auto r = ledger_->Append(c);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r->kind != ledger::AppendKind::kAppended) return r->seq;
+    validator_.Recorded(c, r->seq);
+    return r->seq;
+  }
+
+  std::string Reg(std::function<void(v1::RegistryEvent*)> fill) {
+    v1::RegistryEvent e;
+    e.set_schema_version(1);
+    e.set_event_id(absl::StrCat("reg-", ++reg_));
+    fill(&e);
+    const auto entry = Send(e, true, kT0);
+    return entry.reason_code();
+  }
+
+  void StandardRegistry() {
+    ASSERT_EQ(Reg([](auto* e) {
+                auto* i = e->mutable_institution();
+                i->set_institution_id("uni");
+                i->set_type(v1::ACADEMIA);
+              }),
+              "");
+    ASSERT_EQ(Reg([](auto* e) { *e->mutable_allocation() = Alloc("a1", 4); }), "");
+    ASSERT_EQ(Reg([](auto* e) {
+                auto* p = e->mutable_gpu_pool();
+                p->set_csp_id("csp-a");
+                p->set_program(v1::GOV_ADVANCED);
+                p->set_gpu_model(v1::H200);
+                p->set_gpu_count(64);
+              }),
+              "");
+  }
+
+  static v1::Allocation Alloc(const std::string& id, uint32_t gpus, std::string csp = "csp-a") {
+    v1::Allocation a;
+    a.set_allocation_id(id);
+    a.set_institution_id("uni");
+    a.set_program(v1::GOV_ADVANCED);
+    a.set_csp_id(csp);
+    a.set_gpu_model(v1::H200);
+    a.set_gpu_count(gpus);
+    a.set_start_ms(kT0);
+    a.set_end_ms(kT0 + 30 * 24 * kHour);
+    return a;
+  }
+
+  v1::UsageEvent Usage(const std::string& alloc, uint32_t gpus, int64_t start, int64_t end,
+                       const std::string& node = "n1") {
+    v1::UsageEvent e;
+    e.set_schema_version(1);
+    e.set_event_id(absl::StrCat("u-", ++usage_));
+    e.set_csp_id("csp-a");
+    e.set_producer_id("m");
+    e.set_producer_seq(usage_);
+    auto* u = e.mutable_usage();
+    u->set_allocation_id(alloc);
+    u->set_gpu_model(v1::H200);
+    u->set_gpu_count(gpus);
+    u->set_start_ms(start);
+    u->set_end_ms(end);
+    u->set_node_id(node);
+    return e;
+  }
+
+  std::string UsageReason(const v1::UsageEvent& e) { return Send(e, false).reason_code(); }
+
+  ledger::Ledger& ledger() { return *ledger_; }
+  Validator& validator() { return validator_; }
+
+ private:
+  testing::TempDir dir_;
+  std::unique_ptr<ledger::Ledger> ledger_;
+  Validator validator_;
+  int64_t offset_ = 0;
+  int reg_ = 0;
+  int usage_ = 0;
+};
+
+TEST(ValidatorTest, RejectsUsageThatDoesNotFitTheAllocation) {
+  Harness h;
+  h.StandardRegistry();
+  const int64_t t = kT0 + kHour;
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 2, t, t + kHour)), "");
+  auto other_model = h.Usage("a1", 1, t, t + kHour, "n2");
+  other_model.mutable_usage()->set_gpu_model(v1::B200);
+  EXPECT_EQ(h.UsageReason(other_model), reason::kWrongGpuModel);
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 - kHour, kT0 + kHour, "n3")),
+            reason::kOutsideAllocationWindow);
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 5, t, t + kHour, "n4")), reason::kGpusOverGrant);
+  // Same node, overlapping time: double billing.
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, t + kHour / 2, t + 2 * kHour, "n1")),
+            reason::kOverlappingInterval);
+  // Other node, but 2 + 3 GPUs at once exceeds the grant of 4.
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 3, t + kHour / 2, t + 2 * kHour, "n5")),
+            reason::kGpusOverGrant);
+  // Adjacent intervals do not overlap.
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 4, t + kHour, t + 2 * kHour, "n1")), "");
+  // Ends after its message was written plus the allowed skew.
+  const int64_t late = kT0 + 48 * kHour;
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, late, late + kHour, "n6")), reason::kFutureTimestamp);
+}
+
+TEST(ValidatorTest, RejectsUsageOfAnotherCspsAllocation) {
+  Harness h;
+  h.StandardRegistry();
+  ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("b1", 4, "csp-b"); }),
+            "");
+  EXPECT_EQ(h.UsageReason(h.Usage("b1", 1, kT0, kT0 + kHour)), reason::kAllocationOfOtherCsp);
+}
+
+TEST(ValidatorTest, AmendmentsMoveTheWindowAndTheGrant) {
+  Harness h;
+  h.StandardRegistry();
+  const int64_t cut = kT0 + 10 * kHour;
+  ASSERT_EQ(h.Reg([&](auto* e) {
+    auto* a = e->mutable_allocation_amendment();
+    a->set_allocation_id("a1");
+    a->set_effective_from_ms(cut);
+    a->set_revoke(true);
+  }),
+            "");
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, cut - kHour, cut)), "");
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, cut, cut + kHour)), reason::kOutsideAllocationWindow);
+  EXPECT_EQ(h.Reg([&](auto* e) {
+    auto* a = e->mutable_allocation_amendment();
+    a->set_allocation_id("a1");
+    a->set_effective_from_ms(cut + kHour);  // after the revocation: nothing to amend
+    a->set_new_gpu_count(8);
+  }),
+            reason::kInvalidAmendment);
+  EXPECT_EQ(h.Reg([&](auto* e) {
+    auto* a = e->mutable_allocation_amendment();
+    a->set_allocation_id("nope");
+    a->set_effective_from_ms(cut);
+    a->set_revoke(true);
+  }),
+            reason::kUnknownAllocation);
+}
+
+TEST(ValidatorTest, RefusesContradictoryRegistryRecords) {
+  Harness h;
+  h.StandardRegistry();
+  // Identical re-announcement: fine. Other terms under the same id: refused.
+  EXPECT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("a1", 4); }), "");
+  EXPECT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("a1", 8); }),
+            reason::kRegistryConflict);
+  EXPECT_EQ(h.Reg([](auto* e) {
+    auto a = Harness::Alloc("a9", 1);
+    a.set_institution_id("ghost");
+    *e->mutable_allocation() = a;
+  }),
+            reason::kUnknownInstitution);
+  auto rate = [](int64_t krw) {
+    return [krw](v1::RegistryEvent* e) {
+      auto* r = e->mutable_rate_card();
+      r->set_program(v1::GOV_ADVANCED);
+      r->set_gpu_model(v1::H200);
+      r->set_krw_per_gpu_hour(krw);
+      r->set_effective_from_ms(kT0);
+    };
+  };
+  EXPECT_EQ(h.Reg(rate(4'500)), "");
+  EXPECT_EQ(h.Reg(rate(4'500)), "");
+  EXPECT_EQ(h.Reg(rate(5'000)), reason::kRegistryConflict);
+}
+
+TEST(ValidatorTest, OwnUseAndOutagesNeedAPool) {
+  Harness h;
+  h.StandardRegistry();
+  v1::UsageEvent own;
+  own.set_schema_version(1);
+  own.set_event_id("own-1");
+  own.set_csp_id("csp-a");
+  own.set_producer_id("m");
+  own.set_producer_seq(1);
+  auto* o = own.mutable_own_use();
+  o->set_program(v1::GOV_ADVANCED);
+  o->set_gpu_model(v1::H200);
+  o->set_gpu_count(65);
+  o->set_start_ms(kT0);
+  o->set_end_ms(kT0 + kHour);
+  EXPECT_EQ(h.UsageReason(own), reason::kGpusOverPool);
+  own.set_event_id("own-2");
+  o->set_gpu_model(v1::B200);
+  o->set_gpu_count(1);
+  EXPECT_EQ(h.UsageReason(own), reason::kUnknownPool);
+}
+
+TEST(ValidatorTest, CorrectionsNeedALiveTarget) {
+  Harness h;
+  h.StandardRegistry();
+  const auto u = h.Usage("a1", 2, kT0, kT0 + kHour);
+  ASSERT_EQ(h.UsageReason(u), "");
+  auto correction = [&](const std::string& id, const std::string& target, uint32_t gpus) {
+    v1::UsageEvent e = h.Usage("a1", gpus, kT0, kT0 + kHour);
+    e.set_event_id(id);
+    auto replacement = e.usage();
+    e.mutable_correction()->set_target_event_id(target);
+    if (gpus > 0) *e.mutable_correction()->mutable_replacement() = replacement;
+    return e;
+  };
+  // Replacing the interval does not overlap with the interval it replaces.
+  EXPECT_EQ(h.UsageReason(correction("c1", u.event_id(), 4)), "");
+  EXPECT_EQ(h.UsageReason(correction("c2", u.event_id(), 1)), reason::kAlreadyCorrected);
+  EXPECT_EQ(h.UsageReason(correction("c3", "never-sent", 1)), reason::kUnknownCorrectionTarget);
+  EXPECT_EQ(h.UsageReason(correction("c4", "c1", 0)), "");  // cancel the correction
+  // Its GPUs are free again.
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 4, kT0, kT0 + kHour, "n9")), "");
+}
+
+TEST(ValidatorTest, UsageBeforeItsAllocationIsParkedThenDecided) {
+  Harness h;
+  h.StandardRegistry();
+  const auto early = h.Usage("a2", 1, kT0, kT0 + kHour);
+  const v1::LedgerEntry parked = h.Send(early, false);
+  EXPECT_EQ(parked.outcome(), v1::PARKED);
+  EXPECT_EQ(h.validator().parked(), 1u);
+  ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("a2", 2); }), "");
+  // The allocation entry is followed by the resolution of the parked usage.
+  const uint64_t head = h.ledger().head().seq;
+  const auto resolution = h.ledger().Get(head)->entry;
+  EXPECT_EQ(resolution.resolves_seq(), parked.seq());
+  EXPECT_EQ(resolution.outcome(), v1::ACCEPTED);
+  EXPECT_EQ(resolution.event_id(), early.event_id());
+  EXPECT_EQ(h.validator().parked(), 0u);
+  // A resend of the parked event is a duplicate of the resolution.
+  EXPECT_EQ(h.Send(early, false).seq(), resolution.seq());
+  auto report = ledger::Verify(h.ledger());
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok) << report->problem;
+}
+
+TEST(ValidatorTest, ParkedUsageIsRejectedWhenTheGracePeriodPasses) {
+  Harness h;
+  h.StandardRegistry();
+  const v1::LedgerEntry parked =
+      h.Send(h.Usage("ghost", 1, kT0, kT0 + kHour), false, kT0 + 2 * kHour);
+  ASSERT_EQ(parked.outcome(), v1::PARKED);
+  // A message written 2 h later (Kafka time) ends the grace period.
+  h.Send(h.Usage("a1", 1, kT0, kT0 + kHour), false, kT0 + 4 * kHour);
+  const auto last = h.ledger().Get(h.ledger().head().seq)->entry;
+  EXPECT_EQ(last.resolves_seq(), parked.seq());
+  EXPECT_EQ(last.reason_code(), reason::kUnknownAllocation);
+}
+
+TEST(ValidatorTest, RebuildingFromTheLedgerReproducesEveryDecision) {
+  Harness h;
+  h.StandardRegistry();
+  for (int i = 0; i < 40; ++i) {
+    const int64_t t = kT0 + (i % 7) * kHour;
+    h.Send(h.Usage(i % 5 == 0 ? "later" : "a1", 1 + i % 3, t, t + kHour, absl::StrCat("n", i % 4)),
+           false);
+  }
+  ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("later", 1); }), "");
+  // Re-decide every consumed message in ledger order with a validator rebuilt step by step.
+  Validator replay(Harness::Limits());
+  int checked = 0;
+  ASSERT_TRUE(h.ledger()
+                  .Scan(1,
+                        [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+                          const auto& le = e.entry;
+                          RawMessage raw{le.topic(), le.partition(), le.offset(),
+                                         le.kafka_timestamp_ms(), le.payload()};
+                          ledger::Candidate c = Decide(raw, Harness::Limits(), 0);
+                          c.resolves_seq = le.resolves_seq();
+                          replay.Check(&c);
+                          const auto outcome = !c.reason_code.empty() ? v1::REJECTED
+                                               : c.park               ? v1::PARKED
+                                                                      : v1::ACCEPTED;
+                          EXPECT_EQ(outcome, le.outcome()) << "seq " << e.seq;
+                          EXPECT_EQ(c.reason_code, le.reason_code()) << "seq " << e.seq;
+                          c.recorded_at_ms = le.recorded_at_ms();
+                          replay.Recorded(c, e.seq);
+                          ++checked;
+                          return true;
+                        })
+                  .ok());
+  EXPECT_EQ(static_cast<uint64_t>(checked), h.ledger().head().seq);
+}
+
+}  // namespace
+}  // namespace gpuledger::ingest

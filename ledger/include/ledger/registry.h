@@ -1,0 +1,83 @@
+// Reference data as of a ledger position: institutions, allocations (with amendments), rate
+// cards, co-pay policies, CSP contracts and GPU pools, each effective-dated. Built by applying
+// accepted registry events in ledger order; used by ingest to check usage and by settlement to
+// price it, so both see the same registry.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "gpuledger/v1/registry.pb.h"
+#include "ledger/timeline.h"
+
+namespace gpuledger::ledger {
+
+struct InstitutionVersion {
+  std::string name;
+  gpuledger::v1::InstitutionType type = gpuledger::v1::INSTITUTION_TYPE_UNSPECIFIED;
+  friend bool operator==(const InstitutionVersion&, const InstitutionVersion&) = default;
+};
+
+// Why a registry event cannot be applied: a reason code and a detail for people.
+struct RegistryProblem {
+  std::string code;
+  std::string detail;
+};
+
+// Reason codes of registry events (see docs/REASON_CODES.md).
+inline constexpr char kRegistryConflict[] = "REGISTRY_CONFLICT";
+inline constexpr char kUnknownInstitution[] = "UNKNOWN_INSTITUTION";
+inline constexpr char kUnknownAllocation[] = "UNKNOWN_ALLOCATION";
+inline constexpr char kInvalidAmendment[] = "INVALID_AMENDMENT";
+
+// Not thread-safe; owned by one ingest loop or one settlement run.
+class Registry {
+ public:
+  // Checks `event` (structurally valid) against the state: contradictions with what is
+  // recorded, references to unknown institutions or allocations, impossible amendments.
+  std::optional<RegistryProblem> Check(const gpuledger::v1::RegistryEvent& event) const;
+  // Applies an accepted event. Events that Check refuses must not be applied.
+  void Apply(const gpuledger::v1::RegistryEvent& event);
+
+  const gpuledger::v1::Allocation* FindAllocation(const std::string& allocation_id) const;
+  // The allocation's exclusive end after every amendment so far (revocations, extensions).
+  int64_t AllocationEndMs(const gpuledger::v1::Allocation& allocation) const;
+  // The fewest GPUs granted at any instant in [from_ms, to_ms).
+  uint32_t MinGrantWithin(const gpuledger::v1::Allocation& allocation, int64_t from_ms,
+                          int64_t to_ms) const;
+  std::optional<InstitutionVersion> InstitutionAt(const std::string& institution_id,
+                                                  int64_t t_ms) const;
+  // Won per GPU-hour in force at t for (program, model).
+  std::optional<int64_t> RateAt(gpuledger::v1::Program program, gpuledger::v1::GpuModel model,
+                                int64_t t_ms) const;
+  // Co-pay basis points in force at t for an institution type.
+  std::optional<uint32_t> CopayAt(gpuledger::v1::InstitutionType type, int64_t t_ms) const;
+  // GPUs a CSP hosts for (program, model) at t.
+  std::optional<uint32_t> PoolAt(const std::string& csp_id, gpuledger::v1::Program program,
+                                 gpuledger::v1::GpuModel model, int64_t t_ms) const;
+
+  // Instants inside (lo, hi) where the price of an allocation's usage may change: its rate
+  // card, its institution's type, or any co-pay policy.
+  std::vector<int64_t> PriceChangesWithin(const gpuledger::v1::Allocation& allocation,
+                                          gpuledger::v1::GpuModel model, int64_t lo_ms,
+                                          int64_t hi_ms) const;
+
+ private:
+  std::optional<RegistryProblem> CheckAllocation(const gpuledger::v1::Allocation& a) const;
+  std::optional<RegistryProblem> CheckAmendment(const gpuledger::v1::AllocationAmendment& a) const;
+
+  std::map<std::string, gpuledger::v1::Allocation> allocations_;
+  std::map<std::string, int64_t> allocation_end_;              // after amendments
+  std::map<std::string, Timeline<uint32_t>> allocation_gpus_;  // effective-dated grant
+  std::map<std::string, Timeline<InstitutionVersion>> institutions_;
+  std::map<std::pair<int, int>, Timeline<int64_t>> rates_;                 // (program, model)
+  std::map<int, Timeline<uint32_t>> copay_;                                // institution type
+  std::map<std::string, Timeline<uint32_t>> own_use_caps_;                 // csp id
+  std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;  // csp, program, model
+};
+
+}  // namespace gpuledger::ledger
