@@ -39,6 +39,9 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--db", args->db, "Ledger directory (created if missing)")
       ->required()
       ->envname("GPULEDGER_DB");
+  cmd->add_option("--instance-id", args->options.instance_id,
+                  "Kafka static membership id: faster restarts after a crash, but usage topics "
+                  "created meanwhile wait for the next rebalance (default: none)");
   cmd->add_option("--group", args->options.group_id,
                   "Kafka consumer group (its committed offsets are for lag monitoring only)")
       ->capture_default_str();

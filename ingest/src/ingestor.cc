@@ -87,6 +87,7 @@ absl::Status IngestLoop::Setup() {
   const std::pair<const char*, std::string> settings[] = {
       {"bootstrap.servers", options_.brokers},
       {"group.id", options_.group_id},
+      {"session.timeout.ms", std::to_string(options_.session_timeout_ms)},
       {"client.id", "gpuledger-ingest"},
       // The ledger stores offsets; Kafka's committed offsets are written only for lag tools.
       {"enable.auto.commit", "false"},
@@ -97,6 +98,11 @@ absl::Status IngestLoop::Setup() {
       // Pick up a new CSP's usage topic within 10 s.
       {"topic.metadata.refresh.interval.ms", "10000"},
   };
+  if (!options_.instance_id.empty()) {
+    // Static membership: a restart gets its partitions back at once instead of waiting out
+    // the dead member's session; but its cached assignment misses usage topics created since.
+    GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "group.instance.id", options_.instance_id));
+  }
   for (const auto& [key, value] : settings)
     GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
   std::string err;

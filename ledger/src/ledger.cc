@@ -100,6 +100,7 @@ struct Ledger::Impl {
     }
   }
 
+  absl::Status OpenRocks(const std::string& at, bool read_only, bool create);
   absl::Status LoadAndCheck();
   absl::Status LoadSigning();
   absl::StatusOr<std::optional<DedupRecord>> FindDedup(const std::string& key) const;
@@ -251,11 +252,13 @@ absl::StatusOr<ProducerProgress> Ledger::Impl::FindProducer(const std::string& k
 absl::Status Ledger::Impl::TrackProducer(const Candidate& c) {
   if (c.producer_id.empty() || c.producer_seq == 0) return absl::OkStatus();
   const std::string key = keys::DedupKey(c.source_id, c.producer_id);
-  GPULEDGER_ASSIGN_OR_RETURN(ProducerProgress progress, FindProducer(key));
-  progress.Add(c.producer_seq);
-  GPULEDGER_RETURN_IF_ERROR(
-      FromRocks(batch.Put(producers_cf, key, progress.Encode()), "stage producer progress"));
-  pending_producers[key] = std::move(progress);
+  auto it = pending_producers.find(key);
+  if (it == pending_producers.end()) {
+    GPULEDGER_ASSIGN_OR_RETURN(ProducerProgress progress, FindProducer(key));
+    it = pending_producers.emplace(key, std::move(progress)).first;
+  }
+  // Written once per producer at Commit(), not per event: a record can hold many ranges.
+  it->second.Add(c.producer_seq);
   return absl::OkStatus();
 }
 
@@ -287,22 +290,53 @@ Ledger::~Ledger() = default;
 
 absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
                                                      const LedgerOptions& options) {
-  auto impl = std::make_unique<Impl>();
-  impl->path = path;
-  impl->options = options;
-  const bool exists = std::filesystem::exists(std::filesystem::path(path) / "CURRENT");
+  namespace fs = std::filesystem;
+  const bool exists = fs::exists(fs::path(path) / "CURRENT");
   if (!exists && (options.read_only || !options.create_if_missing)) {
     return absl::NotFoundError(absl::StrCat("no ledger at ", path, " (run `gpuledger ingest --db ",
                                             path, "` to create one, or check the path)"));
   }
+  if (!exists) {
+    // Create it complete (format marker, column families, signing metadata) beside the target
+    // and rename it into place, so that a crash during creation leaves no half-made ledger.
+    const std::string staging = path + ".creating";
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    if (fs::path parent = fs::path(path).parent_path(); !parent.empty()) {
+      fs::create_directories(parent, ec);
+    }
+    {
+      auto impl = std::make_unique<Impl>();
+      impl->path = path;
+      impl->options = options;
+      GPULEDGER_RETURN_IF_ERROR(impl->OpenRocks(staging, false, true));
+      GPULEDGER_RETURN_IF_ERROR(impl->LoadAndCheck());
+    }
+    fs::rename(staging, path, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot move the new ledger into ", path, ": ", ec.message()));
+    }
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->options = options;
+  GPULEDGER_RETURN_IF_ERROR(impl->OpenRocks(path, options.read_only, false));
+  GPULEDGER_RETURN_IF_ERROR(impl->LoadAndCheck());
+  return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+}
 
+absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool create) {
   rocksdb::DBOptions db_options;
-  db_options.create_if_missing = options.create_if_missing;
-  db_options.create_missing_column_families = true;
+  db_options.create_if_missing = create;
+  db_options.create_missing_column_families = create;
   db_options.paranoid_checks = true;
   // Recover to the last consistent point of the WAL; a torn tail (power cut mid-write) loses
   // only what was never acknowledged.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // Bound the WAL: column families written rarely would otherwise pin old WAL files forever
+  // (and every open would replay them).
+  db_options.max_total_wal_size = 256ULL << 20;
   rocksdb::ColumnFamilyOptions cf_options;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
@@ -312,18 +346,16 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
       {keys::kCheckpointsCf, cf_options},
       {keys::kProducersCf, cf_options}};
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s =
-      options.read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, cfs, &impl->handles, &raw)
-                        : rocksdb::DB::Open(db_options, path, cfs, &impl->handles, &raw);
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ledger at ", path)));
-  impl->db.reset(raw);
-  impl->entries_cf = impl->handles[1];
-  impl->dedup_cf = impl->handles[2];
-  impl->offsets_cf = impl->handles[3];
-  impl->checkpoints_cf = impl->handles[4];
-  impl->producers_cf = impl->handles[5];
-  GPULEDGER_RETURN_IF_ERROR(impl->LoadAndCheck());
-  return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+  rocksdb::Status s = read_only ? rocksdb::DB::OpenForReadOnly(db_options, at, cfs, &handles, &raw)
+                                : rocksdb::DB::Open(db_options, at, cfs, &handles, &raw);
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ledger at ", at)));
+  db.reset(raw);
+  entries_cf = handles[1];
+  dedup_cf = handles[2];
+  offsets_cf = handles[3];
+  checkpoints_cf = handles[4];
+  producers_cf = handles[5];
+  return absl::OkStatus();
 }
 
 absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
@@ -431,6 +463,11 @@ absl::Status Ledger::Commit() {
   GPULEDGER_ASSERT(impl_->pending_head.seq >= impl_->head.seq, "head only moves forward");
   absl::Status st =
       FromRocks(impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
+  for (const auto& [key, progress] : impl_->pending_producers) {
+    if (!st.ok()) break;
+    st = FromRocks(impl_->batch.Put(impl_->producers_cf, key, progress.Encode()),
+                   "stage producer progress");
+  }
   if (st.ok()) {
     st =
         FromRocks(impl_->batch.Put(keys::kCountersKey, impl_->pending_counters.SerializeAsString()),

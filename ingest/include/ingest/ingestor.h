@@ -20,6 +20,14 @@ struct IngestOptions {
   // Consumer group id. Offsets committed to Kafka under it are for lag monitoring only; the
   // ledger's stored offsets decide where consumption resumes. Default: "gpuledger-ingest".
   std::string group_id = "gpuledger-ingest";
+  // Kafka static membership id (group.instance.id). Set, a restart after a crash resumes its
+  // partitions at once instead of after session_timeout_ms; but a rejoining static member
+  // keeps its old assignment, so a CSP usage topic created meanwhile is only picked up at the
+  // next rebalance. Default: empty (dynamic membership).
+  std::string instance_id;
+  // Kafka consumer session timeout, ms: how long a crashed member keeps its partitions (a
+  // restarted ingest waits that long for them). Default: 10,000.
+  int64_t session_timeout_ms = 10'000;
   // Most messages recorded per group commit (one synced RocksDB write). Default: 5,000.
   size_t batch_max_messages = 5'000;
   // Longest a batch stays open before it is committed, ms. Default: 200.

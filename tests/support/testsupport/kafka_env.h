@@ -31,7 +31,9 @@ inline std::string KafkaBootstrap(std::string* why) {
 // The seed of a randomized test: $GPULEDGER_TEST_SEED if set (to replay a failure), else
 // random. Tests print it.
 inline uint64_t TestSeed() {
-  if (const char* s = std::getenv("GPULEDGER_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+  if (const char* s = std::getenv("GPULEDGER_TEST_SEED"); s != nullptr && *s != '\0') {
+    return std::strtoull(s, nullptr, 10);
+  }
   return std::random_device{}();
 }
 
