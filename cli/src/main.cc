@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "json_log.h"
 
 namespace gpuledger::cli {
 
@@ -25,9 +26,14 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "gpuledger 0.1.0");
   std::string log_level = "info";
+  std::string log_format = "text";
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error or off (logs go to stderr)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
+  app.add_option("--log-format", log_format,
+                 "text (for people) or json (one object per line: ts_ms, level, msg)")
+      ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   app.footer(
       "Exit codes: 0 success, 1 the work failed, 2 the command line was wrong\n"
@@ -44,7 +50,11 @@ int Main(int argc, char** argv) {
   app.parse_complete_callback([&] {
     auto logger = spdlog::stderr_color_mt("gpuledger");
     spdlog::set_default_logger(logger);
-    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+    if (log_format == "json") {
+      spdlog::set_formatter(std::make_unique<JsonLogFormatter>());
+    } else {
+      spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+    }
     spdlog::set_level(spdlog::level::from_str(log_level));
   });
   try {
