@@ -8,6 +8,7 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "ingest/metrics.h"
@@ -57,6 +58,8 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   // Appends one candidate (a consumed message or a resolution of a parked one) and counts it.
   absl::Status Record(const ledger::Candidate& candidate);
   absl::Status CommitBatch();
+  absl::Status StageNoticeCursor();
+  absl::Status ResendUnconfirmedNotices();
   bool AllAtEnd() const;
   void LogProgress(bool final);
 
@@ -79,7 +82,11 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   int64_t last_progress_ms_ = 0;
   uint64_t consumed_at_last_progress_ = 0;
   bool ever_assigned_ = false;
+  uint64_t staged_notice_cursor_ = 0;
 };
+
+// Ledger meta name of the rejected-notice cursor: every rejection up to it was delivered.
+constexpr char kNoticeCursor[] = "rejected_notified_through";
 
 absl::Status IngestLoop::Setup() {
   if (options_.brokers.empty()) return absl::InvalidArgumentError("no Kafka brokers given");
@@ -113,7 +120,10 @@ absl::Status IngestLoop::Setup() {
   }
   consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
   if (!consumer_) return absl::InvalidArgumentError(absl::StrCat("Kafka consumer: ", err));
-  if (options_.publish_rejected) GPULEDGER_RETURN_IF_ERROR(notifier_.Start(options_.brokers));
+  if (options_.publish_rejected) {
+    GPULEDGER_RETURN_IF_ERROR(notifier_.Start(options_.brokers));
+    GPULEDGER_RETURN_IF_ERROR(ResendUnconfirmedNotices());
+  }
   const TopicNames& topics = options_.limits.topics;
   return FromKafka(consumer_->subscribe({topics.Registry(), topics.UsagePattern()}), "subscribe");
 }
@@ -234,8 +244,47 @@ absl::Status IngestLoop::Record(const ledger::Candidate& candidate) {
   return absl::OkStatus();
 }
 
+absl::Status IngestLoop::StageNoticeCursor() {
+  if (!options_.publish_rejected) return absl::OkStatus();
+  const uint64_t through = notifier_.ConfirmedThrough();
+  if (through == staged_notice_cursor_) return absl::OkStatus();
+  staged_notice_cursor_ = through;
+  return ledger_.StageMeta(kNoticeCursor, absl::StrCat(through));
+}
+
+// Notices of rejections recorded after the cursor were perhaps never delivered (a crash, a
+// broker that stayed away): send them again. Consumers dedup by the gpuledger-seq header.
+absl::Status IngestLoop::ResendUnconfirmedNotices() {
+  if (!options_.publish_rejected) return absl::OkStatus();
+  GPULEDGER_ASSIGN_OR_RETURN(std::optional<std::string> cursor, ledger_.GetMeta(kNoticeCursor));
+  uint64_t through = 0;
+  if (cursor.has_value() && !absl::SimpleAtoi(*cursor, &through)) {
+    return absl::DataLossError("the rejected-notice cursor in the ledger is damaged");
+  }
+  staged_notice_cursor_ = through;
+  std::vector<RejectedNotice> notices;
+  GPULEDGER_RETURN_IF_ERROR(
+      ledger_.Scan(through + 1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+        if (e.entry.outcome() == gpuledger::v1::REJECTED) {
+          notices.push_back({e.seq, e.entry.reason_code(), e.entry.source_id(), e.entry.payload(),
+                             e.entry.topic()});
+        }
+        return true;
+      }));
+  if (!notices.empty()) {
+    spdlog::info(
+        "sending {} rejected notice(s) again: their delivery was not confirmed before "
+        "the last stop",
+        notices.size());
+  }
+  notifier_.Send(notices);
+  notifier_.MarkSentThrough(ledger_.head().seq);
+  return absl::OkStatus();
+}
+
 absl::Status IngestLoop::CommitBatch() {
   if (batch_offsets_.empty()) return absl::OkStatus();
+  GPULEDGER_RETURN_IF_ERROR(StageNoticeCursor());
   const auto commit_started = std::chrono::steady_clock::now();
   GPULEDGER_RETURN_IF_ERROR(ledger_.Commit());
   const std::chrono::duration<double> commit_seconds =
@@ -246,6 +295,7 @@ absl::Status IngestLoop::CommitBatch() {
   ++stats_.batches;
   // Only now, with the ledger's record durable, tell operators and CSPs about rejections.
   notifier_.Send(batch_rejected_);
+  notifier_.MarkSentThrough(ledger_.head().seq);
   batch_rejected_.clear();
   // Now durable in the ledger: tell Kafka too, for lag monitoring only (failures harmless).
   std::vector<RdKafka::TopicPartition*> commits;
@@ -361,6 +411,11 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
   LogProgress(true);
   consumer_->close();
   notifier_.Flush(static_cast<int>(options_.rejected_flush_timeout_ms));
+  if (result.ok()) {
+    // Record what was delivered, so that a clean restart sends nothing again.
+    result = StageNoticeCursor();
+    if (result.ok()) result = ledger_.Commit();
+  }
   if (!result.ok()) return result;
   return stats_;
 }

@@ -54,6 +54,7 @@ void RejectedNotifier::Send(const std::vector<RejectedNotice>& notices) {
   if (!producer_ || notices.empty()) return;
   const int64_t give_up_at = MonotonicMs() + kQueueFullWaitMs;
   for (const RejectedNotice& n : notices) {
+    in_flight_.insert(n.seq);
     for (;;) {
       RdKafka::Headers* headers = RdKafka::Headers::create();
       headers->add(kReasonHeader, n.reason_code);
@@ -71,6 +72,8 @@ void RejectedNotifier::Send(const std::vector<RejectedNotice>& notices) {
         continue;
       }
       metrics_.OnRejectedNotice(false);
+      in_flight_.erase(n.seq);
+      undelivered_.insert(n.seq);
       if (++failed_logged_ <= kMaxFailuresLogged) {
         spdlog::warn("rejected notice for ledger seq {} not queued for {}: {}", n.seq, topic_,
                      RdKafka::err2str(code));
@@ -90,8 +93,8 @@ void RejectedNotifier::Flush(int timeout_ms) {
   producer_->flush(timeout_ms);
   if (const int left = producer_->outq_len(); left > 0) {
     spdlog::warn(
-        "{} rejected notice(s) not delivered to {} within {} ms; they are lost from the topic, "
-        "the ledger still records the rejections",
+        "{} rejected notice(s) not delivered to {} within {} ms; the next start sends them "
+        "again (the ledger records the rejections in any case)",
         left, topic_, timeout_ms);
     // Their delivery reports (ERR__PURGE_*) count them as failed.
     producer_->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
@@ -99,9 +102,19 @@ void RejectedNotifier::Flush(int timeout_ms) {
   }
 }
 
+uint64_t RejectedNotifier::ConfirmedThrough() const {
+  uint64_t through = sent_through_;
+  if (!in_flight_.empty()) through = std::min(through, *in_flight_.begin() - 1);
+  if (!undelivered_.empty()) through = std::min(through, *undelivered_.begin() - 1);
+  return through;
+}
+
 void RejectedNotifier::dr_cb(RdKafka::Message& message) {
   const bool ok = message.err() == RdKafka::ERR_NO_ERROR;
   metrics_.OnRejectedNotice(ok);
+  const uint64_t seq = reinterpret_cast<uintptr_t>(message.msg_opaque());
+  in_flight_.erase(seq);
+  if (!ok) undelivered_.insert(seq);
   if (!ok && ++failed_logged_ <= kMaxFailuresLogged) {
     spdlog::warn("rejected notice for ledger seq {} not delivered to {}: {}",
                  reinterpret_cast<uintptr_t>(message.msg_opaque()), topic_, message.errstr());

@@ -1,13 +1,16 @@
 // Republishes rejected ledger entries to the rejected topic, as notices for operators and CSPs.
 // The ledger is the record; a notice is sent only after the ledger commit that recorded the
-// rejection, and a notice that cannot be delivered is logged and counted, never retried from
-// the ledger. Headers and delivery semantics: docs/OPERATIONS.md.
+// rejection. Delivery is at least once: the ledger keeps a cursor (every rejection up to it was
+// delivered), written with each commit, and a restart re-sends what lies after it. Headers and
+// delivery semantics: docs/OPERATIONS.md.
 #pragma once
 
 #include <librdkafka/rdkafkacpp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,6 +56,11 @@ class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::Event
   // Waits up to `timeout_ms` for every queued notice; logs a warning about those left.
   void Flush(int timeout_ms);
 
+  // Every notice for ledger seqs up to `seq` has been handed to Send().
+  void MarkSentThrough(uint64_t seq) { sent_through_ = std::max(sent_through_, seq); }
+  // The highest seq such that every notice up to it was delivered (acknowledged by Kafka).
+  uint64_t ConfirmedThrough() const;
+
   void dr_cb(RdKafka::Message& message) override;
   void event_cb(RdKafka::Event& event) override;
 
@@ -61,6 +69,9 @@ class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::Event
   IngestMetrics& metrics_;
   std::unique_ptr<RdKafka::Producer> producer_;
   uint64_t failed_logged_ = 0;  // delivery failures logged individually so far
+  uint64_t sent_through_ = 0;
+  std::set<uint64_t> in_flight_;    // queued, not yet acknowledged
+  std::set<uint64_t> undelivered_;  // failed: re-sent by the next start
 };
 
 }  // namespace gpuledger::ingest

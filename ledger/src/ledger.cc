@@ -494,6 +494,23 @@ absl::Status Ledger::Commit() {
 
 void Ledger::Abort() { impl_->ClearPending(); }
 
+absl::Status Ledger::StageMeta(const std::string& name, const std::string& value) {
+  if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
+  if (name.empty() ||
+      name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("bad meta name '", name, "'"));
+  }
+  return FromRocks(impl_->batch.Put(absl::StrCat("meta/x/", name), value), "stage meta");
+}
+
+absl::StatusOr<std::optional<std::string>> Ledger::GetMeta(const std::string& name) const {
+  std::string value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), absl::StrCat("meta/x/", name), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read meta"));
+  return std::optional<std::string>(std::move(value));
+}
+
 absl::Status Ledger::StageCheckpoint(int64_t time_ms) {
   if (impl_->options.read_only || !impl_->options.signer) {
     return absl::FailedPreconditionError(

@@ -482,7 +482,19 @@ TEST(LedgerTest, ReportsProducerGaps) {
   EXPECT_EQ(producers, 1);
 }
 
+TEST(LedgerTest, MetaValuesCommitWithTheBatch) {
+  testing::TempDir dir;
+  auto ledger = OpenOrDie(dir.Sub("db"));
+  EXPECT_FALSE(ledger->StageMeta("Bad Name", "x").ok());
+  ASSERT_TRUE(ledger->Append(Usage("e1", "p1", 0)).ok());
+  ASSERT_TRUE(ledger->StageMeta("cursor", "7").ok());
+  EXPECT_FALSE(ledger->GetMeta("cursor")->has_value());
+  ASSERT_TRUE(ledger->Commit().ok());
+  EXPECT_EQ(ledger->GetMeta("cursor")->value_or(""), "7");
+}
+
 TEST(LedgerDeathTest, OffsetsOnlyMoveForward) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
   testing::TempDir dir;
   auto ledger = OpenOrDie(dir.Sub("db"));
   ASSERT_TRUE(ledger->AdvanceOffset({"t", 0}, 10).ok());

@@ -265,7 +265,7 @@ TEST_F(RejectedTopicTest, ExactlyTheRejectedEntriesArriveWithReasonSeqAndSourceH
   EXPECT_EQ(ReadAll(brokers_, topics_.Rejected()).size(), notices.size());
 }
 
-TEST_F(RejectedTopicTest, NothingIsAnnouncedWhenPublishingRejectedIsOff) {
+TEST_F(RejectedTopicTest, NoticesNeverConfirmedAreSentAgainAtTheNextStart) {
   ASSERT_TRUE(ingest::EnsureTopics(brokers_, {topics_.Rejected()}, kRejectedPartitions).ok());
   auto ledger = ledger::Ledger::Open(dir_.Sub("ledger"), {});
   ASSERT_TRUE(ledger.ok()) << ledger.status();
@@ -283,6 +283,23 @@ TEST_F(RejectedTopicTest, NothingIsAnnouncedWhenPublishingRejectedIsOff) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->rejected, 1u);
   EXPECT_TRUE(ReadAll(brokers_, topics_.Rejected()).empty());
+
+  // Turned on again, ingest finds the rejection whose notice was never confirmed (the ledger's
+  // cursor did not pass it) and sends it: at least once, even across stops and crashes.
+  o.publish_rejected = true;
+  auto resend = ingest::RunIngest(o, **ledger, stop);
+  ASSERT_TRUE(resend.ok()) << resend.status();
+  EXPECT_EQ(resend->consumed, 0u);
+  auto notices = ReadAll(brokers_, topics_.Rejected());
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices[0].headers["gpuledger-seq"], "1");
+  EXPECT_EQ(notices[0].headers["gpuledger-reason"], "MALFORMED");
+  auto cursor = (*ledger)->GetMeta("rejected_notified_through");
+  ASSERT_TRUE(cursor.ok() && cursor->has_value());
+  EXPECT_EQ(**cursor, "1");
+  // Delivered and recorded as such: the next start sends nothing again.
+  ASSERT_TRUE(ingest::RunIngest(o, **ledger, stop).ok());
+  EXPECT_EQ(ReadAll(brokers_, topics_.Rejected()).size(), 1u);
 }
 
 }  // namespace

@@ -146,6 +146,12 @@ class Ledger {
   // Drops everything staged since the last Commit().
   void Abort();
 
+  // Stages a small named value (e.g. a cursor of a process working from the ledger) to be
+  // written atomically with the next Commit(). Names are [a-z0-9_]+.
+  absl::Status StageMeta(const std::string& name, const std::string& value);
+  // The committed value of a StageMeta name, or nullopt.
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& name) const;
+
   // Stages a signed checkpoint of the pending head at `time_ms` (e.g. at a period close), in
   // addition to the periodic ones. FAILED_PRECONDITION without a signer or an empty ledger.
   absl::Status StageCheckpoint(int64_t time_ms);
