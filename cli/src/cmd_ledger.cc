@@ -183,6 +183,7 @@ void AddStats(CLI::App& ledger_cmd, int* exit_code) {
     j["accepted"] = counters.accepted();
     j["rejected"] = counters.rejected();
     j["duplicates_dropped"] = counters.duplicates();
+    j["parked_entries"] = counters.parked();
     std::map<std::string, uint64_t> reasons(counters.rejected_by_reason().begin(),
                                             counters.rejected_by_reason().end());
     j["rejected_by_reason"] = reasons;
@@ -199,7 +200,8 @@ void AddStats(CLI::App& ledger_cmd, int* exit_code) {
               << "accepted            " << counters.accepted() << "\n"
               << "rejected            " << counters.rejected() << "\n";
     for (const auto& [reason, n] : reasons) std::cout << "  " << reason << " " << n << "\n";
-    std::cout << "duplicates dropped  " << counters.duplicates() << "\n"
+    std::cout << "parked (resolved later by another entry) " << counters.parked() << "\n"
+              << "duplicates dropped  " << counters.duplicates() << "\n"
               << "checkpoints         " << checkpoints << " (every " << (*l)->checkpoint_interval()
               << ", last at seq " << last_checkpoint << ")\n"
               << "disk                " << (*l)->ApproximateDiskBytes() << " bytes\n";

@@ -335,11 +335,11 @@ void IngestLoop::LogProgress(bool final) {
     }
   }
   spdlog::info(
-      "{}consumed {} ({:.0f}/s), accepted {}, rejected {}, duplicates {}, "
+      "{}consumed {} ({:.0f}/s), accepted {}, rejected {}, duplicates {}, parked now {}, "
       "ledger head {}, lag {}",
       final ? "done: " : "", stats_.consumed,
       seconds > 0 ? static_cast<double>(delta) / seconds : 0.0, stats_.accepted, stats_.rejected,
-      stats_.duplicates, ledger_.head().seq, lag);
+      stats_.duplicates, validator_.parked(), ledger_.head().seq, lag);
   metrics_.SetHead(ledger_.head().seq);
   metrics_.SetParked(validator_.parked());
   last_progress_ms_ = now;
