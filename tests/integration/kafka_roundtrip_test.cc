@@ -17,8 +17,7 @@
 #include "ingest/publisher.h"
 #include "ledger/verify.h"
 #include "settlement/invoice.h"
-#include "testsupport/kafka_env.h"
-#include "testsupport/temp_dir.h"
+#include "testsupport/kafka_test.h"
 
 namespace gpuledger {
 namespace {
@@ -95,35 +94,9 @@ std::vector<ingest::EncodedEvent> RegistryEvents(const ingest::TopicNames& topic
   return out;
 }
 
-// Offsets the broker reports as the end of each partition of `topic`.
-std::map<int32_t, int64_t> HighWatermarks(const std::string& brokers, const std::string& topic,
-                                          int partitions) {
-  std::string err;
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  conf->set("bootstrap.servers", brokers, err);
-  conf->set("group.id", "watermark-probe", err);
-  std::unique_ptr<RdKafka::KafkaConsumer> c(RdKafka::KafkaConsumer::create(conf.get(), err));
-  std::map<int32_t, int64_t> out;
-  for (int32_t p = 0; p < partitions; ++p) {
-    int64_t low = 0;
-    int64_t high = 0;
-    EXPECT_EQ(c->query_watermark_offsets(topic, p, &low, &high, 10'000), RdKafka::ERR_NO_ERROR);
-    out[p] = high;
-  }
-  c->close();
-  return out;
-}
-
-class KafkaRoundTripTest : public ::testing::Test {
+class KafkaRoundTripTest : public testing::KafkaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    brokers_ = testing::KafkaBootstrap(&why);
-    ASSERT_FALSE(brokers_.empty()) << why;
-    seed_ = testing::TestSeed();
-    std::cout << "seed " << seed_ << " (GPULEDGER_TEST_SEED=" << seed_ << " replays it)\n";
-    topics_ = ingest::TopicNames(absl::StrCat("rt", seed_ % 1'000'000'007, "."));
-  }
+  KafkaRoundTripTest() : KafkaTest("rt") {}
 
   absl::StatusOr<ingest::IngestStats> Ingest(ledger::Ledger& l) {
     ingest::IngestOptions o;
@@ -135,11 +108,6 @@ class KafkaRoundTripTest : public ::testing::Test {
     std::atomic<bool> stop{false};
     return ingest::RunIngest(o, l, stop);
   }
-
-  std::string brokers_;
-  uint64_t seed_ = 0;
-  ingest::TopicNames topics_;
-  testing::TempDir dir_;
 };
 
 TEST_F(KafkaRoundTripTest, DuplicatesCountedOnceOffsetsAtEndAndInvoiceTotalsExact) {
@@ -230,8 +198,7 @@ TEST_F(KafkaRoundTripTest, DuplicatesCountedOnceOffsetsAtEndAndInvoiceTotalsExac
   // The stored offsets are the end of every partition that was written.
   const ledger::OffsetMap stored = (*ledger)->Offsets();
   for (const std::string& topic : published->topics) {
-    for (const auto& [partition, high] :
-         HighWatermarks(brokers_, topic, topic == topics_.Registry() ? 1 : kPartitions)) {
+    for (const auto& [partition, high] : testing::HighWatermarks(brokers_, topic)) {
       auto it = stored.find({topic, partition});
       EXPECT_EQ(it == stored.end() ? 0 : it->second, high) << topic << "[" << partition << "]";
     }

@@ -15,8 +15,7 @@
 #include "ingest/publisher.h"
 #include "ingest/reasons.h"
 #include "ledger/verify.h"
-#include "testsupport/kafka_env.h"
-#include "testsupport/temp_dir.h"
+#include "testsupport/kafka_test.h"
 
 namespace gpuledger {
 namespace {
@@ -31,16 +30,9 @@ struct Case {
   std::string want;  // reason code, "" for accepted
 };
 
-class ReasonCodesTest : public ::testing::Test {
+class ReasonCodesTest : public testing::KafkaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    brokers_ = testing::KafkaBootstrap(&why);
-    ASSERT_FALSE(brokers_.empty()) << why;
-    const uint64_t seed = testing::TestSeed();
-    std::cout << "seed " << seed << "\n";
-    topics_ = ingest::TopicNames(absl::StrCat("rc", seed % 1'000'000'007, "."));
-  }
+  ReasonCodesTest() : KafkaTest("rc") {}
 
   void Publish(const std::vector<ingest::EncodedEvent>& events) {
     ingest::PublishOptions po;
@@ -105,9 +97,6 @@ class ReasonCodesTest : public ::testing::Test {
     return a;
   }
 
-  std::string brokers_;
-  ingest::TopicNames topics_;
-  testing::TempDir dir_;
   uint64_t seq_ = 0;
 };
 

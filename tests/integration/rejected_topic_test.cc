@@ -19,8 +19,7 @@
 #include "ingest/ingestor.h"
 #include "ingest/publisher.h"
 #include "ingest/reasons.h"
-#include "testsupport/kafka_env.h"
-#include "testsupport/temp_dir.h"
+#include "testsupport/kafka_test.h"
 
 namespace gpuledger {
 namespace {
@@ -146,15 +145,12 @@ std::vector<Notice> ReadAll(const std::string& brokers, const std::string& topic
   return out;
 }
 
-class RejectedTopicTest : public ::testing::Test {
+class RejectedTopicTest : public testing::KafkaTest {
  protected:
+  RejectedTopicTest() : KafkaTest("rj") {}
+
   void SetUp() override {
-    std::string why;
-    brokers_ = testing::KafkaBootstrap(&why);
-    ASSERT_FALSE(brokers_.empty()) << why;
-    seed_ = testing::TestSeed();
-    std::cout << "seed " << seed_ << " (GPULEDGER_TEST_SEED=" << seed_ << " replays it)\n";
-    topics_ = ingest::TopicNames(absl::StrCat("rj", seed_ % 1'000'000'007, "."));
+    KafkaTest::SetUp();
     publish_.brokers = brokers_;
     publish_.topics = topics_;
     publish_.partitions_if_created = 3;
@@ -171,11 +167,7 @@ class RejectedTopicTest : public ::testing::Test {
     return ingest::RunIngest(o, l, stop);
   }
 
-  std::string brokers_;
-  uint64_t seed_ = 0;
-  ingest::TopicNames topics_;
   ingest::PublishOptions publish_;
-  testing::TempDir dir_;
 };
 
 TEST_F(RejectedTopicTest, ExactlyTheRejectedEntriesArriveWithReasonSeqAndSourceHeaders) {
