@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # ops/kafka/start.sh [--env-file PATH]
+# ops/kafka/start.sh --resume RUN_DIR [--env-file PATH]
 #
 # Start a throwaway single-node Apache Kafka (KRaft) broker on 127.0.0.1 in a fresh run
 # directory, wait until it answers metadata requests, and print on stdout:
@@ -8,6 +9,11 @@
 #   KAFKA_PID=12345
 # (also written to PATH with --env-file). The broker keeps running after this script
 # exits; stop it with  ops/kafka/stop.sh RUN_DIR  or  ops/kafka/stop.sh --env-file PATH.
+#
+# --resume RUN_DIR starts again the broker of a run directory that `stop.sh --keep` (or
+# KAFKA_KEEP_RUN_DIR) left behind: same RUN_DIR/server.properties, so the same ports and the
+# same topics and messages; the storage is not formatted again. Readiness and output are
+# those of a fresh start (with the new PID). If it fails, RUN_DIR and its data are kept.
 #
 # Failure (jars cannot be fetched, broker does not start within KAFKA_START_TIMEOUT)
 # is exit 1 with a message and the broker log tail on stderr; whatever this script
@@ -19,19 +25,77 @@ PROG=ops/kafka/start.sh
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
-usage() { printf 'usage: %s [--env-file PATH]\n' "$PROG" >&2; }
+usage() { printf 'usage: %s [--resume RUN_DIR] [--env-file PATH]\n' "$PROG" >&2; }
 
 ENV_FILE=
+RESUME=
 while [ $# -gt 0 ]; do
   case $1 in
     --env-file) [ $# -ge 2 ] || { usage; exit 2; }; ENV_FILE=$2; shift 2 ;;
     --env-file=*) ENV_FILE=${1#*=}; shift ;;
+    --resume) { [ $# -ge 2 ] && [ -n "$2" ]; } || { usage; exit 2; }; RESUME=$2; shift 2 ;;
+    --resume=?*) RESUME=${1#*=}; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage; exit 2 ;;
   esac
 done
+
+# alive PID: process exists and is not a zombie
+alive() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }
+  [ "${st%% *}" != Z ]
+}
+
+# --- --resume: the stopped broker of an existing run directory ---------------------------
+RUN=
+if [ -n "$RESUME" ]; then
+  [ -d "$RESUME" ] || die "--resume $RESUME: no such directory"
+  RUN=$(cd "$RESUME" && pwd)
+  [ -e "$RUN/.gpuledger-kafka-run" ] ||
+    die "--resume $RUN: not a run directory made by ops/kafka/start.sh (no .gpuledger-kafka-run marker)"
+  case $RUN in
+    *[!A-Za-z0-9._/+@,:=-]*) die "--resume $RUN: the path contains spaces or shell-special characters" ;;
+  esac
+  if [ -n "${KAFKA_RUN_DIR:-}" ] &&
+     [ "$(cd "$KAFKA_RUN_DIR" 2>/dev/null && pwd)" != "$RUN" ]; then
+    die "KAFKA_RUN_DIR=$KAFKA_RUN_DIR and --resume $RUN name different run directories; unset KAFKA_RUN_DIR"
+  fi
+  [ -f "$RUN/server.properties" ] ||
+    die "--resume $RUN: no server.properties (the first start did not get that far); start a fresh broker instead"
+  [ -f "$RUN/data/meta.properties" ] ||
+    die "--resume $RUN: no formatted storage in $RUN/data (the first start did not get that far); start a fresh broker instead"
+  # The broker must find its data where server.properties says, i.e. in this directory.
+  [ "$(sed -n 's/^log\.dirs=//p' "$RUN/server.properties")" = "$RUN/data" ] ||
+    die "--resume $RUN: server.properties does not name log.dirs=$RUN/data (was the directory moved?)"
+  PORT=$(sed -n 's|^listeners=.*PLAINTEXT://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$RUN/server.properties")
+  CPORT=$(sed -n 's|^listeners=.*CONTROLLER://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$RUN/server.properties")
+  { [ -n "$PORT" ] && [ -n "$CPORT" ]; } ||
+    die "--resume $RUN: cannot read the PLAINTEXT and CONTROLLER ports from listeners= in server.properties"
+  if [ -n "${KAFKA_PORT:-}" ] && [ "$KAFKA_PORT" != "$PORT" ]; then
+    die "KAFKA_PORT=$KAFKA_PORT, but the broker of $RUN listens on $PORT; a resumed broker keeps its ports (unset KAFKA_PORT)"
+  fi
+  if [ -n "${KAFKA_CONTROLLER_PORT:-}" ] && [ "$KAFKA_CONTROLLER_PORT" != "$CPORT" ]; then
+    die "KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT, but the controller of $RUN listens on $CPORT; a resumed broker keeps its ports (unset KAFKA_CONTROLLER_PORT)"
+  fi
+  # One resume at a time per run directory (the lock is released when this script exits;
+  # the broker does not inherit it: its launcher closes every fd other than 0-2).
+  exec 8>"$RUN/.start.lock"
+  flock -n 8 || die "another ops/kafka/start.sh --resume $RUN is running"
+  # Its broker must be stopped: whatever kafka.pid says, no process may run its config.
+  for proc in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline" || true)
+    if [[ $cmd == *" kafka.Kafka $RUN/server.properties"* ]] && alive "${proc#/proc/}"; then
+      die "the broker of $RUN is still running (pid ${proc#/proc/}); stop it first: ops/kafka/stop.sh --keep $RUN"
+    fi
+  done
+  rm -f "$RUN/kafka.pid"
+fi
+
 if [ -n "$ENV_FILE" ]; then
   [ -d "$(dirname "$ENV_FILE")" ] || die "directory of --env-file $ENV_FILE does not exist"
+  old_run=
   if [ -f "$ENV_FILE" ]; then
     # Overwriting the env file of a broker that still runs would orphan that broker.
     old_run=$(sed -n 's/^KAFKA_RUN_DIR=//p' "$ENV_FILE" | tail -n 1)
@@ -42,7 +106,13 @@ if [ -n "$ENV_FILE" ]; then
       die "$ENV_FILE belongs to a broker that is still running (pid $old_pid); stop it first: ops/kafka/stop.sh --env-file $ENV_FILE"
     fi
   fi
-  rm -f "$ENV_FILE"            # never leave a stale file from an earlier run behind
+  if [ -n "$RESUME" ] && [ "$old_run" = "$RUN" ]; then
+    # The file of the run being resumed stays until it is replaced: should the resume fail,
+    # stop.sh --env-file still finds (and removes) the run directory.
+    :
+  else
+    rm -f "$ENV_FILE"          # never leave a stale file from an earlier run behind
+  fi
 fi
 
 TIMEOUT=${KAFKA_START_TIMEOUT:-90}
@@ -56,7 +126,9 @@ LIBS=$(cd "$KAFKA_LIBS" && pwd)
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 # --- fresh run directory ---------------------------------------------------------------
-if [ -n "${KAFKA_RUN_DIR:-}" ]; then
+if [ -n "$RESUME" ]; then
+  :                                     # RUN was checked above
+elif [ -n "${KAFKA_RUN_DIR:-}" ]; then
   mkdir -p "$KAFKA_RUN_DIR" || die "cannot create KAFKA_RUN_DIR=$KAFKA_RUN_DIR"
   [ -z "$(ls -A "$KAFKA_RUN_DIR")" ] ||
     die "KAFKA_RUN_DIR=$KAFKA_RUN_DIR is not empty; every start needs a fresh directory"
@@ -74,6 +146,15 @@ esac
 : >"$RUN/.gpuledger-kafka-run"          # marker: stop.sh only deletes directories that have it
 mkdir -p "$RUN/logs" "$RUN/tmp"
 LOGS=$RUN/logs
+if [ -n "$RESUME" ]; then
+  # The earlier runs' logs move aside (server.log is appended to, and readiness is read from
+  # it): logs/server.log.runN and logs/kafka.out.runN, N = 1 for the first run.
+  n=1
+  while [ -e "$LOGS/server.log.run$n" ] || [ -e "$LOGS/kafka.out.run$n" ]; do n=$((n + 1)); done
+  for f in server.log kafka.out; do
+    if [ -e "$LOGS/$f" ]; then mv "$LOGS/$f" "$LOGS/$f.run$n"; fi
+  done
+fi
 
 # --- cleanup if we do not get to "ready" -------------------------------------------------
 PID=
@@ -90,7 +171,11 @@ on_exit() {
   [ "$READY" = 1 ] && return 0
   kill_broker
   rm -f "$RUN/kafka.pid"
-  if [ "$rc" -ge 128 ]; then            # interrupted: nothing worth keeping
+  if [ -n "$RESUME" ]; then             # its data is never ours to delete
+    if [ -d "$RUN" ]; then
+      log "run directory kept with its data: $RUN (logs in $LOGS); retry with ops/kafka/start.sh --resume $RUN, or remove it with ops/kafka/stop.sh $RUN"
+    fi
+  elif [ "$rc" -ge 128 ]; then          # interrupted: nothing worth keeping
     rm -rf "$RUN"
   elif [ "$rc" -ne 0 ] && [ -d "$RUN" ]; then
     log "run directory kept for debugging: $RUN (logs in $LOGS; remove with ops/kafka/stop.sh $RUN)"
@@ -99,14 +184,6 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
-
-# alive PID: process exists and is not a zombie
-alive() {
-  local st
-  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  st=${st##*) }
-  [ "${st%% *}" != Z ]
-}
 
 FAIL_LOGS=("$LOGS/kafka.out" "$LOGS/server.log")    # tails shown by fail()
 fail() {
@@ -160,24 +237,36 @@ COMMON_OPTS=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryErro
 CP="$LIBS/*"
 
 START=$SECONDS
-PORT=${KAFKA_PORT:-}
-CPORT=${KAFKA_CONTROLLER_PORT:-}
+if [ -z "$RESUME" ]; then               # (a resumed broker keeps the ports read above)
+  PORT=${KAFKA_PORT:-}
+  CPORT=${KAFKA_CONTROLLER_PORT:-}
+fi
 for attempt in 1 2 3; do
-  [ -n "${KAFKA_PORT:-}" ] || pick_port PORT "$CPORT"
-  [ -n "${KAFKA_CONTROLLER_PORT:-}" ] || pick_port CPORT "$PORT"
-  [ "$PORT" != "$CPORT" ] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
+  if [ -n "$RESUME" ]; then
+    # Same config, same data: no new ports, no formatting. The ports must be free again
+    # (a connection left in TIME_WAIT does not count: Java binds with SO_REUSEADDR).
+    for p in "$PORT" "$CPORT"; do
+      if port_busy "$p"; then
+        die "port $p of the broker of $RUN is in use by another process; a resumed broker keeps its ports: free it and retry"
+      fi
+    done
+  else
+    [ -n "${KAFKA_PORT:-}" ] || pick_port PORT "$CPORT"
+    [ -n "${KAFKA_CONTROLLER_PORT:-}" ] || pick_port CPORT "$PORT"
+    [ "$PORT" != "$CPORT" ] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
 
-  tmpl=$(<"$HERE/server.properties.in")
-  tmpl=${tmpl//@PORT@/$PORT}
-  tmpl=${tmpl//@CPORT@/$CPORT}
-  tmpl=${tmpl//@DATA@/$RUN/data}
-  printf '%s\n' "$tmpl" >"$RUN/server.properties"
+    tmpl=$(<"$HERE/server.properties.in")
+    tmpl=${tmpl//@PORT@/$PORT}
+    tmpl=${tmpl//@CPORT@/$CPORT}
+    tmpl=${tmpl//@DATA@/$RUN/data}
+    printf '%s\n' "$tmpl" >"$RUN/server.properties"
 
-  rm -rf "$RUN/data"
-  if ! "$JAVA" -Xmx256m "${COMMON_OPTS[@]}" -cp "$CP" kafka.tools.StorageTool format \
-         -t "$(new_cluster_id)" -c "$RUN/server.properties" >"$LOGS/format.log" 2>&1; then
-    FAIL_LOGS=("$LOGS/format.log" "$LOGS/server.log")
-    fail "formatting the KRaft storage in $RUN/data failed (java: $JAVA)"
+    rm -rf "$RUN/data"
+    if ! "$JAVA" -Xmx256m "${COMMON_OPTS[@]}" -cp "$CP" kafka.tools.StorageTool format \
+           -t "$(new_cluster_id)" -c "$RUN/server.properties" >"$LOGS/format.log" 2>&1; then
+      FAIL_LOGS=("$LOGS/format.log" "$LOGS/server.log")
+      fail "formatting the KRaft storage in $RUN/data failed (java: $JAVA)"
+    fi
   fi
 
   # New session (setsid) and SIGHUP ignored (nohup): the broker outlives this script and
@@ -205,7 +294,7 @@ for attempt in 1 2 3; do
   while :; do
     if ! alive "$PID"; then
       if grep -q 'Address already in use' "$LOGS/server.log" "$LOGS/kafka.out" 2>/dev/null &&
-         [ "$attempt" -lt 3 ] && [ -z "${KAFKA_PORT:-}${KAFKA_CONTROLLER_PORT:-}" ]; then
+         [ "$attempt" -lt 3 ] && [ -z "$RESUME${KAFKA_PORT:-}${KAFKA_CONTROLLER_PORT:-}" ]; then
         log "port $PORT or $CPORT was taken before the broker bound it; retrying with new ports"
         mv "$LOGS/server.log" "$LOGS/server.log.attempt$attempt" 2>/dev/null || true
         PID=
@@ -236,5 +325,5 @@ if [ -n "$ENV_FILE" ]; then
   fi
 fi
 READY=1
-log "broker ready at 127.0.0.1:$PORT after $((SECONDS - START)) s (pid $PID, logs in $LOGS)"
+log "broker ${RESUME:+resumed and }ready at 127.0.0.1:$PORT after $((SECONDS - START)) s (pid $PID, logs in $LOGS)"
 printf '%s\n' "$OUT"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# ops/kafka/stop.sh RUN_DIR
-# ops/kafka/stop.sh --env-file PATH     (the file written by start.sh --env-file)
+# ops/kafka/stop.sh [--keep] RUN_DIR
+# ops/kafka/stop.sh [--keep] --env-file PATH     (the file written by start.sh --env-file)
 #
 # Stop the broker that start.sh started in RUN_DIR: SIGTERM (clean shutdown, up to
 # KAFKA_STOP_TIMEOUT s, default 30), then SIGKILL; wait until it is gone; then delete
-# RUN_DIR unless KAFKA_KEEP_RUN_DIR is set to something non-empty.
+# RUN_DIR unless --keep is given or KAFKA_KEEP_RUN_DIR is set to something non-empty.
+# With --keep, RUN_DIR (its data, server.properties with its ports, kafka.env) and the env
+# file stay, so that  ops/kafka/start.sh --resume RUN_DIR  starts the same broker again.
 # Only the PID recorded in RUN_DIR/kafka.pid is signalled, and only if that process
 # really is the kafka.Kafka started with RUN_DIR/server.properties: other Kafka
 # processes (other runs, other users) are never touched.
@@ -15,8 +17,14 @@ set -euo pipefail
 PROG=ops/kafka/stop.sh
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
-usage() { printf 'usage: %s RUN_DIR | %s --env-file PATH\n' "$PROG" "$PROG" >&2; }
+usage() { printf 'usage: %s [--keep] RUN_DIR | %s [--keep] --env-file PATH\n' "$PROG" "$PROG" >&2; }
 
+KEEP=
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --keep ]; then KEEP=1; else args+=("$arg"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
 RUN=
 case ${1:-} in
   --env-file|--env-file=*)
@@ -93,7 +101,9 @@ case $PID in
     ;;
 esac
 
-if [ -n "${KAFKA_KEEP_RUN_DIR:-}" ]; then
+if [ -n "$KEEP" ]; then
+  log "kept $RUN (data, ports, kafka.env); start the same broker again with: ops/kafka/start.sh --resume $RUN"
+elif [ -n "${KAFKA_KEEP_RUN_DIR:-}" ]; then
   log "keeping $RUN (KAFKA_KEEP_RUN_DIR is set)"
 else
   rm -rf "$RUN"
