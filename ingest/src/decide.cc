@@ -92,6 +92,11 @@ MaybeVerdict CheckUsageBody(const v1::UsageEvent& e, const ValidationLimits& lim
     case v1::UsageEvent::kCorrection: {
       const auto& c = e.correction();
       if (c.target_event_id().empty()) return Missing("correction.target_event_id");
+      if (c.allocation_id().empty()) return Missing("correction.allocation_id");
+      if (c.has_replacement() && c.replacement().allocation_id() != c.allocation_id()) {
+        return Invalid("correction.replacement.allocation_id",
+                       "must equal correction.allocation_id (the target's allocation)");
+      }
       if (c.target_event_id() == e.event_id()) {
         return Invalid("correction.target_event_id", "an event cannot correct itself");
       }

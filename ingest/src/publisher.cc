@@ -37,8 +37,7 @@ absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line, const TopicNam
       out.key = e.usage().allocation_id();
       break;
     case v1::UsageEvent::kCorrection:
-      out.key = e.correction().has_replacement() ? e.correction().replacement().allocation_id()
-                                                 : e.correction().target_event_id();
+      out.key = e.correction().allocation_id();  // the target's: same partition, read after it
       break;
     case v1::UsageEvent::kOutage:
       if (!e.outage().allocation_id().empty()) {

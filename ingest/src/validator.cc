@@ -159,9 +159,15 @@ void Validator::CheckCorrection(const v1::UsageEvent& e, ledger::Candidate* c) c
     return Reject(c, reason::kAlreadyCorrected,
                   absl::StrCat("event ", target.second, " was already corrected or cancelled"));
   }
-  if (!holders_.contains(target)) {
+  auto holder = holders_.find(target);
+  if (holder == holders_.end()) {
     return Reject(c, reason::kUnknownCorrectionTarget,
                   absl::StrCat("no accepted usage event ", target.second, " of ", target.first));
+  }
+  if (holder->second.first != e.correction().allocation_id()) {
+    return Reject(c, reason::kInvalidField,
+                  absl::StrCat("correction.allocation_id '", e.correction().allocation_id(),
+                               "' is not the target's allocation '", holder->second.first, "'"));
   }
   if (e.correction().has_replacement()) {
     CheckInterval(c->source_id, e.correction().replacement(), &target, c);

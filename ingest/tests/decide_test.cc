@@ -81,10 +81,25 @@ TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
       {"too long", [](auto* e) { e->mutable_usage()->set_end_ms(1'000'000 + 32LL * 86'400'000); },
        reason::kDurationTooLong},
       {"self correction",
-       [](auto* e) { e->mutable_correction()->set_target_event_id(e->event_id()); },
+       [](auto* e) {
+         e->mutable_correction()->set_target_event_id(e->event_id());
+         e->mutable_correction()->set_allocation_id("alloc-1");
+       },
        reason::kInvalidField},
       {"correction without target", [](auto* e) { e->mutable_correction(); },
        reason::kMissingField},
+      {"correction without allocation",
+       [](auto* e) { e->mutable_correction()->set_target_event_id("evt-0"); },
+       reason::kMissingField},
+      {"correction moving usage to another allocation",
+       [](auto* e) {
+         auto replacement = e->usage();
+         auto* c = e->mutable_correction();
+         c->set_target_event_id("evt-0");
+         c->set_allocation_id("alloc-2");
+         *c->mutable_replacement() = replacement;
+       },
+       reason::kInvalidField},
       {"own use without gpus",
        [](auto* e) {
          auto* o = e->mutable_own_use();

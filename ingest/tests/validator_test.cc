@@ -248,6 +248,7 @@ TEST(ValidatorTest, CorrectionsNeedALiveTarget) {
     e.set_event_id(id);
     auto replacement = e.usage();
     e.mutable_correction()->set_target_event_id(target);
+    e.mutable_correction()->set_allocation_id("a1");
     if (gpus > 0) *e.mutable_correction()->mutable_replacement() = replacement;
     return e;
   };
@@ -255,6 +256,9 @@ TEST(ValidatorTest, CorrectionsNeedALiveTarget) {
   EXPECT_EQ(h.UsageReason(correction("c1", u.event_id(), 4)), "");
   EXPECT_EQ(h.UsageReason(correction("c2", u.event_id(), 1)), reason::kAlreadyCorrected);
   EXPECT_EQ(h.UsageReason(correction("c3", "never-sent", 1)), reason::kUnknownCorrectionTarget);
+  auto misdirected = correction("c5", "c1", 0);
+  misdirected.mutable_correction()->set_allocation_id("other");
+  EXPECT_EQ(h.UsageReason(misdirected), reason::kInvalidField);
   EXPECT_EQ(h.UsageReason(correction("c4", "c1", 0)), "");  // cancel the correction
   // Its GPUs are free again.
   EXPECT_EQ(h.UsageReason(h.Usage("a1", 4, kT0, kT0 + kHour, "n9")), "");

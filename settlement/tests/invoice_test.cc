@@ -184,11 +184,13 @@ TEST(InvoiceTest, CorrectionsReplaceOrCancel) {
   v1::UsageEvent fix;
   fix.set_event_id("c1");
   fix.mutable_correction()->set_target_event_id("u1");
+  fix.mutable_correction()->set_allocation_id("a-uni");
   *fix.mutable_correction()->mutable_replacement() = Usage("x", "a-uni", 2, t, t + kHour).usage();
   r.ApplyUsage(3, "csp-a", fix);
   v1::UsageEvent cancel;
   cancel.set_event_id("c2");
   cancel.mutable_correction()->set_target_event_id("u2");
+  cancel.mutable_correction()->set_allocation_id("a-uni");
   r.ApplyUsage(4, "csp-a", cancel);
   auto run = r.Finish(4);
   ASSERT_TRUE(run.ok());
@@ -197,6 +199,7 @@ TEST(InvoiceTest, CorrectionsReplaceOrCancel) {
   v1::UsageEvent again;
   again.set_event_id("c3");
   again.mutable_correction()->set_target_event_id("c1");
+  again.mutable_correction()->set_allocation_id("a-uni");
   *again.mutable_correction()->mutable_replacement() = Usage("y", "a-uni", 3, t, t + kHour).usage();
   r.ApplyUsage(5, "csp-a", again);
   EXPECT_EQ(r.Finish(5)->invoices.at(0).gpu_ms.ms, 3 * kHour);

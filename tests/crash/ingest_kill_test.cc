@@ -647,6 +647,7 @@ bool StreamGenerator::MakeCorrection(Kind kind, AllocationGen& a) {
   v1::UsageEvent e = NewEvent(a, id);
   v1::Correction* c = e.mutable_correction();
   c->set_target_event_id(target);
+  c->set_allocation_id(a.id);
   c->set_reason("re-metered");
   std::optional<Interval> replacement;
   if (kind == Kind::kReplace) {

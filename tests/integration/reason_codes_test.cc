@@ -203,6 +203,7 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
     return [target](v1::UsageEvent* e) {
       auto replacement = e->usage();
       e->mutable_correction()->set_target_event_id(target);
+      e->mutable_correction()->set_allocation_id("a1");
       *e->mutable_correction()->mutable_replacement() = replacement;
     };
   };
