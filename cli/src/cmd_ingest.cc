@@ -62,6 +62,14 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
                   "Longest accepted usage interval, ms")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--max-future-skew-ms", args->options.limits.max_future_skew_ms,
+                  "How far past its Kafka timestamp an interval may end (FUTURE_TIMESTAMP), ms")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--park-grace-ms", args->options.limits.park_grace_ms,
+                  "How long usage for an unannounced allocation waits (Kafka time), ms")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   auto* key_opt =
       cmd->add_option("--signing-key", args->signing_key,
                       "Operator's Ed25519 private key (PEM) that signs checkpoints; see `keys "
