@@ -14,8 +14,19 @@ namespace v1 = gpuledger::v1;
 
 namespace {
 
-// (institution, allocation, model, rate, co-pay bp, institution type) → GPU-ms.
-using LineKey = std::tuple<std::string, std::string, int, int64_t, int64_t, int>;
+// (institution, allocation, model, rate, co-pay bp, institution type, kind) → GPU-ms.
+using LineKey = std::tuple<std::string, std::string, int, int64_t, int64_t, int, int>;
+
+// GPUs of `allocation` declared out of service at instant `t`.
+template <typename Outages>
+int64_t OutageGpusAt(const Outages* outages, int64_t t) {
+  int64_t gpus = 0;
+  if (outages == nullptr) return 0;
+  for (const auto& o : *outages) {
+    if (o.start_ms <= t && t < o.end_ms) gpus += o.gpus;
+  }
+  return gpus;
+}
 
 absl::Status PriceLine(InvoiceLine* line) {
   GPULEDGER_ASSIGN_OR_RETURN(line->list, base::ListPrice(line->gpu_ms, line->krw_per_gpu_hour));
@@ -26,6 +37,18 @@ absl::Status PriceLine(InvoiceLine* line) {
 }
 
 }  // namespace
+
+const char* LineKindName(LineKind kind) {
+  switch (kind) {
+    case LineKind::kUsage:
+      return "usage";
+    case LineKind::kBeyondCap:
+      return "beyond_cap";
+    case LineKind::kOutageCredit:
+      return "outage_credit";
+  }
+  return "usage";
+}
 
 Rater::Rater(base::Period period, SettleOptions options) : period_(period), options_(options) {}
 
@@ -53,8 +76,14 @@ void Rater::ApplyUsage(uint64_t seq, const std::string& source_id, const v1::Usa
       }
       break;
     }
+    case v1::UsageEvent::kOutage:
+      if (!event.outage().allocation_id().empty()) {
+        const auto& o = event.outage();
+        outages_[o.allocation_id()].push_back({o.start_ms(), o.end_ms(), o.gpu_count()});
+      }
+      break;
     default:
-      break;  // own use and outages are for CSP statements, not co-pay invoices
+      break;  // own use and pool outages are for CSP statements, not co-pay invoices
   }
 }
 
@@ -72,20 +101,46 @@ absl::StatusOr<SettlementRun> Rater::Finish(uint64_t covered_seq) const {
   std::sort(ordered.begin(), ordered.end(),
             [](const Recorded* a, const Recorded* b) { return a->seq < b->seq; });
 
+  // GPU-ms of each capped allocation used so far, in ledger order, over all periods.
+  std::map<std::string, int64_t> cap_used;
   for (const Recorded* rec : ordered) {
     const auto& u = rec->interval;
+    const v1::Allocation* alloc = registry_.FindAllocation(u.allocation_id());
+    // The instant from which this interval is beyond its allocation's cap (end: never).
+    int64_t cap_from = u.end_ms();
+    if (alloc != nullptr && alloc->gpu_ms_cap() > 0) {
+      int64_t& used = cap_used[alloc->allocation_id()];
+      const int64_t gpus = u.gpu_count();
+      const int64_t whole = gpus * (u.end_ms() - u.start_ms());
+      const int64_t remaining = std::max<int64_t>(0, alloc->gpu_ms_cap() - used);
+      // The cap is crossed at the last whole millisecond that still fits under it.
+      const int64_t within_ms = whole <= remaining ? u.end_ms() - u.start_ms() : remaining / gpus;
+      cap_from = u.start_ms() + within_ms;
+      used += gpus * within_ms;
+    }
     const int64_t lo = std::max(u.start_ms(), period_.StartMs());
     const int64_t hi = std::min(u.end_ms(), period_.EndMs());
     if (lo >= hi) continue;  // not in this period
     auto unpriced = [&](std::string why) {
       run.unpriced.push_back({rec->seq, rec->source_id, rec->event_id, std::move(why)});
     };
-    const v1::Allocation* alloc = registry_.FindAllocation(u.allocation_id());
     if (alloc == nullptr) {
       unpriced(absl::StrCat("unknown allocation '", u.allocation_id(), "'"));
       continue;
     }
+    const auto outages_it = outages_.find(alloc->allocation_id());
+    const auto* outages = outages_it == outages_.end() ? nullptr : &outages_it->second;
     std::vector<int64_t> cuts = registry_.PriceChangesWithin(*alloc, u.gpu_model(), lo, hi);
+    if (cap_from > lo && cap_from < hi) cuts.push_back(cap_from);
+    if (outages != nullptr) {
+      for (const auto& o : *outages) {
+        for (int64_t t : {o.start_ms, o.end_ms}) {
+          if (t > lo && t < hi) cuts.push_back(t);
+        }
+      }
+    }
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
     cuts.insert(cuts.begin(), lo);
     cuts.push_back(hi);
     for (size_t i = 0; i + 1 < cuts.size(); ++i) {
@@ -101,18 +156,31 @@ absl::StatusOr<SettlementRun> Rater::Finish(uint64_t covered_seq) const {
         continue;
       }
       names[alloc->institution_id()] = inst->name;
-      const LineKey key{alloc->institution_id(),
-                        alloc->allocation_id(),
-                        u.gpu_model(),
-                        *rate,
-                        *copay,
-                        inst->type};
-      quantities[key] += base::GpuMs{static_cast<int64_t>(u.gpu_count()) * (cuts[i + 1] - s)};
+      const bool beyond_cap = s >= cap_from;
+      const int64_t copay_bp = beyond_cap ? base::kBasisPointsPerUnit : *copay;
+      const LineKind kind = beyond_cap ? LineKind::kBeyondCap : LineKind::kUsage;
+      const int64_t duration = cuts[i + 1] - s;
+      auto key = [&](LineKind k) {
+        return LineKey{alloc->institution_id(),
+                       alloc->allocation_id(),
+                       u.gpu_model(),
+                       *rate,
+                       copay_bp,
+                       inst->type,
+                       static_cast<int>(k)};
+      };
+      quantities[key(kind)] += base::GpuMs{static_cast<int64_t>(u.gpu_count()) * duration};
+      // Usage while the allocation was declared out of service is free: a credit line at the
+      // same prices takes it back.
+      const int64_t credited_gpus = std::min<int64_t>(u.gpu_count(), OutageGpusAt(outages, s));
+      if (credited_gpus > 0) {
+        quantities[key(LineKind::kOutageCredit)] += base::GpuMs{-credited_gpus * duration};
+      }
     }
   }
 
   for (const auto& [key, qty] : quantities) {
-    const auto& [institution_id, allocation_id, model, rate, copay_bp, type] = key;
+    const auto& [institution_id, allocation_id, model, rate, copay_bp, type, kind] = key;
     if (run.invoices.empty() || run.invoices.back().institution_id != institution_id) {
       Invoice inv;
       inv.institution_id = institution_id;
@@ -123,6 +191,7 @@ absl::StatusOr<SettlementRun> Rater::Finish(uint64_t covered_seq) const {
     Invoice& inv = run.invoices.back();
     InvoiceLine line;
     line.allocation_id = allocation_id;
+    line.kind = static_cast<LineKind>(kind);
     line.program = registry_.FindAllocation(allocation_id)->program();
     line.gpu_model = static_cast<v1::GpuModel>(model);
     line.institution_type = static_cast<v1::InstitutionType>(type);

@@ -56,6 +56,7 @@ std::string RenderJson(const SettlementRun& run) {
     json lines = json::array();
     for (const InvoiceLine& l : inv.lines) {
       lines.push_back({{"allocation_id", l.allocation_id},
+                       {"kind", LineKindName(l.kind)},
                        {"program", v1::Program_Name(l.program)},
                        {"gpu_model", v1::GpuModel_Name(l.gpu_model)},
                        {"institution_type", v1::InstitutionType_Name(l.institution_type)},
@@ -96,13 +97,15 @@ std::string RenderJson(const SettlementRun& run) {
 
 std::string RenderCsv(const SettlementRun& run) {
   std::string out =
-      "period,institution_id,institution_name,allocation_id,program,gpu_model,institution_type,"
-      "krw_per_gpu_hour,copay_bp,gpu_ms,gpu_hours,list_krw,copay_krw,subsidy_krw\r\n";
+      "period,institution_id,institution_name,allocation_id,kind,program,gpu_model,"
+      "institution_type,krw_per_gpu_hour,copay_bp,gpu_ms,gpu_hours,list_krw,copay_krw,subsidy_"
+      "krw\r\n";
   for (const Invoice& inv : run.invoices) {
     for (const InvoiceLine& l : inv.lines) {
       absl::StrAppend(&out, run.period.ToString(), ",", CsvField(inv.institution_id), ",",
                       CsvField(inv.institution_name), ",", CsvField(l.allocation_id), ",",
-                      v1::Program_Name(l.program), ",", v1::GpuModel_Name(l.gpu_model), ",",
+                      LineKindName(l.kind), ",", v1::Program_Name(l.program), ",",
+                      v1::GpuModel_Name(l.gpu_model), ",",
                       v1::InstitutionType_Name(l.institution_type), ",", l.krw_per_gpu_hour.won,
                       ",", l.copay_bp, ",", l.gpu_ms.ms, ",", FormatGpuHours(l.gpu_ms), ",",
                       l.list.won, ",", l.copay.won, ",", l.subsidy.won, "\r\n");

@@ -205,6 +205,83 @@ TEST(InvoiceTest, CorrectionsReplaceOrCancel) {
   EXPECT_EQ(r.Finish(5)->invoices.at(0).gpu_ms.ms, 3 * kHour);
 }
 
+// The SME's allocation is capped at 10 GPU-hours. 8 GPU-hours first, then 2 GPUs for 3 hours:
+// the first hour (2 GPU-hours) fills the cap, the last two (4 GPU-hours) are beyond it and the
+// SME pays all of them.
+TEST(InvoiceTest, UsageBeyondTheGpuHourCapIsNotSubsidised) {
+  Rater r = StandardRater();
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(10 * kHour);
+  r.ApplyRegistry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  r.ApplyUsage(1, "csp-a", Usage("u1", "a-cap", 4, t, t + 2 * kHour));
+  r.ApplyUsage(2, "csp-a", Usage("u2", "a-cap", 2, t + 5 * kHour, t + 8 * kHour));
+  auto run = r.Finish(2);
+  ASSERT_TRUE(run.ok()) << run.status();
+  const Invoice& inv = run->invoices.at(0);
+  ASSERT_EQ(inv.lines.size(), 2u);
+  EXPECT_EQ(inv.lines[0].kind, LineKind::kUsage);
+  EXPECT_EQ(inv.lines[0].gpu_ms.ms, 10 * kHour);
+  EXPECT_EQ(inv.lines[0].copay.won, 4'050);  // 9% of 45,000
+  EXPECT_EQ(inv.lines[1].kind, LineKind::kBeyondCap);
+  EXPECT_EQ(inv.lines[1].gpu_ms.ms, 4 * kHour);
+  EXPECT_EQ(inv.lines[1].copay_bp, 10'000);
+  EXPECT_EQ(inv.lines[1].copay.won, 18'000);
+  EXPECT_EQ(inv.lines[1].subsidy.won, 0);
+  EXPECT_EQ(inv.list.won, 63'000);
+  EXPECT_EQ(inv.copay.won, 22'050);
+  EXPECT_EQ(inv.subsidy.won, 40'950);
+}
+
+TEST(InvoiceTest, TheCapCountsUsageOfEarlierPeriodsInLedgerOrder) {
+  Rater r = StandardRater();
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(kHour);
+  r.ApplyRegistry(capped);
+  // February's hour used the whole cap; March's hour is beyond it.
+  r.ApplyUsage(1, "csp-a",
+               Usage("feb", "a-cap", 1, kMarch.StartMs() - 2 * kHour, kMarch.StartMs() - kHour));
+  r.ApplyUsage(2, "csp-a", Usage("mar", "a-cap", 1, kMarch.StartMs(), kMarch.StartMs() + kHour));
+  auto run = r.Finish(2);
+  ASSERT_TRUE(run.ok());
+  ASSERT_EQ(run->invoices.at(0).lines.size(), 1u);
+  EXPECT_EQ(run->invoices.at(0).lines[0].kind, LineKind::kBeyondCap);
+  EXPECT_EQ(run->invoices.at(0).copay.won, 4'500);
+}
+
+// 2 GPUs for 4 hours; 1 GPU of the allocation declared out of service for the middle 2 hours:
+// 2 GPU-hours are credited at the same prices.
+TEST(InvoiceTest, UsageDuringADeclaredOutageIsCredited) {
+  Rater r = StandardRater();
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  r.ApplyUsage(1, "csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  v1::UsageEvent outage;
+  outage.set_event_id("o1");
+  auto* o = outage.mutable_outage();
+  o->set_allocation_id("a-sme");
+  o->set_program(v1::GOV_ADVANCED);
+  o->set_gpu_model(v1::H200);
+  o->set_gpu_count(1);
+  o->set_start_ms(t + kHour);
+  o->set_end_ms(t + 3 * kHour);
+  o->set_cause("gpu-fault");
+  r.ApplyUsage(2, "csp-a", outage);
+  auto run = r.Finish(2);
+  ASSERT_TRUE(run.ok());
+  const Invoice& inv = run->invoices.at(0);
+  ASSERT_EQ(inv.lines.size(), 2u);
+  EXPECT_EQ(inv.lines[0].kind, LineKind::kUsage);
+  EXPECT_EQ(inv.lines[0].list.won, 36'000);
+  EXPECT_EQ(inv.lines[1].kind, LineKind::kOutageCredit);
+  EXPECT_EQ(inv.lines[1].gpu_ms.ms, -2 * kHour);
+  EXPECT_EQ(inv.lines[1].list.won, -9'000);
+  EXPECT_EQ(inv.lines[1].copay.won, -810);
+  EXPECT_EQ(inv.lines[1].subsidy.won, -8'190);
+  EXPECT_EQ(inv.list.won, 27'000);
+  EXPECT_EQ(inv.copay.won, 2'430);
+  EXPECT_EQ(RenderCsv(*run).find("outage_credit") != std::string::npos, true);
+}
+
 TEST(InvoiceTest, UnpricedUsageIsListedNotDropped) {
   Rater r = StandardRater();
   const int64_t t = kMarch.StartMs();

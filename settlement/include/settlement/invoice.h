@@ -24,8 +24,18 @@
 
 namespace gpuledger::settlement {
 
+enum class LineKind {
+  kUsage,         // usage within the allocation's GPU-hour cap (or with no cap)
+  kBeyondCap,     // usage beyond the cap, counted in ledger order: co-pay 100%
+  kOutageCredit,  // usage during a declared outage of the allocation: credited (negative)
+};
+
+// "usage", "beyond_cap", "outage_credit".
+const char* LineKindName(LineKind kind);
+
 struct InvoiceLine {
   std::string allocation_id;
+  LineKind kind = LineKind::kUsage;
   gpuledger::v1::Program program = gpuledger::v1::PROGRAM_UNSPECIFIED;
   gpuledger::v1::GpuModel gpu_model = gpuledger::v1::GPU_MODEL_UNSPECIFIED;
   gpuledger::v1::InstitutionType institution_type = gpuledger::v1::INSTITUTION_TYPE_UNSPECIFIED;
@@ -95,8 +105,15 @@ class Rater {
   base::Period period_;
   SettleOptions options_;
   ledger::Registry registry_;
+  struct Outage {
+    int64_t start_ms;
+    int64_t end_ms;
+    uint32_t gpus;
+  };
   // Live usage intervals by (CSP, event id); a correction replaces or removes one.
   std::map<std::pair<std::string, std::string>, Recorded> usage_;
+  // Declared outages by allocation.
+  std::map<std::string, std::vector<Outage>> outages_;
   std::vector<Unpriced> unpriced_;
 };
 
