@@ -45,6 +45,7 @@
 #include "ledger/verify.h"
 #include "testsupport/kafka_env.h"
 #include "testsupport/kafka_test.h"
+#include "testsupport/process.h"
 #include "testsupport/temp_dir.h"
 
 namespace gpuledger {
@@ -74,15 +75,6 @@ using Identity = std::pair<std::string, std::string>;  // (source_id, event_id)
 int UsageEvents() {
   const char* s = std::getenv("GPULEDGER_BROKER_RESTART_EVENTS");
   return s != nullptr ? std::max(2, std::atoi(s)) : kDefaultUsageEvents;
-}
-
-std::string GpuledgerBinary() {
-  if (const char* s = std::getenv("GPULEDGER_BIN")) return s;
-#ifdef GPULEDGER_BIN_PATH
-  return GPULEDGER_BIN_PATH;
-#else
-  return "";
-#endif
 }
 
 std::string OpsKafkaDir() {
@@ -188,27 +180,11 @@ std::string DescribeExit(int status) {
   return absl::StrCat("ended with wait status ", status);
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 size_t CountLines(const std::string& text, const std::string& needle) {
   std::istringstream in(text);
   size_t n = 0;
   for (std::string line; std::getline(in, line);) n += absl::StrContains(line, needle) ? 1 : 0;
   return n;
-}
-
-std::string Tail(const std::string& text, size_t lines) {
-  size_t pos = text.size();
-  for (size_t n = 0; n <= lines && pos > 0; ++n) {
-    pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
-  }
-  return text.substr(pos + 1);
 }
 
 // A broker of this test's own, started with ops/kafka/start.sh. Owned by the test thread; the
@@ -252,7 +228,7 @@ class OwnBroker {
   std::string BrokerProblems() const {
     std::string out;
     for (const char* name : {"server.log.run1", "server.log"}) {
-      std::istringstream in(ReadFile(absl::StrCat(run_dir_, "/logs/", name)));
+      std::istringstream in(testing::ReadFile(absl::StrCat(run_dir_, "/logs/", name)));
       std::vector<std::string> lines;
       for (std::string line; std::getline(in, line);) {
         if (absl::StrContains(line, "] WARN ") || absl::StrContains(line, "] ERROR ")) {
@@ -375,7 +351,7 @@ absl::StatusOr<uint64_t> HeadNow(const std::string& db) {
 class BrokerRestartTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    binary_ = GpuledgerBinary();
+    binary_ = testing::GpuledgerBinary();
     ASSERT_FALSE(binary_.empty()) << "set GPULEDGER_BIN to the gpuledger binary";
     ASSERT_EQ(::access(binary_.c_str(), X_OK), 0) << binary_ << " is not executable";
     ASSERT_FALSE(OpsKafkaDir().empty()) << "built without GPULEDGER_OPS_KAFKA_DIR";
@@ -391,18 +367,12 @@ class BrokerRestartTest : public ::testing::Test {
     po.brokers = broker_.bootstrap();
     po.topics = topics_;
     po.partitions_if_created = kPartitions;
-    auto published = ingest::Publish(events, po);
-    if (!published.ok()) return published.status();
-    if (published->published != events.size()) {
-      return absl::InternalError(
-          absl::StrCat(published->published, " of ", events.size(), " events published"));
-    }
-    return absl::OkStatus();
+    return testing::PublishAll(events, po);
   }
 
   // The child's log, for failure messages.
   std::string LogTail() {
-    return absl::StrCat("ingest log tail:\n", Tail(ReadFile(log_path_), 40));
+    return absl::StrCat("ingest log tail:\n", testing::TailLines(testing::ReadFile(log_path_), 40));
   }
 
   // Fails unless the ingest child still runs.
@@ -486,7 +456,7 @@ class BrokerRestartTest : public ::testing::Test {
     EXPECT_TRUE(WIFEXITED(ingest_.status()) && WEXITSTATUS(ingest_.status()) == 0)
         << "ingest " << DescribeExit(ingest_.status()) << " after SIGTERM\n"
         << LogTail();
-    const std::string log = ReadFile(log_path_);
+    const std::string log = testing::ReadFile(log_path_);
     EXPECT_TRUE(absl::StrContains(log, absl::StrCat("stopped at ledger head seq ", head)))
         << LogTail();
     std::cout << "ingest left " << MsSince(terminating) << " ms after SIGTERM; it logged "

@@ -72,6 +72,8 @@
 #include "ledger/signing.h"
 #include "ledger/verify.h"
 #include "testsupport/kafka_env.h"
+#include "testsupport/kafka_test.h"
+#include "testsupport/process.h"
 #include "testsupport/temp_dir.h"
 
 namespace gpuledger {
@@ -848,15 +850,6 @@ absl::Status TopicMirror::Add(const RdKafka::Message& m, const Stream& stream) {
 // ---------------------------------------------------------------------------------------------
 // Child processes.
 
-std::string GpuledgerBinary() {
-  if (const char* s = std::getenv("GPULEDGER_BIN")) return s;
-#ifdef GPULEDGER_BIN_PATH
-  return GPULEDGER_BIN_PATH;
-#else
-  return "";
-#endif
-}
-
 // How a child ingest process ended.
 struct ChildEnd {
   bool killed = false;  // we SIGKILLed it (it had not exited by then)
@@ -876,22 +869,10 @@ bool ExitedOk(const ChildEnd& end) {
   return !end.killed && WIFEXITED(end.status) && WEXITSTATUS(end.status) == 0;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // The last `lines` lines of a child's log, for failure messages.
 std::string LogTail(const std::string& path, size_t lines = 20) {
-  const std::string log = ReadFile(path);
-  size_t from = log.size();
-  for (size_t n = 0; n <= lines && from > 0; ++n) {
-    const size_t newline = log.rfind('\n', from - 1);
-    from = newline == std::string::npos ? 0 : newline;
-  }
-  return absl::StrCat("\n--- ", path, " (tail) ---\n", log.substr(from == 0 ? 0 : from + 1));
+  return absl::StrCat("\n--- ", path, " (tail) ---\n",
+                      testing::TailLines(testing::ReadFile(path), lines));
 }
 
 // One `gpuledger` process with stdout and stderr going to a log file. Always reaped: no writer
@@ -1272,7 +1253,7 @@ class IngestKillTest : public ::testing::Test {
     std::string why;
     brokers_ = testing::KafkaBootstrap(&why);
     ASSERT_FALSE(brokers_.empty()) << why;
-    binary_ = GpuledgerBinary();
+    binary_ = testing::GpuledgerBinary();
     ASSERT_FALSE(binary_.empty()) << "set GPULEDGER_BIN to the gpuledger binary";
     ASSERT_EQ(::access(binary_.c_str(), X_OK), 0) << binary_ << " is not executable";
     seed_ = testing::TestSeed();
@@ -1352,13 +1333,7 @@ class IngestKillTest : public ::testing::Test {
     po.brokers = brokers_;
     po.topics = topics_;
     po.partitions_if_created = kPartitions;
-    auto published = ingest::Publish(events, po);
-    if (!published.ok()) return published.status();
-    if (published->published != events.size()) {
-      return absl::InternalError(
-          absl::StrCat(published->published, " of ", events.size(), " events published"));
-    }
-    return absl::OkStatus();
+    return testing::PublishAll(events, po);
   }
 
   std::set<std::string> Topics(bool with_new_csp) const {
@@ -1495,7 +1470,7 @@ void IngestKillTest::RebalanceRound(std::mt19937_64& rng, TestLedger* l, ChildEn
                          &child)
                   .ok());
   // Its first assignment.
-  while (CountLines(ReadFile(log_), registry_assigned) == 0) {
+  while (CountLines(testing::ReadFile(log_), registry_assigned) == 0) {
     auto exited = child.Exited();
     ASSERT_TRUE(exited.ok() && !*exited && child.ran_ms() < kTargetTimeoutMs)
         << "no partition assigned" << LogTail(log_);
@@ -1519,7 +1494,7 @@ void IngestKillTest::RebalanceRound(std::mt19937_64& rng, TestLedger* l, ChildEn
       ASSERT_TRUE(Publish(Encode(stream_, stream_.usage, next, to)).ok());
     }
     next = to;
-    if (!kill_at.has_value() && CountLines(ReadFile(log_), new_assigned) > 0) {
+    if (!kill_at.has_value() && CountLines(testing::ReadFile(log_), new_assigned) > 0) {
       assigned_after_ms = MsSince(created);
       kill_at = Clock::now() + std::chrono::milliseconds(kill_delay_ms);
     }
@@ -1538,7 +1513,7 @@ void IngestKillTest::RebalanceRound(std::mt19937_64& rng, TestLedger* l, ChildEn
   ASSERT_GE(assigned_after_ms, 0) << "the child (" << Describe(*end)
                                   << ") never got the new topic's partitions" << LogTail(log_);
   ASSERT_TRUE(end->killed) << "ingest " << Describe(*end) << LogTail(log_);
-  const std::string log = ReadFile(log_);
+  const std::string log = testing::ReadFile(log_);
   // Assigned twice: at the start, and again with the new topic's partitions.
   EXPECT_GE(CountLines(log, registry_assigned), 2u) << LogTail(log_);
   EXPECT_GE(CountLines(log, new_assigned), static_cast<size_t>(kPartitions)) << LogTail(log_);

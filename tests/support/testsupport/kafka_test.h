@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "ingest/publisher.h"
 #include "ingest/topics.h"
 #include "testsupport/kafka_env.h"
 #include "testsupport/temp_dir.h"
@@ -65,6 +66,18 @@ inline std::map<int32_t, int64_t> HighWatermarks(const std::string& brokers,
   }
   c->close();
   return out;
+}
+
+// Publishes `events` and fails unless every one was acknowledged.
+inline absl::Status PublishAll(const std::vector<ingest::EncodedEvent>& events,
+                               const ingest::PublishOptions& options) {
+  auto published = ingest::Publish(events, options);
+  if (!published.ok()) return published.status();
+  if (published->published != events.size()) {
+    return absl::InternalError(
+        absl::StrCat(published->published, " of ", events.size(), " events published"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace gpuledger::testing
