@@ -1,39 +1,113 @@
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <fstream>
 #include <iostream>
+#include <sstream>
+#include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "base/period.h"
+#include "base/status.h"
 #include "commands.h"
+#include "gpuledger/v1/ledger.pb.h"
+#include "ingest/publisher.h"
+#include "ingest/topics.h"
 #include "ledger/ledger.h"
-#include "settlement/invoice.h"
+#include "settle_common.h"
+#include "settlement/engine.h"
 #include "settlement/render.h"
 
 namespace gpuledger::cli {
 
-void AddSettleCommand(CLI::App& app, int* exit_code) {
+namespace v1 = gpuledger::v1;
+
+std::string DefaultStorePath(const std::string& db) {
+  std::string base = db;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  return base + ".settlement";
+}
+
+void AddStoreOptions(CLI::App* cmd, StoreArgs* args) {
+  cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
+  cmd->add_option("--store", args->store,
+                  "Settlement store directory (derived data, rebuilt from the ledger if "
+                  "deleted). Default: <db>.settlement")
+      ->envname("GPULEDGER_STORE");
+  cmd->add_option("--vat-bp", args->options.vat_bp,
+                  "VAT on co-pay, basis points (1000 = 10%); fixed for a store")
+      ->check(CLI::Range(0, 10'000))
+      ->capture_default_str();
+}
+
+absl::StatusOr<OpenedSettlement> OpenAndCatchUp(const StoreArgs& args) {
+  OpenedSettlement out;
+  ledger::LedgerOptions lo;
+  lo.read_only = true;
+  lo.create_if_missing = false;
+  GPULEDGER_ASSIGN_OR_RETURN(out.ledger, ledger::Ledger::Open(args.db, lo));
+  const std::string store = args.store.empty() ? DefaultStorePath(args.db) : args.store;
+  settlement::CatchUpOptions catch_up;
+  auto last_log = std::chrono::steady_clock::now();
+  catch_up.progress = [&](uint64_t applied, uint64_t target) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log < std::chrono::seconds(2) && applied != target) return;
+    last_log = now;
+    spdlog::info("settlement store: applied ledger entries up to {} of {}", applied, target);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  GPULEDGER_ASSIGN_OR_RETURN(
+      out.settlement, settlement::OpenSettlement(store, *out.ledger, args.options, {}, catch_up));
+  spdlog::debug("settlement store {} at entry {} ({} ms)", store,
+                out.settlement.engine->applied_through(),
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - start)
+                    .count());
+  return out;
+}
+
+absl::Status WriteOutput(const std::string& path, const std::string& text) {
+  if (path.empty() || path == "-") {
+    std::cout << text << std::flush;
+    return absl::OkStatus();
+  }
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  if (!out) return absl::UnavailableError("cannot write " + path);
+  return absl::OkStatus();
+}
+
+namespace {
+
+void AddCloseCommand(CLI::App* settle, int* exit_code) {
   struct Args {
-    std::string db;
+    StoreArgs store;
     std::string period;
-    std::string format = "table";
-    std::string output;
-    settlement::SettleOptions options;
+    ingest::PublishOptions publish;
+    std::string topic_prefix;
+    int wait_s = 120;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand(
-      "settle",
-      "Price one billing period (a calendar month in KST) from the ledger: one co-pay invoice\n"
-      "per institution with list price, co-pay, subsidy and VAT in whole won. Reads the ledger\n"
-      "read-only, so it may run while ingest is writing; it covers entries up to the head at\n"
-      "the moment it opens. Rules: docs/SETTLEMENT.md.");
-  cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
-  cmd->add_option("--period", args->period, "Billing month, YYYY-MM (KST)")->required();
-  cmd->add_option("--format", args->format, "table (for people), json or csv")
-      ->check(CLI::IsMember({"table", "json", "csv"}))
-      ->capture_default_str();
-  cmd->add_option("--output,-o", args->output, "Write to this file instead of stdout");
-  cmd->add_option("--vat-bp", args->options.vat_bp, "VAT on co-pay, basis points (1000 = 10%)")
-      ->check(CLI::Range(0, 10'000))
+  CLI::App* cmd = settle->add_subcommand(
+      "close",
+      "Close a billing period: publish a PeriodClose event on the registry topic, wait until\n"
+      "ingest has recorded it in the ledger (ingest seals it with a signed checkpoint), then\n"
+      "freeze the period's invoices, CSP statements and programme summaries as of the entry\n"
+      "before the close, and print the covered sequence number and each document's digest.\n"
+      "Periods close in order, after they end. A closed period never changes: events\n"
+      "accepted later that touch it appear as adjustment lines on the next open period.");
+  AddStoreOptions(cmd, &args->store);
+  cmd->add_option("--period", args->period, "Billing month to close, YYYY-MM (KST)")->required();
+  cmd->add_option("--brokers", args->publish.brokers, "Kafka bootstrap servers, host:port[,...]")
+      ->required()
+      ->envname("GPULEDGER_BROKERS");
+  cmd->add_option("--topic-prefix", args->topic_prefix, "Namespace prefix of every topic")
+      ->envname("GPULEDGER_TOPIC_PREFIX");
+  cmd->add_option("--wait-s", args->wait_s,
+                  "Seconds to wait for ingest to record the close; 0: publish and return")
+      ->check(CLI::Range(0, 86'400))
       ->capture_default_str();
   cmd->callback([args, exit_code] {
     auto period = base::ParsePeriod(args->period);
@@ -41,37 +115,222 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
       *exit_code = Report(period.status());
       return;
     }
-    ledger::LedgerOptions lo;
-    lo.read_only = true;
-    auto ledger = ledger::Ledger::Open(args->db, lo);
-    if (!ledger.ok()) {
-      *exit_code = Report(ledger.status());
+    args->publish.topics = ingest::TopicNames(args->topic_prefix);
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    if (now_ms < period->EndMs()) {
+      *exit_code = Report(absl::FailedPreconditionError(
+          absl::StrCat(period->ToString(), " has not ended yet (it ends at ",
+                       base::FormatKst(period->EndMs()), "); close it after that")));
       return;
     }
-    auto run = settlement::SettlePeriod(**ledger, *period, args->options);
-    if (!run.ok()) {
-      *exit_code = Report(run.status());
+    const std::string event_id = absl::StrCat("close-", period->ToString(), "-", now_ms);
+    std::istringstream line(absl::StrFormat(
+        R"({"schemaVersion":1,"eventId":"%s","emittedAtMs":"%d","periodClose":{"period":"%s"}})",
+        event_id, now_ms, period->ToString()));
+    auto encoded = ingest::EncodeJsonLines(line, ingest::EventKind::kRegistry, args->publish);
+    if (!encoded.ok()) {
+      *exit_code = Report(encoded.status());
       return;
     }
-    const std::string text = args->format == "json"  ? settlement::RenderJson(*run)
-                             : args->format == "csv" ? settlement::RenderCsv(*run)
-                                                     : settlement::RenderTable(*run);
-    if (args->output.empty()) {
-      std::cout << text << std::flush;
-    } else {
-      std::ofstream out(args->output, std::ios::binary);
-      out << text;
-      out.close();
-      if (!out) {
-        *exit_code = Report(absl::UnavailableError("cannot write " + args->output));
+    auto published = ingest::Publish(*encoded, args->publish);
+    if (!published.ok()) {
+      *exit_code = Report(published.status());
+      return;
+    }
+    spdlog::info("published close of {} as registry event {}", period->ToString(), event_id);
+    if (args->wait_s == 0) {
+      spdlog::info("not waiting: run `gpuledger settle status` once ingest has recorded it");
+      return;
+    }
+    // Wait for the ledger to record it (ingest writes; we reopen read-only to see new entries).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(args->wait_s);
+    std::optional<ledger::DedupRecord> record;
+    auto last_note = std::chrono::steady_clock::now();
+    while (true) {
+      ledger::LedgerOptions lo;
+      lo.read_only = true;
+      lo.create_if_missing = false;
+      auto ledger = ledger::Ledger::Open(args->store.db, lo);
+      if (ledger.ok()) {
+        auto found = (*ledger)->LookupEvent(ingest::kOperatorSourceId, event_id);
+        if (found.ok() && found->has_value()) {
+          record = **found;
+          if (record->outcome == v1::REJECTED) {
+            auto entry = (*ledger)->Get(record->seq);
+            *exit_code = Report(absl::FailedPreconditionError(absl::StrCat(
+                "ingest refused the close of ", period->ToString(), " (entry ", record->seq, "): ",
+                entry.ok()
+                    ? absl::StrCat(entry->entry.reason_code(), ": ", entry->entry.reason_detail())
+                    : "see `gpuledger ledger show`")));
+            return;
+          }
+          break;
+        }
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        *exit_code = Report(absl::DeadlineExceededError(absl::StrCat(
+            "the close was published but not recorded within ", args->wait_s,
+            " s: is `gpuledger ingest` running on this ledger? Once it has recorded the close, "
+            "`gpuledger settle status` shows it")));
         return;
       }
-      spdlog::info("wrote {} invoice(s) for {} to {}", run->invoices.size(), args->period,
-                   args->output);
+      if (std::chrono::steady_clock::now() - last_note > std::chrono::seconds(10)) {
+        spdlog::info("waiting for ingest to record the close ...");
+        last_note = std::chrono::steady_clock::now();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
-    if (!run->unpriced.empty()) {
+    auto opened = OpenAndCatchUp(args->store);
+    if (!opened.ok()) {
+      *exit_code = Report(opened.status());
+      return;
+    }
+    auto docs = opened->settlement.engine->Documents(*period);
+    if (!docs.ok() || !docs->closed()) {
+      *exit_code = Report(docs.ok() ? absl::InternalError("the period is not closed in the store")
+                                    : docs.status());
+      return;
+    }
+    std::cout << absl::StrFormat("closed %s at ledger entry %d; documents cover entries 1..%d\n",
+                                 docs->period(), docs->close_seq(), docs->covered_seq());
+    for (const auto& d : docs->digests()) {
+      std::cout << absl::StrFormat("  %-32s sha256 %s\n", d.document(), d.sha256());
+    }
+  });
+}
+
+void AddStatusCommand(CLI::App* settle, int* exit_code) {
+  struct Args {
+    StoreArgs store;
+    std::string format = "table";
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = settle->add_subcommand(
+      "status",
+      "List closed periods (close entry, covered entries, document digests) and the first open\n"
+      "period, after bringing the settlement store up to the ledger's head.");
+  AddStoreOptions(cmd, &args->store);
+  cmd->add_option("--format", args->format, "table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  cmd->callback([args, exit_code] {
+    auto opened = OpenAndCatchUp(args->store);
+    if (!opened.ok()) {
+      *exit_code = Report(opened.status());
+      return;
+    }
+    settlement::Engine& engine = *opened->settlement.engine;
+    std::cout << RenderCloses(engine.Closes(), engine.last_closed(), engine.applied_through(),
+                              args->format);
+  });
+}
+
+}  // namespace
+
+void AddSettleCommand(CLI::App& app, int* exit_code) {
+  struct Args {
+    StoreArgs store;
+    std::string period;
+    std::string format = "table";
+    std::string document = "all";
+    std::string institution;
+    std::string csp;
+    std::string output;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "settle",
+      "Settlement documents for one billing period (a calendar month in KST): a co-pay invoice\n"
+      "per institution, a settlement statement per CSP (delivered GPU-hours, subsidy owed,\n"
+      "outages, own-use share against the contract cap, capacity identity) and a summary per\n"
+      "programme. Closed periods show their frozen documents; open ones a live draft.\n"
+      "The ledger is read read-only (ingest may keep writing); new entries are first applied\n"
+      "to the settlement store, so a draft is read without rescanning the month.\n"
+      "Rules: docs/SETTLEMENT.md. Formats: docs/FORMATS.md.\n"
+      "Subcommands: `settle close` freezes a period, `settle status` lists closes.");
+  cmd->require_subcommand(0, 1);
+  AddStoreOptions(cmd, &args->store);
+  cmd->add_option("--period", args->period, "Billing month, YYYY-MM (KST)");
+  cmd->add_option("--format", args->format,
+                  "table (for people), json (canonical, docs/FORMATS.md), csv or html (printable)")
+      ->check(CLI::IsMember({"table", "json", "csv", "html"}))
+      ->capture_default_str();
+  cmd->add_option("--document", args->document,
+                  "Which documents: all, invoices, statements or programs (csv: one kind at a "
+                  "time; all means invoices)")
+      ->check(CLI::IsMember({"all", "invoices", "statements", "programs"}))
+      ->capture_default_str();
+  cmd->add_option("--institution", args->institution, "Only this institution's invoice");
+  cmd->add_option("--csp", args->csp, "Only this CSP's statement");
+  cmd->add_option("--output,-o", args->output, "Write to this file instead of stdout");
+  AddCloseCommand(cmd, exit_code);
+  AddStatusCommand(cmd, exit_code);
+  cmd->callback([cmd, args, exit_code] {
+    if (!cmd->get_subcommands().empty()) return;
+    if (args->period.empty()) {
+      *exit_code = Report(absl::InvalidArgumentError(
+          "--period YYYY-MM is required (or use `settle close` / `settle status`)"));
+      return;
+    }
+    auto period = base::ParsePeriod(args->period);
+    if (!period.ok()) {
+      *exit_code = Report(period.status());
+      return;
+    }
+    auto opened = OpenAndCatchUp(args->store);
+    if (!opened.ok()) {
+      *exit_code = Report(opened.status());
+      return;
+    }
+    settlement::DocumentFilter filter;
+    const std::string& which = args->document;
+    filter.invoices = which == "all" || which == "invoices";
+    filter.statements = which == "all" || which == "statements";
+    filter.programs = which == "all" || which == "programs";
+    if (!args->institution.empty()) {
+      filter.institution_id = args->institution;
+      filter.invoices = true;
+      if (which == "all") filter.statements = filter.programs = false;
+    }
+    if (!args->csp.empty()) {
+      filter.csp_id = args->csp;
+      filter.statements = true;
+      if (which == "all") filter.invoices = filter.programs = !args->institution.empty();
+    }
+    const auto start = std::chrono::steady_clock::now();
+    auto docs = opened->settlement.engine->Documents(*period, filter);
+    if (!docs.ok()) {
+      *exit_code = Report(docs.status());
+      return;
+    }
+    spdlog::debug("documents of {} built in {} us", args->period,
+                  std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count());
+    std::string text;
+    if (args->format == "json") {
+      text = settlement::PeriodJson(*docs);
+    } else if (args->format == "csv") {
+      text = settlement::RenderCsv(*docs, which == "all" ? "invoices" : which);
+    } else if (args->format == "html") {
+      text = settlement::RenderHtml(*docs);
+    } else {
+      text = settlement::RenderTable(*docs);
+    }
+    if (absl::Status st = WriteOutput(args->output, text); !st.ok()) {
+      *exit_code = Report(st);
+      return;
+    }
+    if (!args->output.empty()) {
+      spdlog::info("wrote {} {} ({} invoice(s), {} statement(s)) to {}", args->period,
+                   docs->closed() ? "final documents" : "draft documents", docs->invoices_size(),
+                   docs->statements_size(), args->output);
+    }
+    if (docs->unpriced_size() > 0) {
       spdlog::warn("{} usage event(s) could not be priced; they are listed in the output",
-                   run->unpriced.size());
+                   docs->unpriced_size());
     }
   });
 }

@@ -47,6 +47,7 @@ int Main(int argc, char** argv) {
   AddLedgerCommand(app, &exit_code);
   AddKeysCommand(app, &exit_code);
   AddReasonsCommand(app, &exit_code);
+  AddAuditCommand(app, &exit_code);
   app.parse_complete_callback([&] {
     auto logger = spdlog::stderr_color_mt("gpuledger");
     spdlog::set_default_logger(logger);

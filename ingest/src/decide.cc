@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
 #include "ingest/reasons.h"
@@ -190,12 +191,19 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       // gpu_count 0 retires a pool, so it is allowed here.
       return CheckPoolFields(p.program(), p.gpu_model(), 1, "gpu_pool");
     }
+    case v1::RegistryEvent::kPeriodClose: {
+      if (e.period_close().period().empty()) return Missing("period_close.period");
+      if (!base::ParsePeriod(e.period_close().period()).ok()) {
+        return Invalid("period_close.period", "must be YYYY-MM");
+      }
+      return std::nullopt;
+    }
     case v1::RegistryEvent::BODY_NOT_SET:
       break;
   }
   return Missing(
-      "body (one of institution, allocation, rate_card, copay_policy, csp_contract, "
-      "gpu_pool)");
+      "body (one of institution, allocation, allocation_amendment, rate_card, copay_policy, "
+      "csp_contract, gpu_pool, period_close)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

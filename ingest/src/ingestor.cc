@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "gpuledger/v1/registry.pb.h"
 #include "ingest/metrics.h"
 #include "ingest/topics.h"
 #include "ingest/validator.h"
@@ -18,6 +19,8 @@
 #include "rejected_notifier.h"
 
 namespace gpuledger::ingest {
+
+namespace v1 = gpuledger::v1;
 
 namespace {
 
@@ -57,6 +60,7 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   absl::Status Handle(const RdKafka::Message& msg);
   // Appends one candidate (a consumed message or a resolution of a parked one) and counts it.
   absl::Status Record(const ledger::Candidate& candidate);
+  absl::Status CheckpointIfClose(const ledger::Candidate& candidate, uint64_t seq);
   absl::Status CommitBatch();
   absl::Status StageNoticeCursor();
   absl::Status ResendUnconfirmedNotices();
@@ -207,6 +211,23 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   return absl::OkStatus();
 }
 
+// A period close is sealed by a signed checkpoint at its own entry (on a signed ledger).
+absl::Status IngestLoop::CheckpointIfClose(const ledger::Candidate& candidate, uint64_t seq) {
+  if (candidate.source != v1::SOURCE_REGISTRY) return absl::OkStatus();
+  v1::RegistryEvent event;
+  if (!event.ParseFromString(candidate.payload) || !event.has_period_close()) {
+    return absl::OkStatus();
+  }
+  if (!ledger_.can_sign()) {
+    spdlog::warn("period {} closed at seq {} on an unsigned ledger: no signed checkpoint",
+                 event.period_close().period(), seq);
+    return absl::OkStatus();
+  }
+  spdlog::info("period {} closed at seq {}; signed checkpoint staged",
+               event.period_close().period(), seq);
+  return ledger_.StageCheckpoint(event.emitted_at_ms());
+}
+
 absl::Status IngestLoop::Record(const ledger::Candidate& candidate) {
   GPULEDGER_ASSIGN_OR_RETURN(ledger::AppendResult result, ledger_.Append(candidate));
   std::string reason;  // of a new rejected entry
@@ -229,6 +250,7 @@ absl::Status IngestLoop::Record(const ledger::Candidate& candidate) {
       } else {
         ++stats_.accepted;
         metrics_.OnMessage(MessageOutcome::kAccepted);
+        GPULEDGER_RETURN_IF_ERROR(CheckpointIfClose(candidate, result.seq));
       }
       break;
   }

@@ -74,6 +74,13 @@ constexpr ReasonInfo kReasons[] = {
      "An amendment is impossible: its date is outside the allocation's "
      "window, the new end is not after it, or it changes nothing.",
      "Fix the amendment's date or change."},
+    {kPeriodAlreadyClosed, "A period close names a period that is closed already.",
+     "Nothing to do: a closed period never changes; later events show up as adjustments."},
+    {kPeriodCloseOutOfOrder,
+     "A period close skips a period or names an unreadable period: periods close in order.",
+     "Close the earlier open period first (`gpuledger settle status` lists them)."},
+    {kPeriodNotEnded, "A period close was emitted before the period ended (in KST).",
+     "Wait until the month is over, then close it again."},
 };
 }  // namespace
 

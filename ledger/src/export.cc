@@ -1,5 +1,6 @@
 #include "ledger/export.h"
 
+#include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <google/protobuf/util/delimited_message_util.h>
 
 #include <map>
@@ -72,6 +73,39 @@ absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& o
   out.flush();
   if (!out) return absl::UnavailableError("cannot write the export (disk full or closed pipe?)");
   return summary;
+}
+
+absl::Status ReadExport(std::istream& in,
+                        const std::function<absl::Status(const StoredEntry&)>& visit) {
+  google::protobuf::io::IstreamInputStream stream(&in);
+  v1::ExportRecord record;
+  bool clean_eof = false;
+  if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&record, &stream, &clean_eof) ||
+      !record.has_header() || record.header().format() != "gpuledger-export") {
+    return absl::InvalidArgumentError("not a gpuledger export: no export header");
+  }
+  uint64_t expected = record.header().first_seq();
+  while (true) {
+    record.Clear();
+    if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&record, &stream, &clean_eof)) {
+      if (clean_eof) return absl::OkStatus();
+      return absl::DataLossError(
+          absl::StrCat("the export is truncated or garbled after entry ", expected - 1));
+    }
+    if (!record.has_entry()) continue;
+    StoredEntry e;
+    e.seq = record.entry().seq();
+    if (e.seq != expected) {
+      return absl::DataLossError(
+          absl::StrCat("export entry ", e.seq, " where ", expected, " was expected"));
+    }
+    e.bytes = record.entry().entry();
+    if (!FromBytes(record.entry().hash(), &e.hash) || !e.entry.ParseFromString(e.bytes)) {
+      return absl::DataLossError(absl::StrCat("export entry ", e.seq, " does not decode"));
+    }
+    GPULEDGER_RETURN_IF_ERROR(visit(e));
+    ++expected;
+  }
 }
 
 }  // namespace gpuledger::ledger

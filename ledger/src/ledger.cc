@@ -522,6 +522,8 @@ absl::Status Ledger::StageCheckpoint(int64_t time_ms) {
   return impl_->StageCheckpointAt(impl_->pending_head, time_ms);
 }
 
+bool Ledger::can_sign() const { return !impl_->options.read_only && impl_->options.signer; }
+
 size_t Ledger::PendingEntries() const { return impl_->pending_entries; }
 
 Head Ledger::head() const {

@@ -111,6 +111,28 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
       return Contradicts(Find(own_use_caps_, c.csp_id()), c.effective_from_ms(), c.own_use_cap_bp(),
                          absl::StrCat("contract of ", c.csp_id()));
     }
+    case v1::RegistryEvent::kPeriodClose: {
+      auto period = base::ParsePeriod(e.period_close().period());
+      if (!period.ok()) return RegistryProblem{kPeriodCloseOutOfOrder, period.status().ToString()};
+      if (last_closed_ && *period <= *last_closed_) {
+        return RegistryProblem{kPeriodAlreadyClosed,
+                               absl::StrCat(period->ToString(), " is closed already (last closed: ",
+                                            last_closed_->ToString(), ")")};
+      }
+      if (last_closed_ && *period != last_closed_->Next()) {
+        return RegistryProblem{
+            kPeriodCloseOutOfOrder,
+            absl::StrCat("periods close in order: the next to close is ",
+                         last_closed_->Next().ToString(), ", not ", period->ToString())};
+      }
+      if (e.emitted_at_ms() < period->EndMs()) {
+        return RegistryProblem{
+            kPeriodNotEnded,
+            absl::StrCat(period->ToString(), " ends at ", base::FormatKst(period->EndMs()),
+                         "; the close was emitted before that")};
+      }
+      return std::nullopt;
+    }
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
       return Contradicts(
@@ -163,6 +185,11 @@ void Registry::Apply(const v1::RegistryEvent& e) {
       own_use_caps_[c.csp_id()].Set(c.effective_from_ms(), c.own_use_cap_bp());
       break;
     }
+    case v1::RegistryEvent::kPeriodClose: {
+      auto period = base::ParsePeriod(e.period_close().period());
+      if (period.ok()) last_closed_ = *period;
+      break;
+    }
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
       pools_[{p.csp_id(), p.program(), p.gpu_model()}].Set(p.effective_from_ms(), p.gpu_count());
@@ -171,6 +198,24 @@ void Registry::Apply(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::BODY_NOT_SET:
       break;
   }
+}
+
+const Timeline<uint32_t>* Registry::OwnUseCaps(const std::string& csp_id) const {
+  return Find(own_use_caps_, csp_id);
+}
+
+const Timeline<uint32_t>* Registry::Pool(const std::string& csp_id, v1::Program program,
+                                         v1::GpuModel model) const {
+  return Find(pools_, std::tuple<std::string, int, int>{csp_id, program, model});
+}
+
+std::vector<std::tuple<std::string, v1::Program, v1::GpuModel>> Registry::Pools() const {
+  std::vector<std::tuple<std::string, v1::Program, v1::GpuModel>> out;
+  for (const auto& [key, timeline] : pools_) {
+    out.emplace_back(std::get<0>(key), static_cast<v1::Program>(std::get<1>(key)),
+                     static_cast<v1::GpuModel>(std::get<2>(key)));
+  }
+  return out;
 }
 
 const v1::Allocation* Registry::FindAllocation(const std::string& allocation_id) const {

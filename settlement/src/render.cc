@@ -5,112 +5,563 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "base/money.h"
+#include "base/period.h"
 
 namespace gpuledger::settlement {
 
 namespace v1 = gpuledger::v1;
-using base::FormatGpuHours;
-using base::FormatWon;
+using json = nlohmann::ordered_json;
 
 namespace {
+
+std::string Hours(int64_t gpu_ms) { return base::FormatGpuHours(base::GpuMs{gpu_ms}); }
+std::string Won(int64_t won) { return base::FormatWon(base::Krw{won}); }
+std::string Bp(int64_t bp) { return absl::StrFormat("%d.%02d%%", bp / 100, bp % 100); }
+
+json TotalsObj(const v1::Totals& t) {
+  return {{"gpu_ms", t.gpu_ms()},
+          {"gpu_hours", Hours(t.gpu_ms())},
+          {"list_krw", t.list_krw()},
+          {"copay_krw", t.copay_krw()},
+          {"subsidy_krw", t.subsidy_krw()}};
+}
+
+// The totals' fields appended to an object, in TotalsObj's order.
+void AppendTotals(json* o, const v1::Totals& t) {
+  (*o)["gpu_ms"] = t.gpu_ms();
+  (*o)["gpu_hours"] = Hours(t.gpu_ms());
+  (*o)["list_krw"] = t.list_krw();
+  (*o)["copay_krw"] = t.copay_krw();
+  (*o)["subsidy_krw"] = t.subsidy_krw();
+}
+
+json LineObj(const v1::InvoiceLine& l) {
+  json o;
+  if (!l.adjusts_period().empty()) o["adjusts_period"] = l.adjusts_period();
+  o["allocation_id"] = l.allocation_id();
+  o["kind"] = LineKindName(l.kind());
+  o["program"] = v1::Program_Name(l.program());
+  o["csp_id"] = l.csp_id();
+  o["gpu_model"] = v1::GpuModel_Name(l.gpu_model());
+  o["institution_type"] = v1::InstitutionType_Name(l.institution_type());
+  o["krw_per_gpu_hour"] = l.krw_per_gpu_hour();
+  o["copay_bp"] = l.copay_bp();
+  o["gpu_ms"] = l.gpu_ms();
+  o["gpu_hours"] = Hours(l.gpu_ms());
+  o["list_krw"] = l.list_krw();
+  o["copay_krw"] = l.copay_krw();
+  o["subsidy_krw"] = l.subsidy_krw();
+  return o;
+}
+
+json InvoiceObj(const v1::Invoice& inv) {
+  json lines = json::array();
+  for (const auto& l : inv.lines()) lines.push_back(LineObj(l));
+  json adjustments = json::array();
+  for (const auto& l : inv.adjustments()) adjustments.push_back(LineObj(l));
+  return {{"format", "gpuledger.invoice/1"},
+          {"period", inv.period()},
+          {"institution_id", inv.institution_id()},
+          {"institution_name", inv.institution_name()},
+          {"institution_type", v1::InstitutionType_Name(inv.institution_type())},
+          {"lines", lines},
+          {"adjustments", adjustments},
+          {"totals", TotalsObj(inv.totals())},
+          {"vat_bp", inv.vat_bp()},
+          {"vat_krw", inv.vat_krw()},
+          {"amount_due_krw", inv.amount_due_krw()}};
+}
+
+json DeliveredObj(const v1::DeliveredRow& r) {
+  json o;
+  if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
+  o["program"] = v1::Program_Name(r.program());
+  o["institution_id"] = r.institution_id();
+  o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
+  AppendTotals(&o, r.totals());
+  return o;
+}
+
+json StatementObj(const v1::CspStatement& s) {
+  json delivered = json::array();
+  for (const auto& r : s.delivered()) delivered.push_back(DeliveredObj(r));
+  json adjustments = json::array();
+  for (const auto& r : s.adjustments()) adjustments.push_back(DeliveredObj(r));
+  json outages = json::array();
+  for (const auto& r : s.outages()) {
+    outages.push_back({{"program", v1::Program_Name(r.program())},
+                       {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
+                       {"scope", r.scope()},
+                       {"cause", r.cause()},
+                       {"gpu_ms", r.gpu_ms()},
+                       {"gpu_hours", Hours(r.gpu_ms())}});
+  }
+  json pools = json::array();
+  for (const auto& r : s.own_use()) {
+    pools.push_back({{"program", v1::Program_Name(r.program())},
+                     {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
+                     {"own_use_gpu_ms", r.own_use_gpu_ms()},
+                     {"own_use_gpu_hours", Hours(r.own_use_gpu_ms())},
+                     {"capacity_gpu_ms", r.capacity_gpu_ms()},
+                     {"share_bp", r.share_bp()},
+                     {"cap_bp", r.cap_bp()},
+                     {"allowed_gpu_ms", r.allowed_gpu_ms()},
+                     {"excess_gpu_ms", r.excess_gpu_ms()},
+                     {"excess_gpu_hours", Hours(r.excess_gpu_ms())},
+                     {"krw_per_gpu_hour", r.krw_per_gpu_hour()},
+                     {"excess_value_krw", r.excess_value_krw()}});
+  }
+  json capacity = json::array();
+  for (const auto& r : s.capacity()) {
+    capacity.push_back({{"program", v1::Program_Name(r.program())},
+                        {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
+                        {"capacity_gpu_ms", r.capacity_gpu_ms()},
+                        {"program_usage_gpu_ms", r.program_usage_gpu_ms()},
+                        {"own_use_gpu_ms", r.own_use_gpu_ms()},
+                        {"outage_gpu_ms", r.outage_gpu_ms()},
+                        {"idle_gpu_ms", r.idle_gpu_ms()},
+                        {"oversubscribed", r.oversubscribed()}});
+  }
+  return {{"format", "gpuledger.csp_statement/1"},
+          {"period", s.period()},
+          {"csp_id", s.csp_id()},
+          {"delivered", delivered},
+          {"adjustments", adjustments},
+          {"totals", TotalsObj(s.totals())},
+          {"subsidy_owed_krw", s.totals().subsidy_krw()},
+          {"outages", outages},
+          {"own_use",
+           {{"gpu_ms", s.own_use_gpu_ms()},
+            {"gpu_hours", Hours(s.own_use_gpu_ms())},
+            {"hosted_capacity_gpu_ms", s.hosted_capacity_gpu_ms()},
+            {"share_bp", s.own_use_share_bp()},
+            {"cap_bp", s.own_use_cap_bp()},
+            {"excess_gpu_ms", s.own_use_excess_gpu_ms()},
+            {"excess_value_krw", s.own_use_excess_value_krw()},
+            {"pools", pools}}},
+          {"capacity", capacity}};
+}
+
+json ProgramObj(const v1::ProgramSummary& p) {
+  auto rows = [](const auto& list) {
+    json out = json::array();
+    for (const auto& r : list) {
+      json o;
+      if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
+      o["institution_type"] = v1::InstitutionType_Name(r.institution_type());
+      AppendTotals(&o, r.totals());
+      out.push_back(o);
+    }
+    return out;
+  };
+  return {{"format", "gpuledger.program_summary/1"},  {"period", p.period()},
+          {"program", v1::Program_Name(p.program())}, {"by_type", rows(p.by_type())},
+          {"adjustments", rows(p.adjustments())},     {"totals", TotalsObj(p.totals())},
+          {"capacity_gpu_ms", p.capacity_gpu_ms()},   {"usage_gpu_ms", p.usage_gpu_ms()},
+          {"utilisation_bp", p.utilisation_bp()}};
+}
+
+std::string Dump(const json& j) { return j.dump(2) + "\n"; }
 
 std::string CsvField(const std::string& s) {
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
   return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
 }
 
+std::string Html(const std::string& s) {
+  return absl::StrReplaceAll(
+      s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
+}
+
+v1::Totals RunTotals(const v1::PeriodDocuments& docs, int64_t* due) {
+  v1::Totals t;
+  *due = 0;
+  for (const auto& inv : docs.invoices()) {
+    t.set_gpu_ms(t.gpu_ms() + inv.totals().gpu_ms());
+    t.set_list_krw(t.list_krw() + inv.totals().list_krw());
+    t.set_copay_krw(t.copay_krw() + inv.totals().copay_krw());
+    t.set_subsidy_krw(t.subsidy_krw() + inv.totals().subsidy_krw());
+    *due += inv.amount_due_krw();
+  }
+  return t;
+}
+
+std::string Status(const v1::PeriodDocuments& docs) {
+  return docs.closed() ? absl::StrCat("closed at entry ", docs.close_seq(), " (",
+                                      base::FormatKst(docs.closed_at_ms()), ")")
+                       : "open: draft";
+}
+
 }  // namespace
 
-std::string RenderTable(const SettlementRun& run) {
-  std::string out = absl::StrFormat("Co-pay invoices for %s (KST), ledger entries 1..%d\n\n",
-                                    run.period.ToString(), run.covered_seq);
-  absl::StrAppendFormat(&out, "%-18s %-30s %5s %14s %16s %14s %16s %14s\n", "institution", "name",
-                        "lines", "GPU-hours", "list KRW", "co-pay KRW", "subsidy KRW", "due KRW");
-  for (const Invoice& inv : run.invoices) {
-    absl::StrAppendFormat(&out, "%-18s %-30s %5d %14s %16s %14s %16s %14s\n", inv.institution_id,
-                          inv.institution_name.substr(0, 30), inv.lines.size(),
-                          FormatGpuHours(inv.gpu_ms), FormatWon(inv.list), FormatWon(inv.copay),
-                          FormatWon(inv.subsidy), FormatWon(inv.amount_due));
+const char* LineKindName(v1::LineKind kind) {
+  switch (kind) {
+    case v1::LINE_KIND_BEYOND_CAP:
+      return "beyond_cap";
+    case v1::LINE_KIND_OUTAGE_CREDIT:
+      return "outage_credit";
+    default:
+      return "usage";
   }
-  absl::StrAppendFormat(&out, "%-18s %-30s %5s %14s %16s %14s %16s\n", "TOTAL",
-                        absl::StrCat(run.invoices.size(), " invoices"), "",
-                        FormatGpuHours(run.gpu_ms), FormatWon(run.list), FormatWon(run.copay),
-                        FormatWon(run.subsidy));
-  if (!run.unpriced.empty()) {
-    absl::StrAppendFormat(&out, "\n%d usage event(s) could not be priced:\n", run.unpriced.size());
-    for (const Unpriced& u : run.unpriced) {
-      absl::StrAppendFormat(&out, "  seq %d %s/%s: %s\n", u.seq, u.source_id, u.event_id, u.why);
+}
+
+std::string InvoiceJson(const v1::Invoice& invoice) { return Dump(InvoiceObj(invoice)); }
+std::string StatementJson(const v1::CspStatement& s) { return Dump(StatementObj(s)); }
+std::string ProgramJson(const v1::ProgramSummary& p) { return Dump(ProgramObj(p)); }
+
+std::string PeriodJson(const v1::PeriodDocuments& docs) {
+  json invoices = json::array();
+  for (const auto& i : docs.invoices()) invoices.push_back(InvoiceObj(i));
+  json statements = json::array();
+  for (const auto& s : docs.statements()) statements.push_back(StatementObj(s));
+  json programs = json::array();
+  for (const auto& p : docs.programs()) programs.push_back(ProgramObj(p));
+  json unpriced = json::array();
+  for (const auto& u : docs.unpriced()) {
+    unpriced.push_back({{"seq", u.seq()},
+                        {"source_id", u.source_id()},
+                        {"event_id", u.event_id()},
+                        {"why", u.why()}});
+  }
+  json digests = json::array();
+  for (const auto& d : docs.digests()) {
+    digests.push_back({{"document", d.document()}, {"sha256", d.sha256()}});
+  }
+  int64_t due = 0;
+  const v1::Totals totals = RunTotals(docs, &due);
+  json t = TotalsObj(totals);
+  t["amount_due_krw"] = due;
+  return Dump({{"format", "gpuledger.period/1"},
+               {"period", docs.period()},
+               {"status", docs.closed() ? "closed" : "draft"},
+               {"covered_seq", docs.covered_seq()},
+               {"close_seq", docs.close_seq()},
+               {"closed_at_ms", docs.closed_at_ms()},
+               {"invoices", invoices},
+               {"statements", statements},
+               {"programs", programs},
+               {"invoice_totals", t},
+               {"unpriced", unpriced},
+               {"digests", digests}});
+}
+
+std::string RenderTable(const v1::PeriodDocuments& docs) {
+  std::string out = absl::StrFormat("Period %s (KST) - %s - ledger entries 1..%d\n", docs.period(),
+                                    Status(docs), docs.covered_seq());
+  if (docs.invoices_size() > 0) {
+    absl::StrAppendFormat(&out, "\nCo-pay invoices\n%-18s %-28s %5s %4s %13s %15s %13s %15s %13s\n",
+                          "institution", "name", "lines", "adj", "GPU-hours", "list KRW",
+                          "co-pay KRW", "subsidy KRW", "due KRW");
+    for (const auto& inv : docs.invoices()) {
+      const auto& t = inv.totals();
+      absl::StrAppendFormat(&out, "%-18s %-28s %5d %4d %13s %15s %13s %15s %13s\n",
+                            inv.institution_id(), inv.institution_name().substr(0, 28),
+                            inv.lines_size(), inv.adjustments_size(), Hours(t.gpu_ms()),
+                            Won(t.list_krw()), Won(t.copay_krw()), Won(t.subsidy_krw()),
+                            Won(inv.amount_due_krw()));
+    }
+    int64_t due = 0;
+    const v1::Totals t = RunTotals(docs, &due);
+    absl::StrAppendFormat(&out, "%-18s %-28s %5s %4s %13s %15s %13s %15s %13s\n", "TOTAL",
+                          absl::StrCat(docs.invoices_size(), " invoices"), "", "",
+                          Hours(t.gpu_ms()), Won(t.list_krw()), Won(t.copay_krw()),
+                          Won(t.subsidy_krw()), Won(due));
+  }
+  if (docs.statements_size() > 0) {
+    absl::StrAppendFormat(&out,
+                          "\nCSP settlement statements\n%-12s %13s %15s %15s %11s %11s %7s %6s "
+                          "%11s %13s %s\n",
+                          "CSP", "GPU-hours", "subsidy owed", "co-pay billed", "outage h",
+                          "own-use h", "share", "cap", "excess h", "excess KRW", "capacity");
+    for (const auto& s : docs.statements()) {
+      int64_t outage = 0;
+      for (const auto& o : s.outages()) outage += o.gpu_ms();
+      bool over = false;
+      for (const auto& c : s.capacity()) over = over || c.oversubscribed();
+      absl::StrAppendFormat(&out, "%-12s %13s %15s %15s %11s %11s %7s %6s %11s %13s %s\n",
+                            s.csp_id(), Hours(s.totals().gpu_ms()), Won(s.totals().subsidy_krw()),
+                            Won(s.totals().copay_krw()), Hours(outage), Hours(s.own_use_gpu_ms()),
+                            Bp(s.own_use_share_bp()), Bp(s.own_use_cap_bp()),
+                            Hours(s.own_use_excess_gpu_ms()), Won(s.own_use_excess_value_krw()),
+                            over ? "OVERSUBSCRIBED" : "ok");
+    }
+  }
+  if (docs.programs_size() > 0) {
+    absl::StrAppendFormat(&out, "\nProgramme summaries\n%-16s %13s %15s %13s %15s %11s\n",
+                          "programme", "GPU-hours", "list KRW", "co-pay KRW", "subsidy KRW",
+                          "utilisation");
+    for (const auto& p : docs.programs()) {
+      absl::StrAppendFormat(&out, "%-16s %13s %15s %13s %15s %11s\n", v1::Program_Name(p.program()),
+                            Hours(p.totals().gpu_ms()), Won(p.totals().list_krw()),
+                            Won(p.totals().copay_krw()), Won(p.totals().subsidy_krw()),
+                            Bp(p.utilisation_bp()));
+    }
+  }
+  if (docs.unpriced_size() > 0) {
+    absl::StrAppendFormat(&out, "\n%d usage event(s) could not be priced:\n", docs.unpriced_size());
+    for (const auto& u : docs.unpriced()) {
+      absl::StrAppendFormat(&out, "  seq %d %s/%s: %s\n", u.seq(), u.source_id(), u.event_id(),
+                            u.why());
+    }
+  }
+  if (docs.digests_size() > 0) {
+    absl::StrAppendFormat(&out, "\nDocument digests (SHA-256 of canonical JSON)\n");
+    for (const auto& d : docs.digests()) {
+      absl::StrAppendFormat(&out, "  %-32s %s\n", d.document(), d.sha256());
     }
   }
   return out;
 }
 
-std::string RenderJson(const SettlementRun& run) {
-  using json = nlohmann::ordered_json;
-  json doc;
-  doc["format"] = "gpuledger.invoices/1";
-  doc["period"] = run.period.ToString();
-  doc["covered_seq"] = run.covered_seq;
-  json invoices = json::array();
-  for (const Invoice& inv : run.invoices) {
-    json lines = json::array();
-    for (const InvoiceLine& l : inv.lines) {
-      lines.push_back({{"allocation_id", l.allocation_id},
-                       {"kind", LineKindName(l.kind)},
-                       {"program", v1::Program_Name(l.program)},
-                       {"gpu_model", v1::GpuModel_Name(l.gpu_model)},
-                       {"institution_type", v1::InstitutionType_Name(l.institution_type)},
-                       {"krw_per_gpu_hour", l.krw_per_gpu_hour.won},
-                       {"copay_bp", l.copay_bp},
-                       {"gpu_ms", l.gpu_ms.ms},
-                       {"gpu_hours", FormatGpuHours(l.gpu_ms)},
-                       {"list_krw", l.list.won},
-                       {"copay_krw", l.copay.won},
-                       {"subsidy_krw", l.subsidy.won}});
+std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which) {
+  std::string out;
+  const std::string& p = docs.period();
+  if (which == "statements") {
+    out =
+        "period,csp_id,section,program,gpu_model,institution_id,adjusts_period,scope,cause,gpu_ms,"
+        "gpu_hours,list_krw,copay_krw,subsidy_krw,capacity_gpu_ms,own_use_gpu_ms,outage_gpu_ms,"
+        "idle_gpu_ms,oversubscribed,share_bp,cap_bp,allowed_gpu_ms,excess_gpu_ms,excess_value_"
+        "krw\r\n";
+    for (const auto& s : docs.statements()) {
+      auto row = [&](const char* section, const std::string& program, const std::string& model,
+                     const std::string& rest) {
+        absl::StrAppend(&out, p, ",", CsvField(s.csp_id()), ",", section, ",", program, ",", model,
+                        ",", rest, "\r\n");
+      };
+      for (const auto* list : {&s.delivered(), &s.adjustments()}) {
+        for (const auto& r : *list) {
+          const auto& t = r.totals();
+          row(r.adjusts_period().empty() ? "delivered" : "adjustment",
+              v1::Program_Name(r.program()), v1::GpuModel_Name(r.gpu_model()),
+              absl::StrCat(CsvField(r.institution_id()), ",", r.adjusts_period(), ",,,", t.gpu_ms(),
+                           ",", Hours(t.gpu_ms()), ",", t.list_krw(), ",", t.copay_krw(), ",",
+                           t.subsidy_krw(), ",,,,,,,,,,"));
+        }
+      }
+      for (const auto& o : s.outages()) {
+        row("outage", v1::Program_Name(o.program()), v1::GpuModel_Name(o.gpu_model()),
+            absl::StrCat(",,", o.scope(), ",", CsvField(o.cause()), ",", o.gpu_ms(), ",",
+                         Hours(o.gpu_ms()), ",,,,,,,,,,,,,"));
+      }
+      for (const auto& u : s.own_use()) {
+        row("own_use", v1::Program_Name(u.program()), v1::GpuModel_Name(u.gpu_model()),
+            absl::StrCat(",,,,", u.own_use_gpu_ms(), ",", Hours(u.own_use_gpu_ms()), ",,,,",
+                         u.capacity_gpu_ms(), ",", u.own_use_gpu_ms(), ",,,,", u.share_bp(), ",",
+                         u.cap_bp(), ",", u.allowed_gpu_ms(), ",", u.excess_gpu_ms(), ",",
+                         u.excess_value_krw()));
+      }
+      for (const auto& c : s.capacity()) {
+        row("capacity", v1::Program_Name(c.program()), v1::GpuModel_Name(c.gpu_model()),
+            absl::StrCat(",,,,", c.program_usage_gpu_ms(), ",", Hours(c.program_usage_gpu_ms()),
+                         ",,,,", c.capacity_gpu_ms(), ",", c.own_use_gpu_ms(), ",",
+                         c.outage_gpu_ms(), ",", c.idle_gpu_ms(), ",",
+                         c.oversubscribed() ? "true" : "false", ",,,,,"));
+      }
     }
-    invoices.push_back({{"institution_id", inv.institution_id},
-                        {"institution_name", inv.institution_name},
-                        {"lines", lines},
-                        {"gpu_ms", inv.gpu_ms.ms},
-                        {"gpu_hours", FormatGpuHours(inv.gpu_ms)},
-                        {"list_krw", inv.list.won},
-                        {"copay_krw", inv.copay.won},
-                        {"subsidy_krw", inv.subsidy.won},
-                        {"vat_bp", inv.vat_bp},
-                        {"vat_krw", inv.vat.won},
-                        {"amount_due_krw", inv.amount_due.won}});
+    return out;
   }
-  doc["invoices"] = invoices;
-  doc["totals"] = {{"gpu_ms", run.gpu_ms.ms},
-                   {"gpu_hours", FormatGpuHours(run.gpu_ms)},
-                   {"list_krw", run.list.won},
-                   {"copay_krw", run.copay.won},
-                   {"subsidy_krw", run.subsidy.won}};
-  json unpriced = json::array();
-  for (const Unpriced& u : run.unpriced) {
-    unpriced.push_back(
-        {{"seq", u.seq}, {"source_id", u.source_id}, {"event_id", u.event_id}, {"why", u.why}});
+  if (which == "programs") {
+    out =
+        "period,program,section,adjusts_period,institution_type,gpu_ms,gpu_hours,list_krw,copay_"
+        "krw,subsidy_krw\r\n";
+    for (const auto& ps : docs.programs()) {
+      for (const auto* list : {&ps.by_type(), &ps.adjustments()}) {
+        for (const auto& r : *list) {
+          const auto& t = r.totals();
+          absl::StrAppend(&out, p, ",", v1::Program_Name(ps.program()), ",",
+                          r.adjusts_period().empty() ? "by_type" : "adjustment", ",",
+                          r.adjusts_period(), ",", v1::InstitutionType_Name(r.institution_type()),
+                          ",", t.gpu_ms(), ",", Hours(t.gpu_ms()), ",", t.list_krw(), ",",
+                          t.copay_krw(), ",", t.subsidy_krw(), "\r\n");
+        }
+      }
+    }
+    return out;
   }
-  doc["unpriced"] = unpriced;
-  return doc.dump(2) + "\n";
+  out =
+      "period,institution_id,institution_name,adjusts_period,allocation_id,kind,program,csp_id,"
+      "gpu_model,institution_type,krw_per_gpu_hour,copay_bp,gpu_ms,gpu_hours,list_krw,copay_krw,"
+      "subsidy_krw\r\n";
+  for (const auto& inv : docs.invoices()) {
+    for (const auto* list : {&inv.lines(), &inv.adjustments()}) {
+      for (const auto& l : *list) {
+        absl::StrAppend(
+            &out, p, ",", CsvField(inv.institution_id()), ",", CsvField(inv.institution_name()),
+            ",", l.adjusts_period(), ",", CsvField(l.allocation_id()), ",", LineKindName(l.kind()),
+            ",", v1::Program_Name(l.program()), ",", CsvField(l.csp_id()), ",",
+            v1::GpuModel_Name(l.gpu_model()), ",", v1::InstitutionType_Name(l.institution_type()),
+            ",", l.krw_per_gpu_hour(), ",", l.copay_bp(), ",", l.gpu_ms(), ",", Hours(l.gpu_ms()),
+            ",", l.list_krw(), ",", l.copay_krw(), ",", l.subsidy_krw(), "\r\n");
+      }
+    }
+  }
+  return out;
 }
 
-std::string RenderCsv(const SettlementRun& run) {
-  std::string out =
-      "period,institution_id,institution_name,allocation_id,kind,program,gpu_model,"
-      "institution_type,krw_per_gpu_hour,copay_bp,gpu_ms,gpu_hours,list_krw,copay_krw,subsidy_"
-      "krw\r\n";
-  for (const Invoice& inv : run.invoices) {
-    for (const InvoiceLine& l : inv.lines) {
-      absl::StrAppend(&out, run.period.ToString(), ",", CsvField(inv.institution_id), ",",
-                      CsvField(inv.institution_name), ",", CsvField(l.allocation_id), ",",
-                      LineKindName(l.kind), ",", v1::Program_Name(l.program), ",",
-                      v1::GpuModel_Name(l.gpu_model), ",",
-                      v1::InstitutionType_Name(l.institution_type), ",", l.krw_per_gpu_hour.won,
-                      ",", l.copay_bp, ",", l.gpu_ms.ms, ",", FormatGpuHours(l.gpu_ms), ",",
-                      l.list.won, ",", l.copay.won, ",", l.subsidy.won, "\r\n");
+std::string RenderHtml(const v1::PeriodDocuments& docs) {
+  const std::string status = docs.closed() ? "FINAL" : "DRAFT";
+  std::string out = absl::StrCat(
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>gpuledger ",
+      Html(docs.period()), " ", status,
+      "</title>\n<style>\n"
+      "@page { size: A4; margin: 15mm; }\n"
+      "body { font-family: 'DejaVu Sans', Arial, sans-serif; font-size: 10pt; color: #111; }\n"
+      "section { page-break-after: always; margin-bottom: 2em; }\n"
+      "section:last-of-type { page-break-after: auto; }\n"
+      "h1 { font-size: 15pt; margin: 0 0 .3em; } h2 { font-size: 12pt; margin: 1em 0 .3em; }\n"
+      ".meta { color: #444; margin-bottom: .8em; }\n"
+      ".status { display: inline-block; padding: 1px 8px; border: 1px solid #111; "
+      "font-weight: bold; }\n"
+      "table { border-collapse: collapse; width: 100%; margin: .3em 0 .8em; }\n"
+      "th, td { border-bottom: 1px solid #bbb; padding: 2px 4px; text-align: left; }\n"
+      "td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }\n"
+      "tr.total td { font-weight: bold; border-top: 2px solid #111; }\n"
+      ".flag { color: #b00; font-weight: bold; }\n"
+      ".digest { font-family: monospace; font-size: 8pt; color: #444; word-break: break-all; }\n"
+      "</style>\n</head>\n<body>\n");
+  const std::string meta = absl::StrCat(
+      "<div class=\"meta\">Period ", Html(docs.period()), " (KST) &middot; <span class=\"status\">",
+      status, "</span> &middot; ", Html(Status(docs)), " &middot; ledger entries 1..",
+      docs.covered_seq(), "</div>\n");
+  auto digest_of = [&](const std::string& name) -> std::string {
+    for (const auto& d : docs.digests()) {
+      if (d.document() == name) {
+        return absl::StrCat("<p class=\"digest\">SHA-256 of canonical JSON: ", d.sha256(),
+                            "</p>\n");
+      }
     }
+    return "";
+  };
+  auto line_rows = [](const auto& lines, bool adjustment) {
+    std::string rows;
+    for (const auto& l : lines) {
+      absl::StrAppend(
+          &rows, "<tr>", adjustment ? absl::StrCat("<td>", Html(l.adjusts_period()), "</td>") : "",
+          "<td>", Html(l.allocation_id()), "</td><td>", LineKindName(l.kind()), "</td><td>",
+          v1::Program_Name(l.program()), " / ", v1::GpuModel_Name(l.gpu_model()),
+          "</td><td class=\"n\">", Won(l.krw_per_gpu_hour()), "</td><td class=\"n\">",
+          Bp(l.copay_bp()), "</td><td class=\"n\">", Hours(l.gpu_ms()), "</td><td class=\"n\">",
+          Won(l.list_krw()), "</td><td class=\"n\">", Won(l.copay_krw()), "</td><td class=\"n\">",
+          Won(l.subsidy_krw()), "</td></tr>\n");
+    }
+    return rows;
+  };
+  const std::string line_head =
+      "<th>allocation</th><th>kind</th><th>programme / model</th><th class=\"n\">KRW per "
+      "GPU-hour</th><th class=\"n\">co-pay</th><th class=\"n\">GPU-hours</th><th "
+      "class=\"n\">list KRW</th><th class=\"n\">co-pay KRW</th><th class=\"n\">subsidy "
+      "KRW</th></tr>\n";
+  for (const auto& inv : docs.invoices()) {
+    const auto& t = inv.totals();
+    absl::StrAppend(
+        &out, "<section class=\"invoice\">\n<h1>Co-pay invoice: ", Html(inv.institution_name()),
+        "</h1>\n", meta, "<div class=\"meta\">Institution ", Html(inv.institution_id()), " (",
+        v1::InstitutionType_Name(inv.institution_type()), ")</div>\n", "<table>\n<tr>", line_head,
+        line_rows(inv.lines(), false), "</table>\n");
+    if (inv.adjustments_size() > 0) {
+      absl::StrAppend(&out, "<h2>Adjustments to closed periods</h2>\n<table>\n<tr><th>period</th>",
+                      line_head, line_rows(inv.adjustments(), true), "</table>\n");
+    }
+    absl::StrAppend(&out, "<table>\n<tr><td>GPU-hours</td><td class=\"n\">", Hours(t.gpu_ms()),
+                    "</td></tr>\n<tr><td>List price</td><td class=\"n\">", Won(t.list_krw()),
+                    " KRW</td></tr>\n<tr><td>Paid by the state (subsidy)</td><td class=\"n\">",
+                    Won(t.subsidy_krw()), " KRW</td></tr>\n<tr><td>Co-pay</td><td class=\"n\">",
+                    Won(t.copay_krw()), " KRW</td></tr>\n<tr><td>VAT ", Bp(inv.vat_bp()),
+                    " on co-pay</td><td class=\"n\">", Won(inv.vat_krw()),
+                    " KRW</td></tr>\n<tr class=\"total\"><td>Amount due</td><td class=\"n\">",
+                    Won(inv.amount_due_krw()), " KRW</td></tr>\n</table>\n",
+                    digest_of(absl::StrCat("invoice/", inv.institution_id())), "</section>\n");
   }
+  for (const auto& s : docs.statements()) {
+    absl::StrAppend(&out, "<section class=\"statement\">\n<h1>CSP settlement statement: ",
+                    Html(s.csp_id()), "</h1>\n", meta,
+                    "<h2>Delivered to programme users</h2>\n<table>\n<tr><th>programme</th>"
+                    "<th>institution</th><th>model</th><th class=\"n\">GPU-hours</th><th "
+                    "class=\"n\">list KRW</th><th class=\"n\">co-pay KRW</th><th "
+                    "class=\"n\">subsidy KRW</th></tr>\n");
+    for (const auto* list : {&s.delivered(), &s.adjustments()}) {
+      for (const auto& r : *list) {
+        const auto& t = r.totals();
+        absl::StrAppend(
+            &out, "<tr><td>", v1::Program_Name(r.program()), "</td><td>", Html(r.institution_id()),
+            r.adjusts_period().empty() ? ""
+                                       : absl::StrCat(" (adjusts ", Html(r.adjusts_period()), ")"),
+            "</td><td>", v1::GpuModel_Name(r.gpu_model()), "</td><td class=\"n\">",
+            Hours(t.gpu_ms()), "</td><td class=\"n\">", Won(t.list_krw()), "</td><td class=\"n\">",
+            Won(t.copay_krw()), "</td><td class=\"n\">", Won(t.subsidy_krw()), "</td></tr>\n");
+      }
+    }
+    absl::StrAppend(&out,
+                    "<tr class=\"total\"><td colspan=\"3\">Total (subsidy owed by the "
+                    "state)</td><td class=\"n\">",
+                    Hours(s.totals().gpu_ms()), "</td><td class=\"n\">", Won(s.totals().list_krw()),
+                    "</td><td class=\"n\">", Won(s.totals().copay_krw()), "</td><td class=\"n\">",
+                    Won(s.totals().subsidy_krw()), "</td></tr>\n</table>\n");
+    absl::StrAppend(
+        &out, "<h2>Own use</h2>\n<p>", Hours(s.own_use_gpu_ms()), " GPU-hours of ",
+        Hours(s.hosted_capacity_gpu_ms()), " hosted: share ", Bp(s.own_use_share_bp()),
+        ", contract cap ", Bp(s.own_use_cap_bp()), ", excess ", Hours(s.own_use_excess_gpu_ms()),
+        " GPU-hours worth ", Won(s.own_use_excess_value_krw()), " KRW",
+        s.own_use_excess_gpu_ms() > 0 ? " <span class=\"flag\">OVER CAP</span>" : "", "</p>\n");
+    absl::StrAppend(&out,
+                    "<h2>Capacity</h2>\n<table>\n<tr><th>programme / model</th><th "
+                    "class=\"n\">capacity h</th><th class=\"n\">programme use h</th><th "
+                    "class=\"n\">own use h</th><th class=\"n\">outage h</th><th "
+                    "class=\"n\">idle h</th><th></th></tr>\n");
+    for (const auto& c : s.capacity()) {
+      absl::StrAppend(
+          &out, "<tr><td>", v1::Program_Name(c.program()), " / ", v1::GpuModel_Name(c.gpu_model()),
+          "</td><td class=\"n\">", Hours(c.capacity_gpu_ms()), "</td><td class=\"n\">",
+          Hours(c.program_usage_gpu_ms()), "</td><td class=\"n\">", Hours(c.own_use_gpu_ms()),
+          "</td><td class=\"n\">", Hours(c.outage_gpu_ms()), "</td><td class=\"n\">",
+          Hours(c.idle_gpu_ms()), "</td><td>",
+          c.oversubscribed() ? "<span class=\"flag\">OVERSUBSCRIBED</span>" : "", "</td></tr>\n");
+    }
+    absl::StrAppend(&out, "</table>\n");
+    if (s.outages_size() > 0) {
+      absl::StrAppend(&out,
+                      "<h2>Outages</h2>\n<table>\n<tr><th>programme / model</th><th>"
+                      "scope</th><th>cause</th><th class=\"n\">GPU-hours</th></tr>\n");
+      for (const auto& o : s.outages()) {
+        absl::StrAppend(&out, "<tr><td>", v1::Program_Name(o.program()), " / ",
+                        v1::GpuModel_Name(o.gpu_model()), "</td><td>", Html(o.scope()), "</td><td>",
+                        Html(o.cause()), "</td><td class=\"n\">", Hours(o.gpu_ms()),
+                        "</td></tr>\n");
+      }
+      absl::StrAppend(&out, "</table>\n");
+    }
+    absl::StrAppend(&out, digest_of(absl::StrCat("statement/", s.csp_id())), "</section>\n");
+  }
+  for (const auto& ps : docs.programs()) {
+    absl::StrAppend(&out, "<section class=\"program\">\n<h1>Programme summary: ",
+                    v1::Program_Name(ps.program()), "</h1>\n", meta,
+                    "<table>\n<tr><th>institution type</th><th class=\"n\">GPU-hours</th><th "
+                    "class=\"n\">list KRW</th><th class=\"n\">co-pay KRW</th><th "
+                    "class=\"n\">subsidy KRW</th></tr>\n");
+    for (const auto* list : {&ps.by_type(), &ps.adjustments()}) {
+      for (const auto& r : *list) {
+        const auto& t = r.totals();
+        absl::StrAppend(&out, "<tr><td>", v1::InstitutionType_Name(r.institution_type()),
+                        r.adjusts_period().empty()
+                            ? ""
+                            : absl::StrCat(" (adjusts ", Html(r.adjusts_period()), ")"),
+                        "</td><td class=\"n\">", Hours(t.gpu_ms()), "</td><td class=\"n\">",
+                        Won(t.list_krw()), "</td><td class=\"n\">", Won(t.copay_krw()),
+                        "</td><td class=\"n\">", Won(t.subsidy_krw()), "</td></tr>\n");
+      }
+    }
+    absl::StrAppend(
+        &out, "<tr class=\"total\"><td>Total</td><td class=\"n\">", Hours(ps.totals().gpu_ms()),
+        "</td><td class=\"n\">", Won(ps.totals().list_krw()), "</td><td class=\"n\">",
+        Won(ps.totals().copay_krw()), "</td><td class=\"n\">", Won(ps.totals().subsidy_krw()),
+        "</td></tr>\n</table>\n<p>Utilisation of "
+        "hosted capacity: ",
+        Bp(ps.utilisation_bp()), " (", Hours(ps.usage_gpu_ms()), " of ",
+        Hours(ps.capacity_gpu_ms()), " GPU-hours)</p>\n",
+        digest_of(absl::StrCat("program/", v1::Program_Name(ps.program()))), "</section>\n");
+  }
+  absl::StrAppend(&out, "</body>\n</html>\n");
   return out;
 }
 

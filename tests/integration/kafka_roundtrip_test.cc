@@ -16,7 +16,7 @@
 #include "ingest/ingestor.h"
 #include "ingest/publisher.h"
 #include "ledger/verify.h"
-#include "settlement/invoice.h"
+#include "settlement/engine.h"
 #include "testsupport/kafka_test.h"
 
 namespace gpuledger {
@@ -213,13 +213,21 @@ TEST_F(KafkaRoundTripTest, DuplicatesCountedOnceOffsetsAtEndAndInvoiceTotalsExac
     want_list += list;
     want_copay += (list * g.copay_bp + 5'000) / 10'000;
   }
-  auto run = settlement::SettlePeriod(**ledger, kPeriod, {});
-  ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->list.won, want_list);
-  EXPECT_EQ(run->copay.won, want_copay);
-  EXPECT_EQ(run->subsidy.won, want_list - want_copay);
-  EXPECT_EQ(run->invoices.size(), std::size(kGrants));
-  EXPECT_TRUE(run->unpriced.empty());
+  auto settled = settlement::OpenSettlement(dir_.Sub("settlement"), **ledger, {});
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  auto docs = settled->engine->Documents(kPeriod);
+  ASSERT_TRUE(docs.ok()) << docs.status();
+  int64_t list = 0, copay = 0, subsidy = 0;
+  for (const auto& inv : docs->invoices()) {
+    list += inv.totals().list_krw();
+    copay += inv.totals().copay_krw();
+    subsidy += inv.totals().subsidy_krw();
+  }
+  EXPECT_EQ(list, want_list);
+  EXPECT_EQ(copay, want_copay);
+  EXPECT_EQ(subsidy, want_list - want_copay);
+  EXPECT_EQ(docs->invoices_size(), static_cast<int>(std::size(kGrants)));
+  EXPECT_EQ(docs->unpriced_size(), 0);
 
   // A restart reads nothing again; a CSP resending old events adds nothing.
   auto again = Ingest(**ledger);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <istream>
 #include <ostream>
 
 #include "absl/status/statusor.h"
@@ -33,5 +34,11 @@ struct ExportSummary {
 
 absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& out,
                                            const ExportOptions& options);
+
+// Calls `visit` for each entry of an export stream, in order, with seq, bytes, stored hash and
+// the decoded entry. Checks the header and that seqs are consecutive, not the chain: verify the
+// export first (VerifyExport) when it matters.
+absl::Status ReadExport(std::istream& in,
+                        const std::function<absl::Status(const StoredEntry&)>& visit);
 
 }  // namespace gpuledger::ledger

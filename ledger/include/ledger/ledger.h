@@ -156,6 +156,9 @@ class Ledger {
   // addition to the periodic ones. FAILED_PRECONDITION without a signer or an empty ledger.
   absl::Status StageCheckpoint(int64_t time_ms);
 
+  // True when open for writing with a signer (StageCheckpoint can succeed).
+  bool can_sign() const;
+
   // Number of entries staged and not yet committed.
   size_t PendingEntries() const;
 

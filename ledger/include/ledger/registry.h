@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ledger/timeline.h"
 
@@ -33,6 +34,9 @@ inline constexpr char kRegistryConflict[] = "REGISTRY_CONFLICT";
 inline constexpr char kUnknownInstitution[] = "UNKNOWN_INSTITUTION";
 inline constexpr char kUnknownAllocation[] = "UNKNOWN_ALLOCATION";
 inline constexpr char kInvalidAmendment[] = "INVALID_AMENDMENT";
+inline constexpr char kPeriodAlreadyClosed[] = "PERIOD_ALREADY_CLOSED";
+inline constexpr char kPeriodCloseOutOfOrder[] = "PERIOD_CLOSE_OUT_OF_ORDER";
+inline constexpr char kPeriodNotEnded[] = "PERIOD_NOT_ENDED";
 
 // Not thread-safe; owned by one ingest loop or one settlement run.
 class Registry {
@@ -60,6 +64,17 @@ class Registry {
   std::optional<uint32_t> PoolAt(const std::string& csp_id, gpuledger::v1::Program program,
                                  gpuledger::v1::GpuModel model, int64_t t_ms) const;
 
+  // Own-use cap of a CSP's contract, basis points, over time (null: no contract recorded).
+  const Timeline<uint32_t>* OwnUseCaps(const std::string& csp_id) const;
+  // GPUs a CSP hosts for (program, model) over time (null: no such pool).
+  const Timeline<uint32_t>* Pool(const std::string& csp_id, gpuledger::v1::Program program,
+                                 gpuledger::v1::GpuModel model) const;
+  // Every (CSP, program, model) that has a pool record, in that order.
+  std::vector<std::tuple<std::string, gpuledger::v1::Program, gpuledger::v1::GpuModel>> Pools()
+      const;
+  // The last closed billing period, if any (periods close in order).
+  std::optional<base::Period> last_closed() const { return last_closed_; }
+
   // Instants inside (lo, hi) where the price of an allocation's usage may change: its rate
   // card, its institution's type, or any co-pay policy.
   std::vector<int64_t> PriceChangesWithin(const gpuledger::v1::Allocation& allocation,
@@ -78,6 +93,7 @@ class Registry {
   std::map<int, Timeline<uint32_t>> copay_;                                // institution type
   std::map<std::string, Timeline<uint32_t>> own_use_caps_;                 // csp id
   std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;  // csp, program, model
+  std::optional<base::Period> last_closed_;
 };
 
 }  // namespace gpuledger::ledger

@@ -37,6 +37,29 @@ class Timeline {
     return it->second;
   }
 
+  // Calls f(from_ms, to_ms, value) for each stretch of [lo_ms, hi_ms) that has a value, in
+  // order.
+  template <typename F>
+  void ForEachWithin(int64_t lo_ms, int64_t hi_ms, F f) const {
+    auto it = by_from_.upper_bound(lo_ms);
+    int64_t from = lo_ms;
+    if (it != by_from_.begin()) {
+      auto cur = std::prev(it);
+      for (; it != by_from_.end() && it->first < hi_ms; cur = it, ++it) {
+        if (from < it->first) f(from, it->first, cur->second);
+        from = it->first;
+      }
+      if (from < hi_ms) f(from, hi_ms, cur->second);
+      return;
+    }
+    // Nothing before lo: start at the first record inside the range.
+    for (; it != by_from_.end() && it->first < hi_ms; ++it) {
+      auto next = std::next(it);
+      const int64_t to = next == by_from_.end() || next->first > hi_ms ? hi_ms : next->first;
+      f(it->first, to, it->second);
+    }
+  }
+
   bool empty() const { return by_from_.empty(); }
 
  private:

@@ -1,20 +1,36 @@
-// Settlement documents for people and for systems. The JSON schema is in docs/FORMATS.md.
+// Settlement documents for systems (canonical JSON, CSV) and people (a table, printable HTML).
+// The JSON schemas are in docs/FORMATS.md. The same document always renders to the same bytes:
+// keys in a fixed order, integers only for money and quantities, 2-space indent, a trailing
+// newline. A document's digest is the SHA-256 of its canonical JSON.
 #pragma once
 
 #include <string>
 
-#include "settlement/invoice.h"
+#include "gpuledger/v1/settlement.pb.h"
 
 namespace gpuledger::settlement {
 
-// A fixed-width table: one row per invoice, then totals and any unpriced usage.
-std::string RenderTable(const SettlementRun& run);
+// One document, canonical JSON ("gpuledger.invoice/1", "gpuledger.csp_statement/1",
+// "gpuledger.program_summary/1").
+std::string InvoiceJson(const gpuledger::v1::Invoice& invoice);
+std::string StatementJson(const gpuledger::v1::CspStatement& statement);
+std::string ProgramJson(const gpuledger::v1::ProgramSummary& summary);
 
-// Canonical JSON (keys in a fixed order, integers only, 2-space indent, trailing newline).
-// The same run always renders to the same bytes.
-std::string RenderJson(const SettlementRun& run);
+// Every document of a period with its status ("gpuledger.period/1").
+std::string PeriodJson(const gpuledger::v1::PeriodDocuments& docs);
 
-// One row per invoice line, with a header row; RFC 4180 quoting.
-std::string RenderCsv(const SettlementRun& run);
+// A fixed-width summary for a terminal: invoices, CSP statements, programme summaries.
+std::string RenderTable(const gpuledger::v1::PeriodDocuments& docs);
+
+// RFC 4180 CSV with a header row: "invoices" (one row per invoice line, adjustments included),
+// "statements" (one row per statement row, with a section column) or "programs".
+std::string RenderCsv(const gpuledger::v1::PeriodDocuments& docs, const std::string& which);
+
+// A self-contained printable HTML page (A4, no scripts, no external resources) with every
+// document in `docs`, each starting on a new page.
+std::string RenderHtml(const gpuledger::v1::PeriodDocuments& docs);
+
+// "usage", "beyond_cap", "outage_credit".
+const char* LineKindName(gpuledger::v1::LineKind kind);
 
 }  // namespace gpuledger::settlement

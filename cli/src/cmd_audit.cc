@@ -1,0 +1,342 @@
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/status.h"
+#include "commands.h"
+#include "ledger/export.h"
+#include "ledger/signing.h"
+#include "ledger/verify.h"
+#include "settle_common.h"
+
+namespace gpuledger::cli {
+
+std::string RenderCloses(const std::vector<settlement::CloseRecord>& closes,
+                         std::optional<base::Period> last_closed, uint64_t applied_through,
+                         const std::string& format) {
+  if (format == "json") {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const auto& c : closes) {
+      nlohmann::ordered_json digests = nlohmann::ordered_json::array();
+      for (const auto& [doc, sha] : c.digests) {
+        digests.push_back({{"document", doc}, {"sha256", sha}});
+      }
+      list.push_back({{"period", c.period.ToString()},
+                      {"close_seq", c.close_seq},
+                      {"covered_seq", c.covered_seq},
+                      {"closed_at_ms", c.closed_at_ms},
+                      {"digests", digests}});
+    }
+    nlohmann::ordered_json doc = {{"format", "gpuledger.closes/1"},
+                                  {"applied_through", applied_through},
+                                  {"last_closed", last_closed ? last_closed->ToString() : ""},
+                                  {"first_open", last_closed ? last_closed->Next().ToString() : ""},
+                                  {"closes", list}};
+    return doc.dump(2) + "\n";
+  }
+  std::string out = absl::StrFormat("Settlement store at ledger entry %d\n", applied_through);
+  if (closes.empty()) {
+    absl::StrAppend(&out, "No period is closed yet; every period is an open draft.\n");
+    return out;
+  }
+  absl::StrAppendFormat(&out, "%-8s %10s %12s  %-25s %s\n", "period", "close seq", "covered",
+                        "closed at (KST)", "documents");
+  for (const auto& c : closes) {
+    absl::StrAppendFormat(&out, "%-8s %10d %12s  %-25s %d\n", c.period.ToString(), c.close_seq,
+                          absl::StrCat("1..", c.covered_seq), base::FormatKst(c.closed_at_ms),
+                          c.digests.size());
+  }
+  absl::StrAppendFormat(&out, "First open period: %s (adjustments to closed periods go there)\n",
+                        last_closed->Next().ToString());
+  return out;
+}
+
+namespace {
+
+struct Recorded {
+  uint64_t close_seq = 0;
+  uint64_t covered_seq = 0;
+  std::map<std::string, std::string> digests;
+};
+
+absl::StatusOr<std::map<std::string, Recorded>> FromCloses(
+    const std::vector<settlement::CloseRecord>& closes) {
+  std::map<std::string, Recorded> out;
+  for (const auto& c : closes) {
+    Recorded& r = out[c.period.ToString()];
+    r.close_seq = c.close_seq;
+    r.covered_seq = c.covered_seq;
+    for (const auto& [doc, sha] : c.digests) r.digests[doc] = sha;
+  }
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, Recorded>> FromJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot read " + path);
+  nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || doc.value("format", "") != "gpuledger.closes/1") {
+    return absl::InvalidArgumentError(
+        path + " is not a gpuledger.closes/1 document (`gpuledger settle status --format json`)");
+  }
+  std::map<std::string, Recorded> out;
+  for (const auto& c : doc["closes"]) {
+    if (!c.is_object() || !c.contains("period") || !c["period"].is_string()) {
+      return absl::InvalidArgumentError(path + ": a close without a period");
+    }
+    Recorded& r = out[c["period"].get<std::string>()];
+    r.close_seq = c.value("close_seq", uint64_t{0});
+    r.covered_seq = c.value("covered_seq", uint64_t{0});
+    for (const auto& d : c.value("digests", nlohmann::json::array())) {
+      r.digests[d.value("document", "")] = d.value("sha256", "");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void AddAuditCommand(CLI::App& app, int* exit_code) {
+  struct Args {
+    std::string db;
+    std::string export_file;
+    std::string public_key;
+    std::string store;
+    std::string expect;
+    std::string format = "table";
+    settlement::SettleOptions options;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* audit = app.add_subcommand("audit", "Auditor tools.");
+  audit->require_subcommand(1);
+  CLI::App* cmd = audit->add_subcommand(
+      "replay",
+      "Rebuild every closed period from the ledger (or an export) on a fresh, throw-away\n"
+      "settlement store, and compare each document's digest with the one recorded at close:\n"
+      "in the operator's settlement store (--store, default <db>.settlement) or in a\n"
+      "`gpuledger settle status --format json` file (--expect). The chain is verified first.\n"
+      "Exit status: 0 every digest matches; 1 a difference or a failure (each is listed).");
+  auto* src = cmd->add_option_group("source", "What to replay");
+  src->add_option("--db", args->db, "Ledger directory")->envname("GPULEDGER_DB");
+  src->add_option("--export", args->export_file, "An export file (`gpuledger ledger export`)");
+  src->require_option(1);
+  cmd->add_option("--public-key", args->public_key,
+                  "The operator's public key (PEM) to check signed checkpoints with");
+  cmd->add_option("--store", args->store, "Settlement store holding the recorded digests");
+  cmd->add_option("--expect", args->expect, "gpuledger.closes/1 JSON with the recorded digests");
+  cmd->add_option("--vat-bp", args->options.vat_bp, "VAT basis points the documents used")
+      ->check(CLI::Range(0, 10'000))
+      ->capture_default_str();
+  cmd->add_option("--format", args->format, "table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  cmd->callback([args, exit_code] {
+    std::unique_ptr<ledger::SignatureVerifier> key;
+    if (!args->public_key.empty()) {
+      auto k = ledger::SignatureVerifier::FromPublicKeyFile(args->public_key);
+      if (!k.ok()) {
+        *exit_code = Report(k.status());
+        return;
+      }
+      key = *std::move(k);
+    }
+    // 1. The chain.
+    std::unique_ptr<ledger::Ledger> ledger;
+    absl::StatusOr<ledger::VerifyReport> report;
+    if (!args->db.empty()) {
+      ledger::LedgerOptions lo;
+      lo.read_only = true;
+      lo.create_if_missing = false;
+      auto opened = ledger::Ledger::Open(args->db, lo);
+      if (!opened.ok()) {
+        *exit_code = Report(opened.status());
+        return;
+      }
+      ledger = *std::move(opened);
+      report = ledger::Verify(*ledger, key.get());
+    } else {
+      std::ifstream in(args->export_file, std::ios::binary);
+      if (!in) {
+        *exit_code = Report(absl::NotFoundError("cannot read " + args->export_file));
+        return;
+      }
+      report = ledger::VerifyExport(in, key.get());
+    }
+    if (!report.ok()) {
+      *exit_code = Report(report.status());
+      return;
+    }
+    if (!report->ok) {
+      *exit_code = Report(absl::DataLossError(absl::StrCat("the ledger does not verify at entry ",
+                                                           report->first_bad_seq, ": ",
+                                                           report->problem, "; nothing replayed")));
+      return;
+    }
+    spdlog::info("chain verified: {} entries, {} signed checkpoints (key: {})",
+                 report->entries_checked, report->checkpoints_verified, report->key_source);
+
+    // 2. Replay on a fresh store.
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/gpuledger-replay.XXXXXX");
+    if (::mkdtemp(templ.data()) == nullptr) {
+      *exit_code = Report(absl::UnavailableError("cannot create a temporary directory"));
+      return;
+    }
+    struct Cleanup {
+      std::string dir;
+      ~Cleanup() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      }
+    } cleanup{templ};
+    settlement::StoreOptions so;
+    so.sync = false;
+    auto store = settlement::Store::Open(templ + "/store", so);
+    if (!store.ok()) {
+      *exit_code = Report(store.status());
+      return;
+    }
+    auto engine = settlement::Engine::Open(store->get(), args->options);
+    if (!engine.ok()) {
+      *exit_code = Report(engine.status());
+      return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    uint64_t applied = 0;
+    auto apply = [&](const ledger::StoredEntry& e) -> absl::Status {
+      GPULEDGER_RETURN_IF_ERROR((*engine)->Apply(e));
+      if (++applied % 50'000 == 0) {
+        GPULEDGER_RETURN_IF_ERROR((*engine)->Commit());
+        spdlog::info("replayed {} entries", applied);
+      }
+      return absl::OkStatus();
+    };
+    absl::Status st;
+    if (ledger) {
+      const uint64_t head = report->head.seq;
+      st = ledger->Scan(1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+        if (e.seq > head) return false;
+        GPULEDGER_RETURN_IF_ERROR(apply(e));
+        return true;
+      });
+    } else {
+      std::ifstream in(args->export_file, std::ios::binary);
+      st = ledger::ReadExport(in, apply);
+    }
+    if (st.ok()) st = (*engine)->Commit();
+    if (!st.ok()) {
+      *exit_code = Report(st);
+      return;
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    spdlog::info("replayed {} entries in {:.2f} s", applied, secs);
+    auto replayed = FromCloses((*engine)->Closes());
+
+    // 3. What was recorded at close.
+    absl::StatusOr<std::map<std::string, Recorded>> recorded;
+    std::string recorded_from;
+    if (!args->expect.empty()) {
+      recorded = FromJsonFile(args->expect);
+      recorded_from = args->expect;
+    } else {
+      std::string path = args->store;
+      if (path.empty() && !args->db.empty()) path = DefaultStorePath(args->db);
+      if (path.empty()) {
+        *exit_code = Report(absl::InvalidArgumentError(
+            "replaying an export needs the recorded digests: --store DIR or --expect FILE"));
+        return;
+      }
+      settlement::StoreOptions ro;
+      ro.read_only = true;
+      ro.create_if_missing = false;
+      auto rstore = settlement::Store::Open(path, ro);
+      if (!rstore.ok()) {
+        *exit_code = Report(rstore.status());
+        return;
+      }
+      auto rengine = settlement::Engine::Open(rstore->get(), args->options);
+      if (!rengine.ok()) {
+        *exit_code = Report(rengine.status());
+        return;
+      }
+      recorded = FromCloses((*rengine)->Closes());
+      recorded_from = path;
+    }
+    if (!recorded.ok()) {
+      *exit_code = Report(recorded.status());
+      return;
+    }
+
+    // 4. Compare.
+    std::vector<std::string> problems;
+    int documents = 0;
+    for (const auto& [period, want] : *recorded) {
+      auto it = replayed->find(period);
+      if (it == replayed->end()) {
+        problems.push_back(absl::StrCat(period,
+                                        ": recorded as closed, but the ledger has no "
+                                        "close of it"));
+        continue;
+      }
+      const Recorded& got = it->second;
+      if (got.close_seq != want.close_seq || got.covered_seq != want.covered_seq) {
+        problems.push_back(absl::StrCat(period, ": closed at entry ", got.close_seq,
+                                        " in the ledger, recorded at ", want.close_seq));
+      }
+      for (const auto& [doc, sha] : want.digests) {
+        ++documents;
+        auto d = got.digests.find(doc);
+        if (d == got.digests.end()) {
+          problems.push_back(absl::StrCat(period, " ", doc, ": recorded, not in the replay"));
+        } else if (d->second != sha) {
+          problems.push_back(absl::StrCat(period, " ", doc, ": digest ", d->second, " replayed, ",
+                                          sha, " recorded"));
+        }
+      }
+      for (const auto& [doc, sha] : got.digests) {
+        if (!want.digests.contains(doc)) {
+          problems.push_back(absl::StrCat(period, " ", doc, ": in the replay, not recorded"));
+        }
+      }
+    }
+    std::vector<std::string> unrecorded;
+    for (const auto& [period, got] : *replayed) {
+      if (!recorded->contains(period)) unrecorded.push_back(period);
+    }
+    if (args->format == "json") {
+      nlohmann::ordered_json doc = {{"format", "gpuledger.audit_replay/1"},
+                                    {"entries_replayed", applied},
+                                    {"periods_compared", recorded->size()},
+                                    {"documents_compared", documents},
+                                    {"recorded_from", recorded_from},
+                                    {"differences", problems},
+                                    {"closed_in_ledger_not_recorded", unrecorded},
+                                    {"ok", problems.empty()}};
+      std::cout << doc.dump(2) << "\n";
+    } else {
+      std::cout << absl::StrFormat(
+          "Replayed %d ledger entries in %.2f s; compared %d closed period(s), %d document "
+          "digest(s) with %s\n",
+          applied, secs, recorded->size(), documents, recorded_from);
+      for (const auto& p : problems) std::cout << "  DIFFERENCE " << p << "\n";
+      for (const auto& p : unrecorded) {
+        std::cout << "  note: " << p << " is closed in the ledger but not in " << recorded_from
+                  << " (that store has not caught up)\n";
+      }
+      std::cout << (problems.empty()
+                        ? "OK: every digest matches\n"
+                        : absl::StrCat("FAILED: ", problems.size(), " difference(s)\n"));
+    }
+    if (!problems.empty()) *exit_code = kExitFailed;
+  });
+}
+
+}  // namespace gpuledger::cli

@@ -1,0 +1,135 @@
+// Settlement as ledger entries are applied: the live drafts of every period, the frozen
+// documents of closed periods and the adjustments that late events make to them.
+//
+// The rules are in docs/SETTLEMENT.md. In short: each accepted usage interval is priced when it
+// is applied, in ledger order, with the registry as the ledger recorded it up to then; it is
+// split at period bounds, rate-card, co-pay-policy and institution-type changes and where it
+// crosses its allocation's GPU-hour cap; its GPU-ms are added to line totals kept per period.
+// Documents are built from those totals, so reading a draft does not rescan the ledger. A
+// PeriodClose entry freezes its period's documents as of the entry before it. Applying the
+// same entries to a fresh store gives byte-identical documents.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/period.h"
+#include "gpuledger/v1/settlement.pb.h"
+#include "gpuledger/v1/usage.pb.h"
+#include "ledger/ledger.h"
+#include "ledger/registry.h"
+#include "settlement/store.h"
+
+namespace gpuledger::settlement {
+
+struct SettleOptions {
+  // VAT on the co-pay total, basis points. Default: 1,000 (10%). Fixed for a store: it is
+  // recorded when the store is created, and a store with another value refuses to open.
+  int64_t vat_bp = 1'000;
+};
+
+// A closed period as the store recorded it.
+struct CloseRecord {
+  base::Period period;
+  uint64_t close_seq = 0;
+  uint64_t covered_seq = 0;
+  int64_t closed_at_ms = 0;
+  std::vector<std::pair<std::string, std::string>> digests;  // (document, sha256 hex)
+};
+
+// Which documents to build.
+struct DocumentFilter {
+  std::optional<std::string> institution_id;  // only this institution's invoice
+  std::optional<std::string> csp_id;          // only this CSP's statement
+  bool invoices = true;
+  bool statements = true;
+  bool programs = true;
+};
+
+class Engine {
+ public:
+  // Loads the engine's state from `store` (which it does not own). A new store is stamped with
+  // `options`; an existing one must have been made with the same options.
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(Store* store, const SettleOptions& options);
+  ~Engine();
+
+  // The last ledger entry applied (0: none), and its chain hash.
+  uint64_t applied_through() const { return applied_through_; }
+  const std::string& applied_hash() const { return applied_hash_; }
+
+  // Applies ledger entry `e`, which must be entry applied_through() + 1. Staged in the store
+  // until Commit().
+  absl::Status Apply(const ledger::StoredEntry& e);
+  absl::Status Commit();
+
+  // The documents of `period`: frozen if it is closed, otherwise a draft as of
+  // applied_through(). Digests are set on closed periods only.
+  absl::StatusOr<gpuledger::v1::PeriodDocuments> Documents(base::Period period,
+                                                           const DocumentFilter& filter = {});
+  // Closed periods, oldest first.
+  std::vector<CloseRecord> Closes();
+  std::optional<base::Period> last_closed() const { return registry_.last_closed(); }
+  const ledger::Registry& registry() const { return registry_; }
+
+ private:
+  explicit Engine(Store* store, SettleOptions options);
+
+  absl::Status ApplyRegistry(uint64_t seq, const std::string& bytes);
+  absl::Status ApplyUsage(uint64_t seq, const std::string& source_id,
+                          const gpuledger::v1::UsageEvent& event);
+  void AddInterval(uint64_t seq, const std::string& source_id, const std::string& event_id,
+                   const gpuledger::v1::UsageInterval& interval);
+  void RemoveInterval(const gpuledger::v1::StoredInterval& rec);
+  void Recredit(gpuledger::v1::StoredInterval* rec);
+  void Truncate(const std::string& allocation_id, int64_t end_ms);
+  void AddLine(const std::string& period, const std::string& line_key, int64_t gpu_ms);
+  void AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
+                   const std::string& event_id, const std::string& why,
+                   gpuledger::v1::StoredInterval* rec);
+  absl::Status Close(uint64_t seq, const gpuledger::v1::RegistryEvent& event);
+  absl::StatusOr<gpuledger::v1::PeriodDocuments> Draft(base::Period period,
+                                                       const DocumentFilter& filter);
+  bool IsClosed(const std::string& period) const { return closed_.contains(period); }
+
+  Store* store_;
+  SettleOptions options_;
+  ledger::Registry registry_;
+  uint64_t applied_through_ = 0;
+  std::string applied_hash_;
+  std::set<std::string> closed_;
+};
+
+// Applies the ledger's entries after engine->applied_through() up to `until_seq` (0: the head
+// at the call), committing every `batch` entries. Fails if the store was built from another
+// ledger (its last applied entry's hash differs).
+struct CatchUpOptions {
+  uint64_t until_seq = 0;
+  uint64_t batch = 20'000;
+  std::function<void(uint64_t applied, uint64_t target)> progress;
+};
+absl::StatusOr<uint64_t> CatchUp(const ledger::Ledger& ledger, Engine* engine,
+                                 const CatchUpOptions& options = {});
+
+// A store and its engine, opened together.
+struct Settlement {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Engine> engine;
+};
+// Opens (creating if missing) the store at `store_path` and brings it up to the ledger's head.
+absl::StatusOr<Settlement> OpenSettlement(const std::string& store_path,
+                                          const ledger::Ledger& ledger,
+                                          const SettleOptions& options,
+                                          const StoreOptions& store_options = {},
+                                          const CatchUpOptions& catch_up = {});
+
+// The canonical JSON of a document and its SHA-256 (lower-case hex).
+std::string DigestHex(const std::string& canonical_json);
+
+}  // namespace gpuledger::settlement

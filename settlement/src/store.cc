@@ -1,0 +1,127 @@
+#include "settlement/store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/utilities/write_batch_with_index.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace gpuledger::settlement {
+
+struct Store::Impl {
+  std::string path;
+  StoreOptions options;
+  std::unique_ptr<rocksdb::DB> db;
+  rocksdb::WriteBatchWithIndex batch{rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true};
+  absl::Status read_error;
+
+  void NoteReadError(const rocksdb::Status& s) {
+    if (read_error.ok()) read_error = absl::DataLossError("settlement store read: " + s.ToString());
+  }
+};
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
+                                                   const StoreOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->options = options;
+  rocksdb::Options ro;
+  ro.create_if_missing = options.create_if_missing;
+  ro.max_total_wal_size = 64 << 20;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(ro, path, &db)
+                                        : rocksdb::DB::Open(ro, path, &db);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return absl::UnavailableError(absl::StrCat(
+          "settlement store ", path, " is in use by another gpuledger process: ", s.ToString()));
+    }
+    if (s.IsInvalidArgument() || s.IsPathNotFound()) {
+      return absl::NotFoundError(
+          absl::StrCat("no settlement store at ", path, " (", s.ToString(), ")"));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("cannot open settlement store ", path, ": ", s.ToString()));
+  }
+  impl->db.reset(db);
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+std::optional<std::string> Store::Get(std::string_view key) {
+  std::string value;
+  rocksdb::Status s = impl_->batch.GetFromBatchAndDB(
+      impl_->db.get(), rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::nullopt;
+  if (!s.ok()) {
+    impl_->NoteReadError(s);
+    return std::nullopt;
+  }
+  return value;
+}
+
+void Store::Put(std::string_view key, std::string_view value) {
+  (void)impl_->batch.Put(rocksdb::Slice(key.data(), key.size()),
+                         rocksdb::Slice(value.data(), value.size()));
+}
+
+void Store::Delete(std::string_view key) {
+  (void)impl_->batch.Delete(rocksdb::Slice(key.data(), key.size()));
+}
+
+void Store::Scan(std::string_view prefix,
+                 const std::function<bool(std::string_view, std::string_view)>& visit) {
+  std::unique_ptr<rocksdb::Iterator> base(impl_->db->NewIterator(rocksdb::ReadOptions()));
+  std::unique_ptr<rocksdb::Iterator> it(impl_->batch.NewIteratorWithBase(base.release()));
+  const rocksdb::Slice p(prefix.data(), prefix.size());
+  for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+    if (!visit(it->key().ToStringView(), it->value().ToStringView())) break;
+  }
+  if (!it->status().ok()) impl_->NoteReadError(it->status());
+}
+
+int64_t Store::GetInt(std::string_view key) {
+  auto v = Get(key);
+  int64_t out = 0;
+  if (v && !absl::SimpleAtoi(*v, &out)) {
+    impl_->NoteReadError(
+        rocksdb::Status::Corruption(absl::StrCat("not an integer at ", std::string(key))));
+  }
+  return out;
+}
+
+void Store::PutInt(std::string_view key, int64_t value) {
+  if (value == 0) {
+    Delete(key);
+  } else {
+    Put(key, absl::StrCat(value));
+  }
+}
+
+absl::Status Store::Commit() {
+  if (!impl_->read_error.ok()) {
+    absl::Status st = impl_->read_error;
+    impl_->read_error = absl::OkStatus();
+    impl_->batch.Clear();
+    return st;
+  }
+  if (impl_->options.read_only) {
+    impl_->batch.Clear();
+    return absl::OkStatus();
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = impl_->options.sync;
+  rocksdb::Status s = impl_->db->Write(wo, impl_->batch.GetWriteBatch());
+  impl_->batch.Clear();
+  if (!s.ok()) return absl::UnavailableError("settlement store write: " + s.ToString());
+  return absl::OkStatus();
+}
+
+size_t Store::staged() const { return impl_->batch.GetWriteBatch()->Count(); }
+
+const std::string& Store::path() const { return impl_->path; }
+
+}  // namespace gpuledger::settlement

@@ -1,0 +1,468 @@
+// The worked examples of docs/SETTLEMENT.md, each as a test.
+#include "settlement/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "events.h"
+#include "harness.h"
+#include "settlement/render.h"
+
+namespace gpuledger::settlement {
+namespace {
+
+using base::Period;
+using testing::Harness;
+using namespace testing;  // NOLINT: the event builders
+
+const Period kMarch{2026, 3};
+const Period kApril{2026, 4};
+
+// Registry shared by the examples: a university (0%) and an SME (9%), 4,500 won per H200-hour.
+void Standard(Harness& h) {
+  h.Registry(Institution("uni", v1::ACADEMIA, 0));
+  h.Registry(Institution("sme", v1::SME, 0));
+  h.Registry(Allocation("a-uni", "uni"));
+  h.Registry(Allocation("a-sme", "sme"));
+  h.Registry(Rate(4'500, 0));
+  h.Registry(Copay(v1::ACADEMIA, 0, 0));
+  h.Registry(Copay(v1::SME, 900, 0));
+}
+
+const v1::Invoice& OnlyInvoice(const v1::PeriodDocuments& d) {
+  EXPECT_EQ(d.invoices_size(), 1);
+  return d.invoices(0);
+}
+
+TEST(InvoiceTest, AcademiaPaysNothingAndTheStatePaysAll) {
+  Harness h;
+  Standard(h);
+  // 8 GPUs × 10 h on 2 March.
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-uni", 8, t, t + 10 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  EXPECT_EQ(inv.institution_id(), "uni");
+  EXPECT_EQ(inv.totals().gpu_ms(), 80 * kHour);
+  EXPECT_EQ(inv.totals().list_krw(), 360'000);
+  EXPECT_EQ(inv.totals().copay_krw(), 0);
+  EXPECT_EQ(inv.totals().subsidy_krw(), 360'000);
+  EXPECT_EQ(inv.amount_due_krw(), 0);
+}
+
+TEST(InvoiceTest, SmePaysItsShareAndVatOnTop) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  // 3 GPUs × 7 h 20 min = 22 GPU-hours = 99,000 won; 9% = 8,910; VAT 10% = 891.
+  h.Usage("csp-a", Usage("u1", "a-sme", 3, t, t + 7 * kHour + 20 * 60'000));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  EXPECT_EQ(inv.totals().list_krw(), 99'000);
+  EXPECT_EQ(inv.totals().copay_krw(), 8'910);
+  EXPECT_EQ(inv.totals().subsidy_krw(), 90'090);
+  EXPECT_EQ(inv.vat_krw(), 891);
+  EXPECT_EQ(inv.amount_due_krw(), 9'801);
+}
+
+TEST(InvoiceTest, UsageIsSplitAtTheMonthBoundaryInKst) {
+  Harness h;
+  Standard(h);
+  // 4 h across midnight KST of 1 March: 1 h in February, 3 h in March.
+  const int64_t start = kMarch.StartMs() - kHour;
+  h.Usage("csp-a", Usage("u1", "a-uni", 2, start, start + 4 * kHour));
+  for (const auto& [period, hours] : {std::pair{Period{2026, 2}, 1}, std::pair{kMarch, 3}}) {
+    auto d = h.Docs(period);
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(OnlyInvoice(*d).totals().gpu_ms(), 2 * hours * kHour) << period.ToString();
+  }
+}
+
+TEST(InvoiceTest, RateChangeMidIntervalMakesTwoLines) {
+  Harness h;
+  Standard(h);
+  const int64_t change = kMarch.StartMs() + 15 * 24 * kHour;
+  h.Registry(Rate(6'000, change));
+  h.Usage("csp-a", Usage("u1", "a-sme", 1, change - 2 * kHour, change + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  EXPECT_EQ(inv.lines(0).krw_per_gpu_hour(), 4'500);
+  EXPECT_EQ(inv.lines(0).gpu_ms(), 2 * kHour);
+  EXPECT_EQ(inv.lines(1).krw_per_gpu_hour(), 6'000);
+  EXPECT_EQ(inv.lines(1).gpu_ms(), kHour);
+  EXPECT_EQ(inv.totals().list_krw(), 9'000 + 6'000);
+}
+
+TEST(InvoiceTest, SmeThatBecomesAUniversityMidMonth) {
+  Harness h;
+  Standard(h);
+  const int64_t change = kMarch.StartMs() + 10 * 24 * kHour;
+  h.Registry(Institution("sme", v1::ACADEMIA, change));
+  h.Usage("csp-a", Usage("u1", "a-sme", 10, change - kHour, change + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  // 10 GPU-hours each side at 45,000 won: 9% before, 0% after.
+  EXPECT_EQ(inv.lines(0).copay_bp() + inv.lines(1).copay_bp(), 900u);
+  EXPECT_EQ(inv.totals().copay_krw(), 4'050);
+  EXPECT_EQ(inv.totals().list_krw(), 90'000);
+}
+
+TEST(InvoiceTest, RoundsEachLineHalfAwayFromZero) {
+  Harness h;
+  h.Registry(Institution("sme", v1::SME, 0));
+  h.Registry(Allocation("a", "sme"));
+  h.Registry(Rate(1'800, 0));
+  h.Registry(Copay(v1::SME, 5'000, 0));
+  // 1 GPU × 1 s at 1,800 won/h = 0.5 won -> 1; 50% of 1 = 0.5 -> 1; subsidy 0.
+  h.Usage("csp-a", Usage("u", "a", 1, kMarch.StartMs(), kMarch.StartMs() + 1'000));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(OnlyInvoice(*d).totals().list_krw(), 1);
+  EXPECT_EQ(OnlyInvoice(*d).totals().copay_krw(), 1);
+  EXPECT_EQ(OnlyInvoice(*d).totals().subsidy_krw(), 0);
+}
+
+TEST(InvoiceTest, CorrectionsReplaceOrCancel) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-uni", 1, t, t + kHour));
+  h.Usage("csp-a", Usage("u2", "a-uni", 1, t, t + kHour));
+  const auto two = Usage("x", "a-uni", 2, t, t + kHour);
+  h.Usage("csp-a", Correction("c1", "u1", "a-uni", &two));
+  h.Usage("csp-a", Correction("c2", "u2", "a-uni", nullptr));
+  EXPECT_EQ(OnlyInvoice(*h.Docs(kMarch)).totals().gpu_ms(), 2 * kHour);
+  // A correction of the correction replaces it in turn.
+  const auto three = Usage("y", "a-uni", 3, t, t + kHour);
+  h.Usage("csp-a", Correction("c3", "c1", "a-uni", &three));
+  EXPECT_EQ(OnlyInvoice(*h.Docs(kMarch)).totals().gpu_ms(), 3 * kHour);
+}
+
+TEST(InvoiceTest, RejectedEntriesNeverCount) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  h.Rejected("csp-a", Usage("u1", "a-uni", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->invoices_size(), 0);
+}
+
+// The SME's allocation is capped at 10 GPU-hours. 8 GPU-hours first, then 2 GPUs for 3 hours:
+// the first hour (2 GPU-hours) fills the cap, the last two (4 GPU-hours) are beyond it and the
+// SME pays all of them.
+TEST(InvoiceTest, UsageBeyondTheGpuHourCapIsNotSubsidised) {
+  Harness h;
+  Standard(h);
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(10 * kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 4, t, t + 2 * kHour));
+  h.Usage("csp-a", Usage("u2", "a-cap", 2, t + 5 * kHour, t + 8 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  EXPECT_EQ(inv.lines(0).kind(), v1::LINE_KIND_USAGE);
+  EXPECT_EQ(inv.lines(0).gpu_ms(), 10 * kHour);
+  EXPECT_EQ(inv.lines(0).copay_krw(), 4'050);  // 9% of 45,000
+  EXPECT_EQ(inv.lines(1).kind(), v1::LINE_KIND_BEYOND_CAP);
+  EXPECT_EQ(inv.lines(1).gpu_ms(), 4 * kHour);
+  EXPECT_EQ(inv.lines(1).copay_bp(), 10'000u);
+  EXPECT_EQ(inv.lines(1).copay_krw(), 18'000);
+  EXPECT_EQ(inv.lines(1).subsidy_krw(), 0);
+  EXPECT_EQ(inv.totals().list_krw(), 63'000);
+  EXPECT_EQ(inv.totals().copay_krw(), 22'050);
+  EXPECT_EQ(inv.totals().subsidy_krw(), 40'950);
+}
+
+TEST(InvoiceTest, TheCapCountsUsageOfEarlierPeriodsInLedgerOrder) {
+  Harness h;
+  Standard(h);
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(kHour);
+  h.Registry(capped);
+  // February's hour used the whole cap; March's hour is beyond it.
+  h.Usage("csp-a",
+          Usage("feb", "a-cap", 1, kMarch.StartMs() - 2 * kHour, kMarch.StartMs() - kHour));
+  h.Usage("csp-a", Usage("mar", "a-cap", 1, kMarch.StartMs(), kMarch.StartMs() + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(OnlyInvoice(*d).lines_size(), 1);
+  EXPECT_EQ(OnlyInvoice(*d).lines(0).kind(), v1::LINE_KIND_BEYOND_CAP);
+  EXPECT_EQ(OnlyInvoice(*d).totals().copay_krw(), 4'500);
+}
+
+// 2 GPUs for 4 hours; 1 GPU of the allocation declared out of service for the middle 2 hours:
+// 2 GPU-hours are credited at the same prices. The outage is recorded after the usage.
+TEST(InvoiceTest, UsageDuringADeclaredOutageIsCredited) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  h.Usage("csp-a", Outage("o1", "a-sme", 1, t + kHour, t + 3 * kHour, "gpu-fault"));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  EXPECT_EQ(inv.lines(0).kind(), v1::LINE_KIND_USAGE);
+  EXPECT_EQ(inv.lines(0).list_krw(), 36'000);
+  EXPECT_EQ(inv.lines(1).kind(), v1::LINE_KIND_OUTAGE_CREDIT);
+  EXPECT_EQ(inv.lines(1).gpu_ms(), -2 * kHour);
+  EXPECT_EQ(inv.lines(1).list_krw(), -9'000);
+  EXPECT_EQ(inv.lines(1).copay_krw(), -810);
+  EXPECT_EQ(inv.lines(1).subsidy_krw(), -8'190);
+  EXPECT_EQ(inv.totals().list_krw(), 27'000);
+  EXPECT_EQ(inv.totals().copay_krw(), 2'430);
+  EXPECT_NE(RenderCsv(*d, "invoices").find("outage_credit"), std::string::npos);
+  // The CSP statement shows the outage by cause.
+  ASSERT_EQ(d->statements_size(), 1);
+  ASSERT_EQ(d->statements(0).outages_size(), 1);
+  EXPECT_EQ(d->statements(0).outages(0).cause(), "gpu-fault");
+  EXPECT_EQ(d->statements(0).outages(0).scope(), "allocation");
+  EXPECT_EQ(d->statements(0).outages(0).gpu_ms(), 2 * kHour);
+}
+
+TEST(InvoiceTest, AnOutageBeforeTheUsageCreditsItToo) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  h.Usage("csp-a", Outage("o1", "a-sme", 1, t + kHour, t + 3 * kHour, "gpu-fault"));
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  EXPECT_EQ(OnlyInvoice(*h.Docs(kMarch)).totals().list_krw(), 27'000);
+}
+
+TEST(InvoiceTest, UnpricedUsageIsListedNotDropped) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  const uint64_t seq = h.Usage("csp-a", Usage("u1", "no-such-allocation", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->invoices_size(), 0);
+  ASSERT_EQ(d->unpriced_size(), 1);
+  EXPECT_EQ(d->unpriced(0).seq(), seq);
+  EXPECT_NE(d->unpriced(0).why().find("no-such-allocation"), std::string::npos);
+  EXPECT_NE(RenderTable(*d).find("could not be priced"), std::string::npos);
+}
+
+TEST(InvoiceTest, JsonIsCanonicalAndCsvHasOneRowPerLine) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-uni", 1, t, t + kHour));
+  h.Usage("csp-a", Usage("u2", "a-sme", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  const std::string json = PeriodJson(*d);
+  EXPECT_EQ(json, PeriodJson(*h.Docs(kMarch)));
+  auto doc = nlohmann::json::parse(json);
+  EXPECT_EQ(doc["invoice_totals"]["list_krw"], 9'000);
+  EXPECT_EQ(doc["invoices"][0]["institution_id"], "sme");
+  EXPECT_EQ(doc["status"], "draft");
+  const std::string csv = RenderCsv(*d, "invoices");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3);  // header + 2 lines
+}
+
+TEST(InvoiceTest, StateSurvivesReopeningTheStore) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + kHour));
+  h.Reopen();
+  const auto one = Usage("x", "a-sme", 1, t, t + kHour);
+  h.Usage("csp-a", Correction("c1", "u1", "a-sme", &one));
+  h.Reopen();
+  EXPECT_EQ(OnlyInvoice(*h.Docs(kMarch)).totals().gpu_ms(), kHour);
+  EXPECT_EQ(h.engine().applied_through(), h.seq());
+}
+
+// ---- Period close and adjustments ----
+
+TEST(CloseTest, AClosedPeriodNeverChangesAndLateUsageIsAnAdjustmentOnTheNextPeriod) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 10 * kHour));  // 20 h = 90,000 won
+  const auto before = h.Docs(kMarch);
+  const uint64_t close_seq = h.Close(kMarch);
+  auto closed = h.Docs(kMarch);
+  ASSERT_TRUE(closed.ok());
+  EXPECT_TRUE(closed->closed());
+  EXPECT_EQ(closed->close_seq(), close_seq);
+  EXPECT_EQ(closed->covered_seq(), close_seq - 1);
+  EXPECT_EQ(closed->digests_size(),
+            closed->invoices_size() + closed->statements_size() + closed->programs_size());
+  EXPECT_EQ(InvoiceJson(closed->invoices(0)), InvoiceJson(before->invoices(0)));
+  EXPECT_EQ(closed->digests(0).sha256(), DigestHex(InvoiceJson(closed->invoices(0))));
+
+  // A late event for March (4 GPU-hours = 18,000 won) arrives in April.
+  h.Usage("csp-a", Usage("late", "a-sme", 1, t + 20 * kHour, t + 24 * kHour));
+  auto march = h.Docs(kMarch);
+  EXPECT_EQ(PeriodJson(*march), PeriodJson(*closed));  // frozen
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok());
+  const v1::Invoice& inv = OnlyInvoice(*april);
+  EXPECT_EQ(inv.lines_size(), 0);
+  ASSERT_EQ(inv.adjustments_size(), 1);
+  EXPECT_EQ(inv.adjustments(0).adjusts_period(), "2026-03");
+  EXPECT_EQ(inv.adjustments(0).gpu_ms(), 4 * kHour);
+  EXPECT_EQ(inv.adjustments(0).list_krw(), 18'000);
+  EXPECT_EQ(inv.adjustments(0).copay_krw(), 1'620);
+  EXPECT_EQ(inv.totals().copay_krw(), 1'620);
+  EXPECT_EQ(inv.amount_due_krw(), 1'782);
+  // The CSP statement and the programme summary carry it too.
+  ASSERT_EQ(april->statements_size(), 1);
+  ASSERT_EQ(april->statements(0).adjustments_size(), 1);
+  EXPECT_EQ(april->statements(0).totals().subsidy_krw(), 16'380);
+  ASSERT_EQ(april->programs_size(), 1);
+  EXPECT_EQ(april->programs(0).adjustments(0).adjusts_period(), "2026-03");
+}
+
+TEST(CloseTest, ACorrectionAfterCloseAdjustsByTheExactDifference) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 3, t, t + kHour));  // 13,500 won, co-pay 1,215
+  h.Close(kMarch);
+  // Cancelled in April: the adjustment is exactly the negation of what was billed.
+  h.Usage("csp-a", Correction("c1", "u1", "a-sme", nullptr));
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok());
+  const auto& adj = OnlyInvoice(*april).adjustments(0);
+  EXPECT_EQ(adj.gpu_ms(), -3 * kHour);
+  EXPECT_EQ(adj.list_krw(), -13'500);
+  EXPECT_EQ(adj.copay_krw(), -1'215);
+  EXPECT_EQ(adj.subsidy_krw(), -12'285);
+  EXPECT_EQ(OnlyInvoice(*april).vat_krw(), -122);  // -121.5 rounds away from zero
+}
+
+TEST(CloseTest, AdjustmentsOnceBilledAreNotBilledAgain) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 1, t, t + kHour));
+  h.Close(kMarch);
+  h.Usage("csp-a", Usage("late", "a-sme", 1, t + kHour, t + 2 * kHour));
+  h.Close(kApril);
+  auto april = h.Docs(kApril);
+  ASSERT_EQ(OnlyInvoice(*april).adjustments_size(), 1);
+  auto may = h.Docs(Period{2026, 5});
+  ASSERT_TRUE(may.ok());
+  EXPECT_EQ(may->invoices_size(), 0);
+  // One more late hour for March: only that hour shows up, on May.
+  h.Usage("csp-a", Usage("later", "a-sme", 1, t + 2 * kHour, t + 3 * kHour));
+  may = h.Docs(Period{2026, 5});
+  ASSERT_EQ(OnlyInvoice(*may).adjustments_size(), 1);
+  EXPECT_EQ(OnlyInvoice(*may).adjustments(0).gpu_ms(), kHour);
+}
+
+TEST(CloseTest, ARevocationAfterCloseTakesBackUsageAfterIt) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 1, t, t + 4 * kHour));
+  h.Close(kMarch);
+  v1::RegistryEvent revoke;
+  revoke.mutable_allocation_amendment()->set_allocation_id("a-sme");
+  revoke.mutable_allocation_amendment()->set_effective_from_ms(t + kHour);
+  revoke.mutable_allocation_amendment()->set_revoke(true);
+  h.Registry(revoke);
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok());
+  EXPECT_EQ(OnlyInvoice(*april).adjustments(0).gpu_ms(), -3 * kHour);
+}
+
+// ---- CSP statements and programme summaries ----
+
+// csp-a hosts 10 H200s for the government programme; its contract lets it use 10% of them.
+// In March (31 days = 744 h) capacity is 7,440 GPU-hours; allowed own use 744 GPU-hours. It
+// used 2 GPUs all month (1,488 GPU-hours = 20%): 744 GPU-hours over the cap, worth 744 × 4,500.
+TEST(StatementTest, OwnUseShareAgainstTheContractCapAndTheCapacityIdentity) {
+  Harness h;
+  Standard(h);
+  h.Registry(Pool("csp-a", 10, 0));
+  h.Registry(Contract("csp-a", 1'000, 0));
+  h.Usage("csp-a", OwnUse("own", 2, kMarch.StartMs(), kMarch.EndMs()));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-uni", 8, t, t + 100 * kHour));
+  h.Usage("csp-a", Outage("pool-out", "", 1, t, t + 10 * kHour, "power"));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->statements_size(), 1);
+  const v1::CspStatement& s = d->statements(0);
+  EXPECT_EQ(s.hosted_capacity_gpu_ms(), 7'440 * kHour);
+  EXPECT_EQ(s.own_use_gpu_ms(), 1'488 * kHour);
+  EXPECT_EQ(s.own_use_share_bp(), 2'000u);
+  EXPECT_EQ(s.own_use_cap_bp(), 1'000u);
+  EXPECT_EQ(s.own_use_excess_gpu_ms(), 744 * kHour);
+  EXPECT_EQ(s.own_use_excess_value_krw(), 744 * 4'500);
+  ASSERT_EQ(s.capacity_size(), 1);
+  const v1::CapacityRow& c = s.capacity(0);
+  EXPECT_EQ(c.program_usage_gpu_ms(), 800 * kHour);
+  EXPECT_EQ(c.outage_gpu_ms(), 10 * kHour);
+  EXPECT_EQ(c.idle_gpu_ms(), (7'440 - 800 - 1'488 - 10) * kHour);
+  EXPECT_FALSE(c.oversubscribed());
+  EXPECT_EQ(s.totals().subsidy_krw(), 800 * 4'500);
+  ASSERT_EQ(d->programs_size(), 1);
+  EXPECT_EQ(d->programs(0).utilisation_bp(), 1'075u);  // 800 / 7,440 = 10.75%
+}
+
+TEST(StatementTest, OversubscriptionIsFlagged) {
+  Harness h;
+  Standard(h);
+  h.Registry(Pool("csp-a", 1, 0));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-uni", 1, t, kMarch.EndMs()));
+  h.Usage("csp-a", OwnUse("own", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->statements(0).capacity(0).oversubscribed());
+  EXPECT_EQ(d->statements(0).capacity(0).idle_gpu_ms(), -kHour);
+  EXPECT_NE(RenderTable(*d).find("OVERSUBSCRIBED"), std::string::npos);
+  EXPECT_NE(RenderHtml(*d).find("OVERSUBSCRIBED"), std::string::npos);
+}
+
+TEST(StatementTest, HtmlIsSelfContainedAndEscapes) {
+  Harness h;
+  v1::RegistryEvent inst = Institution("i<1>", v1::SME, 0);
+  inst.mutable_institution()->set_name("<script>alert(1)</script>");
+  h.Registry(inst);
+  h.Registry(Allocation("a", "i<1>"));
+  h.Registry(Rate(4'500, 0));
+  h.Registry(Copay(v1::SME, 900, 0));
+  h.Usage("csp-a", Usage("u", "a", 1, kMarch.StartMs(), kMarch.StartMs() + kHour));
+  const std::string html = RenderHtml(*h.Docs(kMarch));
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_NE(html.find("&lt;script&gt;"), std::string::npos);
+  EXPECT_EQ(html.find("http"), std::string::npos);  // nothing fetched
+  EXPECT_NE(html.find("@page { size: A4"), std::string::npos);
+}
+
+TEST(DocumentTest, OneInvoiceIsReadWithoutTheRest) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-uni", 1, t, t + kHour));
+  h.Usage("csp-a", Usage("u2", "a-sme", 1, t, t + kHour));
+  DocumentFilter f;
+  f.institution_id = "sme";
+  f.statements = false;
+  f.programs = false;
+  auto d = h.Docs(kMarch, f);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(OnlyInvoice(*d).institution_id(), "sme");
+  auto all = h.Docs(kMarch);
+  EXPECT_EQ(InvoiceJson(OnlyInvoice(*d)), InvoiceJson(all->invoices(0)));
+}
+
+}  // namespace
+}  // namespace gpuledger::settlement

@@ -1,0 +1,94 @@
+// Feeds accepted registry and usage events to a settlement Engine on a fresh store, as ledger
+// entries 1, 2, 3, ... would be, without Kafka or a ledger.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gpuledger/v1/ledger.pb.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "gpuledger/v1/usage.pb.h"
+#include "ledger/hash.h"
+#include "settlement/engine.h"
+#include "testsupport/temp_dir.h"
+
+namespace gpuledger::settlement::testing {
+
+namespace v1 = gpuledger::v1;
+
+class Harness {
+ public:
+  explicit Harness(SettleOptions options = {}) : options_(options) { Open(); }
+
+  // Returns the seq the event took.
+  uint64_t Registry(const v1::RegistryEvent& e) {
+    return Apply(v1::SOURCE_REGISTRY, "operator", e.SerializeAsString());
+  }
+  uint64_t Usage(const std::string& csp, const v1::UsageEvent& e) {
+    return Apply(v1::SOURCE_USAGE, csp, e.SerializeAsString());
+  }
+  // A rejected entry: settlement must ignore it.
+  uint64_t Rejected(const std::string& csp, const v1::UsageEvent& e) {
+    return Apply(v1::SOURCE_USAGE, csp, e.SerializeAsString(), v1::REJECTED);
+  }
+  uint64_t Close(const base::Period& p) {
+    v1::RegistryEvent e;
+    e.set_event_id("close-" + p.ToString());
+    e.set_emitted_at_ms(p.EndMs());
+    e.mutable_period_close()->set_period(p.ToString());
+    return Registry(e);
+  }
+
+  absl::StatusOr<v1::PeriodDocuments> Docs(const base::Period& p,
+                                           const DocumentFilter& filter = {}) {
+    return engine_->Documents(p, filter);
+  }
+
+  // Commits, closes and reopens the store: state must survive.
+  void Reopen() {
+    EXPECT_TRUE(engine_->Commit().ok());
+    engine_.reset();
+    store_.reset();
+    Open();
+  }
+  Engine& engine() { return *engine_; }
+  uint64_t seq() const { return seq_; }
+
+ private:
+  void Open() {
+    StoreOptions so;
+    so.sync = false;
+    auto store = Store::Open(dir_.Sub("store"), so);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    auto engine = Engine::Open(store_.get(), options_);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine_ = *std::move(engine);
+  }
+
+  uint64_t Apply(v1::Source source, const std::string& source_id, const std::string& payload,
+                 v1::Outcome outcome = v1::ACCEPTED) {
+    ledger::StoredEntry e;
+    e.seq = ++seq_;
+    e.entry.set_source(source);
+    e.entry.set_source_id(source_id);
+    e.entry.set_payload(payload);
+    e.entry.set_outcome(outcome);
+    e.bytes = e.entry.SerializeAsString();
+    e.hash = ledger::Sha256(absl::StrCat(e.seq, e.bytes));
+    absl::Status st = engine_->Apply(e);
+    EXPECT_TRUE(st.ok()) << st;
+    return e.seq;
+  }
+
+  SettleOptions options_;
+  gpuledger::testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Engine> engine_;
+  uint64_t seq_ = 0;
+};
+
+}  // namespace gpuledger::settlement::testing
