@@ -2,9 +2,11 @@
 # ops/demo.sh — gpuledger's main job, end to end, on this machine:
 #   set up and build (ops/setup.sh), start a local Kafka broker, generate a sample month,
 #   publish it as the operator and two CSPs would, ingest it into a fresh ledger, verify the
-#   ledger, and print the month's co-pay invoices. The broker is stopped on exit.
-# Output files (invoices as JSON and CSV, the ledger, its export, the operator's key pair) are
-# kept under $DEMO_DIR
+#   ledger, print the month's co-pay invoices, CSP statements and programme summaries, close the
+#   month, ingest late events (adjustments on the next month), and replay the closed month as
+#   an auditor would. The broker is stopped on exit.
+# Output files (documents as JSON, CSV and HTML, the ledger, its export, the operator's key
+# pair) are kept under $DEMO_DIR
 # (default: run/demo/, replaced on each run).
 # Options: --skip-setup  do not install or build (use an existing $BUILD_DIR)
 set -euo pipefail
@@ -17,7 +19,7 @@ SKIP_SETUP=0
 for arg in "$@"; do
   case $arg in
     --skip-setup) SKIP_SETUP=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "demo: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,8 +63,37 @@ step "verifying the ledger, then an export of it, as an auditor would (public ke
 "$GPULEDGER" ledger verify --export "$DEMO_DIR/ledger.export" \
   --public-key "$DEMO_DIR/operator-pub.pem"
 
-step "settling $PERIOD"
-"$GPULEDGER" settle --period "$PERIOD" --format json -o "$DEMO_DIR/invoices-$PERIOD.json"
-"$GPULEDGER" settle --period "$PERIOD" --format csv -o "$DEMO_DIR/invoices-$PERIOD.csv"
+NEXT=$(python3 -c "y,m=map(int,'$PERIOD'.split('-')); print(f'{y+(m==12)}-{m%12+1:02d}')")
+INGEST=("$GPULEDGER" ingest --until-end --signing-key "$DEMO_DIR/operator-key.pem")
+
+step "live drafts for $PERIOD: invoices, CSP statements, programme summaries"
 "$GPULEDGER" settle --period "$PERIOD"
-printf '\nInvoices also written to %s/invoices-%s.{json,csv}\n' "$DEMO_DIR" "$PERIOD"
+
+step "closing $PERIOD: the close goes through Kafka; ingest records it and seals it"
+"$GPULEDGER" settle close --period "$PERIOD" --wait-s 0
+"${INGEST[@]}"
+"$GPULEDGER" settle status
+OUT=$DEMO_DIR/documents
+mkdir -p "$OUT"
+"$GPULEDGER" settle --period "$PERIOD" --format json -o "$OUT/$PERIOD.json"
+"$GPULEDGER" settle --period "$PERIOD" --format html -o "$OUT/$PERIOD.html"
+for doc in invoices statements programs; do
+  "$GPULEDGER" settle --period "$PERIOD" --format csv --document "$doc" -o "$OUT/$PERIOD-$doc.csv"
+done
+
+step "late events for $PERIOD arrive after the close: adjustments on $NEXT's drafts"
+"$GPULEDGER" publish --kind usage "$DEMO_DIR/sample/late.jsonl"
+"${INGEST[@]}"
+"$GPULEDGER" settle --period "$NEXT"
+"$GPULEDGER" settle --period "$NEXT" --format json -o "$OUT/$NEXT-draft.json"
+
+step "auditor: verify an export with the public key, then rebuild every closed period from it"
+"$GPULEDGER" ledger export --out "$DEMO_DIR/ledger.export"
+"$GPULEDGER" settle status --format json -o "$OUT/closes.json"
+"$GPULEDGER" audit replay --export "$DEMO_DIR/ledger.export" \
+  --public-key "$DEMO_DIR/operator-pub.pem" --expect "$OUT/closes.json"
+
+step "final documents of $PERIOD (frozen at its close)"
+"$GPULEDGER" settle --period "$PERIOD"
+printf '\nDocuments written to %s: %s.json (canonical), %s.html (printable),\n' "$OUT" "$PERIOD" "$PERIOD"
+printf '%s-{invoices,statements,programs}.csv, %s-draft.json and closes.json (digests).\n' "$PERIOD" "$NEXT"

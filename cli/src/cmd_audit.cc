@@ -124,7 +124,7 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
       "`gpuledger settle status --format json` file (--expect). The chain is verified first.\n"
       "Exit status: 0 every digest matches; 1 a difference or a failure (each is listed).");
   auto* src = cmd->add_option_group("source", "What to replay");
-  src->add_option("--db", args->db, "Ledger directory")->envname("GPULEDGER_DB");
+  src->add_option("--db", args->db, "Ledger directory");
   src->add_option("--export", args->export_file, "An export file (`gpuledger ledger export`)");
   src->require_option(1);
   cmd->add_option("--public-key", args->public_key,

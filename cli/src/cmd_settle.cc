@@ -205,6 +205,7 @@ void AddStatusCommand(CLI::App* settle, int* exit_code) {
   struct Args {
     StoreArgs store;
     std::string format = "table";
+    std::string output;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = settle->add_subcommand(
@@ -215,6 +216,7 @@ void AddStatusCommand(CLI::App* settle, int* exit_code) {
   cmd->add_option("--format", args->format, "table or json")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
+  cmd->add_option("--output,-o", args->output, "Write to this file instead of stdout");
   cmd->callback([args, exit_code] {
     auto opened = OpenAndCatchUp(args->store);
     if (!opened.ok()) {
@@ -222,8 +224,10 @@ void AddStatusCommand(CLI::App* settle, int* exit_code) {
       return;
     }
     settlement::Engine& engine = *opened->settlement.engine;
-    std::cout << RenderCloses(engine.Closes(), engine.last_closed(), engine.applied_through(),
-                              args->format);
+    absl::Status st =
+        WriteOutput(args->output, RenderCloses(engine.Closes(), engine.last_closed(),
+                                               engine.applied_through(), args->format));
+    if (!st.ok()) *exit_code = Report(st);
   });
 }
 

@@ -108,6 +108,13 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
     case v1::UsageEvent::kOwnUse: {
       const auto& o = e.own_use();
       auto pool = registry_.PoolAt(csp, o.program(), o.gpu_model(), o.start_ms());
+      if ((!pool.has_value() || *pool == 0) && c->resolves_seq == 0) {
+        // The registry topic may simply not have been read that far yet.
+        c->park = true;
+        c->reason_detail = absl::StrCat("waiting for the ", v1::Program_Name(o.program()), "/",
+                                        v1::GpuModel_Name(o.gpu_model()), " pool of ", csp);
+        return;
+      }
       if (!pool.has_value() || *pool == 0) {
         return Reject(c, reason::kUnknownPool,
                       absl::StrCat(csp, " hosts no ", v1::Program_Name(o.program()), "/",
@@ -123,6 +130,11 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
       const auto& o = e.outage();
       if (!o.allocation_id().empty()) {
         const v1::Allocation* alloc = registry_.FindAllocation(o.allocation_id());
+        if (alloc == nullptr && c->resolves_seq == 0) {
+          c->park = true;
+          c->reason_detail = absl::StrCat("waiting for allocation ", o.allocation_id());
+          return;
+        }
         if (alloc == nullptr) {
           return Reject(c, reason::kUnknownAllocation,
                         absl::StrCat("outage of unknown allocation '", o.allocation_id(), "'"));
@@ -135,6 +147,12 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
         return;
       }
       auto pool = registry_.PoolAt(csp, o.program(), o.gpu_model(), o.start_ms());
+      if ((!pool.has_value() || *pool == 0) && c->resolves_seq == 0) {
+        c->park = true;
+        c->reason_detail = absl::StrCat("waiting for the ", v1::Program_Name(o.program()), "/",
+                                        v1::GpuModel_Name(o.gpu_model()), " pool of ", csp);
+        return;
+      }
       if (!pool.has_value() || *pool == 0) {
         return Reject(c, reason::kUnknownPool, absl::StrCat(csp, " hosts no such pool"));
       }
@@ -276,14 +294,21 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
   if (c.park) {
     v1::UsageEvent e;
     std::string allocation;
+    std::optional<PoolKey> pool;
     if (e.ParseFromString(c.payload)) {
       if (const v1::UsageInterval* u = IntervalOf(e)) allocation = u->allocation_id();
+      if (e.has_outage()) allocation = e.outage().allocation_id();
+      if (e.has_own_use()) {
+        pool = PoolKey{e.own_use().program(), e.own_use().gpu_model(), e.own_use().start_ms()};
+      } else if (e.has_outage() && allocation.empty()) {
+        pool = PoolKey{e.outage().program(), e.outage().gpu_model(), e.outage().start_ms()};
+      }
       if (e.has_correction()) {
         auto t = parked_identities_.find({c.source_id, e.correction().target_event_id()});
         if (t != parked_identities_.end()) allocation = t->second;
       }
     }
-    parked_[seq] = Parked{c, allocation};
+    parked_[seq] = Parked{c, allocation, pool};
     parked_identities_[{c.source_id, c.event_id}] = allocation;
     return;
   }
@@ -306,7 +331,14 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
 std::vector<ledger::Candidate> Validator::TakeResolvable() const {
   std::vector<ledger::Candidate> out;
   for (const auto& [seq, p] : parked_) {
-    const bool announced = registry_.FindAllocation(p.allocation_id) != nullptr;
+    bool announced = false;
+    if (p.pool) {
+      auto gpus =
+          registry_.PoolAt(p.candidate.source_id, p.pool->program, p.pool->model, p.pool->at_ms);
+      announced = gpus.has_value() && *gpus > 0;
+    } else {
+      announced = registry_.FindAllocation(p.allocation_id) != nullptr;
+    }
     const bool expired = p.candidate.kafka_timestamp_ms >= 0 &&
                          latest_kafka_ms_ - p.candidate.kafka_timestamp_ms >= limits_.park_grace_ms;
     if (!announced && !expired) continue;

@@ -7,7 +7,8 @@ Outputs two JSON-lines files in the protobuf JSON mapping (docs/FORMATS.md):
   usage.jsonl     two CSPs' metered usage for the month, one event per node-hour or less,
                   with a few exact duplicates (as a retrying CSP sends), one conflicting
                   duplicate and one zero-length interval mixed in, so the run shows what
-                  ingest does with each.
+                  ingest does with each; own use and outages;
+  late.jsonl      events sent after the month is closed (a late interval, a cancellation).
 
 Usage: make_sample.py OUT_DIR [--period 2026-03] [--seed 7]
 Integers only: times in ms since the epoch (UTC), money in whole won.
@@ -119,6 +120,24 @@ def usage_events(allocations, start, end, rng):
                                            "startMs": t, "endMs": t_next, "nodeId": node})
                     t = t_next
             day += DAY
+    # csp-alpha's own use of the government GPUs it hosts: 16 H200s 16 h a day (over its 15%
+    # cap of the 64-GPU pool) and 4 B200s 12 h a day (under it).
+    day = start
+    while day < end:
+        for model, gpus, hours in [("H200", 16, 16), ("B200", 4, 12)]:
+            add("csp-alpha", "ownUse", {"program": "GOV_ADVANCED", "gpuModel": model,
+                                        "gpuCount": gpus, "startMs": day + 8 * HOUR,
+                                        "endMs": day + (8 + hours) * HOUR,
+                                        "nodeId": "csp-alpha-own-1"})
+        day += DAY
+    # Outages: 2 GPUs of one allocation for 6 hours (its usage then is credited), and 8 GPUs of
+    # csp-beta's H100 pool for 12 hours of maintenance.
+    add("csp-alpha", "outage", {"allocationId": "alloc-0002", "program": "GOV_ADVANCED",
+                                "gpuModel": "H200", "gpuCount": 2, "startMs": start + 4 * DAY,
+                                "endMs": start + 4 * DAY + 6 * HOUR, "cause": "gpu-xid-79"})
+    add("csp-beta", "outage", {"program": "LEASE_HPC", "gpuModel": "H100", "gpuCount": 8,
+                               "startMs": start + 10 * DAY, "endMs": start + 10 * DAY + 12 * HOUR,
+                               "cause": "power-maintenance"})
     lines = [json.dumps(e, separators=(",", ":")) for e in events]
     # A CSP retrying: 3% of events are sent twice, byte for byte.
     dups = sorted(rng.sample(range(len(lines)), len(lines) * 3 // 100))
@@ -130,7 +149,28 @@ def usage_events(allocations, start, end, rng):
     zero["eventId"] = zero["eventId"] + "-z"
     out = list(lines) + [lines[i] for i in dups] + [
         json.dumps(conflict, separators=(",", ":")), json.dumps(zero, separators=(",", ":"))]
-    return out, len(events), len(dups)
+    # Sent after the month is closed: one late usage event for the month, and a correction
+    # that cancels one of its events. They show up as adjustments on the next month.
+    first = next(e for e in events if "usage" in e)
+    alloc = first["usage"]["allocationId"]
+    busy = [(e["usage"]["startMs"], e["usage"]["endMs"]) for e in events
+            if "usage" in e and e["usage"]["allocationId"] == alloc]
+    late_start = end - 2 * HOUR  # the latest 2-hour stretch of the month with no usage
+    while any(s < late_start + 2 * HOUR and late_start < t for s, t in busy):
+        late_start -= HOUR
+    late = []
+    for body_key, body in [
+            ("usage", dict(first["usage"], startMs=late_start, endMs=late_start + 2 * HOUR)),
+            ("correction", {"targetEventId": first["eventId"], "reason": "metering fault",
+                            "allocationId": first["usage"]["allocationId"]})]:
+        csp = first["cspId"]
+        producer = f"{csp}-meter-1"
+        seqs[producer] += 1
+        late.append(json.dumps({"schemaVersion": 1, "eventId": f"{csp}-{seqs[producer]:06d}",
+                                "cspId": csp, "producerId": producer,
+                                "producerSeq": seqs[producer], "emittedAtMs": end + 2 * DAY,
+                                body_key: body}, separators=(",", ":")))
+    return out, len(events), len(dups), late
 
 
 def main():
@@ -144,14 +184,17 @@ def main():
     end = month_start_ms(year + (month == 12), month % 12 + 1)
     rng = random.Random(a.seed)
     reg, allocations = registry_events(start, end)
-    usage, distinct, dups = usage_events(allocations, start, end, rng)
+    usage, distinct, dups, late = usage_events(allocations, start, end, rng)
     os.makedirs(a.out_dir, exist_ok=True)
     with open(os.path.join(a.out_dir, "registry.jsonl"), "w") as f:
         f.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in reg)
     with open(os.path.join(a.out_dir, "usage.jsonl"), "w") as f:
         f.writelines(line + "\n" for line in usage)
+    with open(os.path.join(a.out_dir, "late.jsonl"), "w") as f:
+        f.writelines(line + "\n" for line in late)
     print(f"sample {a.period} (seed {a.seed}): {len(reg)} registry events, {distinct} usage "
-          f"events + {dups} exact duplicates + 1 conflicting duplicate + 1 zero-length interval")
+          f"events + {dups} exact duplicates + 1 conflicting duplicate + 1 zero-length interval; "
+          f"{len(late)} late events for after the close")
 
 
 if __name__ == "__main__":

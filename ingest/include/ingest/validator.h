@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -51,9 +52,16 @@ class Validator {
     std::string node_id;
     Identity holder;
   };
+  // Own use and pool outages wait for their pool, not an allocation.
+  struct PoolKey {
+    gpuledger::v1::Program program;
+    gpuledger::v1::GpuModel model;
+    int64_t at_ms;
+  };
   struct Parked {
     ledger::Candidate candidate;
     std::string allocation_id;
+    std::optional<PoolKey> pool;
   };
 
   void CheckUsage(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
