@@ -97,3 +97,4 @@ step "final documents of $PERIOD (frozen at its close)"
 "$GPULEDGER" settle --period "$PERIOD"
 printf '\nDocuments written to %s: %s.json (canonical), %s.html (printable),\n' "$OUT" "$PERIOD" "$PERIOD"
 printf '%s-{invoices,statements,programs}.csv, %s-draft.json and closes.json (digests).\n' "$PERIOD" "$NEXT"
+echo "main job done" >&2

@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/reasons.h"
 #include "ledger/verify.h"
@@ -232,10 +233,53 @@ TEST(ValidatorTest, OwnUseAndOutagesNeedAPool) {
   o->set_start_ms(kT0);
   o->set_end_ms(kT0 + kHour);
   EXPECT_EQ(h.UsageReason(own), reason::kGpusOverPool);
+  // No B200 pool (yet): own use waits for the registry, like usage for an unknown allocation.
   own.set_event_id("own-2");
   o->set_gpu_model(v1::B200);
   o->set_gpu_count(1);
-  EXPECT_EQ(h.UsageReason(own), reason::kUnknownPool);
+  const v1::LedgerEntry parked = h.Send(own, false);
+  EXPECT_EQ(parked.outcome(), v1::PARKED);
+  // The pool is announced: the parked own use is decided and accepted.
+  ASSERT_EQ(h.Reg([](auto* e) {
+    auto* p = e->mutable_gpu_pool();
+    p->set_csp_id("csp-a");
+    p->set_program(v1::GOV_ADVANCED);
+    p->set_gpu_model(v1::B200);
+    p->set_gpu_count(8);
+    p->set_effective_from_ms(0);
+  }),
+            "");
+  EXPECT_EQ(h.validator().parked(), 0u);
+  // Never announced: rejected once the grace period has passed in Kafka time.
+  own.set_event_id("own-3");
+  o->set_program(v1::LEASE_HPC);
+  EXPECT_EQ(h.Send(own, false).outcome(), v1::PARKED);
+  v1::UsageEvent later = own;
+  later.set_event_id("own-4");
+  const v1::LedgerEntry after = h.Send(later, false, kT0 + 51 * kHour);
+  EXPECT_EQ(h.validator().parked(), 1u);  // own-4 itself waits now
+  auto resolution = h.ledger().Get(after.seq() + 1);
+  ASSERT_TRUE(resolution.ok());
+  EXPECT_EQ(resolution->entry.reason_code(), reason::kUnknownPool);
+}
+
+TEST(ValidatorTest, PeriodsCloseInOrderAfterTheyEnd) {
+  Harness h;
+  h.StandardRegistry();
+  auto close = [&](const std::string& period, int64_t emitted_at_ms) {
+    return h.Reg([&](auto* e) {
+      e->set_emitted_at_ms(emitted_at_ms);
+      e->mutable_period_close()->set_period(period);
+    });
+  };
+  const int64_t april = base::Period{2026, 4}.StartMs();
+  EXPECT_EQ(close("2026-03", april - 1), reason::kPeriodNotEnded);
+  EXPECT_EQ(close("2026-03", april), "");
+  EXPECT_EQ(close("2026-03", april + kHour), reason::kPeriodAlreadyClosed);
+  EXPECT_EQ(close("2026-02", april + kHour), reason::kPeriodAlreadyClosed);
+  EXPECT_EQ(close("2026-05", base::Period{2026, 6}.StartMs()), reason::kPeriodCloseOutOfOrder);
+  EXPECT_EQ(close("2026-04", base::Period{2026, 6}.StartMs()), "");
+  EXPECT_EQ(close("2026-13", base::Period{2027, 6}.StartMs()), reason::kInvalidField);
 }
 
 TEST(ValidatorTest, CorrectionsNeedALiveTarget) {
