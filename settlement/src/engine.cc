@@ -155,6 +155,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(Store* store, const SettleO
     return true;
   });
   GPULEDGER_RETURN_IF_ERROR(bad);
+  store->Scan("o/", [&](std::string_view key, std::string_view) {
+    const std::string rest(key.substr(2));
+    engine->allocations_with_outages_.insert(rest.substr(0, rest.find(kSep)));
+    return true;
+  });
   store->Scan("c/", [&](std::string_view key, std::string_view) {
     engine->closed_.insert(std::string(key.substr(2)));
     return true;
@@ -337,6 +342,7 @@ void Engine::RemoveInterval(const v1::StoredInterval& rec) {
 void Engine::Recredit(v1::StoredInterval* rec) {
   for (const auto& c : rec->credits()) AddLine(c.period(), c.line_key(), -c.gpu_ms());
   rec->clear_credits();
+  if (!allocations_with_outages_.contains(rec->interval().allocation_id())) return;
   std::vector<v1::StoredOutage> outages;
   store_->Scan(Key("o/", {rec->interval().allocation_id(), ""}),
                [&](std::string_view, std::string_view value) {
@@ -463,6 +469,7 @@ absl::Status Engine::ApplyUsage(uint64_t seq, const std::string& source_id,
         stored.set_end_ms(o.end_ms());
         stored.set_gpu_count(o.gpu_count());
         store_->Put(Key("o/", {alloc->allocation_id(), Seq(seq)}), stored.SerializeAsString());
+        allocations_with_outages_.insert(alloc->allocation_id());
         std::vector<std::string> keys;
         store_->Scan(
             Key("x/", {alloc->allocation_id(), ""}), [&](std::string_view key, std::string_view) {
@@ -559,7 +566,7 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Documents(Period period, const Docum
       return absl::DataLossError(
           absl::StrCat("settlement store: frozen documents of ", p, " are missing or unreadable"));
     }
-    if (filter.institution_id || filter.csp_id) {
+    {
       auto keep = [&](auto* list, auto pred) {
         auto* l = list;
         l->erase(std::remove_if(l->begin(), l->end(), [&](const auto& x) { return !pred(x); }),

@@ -303,6 +303,12 @@ TEST(CloseTest, AClosedPeriodNeverChangesAndLateUsageIsAnAdjustmentOnTheNextPeri
             closed->invoices_size() + closed->statements_size() + closed->programs_size());
   EXPECT_EQ(InvoiceJson(closed->invoices(0)), InvoiceJson(before->invoices(0)));
   EXPECT_EQ(closed->digests(0).sha256(), DigestHex(InvoiceJson(closed->invoices(0))));
+  DocumentFilter statements_only;
+  statements_only.invoices = statements_only.programs = false;
+  auto frozen_statements = h.Docs(kMarch, statements_only);
+  EXPECT_EQ(frozen_statements->invoices_size(), 0);
+  EXPECT_EQ(frozen_statements->statements_size(), 1);
+  EXPECT_EQ(frozen_statements->programs_size(), 0);
 
   // A late event for March (4 GPU-hours = 18,000 won) arrives in April.
   h.Usage("csp-a", Usage("late", "a-sme", 1, t + 20 * kHour, t + 24 * kHour));

@@ -104,6 +104,8 @@ class Engine {
   uint64_t applied_through_ = 0;
   std::string applied_hash_;
   std::set<std::string> closed_;
+  // Allocations with a declared outage (most have none: their intervals need no credit scan).
+  std::set<std::string> allocations_with_outages_;
 };
 
 // Applies the ledger's entries after engine->applied_through() up to `until_seq` (0: the head
