@@ -440,9 +440,12 @@ absl::Status Engine::ApplyUsage(uint64_t seq, const std::string& source_id,
     case v1::UsageEvent::kOwnUse: {
       const auto& o = event.own_use();
       ForEachPeriod(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
-        const std::string key =
-            Key("w/", {p.ToString(), source_id, Pad(o.program(), 2), Pad(o.gpu_model(), 2)});
+        const std::string rest =
+            Key("", {p.ToString(), source_id, Pad(o.program(), 2), Pad(o.gpu_model(), 2)});
+        const std::string key = absl::StrCat("w/", rest);
         store_->PutInt(key, store_->GetInt(key) + int64_t{o.gpu_count()} * (hi - lo));
+        // Own use of a closed period: an adjustment on the first open period's statement.
+        if (IsClosed(p.ToString())) store_->Put(absl::StrCat("tw/", rest), "");
       });
       break;
     }
@@ -458,9 +461,11 @@ absl::Status Engine::ApplyUsage(uint64_t seq, const std::string& source_id,
       }
       const std::string scope = o.allocation_id().empty() ? "pool" : "allocation";
       ForEachPeriod(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
-        const std::string key =
-            Key("d/", {p.ToString(), source_id, Pad(program, 2), Pad(model, 2), scope, o.cause()});
+        const std::string rest =
+            Key("", {p.ToString(), source_id, Pad(program, 2), Pad(model, 2), scope, o.cause()});
+        const std::string key = absl::StrCat("d/", rest);
         store_->PutInt(key, store_->GetInt(key) + int64_t{o.gpu_count()} * (hi - lo));
+        if (IsClosed(p.ToString())) store_->Put(absl::StrCat("td/", rest), "");
       });
       if (alloc != nullptr) {
         v1::StoredOutage stored;
@@ -547,11 +552,41 @@ absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
     for (const auto& l : inv.lines()) bill(p, inv.institution_id(), l);
     for (const auto& l : inv.adjustments()) bill(l.adjusts_period(), inv.institution_id(), l);
   }
+  // Own use and outages as billed: this period's, plus the adjustments it carries.
+  auto bill_own_use = [&](const std::string& period, const std::string& csp,
+                          const v1::OwnUseRow& row) {
+    const std::string key =
+        Key("bw/", {period, csp, Pad(row.program(), 2), Pad(row.gpu_model(), 2)});
+    v1::OwnUseRow b;
+    if (auto bytes = store_->Get(key)) b.ParseFromString(*bytes);
+    b.set_own_use_gpu_ms(b.own_use_gpu_ms() + row.own_use_gpu_ms());
+    b.set_excess_gpu_ms(b.excess_gpu_ms() + row.excess_gpu_ms());
+    b.set_excess_value_krw(b.excess_value_krw() + row.excess_value_krw());
+    store_->Put(key, b.SerializeAsString());
+  };
+  auto bill_outage = [&](const std::string& period, const std::string& csp,
+                         const v1::OutageRow& row) {
+    const std::string key = Key("bd/", {period, csp, Pad(row.program(), 2), Pad(row.gpu_model(), 2),
+                                        row.scope(), row.cause()});
+    store_->PutInt(key, store_->GetInt(key) + row.gpu_ms());
+  };
+  for (const auto& st : docs.statements()) {
+    for (const auto& row : st.own_use()) bill_own_use(p, st.csp_id(), row);
+    for (const auto& row : st.own_use_adjustments()) {
+      bill_own_use(row.adjusts_period(), st.csp_id(), row);
+    }
+    for (const auto& row : st.outages()) bill_outage(p, st.csp_id(), row);
+    for (const auto& row : st.outage_adjustments()) {
+      bill_outage(row.adjusts_period(), st.csp_id(), row);
+    }
+  }
   std::vector<std::string> touched;
-  store_->Scan("t/", [&](std::string_view key, std::string_view) {
-    touched.emplace_back(key);
-    return true;
-  });
+  for (const char* prefix : {"t/", "tw/", "td/"}) {
+    store_->Scan(prefix, [&](std::string_view key, std::string_view) {
+      touched.emplace_back(key);
+      return true;
+    });
+  }
   for (const auto& key : touched) store_->Delete(key);
   closed_.insert(p);
   return absl::OkStatus();
@@ -584,6 +619,50 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Documents(Period period, const Docum
     return docs;
   }
   return Draft(period, filter);
+}
+
+absl::StatusOr<v1::OwnUseRow> Engine::OwnUseRowFor(const std::string& csp, int program, int model,
+                                                   Period period, int64_t own) const {
+  const auto prog = static_cast<v1::Program>(program);
+  const auto gpu_model = static_cast<v1::GpuModel>(model);
+  const int64_t last_ms = period.EndMs() - 1;
+  const auto* pool = registry_.Pool(csp, prog, gpu_model);
+  const auto* caps = registry_.OwnUseCaps(csp);
+  int64_t capacity = 0;
+  __int128 allowed_num = 0;
+  if (pool != nullptr) {
+    pool->ForEachWithin(period.StartMs(), period.EndMs(),
+                        [&](int64_t from, int64_t to, uint32_t gpus) {
+                          capacity += int64_t{gpus} * (to - from);
+                          if (caps == nullptr) return;
+                          caps->ForEachWithin(from, to, [&](int64_t a, int64_t b, uint32_t bp) {
+                            allowed_num += static_cast<__int128>(gpus) * (b - a) * bp;
+                          });
+                        });
+  }
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t allowed, DivRound(allowed_num, base::kBasisPointsPerUnit));
+  int64_t share = 0;
+  if (capacity > 0) {
+    GPULEDGER_ASSIGN_OR_RETURN(
+        share, DivRound(static_cast<__int128>(own) * base::kBasisPointsPerUnit, capacity));
+  }
+  v1::OwnUseRow row;
+  row.set_program(prog);
+  row.set_gpu_model(gpu_model);
+  row.set_own_use_gpu_ms(own);
+  row.set_capacity_gpu_ms(capacity);
+  row.set_share_bp(static_cast<uint32_t>(share));
+  row.set_cap_bp(caps != nullptr ? caps->At(last_ms).value_or(0) : 0);
+  row.set_allowed_gpu_ms(allowed);
+  row.set_excess_gpu_ms(std::max<int64_t>(0, own - allowed));
+  const auto rate = registry_.RateAt(prog, gpu_model, last_ms);
+  row.set_krw_per_gpu_hour(rate.value_or(0));
+  if (rate) {
+    GPULEDGER_ASSIGN_OR_RETURN(base::Krw value,
+                               base::ListPrice(base::GpuMs{row.excess_gpu_ms()}, base::Krw{*rate}));
+    row.set_excess_value_krw(value.won);
+  }
+  return row;
 }
 
 absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentFilter& filter) {
@@ -764,6 +843,61 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
     }
     return true;
   });
+  // Own use and outages recorded for closed periods after they closed.
+  std::map<std::string, std::vector<v1::OwnUseRow>> own_use_adjusted;
+  std::map<std::string, std::vector<v1::OutageRow>> outage_adjusted;
+  if (last_closed && period == last_closed->Next()) {
+    std::vector<std::string> own_keys, outage_keys;
+    store_->Scan("tw/", [&](std::string_view key, std::string_view) {
+      own_keys.emplace_back(key.substr(3));
+      return true;
+    });
+    store_->Scan("td/", [&](std::string_view key, std::string_view) {
+      outage_keys.emplace_back(key.substr(3));
+      return true;
+    });
+    for (const std::string& rest : own_keys) {
+      auto f = split(rest);
+      int prog = 0, model = 0;
+      if (f.size() != 4 || !absl::SimpleAtoi(f[2], &prog) || !absl::SimpleAtoi(f[3], &model)) {
+        return absl::DataLossError("settlement store: bad own-use marker");
+      }
+      GPULEDGER_ASSIGN_OR_RETURN(Period closed_period, base::ParsePeriod(f[0]));
+      GPULEDGER_ASSIGN_OR_RETURN(
+          v1::OwnUseRow row,
+          OwnUseRowFor(f[1], prog, model, closed_period, store_->GetInt(absl::StrCat("w/", rest))));
+      v1::OwnUseRow billed;
+      if (auto bytes = store_->Get(absl::StrCat("bw/", rest))) billed.ParseFromString(*bytes);
+      row.set_own_use_gpu_ms(row.own_use_gpu_ms() - billed.own_use_gpu_ms());
+      row.set_excess_gpu_ms(row.excess_gpu_ms() - billed.excess_gpu_ms());
+      row.set_excess_value_krw(row.excess_value_krw() - billed.excess_value_krw());
+      row.set_adjusts_period(f[0]);
+      if (row.own_use_gpu_ms() == 0 && row.excess_gpu_ms() == 0 && row.excess_value_krw() == 0) {
+        continue;
+      }
+      statements[f[1]];
+      own_use_adjusted[f[1]].push_back(std::move(row));
+    }
+    for (const std::string& rest : outage_keys) {
+      auto f = split(rest);
+      int prog = 0, model = 0;
+      if (f.size() != 6 || !absl::SimpleAtoi(f[2], &prog) || !absl::SimpleAtoi(f[3], &model)) {
+        return absl::DataLossError("settlement store: bad outage marker");
+      }
+      const int64_t delta =
+          store_->GetInt(absl::StrCat("d/", rest)) - store_->GetInt(absl::StrCat("bd/", rest));
+      if (delta == 0) continue;
+      v1::OutageRow row;
+      row.set_program(static_cast<v1::Program>(prog));
+      row.set_gpu_model(static_cast<v1::GpuModel>(model));
+      row.set_scope(f[4]);
+      row.set_cause(f[5]);
+      row.set_gpu_ms(delta);
+      row.set_adjusts_period(f[0]);
+      statements[f[1]];
+      outage_adjusted[f[1]].push_back(std::move(row));
+    }
+  }
   for (const auto& [csp, program, model] : registry_.Pools()) {
     int64_t cap = 0;
     registry_.Pool(csp, program, model)
@@ -833,40 +967,9 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
       // reported own use on.
       if (own == 0 && prog != v1::GOV_ADVANCED) continue;
       if (own == 0 && cap == 0) continue;
-      __int128 allowed_num = 0;
-      if (const auto* pool =
-              registry_.Pool(csp, static_cast<v1::Program>(prog), static_cast<v1::GpuModel>(model));
-          pool != nullptr && caps != nullptr) {
-        pool->ForEachWithin(period.StartMs(), period.EndMs(),
-                            [&](int64_t from, int64_t to, uint32_t gpus) {
-                              caps->ForEachWithin(from, to, [&](int64_t a, int64_t b, uint32_t bp) {
-                                allowed_num += static_cast<__int128>(gpus) * (b - a) * bp;
-                              });
-                            });
-      }
-      GPULEDGER_ASSIGN_OR_RETURN(int64_t allowed, DivRound(allowed_num, base::kBasisPointsPerUnit));
-      int64_t share = 0;
-      if (cap > 0) {
-        GPULEDGER_ASSIGN_OR_RETURN(
-            share, DivRound(static_cast<__int128>(own) * base::kBasisPointsPerUnit, cap));
-      }
+      GPULEDGER_ASSIGN_OR_RETURN(v1::OwnUseRow own_row, OwnUseRowFor(csp, prog, model, period, own));
       v1::OwnUseRow* ou = st.add_own_use();
-      ou->set_program(static_cast<v1::Program>(prog));
-      ou->set_gpu_model(static_cast<v1::GpuModel>(model));
-      ou->set_own_use_gpu_ms(own);
-      ou->set_capacity_gpu_ms(cap);
-      ou->set_share_bp(static_cast<uint32_t>(share));
-      ou->set_cap_bp(cap_bp.value_or(0));
-      ou->set_allowed_gpu_ms(allowed);
-      ou->set_excess_gpu_ms(std::max<int64_t>(0, own - allowed));
-      const auto rate = registry_.RateAt(static_cast<v1::Program>(prog),
-                                         static_cast<v1::GpuModel>(model), last_ms);
-      ou->set_krw_per_gpu_hour(rate.value_or(0));
-      if (rate) {
-        GPULEDGER_ASSIGN_OR_RETURN(
-            base::Krw value, base::ListPrice(base::GpuMs{ou->excess_gpu_ms()}, base::Krw{*rate}));
-        ou->set_excess_value_krw(value.won);
-      }
+      *ou = std::move(own_row);
       st.set_own_use_gpu_ms(st.own_use_gpu_ms() + own);
       st.set_hosted_capacity_gpu_ms(st.hosted_capacity_gpu_ms() + cap);
       st.set_own_use_excess_gpu_ms(st.own_use_excess_gpu_ms() + ou->excess_gpu_ms());
@@ -879,6 +982,8 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
                    st.hosted_capacity_gpu_ms()));
       st.set_own_use_share_bp(static_cast<uint32_t>(share));
     }
+    for (auto& row : own_use_adjusted[csp]) *st.add_own_use_adjustments() = std::move(row);
+    for (auto& row : outage_adjusted[csp]) *st.add_outage_adjustments() = std::move(row);
     if (filter.statements && (!filter.csp_id || csp == *filter.csp_id)) {
       *docs.add_statements() = st;
     }

@@ -88,16 +88,35 @@ json StatementObj(const v1::CspStatement& s) {
   for (const auto& r : s.delivered()) delivered.push_back(DeliveredObj(r));
   json adjustments = json::array();
   for (const auto& r : s.adjustments()) adjustments.push_back(DeliveredObj(r));
-  json outages = json::array();
-  for (const auto& r : s.outages()) {
-    outages.push_back({{"program", v1::Program_Name(r.program())},
-                       {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
-                       {"scope", r.scope()},
-                       {"cause", r.cause()},
-                       {"gpu_ms", r.gpu_ms()},
-                       {"gpu_hours", Hours(r.gpu_ms())}});
-  }
+  auto outage_rows = [](const auto& list) {
+    json out = json::array();
+    for (const auto& r : list) {
+      json o;
+      if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
+      o["program"] = v1::Program_Name(r.program());
+      o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
+      o["scope"] = r.scope();
+      o["cause"] = r.cause();
+      o["gpu_ms"] = r.gpu_ms();
+      o["gpu_hours"] = Hours(r.gpu_ms());
+      out.push_back(o);
+    }
+    return out;
+  };
+  json outages = outage_rows(s.outages());
   json pools = json::array();
+  json own_use_adjustments = json::array();
+  for (const auto& r : s.own_use_adjustments()) {
+    own_use_adjustments.push_back({{"adjusts_period", r.adjusts_period()},
+                                   {"program", v1::Program_Name(r.program())},
+                                   {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
+                                   {"own_use_gpu_ms", r.own_use_gpu_ms()},
+                                   {"own_use_gpu_hours", Hours(r.own_use_gpu_ms())},
+                                   {"capacity_gpu_ms", r.capacity_gpu_ms()},
+                                   {"cap_bp", r.cap_bp()},
+                                   {"excess_gpu_ms", r.excess_gpu_ms()},
+                                   {"excess_value_krw", r.excess_value_krw()}});
+  }
   for (const auto& r : s.own_use()) {
     pools.push_back({{"program", v1::Program_Name(r.program())},
                      {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
@@ -140,7 +159,9 @@ json StatementObj(const v1::CspStatement& s) {
             {"excess_gpu_ms", s.own_use_excess_gpu_ms()},
             {"excess_value_krw", s.own_use_excess_value_krw()},
             {"pools", pools}}},
-          {"capacity", capacity}};
+          {"capacity", capacity},
+          {"own_use_adjustments", own_use_adjustments},
+          {"outage_adjustments", outage_rows(s.outage_adjustments())}};
 }
 
 json ProgramObj(const v1::ProgramSummary& p) {
@@ -339,6 +360,18 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
                            t.subsidy_krw(), ",,,,,,,,,,"));
         }
       }
+      for (const auto& o : s.outage_adjustments()) {
+        row("outage_adjustment", v1::Program_Name(o.program()), v1::GpuModel_Name(o.gpu_model()),
+            absl::StrCat(",", o.adjusts_period(), ",", o.scope(), ",", CsvField(o.cause()), ",",
+                         o.gpu_ms(), ",", Hours(o.gpu_ms()), ",,,,,,,,,,,,,"));
+      }
+      for (const auto& u : s.own_use_adjustments()) {
+        row("own_use_adjustment", v1::Program_Name(u.program()), v1::GpuModel_Name(u.gpu_model()),
+            absl::StrCat(",", u.adjusts_period(), ",,,", u.own_use_gpu_ms(), ",",
+                         Hours(u.own_use_gpu_ms()), ",,,,", u.capacity_gpu_ms(), ",",
+                         u.own_use_gpu_ms(), ",,,,", u.share_bp(), ",", u.cap_bp(), ",",
+                         u.allowed_gpu_ms(), ",", u.excess_gpu_ms(), ",", u.excess_value_krw()));
+      }
       for (const auto& o : s.outages()) {
         row("outage", v1::Program_Name(o.program()), v1::GpuModel_Name(o.gpu_model()),
             absl::StrCat(",,", o.scope(), ",", CsvField(o.cause()), ",", o.gpu_ms(), ",",
@@ -528,6 +561,28 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
                         v1::GpuModel_Name(o.gpu_model()), "</td><td>", Html(o.scope()), "</td><td>",
                         Html(o.cause()), "</td><td class=\"n\">", Hours(o.gpu_ms()),
                         "</td></tr>\n");
+      }
+      absl::StrAppend(&out, "</table>\n");
+    }
+    if (s.own_use_adjustments_size() > 0 || s.outage_adjustments_size() > 0) {
+      absl::StrAppend(&out,
+                      "<h2>Own use and outages of closed periods, recorded late</h2>\n"
+                      "<table>\n<tr><th>period</th><th>programme / model</th><th>what</th>"
+                      "<th class=\"n\">GPU-hours</th><th class=\"n\">excess "
+                      "GPU-hours</th><th class=\"n\">excess KRW</th></tr>\n");
+      for (const auto& u : s.own_use_adjustments()) {
+        absl::StrAppend(&out, "<tr><td>", Html(u.adjusts_period()), "</td><td>",
+                        v1::Program_Name(u.program()), " / ", v1::GpuModel_Name(u.gpu_model()),
+                        "</td><td>own use</td><td class=\"n\">", Hours(u.own_use_gpu_ms()),
+                        "</td><td class=\"n\">", Hours(u.excess_gpu_ms()), "</td><td class=\"n\">",
+                        Won(u.excess_value_krw()), "</td></tr>\n");
+      }
+      for (const auto& o : s.outage_adjustments()) {
+        absl::StrAppend(&out, "<tr><td>", Html(o.adjusts_period()), "</td><td>",
+                        v1::Program_Name(o.program()), " / ", v1::GpuModel_Name(o.gpu_model()),
+                        "</td><td>", Html(o.scope()), " outage: ", Html(o.cause()),
+                        "</td><td class=\"n\">", Hours(o.gpu_ms()),
+                        "</td><td></td><td></td></tr>\n");
       }
       absl::StrAppend(&out, "</table>\n");
     }

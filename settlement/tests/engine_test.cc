@@ -387,6 +387,43 @@ TEST(CloseTest, ARevocationAfterCloseTakesBackUsageAfterIt) {
   EXPECT_EQ(OnlyInvoice(*april).adjustments(0).gpu_ms(), -3 * kHour);
 }
 
+// March: 10 H200s hosted, 10% cap (744 GPU-hours allowed), 700 GPU-hours of own use billed.
+// After the close, csp-a reports 100 more GPU-hours of own use in March and a 5 GPU-hour pool
+// outage: April's statement carries them, with the excess they add (56 GPU-hours, 252,000 won).
+TEST(CloseTest, OwnUseAndOutagesRecordedAfterCloseAreAdjustmentsOnTheStatement) {
+  Harness h;
+  Standard(h);
+  h.Registry(Pool("csp-a", 10, 0));
+  h.Registry(Contract("csp-a", 1'000, 0));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", OwnUse("own1", 1, t, t + 700 * kHour));
+  h.Close(kMarch);
+  h.Usage("csp-a", OwnUse("own2", 1, t + 700 * kHour, t + 744 * kHour));
+  h.Usage("csp-a", OwnUse("own3", 1, t, t + 56 * kHour));
+  h.Usage("csp-a", Outage("out", "", 1, t, t + 5 * kHour, "power"));
+  auto march = h.Docs(kMarch);
+  ASSERT_TRUE(march.ok());
+  EXPECT_EQ(march->statements(0).own_use_gpu_ms(), 700 * kHour);  // frozen
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok()) << april.status();
+  ASSERT_EQ(april->statements_size(), 1);
+  const v1::CspStatement& s = april->statements(0);
+  ASSERT_EQ(s.own_use_adjustments_size(), 1);
+  EXPECT_EQ(s.own_use_adjustments(0).adjusts_period(), "2026-03");
+  EXPECT_EQ(s.own_use_adjustments(0).own_use_gpu_ms(), 100 * kHour);
+  EXPECT_EQ(s.own_use_adjustments(0).excess_gpu_ms(), 56 * kHour);
+  EXPECT_EQ(s.own_use_adjustments(0).excess_value_krw(), 56 * 4'500);
+  ASSERT_EQ(s.outage_adjustments_size(), 1);
+  EXPECT_EQ(s.outage_adjustments(0).gpu_ms(), 5 * kHour);
+  EXPECT_NE(StatementJson(s).find("\"own_use_adjustments\""), std::string::npos);
+  // Once April closes they are billed; May carries nothing.
+  h.Close(kApril);
+  auto may = h.Docs(Period{2026, 5});
+  ASSERT_TRUE(may.ok());
+  EXPECT_EQ(may->statements(0).own_use_adjustments_size(), 0);
+  EXPECT_EQ(may->statements(0).outage_adjustments_size(), 0);
+}
+
 // ---- CSP statements and programme summaries ----
 
 // csp-a hosts 10 H200s for the government programme; its contract lets it use 10% of them.

@@ -94,6 +94,10 @@ class Engine {
                    const std::string& event_id, const std::string& why,
                    gpuledger::v1::StoredInterval* rec);
   absl::Status Close(uint64_t seq, const gpuledger::v1::RegistryEvent& event);
+  // The own-use row of a pool for a period with `own_use_gpu_ms` of own use.
+  absl::StatusOr<gpuledger::v1::OwnUseRow> OwnUseRowFor(const std::string& csp, int program,
+                                                        int model, base::Period period,
+                                                        int64_t own_use_gpu_ms) const;
   absl::StatusOr<gpuledger::v1::PeriodDocuments> Draft(base::Period period,
                                                        const DocumentFilter& filter);
   bool IsClosed(const std::string& period) const { return closed_.contains(period); }
