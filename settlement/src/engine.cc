@@ -967,7 +967,8 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
       // reported own use on.
       if (own == 0 && prog != v1::GOV_ADVANCED) continue;
       if (own == 0 && cap == 0) continue;
-      GPULEDGER_ASSIGN_OR_RETURN(v1::OwnUseRow own_row, OwnUseRowFor(csp, prog, model, period, own));
+      GPULEDGER_ASSIGN_OR_RETURN(v1::OwnUseRow own_row,
+                                 OwnUseRowFor(csp, prog, model, period, own));
       v1::OwnUseRow* ou = st.add_own_use();
       *ou = std::move(own_row);
       st.set_own_use_gpu_ms(st.own_use_gpu_ms() + own);

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
 #include "ingest/ingestor.h"
@@ -142,6 +143,19 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
     a->set_revoke(true);
   });
   reg("r-no-body", reason::kMissingField, [](auto*) {});
+  // Period closes: in order, each after its end.
+  auto close = [](const char* period, int64_t emitted_at_ms) {
+    return [=](v1::RegistryEvent* e) {
+      e->set_emitted_at_ms(emitted_at_ms);
+      e->mutable_period_close()->set_period(period);
+    };
+  };
+  const int64_t may = base::Period{2026, 5}.StartMs();
+  reg("r-close-early", reason::kPeriodNotEnded, close("2026-04", may - 1));
+  reg("r-close", "", close("2026-04", may));
+  reg("r-close-again", reason::kPeriodAlreadyClosed, close("2026-04", may));
+  reg("r-close-gap", reason::kPeriodCloseOutOfOrder,
+      close("2026-06", base::Period{2026, 7}.StartMs()));
   ASSERT_NO_FATAL_FAILURE(Publish(registry));
   auto ledger = ledger::Ledger::Open(dir_.Sub("ledger"), {});
   ASSERT_TRUE(ledger.ok()) << ledger.status();
