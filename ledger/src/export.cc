@@ -12,10 +12,20 @@ namespace gpuledger::ledger {
 
 namespace v1 = gpuledger::v1;
 
-absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& out,
-                                           const ExportOptions& options) {
+namespace {
+
+void AppendDelimited(const v1::ExportRecord& r, std::string* out) {
+  google::protobuf::io::StringOutputStream sink(out);
+  google::protobuf::util::SerializeDelimitedToZeroCopyStream(r, &sink);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ExportWriter>> ExportWriter::Start(const Ledger& ledger,
+                                                                  const ExportOptions& options) {
+  std::unique_ptr<ExportWriter> w(new ExportWriter(ledger));
   const Head head = ledger.head();
-  ExportSummary summary;
+  ExportSummary& summary = w->summary_;
   summary.first_seq = std::max<uint64_t>(options.from_seq, 1);
   summary.last_seq = options.to_seq == 0 ? head.seq : std::min(options.to_seq, head.seq);
   if (summary.first_seq > summary.last_seq + 1) {
@@ -27,18 +37,12 @@ absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& o
     GPULEDGER_ASSIGN_OR_RETURN(StoredEntry before, ledger.Get(summary.first_seq - 1));
     prev = before.hash;
   }
-  std::map<uint64_t, v1::Checkpoint> checkpoints;
   GPULEDGER_RETURN_IF_ERROR(ledger.ScanCheckpoints([&](const v1::Checkpoint& cp) {
-    if (cp.seq() >= summary.first_seq && cp.seq() <= summary.last_seq) checkpoints[cp.seq()] = cp;
-    return absl::OkStatus();
-  }));
-
-  auto write = [&](const v1::ExportRecord& r) -> absl::Status {
-    if (!google::protobuf::util::SerializeDelimitedToOstream(r, &out) || !out) {
-      return absl::UnavailableError("cannot write the export (disk full or closed pipe?)");
+    if (cp.seq() >= summary.first_seq && cp.seq() <= summary.last_seq) {
+      w->checkpoints_[cp.seq()] = cp;
     }
     return absl::OkStatus();
-  };
+  }));
   v1::ExportRecord rec;
   auto* h = rec.mutable_header();
   h->set_format("gpuledger-export");
@@ -48,31 +52,60 @@ absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& o
   h->set_prev_hash(ToBytes(prev));
   h->set_checkpoint_interval(ledger.checkpoint_interval());
   h->set_public_key_pem(ledger.public_key_pem());
-  GPULEDGER_RETURN_IF_ERROR(write(rec));
+  AppendDelimited(rec, &w->header_);
+  w->next_seq_ = summary.first_seq;
+  return w;
+}
 
-  absl::Status st =
-      ledger.Scan(summary.first_seq, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
-        if (e.seq > summary.last_seq) return false;
-        v1::ExportRecord r;
-        auto* x = r.mutable_entry();
-        x->set_seq(e.seq);
-        x->set_entry(e.bytes);
-        x->set_hash(ToBytes(e.hash));
-        GPULEDGER_RETURN_IF_ERROR(write(r));
-        ++summary.entries;
-        if (auto it = checkpoints.find(e.seq); it != checkpoints.end()) {
-          v1::ExportRecord c;
-          *c.mutable_checkpoint() = it->second;
-          GPULEDGER_RETURN_IF_ERROR(write(c));
-          ++summary.checkpoints;
-        }
-        if (options.progress && e.seq % options.progress_every == 0) options.progress(e.seq);
-        return true;
-      });
+absl::StatusOr<bool> ExportWriter::Next(std::string* out, size_t max_bytes) {
+  if (!header_written_) {
+    out->append(header_);
+    header_written_ = true;
+  }
+  if (next_seq_ > summary_.last_seq) return false;
+  const size_t start = out->size();
+  absl::Status st = ledger_.Scan(next_seq_, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
+    if (e.seq > summary_.last_seq) return false;
+    v1::ExportRecord r;
+    auto* x = r.mutable_entry();
+    x->set_seq(e.seq);
+    x->set_entry(e.bytes);
+    x->set_hash(ToBytes(e.hash));
+    AppendDelimited(r, out);
+    ++summary_.entries;
+    if (auto it = checkpoints_.find(e.seq); it != checkpoints_.end()) {
+      v1::ExportRecord c;
+      *c.mutable_checkpoint() = it->second;
+      AppendDelimited(c, out);
+      ++summary_.checkpoints;
+    }
+    next_seq_ = e.seq + 1;
+    return out->size() - start < max_bytes;
+  });
   GPULEDGER_RETURN_IF_ERROR(st);
+  return next_seq_ <= summary_.last_seq;
+}
+
+absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& out,
+                                           const ExportOptions& options) {
+  GPULEDGER_ASSIGN_OR_RETURN(std::unique_ptr<ExportWriter> w, ExportWriter::Start(ledger, options));
+  std::string chunk;
+  uint64_t reported = 0;
+  while (true) {
+    chunk.clear();
+    GPULEDGER_ASSIGN_OR_RETURN(bool more, w->Next(&chunk));
+    out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    if (!out) return absl::UnavailableError("cannot write the export (disk full or closed pipe?)");
+    const uint64_t last = w->summary().first_seq + w->summary().entries - 1;
+    if (options.progress && last / options.progress_every > reported) {
+      reported = last / options.progress_every;
+      options.progress(last);
+    }
+    if (!more) break;
+  }
   out.flush();
   if (!out) return absl::UnavailableError("cannot write the export (disk full or closed pipe?)");
-  return summary;
+  return w->summary();
 }
 
 absl::Status ReadExport(std::istream& in,

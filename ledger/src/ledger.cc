@@ -346,8 +346,15 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
       {keys::kCheckpointsCf, cf_options},
       {keys::kProducersCf, cf_options}};
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = read_only ? rocksdb::DB::OpenForReadOnly(db_options, at, cfs, &handles, &raw)
-                                : rocksdb::DB::Open(db_options, at, cfs, &handles, &raw);
+  rocksdb::Status s;
+  if (read_only && !options.secondary_path.empty()) {
+    db_options.max_open_files = -1;  // required by secondary instances
+    s = rocksdb::DB::OpenAsSecondary(db_options, at, options.secondary_path, cfs, &handles, &raw);
+  } else if (read_only) {
+    s = rocksdb::DB::OpenForReadOnly(db_options, at, cfs, &handles, &raw);
+  } else {
+    s = rocksdb::DB::Open(db_options, at, cfs, &handles, &raw);
+  }
   GPULEDGER_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ledger at ", at)));
   db.reset(raw);
   entries_cf = handles[1];
@@ -520,6 +527,57 @@ absl::Status Ledger::StageCheckpoint(int64_t time_ms) {
     return absl::FailedPreconditionError("an empty ledger has nothing to checkpoint");
   }
   return impl_->StageCheckpointAt(impl_->pending_head, time_ms);
+}
+
+absl::Status Ledger::Refresh() {
+  if (impl_->options.secondary_path.empty()) {
+    return absl::FailedPreconditionError("only a secondary instance can refresh");
+  }
+  GPULEDGER_RETURN_IF_ERROR(
+      FromRocks(impl_->db->TryCatchUpWithPrimary(), "catch up with the ledger's writer"));
+  // Re-read the committed view (head, offsets, counters, key) as LoadAndCheck does at open.
+  auto fresh = std::make_unique<Impl>();
+  Impl& f = *fresh;
+  std::string head_value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
+  Head head;
+  if (!s.IsNotFound()) {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read head"));
+    if (head_value.size() != 40) return absl::DataLossError("head record is damaged");
+    head.seq = keys::GetBe64(head_value);
+    FromBytes(std::string_view(head_value).substr(8), &head.hash);
+  }
+  std::unique_ptr<rocksdb::Iterator> oit(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->offsets_cf));
+  for (oit->SeekToFirst(); oit->Valid(); oit->Next()) {
+    std::string_view k = oit->key().ToStringView();
+    std::string_view v = oit->value().ToStringView();
+    const size_t nul = k.find('\0');
+    if (nul == std::string_view::npos || k.size() != nul + 9 || v.size() != 8) {
+      return absl::DataLossError("offset record is damaged");
+    }
+    f.offsets[{std::string(k.substr(0, nul)),
+               static_cast<int32_t>(keys::GetBe64(k.substr(nul + 1)))}] =
+        static_cast<int64_t>(keys::GetBe64(v));
+  }
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(oit->status(), "read offsets"));
+  std::string counters_value;
+  s = impl_->db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
+  if (!s.IsNotFound()) {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read counters"));
+    if (!f.counters.ParseFromString(counters_value)) {
+      return absl::DataLossError("counters record is damaged");
+    }
+  }
+  std::string pem;
+  s = impl_->db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &pem);
+  if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read public key"));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->head = head;
+  impl_->offsets = std::move(f.offsets);
+  impl_->counters = std::move(f.counters);
+  if (!pem.empty()) impl_->public_key_pem = std::move(pem);
+  return absl::OkStatus();
 }
 
 bool Ledger::can_sign() const { return !impl_->options.read_only && impl_->options.signer; }

@@ -225,6 +225,35 @@ void Engine::AddLine(const std::string& period, const std::string& line_key, int
   if (IsClosed(period)) store_->Put(Key("t/", {period, line_key}), "");
 }
 
+void Engine::AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus) {
+  constexpr int64_t kDay = 24 * base::kMsPerHour;
+  for (int64_t t = start_ms; t < end_ms;) {
+    const Period p = base::PeriodOf(t);
+    const int64_t day = (t - p.StartMs()) / kDay;
+    const int64_t day_end = std::min(end_ms, p.StartMs() + (day + 1) * kDay);
+    const std::string key = Key("y/", {p.ToString(), csp, Pad(day + 1, 2)});
+    store_->PutInt(key, store_->GetInt(key) + gpus * (day_end - t));
+    t = day_end;
+  }
+}
+
+std::vector<int64_t> Engine::DailyUsage(Period period, const std::string& csp_id) {
+  constexpr int64_t kDay = 24 * base::kMsPerHour;
+  std::vector<int64_t> out((period.EndMs() - period.StartMs()) / kDay, 0);
+  store_->Scan(Key("y/", {period.ToString(), csp_id, ""}),
+               [&](std::string_view key, std::string_view value) {
+                 int day = 0;
+                 int64_t v = 0;
+                 if (absl::SimpleAtoi(std::string(key.substr(key.size() - 2)), &day) &&
+                     absl::SimpleAtoi(std::string(value), &v) && day >= 1 &&
+                     day <= static_cast<int>(out.size())) {
+                   out[day - 1] = v;
+                 }
+                 return true;
+               });
+  return out;
+}
+
 void Engine::AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
                          const std::string& event_id, const std::string& why,
                          v1::StoredInterval* rec) {
@@ -314,6 +343,7 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
         slice->set_line_key(key);
       }
       AddLine(period, key, gpus * (e - s));
+      AddDaily(source_id, s, e, gpus);
     }
   });
   Recredit(&rec);
@@ -325,6 +355,7 @@ void Engine::RemoveInterval(const v1::StoredInterval& rec) {
   const int64_t gpus = rec.interval().gpu_count();
   for (const auto& s : rec.slices()) {
     AddLine(s.period(), s.line_key(), -gpus * (s.end_ms() - s.start_ms()));
+    AddDaily(rec.source_id(), s.start_ms(), s.end_ms(), -gpus);
   }
   for (const auto& c : rec.credits()) AddLine(c.period(), c.line_key(), -c.gpu_ms());
   for (const auto& k : rec.unpriced_keys()) store_->Delete(k);
@@ -404,6 +435,7 @@ void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
       }
       const int64_t from = std::max(s.start_ms(), end_ms);
       AddLine(s.period(), s.line_key(), -gpus * (s.end_ms() - from));
+      AddDaily(rec.source_id(), from, s.end_ms(), -gpus);
       if (s.start_ms() < end_ms) {
         v1::StoredSlice* t = kept.add_slices();
         *t = s;
@@ -558,7 +590,17 @@ absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
     const std::string key =
         Key("bw/", {period, csp, Pad(row.program(), 2), Pad(row.gpu_model(), 2)});
     v1::OwnUseRow b;
-    if (auto bytes = store_->Get(key)) b.ParseFromString(*bytes);
+    if (auto bytes = store_->Get(key)) {
+      b.ParseFromString(*bytes);
+    } else {
+      // First billing of this pool for the period: its capacity, allowance and rate are fixed
+      // from now on, as prices are (docs/SETTLEMENT.md).
+      b = row;
+      b.clear_own_use_gpu_ms();
+      b.clear_excess_gpu_ms();
+      b.clear_excess_value_krw();
+      b.clear_adjusts_period();
+    }
     b.set_own_use_gpu_ms(b.own_use_gpu_ms() + row.own_use_gpu_ms());
     b.set_excess_gpu_ms(b.excess_gpu_ms() + row.excess_gpu_ms());
     b.set_excess_value_krw(b.excess_value_krw() + row.excess_value_krw());
@@ -863,11 +905,29 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
         return absl::DataLossError("settlement store: bad own-use marker");
       }
       GPULEDGER_ASSIGN_OR_RETURN(Period closed_period, base::ParsePeriod(f[0]));
-      GPULEDGER_ASSIGN_OR_RETURN(
-          v1::OwnUseRow row,
-          OwnUseRowFor(f[1], prog, model, closed_period, store_->GetInt(absl::StrCat("w/", rest))));
+      const int64_t own_now = store_->GetInt(absl::StrCat("w/", rest));
       v1::OwnUseRow billed;
-      if (auto bytes = store_->Get(absl::StrCat("bw/", rest))) billed.ParseFromString(*bytes);
+      v1::OwnUseRow row;
+      if (auto bytes = store_->Get(absl::StrCat("bw/", rest))) {
+        // Billed before: recompute with the capacity, allowance and rate it was billed with.
+        billed.ParseFromString(*bytes);
+        row = billed;
+        row.set_own_use_gpu_ms(own_now);
+        row.set_excess_gpu_ms(std::max<int64_t>(0, own_now - billed.allowed_gpu_ms()));
+        int64_t share = 0;
+        if (billed.capacity_gpu_ms() > 0) {
+          GPULEDGER_ASSIGN_OR_RETURN(
+              share, DivRound(static_cast<__int128>(own_now) * base::kBasisPointsPerUnit,
+                              billed.capacity_gpu_ms()));
+        }
+        row.set_share_bp(static_cast<uint32_t>(share));
+        GPULEDGER_ASSIGN_OR_RETURN(base::Krw value,
+                                   base::ListPrice(base::GpuMs{row.excess_gpu_ms()},
+                                                   base::Krw{billed.krw_per_gpu_hour()}));
+        row.set_excess_value_krw(value.won);
+      } else {
+        GPULEDGER_ASSIGN_OR_RETURN(row, OwnUseRowFor(f[1], prog, model, closed_period, own_now));
+      }
       row.set_own_use_gpu_ms(row.own_use_gpu_ms() - billed.own_use_gpu_ms());
       row.set_excess_gpu_ms(row.excess_gpu_ms() - billed.excess_gpu_ms());
       row.set_excess_value_krw(row.excess_value_krw() - billed.excess_value_krw());

@@ -113,8 +113,12 @@ json StatementObj(const v1::CspStatement& s) {
                                    {"own_use_gpu_ms", r.own_use_gpu_ms()},
                                    {"own_use_gpu_hours", Hours(r.own_use_gpu_ms())},
                                    {"capacity_gpu_ms", r.capacity_gpu_ms()},
+                                   {"share_bp", r.share_bp()},
                                    {"cap_bp", r.cap_bp()},
+                                   {"allowed_gpu_ms", r.allowed_gpu_ms()},
                                    {"excess_gpu_ms", r.excess_gpu_ms()},
+                                   {"excess_gpu_hours", Hours(r.excess_gpu_ms())},
+                                   {"krw_per_gpu_hour", r.krw_per_gpu_hour()},
                                    {"excess_value_krw", r.excess_value_krw()}});
   }
   for (const auto& r : s.own_use()) {

@@ -467,7 +467,9 @@ class Generator {
         NewPool(csp, Uniform(16, 65), 0, model);
         if (Chance(30)) NewPool(csp, Uniform(8, 65), Instant(lo, hi), model);
       }
-      Reg(Contract(csp, static_cast<uint32_t>(Uniform(500, 2'001)), 0));
+      // Sometimes a cap so low that own use goes beyond it, late own use too.
+      const int64_t cap_bp = Chance(40) ? Uniform(0, 100) : Uniform(500, 2'001);
+      Reg(Contract(csp, static_cast<uint32_t>(cap_bp), 0));
       if (Chance(30)) Reg(Contract(csp, static_cast<uint32_t>(Uniform(0, 2'001)), Instant(lo, hi)));
     }
   }
@@ -786,6 +788,35 @@ using BySum = std::map<std::string, Sum>;
 
 void DropZeros(BySum* m) {
   std::erase_if(*m, [](const auto& kv) { return kv.second.zero(); });
+}
+
+// The quantities an own-use adjustment carries, of one (CSP, programme, model).
+struct OwnUseSum {
+  int64_t own_use_gpu_ms = 0;
+  int64_t excess_gpu_ms = 0;
+  int64_t excess_value_krw = 0;
+
+  void Add(const v1::OwnUseRow& r) {
+    own_use_gpu_ms += r.own_use_gpu_ms();
+    excess_gpu_ms += r.excess_gpu_ms();
+    excess_value_krw += r.excess_value_krw();
+  }
+  bool zero() const { return *this == OwnUseSum{}; }
+  friend bool operator==(const OwnUseSum&, const OwnUseSum&) = default;
+  friend std::ostream& operator<<(std::ostream& os, const OwnUseSum& s) {
+    return os << "{own use " << s.own_use_gpu_ms << ", excess " << s.excess_gpu_ms
+              << ", excess KRW " << s.excess_value_krw << "}";
+  }
+};
+
+PoolKey OwnUseKey(const v1::CspStatement& st, const v1::OwnUseRow& r) {
+  return {st.csp_id(), r.program(), r.gpu_model()};
+}
+
+using OutageKey = std::tuple<std::string, int, int, std::string, std::string>;  // + scope, cause
+
+OutageKey OutageKeyOf(const v1::CspStatement& st, const v1::OutageRow& r) {
+  return {st.csp_id(), r.program(), r.gpu_model(), r.scope(), r.cause()};
 }
 
 // Rounded half away from zero; den > 0.
@@ -1164,6 +1195,182 @@ TEST(PropertyTest, ClosesLoseNothingAndCountNothingTwice) {
     }
   }
   EXPECT_GT(adjusted, kSeeds);  // late events did touch closed periods
+}
+
+// 4b. The same for what a CSP statement reports of a closed period P. Its frozen own-use rows
+// plus every own-use adjustment naming P (on the later periods' statements, frozen, and the
+// draft of the first open period) are, per (CSP, programme, model): in own use, P's own use in
+// the store that never closed anything; in excess and the excess's value, that own use against
+// the allowance and at the rate the pool was first billed with (P's frozen row, or for a pool
+// without one, the first frozen adjustment): registry records recorded after a close do not
+// reprice it. Each adjustment carries those parameters. Its frozen outage rows plus every outage
+// adjustment naming P are P's outage rows in the never-closed store, per (CSP, programme, model,
+// scope, cause). Only the first open period after the last close carries adjustments, each
+// naming a closed period before it and changing something.
+TEST(PropertyTest, LateOwnUseAndOutagesAreAdjustedNotLost) {
+  int own_adjusted = 0, excess_adjusted = 0, outages_adjusted = 0;
+  for (const Outcome& o : Outcomes()) {
+    std::optional<Period> first_open;
+    for (Period p : kPeriods) {
+      if (o.replay.at(p).closed()) first_open = p.Next();
+    }
+    auto closed = [&](const std::string& period) {
+      auto q = base::ParsePeriod(period);
+      return q.ok() && o.replay.contains(*q) && o.replay.at(*q).closed();
+    };
+    for (Period p : kPeriods) {
+      SCOPED_TRACE(Where(o, "period", p));
+      for (const v1::CspStatement& st : o.open.at(p).statements()) {
+        EXPECT_EQ(st.own_use_adjustments_size(), 0) << st.csp_id();
+        EXPECT_EQ(st.outage_adjustments_size(), 0) << st.csp_id();
+      }
+      const v1::PeriodDocuments& d = o.replay.at(p);
+      for (const v1::CspStatement& st : d.statements()) {
+        SCOPED_TRACE(st.csp_id());
+        if (!d.closed() && p != first_open) {
+          EXPECT_EQ(st.own_use_adjustments_size(), 0);
+          EXPECT_EQ(st.outage_adjustments_size(), 0);
+        }
+        for (const v1::OwnUseRow& r : st.own_use()) EXPECT_EQ(r.adjusts_period(), "");
+        for (const v1::OutageRow& r : st.outages()) EXPECT_EQ(r.adjusts_period(), "");
+        for (const v1::OwnUseRow& r : st.own_use_adjustments()) {
+          EXPECT_LT(r.adjusts_period(), d.period());
+          EXPECT_TRUE(closed(r.adjusts_period())) << r.adjusts_period();
+          EXPECT_FALSE(r.own_use_gpu_ms() == 0 && r.excess_gpu_ms() == 0 &&
+                       r.excess_value_krw() == 0);
+        }
+        for (const v1::OutageRow& r : st.outage_adjustments()) {
+          EXPECT_LT(r.adjusts_period(), d.period());
+          EXPECT_TRUE(closed(r.adjusts_period())) << r.adjusts_period();
+          EXPECT_NE(r.gpu_ms(), 0);
+        }
+      }
+    }
+    for (Period p : kPeriods) {
+      if (!o.replay.at(p).closed()) continue;
+      SCOPED_TRACE(Where(o, "period", p));
+      const std::string period = p.ToString();
+      std::map<PoolKey, OwnUseSum> own_billed;
+      std::map<OutageKey, int64_t> outages_billed, outages_now;
+      // The row whose capacity, cap, allowance and rate each pool of P was first billed with:
+      // P's frozen own-use row, else the first frozen adjustment naming P.
+      std::map<PoolKey, const v1::OwnUseRow*> billed_with;
+      // The adjustments naming P: frozen (with the period carrying them), and on the draft.
+      std::vector<std::tuple<Period, PoolKey, const v1::OwnUseRow*>> adjustments;
+      std::map<PoolKey, const v1::OwnUseRow*> on_draft;
+      for (const v1::CspStatement& st : o.replay.at(p).statements()) {
+        for (const v1::OwnUseRow& r : st.own_use()) {
+          own_billed[OwnUseKey(st, r)].Add(r);
+          billed_with.emplace(OwnUseKey(st, r), &r);
+        }
+        for (const v1::OutageRow& r : st.outages()) {
+          outages_billed[OutageKeyOf(st, r)] += r.gpu_ms();
+        }
+      }
+      for (Period q : kPeriods) {  // in order: the first frozen adjustment comes first
+        if (q <= p || !(o.replay.at(q).closed() || q == first_open)) continue;
+        for (const v1::CspStatement& st : o.replay.at(q).statements()) {
+          for (const v1::OwnUseRow& r : st.own_use_adjustments()) {
+            if (r.adjusts_period() != period) continue;
+            const PoolKey key = OwnUseKey(st, r);
+            own_billed[key].Add(r);
+            adjustments.emplace_back(q, key, &r);
+            if (o.replay.at(q).closed()) {
+              billed_with.emplace(key, &r);
+            } else {
+              on_draft[key] = &r;
+            }
+            ++own_adjusted;
+            if (r.excess_gpu_ms() != 0) ++excess_adjusted;
+          }
+          for (const v1::OutageRow& r : st.outage_adjustments()) {
+            if (r.adjusts_period() != period) continue;
+            outages_billed[OutageKeyOf(st, r)] += r.gpu_ms();
+            ++outages_adjusted;
+          }
+        }
+      }
+      std::map<PoolKey, const v1::OwnUseRow*> now_rows;
+      for (const v1::CspStatement& st : o.open.at(p).statements()) {
+        for (const v1::OwnUseRow& r : st.own_use()) now_rows[OwnUseKey(st, r)] = &r;
+        for (const v1::OutageRow& r : st.outages()) outages_now[OutageKeyOf(st, r)] += r.gpu_ms();
+      }
+      auto own_now = [&](const PoolKey& key) -> int64_t {
+        auto it = now_rows.find(key);
+        return it == now_rows.end() ? 0 : it->second->own_use_gpu_ms();
+      };
+      // What P's row of a pool is with the own use now and the parameters it was billed with
+      // (not yet frozen: those of the draft's adjustment; not billed at all: those of now).
+      auto expected = [&](const PoolKey& key) {
+        const v1::OwnUseRow* with = nullptr;
+        for (const auto* m : {&billed_with, &on_draft, &now_rows}) {
+          if (with == nullptr && m->contains(key)) with = m->at(key);
+        }
+        OwnUseSum e;
+        e.own_use_gpu_ms = own_now(key);
+        if (with == nullptr) return e;
+        e.excess_gpu_ms = std::max<int64_t>(0, e.own_use_gpu_ms - with->allowed_gpu_ms());
+        e.excess_value_krw =
+            RoundDiv(static_cast<__int128>(e.excess_gpu_ms) * with->krw_per_gpu_hour(), kHour);
+        return e;
+      };
+      std::set<PoolKey> pools;
+      for (const auto& [key, sum] : own_billed) pools.insert(key);
+      for (const auto& [key, row] : now_rows) pools.insert(key);
+      std::map<PoolKey, int64_t> own_use_billed, own_use_now;
+      std::map<PoolKey, OwnUseSum> own_expected;
+      for (const PoolKey& key : pools) {
+        const OwnUseSum billed = own_billed.contains(key) ? own_billed.at(key) : OwnUseSum{};
+        if (billed.own_use_gpu_ms != 0) own_use_billed[key] = billed.own_use_gpu_ms;
+        if (own_now(key) != 0) own_use_now[key] = own_now(key);
+        if (const OwnUseSum e = expected(key); !e.zero()) own_expected[key] = e;
+      }
+      std::erase_if(own_billed, [](const auto& kv) { return kv.second.zero(); });
+      std::erase_if(outages_billed, [](const auto& kv) { return kv.second == 0; });
+      std::erase_if(outages_now, [](const auto& kv) { return kv.second == 0; });
+      EXPECT_EQ(own_use_billed, own_use_now) << "own use";
+      EXPECT_EQ(own_billed, own_expected) << "own use, excess and its value as billed";
+      EXPECT_EQ(outages_billed, outages_now) << "outages";
+      // An adjustment's other fields are the parameters the pool was first billed with, and
+      // the share of the own use then (billed before, plus the adjustment) in that capacity;
+      // not billed before and not frozen yet, those of now.
+      std::map<PoolKey, int64_t> own_then;
+      for (const v1::CspStatement& st : o.replay.at(p).statements()) {
+        for (const v1::OwnUseRow& r : st.own_use()) {
+          own_then[OwnUseKey(st, r)] += r.own_use_gpu_ms();
+        }
+      }
+      for (const auto& [q, key, r] : adjustments) {
+        SCOPED_TRACE(absl::StrCat("own-use adjustment on ", q.ToString(), ", ", std::get<0>(key),
+                                  " ", v1::GpuModel_Name(r->gpu_model())));
+        own_then[key] += r->own_use_gpu_ms();
+        const v1::OwnUseRow* with = r;  // the first frozen one sets them
+        if (auto it = billed_with.find(key); it != billed_with.end() && it->second != r) {
+          with = it->second;
+        } else if (!o.replay.at(q).closed()) {
+          auto now = now_rows.find(key);
+          if (now == now_rows.end()) {
+            ADD_FAILURE() << "neither billed before nor an own-use row now";
+            continue;
+          }
+          with = now->second;
+        }
+        EXPECT_EQ(r->capacity_gpu_ms(), with->capacity_gpu_ms());
+        EXPECT_EQ(r->cap_bp(), with->cap_bp());
+        EXPECT_EQ(r->allowed_gpu_ms(), with->allowed_gpu_ms());
+        EXPECT_EQ(r->krw_per_gpu_hour(), with->krw_per_gpu_hour());
+        const int64_t share =
+            with->capacity_gpu_ms() > 0
+                ? RoundDiv(static_cast<__int128>(own_then[key]) * 10'000, with->capacity_gpu_ms())
+                : 0;
+        EXPECT_EQ(r->share_bp(), share);
+      }
+    }
+  }
+  // Late own use and outages did reach closed periods, and some moved the excess.
+  EXPECT_GT(own_adjusted, kSeeds);
+  EXPECT_GT(excess_adjusted, 0);
+  EXPECT_GT(outages_adjusted, kSeeds);
 }
 
 // 5. Quantity is conserved: the GPU-ms on a period's usage and beyond-cap lines are those of

@@ -7,9 +7,13 @@
 #include <cstdint>
 #include <functional>
 #include <istream>
+#include <map>
+#include <memory>
 #include <ostream>
+#include <string>
 
 #include "absl/status/statusor.h"
+#include "gpuledger/v1/ledger.pb.h"
 #include "ledger/ledger.h"
 
 namespace gpuledger::ledger {
@@ -34,6 +38,26 @@ struct ExportSummary {
 
 absl::StatusOr<ExportSummary> ExportLedger(const Ledger& ledger, std::ostream& out,
                                            const ExportOptions& options);
+
+// The same export, pulled piece by piece (e.g. to stream it over HTTP without holding it).
+class ExportWriter {
+ public:
+  // Fails like ExportLedger if the range is empty or past the head.
+  static absl::StatusOr<std::unique_ptr<ExportWriter>> Start(const Ledger& ledger,
+                                                             const ExportOptions& options);
+  // Appends the next records (about `max_bytes`) to `*out`; false once everything is written.
+  absl::StatusOr<bool> Next(std::string* out, size_t max_bytes = 256 << 10);
+  const ExportSummary& summary() const { return summary_; }
+
+ private:
+  ExportWriter(const Ledger& ledger) : ledger_(ledger) {}
+  const Ledger& ledger_;
+  ExportSummary summary_;
+  std::map<uint64_t, gpuledger::v1::Checkpoint> checkpoints_;
+  std::string header_;
+  uint64_t next_seq_ = 0;
+  bool header_written_ = false;
+};
 
 // Calls `visit` for each entry of an export stream, in order, with seq, bytes, stored hash and
 // the decoded entry. Checks the header and that seqs are consecutive, not the chain: verify the

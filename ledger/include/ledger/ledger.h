@@ -29,6 +29,10 @@ struct LedgerOptions {
   // Open for reading only: no writer lock is taken, so settlement and verification can run
   // beside a live ingest process; Append/Commit fail. Default: false.
   bool read_only = false;
+  // With read_only: open as a RocksDB secondary instance whose private files live in this
+  // directory, so that Refresh() can follow a live writer without reopening. Default: "" (a
+  // plain read-only open that sees the ledger as of the open).
+  std::string secondary_path;
   // Signs checkpoints. A ledger created with a signer is a signed ledger: it must always be
   // opened for writing with a signer (of any key: keys may rotate). Default: none (unsigned
   // ledger, for tests and benchmarks only).
@@ -155,6 +159,10 @@ class Ledger {
   // Stages a signed checkpoint of the pending head at `time_ms` (e.g. at a period close), in
   // addition to the periodic ones. FAILED_PRECONDITION without a signer or an empty ledger.
   absl::Status StageCheckpoint(int64_t time_ms);
+
+  // A secondary instance (LedgerOptions::secondary_path) catches up with the writer: entries
+  // committed since are visible after it returns, with the head, counters and offsets.
+  absl::Status Refresh();
 
   // True when open for writing with a signer (StageCheckpoint can succeed).
   bool can_sign() const;

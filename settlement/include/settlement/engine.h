@@ -73,6 +73,10 @@ class Engine {
   // applied_through(). Digests are set on closed periods only.
   absl::StatusOr<gpuledger::v1::PeriodDocuments> Documents(base::Period period,
                                                            const DocumentFilter& filter = {});
+  // Usage GPU-ms of a CSP's allocations per KST day of `period` (index 0 = the 1st), as
+  // reported (outage credits not subtracted). For charts; never for money.
+  std::vector<int64_t> DailyUsage(base::Period period, const std::string& csp_id);
+
   // Closed periods, oldest first.
   std::vector<CloseRecord> Closes();
   std::optional<base::Period> last_closed() const { return registry_.last_closed(); }
@@ -90,6 +94,7 @@ class Engine {
   void Recredit(gpuledger::v1::StoredInterval* rec);
   void Truncate(const std::string& allocation_id, int64_t end_ms);
   void AddLine(const std::string& period, const std::string& line_key, int64_t gpu_ms);
+  void AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus);
   void AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
                    const std::string& event_id, const std::string& why,
                    gpuledger::v1::StoredInterval* rec);

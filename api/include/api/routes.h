@@ -1,0 +1,54 @@
+// Request handling, independent of the transport: the server parses HTTP into HttpRequest and
+// writes HttpResponse back. Endpoints are described in docs/openapi.yaml.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "api/service.h"
+#include "ledger/export.h"
+
+namespace gpuledger::api {
+
+struct HttpRequest {
+  std::string method;
+  std::string path;  // decoded, without the query
+  std::map<std::string, std::string> query;
+  std::string accept;
+  std::string authorization;
+  std::string cookie;
+  std::string content_type;
+  std::string body;
+  bool tls = false;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // Set for streamed bodies (the export): the server writes its chunks after the headers.
+  std::unique_ptr<ledger::ExportWriter> stream;
+  // The route pattern, for metrics ("/v1/periods/{period}/invoices/{institution}").
+  std::string route;
+};
+
+// Splits "a=1&b=x%20y" into decoded pairs; false if a %-escape is malformed.
+bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out);
+// Decodes %XX and '+'; false if malformed.
+bool UrlDecode(std::string_view in, std::string* out);
+
+// Handles one request. Never throws; errors are JSON {"code", "message"} (HTML for pages).
+HttpResponse Handle(const HttpRequest& request, Service& service);
+
+// JSON error body.
+HttpResponse Error(int status, const std::string& code, const std::string& message);
+
+// Pages under /ui (api/src/pages.cc).
+HttpResponse HandlePage(const HttpRequest& request, Service& service,
+                        const std::optional<Principal>& principal);
+
+}  // namespace gpuledger::api

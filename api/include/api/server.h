@@ -1,0 +1,33 @@
+// `gpuledger serve`: HTTP/1.1 on Boost.Beast (TLS with OpenSSL as an option). One coroutine per
+// connection on a small pool of threads; every read and write has a deadline, so a slow or
+// malformed client costs one connection slot, never a thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "api/service.h"
+
+namespace gpuledger::api {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+  std::string tls_cert;                   // PEM chain; with tls_key: HTTPS only
+  std::string tls_key;
+  int threads = 2;
+  size_t max_connections = 256;        // beyond: 503 and close
+  size_t max_header_bytes = 8 * 1024;  // beyond: 431
+  size_t max_body_bytes = 8 * 1024;    // beyond: 413 (only /ui/login takes a body)
+  int read_timeout_s = 15;             // a whole request must arrive within this
+  int write_timeout_s = 60;            // per response chunk
+  int keep_alive_s = 30;
+  std::string port_file;  // if set, the bound port is written here once listening
+};
+
+// Serves until `stop` becomes true (checked every 200 ms). Returns when every connection is
+// closed or abandoned.
+absl::Status RunServer(const ServerOptions& options, Service& service, std::atomic<bool>& stop);
+
+}  // namespace gpuledger::api

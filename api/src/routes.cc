@@ -1,0 +1,699 @@
+#include "api/routes.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/money.h"
+#include "base/period.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "gpuledger/v1/usage.pb.h"
+#include "ledger/hash.h"
+#include "settlement/render.h"
+
+namespace gpuledger::api {
+
+namespace v1 = gpuledger::v1;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr uint64_t kMaxLimit = 1'000;
+constexpr uint64_t kDefaultLimit = 100;
+// A rejected-events query reads at most this many entries per request (then pages).
+constexpr uint64_t kMaxScan = 200'000;
+
+HttpResponse Json(const json& j, int status = 200) {
+  HttpResponse r;
+  r.status = status;
+  r.body = j.dump(2) + "\n";
+  return r;
+}
+
+HttpResponse Text(std::string body, std::string type, int status = 200) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = std::move(type);
+  r.body = std::move(body);
+  return r;
+}
+
+// ---- access rules: who may see what ----
+
+bool IsStaff(const Principal& p) {
+  return p.role == Role::kOperator || p.role == Role::kFinance || p.role == Role::kAuditor;
+}
+bool CanSeeInstitution(const Principal& p, const std::string& id) {
+  return IsStaff(p) || (p.role == Role::kInstitution && p.scope_id == id);
+}
+bool CanSeeCsp(const Principal& p, const std::string& id) {
+  return IsStaff(p) || (p.role == Role::kCsp && p.scope_id == id);
+}
+bool CanAudit(const Principal& p) { return p.role == Role::kOperator || p.role == Role::kAuditor; }
+
+HttpResponse Forbidden(const Principal& p, const std::string& what) {
+  return Error(403, "forbidden", absl::StrCat("role ", p.RoleString(), " may not read ", what));
+}
+
+// ---- parameters ----
+
+struct Params {
+  const HttpRequest& req;
+  std::string error;
+
+  std::optional<uint64_t> Uint(const std::string& name, uint64_t def, uint64_t min, uint64_t max) {
+    auto it = req.query.find(name);
+    if (it == req.query.end()) return def;
+    uint64_t v = 0;
+    if (!absl::SimpleAtoi(it->second, &v) || v < min || v > max) {
+      error = absl::StrCat("query parameter '", name, "' must be an integer in [", min, ", ", max,
+                           "], not '", it->second.substr(0, 40), "'");
+      return std::nullopt;
+    }
+    return v;
+  }
+  std::optional<int64_t> Int(const std::string& name, int64_t def) {
+    auto it = req.query.find(name);
+    if (it == req.query.end()) return def;
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(it->second, &v)) {
+      error = absl::StrCat("query parameter '", name, "' must be an integer (ms since the epoch)");
+      return std::nullopt;
+    }
+    return v;
+  }
+  std::string Str(const std::string& name) {
+    auto it = req.query.find(name);
+    return it == req.query.end() ? "" : it->second;
+  }
+};
+
+HttpResponse BadParam(const std::string& message) { return Error(400, "bad_parameter", message); }
+
+// "invoice.csv" → ("invoice", "csv"); no known suffix → the Accept header decides.
+std::string Negotiate(std::string* last_segment, const HttpRequest& req) {
+  for (const char* ext : {"json", "csv", "html"}) {
+    const std::string suffix = absl::StrCat(".", ext);
+    if (last_segment->size() > suffix.size() && last_segment->ends_with(suffix)) {
+      last_segment->resize(last_segment->size() - suffix.size());
+      return ext;
+    }
+  }
+  if (req.accept.find("text/html") != std::string::npos) return "html";
+  if (req.accept.find("text/csv") != std::string::npos) return "csv";
+  return "json";
+}
+
+absl::StatusOr<base::Period> PeriodParam(const std::string& text) {
+  return base::ParsePeriod(text);
+}
+
+void DocumentHeaders(const v1::PeriodDocuments& docs, const std::string& digest_name,
+                     HttpResponse* r) {
+  r->headers.emplace_back("X-Gpuledger-Status", docs.closed() ? "closed" : "draft");
+  r->headers.emplace_back("X-Gpuledger-Covered-Seq", absl::StrCat(docs.covered_seq()));
+  for (const auto& d : docs.digests()) {
+    if (d.document() == digest_name) r->headers.emplace_back("ETag", "\"" + d.sha256() + "\"");
+  }
+}
+
+HttpResponse RenderDocs(const v1::PeriodDocuments& docs, const std::string& format,
+                        const std::string& csv_kind, std::string single_json,
+                        const std::string& digest_name) {
+  HttpResponse r;
+  if (format == "csv") {
+    r = Text(settlement::RenderCsv(docs, csv_kind), "text/csv; charset=utf-8");
+  } else if (format == "html") {
+    r = Text(settlement::RenderHtml(docs), "text/html; charset=utf-8");
+  } else {
+    r = Text(std::move(single_json), "application/json");
+  }
+  DocumentHeaders(docs, digest_name, &r);
+  return r;
+}
+
+json TotalsJson(const v1::Totals& t) {
+  return {{"gpu_ms", t.gpu_ms()},
+          {"gpu_hours", base::FormatGpuHours(base::GpuMs{t.gpu_ms()})},
+          {"list_krw", t.list_krw()},
+          {"copay_krw", t.copay_krw()},
+          {"subsidy_krw", t.subsidy_krw()}};
+}
+
+json EntryJson(const ledger::StoredEntry& e) {
+  const auto& le = e.entry;
+  json j = {{"seq", e.seq},
+            {"hash", ledger::ToHex(e.hash)},
+            {"source", v1::Source_Name(le.source())},
+            {"source_id", le.source_id()},
+            {"event_id", le.event_id()},
+            {"outcome", v1::Outcome_Name(le.outcome())},
+            {"reason_code", le.reason_code()},
+            {"reason_detail", le.reason_detail()},
+            {"resolves_seq", le.resolves_seq()},
+            {"topic", le.topic()},
+            {"partition", le.partition()},
+            {"offset", le.offset()},
+            {"kafka_timestamp_ms", le.kafka_timestamp_ms()},
+            {"recorded_at_ms", le.recorded_at_ms()},
+            {"producer_id", le.producer_id()},
+            {"producer_seq", le.producer_seq()},
+            {"payload_base64", absl::Base64Escape(le.payload())}};
+  // The payload decoded, when it decodes (rejected entries may be malformed bytes).
+  std::string decoded;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  bool ok = false;
+  if (le.source() == v1::SOURCE_USAGE) {
+    v1::UsageEvent u;
+    ok = u.ParseFromString(le.payload()) &&
+         google::protobuf::util::MessageToJsonString(u, &decoded, opts).ok();
+  } else if (le.source() == v1::SOURCE_REGISTRY) {
+    v1::RegistryEvent r;
+    ok = r.ParseFromString(le.payload()) &&
+         google::protobuf::util::MessageToJsonString(r, &decoded, opts).ok();
+  }
+  j["payload"] = ok ? json::parse(decoded, nullptr, false) : json(nullptr);
+  return j;
+}
+
+// ---- handlers ----
+
+HttpResponse Periods(Service& svc) {
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    json closes = json::array();
+    for (const auto& c : engine.Closes()) {
+      json digests = json::array();
+      for (const auto& [doc, sha] : c.digests)
+        digests.push_back({{"document", doc}, {"sha256", sha}});
+      closes.push_back({{"period", c.period.ToString()},
+                        {"close_seq", c.close_seq},
+                        {"covered_seq", c.covered_seq},
+                        {"closed_at_ms", c.closed_at_ms},
+                        {"digests", digests}});
+    }
+    const auto last = engine.last_closed();
+    return Json({{"format", "gpuledger.closes/1"},
+                 {"applied_through", engine.applied_through()},
+                 {"last_closed", last ? last->ToString() : ""},
+                 {"first_open", last ? last->Next().ToString() : ""},
+                 {"closes", closes}});
+  });
+}
+
+HttpResponse PeriodStatus(Service& svc, base::Period period) {
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter none;
+    none.invoices = none.statements = none.programs = false;
+    auto docs = engine.Documents(period, none);
+    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    json digests = json::array();
+    for (const auto& d : docs->digests()) {
+      digests.push_back({{"document", d.document()}, {"sha256", d.sha256()}});
+    }
+    return Json({{"period", period.ToString()},
+                 {"status", docs->closed() ? "closed" : "open"},
+                 {"covered_seq", docs->covered_seq()},
+                 {"close_seq", docs->close_seq()},
+                 {"closed_at_ms", docs->closed_at_ms()},
+                 {"digests", digests}});
+  });
+}
+
+HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period) {
+  if (p.role == Role::kCsp) return Forbidden(p, "invoices");
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.statements = f.programs = false;
+    if (p.role == Role::kInstitution) f.institution_id = p.scope_id;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    json list = json::array();
+    for (const auto& inv : docs->invoices()) {
+      list.push_back({{"institution_id", inv.institution_id()},
+                      {"institution_name", inv.institution_name()},
+                      {"institution_type", v1::InstitutionType_Name(inv.institution_type())},
+                      {"lines", inv.lines_size()},
+                      {"adjustments", inv.adjustments_size()},
+                      {"totals", TotalsJson(inv.totals())},
+                      {"vat_krw", inv.vat_krw()},
+                      {"amount_due_krw", inv.amount_due_krw()}});
+    }
+    return Json({{"period", period.ToString()},
+                 {"status", docs->closed() ? "closed" : "draft"},
+                 {"covered_seq", docs->covered_seq()},
+                 {"invoices", list}});
+  });
+}
+
+HttpResponse OneInvoice(Service& svc, const Principal& p, base::Period period,
+                        std::string institution, const HttpRequest& req) {
+  const std::string format = Negotiate(&institution, req);
+  if (!CanSeeInstitution(p, institution)) {
+    return Forbidden(p, absl::StrCat("the invoices of ", institution));
+  }
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.institution_id = institution;
+    f.statements = f.programs = false;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    if (docs->invoices_size() == 0) {
+      return Error(404, "not_found",
+                   absl::StrCat("no invoice for ", institution, " in ", period.ToString()));
+    }
+    return RenderDocs(*docs, format, "invoices", settlement::InvoiceJson(docs->invoices(0)),
+                      absl::StrCat("invoice/", institution));
+  });
+}
+
+HttpResponse StatementList(Service& svc, const Principal& p, base::Period period) {
+  if (p.role == Role::kInstitution) return Forbidden(p, "CSP statements");
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.invoices = f.programs = false;
+    if (p.role == Role::kCsp) f.csp_id = p.scope_id;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    json list = json::array();
+    for (const auto& s : docs->statements()) {
+      bool over = false;
+      for (const auto& c : s.capacity()) over = over || c.oversubscribed();
+      list.push_back({{"csp_id", s.csp_id()},
+                      {"totals", TotalsJson(s.totals())},
+                      {"subsidy_owed_krw", s.totals().subsidy_krw()},
+                      {"own_use_share_bp", s.own_use_share_bp()},
+                      {"own_use_cap_bp", s.own_use_cap_bp()},
+                      {"own_use_excess_value_krw", s.own_use_excess_value_krw()},
+                      {"oversubscribed", over}});
+    }
+    return Json({{"period", period.ToString()},
+                 {"status", docs->closed() ? "closed" : "draft"},
+                 {"covered_seq", docs->covered_seq()},
+                 {"statements", list}});
+  });
+}
+
+HttpResponse OneStatement(Service& svc, const Principal& p, base::Period period, std::string csp,
+                          const HttpRequest& req) {
+  const std::string format = Negotiate(&csp, req);
+  if (!CanSeeCsp(p, csp)) return Forbidden(p, absl::StrCat("the statements of ", csp));
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.csp_id = csp;
+    f.invoices = f.programs = false;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    if (docs->statements_size() == 0) {
+      return Error(404, "not_found",
+                   absl::StrCat("no statement for ", csp, " in ", period.ToString()));
+    }
+    return RenderDocs(*docs, format, "statements", settlement::StatementJson(docs->statements(0)),
+                      absl::StrCat("statement/", csp));
+  });
+}
+
+HttpResponse OneProgram(Service& svc, const Principal& p, base::Period period, std::string program,
+                        const HttpRequest& req) {
+  const std::string format = Negotiate(&program, req);
+  if (!IsStaff(p)) return Forbidden(p, "programme summaries");
+  v1::Program prog;
+  if (!v1::Program_Parse(absl::AsciiStrToUpper(program), &prog) ||
+      prog == v1::PROGRAM_UNSPECIFIED) {
+    return BadParam(absl::StrCat("unknown programme '", program.substr(0, 40),
+                                 "': GOV_ADVANCED, LEASE_HPC or LEASE_RESEARCH"));
+  }
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.invoices = f.statements = false;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    auto* list = docs->mutable_programs();
+    list->erase(std::remove_if(list->begin(), list->end(),
+                               [&](const v1::ProgramSummary& s) { return s.program() != prog; }),
+                list->end());
+    if (docs->programs_size() == 0) {
+      return Error(
+          404, "not_found",
+          absl::StrCat("no summary for ", v1::Program_Name(prog), " in ", period.ToString()));
+    }
+    return RenderDocs(*docs, format, "programs", settlement::ProgramJson(docs->programs(0)),
+                      absl::StrCat("program/", v1::Program_Name(prog)));
+  });
+}
+
+HttpResponse Head(Service& svc, const Principal&) {
+  const ledger::Head h = svc.ledger().head();
+  const auto counters = svc.ledger().Counters();
+  std::string counters_json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(counters, &counters_json, opts);
+  return Json({{"seq", h.seq},
+               {"hash", ledger::ToHex(h.hash)},
+               {"checkpoint_interval", svc.ledger().checkpoint_interval()},
+               {"settled_through", svc.settled_through()},
+               {"counters", json::parse(counters_json, nullptr, false)}});
+}
+
+HttpResponse Entries(Service& svc, const Principal& p, Params& q) {
+  if (!CanAudit(p) && p.role != Role::kCsp) return Forbidden(p, "ledger entries");
+  const uint64_t head = svc.ledger().head().seq;
+  auto from = q.Uint("from", 1, 1, UINT64_MAX);
+  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
+  if (!from || !limit) return BadParam(q.error);
+  json list = json::array();
+  uint64_t next = 0;
+  uint64_t scanned = 0;
+  absl::Status st =
+      svc.ledger().Scan(*from, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+        if (e.seq > head) return false;
+        if (list.size() >= *limit || ++scanned > kMaxScan) {
+          next = e.seq;
+          return false;
+        }
+        if (p.role == Role::kCsp && e.entry.source_id() != p.scope_id) return true;
+        list.push_back(EntryJson(e));
+        return true;
+      });
+  if (!st.ok()) return Error(500, "internal", std::string(st.message()));
+  return Json({{"head", head}, {"entries", list}, {"next_from", next}});
+}
+
+HttpResponse OneEntry(Service& svc, const Principal& p, const std::string& seq_text) {
+  uint64_t seq = 0;
+  if (!absl::SimpleAtoi(seq_text, &seq) || seq == 0) {
+    return BadParam(absl::StrCat("'", seq_text.substr(0, 40), "' is not a sequence number"));
+  }
+  if (!CanAudit(p) && p.role != Role::kCsp) return Forbidden(p, "ledger entries");
+  if (seq > svc.ledger().head().seq) {
+    return Error(404, "not_found",
+                 absl::StrCat("no entry ", seq, " (head is ", svc.ledger().head().seq, ")"));
+  }
+  auto e = svc.ledger().Get(seq);
+  if (!e.ok()) return Error(500, "internal", std::string(e.status().message()));
+  if (p.role == Role::kCsp && e->entry.source_id() != p.scope_id) {
+    return Forbidden(p, "another source's entries");
+  }
+  return Json(EntryJson(*e));
+}
+
+HttpResponse EventLookup(Service& svc, const Principal& p, const std::string& source,
+                         const std::string& event_id) {
+  if (!CanAudit(p) && !(p.role == Role::kCsp && p.scope_id == source)) {
+    return Forbidden(p, absl::StrCat("the events of ", source));
+  }
+  auto rec = svc.ledger().LookupEvent(source, event_id);
+  if (!rec.ok()) return Error(500, "internal", std::string(rec.status().message()));
+  if (!rec->has_value()) {
+    return Error(404, "not_found", absl::StrCat("no event ", event_id, " of ", source));
+  }
+  auto e = svc.ledger().Get((*rec)->seq);
+  if (!e.ok()) return Error(500, "internal", std::string(e.status().message()));
+  return Json(EntryJson(*e));
+}
+
+HttpResponse Rejected(Service& svc, const Principal& p, Params& q) {
+  if (!CanAudit(p) && p.role != Role::kCsp) return Forbidden(p, "rejected events");
+  std::string csp = q.Str("csp");
+  if (p.role == Role::kCsp) {
+    if (!csp.empty() && csp != p.scope_id) return Forbidden(p, "another CSP's feed");
+    csp = p.scope_id;
+  }
+  const std::string reason = q.Str("reason");
+  auto after = q.Uint("after_seq", 0, 0, UINT64_MAX);
+  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
+  auto from_ms = q.Int("from_ms", INT64_MIN);
+  auto to_ms = q.Int("to_ms", INT64_MAX);
+  if (!after || !limit || !from_ms || !to_ms) return BadParam(q.error);
+  if (*from_ms > *to_ms) return BadParam("from_ms is after to_ms");
+  const uint64_t head = svc.ledger().head().seq;
+  json list = json::array();
+  uint64_t next = 0;
+  uint64_t scanned = 0;
+  absl::Status st =
+      svc.ledger().Scan(*after + 1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+        if (e.seq > head) return false;
+        if (list.size() >= *limit || ++scanned > kMaxScan) {
+          next = e.seq - 1;
+          return false;
+        }
+        const auto& le = e.entry;
+        if (le.outcome() != v1::REJECTED) return true;
+        if (!csp.empty() && le.source_id() != csp) return true;
+        if (!reason.empty() && le.reason_code() != reason) return true;
+        if (le.kafka_timestamp_ms() < *from_ms || le.kafka_timestamp_ms() > *to_ms) return true;
+        list.push_back({{"seq", e.seq},
+                        {"source_id", le.source_id()},
+                        {"event_id", le.event_id()},
+                        {"reason_code", le.reason_code()},
+                        {"reason_detail", le.reason_detail()},
+                        {"kafka_timestamp_ms", le.kafka_timestamp_ms()},
+                        {"topic", le.topic()},
+                        {"partition", le.partition()},
+                        {"offset", le.offset()}});
+        return true;
+      });
+  if (!st.ok()) return Error(500, "internal", std::string(st.message()));
+  // next_after_seq: pass it as after_seq to read on (0: nothing more up to the head).
+  return Json({{"head", head}, {"rejected", list}, {"next_after_seq", next}});
+}
+
+HttpResponse Gaps(Service& svc, const Principal& p, Params& q) {
+  if (!CanAudit(p) && p.role != Role::kCsp) return Forbidden(p, "producer gaps");
+  std::string csp = q.Str("csp");
+  if (p.role == Role::kCsp) csp = p.scope_id;
+  json list = json::array();
+  absl::Status st =
+      svc.ledger().ScanProducers([&](const std::string& source, const std::string& producer,
+                                     const ledger::ProducerProgress& progress) {
+        if (!csp.empty() && source != csp) return absl::OkStatus();
+        json missing = json::array();
+        for (const auto& [first, last] : progress.Missing()) {
+          if (missing.size() >= 1'000) break;
+          missing.push_back({{"first", first}, {"last", last}});
+        }
+        list.push_back({{"csp_id", source},
+                        {"producer_id", producer},
+                        {"contiguous", progress.contiguous()},
+                        {"highest", progress.highest()},
+                        {"missing_count", progress.MissingCount()},
+                        {"missing", missing},
+                        {"overflowed", progress.overflowed()}});
+        return absl::OkStatus();
+      });
+  if (!st.ok()) return Error(500, "internal", std::string(st.message()));
+  return Json({{"producers", list}});
+}
+
+HttpResponse Checkpoints(Service& svc, const Principal& p, Params& q) {
+  if (!CanAudit(p)) return Forbidden(p, "checkpoints");
+  auto from = q.Uint("from_seq", 0, 0, UINT64_MAX);
+  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
+  if (!from || !limit) return BadParam(q.error);
+  json list = json::array();
+  absl::Status st = svc.ledger().ScanCheckpoints([&](const v1::Checkpoint& cp) {
+    if (cp.seq() < *from || list.size() >= *limit) return absl::OkStatus();
+    std::string text;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(cp, &text, opts);
+    list.push_back(json::parse(text, nullptr, false));
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return Error(500, "internal", std::string(st.message()));
+  return Json({{"checkpoints", list}});
+}
+
+HttpResponse Export(Service& svc, const Principal& p, Params& q) {
+  if (!CanAudit(p)) return Forbidden(p, "the ledger export");
+  auto from = q.Uint("from_seq", 1, 1, UINT64_MAX);
+  auto to = q.Uint("to_seq", 0, 0, UINT64_MAX);
+  if (!from || !to) return BadParam(q.error);
+  ledger::ExportOptions eo;
+  eo.from_seq = *from;
+  eo.to_seq = *to;
+  auto writer = ledger::ExportWriter::Start(svc.ledger(), eo);
+  if (!writer.ok()) return BadParam(std::string(writer.status().message()));
+  HttpResponse r;
+  r.content_type = "application/octet-stream";
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"ledger.export\"");
+  r.stream = *std::move(writer);
+  return r;
+}
+
+}  // namespace
+
+HttpResponse Error(int status, const std::string& code, const std::string& message) {
+  HttpResponse r = Json({{"code", code}, {"message", message}}, status);
+  r.route = "error";
+  return r;
+}
+
+bool UrlDecode(std::string_view in, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%') {
+      if (i + 2 >= in.size() || !absl::ascii_isxdigit(in[i + 1]) ||
+          !absl::ascii_isxdigit(in[i + 2])) {
+        return false;
+      }
+      int v = 0;
+      for (int k = 1; k <= 2; ++k) {
+        const char c = absl::ascii_tolower(in[i + k]);
+        v = v * 16 + (absl::ascii_isdigit(c) ? c - '0' : c - 'a' + 10);
+      }
+      out->push_back(static_cast<char>(v));
+      i += 2;
+    } else if (in[i] == '+') {
+      out->push_back(' ');
+    } else {
+      out->push_back(in[i]);
+    }
+  }
+  return true;
+}
+
+bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out) {
+  for (const std::string& part :
+       std::vector<std::string>(absl::StrSplit(std::string(query), '&', absl::SkipEmpty()))) {
+    const size_t eq = part.find('=');
+    std::string k, v;
+    if (!UrlDecode(part.substr(0, eq), &k)) return false;
+    if (eq != std::string::npos && !UrlDecode(part.substr(eq + 1), &v)) return false;
+    (*out)[k] = v;
+  }
+  return true;
+}
+
+std::optional<std::string> TokenOf(const HttpRequest& req) {
+  if (req.authorization.starts_with("Bearer ")) return req.authorization.substr(7);
+  for (const std::string& part : std::vector<std::string>(absl::StrSplit(req.cookie, ';'))) {
+    const std::string c(absl::StripAsciiWhitespace(part));
+    if (c.starts_with("gpuledger_token=")) return c.substr(16);
+  }
+  return std::nullopt;
+}
+
+HttpResponse Handle(const HttpRequest& req, Service& svc) {
+  const std::vector<std::string> seg = absl::StrSplit(req.path, '/', absl::SkipEmpty());
+  if (req.path == "/healthz") {
+    HttpResponse r = Json({{"status", "ok"}});
+    r.route = "/healthz";
+    return r;
+  }
+  if (req.path == "/readyz") {
+    HttpResponse r = svc.ready() ? Json({{"status", "ready"},
+                                         {"ledger_head", svc.ledger().head().seq},
+                                         {"settled_through", svc.settled_through()}})
+                                 : Json({{"status", "starting"}}, 503);
+    r.route = "/readyz";
+    return r;
+  }
+  std::optional<Principal> principal;
+  if (auto token = TokenOf(req)) principal = svc.tokens().Authenticate(*token);
+  if (!seg.empty() && seg[0] == "ui") return HandlePage(req, svc, principal);
+  if (req.path == "/") {
+    HttpResponse r = Text("", "text/plain", 302);
+    r.headers.emplace_back("Location", "/ui/invoices");
+    r.route = "/";
+    return r;
+  }
+  if (req.method != "GET" && req.method != "HEAD") {
+    HttpResponse r = Error(405, "method_not_allowed", "the API is read-only: use GET");
+    r.headers.emplace_back("Allow", "GET, HEAD");
+    return r;
+  }
+  if (!principal) {
+    HttpResponse r = Error(401, "unauthorized",
+                           "a valid bearer token is required (Authorization: Bearer <token>)");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"gpuledger\"");
+    return r;
+  }
+  const Principal& p = *principal;
+  Params q{req, ""};
+  if (req.path == "/metrics") return Error(500, "internal", "metrics are served by the server");
+  if (seg.size() < 2 || seg[0] != "v1") {
+    return Error(404, "not_found", absl::StrCat("no such endpoint: ", req.path.substr(0, 100)));
+  }
+  HttpResponse r;
+  auto period_of = [&](const std::string& text, base::Period* out) -> bool {
+    auto period = PeriodParam(text);
+    if (!period.ok()) {
+      r = BadParam(absl::StrCat("'", text.substr(0, 20), "' is not a period: use YYYY-MM"));
+      return false;
+    }
+    *out = *period;
+    return true;
+  };
+  base::Period period;
+  if (seg[1] == "periods") {
+    if (seg.size() == 2) {
+      r = Periods(svc);
+      r.route = "/v1/periods";
+    } else if (!period_of(seg[2], &period)) {
+      return r;
+    } else if (seg.size() == 3) {
+      r = PeriodStatus(svc, period);
+      r.route = "/v1/periods/{period}";
+    } else if (seg.size() == 4 && seg[3] == "invoices") {
+      r = InvoiceList(svc, p, period);
+      r.route = "/v1/periods/{period}/invoices";
+    } else if (seg.size() == 5 && seg[3] == "invoices") {
+      r = OneInvoice(svc, p, period, seg[4], req);
+      r.route = "/v1/periods/{period}/invoices/{institution}";
+    } else if (seg.size() == 4 && seg[3] == "statements") {
+      r = StatementList(svc, p, period);
+      r.route = "/v1/periods/{period}/statements";
+    } else if (seg.size() == 5 && seg[3] == "statements") {
+      r = OneStatement(svc, p, period, seg[4], req);
+      r.route = "/v1/periods/{period}/statements/{csp}";
+    } else if (seg.size() == 5 && seg[3] == "programs") {
+      r = OneProgram(svc, p, period, seg[4], req);
+      r.route = "/v1/periods/{period}/programs/{program}";
+    } else {
+      return Error(404, "not_found", absl::StrCat("no such endpoint: ", req.path.substr(0, 100)));
+    }
+  } else if (seg[1] == "ledger" && seg.size() == 3 && seg[2] == "head") {
+    r = Head(svc, p);
+    r.route = "/v1/ledger/head";
+  } else if (seg[1] == "ledger" && seg.size() == 3 && seg[2] == "entries") {
+    r = Entries(svc, p, q);
+    r.route = "/v1/ledger/entries";
+  } else if (seg[1] == "ledger" && seg.size() == 4 && seg[2] == "entries") {
+    r = OneEntry(svc, p, seg[3]);
+    r.route = "/v1/ledger/entries/{seq}";
+  } else if (seg[1] == "ledger" && seg.size() == 5 && seg[2] == "events") {
+    r = EventLookup(svc, p, seg[3], seg[4]);
+    r.route = "/v1/ledger/events/{source}/{event_id}";
+  } else if (seg[1] == "ledger" && seg.size() == 3 && seg[2] == "export") {
+    r = Export(svc, p, q);
+    r.route = "/v1/ledger/export";
+  } else if (seg[1] == "rejected" && seg.size() == 2) {
+    r = Rejected(svc, p, q);
+    r.route = "/v1/rejected";
+  } else if (seg[1] == "gaps" && seg.size() == 2) {
+    r = Gaps(svc, p, q);
+    r.route = "/v1/gaps";
+  } else if (seg[1] == "checkpoints" && seg.size() == 2) {
+    r = Checkpoints(svc, p, q);
+    r.route = "/v1/checkpoints";
+  } else if (seg[1] == "public-key" && seg.size() == 2) {
+    const std::string pem = svc.ledger().public_key_pem();
+    r = pem.empty() ? Error(404, "not_found", "the ledger is unsigned: no public key")
+                    : Text(pem, "application/x-pem-file");
+    r.route = "/v1/public-key";
+  } else {
+    return Error(404, "not_found", absl::StrCat("no such endpoint: ", req.path.substr(0, 100)));
+  }
+  if (r.status >= 400 && r.route.empty()) r.route = "error";
+  return r;
+}
+
+}  // namespace gpuledger::api
