@@ -21,6 +21,8 @@ void AddLedgerCommand(CLI::App& app, int* exit_code);
 void AddKeysCommand(CLI::App& app, int* exit_code);
 void AddReasonsCommand(CLI::App& app, int* exit_code);
 void AddAuditCommand(CLI::App& app, int* exit_code);
+void AddServeCommand(CLI::App& app, int* exit_code);
+void AddTokensCommand(CLI::App& app, int* exit_code);
 
 // Logs `status` as the reason a command failed and returns kExitFailed.
 int Report(const absl::Status& status);

@@ -48,6 +48,8 @@ int Main(int argc, char** argv) {
   AddKeysCommand(app, &exit_code);
   AddReasonsCommand(app, &exit_code);
   AddAuditCommand(app, &exit_code);
+  AddServeCommand(app, &exit_code);
+  AddTokensCommand(app, &exit_code);
   app.parse_complete_callback([&] {
     auto logger = spdlog::stderr_color_mt("gpuledger");
     spdlog::set_default_logger(logger);

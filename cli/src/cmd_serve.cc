@@ -1,0 +1,142 @@
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "api/auth.h"
+#include "api/server.h"
+#include "api/service.h"
+#include "commands.h"
+
+namespace gpuledger::cli {
+
+namespace {
+std::atomic<bool> g_stop{false};
+void OnServeSignal(int) { g_stop = true; }
+}  // namespace
+
+void AddServeCommand(CLI::App& app, int* exit_code) {
+  struct Args {
+    api::ServiceOptions service;
+    api::ServerOptions server;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "serve",
+      "Serve the HTTP API (/v1, docs/openapi.yaml) and pages (/ui) over the ledger while ingest\n"
+      "keeps writing: the ledger is followed as a RocksDB secondary instance (refreshed every\n"
+      "--refresh-ms) and the settlement store is kept up to date from it (so `gpuledger settle`\n"
+      "cannot run at the same time: use the API). Bearer tokens from --tokens (hashed; the file\n"
+      "is re-read when it changes: `gpuledger tokens add`). SIGTERM or SIGINT stops it.");
+  cmd->add_option("--db", args->service.db, "Ledger directory")
+      ->required()
+      ->envname("GPULEDGER_DB");
+  cmd->add_option("--store", args->service.store, "Settlement store (default <db>.settlement)")
+      ->envname("GPULEDGER_STORE");
+  cmd->add_option("--tokens", args->service.tokens_file, "Tokens file (sha256:<hex> <role> [name])")
+      ->required()
+      ->envname("GPULEDGER_TOKENS");
+  cmd->add_option("--listen", args->server.listen, "host:port to listen on (port 0: any free)")
+      ->capture_default_str();
+  cmd->add_option("--tls-cert", args->server.tls_cert, "PEM certificate chain: serve HTTPS");
+  cmd->add_option("--tls-key", args->server.tls_key, "PEM private key for --tls-cert");
+  cmd->add_option("--threads", args->server.threads, "I/O threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--max-connections", args->server.max_connections,
+                  "Open connections beyond which new ones get 503")
+      ->check(CLI::Range(1, 100'000))
+      ->capture_default_str();
+  cmd->add_option("--read-timeout-s", args->server.read_timeout_s,
+                  "Seconds a client has to send a whole request")
+      ->check(CLI::Range(1, 3'600))
+      ->capture_default_str();
+  cmd->add_option("--refresh-ms", args->service.refresh_ms,
+                  "How often to follow the ledger and update the settlement store")
+      ->check(CLI::Range(50, 600'000))
+      ->capture_default_str();
+  cmd->add_option("--verify-every-s", args->service.verify_every_s,
+                  "Re-verify the chain this often for the audit page (0: at start only)")
+      ->check(CLI::Range(0, 86'400 * 7))
+      ->capture_default_str();
+  cmd->add_option("--vat-bp", args->service.settle.vat_bp, "VAT on co-pay, basis points")
+      ->check(CLI::Range(0, 10'000))
+      ->capture_default_str();
+  cmd->add_option("--port-file", args->server.port_file,
+                  "Write the bound port here once listening (for scripts using port 0)");
+  cmd->callback([args, exit_code] {
+    if (args->server.tls_cert.empty() != args->server.tls_key.empty()) {
+      *exit_code = Report(absl::InvalidArgumentError("--tls-cert and --tls-key go together"));
+      return;
+    }
+    auto service = api::Service::Open(args->service);
+    if (!service.ok()) {
+      *exit_code = Report(service.status());
+      return;
+    }
+    (*service)->Start();
+    std::signal(SIGTERM, OnServeSignal);
+    std::signal(SIGINT, OnServeSignal);
+    absl::Status st = api::RunServer(args->server, **service, g_stop);
+    (*service)->Stop();
+    if (!st.ok()) *exit_code = Report(st);
+  });
+}
+
+void AddTokensCommand(CLI::App& app, int* exit_code) {
+  struct Args {
+    std::string file;
+    std::string role;
+    std::string name;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* tokens = app.add_subcommand("tokens", "Access tokens for `gpuledger serve`.");
+  tokens->require_subcommand(1);
+  CLI::App* add = tokens->add_subcommand(
+      "add",
+      "Create a token for a role and append its SHA-256 to the tokens file (created with mode\n"
+      "0600 if missing). The token itself is printed once, on stdout, and stored nowhere. A\n"
+      "running server picks the change up within a second. To revoke, delete the line.");
+  add->add_option("--file", args->file, "Tokens file")->required()->envname("GPULEDGER_TOKENS");
+  add->add_option("--role", args->role,
+                  "operator, finance, auditor, csp:<csp id> or institution:<institution id>")
+      ->required();
+  add->add_option("--name", args->name, "Who holds it (for logs), e.g. 'finance team'");
+  add->callback([args, exit_code] {
+    auto principal = api::ParseRole(args->role);
+    if (!principal.ok()) {
+      *exit_code = Report(principal.status());
+      return;
+    }
+    auto token = api::NewToken();
+    if (!token.ok()) {
+      *exit_code = Report(token.status());
+      return;
+    }
+    const bool existed = std::filesystem::exists(args->file);
+    std::ofstream out(args->file, std::ios::app);
+    if (!existed) {
+      std::filesystem::permissions(
+          args->file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    }
+    std::string name = args->name;
+    for (char& c : name) {
+      if (c == '\n' || c == '#') c = ' ';
+    }
+    out << "sha256:" << api::HashToken(*token) << " " << args->role
+        << (name.empty() ? "" : " " + name) << "\n";
+    out.close();
+    if (!out) {
+      *exit_code = Report(absl::UnavailableError("cannot write " + args->file));
+      return;
+    }
+    std::cout << *token << "\n";
+    spdlog::info("added a {} token to {}; it is shown once, above", args->role, args->file);
+  });
+}
+
+}  // namespace gpuledger::cli
