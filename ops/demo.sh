@@ -9,17 +9,23 @@
 # pair) are kept under $DEMO_DIR
 # (default: run/demo/, replaced on each run).
 # Options: --skip-setup  do not install or build (use an existing $BUILD_DIR)
+#          --serve       at the end, serve the pages and API on $SERVE_LISTEN (default
+#                        127.0.0.1:8080) until Ctrl-C; without it, the job ends by printing
+#                        the command that serves them and the URL of the month's pages
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 DEMO_DIR=${DEMO_DIR:-$ROOT/run/demo}
 PERIOD=${PERIOD:-2026-03}
+SERVE_LISTEN=${SERVE_LISTEN:-127.0.0.1:8080}
 SKIP_SETUP=0
+SERVE=0
 for arg in "$@"; do
   case $arg in
     --skip-setup) SKIP_SETUP=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --serve) SERVE=1 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "demo: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -97,4 +103,23 @@ step "final documents of $PERIOD (frozen at its close)"
 "$GPULEDGER" settle --period "$PERIOD"
 printf '\nDocuments written to %s: %s.json (canonical), %s.html (printable),\n' "$OUT" "$PERIOD" "$PERIOD"
 printf '%s-{invoices,statements,programs}.csv, %s-draft.json and closes.json (digests).\n' "$PERIOD" "$NEXT"
+step "pages and API for people and systems"
+TOKENS=$DEMO_DIR/tokens
+FINANCE_TOKEN=$("$GPULEDGER" tokens add --file "$TOKENS" --role finance --name "demo finance" 2>/dev/null)
+"$GPULEDGER" tokens add --file "$TOKENS" --role auditor --name "demo auditor" \
+  >"$DEMO_DIR/auditor.token" 2>/dev/null
+"$GPULEDGER" tokens add --file "$TOKENS" --role csp:csp-alpha --name "demo csp-alpha" \
+  >"$DEMO_DIR/csp-alpha.token" 2>/dev/null
+URL="http://$SERVE_LISTEN/ui/invoices?period=$PERIOD"
+if [ "$SERVE" = 1 ]; then
+  printf '\nServing %s: open %s\nand sign in with the finance token %s\n' "$PERIOD" "$URL" "$FINANCE_TOKEN"
+  printf '(auditor token in %s/auditor.token). Ctrl-C stops it.\n' "$DEMO_DIR"
+  echo "main job done" >&2
+  "$GPULEDGER" serve --tokens "$TOKENS" --listen "$SERVE_LISTEN"
+  exit 0
+fi
+printf '\nThe pages for %s: run\n  %s serve --db %s --tokens %s --listen %s\n' \
+  "$PERIOD" "$GPULEDGER" "$GPULEDGER_DB" "$TOKENS" "$SERVE_LISTEN"
+printf 'then open %s and sign in with the finance token\n  %s\n' "$URL" "$FINANCE_TOKEN"
+printf '(or run ops/demo.sh --serve to do both). Auditor and CSP tokens: %s/*.token\n' "$DEMO_DIR"
 echo "main job done" >&2
