@@ -29,8 +29,9 @@ std::string DefaultStorePath(const std::string& db) {
   return base + ".settlement";
 }
 
-void AddStoreOptions(CLI::App* cmd, StoreArgs* args) {
-  cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
+void AddStoreOptions(CLI::App* cmd, StoreArgs* args, bool db_required) {
+  auto* db = cmd->add_option("--db", args->db, "Ledger directory")->envname("GPULEDGER_DB");
+  if (db_required) db->required();
   cmd->add_option("--store", args->store,
                   "Settlement store directory (derived data, rebuilt from the ledger if "
                   "deleted). Default: <db>.settlement")
@@ -98,7 +99,7 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
       "before the close, and print the covered sequence number and each document's digest.\n"
       "Periods close in order, after they end. A closed period never changes: events\n"
       "accepted later that touch it appear as adjustment lines on the next open period.");
-  AddStoreOptions(cmd, &args->store);
+  AddStoreOptions(cmd, &args->store, true);
   cmd->add_option("--period", args->period, "Billing month to close, YYYY-MM (KST)")->required();
   cmd->add_option("--brokers", args->publish.brokers, "Kafka bootstrap servers, host:port[,...]")
       ->required()
@@ -183,6 +184,15 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
     auto opened = OpenAndCatchUp(args->store);
+    if (!opened.ok() && absl::IsUnavailable(opened.status()) &&
+        opened.status().message().find("in use") != std::string::npos) {
+      // `gpuledger serve` owns the store: it freezes the documents itself.
+      std::cout << absl::StrFormat(
+          "closed %s at ledger entry %d; the settlement store is in use (gpuledger serve?): "
+          "its documents and digests are at /v1/periods/%s\n",
+          period->ToString(), record->seq, period->ToString());
+      return;
+    }
     if (!opened.ok()) {
       *exit_code = Report(opened.status());
       return;
@@ -212,7 +222,7 @@ void AddStatusCommand(CLI::App* settle, int* exit_code) {
       "status",
       "List closed periods (close entry, covered entries, document digests) and the first open\n"
       "period, after bringing the settlement store up to the ledger's head.");
-  AddStoreOptions(cmd, &args->store);
+  AddStoreOptions(cmd, &args->store, true);
   cmd->add_option("--format", args->format, "table or json")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
@@ -255,7 +265,8 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
       "Rules: docs/SETTLEMENT.md. Formats: docs/FORMATS.md.\n"
       "Subcommands: `settle close` freezes a period, `settle status` lists closes.");
   cmd->require_subcommand(0, 1);
-  AddStoreOptions(cmd, &args->store);
+  // Not required here: `settle close` and `settle status` take their own --db.
+  AddStoreOptions(cmd, &args->store, false);
   cmd->add_option("--period", args->period, "Billing month, YYYY-MM (KST)");
   cmd->add_option("--format", args->format,
                   "table (for people), json (canonical, docs/FORMATS.md), csv or html (printable)")
@@ -273,6 +284,10 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
   AddStatusCommand(cmd, exit_code);
   cmd->callback([cmd, args, exit_code] {
     if (!cmd->get_subcommands().empty()) return;
+    if (args->store.db.empty()) {
+      *exit_code = Report(absl::InvalidArgumentError("--db LEDGER (or GPULEDGER_DB) is required"));
+      return;
+    }
     if (args->period.empty()) {
       *exit_code = Report(absl::InvalidArgumentError(
           "--period YYYY-MM is required (or use `settle close` / `settle status`)"));

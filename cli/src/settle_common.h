@@ -26,7 +26,7 @@ struct OpenedSettlement {
 };
 
 std::string DefaultStorePath(const std::string& db);
-void AddStoreOptions(CLI::App* cmd, StoreArgs* args);
+void AddStoreOptions(CLI::App* cmd, StoreArgs* args, bool db_required);
 // Opens the ledger read-only and the store, and applies new ledger entries to the store.
 absl::StatusOr<OpenedSettlement> OpenAndCatchUp(const StoreArgs& args);
 // Writes `text` to `path` ("" or "-": stdout).

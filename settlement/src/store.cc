@@ -38,7 +38,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   if (!s.ok()) {
     if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
       return absl::UnavailableError(absl::StrCat(
-          "settlement store ", path, " is in use by another gpuledger process: ", s.ToString()));
+          "settlement store ", path,
+          " is in use by another gpuledger process (a running `gpuledger serve` owns it: read the "
+          "documents from its API, or stop it first): ",
+          s.ToString()));
     }
     if (s.IsInvalidArgument() || s.IsPathNotFound()) {
       return absl::NotFoundError(
