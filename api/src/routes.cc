@@ -31,7 +31,8 @@ constexpr uint64_t kMaxScan = 200'000;
 HttpResponse Json(const json& j, int status = 200) {
   HttpResponse r;
   r.status = status;
-  r.body = j.dump(2) + "\n";
+  // Echoed parameters may hold any bytes: invalid UTF-8 is replaced, never thrown on.
+  r.body = j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
   return r;
 }
 
@@ -427,7 +428,7 @@ HttpResponse Rejected(Service& svc, const Principal& p, Params& q) {
     csp = p.scope_id;
   }
   const std::string reason = q.Str("reason");
-  auto after = q.Uint("after_seq", 0, 0, UINT64_MAX);
+  auto after = q.Uint("after_seq", 0, 0, UINT64_MAX - 1);
   auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
   auto from_ms = q.Int("from_ms", INT64_MIN);
   auto to_ms = q.Int("to_ms", INT64_MAX);
@@ -583,6 +584,13 @@ std::optional<std::string> TokenOf(const HttpRequest& req) {
 
 HttpResponse Handle(const HttpRequest& req, Service& svc) {
   const std::vector<std::string> seg = absl::StrSplit(req.path, '/', absl::SkipEmpty());
+  if ((req.path == "/healthz" || req.path == "/readyz") && req.method != "GET" &&
+      req.method != "HEAD") {
+    HttpResponse r = Error(405, "method_not_allowed", "use GET");
+    r.headers.emplace_back("Allow", "GET, HEAD");
+    r.route = req.path;
+    return r;
+  }
   if (req.path == "/healthz") {
     HttpResponse r = Json({{"status", "ok"}});
     r.route = "/healthz";

@@ -97,6 +97,12 @@ HttpRequest ToRequest(const http::request<http::string_body>& req, bool tls, boo
 
 HttpResponse Dispatch(const HttpRequest& req, Shared& shared) {
   if (req.path == "/metrics") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      HttpResponse r = Error(405, "method_not_allowed", "use GET");
+      r.headers.emplace_back("Allow", "GET, HEAD");
+      r.route = "/metrics";
+      return r;
+    }
     std::optional<Principal> who;
     if (req.authorization.starts_with("Bearer ")) {
       who = shared.service.tokens().Authenticate(req.authorization.substr(7));
@@ -133,6 +139,7 @@ template <typename Stream>
 awaitable<void> WriteResponse(Stream& stream, Shared& shared, HttpResponse& res, bool keep_alive,
                               unsigned version, bool head) {
   auto& lowest = beast::get_lowest_layer(stream);
+  if (res.stream && head) res.stream.reset();  // HEAD: the headers only
   if (res.stream) {
     http::response<http::empty_body> hdr{http::int_to_status(res.status), version};
     hdr.set(http::field::server, "gpuledger");

@@ -50,6 +50,7 @@ int Main(int argc, char** argv) {
   AddAuditCommand(app, &exit_code);
   AddServeCommand(app, &exit_code);
   AddTokensCommand(app, &exit_code);
+  AddSimulateCommand(app, &exit_code);
   app.parse_complete_callback([&] {
     auto logger = spdlog::stderr_color_mt("gpuledger");
     spdlog::set_default_logger(logger);

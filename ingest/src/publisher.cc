@@ -29,6 +29,19 @@ absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line, const TopicNam
   auto st = google::protobuf::util::JsonStringToMessage(line, &e);
   if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
   if (e.csp_id().empty()) return absl::InvalidArgumentError("cspId is required to pick the topic");
+  return EncodeUsageEvent(e, topics);
+}
+
+absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line, const TopicNames& topics) {
+  v1::RegistryEvent e;
+  auto st = google::protobuf::util::JsonStringToMessage(line, &e);
+  if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
+  return EncodeRegistryEvent(e, topics);
+}
+
+}  // namespace
+
+absl::StatusOr<EncodedEvent> EncodeUsageEvent(const v1::UsageEvent& e, const TopicNames& topics) {
   EncodedEvent out;
   out.topic = topics.Usage(e.csp_id());
   // Keyed by allocation so that one allocation's events stay in order on one partition.
@@ -59,10 +72,8 @@ absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line, const TopicNam
   return out;
 }
 
-absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line, const TopicNames& topics) {
-  v1::RegistryEvent e;
-  auto st = google::protobuf::util::JsonStringToMessage(line, &e);
-  if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
+absl::StatusOr<EncodedEvent> EncodeRegistryEvent(const v1::RegistryEvent& e,
+                                                 const TopicNames& topics) {
   EncodedEvent out;
   out.topic = topics.Registry();
   // The registry topic is read in one order by everyone; its key only spreads load.
@@ -70,6 +81,8 @@ absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line, const Topic
   if (!e.SerializeToString(&out.value)) return absl::InternalError("serialize");
   return out;
 }
+
+namespace {
 
 // Delivery reports arrive on the thread that calls poll()/flush(): the publishing thread.
 class DeliveryCounter : public RdKafka::DeliveryReportCb {
@@ -183,27 +196,22 @@ absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::str
   return status;
 }
 
-absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
-                                     const PublishOptions& options) {
-  if (options.brokers.empty()) return absl::InvalidArgumentError("no Kafka brokers given");
-  PublishStats stats;
-  stats.lines = events.size();
-  std::set<std::string> topics;
-  for (const auto& e : events) topics.insert(e.topic);
-  stats.topics.assign(topics.begin(), topics.end());
-  // The registry is one ordered stream (an institution before its allocations): one partition.
-  std::vector<std::string> usage_topics;
-  for (const std::string& t : stats.topics) {
-    if (t != options.topics.Registry()) usage_topics.push_back(t);
-  }
-  if (topics.contains(options.topics.Registry())) {
-    GPULEDGER_RETURN_IF_ERROR(EnsureTopics(options.brokers, {options.topics.Registry()}, 1));
-  }
-  GPULEDGER_RETURN_IF_ERROR(
-      EnsureTopics(options.brokers, usage_topics, options.partitions_if_created));
-
+struct Publisher::Impl {
+  PublishOptions options;
   DeliveryCounter counter;
   LogForwarder log_forwarder;
+  std::unique_ptr<RdKafka::Producer> producer;
+  std::set<std::string> topics;
+  uint64_t sent = 0;
+};
+
+Publisher::Publisher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Publisher::~Publisher() = default;
+
+absl::StatusOr<std::unique_ptr<Publisher>> Publisher::Create(const PublishOptions& options) {
+  if (options.brokers.empty()) return absl::InvalidArgumentError("no Kafka brokers given");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   const std::pair<const char*, std::string> settings[] = {
       {"bootstrap.servers", options.brokers},
@@ -217,42 +225,89 @@ absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
   for (const auto& [key, value] : settings)
     GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
   std::string err;
-  if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(&counter), err) !=
+  if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(&impl->counter), err) !=
           RdKafka::Conf::CONF_OK ||
-      conf->set("event_cb", static_cast<RdKafka::EventCb*>(&log_forwarder), err) !=
+      conf->set("event_cb", static_cast<RdKafka::EventCb*>(&impl->log_forwarder), err) !=
           RdKafka::Conf::CONF_OK) {
     return absl::InternalError(err);
   }
-  std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), err));
-  if (!producer) return absl::InvalidArgumentError(absl::StrCat("Kafka producer: ", err));
+  impl->producer.reset(RdKafka::Producer::create(conf.get(), err));
+  if (!impl->producer) return absl::InvalidArgumentError(absl::StrCat("Kafka producer: ", err));
+  return std::unique_ptr<Publisher>(new Publisher(std::move(impl)));
+}
 
-  for (const EncodedEvent& e : events) {
-    for (;;) {
-      const RdKafka::ErrorCode code =
-          producer->produce(e.topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
-                            const_cast<char*>(e.value.data()), e.value.size(), e.key.data(),
-                            e.key.size(), 0, nullptr);
-      if (code == RdKafka::ERR__QUEUE_FULL) {
-        producer->poll(100);  // wait for deliveries to make room
-        continue;
-      }
-      GPULEDGER_RETURN_IF_ERROR(FromKafka(code, absl::StrCat("produce to ", e.topic)));
-      break;
+absl::Status Publisher::PrepareTopics(const std::vector<std::string>& topics) {
+  const PublishOptions& options = impl_->options;
+  // The registry is one ordered stream (an institution before its allocations): one partition.
+  std::vector<std::string> usage_topics;
+  bool registry = false;
+  for (const std::string& t : topics) {
+    if (t == options.topics.Registry()) {
+      registry = true;
+    } else {
+      usage_topics.push_back(t);
     }
-    producer->poll(0);
   }
+  if (registry) {
+    GPULEDGER_RETURN_IF_ERROR(EnsureTopics(options.brokers, {options.topics.Registry()}, 1));
+  }
+  return EnsureTopics(options.brokers, usage_topics, options.partitions_if_created);
+}
+
+absl::Status Publisher::Send(const EncodedEvent& e) {
+  RdKafka::Producer* producer = impl_->producer.get();
+  for (;;) {
+    const RdKafka::ErrorCode code = producer->produce(
+        e.topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+        const_cast<char*>(e.value.data()), e.value.size(), e.key.data(), e.key.size(), 0, nullptr);
+    if (code == RdKafka::ERR__QUEUE_FULL) {
+      producer->poll(100);  // wait for deliveries to make room
+      continue;
+    }
+    GPULEDGER_RETURN_IF_ERROR(FromKafka(code, absl::StrCat("produce to ", e.topic)));
+    break;
+  }
+  impl_->topics.insert(e.topic);
+  ++impl_->sent;
+  producer->poll(0);
+  if (impl_->counter.failed > 0) {
+    return absl::UnavailableError(absl::StrCat(
+        impl_->counter.failed, " message(s) failed delivery: ", impl_->counter.first_error));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t Publisher::delivered() const { return impl_->counter.delivered; }
+
+absl::StatusOr<PublishStats> Publisher::Finish() {
+  const PublishOptions& options = impl_->options;
+  RdKafka::Producer* producer = impl_->producer.get();
   const RdKafka::ErrorCode flushed = producer->flush(static_cast<int>(options.flush_timeout_ms));
   if (flushed != RdKafka::ERR_NO_ERROR) {
     return absl::UnavailableError(absl::StrCat(
         producer->outq_len(), " message(s) not acknowledged within ", options.flush_timeout_ms,
         " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
   }
-  if (counter.failed > 0) {
-    return absl::UnavailableError(
-        absl::StrCat(counter.failed, " message(s) failed delivery: ", counter.first_error));
+  if (impl_->counter.failed > 0) {
+    return absl::UnavailableError(absl::StrCat(
+        impl_->counter.failed, " message(s) failed delivery: ", impl_->counter.first_error));
   }
-  stats.published = counter.delivered;
+  PublishStats stats;
+  stats.lines = impl_->sent;
+  stats.published = impl_->counter.delivered;
+  stats.topics.assign(impl_->topics.begin(), impl_->topics.end());
   return stats;
+}
+
+absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
+                                     const PublishOptions& options) {
+  GPULEDGER_ASSIGN_OR_RETURN(std::unique_ptr<Publisher> publisher, Publisher::Create(options));
+  std::set<std::string> topics;
+  for (const auto& e : events) topics.insert(e.topic);
+  GPULEDGER_RETURN_IF_ERROR(
+      publisher->PrepareTopics(std::vector<std::string>(topics.begin(), topics.end())));
+  for (const EncodedEvent& e : events) GPULEDGER_RETURN_IF_ERROR(publisher->Send(e));
+  return publisher->Finish();
 }
 
 }  // namespace gpuledger::ingest

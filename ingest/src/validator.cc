@@ -287,7 +287,21 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
   latest_kafka_ms_ = std::max(latest_kafka_ms_, c.kafka_timestamp_ms);
   if (c.resolves_seq != 0) {
     if (auto p = parked_.find(c.resolves_seq); p != parked_.end()) {
-      parked_identities_.erase({p->second.candidate.source_id, p->second.candidate.event_id});
+      const Parked& parked = p->second;
+      parked_identities_.erase({parked.candidate.source_id, parked.candidate.event_id});
+      auto drop = [&](auto& index, const auto& key) {
+        if (auto it = index.find(key); it != index.end()) {
+          it->second.erase(p->first);
+          if (it->second.empty()) index.erase(it);
+        }
+      };
+      if (parked.pool) {
+        drop(parked_by_pool_,
+             PoolIndexKey{parked.candidate.source_id, parked.pool->program, parked.pool->model});
+      } else {
+        drop(parked_by_allocation_, parked.allocation_id);
+      }
+      parked_by_time_.erase({parked.candidate.kafka_timestamp_ms, p->first});
       parked_.erase(p);
     }
   }
@@ -310,12 +324,21 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
     }
     parked_[seq] = Parked{c, allocation, pool};
     parked_identities_[{c.source_id, c.event_id}] = allocation;
+    if (pool) {
+      parked_by_pool_[PoolIndexKey{c.source_id, pool->program, pool->model}].insert(seq);
+    } else {
+      parked_by_allocation_[allocation].insert(seq);
+    }
+    if (c.kafka_timestamp_ms >= 0) parked_by_time_.insert({c.kafka_timestamp_ms, seq});
     return;
   }
   if (!c.reason_code.empty()) return;
   if (c.source == v1::SOURCE_REGISTRY) {
     v1::RegistryEvent e;
-    if (e.ParseFromString(c.payload)) registry_.Apply(e);
+    if (e.ParseFromString(c.payload)) {
+      registry_.Apply(e);
+      ++registry_generation_;
+    }
     return;
   }
   v1::UsageEvent e;
@@ -328,21 +351,33 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
   }
 }
 
+// Indexed so that the cost per message does not grow with the number parked: parked events
+// are looked at when the registry changed (by the allocation or pool they wait for) or when the
+// oldest of them passes the grace period.
 std::vector<ledger::Candidate> Validator::TakeResolvable() const {
-  std::vector<ledger::Candidate> out;
-  for (const auto& [seq, p] : parked_) {
-    bool announced = false;
-    if (p.pool) {
-      auto gpus =
-          registry_.PoolAt(p.candidate.source_id, p.pool->program, p.pool->model, p.pool->at_ms);
-      announced = gpus.has_value() && *gpus > 0;
-    } else {
-      announced = registry_.FindAllocation(p.allocation_id) != nullptr;
+  std::set<uint64_t> ready;
+  if (registry_generation_ != checked_generation_) {
+    checked_generation_ = registry_generation_;
+    for (const auto& [allocation, seqs] : parked_by_allocation_) {
+      if (registry_.FindAllocation(allocation) != nullptr) ready.insert(seqs.begin(), seqs.end());
     }
-    const bool expired = p.candidate.kafka_timestamp_ms >= 0 &&
-                         latest_kafka_ms_ - p.candidate.kafka_timestamp_ms >= limits_.park_grace_ms;
-    if (!announced && !expired) continue;
-    ledger::Candidate c = p.candidate;
+    for (const auto& [key, seqs] : parked_by_pool_) {
+      for (uint64_t seq : seqs) {
+        const Parked& p = parked_.at(seq);
+        auto gpus =
+            registry_.PoolAt(p.candidate.source_id, p.pool->program, p.pool->model, p.pool->at_ms);
+        if (gpus.has_value() && *gpus > 0) ready.insert(seq);
+      }
+    }
+  }
+  for (auto it = parked_by_time_.begin();
+       it != parked_by_time_.end() && latest_kafka_ms_ - it->first >= limits_.park_grace_ms; ++it) {
+    ready.insert(it->second);
+  }
+  std::vector<ledger::Candidate> out;
+  out.reserve(ready.size());
+  for (uint64_t seq : ready) {
+    ledger::Candidate c = parked_.at(seq).candidate;
     c.park = false;
     c.reason_code.clear();
     c.reason_detail.clear();

@@ -4,10 +4,13 @@
 
 #include <cstdint>
 #include <istream>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "gpuledger/v1/usage.pb.h"
 #include "ingest/topics.h"
 
 namespace gpuledger::ingest {
@@ -40,6 +43,13 @@ struct EncodedEvent {
   std::string value;
 };
 
+// One event for the wire: its topic (the CSP's usage topic, or the registry) and key (the
+// allocation, so that an allocation's events stay in order on one partition).
+absl::StatusOr<EncodedEvent> EncodeUsageEvent(const gpuledger::v1::UsageEvent& event,
+                                              const TopicNames& topics);
+absl::StatusOr<EncodedEvent> EncodeRegistryEvent(const gpuledger::v1::RegistryEvent& event,
+                                                 const TopicNames& topics);
+
 // Parses JSON lines (protobuf JSON mapping of UsageEvent or RegistryEvent) into wire events.
 // Nothing is published if any line is bad: the error names every bad line (up to 20).
 absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, EventKind kind,
@@ -49,6 +59,25 @@ absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, Even
 // one is acknowledged. Creates missing topics first.
 absl::StatusOr<PublishStats> Publish(const std::vector<EncodedEvent>& events,
                                      const PublishOptions& options);
+
+// A streaming publisher, for more events than fit in memory (gpuledger simulate).
+class Publisher {
+ public:
+  static absl::StatusOr<std::unique_ptr<Publisher>> Create(const PublishOptions& options);
+  ~Publisher();
+  // Creates missing topics (the registry topic with one partition).
+  absl::Status PrepareTopics(const std::vector<std::string>& topics);
+  // Queues one event (waits while librdkafka's queue is full).
+  absl::Status Send(const EncodedEvent& event);
+  uint64_t delivered() const;
+  // Waits until every event is acknowledged.
+  absl::StatusOr<PublishStats> Finish();
+
+ private:
+  struct Impl;
+  explicit Publisher(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 // Creates the topics that do not exist yet, with `partitions` partitions each.
 absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::string>& topics,

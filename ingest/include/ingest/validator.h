@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -79,7 +80,14 @@ class Validator {
   std::map<Identity, std::pair<std::string, int64_t>> holders_;  // → (allocation, start)
   std::set<Identity> retired_;                                   // corrected or cancelled
   std::map<uint64_t, Parked> parked_;                            // by seq
-  std::map<Identity, std::string> parked_identities_;            // → allocation id
+  // Indexes of parked_ (seqs): by the allocation or pool they wait for, and by Kafka time.
+  using PoolIndexKey = std::tuple<std::string, int, int>;  // CSP, program, model
+  std::map<std::string, std::set<uint64_t>> parked_by_allocation_;
+  std::map<PoolIndexKey, std::set<uint64_t>> parked_by_pool_;
+  std::set<std::pair<int64_t, uint64_t>> parked_by_time_;  // (Kafka time, seq)
+  uint64_t registry_generation_ = 0;                       // registry events applied
+  mutable uint64_t checked_generation_ = 0;                // as of the last look for announced ones
+  std::map<Identity, std::string> parked_identities_;      // → allocation id
   int64_t latest_kafka_ms_ = -1;
 };
 
