@@ -233,8 +233,10 @@ void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u
   edges.push_back({u.end_ms(), -static_cast<int64_t>(u.gpu_count())});
   if (auto it = intervals_.find(u.allocation_id()); it != intervals_.end()) {
     const auto& held = it->second;
-    for (auto h = held.lower_bound(u.start_ms() - limits_.max_interval_ms);
-         h != held.end() && h->first < u.end_ms(); ++h) {
+    // Only intervals that start within the longest one held can reach into [start, end).
+    const int64_t reach = longest_held_.at(u.allocation_id());
+    for (auto h = held.lower_bound(u.start_ms() - reach); h != held.end() && h->first < u.end_ms();
+         ++h) {
       if (h->second.end_ms <= u.start_ms()) continue;
       if (replacing != nullptr && h->second.holder == *replacing) continue;
       if (h->second.node_id == u.node_id()) {
@@ -265,6 +267,8 @@ void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u
 void Validator::Hold(const Identity& who, const v1::UsageInterval& u) {
   intervals_[u.allocation_id()].insert(
       {u.start_ms(), Held{u.end_ms(), u.gpu_count(), u.node_id(), who}});
+  int64_t& longest = longest_held_[u.allocation_id()];
+  longest = std::max(longest, u.end_ms() - u.start_ms());
   holders_[who] = {u.allocation_id(), u.start_ms()};
 }
 

@@ -76,6 +76,8 @@ class Validator {
   ledger::Registry registry_;
   // Accepted intervals per allocation, by start.
   std::map<std::string, std::multimap<int64_t, Held>> intervals_;
+  // The longest interval ever held per allocation: how far back an overlap can start.
+  std::map<std::string, int64_t> longest_held_;
   // Events whose interval currently counts, and where it is.
   std::map<Identity, std::pair<std::string, int64_t>> holders_;  // → (allocation, start)
   std::set<Identity> retired_;                                   // corrected or cancelled
