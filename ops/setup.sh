@@ -22,6 +22,7 @@ PACKAGES=(
   libboost-dev libssl-dev libgtest-dev libgmock-dev googletest libabsl-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev prometheus-cpp-dev
   kcat openjdk-17-jre-headless maven clang-format
+  python3-venv chromium openssl curl
 )
 
 missing=()
@@ -41,6 +42,8 @@ else
 fi
 
 "$ROOT/ops/kafka/fetch.sh"
+# The browser and API-fuzzing tests' Python packages (pinned), in a venv beside the build.
+GPULEDGER_VENV=${GPULEDGER_VENV:-$BUILD_DIR/venv} "$ROOT/ops/python-env.sh" >/dev/null
 
 log "configuring $BUILD_DIR ($BUILD_TYPE)"
 sanitize=OFF

@@ -116,6 +116,23 @@ std::string ShareBar(uint32_t share_bp, uint32_t cap_bp) {
       cap_bp * scale, cap_bp * scale, Bp(share_bp), Bp(cap_bp));
 }
 
+// The cap applies to each pool: one bar per pool, then the CSP's overall share.
+std::string OwnUseBars(const v1::CspStatement& s) {
+  std::string out = "<table class=\"ownuse\">";
+  for (const auto& r : s.own_use()) {
+    absl::StrAppend(
+        &out, "<tr><td>", v1::Program_Name(r.program()), " / ", v1::GpuModel_Name(r.gpu_model()),
+        "</td><td>", ShareBar(r.share_bp(), r.cap_bp()), "</td><td>",
+        r.excess_gpu_ms() > 0 ? absl::StrCat("<span class=\"flag\">over by ",
+                                             Hours(r.excess_gpu_ms()), " GPU-hours</span>")
+                              : "<span class=\"ok\">within</span>",
+        "</td></tr>");
+  }
+  absl::StrAppend(&out, "</table><p>Overall: ", Bp(s.own_use_share_bp()), " of ",
+                  Hours(s.hosted_capacity_gpu_ms()), " hosted GPU-hours.</p>");
+  return out;
+}
+
 HttpResponse Login(const HttpRequest& req, Service& svc) {
   if (req.method == "POST") {
     std::map<std::string, std::string> form;
@@ -277,8 +294,7 @@ HttpResponse StatementPage(Service& svc, const Principal& who, const std::string
         " GPU-hours.</p>\n<h2>GPU-hours per day"
         "</h2>\n",
         DailyChart(engine.DailyUsage(*period, csp)),
-        "\n<h2>Own use against the contract cap</h2>\n",
-        ShareBar(s.own_use_share_bp(), s.own_use_cap_bp()),
+        "\n<h2>Own use against the contract cap</h2>\n", OwnUseBars(s),
         s.own_use_excess_gpu_ms() > 0
             ? absl::StrCat("<p class=\"flag\">Over the cap by ", Hours(s.own_use_excess_gpu_ms()),
                            " GPU-hours, worth ", Won(s.own_use_excess_value_krw()), " KRW.</p>")

@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -348,7 +349,7 @@ HttpResponse OneProgram(Service& svc, const Principal& p, base::Period period, s
   });
 }
 
-HttpResponse Head(Service& svc, const Principal&) {
+HttpResponse Head(Service& svc, const Principal& p) {
   const ledger::Head h = svc.ledger().head();
   const auto counters = svc.ledger().Counters();
   std::string counters_json;
@@ -356,11 +357,13 @@ HttpResponse Head(Service& svc, const Principal&) {
   opts.preserve_proto_field_names = true;
   opts.always_print_primitive_fields = true;
   (void)google::protobuf::util::MessageToJsonString(counters, &counters_json, opts);
-  return Json({{"seq", h.seq},
-               {"hash", ledger::ToHex(h.hash)},
-               {"checkpoint_interval", svc.ledger().checkpoint_interval()},
-               {"settled_through", svc.settled_through()},
-               {"counters", json::parse(counters_json, nullptr, false)}});
+  json j = {{"seq", h.seq},
+            {"hash", ledger::ToHex(h.hash)},
+            {"checkpoint_interval", svc.ledger().checkpoint_interval()},
+            {"settled_through", svc.settled_through()}};
+  // Ledger-wide counts (every CSP's rejections) are for operators and auditors.
+  if (CanAudit(p)) j["counters"] = json::parse(counters_json, nullptr, false);
+  return Json(j);
 }
 
 HttpResponse Entries(Service& svc, const Principal& p, Params& q) {
@@ -574,7 +577,10 @@ bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out)
 }
 
 std::optional<std::string> TokenOf(const HttpRequest& req) {
-  if (req.authorization.starts_with("Bearer ")) return req.authorization.substr(7);
+  // The scheme is case-insensitive (RFC 9110 section 11.1).
+  if (absl::StartsWithIgnoreCase(req.authorization, "bearer ")) {
+    return req.authorization.substr(7);
+  }
   for (const std::string& part : std::vector<std::string>(absl::StrSplit(req.cookie, ';'))) {
     const std::string c(absl::StripAsciiWhitespace(part));
     if (c.starts_with("gpuledger_token=")) return c.substr(16);

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/routes.h"
@@ -104,7 +105,7 @@ HttpResponse Dispatch(const HttpRequest& req, Shared& shared) {
       return r;
     }
     std::optional<Principal> who;
-    if (req.authorization.starts_with("Bearer ")) {
+    if (absl::StartsWithIgnoreCase(req.authorization, "bearer ")) {
       who = shared.service.tokens().Authenticate(req.authorization.substr(7));
     }
     if (!who) {
@@ -272,12 +273,22 @@ awaitable<void> Session(tcp::socket socket, Shared& shared, asio::ssl::context* 
   }
 }
 
-awaitable<void> Refuse(tcp::socket socket, Shared& shared) {
-  beast::tcp_stream stream(std::move(socket));
+// Beyond the connection limit: a 503 with Retry-After, over TLS on an HTTPS listener.
+awaitable<void> Refuse(tcp::socket socket, Shared& shared, asio::ssl::context* tls) {
   HttpResponse res = Error(503, "busy", "too many connections; retry shortly");
   res.headers.emplace_back("Retry-After", "1");
   try {
-    co_await WriteResponse(stream, shared, res, false, 11, false);
+    if (tls != nullptr) {
+      beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
+      beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+      co_await stream.async_handshake(asio::ssl::stream_base::server, use_awaitable);
+      co_await WriteResponse(stream, shared, res, false, 11, false);
+      beast::error_code ec;
+      co_await stream.async_shutdown(asio::redirect_error(use_awaitable, ec));
+    } else {
+      beast::tcp_stream stream(std::move(socket));
+      co_await WriteResponse(stream, shared, res, false, 11, false);
+    }
   } catch (const std::exception&) {
   }
 }
@@ -291,7 +302,7 @@ awaitable<void> Listen(tcp::acceptor& acceptor, Shared& shared, asio::ssl::conte
     if (ec) continue;
     if (shared.open.load() >= shared.options.max_connections) {
       shared.metrics.refused.Increment();
-      asio::co_spawn(executor, Refuse(std::move(socket), shared), asio::detached);
+      asio::co_spawn(executor, Refuse(std::move(socket), shared, tls), asio::detached);
       continue;
     }
     asio::co_spawn(asio::make_strand(executor), Session(std::move(socket), shared, tls),

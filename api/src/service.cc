@@ -1,6 +1,7 @@
 #include "api/service.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -26,7 +27,11 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Open(const ServiceOptions& opt
   std::unique_ptr<Service> s(new Service(options));
   ServiceOptions& o = s->options_;
   if (o.store.empty()) o.store = Trimmed(o.db) + ".settlement";
-  if (o.secondary.empty()) o.secondary = Trimmed(o.db) + ".serve-secondary";
+  // One secondary directory per instance (RocksDB wants them distinct): by process id.
+  if (o.secondary.empty()) {
+    o.secondary = absl::StrCat(Trimmed(o.db), ".serve-secondary/", ::getpid());
+    s->remove_secondary_ = true;
+  }
   std::error_code ec;
   std::filesystem::create_directories(o.secondary, ec);
   ledger::LedgerOptions lo;
@@ -46,7 +51,16 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Open(const ServiceOptions& opt
   return s;
 }
 
-Service::~Service() { Stop(); }
+Service::~Service() {
+  Stop();
+  if (remove_secondary_) {
+    settlement_.engine.reset();
+    settlement_.store.reset();
+    ledger_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(options_.secondary, ec);
+  }
+}
 
 void Service::Start() {
   refresher_ = std::thread([this] { RefreshLoop(); });

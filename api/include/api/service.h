@@ -22,7 +22,7 @@ namespace gpuledger::api {
 struct ServiceOptions {
   std::string db;
   std::string store;      // settlement store; "" = <db>.settlement
-  std::string secondary;  // secondary instance directory; "" = <db>.serve-secondary
+  std::string secondary;  // secondary instance directory; "" = <db>.serve-secondary/<pid>
   std::string tokens_file;
   settlement::SettleOptions settle;
   int refresh_ms = 500;
@@ -66,6 +66,7 @@ class Service {
   void VerifyLoop();
 
   ServiceOptions options_;
+  bool remove_secondary_ = false;
   std::unique_ptr<ledger::Ledger> ledger_;
   std::unique_ptr<TokenStore> tokens_;
   settlement::Settlement settlement_;

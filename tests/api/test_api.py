@@ -1,0 +1,1241 @@
+#!/usr/bin/env python3
+"""`gpuledger serve` over real HTTP: every endpoint of api/src/routes.cc against the sample
+month, errors, who may read what (the role x endpoint matrix), the server's limits, token
+rotation without a restart, and TLS.
+
+Runs against the CTest fixture `api` (tests/api/serve_fixture.sh): GPULEDGER_API_ENV names its
+env file (API_URL, tokens, data dir), GPULEDGER_BIN the gpuledger binary. Python 3 stdlib only.
+The ledger holds the sample month 2026-03 (closed) and its late events (adjustments on the
+2026-04 drafts). Assertions are about behaviour; the only clock bounds are liveness bounds
+(something must happen within 10 s) that a working server meets by orders of magnitude.
+"""
+import base64
+import concurrent.futures
+import csv
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+
+def load_env(path):
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                k, v = line.split("=", 1)
+                env[k] = v
+    return env
+
+
+ENV = load_env(os.environ["GPULEDGER_API_ENV"])
+BIN = os.environ["GPULEDGER_BIN"]
+_url = urllib.parse.urlsplit(ENV["API_URL"])
+HOST, PORT = _url.hostname, _url.port
+P = "2026-03"  # the sample month, closed
+NEXT = "2026-04"  # open; its drafts carry the late events as adjustments to 2026-03
+
+# The columns of the role matrix, and each role's token.
+ROLES = ("operator", "finance", "auditor", "csp:csp-alpha", "csp:csp-beta",
+         "institution:inst-nari", "institution:inst-hanbit-univ")
+TOKENS = {
+    "operator": ENV["TOKEN_OPERATOR"],
+    "finance": ENV["TOKEN_FINANCE"],
+    "auditor": ENV["TOKEN_AUDITOR"],
+    "csp:csp-alpha": ENV["TOKEN_CSP_ALPHA"],
+    "csp:csp-beta": ENV["TOKEN_CSP_BETA"],
+    "institution:inst-nari": ENV["TOKEN_INST_NARI"],
+    "institution:inst-hanbit-univ": ENV["TOKEN_INST_HANBIT_UNIV"],
+}
+OP = TOKENS["operator"]
+LIVENESS_S = 10  # generous: each of these takes milliseconds on a working server
+
+
+# ---- HTTP helpers ----
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case name -> list of values
+        self.body = body
+
+    def header(self, name):
+        v = self.headers.get(name.lower())
+        return v[0] if v else None
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8")
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.status} {self.header('content-type')} {self.body[:300]!r}>"
+
+
+def request(method, path, token=None, headers=None, body=None, host=None, port=None,
+            context=None, timeout=30):
+    host = host or HOST
+    port = port or PORT
+    if context is not None:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    h = dict(headers or {})
+    if token is not None:
+        h["Authorization"] = "Bearer " + token
+    try:
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        hdrs = {}
+        for k, v in r.getheaders():
+            hdrs.setdefault(k.lower(), []).append(v)
+        return Resp(r.status, hdrs, data)
+    finally:
+        conn.close()
+
+
+def get(path, token=OP, **kw):
+    return request("GET", path, token=token, **kw)
+
+
+def get_json(path, token=OP, **kw):
+    r = get(path, token=token, **kw)
+    assert r.status == 200, f"GET {path}: {r!r}"
+    assert r.header("content-type") == "application/json", r
+    return r.json()
+
+
+def raw_exchange(data, port=None, timeout=LIVENESS_S):
+    """Sends raw bytes on a new connection, returns everything read until the server closes."""
+    with socket.create_connection((HOST, port or PORT), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def status_of(raw):
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", raw)
+    return int(m.group(1)) if m else None
+
+
+def body_of(raw):
+    return raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
+
+
+def parse_csv(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def wait_until(predicate, what, limit_s=LIVENESS_S, every_s=0.1):
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < limit_s:
+        last = predicate()
+        if last:
+            return time.monotonic() - start
+        time.sleep(every_s)
+    raise AssertionError(f"{what}: not within {limit_s} s (last: {last!r})")
+
+
+class ApiTest(unittest.TestCase):
+    maxDiff = 4000
+
+    def assertError(self, r, status, code=None):
+        """An API error: the status, and a JSON object {code, message}."""
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.header("content-type"), "application/json", r)
+        body = r.json()
+        self.assertEqual(sorted(body), ["code", "message"], body)
+        self.assertIsInstance(body["message"], str)
+        self.assertTrue(body["message"], body)
+        if code is not None:
+            self.assertEqual(body["code"], code, body)
+        return body
+
+
+# ---- the sample's facts, read once through the API as the operator ----
+
+class Sample:
+    _loaded = False
+
+    @classmethod
+    def load(cls):
+        if cls._loaded:
+            return cls
+        cls.head = get_json("/v1/ledger/head")["seq"]
+        entries = []
+        frm = 1
+        while frm:
+            page = get_json(f"/v1/ledger/entries?from={frm}&limit=1000")
+            entries += page["entries"]
+            frm = page["next_from"]
+        cls.entries = entries
+        cls.by_source = {}
+        for e in entries:
+            cls.by_source.setdefault(e["source_id"], []).append(e)
+        cls.closes = get_json("/v1/periods")
+        cls.status = {p: get_json(f"/v1/periods/{p}") for p in (P, NEXT)}
+        cls._loaded = True
+        return cls
+
+
+# ---- every endpoint ----
+
+class EndpointTest(ApiTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Sample.load()
+
+    def test_healthz_readyz(self):
+        r = request("GET", "/healthz")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json(), {"status": "ok"})
+        self.assertEqual(r.header("cache-control"), "no-store")
+        self.assertEqual(r.header("x-content-type-options"), "nosniff")
+        ready = request("GET", "/readyz").json()
+        self.assertEqual(ready["status"], "ready")
+        self.assertEqual(ready["ledger_head"], self.s.head)
+        self.assertEqual(ready["settled_through"], self.s.head)
+        self.assertEqual(self.s.head, int(ENV["API_LEDGER_HEAD"]))
+
+    def test_root_redirects_to_pages(self):
+        r = request("GET", "/")
+        self.assertEqual(r.status, 302)
+        self.assertEqual(r.header("location"), "/ui/invoices")
+
+    def test_head_request_has_headers_only(self):
+        full = get("/v1/periods")
+        r = request("HEAD", "/v1/periods", token=OP)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"")
+        self.assertEqual(r.header("content-length"), str(len(full.body)))
+
+    def test_periods(self):
+        c = self.s.closes
+        self.assertEqual(c["format"], "gpuledger.closes/1")
+        self.assertEqual(c["last_closed"], P)
+        self.assertEqual(c["first_open"], NEXT)
+        self.assertEqual(c["applied_through"], self.s.head)
+        self.assertEqual([x["period"] for x in c["closes"]], [P])
+        close = c["closes"][0]
+        self.assertLess(close["covered_seq"], close["close_seq"])
+        self.assertLessEqual(close["close_seq"], self.s.head)
+        # 8 invoices, 2 CSP statements, 3 programme summaries.
+        docs = sorted(d["document"] for d in close["digests"])
+        self.assertEqual(len(docs), 13, docs)
+        self.assertEqual(sum(d.startswith("invoice/") for d in docs), 8)
+        self.assertEqual([d for d in docs if d.startswith("statement/")],
+                         ["statement/csp-alpha", "statement/csp-beta"])
+        self.assertEqual(sum(d.startswith("program/") for d in docs), 3)
+        for d in close["digests"]:
+            self.assertRegex(d["sha256"], r"^[0-9a-f]{64}$")
+
+    def test_period_status_closed_and_open(self):
+        closed, open_ = self.s.status[P], self.s.status[NEXT]
+        close = self.s.closes["closes"][0]
+        self.assertEqual(closed["period"], P)
+        self.assertEqual(closed["status"], "closed")
+        self.assertEqual(closed["close_seq"], close["close_seq"])
+        self.assertEqual(closed["covered_seq"], close["covered_seq"])
+        self.assertEqual(closed["closed_at_ms"], close["closed_at_ms"])
+        self.assertEqual(closed["digests"], close["digests"])
+        self.assertEqual(open_["period"], NEXT)
+        self.assertEqual(open_["status"], "open")
+        self.assertEqual(open_["close_seq"], 0)
+        self.assertEqual(open_["covered_seq"], self.s.head)
+        self.assertEqual(open_["digests"], [])
+        # A period before anything happened is open and empty, not an error.
+        early = get_json("/v1/periods/2025-01")
+        self.assertEqual(early["status"], "open")
+
+    def test_invoice_list(self):
+        d = get_json(f"/v1/periods/{P}/invoices")
+        self.assertEqual(d["status"], "closed")
+        self.assertEqual(d["covered_seq"], self.s.status[P]["covered_seq"])
+        ids = [i["institution_id"] for i in d["invoices"]]
+        self.assertEqual(len(ids), 8)
+        self.assertIn("inst-nari", ids)
+        self.assertIn("inst-hanbit-univ", ids)
+        for inv in d["invoices"]:
+            t = inv["totals"]
+            self.assertEqual(t["list_krw"], t["copay_krw"] + t["subsidy_krw"], inv)
+            self.assertEqual(inv["amount_due_krw"], t["copay_krw"] + inv["vat_krw"], inv)
+            self.assertEqual(inv["adjustments"], 0, inv)
+            one = get_json(f"/v1/periods/{P}/invoices/{inv['institution_id']}")
+            self.assertEqual(one["totals"], t)
+            self.assertEqual(one["amount_due_krw"], inv["amount_due_krw"])
+            self.assertEqual(len(one["lines"]), inv["lines"])
+
+    def test_invoice_formats_by_suffix_and_accept(self):
+        base = f"/v1/periods/{P}/invoices/inst-nari"
+        js = get(base)
+        self.assertEqual(js.status, 200)
+        self.assertEqual(js.header("content-type"), "application/json")
+        inv = js.json()
+        self.assertEqual(inv["format"], "gpuledger.invoice/1")
+        self.assertEqual((inv["period"], inv["institution_id"]), (P, "inst-nari"))
+        self.assertEqual(get(base + ".json").body, js.body)
+        self.assertEqual(get(base, headers={"Accept": "application/json"}).body, js.body)
+        csv_ = get(base + ".csv")
+        self.assertEqual(csv_.status, 200)
+        self.assertEqual(csv_.header("content-type"), "text/csv; charset=utf-8")
+        self.assertTrue(csv_.text.startswith("period,institution_id,institution_name,"))
+        self.assertEqual(get(base, headers={"Accept": "text/csv"}).body, csv_.body)
+        html = get(base + ".html")
+        self.assertEqual(html.status, 200)
+        self.assertEqual(html.header("content-type"), "text/html; charset=utf-8")
+        self.assertIn("Co-pay invoice: National AI Research Institute", html.text)
+        self.assertIn("FINAL", html.text)
+        browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        self.assertEqual(get(base, headers={"Accept": browser_accept}).body, html.body)
+        # Closed: the document's digest is its ETag, whatever the format.
+        digest = {d["document"]: d["sha256"] for d in self.s.status[P]["digests"]}
+        for r in (js, csv_, html):
+            self.assertEqual(r.header("x-gpuledger-status"), "closed")
+            self.assertEqual(r.header("x-gpuledger-covered-seq"),
+                             str(self.s.status[P]["covered_seq"]))
+            self.assertEqual(r.header("etag"), '"%s"' % digest["invoice/inst-nari"])
+
+    def test_invoice_json_totals_equal_csv_rows(self):
+        for period in (P, NEXT):
+            for item in get_json(f"/v1/periods/{period}/invoices")["invoices"]:
+                iid = item["institution_id"]
+                inv = get_json(f"/v1/periods/{period}/invoices/{iid}.json")
+                rows = parse_csv(get(f"/v1/periods/{period}/invoices/{iid}.csv").text)
+                self.assertEqual(len(rows), len(inv["lines"]) + len(inv["adjustments"]), iid)
+                for row in rows:
+                    self.assertEqual((row["period"], row["institution_id"]), (period, iid))
+                for k in ("gpu_ms", "list_krw", "copay_krw", "subsidy_krw"):
+                    self.assertEqual(sum(int(r[k]) for r in rows), inv["totals"][k],
+                                     f"{period} {iid} {k}")
+                lines = inv["lines"] + inv["adjustments"]
+                self.assertEqual([r["allocation_id"] for r in rows],
+                                 [x["allocation_id"] for x in lines])
+
+    def test_april_draft_has_adjustments_to_march(self):
+        d = get_json(f"/v1/periods/{NEXT}/invoices")
+        self.assertEqual(d["status"], "draft")
+        adjusted = [i for i in d["invoices"] if i["adjustments"] > 0]
+        self.assertTrue(adjusted, d)
+        for item in adjusted:
+            r = get(f"/v1/periods/{NEXT}/invoices/{item['institution_id']}")
+            self.assertEqual(r.header("x-gpuledger-status"), "draft")
+            self.assertIsNone(r.header("etag"))  # drafts have no digest
+            inv = r.json()
+            self.assertEqual(len(inv["adjustments"]), item["adjustments"])
+            for line in inv["adjustments"]:
+                self.assertEqual(line["adjusts_period"], P)
+        csv_rows = parse_csv(get(f"/v1/periods/{NEXT}/invoices/{adjusted[0]['institution_id']}"
+                                 ".csv").text)
+        self.assertTrue(all(r["adjusts_period"] == P for r in csv_rows), csv_rows)
+        st = get_json(f"/v1/periods/{NEXT}/statements/csp-beta")
+        self.assertTrue(st["adjustments"], st)
+        self.assertTrue(all(a["adjusts_period"] == P for a in st["adjustments"]))
+
+    def test_statements(self):
+        d = get_json(f"/v1/periods/{P}/statements")
+        self.assertEqual(d["status"], "closed")
+        self.assertEqual([s["csp_id"] for s in d["statements"]], ["csp-alpha", "csp-beta"])
+        invoices = get_json(f"/v1/periods/{P}/invoices")["invoices"]
+        # What the state owes the CSPs is what the invoices say it pays.
+        self.assertEqual(sum(s["subsidy_owed_krw"] for s in d["statements"]),
+                         sum(i["totals"]["subsidy_krw"] for i in invoices))
+        digest = {x["document"]: x["sha256"] for x in self.s.status[P]["digests"]}
+        for item in d["statements"]:
+            csp = item["csp_id"]
+            r = get(f"/v1/periods/{P}/statements/{csp}")
+            self.assertEqual(r.status, 200)
+            st = r.json()
+            self.assertEqual(st["format"], "gpuledger.csp_statement/1")
+            self.assertEqual(st["csp_id"], csp)
+            self.assertEqual(st["totals"], item["totals"])
+            self.assertEqual(st["subsidy_owed_krw"], st["totals"]["subsidy_krw"])
+            self.assertEqual(st["own_use"]["share_bp"], item["own_use_share_bp"])
+            self.assertEqual(r.header("etag"), '"%s"' % digest[f"statement/{csp}"])
+            c = get(f"/v1/periods/{P}/statements/{csp}.csv")
+            self.assertEqual(c.header("content-type"), "text/csv; charset=utf-8")
+            rows = parse_csv(c.text)
+            self.assertTrue(rows and all(x["csp_id"] == csp for x in rows))
+            delivered = [x for x in rows if x["section"] == "delivered"]
+            self.assertEqual(sum(int(x["subsidy_krw"]) for x in delivered),
+                             st["subsidy_owed_krw"])
+            h = get(f"/v1/periods/{P}/statements/{csp}", headers={"Accept": "text/html"})
+            self.assertEqual(h.header("content-type"), "text/html; charset=utf-8")
+            self.assertIn(f"CSP settlement statement: {csp}", h.text)
+        # csp-alpha's own use of the H200 pool is over its 15% cap in the sample.
+        alpha = get_json(f"/v1/periods/{P}/statements/csp-alpha")
+        self.assertGreater(alpha["own_use"]["excess_gpu_ms"], 0)
+
+    def test_programs(self):
+        invoices = get_json(f"/v1/periods/{P}/invoices")["invoices"]
+        digest = {x["document"]: x["sha256"] for x in self.s.status[P]["digests"]}
+        total_list = 0
+        for prog in ("GOV_ADVANCED", "LEASE_HPC", "LEASE_RESEARCH"):
+            r = get(f"/v1/periods/{P}/programs/{prog}")
+            self.assertEqual(r.status, 200, r)
+            d = r.json()
+            self.assertEqual((d["format"], d["program"]), ("gpuledger.program_summary/1", prog))
+            self.assertEqual(r.header("etag"), '"%s"' % digest[f"program/{prog}"])
+            total_list += d["totals"]["list_krw"]
+            rows = parse_csv(get(f"/v1/periods/{P}/programs/{prog}.csv").text)
+            self.assertEqual(sum(int(x["list_krw"]) for x in rows), d["totals"]["list_krw"])
+        self.assertEqual(total_list, sum(i["totals"]["list_krw"] for i in invoices))
+        # The programme's name is case-insensitive.
+        self.assertEqual(get_json(f"/v1/periods/{P}/programs/lease_hpc")["program"], "LEASE_HPC")
+
+    def test_ledger_head(self):
+        h = get_json("/v1/ledger/head")
+        self.assertEqual(h["seq"], self.s.head)
+        self.assertRegex(h["hash"], r"^[0-9a-f]{64}$")
+        self.assertEqual(h["hash"], self.s.entries[-1]["hash"])
+        self.assertEqual(h["settled_through"], self.s.head)
+        self.assertEqual(h["checkpoint_interval"], 200)
+        self.assertEqual(int(h["counters"]["rejected"]), 2)
+        self.assertEqual(h["counters"]["rejected_by_reason"],
+                         {"CONFLICTING_DUPLICATE": "1", "EMPTY_INTERVAL": "1"})
+
+    def test_entries_by_range_and_by_seq(self):
+        self.assertEqual([e["seq"] for e in self.s.entries], list(range(1, self.s.head + 1)))
+        page = get_json("/v1/ledger/entries?from=3&limit=5")
+        self.assertEqual(page["head"], self.s.head)
+        self.assertEqual([e["seq"] for e in page["entries"]], [3, 4, 5, 6, 7])
+        self.assertEqual(page["next_from"], 8)
+        self.assertEqual(get_json("/v1/ledger/entries?limit=2")["entries"][0]["seq"], 1)
+        last = get_json(f"/v1/ledger/entries?from={self.s.head}")
+        self.assertEqual([e["seq"] for e in last["entries"]], [self.s.head])
+        self.assertEqual(last["next_from"], 0)
+        self.assertEqual(get_json(f"/v1/ledger/entries?from={self.s.head + 1}")["entries"], [])
+        for seq in (1, 5, self.s.head):
+            one = get_json(f"/v1/ledger/entries/{seq}")
+            self.assertEqual(one, self.s.entries[seq - 1])
+        e = get_json("/v1/ledger/entries/5")
+        self.assertEqual(base64.b64decode(e["payload_base64"]) != b"", True)
+        self.assertEqual(e["payload"]["event_id"], e["event_id"])
+        outcomes = {x["outcome"] for x in self.s.entries}
+        self.assertTrue({"ACCEPTED", "REJECTED"} <= outcomes, outcomes)
+
+    def test_event_lookup(self):
+        for source in ("csp-alpha", "csp-beta"):
+            e = next(x for x in self.s.by_source[source] if x["outcome"] == "ACCEPTED")
+            got = get_json(f"/v1/ledger/events/{source}/{e['event_id']}")
+            self.assertEqual((got["source_id"], got["event_id"]), (source, e["event_id"]))
+            self.assertEqual(got, self.s.entries[got["seq"] - 1])
+        reg = next(x for x in self.s.entries if x["source"] == "SOURCE_REGISTRY")
+        got = get_json(f"/v1/ledger/events/{reg['source_id']}/{reg['event_id']}")
+        self.assertEqual(got["event_id"], reg["event_id"])
+        self.assertError(get("/v1/ledger/events/csp-alpha/no-such-event"), 404, "not_found")
+
+    def test_rejected_with_filters(self):
+        d = get_json("/v1/rejected")
+        self.assertEqual(d["head"], self.s.head)
+        self.assertEqual(d["next_after_seq"], 0)
+        rej = d["rejected"]
+        expected = [e["seq"] for e in self.s.entries if e["outcome"] == "REJECTED"]
+        self.assertEqual([x["seq"] for x in rej], expected)
+        self.assertEqual(sorted(x["reason_code"] for x in rej),
+                         ["CONFLICTING_DUPLICATE", "EMPTY_INTERVAL"])
+        for x in rej:
+            e = self.s.entries[x["seq"] - 1]
+            self.assertEqual((x["source_id"], x["event_id"], x["reason_code"]),
+                             (e["source_id"], e["event_id"], e["reason_code"]))
+        # By CSP: the sample's two rejections are csp-beta's.
+        self.assertEqual([x["seq"] for x in get_json("/v1/rejected?csp=csp-beta")["rejected"]],
+                         expected)
+        self.assertEqual(get_json("/v1/rejected?csp=csp-alpha")["rejected"], [])
+        # By reason.
+        only = get_json("/v1/rejected?reason=EMPTY_INTERVAL")["rejected"]
+        self.assertEqual([x["reason_code"] for x in only], ["EMPTY_INTERVAL"])
+        self.assertEqual(get_json("/v1/rejected?reason=NO_SUCH_REASON")["rejected"], [])
+        # By Kafka time, inclusive at both ends.
+        ts = sorted(x["kafka_timestamp_ms"] for x in rej)
+        both = get_json(f"/v1/rejected?from_ms={ts[0]}&to_ms={ts[-1]}")["rejected"]
+        self.assertEqual(len(both), 2)
+        self.assertEqual(get_json(f"/v1/rejected?from_ms={ts[-1] + 1}")["rejected"], [])
+        self.assertEqual(get_json(f"/v1/rejected?to_ms={ts[0] - 1}")["rejected"], [])
+        # Paging: limit=1, then on from next_after_seq.
+        first = get_json("/v1/rejected?limit=1")
+        self.assertEqual([x["seq"] for x in first["rejected"]], expected[:1])
+        self.assertGreaterEqual(first["next_after_seq"], expected[0])
+        rest = get_json(f"/v1/rejected?after_seq={first['next_after_seq']}")
+        self.assertEqual([x["seq"] for x in rest["rejected"]], expected[1:])
+        self.assertEqual(get_json(f"/v1/rejected?after_seq={expected[-1]}")["rejected"], [])
+
+    def test_gaps(self):
+        d = get_json("/v1/gaps")
+        producers = {(p["csp_id"], p["producer_id"]): p for p in d["producers"]}
+        self.assertEqual(sorted(producers), [("csp-alpha", "csp-alpha-meter-1"),
+                                             ("csp-beta", "csp-beta-meter-1")])
+        for p in producers.values():
+            # The sample leaves no gaps: every producer seq up to the highest arrived.
+            self.assertEqual((p["missing_count"], p["missing"]), (0, []))
+            self.assertEqual(p["contiguous"], p["highest"])
+        only = get_json("/v1/gaps?csp=csp-alpha")["producers"]
+        self.assertEqual([p["csp_id"] for p in only], ["csp-alpha"])
+
+    def test_checkpoints(self):
+        cps = get_json("/v1/checkpoints?limit=1000")["checkpoints"]
+        self.assertTrue(cps)
+        seqs = [int(c["seq"]) for c in cps]  # uint64 as strings (protobuf JSON mapping)
+        self.assertEqual(seqs, sorted(seqs))
+        self.assertIn(200, seqs)
+        self.assertLessEqual(seqs[-1], self.s.head)
+        for c in cps:
+            self.assertTrue(c["signature"] and c["key_id"] and c["head_hash"], c)
+            # The checkpoint's hash is the chain hash of its entry.
+            self.assertEqual(base64.b64decode(c["head_hash"]).hex(),
+                             self.s.entries[int(c["seq"]) - 1]["hash"])
+        later = get_json(f"/v1/checkpoints?from_seq={seqs[1]}")["checkpoints"]
+        self.assertEqual([int(c["seq"]) for c in later], seqs[1:][:100])
+        self.assertEqual(len(get_json("/v1/checkpoints?limit=1")["checkpoints"]), 1)
+
+    def test_public_key(self):
+        r = get("/v1/public-key")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("content-type"), "application/x-pem-file")
+        self.assertIn("BEGIN PUBLIC KEY", r.text)
+        with open(ENV["API_PUBLIC_KEY"]) as f:
+            self.assertEqual(r.text.strip(), f.read().strip())
+
+    def test_export_streams_a_verifiable_ledger(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = get("/v1/ledger/export", token=TOKENS["auditor"])
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.header("content-type"), "application/octet-stream")
+            self.assertEqual(r.header("transfer-encoding"), "chunked")
+            self.assertIn("ledger.export", r.header("content-disposition"))
+            export = os.path.join(tmp, "ledger.export")
+            pub = os.path.join(tmp, "pub.pem")
+            with open(export, "wb") as f:
+                f.write(r.body)
+            with open(pub, "wb") as f:
+                f.write(get("/v1/public-key", token=TOKENS["auditor"]).body)
+            v = subprocess.run([BIN, "ledger", "verify", "--export", export, "--public-key", pub],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
+            # A flipped byte in the middle does not verify.
+            data = bytearray(r.body)
+            data[len(data) // 2] ^= 0x01
+            with open(export, "wb") as f:
+                f.write(bytes(data))
+            bad = subprocess.run([BIN, "ledger", "verify", "--export", export, "--public-key",
+                                  pub], capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(bad.returncode, 0, bad.stdout + bad.stderr)
+            # A range of the ledger.
+            part = get("/v1/ledger/export?from_seq=1&to_seq=10")
+            self.assertEqual(part.status, 200)
+            self.assertLess(len(part.body), len(r.body))
+
+    def test_metrics(self):
+        get("/v1/periods")  # at least one counted request
+        r = get("/metrics", token=TOKENS["auditor"])
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.header("content-type").startswith("text/plain"), r)
+        text = r.text
+        self.assertRegex(text, r'gpuledger_http_requests_total\{[^}]*route="/v1/periods"')
+        self.assertIn("gpuledger_http_request_seconds", text)
+        self.assertRegex(text, r"(?m)^gpuledger_http_connections [0-9]")
+        self.assertIn("gpuledger_http_connections_refused_total", text)
+        m = re.search(r'(?m)^gpuledger_serve_ledger_seq\{what="head"\} (\S+)$', text)
+        self.assertTrue(m, text[:2000])
+        self.assertEqual(int(float(m.group(1))), self.s.head)
+        m = re.search(r'(?m)^gpuledger_serve_ledger_seq\{what="settled"\} (\S+)$', text)
+        self.assertEqual(int(float(m.group(1))), self.s.head)
+
+    def test_head_of_streamed_export(self):
+        # HEAD of the streamed export: the headers only, so that a second request on the same
+        # connection gets its own response right after them.
+        raw = raw_exchange(
+            f"HEAD /v1/ledger/export?to_seq=3 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+            f"{OP}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            .encode(), timeout=5)
+        self.assertEqual(status_of(raw), 200, raw[:300])
+        head_end = raw.index(b"\r\n\r\n") + 4
+        self.assertIn(b"ledger.export", raw[:head_end])
+        rest = raw[head_end:]
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), rest[:80])
+        self.assertEqual(json.loads(body_of(rest)), {"status": "ok"})
+
+
+# ---- errors ----
+
+class ErrorTest(ApiTest):
+    def test_bad_parameters_are_400(self):
+        for path in [
+            "/v1/periods/2026-13",
+            "/v1/periods/march",
+            "/v1/periods/2026-3/invoices",
+            "/v1/periods/20260-03/statements/csp-alpha",
+            f"/v1/periods/{P}/programs/NOT_A_PROGRAMME",
+            f"/v1/periods/{P}/programs/PROGRAM_UNSPECIFIED",
+            "/v1/ledger/entries?limit=abc",
+            "/v1/ledger/entries?limit=0",
+            "/v1/ledger/entries?limit=1001",
+            "/v1/ledger/entries?limit=-1",
+            "/v1/ledger/entries?from=0",
+            "/v1/ledger/entries/abc",
+            "/v1/ledger/entries/0",
+            "/v1/rejected?limit=abc",
+            "/v1/rejected?limit=0",
+            "/v1/rejected?after_seq=x",
+            "/v1/rejected?from_ms=abc",
+            "/v1/rejected?from_ms=2000&to_ms=1000",
+            "/v1/checkpoints?limit=0",
+            "/v1/checkpoints?from_seq=abc",
+            "/v1/ledger/export?from_seq=0",
+            "/v1/ledger/export?to_seq=abc",
+            "/v1/ledger/export?from_seq=999999999",
+        ]:
+            with self.subTest(path=path):
+                self.assertError(get(path), 400, "bad_parameter")
+
+    def test_bad_percent_escapes_are_400(self):
+        for path in ["/v1/rejected?csp=%zz", "/v1/rejected?reason=%4", "/v1/periods/%G1",
+                     "/v1/periods?x%=1", "/healthz%"]:
+            with self.subTest(path=path):
+                self.assertError(get(path), 400, "bad_request")
+        # A well-formed escape is decoded: %2D is '-'.
+        self.assertEqual(get_json("/v1/periods/2026%2D03")["period"], P)
+
+    def test_unknown_paths_and_ids_are_404(self):
+        for path in ["/v1/nope", "/v1", "/v1/periods/2026-03/nope",
+                     "/v1/periods/2026-03/invoices/inst-nari/extra", "/nope", "/v2/periods",
+                     "/v1/ledger", "/v1/ledger/head/x", "/v1/rejected/1",
+                     f"/v1/periods/{P}/invoices/inst-nope",
+                     f"/v1/periods/{P}/statements/csp-nope",
+                     f"/v1/ledger/entries/{10**9}",
+                     "/v1/ledger/events/csp-alpha/no-such-event",
+                     "/v1/ledger/events/nobody/x"]:
+            with self.subTest(path=path):
+                self.assertError(get(path), 404, "not_found")
+
+    def test_writes_to_the_api_are_405(self):
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            for path in ("/v1/periods", f"/v1/periods/{P}/invoices", "/v1/ledger/head"):
+                with self.subTest(method=method, path=path):
+                    r = request(method, path, token=OP, body=b"{}",
+                                headers={"Content-Type": "application/json"})
+                    self.assertError(r, 405, "method_not_allowed")
+                    self.assertEqual(r.header("allow"), "GET, HEAD")
+        # Even without a token: the method is wrong whoever asks.
+        self.assertError(request("POST", "/v1/periods", body=b""), 405)
+        for path in ("/healthz", "/readyz", "/metrics"):
+            with self.subTest(path=path):
+                r = request("POST", path, token=OP, body=b"")
+                self.assertError(r, 405, "method_not_allowed")
+                self.assertEqual(r.header("allow"), "GET, HEAD")
+
+    def test_invalid_utf8_in_parameters_is_a_client_error(self):
+        for path, status in [("/v1/periods/%FF%FE", 400),
+                             (f"/v1/periods/{P}/invoices/%FF%FE", 404),
+                             (f"/v1/periods/{P}/statements/%C3%28.csv", 404),
+                             (f"/v1/periods/{P}/programs/%FF", 400),
+                             ("/v1/ledger/entries/%FF", 400),
+                             ("/v1/ledger/events/csp-alpha/%FF%FE", 404),
+                             ("/v1/rejected?limit=%FF", 400)]:
+            with self.subTest(path=path):
+                self.assertError(get(path), status)
+        self.assertEqual(get_json("/v1/rejected?reason=%FF%FE")["rejected"], [])
+
+    def test_after_seq_at_the_top_of_the_range(self):
+        self.assertError(get(f"/v1/rejected?after_seq={2**64 - 1}"), 400, "bad_parameter")
+        self.assertError(get(f"/v1/rejected?after_seq={2**64}"), 400, "bad_parameter")
+        self.assertEqual(get_json(f"/v1/rejected?after_seq={2**64 - 2}")["rejected"], [])
+
+    def test_unauthenticated_is_401(self):
+        for token in (None, "", "0" * 64, OP[:-1], OP + "0", OP.upper()):
+            with self.subTest(token=token):
+                r = get("/v1/periods", token=token)
+                self.assertError(r, 401, "unauthorized")
+                self.assertEqual(r.header("www-authenticate"), 'Bearer realm="gpuledger"')
+        self.assertError(request("GET", "/v1/periods", headers={"Authorization": OP}), 401)
+        self.assertError(request("GET", "/v1/periods",
+                                 headers={"Authorization": "Basic " + OP}), 401)
+
+    def test_bearer_scheme_case(self):
+        r = request("GET", "/v1/periods", headers={"Authorization": "Bearer " + OP})
+        self.assertEqual(r.status, 200)
+        # The auth scheme is case-insensitive (RFC 9110 section 11.1, RFC 6750).
+        for scheme in ("bearer", "BEARER"):
+            r = request("GET", "/v1/periods", headers={"Authorization": f"{scheme} {OP}"})
+            self.assertEqual(r.status, 200, scheme)
+
+
+# ---- who may read what ----
+
+def matrix():
+    """(path, expected status per role in ROLES order). Placeholders are filled from the
+    sample: {alpha_seq}/{beta_seq}/{reg_seq} are entries of csp-alpha, csp-beta and the
+    operator's registry; {alpha_event}/{beta_event} their event ids."""
+    return [
+        # path                                            op   fin  aud  alpha beta nari hanbit
+        ("/v1/periods",                                   (200, 200, 200, 200, 200, 200, 200)),
+        (f"/v1/periods/{P}",                              (200, 200, 200, 200, 200, 200, 200)),
+        (f"/v1/periods/{P}/invoices",                     (200, 200, 200, 403, 403, 200, 200)),
+        (f"/v1/periods/{P}/invoices/inst-nari",           (200, 200, 200, 403, 403, 200, 403)),
+        (f"/v1/periods/{P}/invoices/inst-nari.csv",       (200, 200, 200, 403, 403, 200, 403)),
+        (f"/v1/periods/{P}/invoices/inst-hanbit-univ.html", (200, 200, 200, 403, 403, 403, 200)),
+        (f"/v1/periods/{NEXT}/invoices/inst-hanbit-univ", (200, 200, 200, 403, 403, 403, 200)),
+        # Another institution's id is 403 whether or not it has an invoice.
+        (f"/v1/periods/{P}/invoices/inst-nope",           (404, 404, 404, 403, 403, 403, 403)),
+        (f"/v1/periods/{P}/statements",                   (200, 200, 200, 200, 200, 403, 403)),
+        (f"/v1/periods/{P}/statements/csp-alpha",         (200, 200, 200, 200, 403, 403, 403)),
+        (f"/v1/periods/{P}/statements/csp-beta.csv",      (200, 200, 200, 403, 200, 403, 403)),
+        (f"/v1/periods/{P}/programs/GOV_ADVANCED",        (200, 200, 200, 403, 403, 403, 403)),
+        (f"/v1/periods/{P}/programs/LEASE_HPC.csv",       (200, 200, 200, 403, 403, 403, 403)),
+        # The head (seq, hash, ledger-wide counters) is open to every signed-in role.
+        ("/v1/ledger/head",                               (200, 200, 200, 200, 200, 200, 200)),
+        ("/v1/ledger/entries?limit=3",                    (200, 403, 200, 200, 200, 403, 403)),
+        ("/v1/ledger/entries/{alpha_seq}",                (200, 403, 200, 200, 403, 403, 403)),
+        ("/v1/ledger/entries/{beta_seq}",                 (200, 403, 200, 403, 200, 403, 403)),
+        ("/v1/ledger/entries/{reg_seq}",                  (200, 403, 200, 403, 403, 403, 403)),
+        ("/v1/ledger/events/csp-alpha/{alpha_event}",     (200, 403, 200, 200, 403, 403, 403)),
+        ("/v1/ledger/events/csp-beta/{beta_event}",       (200, 403, 200, 403, 200, 403, 403)),
+        ("/v1/ledger/export?to_seq=5",                    (200, 403, 200, 403, 403, 403, 403)),
+        ("/v1/rejected",                                  (200, 403, 200, 200, 200, 403, 403)),
+        ("/v1/rejected?csp=csp-beta",                     (200, 403, 200, 403, 200, 403, 403)),
+        ("/v1/gaps",                                      (200, 403, 200, 200, 200, 403, 403)),
+        ("/v1/checkpoints",                               (200, 403, 200, 403, 403, 403, 403)),
+        ("/v1/public-key",                                (200, 200, 200, 200, 200, 200, 200)),
+        ("/metrics",                                      (200, 403, 200, 403, 403, 403, 403)),
+        # Pages (HTML), the same rules.
+        (f"/ui/invoices?period={P}",                      (200, 200, 200, 403, 403, 200, 200)),
+        (f"/ui/invoices/{P}/inst-nari",                   (200, 200, 200, 403, 403, 200, 403)),
+        (f"/ui/statements?period={P}",                    (200, 200, 200, 200, 200, 403, 403)),
+        (f"/ui/statements/{P}/csp-alpha",                 (200, 200, 200, 200, 403, 403, 403)),
+        ("/ui/audit",                                     (200, 403, 200, 403, 403, 403, 403)),
+    ]
+
+
+class RoleMatrixTest(ApiTest):
+    @classmethod
+    def setUpClass(cls):
+        s = Sample.load()
+        alpha = next(e for e in s.by_source["csp-alpha"] if e["outcome"] == "ACCEPTED")
+        beta = next(e for e in s.by_source["csp-beta"] if e["outcome"] == "ACCEPTED")
+        reg = next(e for e in s.entries if e["source"] == "SOURCE_REGISTRY")
+        cls.fill = dict(alpha_seq=alpha["seq"], beta_seq=beta["seq"], reg_seq=reg["seq"],
+                        alpha_event=alpha["event_id"], beta_event=beta["event_id"])
+        cls.s = s
+
+    def test_matrix(self):
+        rows = matrix()
+        self.assertEqual(len({path for path, _ in rows}), len(rows))
+        failures = []
+        checked = 0
+        for path, want in rows:
+            path = path.format(**self.fill)
+            self.assertEqual(len(want), len(ROLES), path)
+            ui = path.startswith("/ui")
+            for role, status in zip(ROLES, want):
+                r = get(path, token=TOKENS[role])
+                checked += 1
+                if r.status != status:
+                    failures.append(f"{role:30} GET {path}: want {status}, got {r.status}")
+                    continue
+                if status == 403:
+                    ctype = r.header("content-type")
+                    if ui:
+                        self.assertEqual(ctype, "text/html; charset=utf-8", path)
+                    else:
+                        self.assertEqual(r.json()["code"], "forbidden", path)
+            # Without a token, or with a wrong one: 401 for every endpoint.
+            for token in (None, "f" * 64):
+                r = get(path, token=token)
+                checked += 1
+                if r.status != 401:
+                    failures.append(f"{'token ' + str(token)[:8]:30} GET {path}: want 401, "
+                                    f"got {r.status}")
+        self.assertEqual(failures, [], "\n" + "\n".join(failures))
+        print(f"\n  role matrix: {len(rows)} endpoints x {len(ROLES) + 2} callers = {checked} "
+              "requests as expected", file=sys.stderr)
+
+    def test_cookie_is_accepted_like_a_bearer_token(self):
+        r = request("GET", f"/v1/periods/{P}/invoices/inst-nari",
+                    headers={"Cookie": f"a=b; gpuledger_token={TOKENS['institution:inst-nari']}"})
+        self.assertEqual(r.status, 200)
+        r = request("GET", f"/v1/periods/{P}/invoices/inst-hanbit-univ",
+                    headers={"Cookie": f"gpuledger_token={TOKENS['institution:inst-nari']}"})
+        self.assertError(r, 403, "forbidden")
+
+    def test_an_institution_lists_only_itself(self):
+        for role, iid in (("institution:inst-nari", "inst-nari"),
+                          ("institution:inst-hanbit-univ", "inst-hanbit-univ")):
+            for period in (P, NEXT):
+                d = get_json(f"/v1/periods/{period}/invoices", token=TOKENS[role])
+                ids = [i["institution_id"] for i in d["invoices"]]
+                self.assertTrue(set(ids) <= {iid}, (role, period, ids))
+            self.assertEqual([i["institution_id"] for i in get_json(
+                f"/v1/periods/{P}/invoices", token=TOKENS[role])["invoices"]], [iid])
+            page = get(f"/ui/invoices?period={P}", token=TOKENS[role]).text
+            self.assertIn("1 invoice(s).", page)
+            self.assertIn(f"({iid})", page)
+        # Staff see all eight.
+        for role in ("operator", "finance", "auditor"):
+            self.assertEqual(len(get_json(f"/v1/periods/{P}/invoices",
+                                          token=TOKENS[role])["invoices"]), 8)
+
+    def test_a_csp_sees_only_its_own(self):
+        for csp in ("csp-alpha", "csp-beta"):
+            tok = TOKENS["csp:" + csp]
+            st = get_json(f"/v1/periods/{P}/statements", token=tok)["statements"]
+            self.assertEqual([x["csp_id"] for x in st], [csp])
+            # Entries: paged through to the end, exactly its own source's entries.
+            seqs = []
+            frm = 1
+            while frm:
+                page = get_json(f"/v1/ledger/entries?from={frm}&limit=1000", token=tok)
+                self.assertTrue(all(e["source_id"] == csp for e in page["entries"]), csp)
+                seqs += [e["seq"] for e in page["entries"]]
+                frm = page["next_from"]
+            self.assertEqual(seqs, [e["seq"] for e in self.s.by_source[csp]])
+            # Rejected: its own only, also when it asks for nothing in particular.
+            rej = get_json("/v1/rejected?limit=1000", token=tok)["rejected"]
+            self.assertTrue(all(x["source_id"] == csp for x in rej), rej)
+            self.assertEqual([x["seq"] for x in rej],
+                             [e["seq"] for e in self.s.by_source[csp]
+                              if e["outcome"] == "REJECTED"])
+            # Gaps: its own producers, whatever csp= says.
+            for q in ("", "?csp=csp-alpha", "?csp=csp-beta"):
+                prods = get_json("/v1/gaps" + q, token=tok)["producers"]
+                self.assertEqual([p["csp_id"] for p in prods], [csp], q)
+        self.assertEqual(len(get_json("/v1/rejected", token=TOKENS["csp:csp-beta"])["rejected"]),
+                         2)
+        self.assertEqual(get_json("/v1/rejected", token=TOKENS["csp:csp-alpha"])["rejected"], [])
+
+
+# ---- limits ----
+
+class LimitsTest(ApiTest):
+    def test_headers_over_8k_get_431(self):
+        raw = raw_exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Filler: " + b"a" * 9000 +
+                           b"\r\n\r\n")
+        self.assertEqual(status_of(raw), 431, raw[:200])
+        self.assertEqual(json.loads(body_of(raw))["code"], "headers_too_large")
+        # Many smaller headers adding up to more than 8 KiB.
+        many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(100))
+        raw = raw_exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + many + b"\r\n")
+        self.assertEqual(status_of(raw), 431, raw[:200])
+        # Just under the limit is fine.
+        self.assertEqual(request("GET", "/healthz", headers={"X-Filler": "a" * 7000}).status, 200)
+
+    def test_login_body_over_8k_gets_413(self):
+        form = b"token=" + b"a" * 9000
+        raw = raw_exchange(b"POST /ui/login HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                           b"application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
+                           % len(form) + form)
+        self.assertEqual(status_of(raw), 413, raw[:200])
+        self.assertEqual(json.loads(body_of(raw))["code"], "body_too_large")
+        # Chunked, without a Content-Length: the same.
+        raw = raw_exchange(b"POST /ui/login HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
+                           b"\r\n\r\n%x\r\n" % len(form) + form + b"\r\n0\r\n\r\n")
+        self.assertEqual(status_of(raw), 413, raw[:200])
+        # A body to the read-only API: 413 as well, before anything else.
+        raw = raw_exchange(b"POST /v1/periods HTTP/1.1\r\nHost: t\r\nContent-Length: 9000\r\n"
+                           b"\r\n" + b"x" * 9000)
+        self.assertEqual(status_of(raw), 413, raw[:200])
+        # Between the form's own limit (4 KiB) and the server's: a 400 page.
+        r = request("POST", "/ui/login", body=b"token=" + b"a" * 5000,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status, 400)
+
+    def test_idle_connections_do_not_block_others(self):
+        idle = []
+        try:
+            for i in range(20):
+                s = socket.create_connection((HOST, PORT), timeout=LIVENESS_S)
+                if i % 2:  # half send an unfinished request, half nothing at all
+                    s.sendall(b"GET /v1/periods HTTP/1.1\r\nHost: t\r\n")
+                idle.append(s)
+            t0 = time.monotonic()
+            r = request("GET", "/healthz", timeout=LIVENESS_S)
+            self.assertEqual(r.status, 200)
+            self.assertEqual(get(f"/v1/periods/{P}/invoices/inst-nari",
+                                 timeout=LIVENESS_S).status, 200)
+            elapsed = time.monotonic() - t0
+            # The read timeout is 15 s: a server blocked by the idle clients could not answer
+            # within the liveness bound.
+            self.assertLess(elapsed, LIVENESS_S)
+            # The idle ones are still open (not refused), and a finished request on one of
+            # them is answered.
+            idle[1].sendall(f"Authorization: Bearer {OP}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = idle[1].recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertEqual(status_of(data), 200, data[:200])
+        finally:
+            for s in idle:
+                s.close()
+
+    def test_concurrent_clients_are_all_served(self):
+        paths = [f"/v1/periods/{P}/invoices", f"/v1/periods/{P}/statements/csp-alpha",
+                 "/v1/ledger/head", f"/v1/periods/{NEXT}/invoices/inst-hanbit-univ.csv"]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda i: get(paths[i % len(paths)]).status, range(64)))
+        self.assertEqual(results, [200] * 64)
+
+    def test_keep_alive_serves_several_requests_on_one_connection(self):
+        conn = http.client.HTTPConnection(HOST, PORT, timeout=LIVENESS_S)
+        try:
+            for path in ("/healthz", "/v1/periods", f"/v1/periods/{P}/invoices/inst-nari.csv",
+                         "/v1/nope", "/healthz"):
+                conn.request("GET", path, headers={"Authorization": "Bearer " + OP})
+                r = conn.getresponse()
+                r.read()
+                self.assertIn(r.status, (200, 404))
+        finally:
+            conn.close()
+
+
+# ---- pages without a browser: sign-in and cookies ----
+
+class LoginTest(ApiTest):
+    def test_login_sets_an_httponly_strict_cookie(self):
+        r = request("POST", "/ui/login", body=f"token={TOKENS['finance']}".encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status, 303)
+        self.assertEqual(r.header("location"), "/ui/invoices")
+        cookie = r.header("set-cookie")
+        self.assertEqual(cookie, f"gpuledger_token={TOKENS['finance']}; Path=/; HttpOnly; "
+                                 "SameSite=Strict")  # no Secure over plain HTTP
+        page = request("GET", f"/ui/invoices?period={P}",
+                       headers={"Cookie": f"gpuledger_token={TOKENS['finance']}"})
+        self.assertEqual(page.status, 200)
+        self.assertIn("signed in as api-test finance (finance)", page.text)
+        self.assertIn("8 invoice(s).", page.text)
+
+    def test_login_with_a_wrong_token_is_401(self):
+        r = request("POST", "/ui/login", body=b"token=" + b"0" * 64,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status, 401)
+        self.assertIsNone(r.header("set-cookie"))
+        self.assertIn("That token is not valid.", r.text)
+
+    def test_pages_need_a_sign_in(self):
+        for path in ("/ui", "/ui/invoices", f"/ui/statements/{P}/csp-alpha", "/ui/audit"):
+            r = request("GET", path)
+            self.assertEqual(r.status, 401, path)
+            self.assertIn('href="/ui/login"', r.text)
+        self.assertEqual(request("GET", "/ui/login").status, 200)
+
+    def test_logout_clears_the_cookie(self):
+        r = request("GET", "/ui/logout")
+        self.assertEqual(r.status, 303)
+        self.assertEqual(r.header("location"), "/ui/login")
+        self.assertIn("Max-Age=0", r.header("set-cookie"))
+
+    def test_ui_home_redirects_by_role(self):
+        for role, where in (("finance", "/ui/invoices"), ("auditor", "/ui/audit"),
+                            ("csp:csp-alpha", "/ui/statements"),
+                            ("institution:inst-nari", "/ui/invoices")):
+            r = get("/ui", token=TOKENS[role])
+            self.assertEqual((r.status, r.header("location")), (302, where), role)
+
+    def test_unknown_page_is_404_and_post_is_405(self):
+        self.assertEqual(get("/ui/nope", token=TOKENS["finance"]).status, 404)
+        self.assertEqual(get(f"/ui/invoices/{P}/inst-nope", token=TOKENS["finance"]).status, 404)
+        self.assertEqual(get("/ui/invoices/2026-13/inst-nari", token=TOKENS["finance"]).status,
+                         400)
+        self.assertEqual(request("POST", "/ui/invoices", token=TOKENS["finance"], body=b"").status,
+                         405)
+
+
+# ---- tokens rotate without a restart ----
+
+def replace_file(path, text):
+    """Atomically: readers see the old file or the new one, never a half-written one."""
+    tmp = path + ".rotate.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+class TokenRotationTest(ApiTest):
+    def test_add_then_revoke(self):
+        path = ENV["API_TOKENS_FILE"]
+        name = f"rotation-{os.getpid()}"
+        url = f"/v1/periods/{P}/statements/csp-beta"
+        new = subprocess.run([BIN, "tokens", "add", "--file", path, "--role", "csp:csp-beta",
+                              "--name", name], capture_output=True, text=True, check=True,
+                             timeout=30).stdout.strip()
+        self.assertRegex(new, r"^[0-9a-f]{64}$")
+        with open(path) as f:
+            self.assertNotIn(new, f.read())  # only its hash is stored
+        took = wait_until(lambda: get(url, token=new).status == 200, "the new token works")
+        print(f"\n  new token accepted after {took:.1f} s", file=sys.stderr)
+        self.assertEqual(get(url, token=TOKENS["csp:csp-beta"]).status, 200)
+        self.assertEqual(get(f"/v1/periods/{P}/statements/csp-alpha", token=new).status, 403)
+        # Revoke: delete its line.
+        with open(path) as f:
+            lines = f.readlines()
+        kept = [ln for ln in lines if not ln.rstrip().endswith(name)]
+        self.assertEqual(len(kept), len(lines) - 1)
+        replace_file(path, "".join(kept))
+        took = wait_until(lambda: get(url, token=new).status == 401, "the revoked token fails")
+        print(f"  revoked token refused after {took:.1f} s", file=sys.stderr)
+        for role, tok in TOKENS.items():
+            self.assertNotEqual(get("/v1/periods", token=tok).status, 401, role)
+
+    def test_an_invalid_tokens_file_keeps_the_previous_tokens(self):
+        path = ENV["API_TOKENS_FILE"]
+        log = ENV["API_SERVE_LOG"]
+        marker = "tokens file changed but was not loaded"
+
+        def complaints():
+            with open(log, errors="replace") as f:
+                return f.read().count(marker)
+
+        before = complaints()
+        with open(path) as f:
+            good = f.read()
+        try:
+            replace_file(path, good + "this line is not a token\n")
+            # Requests make the server look at the file; wait until it has seen the change.
+            wait_until(lambda: get("/v1/periods").status and complaints() > before,
+                       "the server logs the invalid tokens file")
+            for role, tok in TOKENS.items():
+                self.assertEqual(get("/v1/periods", token=tok).status, 200, role)
+        finally:
+            replace_file(path, good)
+        wait_until(lambda: get("/v1/periods").status == 200, "tokens work after the repair")
+
+
+# ---- a second server over the same ledger: HTTPS, and the connection limit ----
+
+class SecondServer:
+    """`gpuledger serve` on port 0 over the fixture's ledger, with its own settlement store
+    (serve is the single writer of its store)."""
+
+    def __init__(self, tmp, *args):
+        self.tmp = tmp
+        os.makedirs(tmp, exist_ok=True)
+        self.port_file = os.path.join(tmp, "port")
+        self.log_path = os.path.join(tmp, "serve.log")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--db", ENV["API_DB"], "--store", os.path.join(tmp, "store"),
+             "--tokens", ENV["API_TOKENS_FILE"], "--listen", "127.0.0.1:0", "--port-file",
+             self.port_file, "--refresh-ms", "200", "--verify-every-s", "0", *args],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: self.proc.poll() is None and self.read_port(),
+                       "the second server listens", limit_s=30)
+        except AssertionError:
+            self.stop()
+            raise AssertionError("second serve did not start: " + self.log_text())
+        self.port = self.read_port()
+
+    def read_port(self):
+        try:
+            with open(self.port_file) as f:
+                text = f.read().strip()
+            return int(text) if text else None
+        except (OSError, ValueError):
+            return None
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-3000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+class TlsTest(ApiTest):
+    MAX_CONNECTIONS = 6  # for the refusal test; the others use one connection at a time
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gpuledger-api-tls.")
+        try:
+            cls.start_server(cls.tmp)
+        except BaseException:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def start_server(cls, t):
+        # A throwaway CA, and a server certificate it signs for 127.0.0.1 and localhost.
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                "-subj", "/CN=gpuledger test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=t)
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=t)
+        with open(os.path.join(t, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf",
+                cwd=t)
+        cls.ca = os.path.join(t, "ca.pem")
+        cls.server = SecondServer(os.path.join(t, "serve"), "--tls-cert",
+                                  os.path.join(t, "server.pem"), "--tls-key",
+                                  os.path.join(t, "server.key"),
+                                  "--max-connections", str(cls.MAX_CONNECTIONS))
+        cls.ctx = ssl.create_default_context(cafile=cls.ca)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        assert rc == 0, f"the TLS server exited with {rc}"
+
+    def https(self, method, path, **kw):
+        return request(method, path, port=self.server.port, context=self.ctx, **kw)
+
+    def test_https_verified_against_the_ca(self):
+        wait_until(lambda: self.https("GET", "/readyz").status == 200, "TLS server ready")
+        r = self.https("GET", "/healthz")
+        self.assertEqual((r.status, r.json()), (200, {"status": "ok"}))
+        # The same ledger through a store of its own: the same closes, to the digest.
+        d = self.https("GET", "/v1/periods", token=OP)
+        self.assertEqual(d.status, 200)
+        self.assertEqual(d.json()["closes"], get_json("/v1/periods")["closes"])
+        inv = self.https("GET", f"/v1/periods/{P}/invoices/inst-nari.csv",
+                         token=TOKENS["institution:inst-nari"])
+        self.assertEqual(inv.body, get(f"/v1/periods/{P}/invoices/inst-nari.csv").body)
+        self.assertEqual(self.https("GET", "/v1/periods").status, 401)
+        # TLS 1.2 or later only.
+        with socket.create_connection((HOST, self.server.port), timeout=LIVENESS_S) as s:
+            with self.ctx.wrap_socket(s, server_hostname="127.0.0.1") as tls:
+                self.assertIn(tls.version(), ("TLSv1.2", "TLSv1.3"))
+        # Verified by name too.
+        r = request("GET", "/healthz", host="localhost", port=self.server.port,
+                    context=self.ctx)
+        self.assertEqual(r.status, 200)
+
+    def test_login_cookie_is_secure_under_tls(self):
+        r = self.https("POST", "/ui/login", body=f"token={TOKENS['auditor']}".encode(),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status, 303)
+        self.assertEqual(r.header("set-cookie"), f"gpuledger_token={TOKENS['auditor']}; Path=/; "
+                                                 "HttpOnly; SameSite=Strict; Secure")
+
+    def test_an_unknown_ca_is_refused(self):
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            request("GET", "/healthz", port=self.server.port,
+                    context=ssl.create_default_context())
+
+    def test_plain_http_to_the_tls_port_fails(self):
+        raw = raw_exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                           port=self.server.port)
+        self.assertFalse(raw.startswith(b"HTTP/"), raw[:100])
+        with self.assertRaises((http.client.HTTPException, ConnectionError, OSError)):
+            r = request("GET", "/healthz", port=self.server.port, timeout=LIVENESS_S)
+            raise AssertionError(f"plain HTTP got an answer: {r!r}")  # not an OSError
+
+
+    def test_refused_beyond_the_connection_limit(self):
+        idle = []
+        try:
+            for _ in range(self.MAX_CONNECTIONS):
+                idle.append(socket.create_connection((HOST, self.server.port),
+                                                     timeout=LIVENESS_S))
+            got = {}
+
+            def at_limit():
+                try:
+                    r = self.https("GET", "/healthz")
+                except (ssl.SSLError, OSError, http.client.HTTPException):
+                    return False
+                got["status"], got["retry"] = r.status, r.header("retry-after")
+                return r.status == 503
+
+            # Beyond --max-connections a TLS client reads "503 busy, Retry-After: 1" over TLS.
+            wait_until(at_limit, "the TLS server at its connection limit")
+            self.assertEqual(got["retry"], "1")
+        finally:
+            for s in idle:
+                s.close()
+
+        def served():
+            try:
+                return self.https("GET", "/healthz").status == 200
+            except (ssl.SSLError, OSError, http.client.HTTPException):
+                return False
+
+        wait_until(served, "served over TLS again once the idle connections are gone")
+
+
+class ConnectionLimitTest(ApiTest):
+    def test_beyond_max_connections_is_503(self):
+        tmp = tempfile.mkdtemp(prefix="gpuledger-api-limit.")
+        server = SecondServer(tmp, "--max-connections", "4")
+        idle = []
+        try:
+            wait_until(lambda: request("GET", "/readyz", port=server.port).status == 200,
+                       "limited server ready")
+            for _ in range(4):
+                idle.append(socket.create_connection((HOST, server.port), timeout=LIVENESS_S))
+            got = {}
+
+            def refused():
+                raw = raw_exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", port=server.port)
+                got["raw"] = raw
+                return status_of(raw) == 503
+
+            # The idle connections are counted as their sessions start: retry until they are.
+            wait_until(refused, "a connection beyond the limit is refused")
+            raw = got["raw"]
+            self.assertIn(b"\r\nRetry-After: 1\r\n", raw)
+            self.assertEqual(json.loads(body_of(raw))["code"], "busy")
+            for s in idle:
+                s.close()
+            idle = []
+            wait_until(lambda: request("GET", "/healthz", port=server.port).status == 200,
+                       "served again once the idle connections are gone")
+            metrics = request("GET", "/metrics", token=OP, port=server.port).text
+            m = re.search(r"(?m)^gpuledger_http_connections_refused_total (\S+)$", metrics)
+            self.assertTrue(m and float(m.group(1)) >= 1, metrics[-500:])
+        finally:
+            for s in idle:
+                s.close()
+            rc = server.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.assertEqual(rc, 0, "the limited server did not stop cleanly on SIGTERM")
+
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    prog = unittest.main(verbosity=2, exit=False)
+    print(f"test_api.py: {prog.result.testsRun} tests in {time.monotonic() - start:.1f} s",
+          file=sys.stderr)
+    sys.exit(0 if prog.result.wasSuccessful() else 1)

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""The pages under /ui in a real browser: Debian's headless Chromium (/usr/bin/chromium) driven
+by Playwright (ops/python-requirements.txt; its own browser download is never used).
+
+Signs in through the /ui/login form with the finance token, opens the March invoice list,
+follows the link to one invoice and checks the amounts the page shows (amount due, co-pay,
+subsidy, list price, VAT) against the JSON API's for that invoice, saves a screenshot (and an
+A4 PDF) of it, opens a CSP statement page (its SVG chart of daily GPU-hours), signs out, and
+signs in as the auditor to see the audit page say VERIFIED.
+
+Env: GPULEDGER_API_ENV (the `api` fixture's env file), GPULEDGER_TEST_OUT (where the screenshot
+goes; default: the current directory), GPULEDGER_CHROMIUM (default /usr/bin/chromium).
+"""
+import calendar
+import json
+import os
+import re
+import sys
+import time
+import unittest
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+
+def load_env(path):
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                k, v = line.split("=", 1)
+                env[k] = v
+    return env
+
+
+ENV = load_env(os.environ["GPULEDGER_API_ENV"])
+URL = ENV["API_URL"]
+OUT = os.environ.get("GPULEDGER_TEST_OUT") or os.getcwd()
+CHROMIUM = os.environ.get("GPULEDGER_CHROMIUM", "/usr/bin/chromium")
+P = "2026-03"
+# An SME: a non-zero co-pay and VAT, so every amount on the invoice means something.
+INSTITUTION = "inst-daehan-bio"
+CSP = "csp-alpha"
+
+
+def api(path, token):
+    req = urllib.request.Request(URL + path, headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def won(n):
+    """As the pages print whole won: 1,234,567 (and -1,234)."""
+    return ("-" if n < 0 else "") + f"{abs(n):,}"
+
+
+def won_of(text):
+    """'1,234 KRW' -> 1234."""
+    m = re.fullmatch(r"\s*(-?[\d,]+)\s*KRW\s*", text)
+    assert m, f"not an amount in won: {text!r}"
+    return int(m.group(1).replace(",", ""))
+
+
+class PagesTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pw = sync_playwright().start()
+        cls.browser = cls.pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.browser.close()
+        cls.pw.stop()
+
+    def sign_in(self, token):
+        context = self.browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(URL + "/ui/login")
+        page.fill("input[name=token]", token)
+        with page.expect_navigation():
+            page.click("input[type=submit]")
+        return context, page
+
+    def test_finance_invoice_statement_and_sign_out(self):
+        context, page = self.sign_in(ENV["TOKEN_FINANCE"])
+        try:
+            # Signed in: redirected to the invoices, with an HttpOnly, SameSite=Strict cookie.
+            self.assertTrue(page.url.endswith("/ui/invoices"), page.url)
+            self.assertIn("signed in as api-test finance (finance)", page.inner_text("nav"))
+            cookies = {c["name"]: c for c in context.cookies()}
+            self.assertIn("gpuledger_token", cookies)
+            self.assertTrue(cookies["gpuledger_token"]["httpOnly"])
+            self.assertEqual(cookies["gpuledger_token"]["sameSite"], "Strict")
+            # The cookie is out of reach of scripts.
+            self.assertNotIn("gpuledger_token", page.evaluate("document.cookie"))
+
+            # The month's invoice list.
+            page.goto(f"{URL}/ui/invoices?period={P}")
+            self.assertEqual(page.title(), f"Invoices {P} - gpuledger")
+            self.assertIn("closed (final)", page.inner_text("body"))
+            rows = page.locator("table#invoices tr:has(td)")
+            self.assertEqual(rows.count(), 8)
+            self.assertIn("8 invoice(s).", page.inner_text("body"))
+            inv = api(f"/v1/periods/{P}/invoices/{INSTITUTION}", ENV["TOKEN_FINANCE"])
+            self.assertGreater(inv["totals"]["copay_krw"], 0)  # the sample's SME pays a share
+            row = page.locator(f"table#invoices tr:has(a[href='/ui/invoices/{P}/{INSTITUTION}'])")
+            cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+            self.assertEqual(cells[-1], won(inv["amount_due_krw"]))
+            self.assertEqual(cells[-2], won(inv["totals"]["copay_krw"]))
+            self.assertEqual(cells[-3], won(inv["totals"]["subsidy_krw"]))
+            self.assertEqual(cells[-4], won(inv["totals"]["list_krw"]))
+
+            # Follow the link to the invoice.
+            with page.expect_navigation():
+                row.locator("a").click()
+            self.assertTrue(page.url.endswith(f"/ui/invoices/{P}/{INSTITUTION}"), page.url)
+            section = page.locator("section.invoice")
+            self.assertEqual(section.count(), 1)
+            self.assertIn(f"Co-pay invoice: {inv['institution_name']}",
+                          section.locator("h1").inner_text())
+            self.assertIn("FINAL", section.inner_text())
+
+            def amount(label):
+                cell = section.locator(f"tr:has(td:text-is('{label}')) td.n")
+                self.assertEqual(cell.count(), 1, label)
+                return won_of(cell.inner_text())
+
+            t = inv["totals"]
+            self.assertEqual(amount("Amount due"), inv["amount_due_krw"])
+            self.assertEqual(amount("Co-pay"), t["copay_krw"])
+            self.assertEqual(amount("Paid by the state (subsidy)"), t["subsidy_krw"])
+            self.assertEqual(amount("List price"), t["list_krw"])
+            vat = section.locator("tr:has(td:text-matches('^VAT ')) td.n")
+            self.assertEqual(won_of(vat.inner_text()), inv["vat_krw"])
+            # One table row per invoice line.
+            first_table_rows = section.locator("table").first.locator("tr:has(td)")
+            self.assertEqual(first_table_rows.count(), len(inv["lines"]))
+            # The page's own JSON link, fetched with the browser's cookie, says the same.
+            href = page.get_attribute("nav.noprint a:text-is('JSON')", "href")
+            self.assertEqual(href, f"/v1/periods/{P}/invoices/{INSTITUTION}.json")
+            via_cookie = context.request.get(URL + href)
+            self.assertEqual(via_cookie.status, 200)
+            self.assertEqual(via_cookie.json(), inv)
+
+            shot = os.path.join(OUT, f"invoice-{P}-{INSTITUTION}.png")
+            page.screenshot(path=shot, full_page=True)
+            with open(shot, "rb") as f:
+                png = f.read()
+            self.assertTrue(png.startswith(b"\x89PNG\r\n\x1a\n"))
+            self.assertGreater(len(png), 10_000)
+            print(f"\n  screenshot: {shot} ({len(png)} bytes)", file=sys.stderr)
+            # It prints on A4, without the navigation bar.
+            pdf = page.pdf(format="A4")
+            self.assertTrue(pdf.startswith(b"%PDF-"))
+            page.emulate_media(media="print")
+            self.assertFalse(page.locator("nav.noprint").is_visible())
+            page.emulate_media(media="screen")
+
+            # A CSP statement: the daily GPU-hours chart, one bar per day of the month.
+            page.goto(f"{URL}/ui/statements?period={P}")
+            with page.expect_navigation():
+                page.click(f"a[href='/ui/statements/{P}/{CSP}']")
+            self.assertEqual(page.title(), f"Statement {CSP} {P} - gpuledger")
+            chart = page.locator("svg.chart")
+            self.assertEqual(chart.count(), 1)
+            self.assertTrue(chart.is_visible())
+            days = calendar.monthrange(2026, 3)[1]
+            self.assertEqual(chart.locator("rect").count(), days)
+            self.assertEqual(chart.get_attribute("aria-label"), "GPU-hours per day")
+            st = api(f"/v1/periods/{P}/statements/{CSP}", ENV["TOKEN_FINANCE"])
+            body = page.inner_text("body")
+            self.assertIn(f"Subsidy owed by the state: {won(st['subsidy_owed_krw'])} KRW", body)
+            self.assertIn(f"CSP settlement statement: {CSP}", body)
+            # csp-alpha's own use is over its contract cap in the sample.
+            self.assertGreater(st["own_use"]["excess_gpu_ms"], 0)
+            self.assertIn("Over the cap by", page.inner_text("p.flag"))
+            shot2 = os.path.join(OUT, f"statement-{P}-{CSP}.png")
+            page.screenshot(path=shot2, full_page=True)
+            print(f"  screenshot: {shot2}", file=sys.stderr)
+
+            # Finance may not open the audit page.
+            resp = page.goto(f"{URL}/ui/audit")
+            self.assertEqual(resp.status, 403)
+
+            # Sign out: the cookie is gone and the pages ask for a sign-in again.
+            page.goto(f"{URL}/ui/invoices?period={P}")
+            with page.expect_navigation():
+                page.click("a:text-is('sign out')")
+            self.assertTrue(page.url.endswith("/ui/login"), page.url)
+            self.assertNotIn("gpuledger_token", {c["name"] for c in context.cookies()})
+            resp = page.goto(f"{URL}/ui/invoices?period={P}")
+            self.assertEqual(resp.status, 401)
+            self.assertIn("Sign in required", page.inner_text("h1"))
+        finally:
+            context.close()
+
+    def test_auditor_sees_verified(self):
+        context, page = self.sign_in(ENV["TOKEN_AUDITOR"])
+        try:
+            resp = page.goto(f"{URL}/ui/audit")
+            self.assertEqual(resp.status, 200)
+            # The server verifies the chain in the background when it starts.
+            deadline = time.monotonic() + 30
+            while "Running..." in page.inner_text("body") and time.monotonic() < deadline:
+                time.sleep(0.5)
+                page.reload()
+            ok = page.locator("p.ok")
+            self.assertEqual(ok.first.inner_text(), "VERIFIED")
+            head = api("/v1/ledger/head", ENV["TOKEN_AUDITOR"])
+            body = page.inner_text("body")
+            self.assertIn(f"Entry {head['seq']}, hash {head['hash']}", body)
+            self.assertIn(f"{head['seq']} entries", body)
+            cps = api("/v1/checkpoints?limit=1000", ENV["TOKEN_AUDITOR"])["checkpoints"]
+            rows = page.locator("h2:text-is('Latest checkpoints') + table tr:has(td)")
+            self.assertEqual(rows.count(), min(20, len(cps)))
+            rejected = api("/v1/rejected", ENV["TOKEN_AUDITOR"])["rejected"]
+            self.assertEqual(page.locator("table#rejected tr:has(td)").count(), len(rejected))
+            # The filter form narrows the rejected events.
+            page.fill("input[name=reason]", "EMPTY_INTERVAL")
+            with page.expect_navigation():
+                page.click("input[value=Filter]")
+            cells = page.locator("table#rejected tr:has(td) td:nth-child(4)").all_inner_texts()
+            self.assertEqual(cells, ["EMPTY_INTERVAL"])
+            shot = os.path.join(OUT, "audit.png")
+            page.screenshot(path=shot, full_page=True)
+            print(f"\n  screenshot: {shot}", file=sys.stderr)
+        finally:
+            context.close()
+
+    def test_reflected_text_is_escaped(self):
+        context, page = self.sign_in(ENV["TOKEN_FINANCE"])
+        try:
+            dialogs = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            probe = "<img src=x onerror=alert(1)>"
+            page.goto(f"{URL}/ui/invoices?period={P}&q=" + urllib.request.quote(probe))
+            self.assertEqual(page.input_value("input[name=q]"), probe)
+            self.assertEqual(page.locator("img").count(), 0)
+            self.assertEqual(dialogs, [])
+        finally:
+            context.close()
+
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    prog = unittest.main(verbosity=2, exit=False)
+    print(f"test_pages.py: {prog.result.testsRun} tests in {time.monotonic() - start:.1f} s",
+          file=sys.stderr)
+    sys.exit(0 if prog.result.wasSuccessful() else 1)
