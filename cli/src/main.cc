@@ -21,7 +21,8 @@ int Main(int argc, char** argv) {
       "gpuledger: the system of record for shared GPU programs.\n"
       "CSPs publish usage events to Kafka; `ingest` records every one of them in an\n"
       "append-only, hash-chained RocksDB ledger; `settle` turns the ledger into co-pay\n"
-      "invoices; `ledger verify` proves nothing was changed or removed.",
+      "invoices, CSP statements and programme summaries, and closes months; `serve` offers\n"
+      "them over HTTP; `ledger verify` and `audit replay` prove nothing was changed.",
       "gpuledger"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "gpuledger 0.1.0");
