@@ -93,6 +93,13 @@ struct Ledger::Impl {
 
   ~Impl() {
     if (db) {
+      // A clean close flushes the memtables, so that the next read-only open (settle, verify)
+      // does not replay the whole write-ahead log. Best effort: the WAL stays the guarantee.
+      if (!options.read_only) {
+        rocksdb::FlushOptions fo;
+        fo.wait = true;
+        (void)db->Flush(fo, handles);
+      }
       for (auto* h : handles) {
         if (h != nullptr) db->DestroyColumnFamilyHandle(h);
       }

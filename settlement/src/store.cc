@@ -22,7 +22,12 @@ struct Store::Impl {
 };
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Store::~Store() = default;
+Store::~Store() {
+  // A clean close flushes the memtable, so that the next open does not replay the WAL.
+  if (impl_ && impl_->db && !impl_->options.read_only) {
+    (void)impl_->db->Flush(rocksdb::FlushOptions());
+  }
+}
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
                                                    const StoreOptions& options) {
