@@ -107,19 +107,8 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
       return CheckCorrection(e, c);
     case v1::UsageEvent::kOwnUse: {
       const auto& o = e.own_use();
-      auto pool = registry_.PoolAt(csp, o.program(), o.gpu_model(), o.start_ms());
-      if ((!pool.has_value() || *pool == 0) && c->resolves_seq == 0) {
-        // The registry topic may simply not have been read that far yet.
-        c->park = true;
-        c->reason_detail = absl::StrCat("waiting for the ", v1::Program_Name(o.program()), "/",
-                                        v1::GpuModel_Name(o.gpu_model()), " pool of ", csp);
-        return;
-      }
-      if (!pool.has_value() || *pool == 0) {
-        return Reject(c, reason::kUnknownPool,
-                      absl::StrCat(csp, " hosts no ", v1::Program_Name(o.program()), "/",
-                                   v1::GpuModel_Name(o.gpu_model()), " pool at ", o.start_ms()));
-      }
+      auto pool = KnownPool(csp, o.program(), o.gpu_model(), o.start_ms(), c);
+      if (!pool.has_value()) return;
       if (o.gpu_count() > *pool) {
         return Reject(c, reason::kGpusOverPool,
                       absl::StrCat(o.gpu_count(), " GPUs, the pool holds ", *pool));
@@ -146,21 +135,28 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
         }
         return;
       }
-      auto pool = registry_.PoolAt(csp, o.program(), o.gpu_model(), o.start_ms());
-      if ((!pool.has_value() || *pool == 0) && c->resolves_seq == 0) {
-        c->park = true;
-        c->reason_detail = absl::StrCat("waiting for the ", v1::Program_Name(o.program()), "/",
-                                        v1::GpuModel_Name(o.gpu_model()), " pool of ", csp);
-        return;
-      }
-      if (!pool.has_value() || *pool == 0) {
-        return Reject(c, reason::kUnknownPool, absl::StrCat(csp, " hosts no such pool"));
-      }
+      (void)KnownPool(csp, o.program(), o.gpu_model(), o.start_ms(), c);
       return;
     }
     case v1::UsageEvent::BODY_NOT_SET:
       return;
   }
+}
+
+std::optional<uint32_t> Validator::KnownPool(const std::string& csp, v1::Program program,
+                                             v1::GpuModel model, int64_t at_ms,
+                                             ledger::Candidate* c) const {
+  auto pool = registry_.PoolAt(csp, program, model, at_ms);
+  if (pool.has_value() && *pool > 0) return pool;
+  const std::string name = absl::StrCat(v1::Program_Name(program), "/", v1::GpuModel_Name(model));
+  if (c->resolves_seq == 0) {
+    // The registry topic may simply not have been read that far yet.
+    c->park = true;
+    c->reason_detail = absl::StrCat("waiting for the ", name, " pool of ", csp);
+  } else {
+    Reject(c, reason::kUnknownPool, absl::StrCat(csp, " hosts no ", name, " pool at ", at_ms));
+  }
+  return std::nullopt;
 }
 
 void Validator::CheckCorrection(const v1::UsageEvent& e, ledger::Candidate* c) const {

@@ -83,6 +83,25 @@ json DeliveredObj(const v1::DeliveredRow& r) {
   return o;
 }
 
+// An own-use row of a pool (an adjustment row starts with the period it adjusts).
+json OwnUseObj(const v1::OwnUseRow& r) {
+  json o;
+  if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
+  o["program"] = v1::Program_Name(r.program());
+  o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
+  o["own_use_gpu_ms"] = r.own_use_gpu_ms();
+  o["own_use_gpu_hours"] = Hours(r.own_use_gpu_ms());
+  o["capacity_gpu_ms"] = r.capacity_gpu_ms();
+  o["share_bp"] = r.share_bp();
+  o["cap_bp"] = r.cap_bp();
+  o["allowed_gpu_ms"] = r.allowed_gpu_ms();
+  o["excess_gpu_ms"] = r.excess_gpu_ms();
+  o["excess_gpu_hours"] = Hours(r.excess_gpu_ms());
+  o["krw_per_gpu_hour"] = r.krw_per_gpu_hour();
+  o["excess_value_krw"] = r.excess_value_krw();
+  return o;
+}
+
 json StatementObj(const v1::CspStatement& s) {
   json delivered = json::array();
   for (const auto& r : s.delivered()) delivered.push_back(DeliveredObj(r));
@@ -106,35 +125,8 @@ json StatementObj(const v1::CspStatement& s) {
   json outages = outage_rows(s.outages());
   json pools = json::array();
   json own_use_adjustments = json::array();
-  for (const auto& r : s.own_use_adjustments()) {
-    own_use_adjustments.push_back({{"adjusts_period", r.adjusts_period()},
-                                   {"program", v1::Program_Name(r.program())},
-                                   {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
-                                   {"own_use_gpu_ms", r.own_use_gpu_ms()},
-                                   {"own_use_gpu_hours", Hours(r.own_use_gpu_ms())},
-                                   {"capacity_gpu_ms", r.capacity_gpu_ms()},
-                                   {"share_bp", r.share_bp()},
-                                   {"cap_bp", r.cap_bp()},
-                                   {"allowed_gpu_ms", r.allowed_gpu_ms()},
-                                   {"excess_gpu_ms", r.excess_gpu_ms()},
-                                   {"excess_gpu_hours", Hours(r.excess_gpu_ms())},
-                                   {"krw_per_gpu_hour", r.krw_per_gpu_hour()},
-                                   {"excess_value_krw", r.excess_value_krw()}});
-  }
-  for (const auto& r : s.own_use()) {
-    pools.push_back({{"program", v1::Program_Name(r.program())},
-                     {"gpu_model", v1::GpuModel_Name(r.gpu_model())},
-                     {"own_use_gpu_ms", r.own_use_gpu_ms()},
-                     {"own_use_gpu_hours", Hours(r.own_use_gpu_ms())},
-                     {"capacity_gpu_ms", r.capacity_gpu_ms()},
-                     {"share_bp", r.share_bp()},
-                     {"cap_bp", r.cap_bp()},
-                     {"allowed_gpu_ms", r.allowed_gpu_ms()},
-                     {"excess_gpu_ms", r.excess_gpu_ms()},
-                     {"excess_gpu_hours", Hours(r.excess_gpu_ms())},
-                     {"krw_per_gpu_hour", r.krw_per_gpu_hour()},
-                     {"excess_value_krw", r.excess_value_krw()}});
-  }
+  for (const auto& r : s.own_use_adjustments()) own_use_adjustments.push_back(OwnUseObj(r));
+  for (const auto& r : s.own_use()) pools.push_back(OwnUseObj(r));
   json capacity = json::array();
   for (const auto& r : s.capacity()) {
     capacity.push_back({{"program", v1::Program_Name(r.program())},

@@ -28,18 +28,8 @@ import unittest
 import urllib.parse
 
 
-def load_env(path):
-    env = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                k, v = line.split("=", 1)
-                env[k] = v
-    return env
-
-
-ENV = load_env(os.environ["GPULEDGER_API_ENV"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_env import ENV  # noqa: E402
 BIN = os.environ["GPULEDGER_BIN"]
 _url = urllib.parse.urlsplit(ENV["API_URL"])
 HOST, PORT = _url.hostname, _url.port

@@ -23,18 +23,8 @@ import urllib.request
 from playwright.sync_api import sync_playwright
 
 
-def load_env(path):
-    env = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                k, v = line.split("=", 1)
-                env[k] = v
-    return env
-
-
-ENV = load_env(os.environ["GPULEDGER_API_ENV"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_env import ENV  # noqa: E402
 URL = ENV["API_URL"]
 OUT = os.environ.get("GPULEDGER_TEST_OUT") or os.getcwd()
 CHROMIUM = os.environ.get("GPULEDGER_CHROMIUM", "/usr/bin/chromium")

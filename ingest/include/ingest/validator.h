@@ -68,6 +68,11 @@ class Validator {
   void CheckUsage(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
   void CheckInterval(const std::string& csp, const gpuledger::v1::UsageInterval& u,
                      const Identity* replacing, ledger::Candidate* c) const;
+  // The GPUs of a CSP's pool at `at_ms`; if it has none (yet), parks `c` (or, when `c` is the
+  // resolution of a parked entry, rejects it UNKNOWN_POOL) and returns nullopt.
+  std::optional<uint32_t> KnownPool(const std::string& csp, gpuledger::v1::Program program,
+                                    gpuledger::v1::GpuModel model, int64_t at_ms,
+                                    ledger::Candidate* c) const;
   void CheckCorrection(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
   void Hold(const Identity& who, const gpuledger::v1::UsageInterval& u);
   void Release(const Identity& who);
