@@ -100,6 +100,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
       return;
     }
     args->options.limits.topics = ingest::TopicNames(args->topic_prefix);
+    args->options.state_dir = args->db + ".validator";
     ledger::LedgerOptions lo;
     lo.sync_commits = !args->no_sync;
     lo.checkpoint_interval = args->checkpoint_interval;

@@ -195,6 +195,7 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
 
   ledger::Candidate candidate = Decide(raw, options_.limits, NowMs());
   validator_.Check(&candidate);
+  GPULEDGER_RETURN_IF_ERROR(validator_.status());
   ++stats_.consumed;
   metrics_.OnConsumed();
   ++batch_messages_;
@@ -206,6 +207,7 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   // Parked events whose allocation this message announced, or whose grace period it ended.
   for (ledger::Candidate& resolution : validator_.TakeResolvable()) {
     validator_.Check(&resolution);
+    GPULEDGER_RETURN_IF_ERROR(validator_.status());
     GPULEDGER_RETURN_IF_ERROR(Record(resolution));
   }
   return absl::OkStatus();
@@ -306,9 +308,13 @@ absl::Status IngestLoop::ResendUnconfirmedNotices() {
 
 absl::Status IngestLoop::CommitBatch() {
   if (batch_offsets_.empty()) return absl::OkStatus();
+  // Never commit decisions made while the validator's state store could not be read.
+  GPULEDGER_RETURN_IF_ERROR(validator_.status());
   GPULEDGER_RETURN_IF_ERROR(StageNoticeCursor());
   const auto commit_started = std::chrono::steady_clock::now();
   GPULEDGER_RETURN_IF_ERROR(ledger_.Commit());
+  // Not synced: after a crash the validator replays what its marker lacks from the ledger.
+  GPULEDGER_RETURN_IF_ERROR(validator_.Persist(ledger_.head()));
   const std::chrono::duration<double> commit_seconds =
       std::chrono::steady_clock::now() - commit_started;
   metrics_.OnCommit(batch_messages_, commit_seconds.count());
@@ -370,7 +376,7 @@ void IngestLoop::LogProgress(bool final) {
 
 absl::StatusOr<IngestStats> IngestLoop::Run() {
   // The validator's state is the ledger's: rebuild it before deciding anything new.
-  GPULEDGER_RETURN_IF_ERROR(validator_.Load(ledger_));
+  GPULEDGER_RETURN_IF_ERROR(validator_.Load(ledger_, options_.state_dir));
   GPULEDGER_RETURN_IF_ERROR(Setup());
   const int64_t started = MonotonicMs();
   last_progress_ms_ = started;

@@ -1,10 +1,13 @@
 #include "ingest/validator.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "gpuledger/v1/registry.pb.h"
+#include "hold_store.h"
 #include "ingest/reasons.h"
 
 namespace gpuledger::ingest {
@@ -48,13 +51,74 @@ const v1::UsageInterval* IntervalOf(const v1::UsageEvent& e) {
 
 }  // namespace
 
-Validator::Validator(ValidationLimits limits) : limits_(std::move(limits)) {}
+Validator::Validator(ValidationLimits limits) : limits_(std::move(limits)) {
+  auto store = HoldStore::Open("");
+  if (!store.ok()) {
+    // Only an in-memory RocksDB that cannot start: nothing can be decided.
+    spdlog::critical("validator: {}", store.status().ToString());
+    std::abort();
+  }
+  store_ = std::move(*store);
+}
 
-absl::Status Validator::Load(const ledger::Ledger& ledger) {
-  return ledger.Scan(1, [this](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
-    Recorded(FromEntry(e.entry), e.seq);
-    return true;
-  });
+Validator::~Validator() = default;
+
+void Validator::NoteError(const absl::Status& st) const {
+  if (!st.ok() && error_.ok()) error_ = st;
+}
+
+absl::Status Validator::Load(const ledger::Ledger& ledger, const std::string& state_dir) {
+  if (!state_dir.empty()) {
+    GPULEDGER_ASSIGN_OR_RETURN(store_, HoldStore::Open(state_dir));
+  }
+  const ledger::Head head = ledger.head();
+  GPULEDGER_ASSIGN_OR_RETURN(std::optional<HoldStore::Marker> marker, store_->GetMarker());
+  if (marker.has_value() && marker->seq > 0) {
+    bool same = marker->seq <= head.seq;
+    if (same) {
+      GPULEDGER_ASSIGN_OR_RETURN(ledger::StoredEntry at, ledger.Get(marker->seq));
+      same = at.hash == marker->hash;
+    }
+    if (!same) {
+      spdlog::warn(
+          "validator state store {} was written for another ledger (marker seq {}, ledger head "
+          "{}): rebuilding it from the ledger",
+          store_->path(), marker->seq, head.seq);
+      marker.reset();
+    }
+  }
+  if (!marker.has_value()) {
+    GPULEDGER_RETURN_IF_ERROR(store_->Wipe());
+    longest_held_.clear();
+  } else {
+    GPULEDGER_RETURN_IF_ERROR(store_->ScanLongest(
+        [this](const std::string& allocation, int64_t ms) { longest_held_[allocation] = ms; }));
+  }
+  const uint64_t stored_through = marker.has_value() ? marker->seq : 0;
+  if (head.seq > stored_through) {
+    spdlog::info("validator: bringing its state store up to the ledger: entries {} to {}",
+                 stored_through + 1, head.seq);
+  }
+  // Written every so many replayed entries, so that the staged batch stays small.
+  constexpr uint64_t kReplayCommitEvery = 100'000;
+  GPULEDGER_RETURN_IF_ERROR(
+      ledger.Scan(1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+        replaying_stored_ = e.seq <= stored_through;
+        Recorded(FromEntry(e.entry), e.seq);
+        if (e.seq > stored_through && e.seq % kReplayCommitEvery == 0) {
+          GPULEDGER_RETURN_IF_ERROR(Persist(ledger::Head{e.seq, e.hash}));
+        }
+        return true;
+      }));
+  replaying_stored_ = false;
+  GPULEDGER_RETURN_IF_ERROR(error_);
+  if (head.seq > stored_through || !marker.has_value()) return Persist(head);
+  return absl::OkStatus();
+}
+
+absl::Status Validator::Persist(const ledger::Head& head) {
+  GPULEDGER_RETURN_IF_ERROR(error_);
+  return store_->Commit(HoldStore::Marker{head.seq, head.hash});
 }
 
 void Validator::Check(ledger::Candidate* c) const {
@@ -169,19 +233,23 @@ void Validator::CheckCorrection(const v1::UsageEvent& e, ledger::Candidate* c) c
       return;
     }
   }
-  if (retired_.contains(target)) {
+  auto holder = store_->GetHolder(target.first, target.second);
+  if (!holder.ok()) {
+    NoteError(holder.status());
+    return Reject(c, reason::kUnknownCorrectionTarget, "validator state store unreadable");
+  }
+  if (holder->has_value() && (*holder)->retired) {
     return Reject(c, reason::kAlreadyCorrected,
                   absl::StrCat("event ", target.second, " was already corrected or cancelled"));
   }
-  auto holder = holders_.find(target);
-  if (holder == holders_.end()) {
+  if (!holder->has_value()) {
     return Reject(c, reason::kUnknownCorrectionTarget,
                   absl::StrCat("no accepted usage event ", target.second, " of ", target.first));
   }
-  if (holder->second.first != e.correction().allocation_id()) {
+  if ((*holder)->allocation != e.correction().allocation_id()) {
     return Reject(c, reason::kInvalidField,
                   absl::StrCat("correction.allocation_id '", e.correction().allocation_id(),
-                               "' is not the target's allocation '", holder->second.first, "'"));
+                               "' is not the target's allocation '", (*holder)->allocation, "'"));
   }
   if (e.correction().has_replacement()) {
     CheckInterval(c->source_id, e.correction().replacement(), &target, c);
@@ -227,22 +295,32 @@ void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u
   std::vector<std::pair<int64_t, int64_t>> edges;  // (instant, +gpus / -gpus)
   edges.push_back({u.start_ms(), u.gpu_count()});
   edges.push_back({u.end_ms(), -static_cast<int64_t>(u.gpu_count())});
-  if (auto it = intervals_.find(u.allocation_id()); it != intervals_.end()) {
-    const auto& held = it->second;
+  if (auto longest = longest_held_.find(u.allocation_id()); longest != longest_held_.end()) {
     // Only intervals that start within the longest one held can reach into [start, end).
-    const int64_t reach = longest_held_.at(u.allocation_id());
-    for (auto h = held.lower_bound(u.start_ms() - reach); h != held.end() && h->first < u.end_ms();
-         ++h) {
-      if (h->second.end_ms <= u.start_ms()) continue;
-      if (replacing != nullptr && h->second.holder == *replacing) continue;
-      if (h->second.node_id == u.node_id()) {
-        return Reject(c, reason::kOverlappingInterval,
-                      absl::StrCat("overlaps event ", h->second.holder.second, " on node '",
-                                   u.node_id(), "'"));
-      }
-      edges.push_back({std::max(h->first, u.start_ms()), h->second.gpus});
-      edges.push_back(
-          {std::min(h->second.end_ms, u.end_ms()), -static_cast<int64_t>(h->second.gpus)});
+    std::string overlap;
+    absl::Status st = store_->ScanIntervals(
+        u.allocation_id(), u.start_ms() - longest->second, u.end_ms(),
+        [&](const HoldStore::Interval& h) {
+          if (h.end_ms <= u.start_ms()) return true;
+          if (replacing != nullptr && h.csp == replacing->first &&
+              h.event_id == replacing->second) {
+            return true;
+          }
+          if (h.node_id == u.node_id()) {
+            overlap = h.event_id;
+            return false;
+          }
+          edges.push_back({std::max(h.start_ms, u.start_ms()), h.gpus});
+          edges.push_back({std::min(h.end_ms, u.end_ms()), -static_cast<int64_t>(h.gpus)});
+          return true;
+        });
+    if (!st.ok()) {
+      NoteError(st);
+      return Reject(c, reason::kOverlappingInterval, "validator state store unreadable");
+    }
+    if (!overlap.empty()) {
+      return Reject(c, reason::kOverlappingInterval,
+                    absl::StrCat("overlaps event ", overlap, " on node '", u.node_id(), "'"));
     }
   }
   // Ends sort before starts at the same instant: [a, b) and [b, c) do not overlap.
@@ -261,26 +339,27 @@ void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u
 }
 
 void Validator::Hold(const Identity& who, const v1::UsageInterval& u) {
-  intervals_[u.allocation_id()].insert(
-      {u.start_ms(), Held{u.end_ms(), u.gpu_count(), u.node_id(), who}});
   int64_t& longest = longest_held_[u.allocation_id()];
-  longest = std::max(longest, u.end_ms() - u.start_ms());
-  holders_[who] = {u.allocation_id(), u.start_ms()};
+  if (u.end_ms() - u.start_ms() > longest) {
+    longest = u.end_ms() - u.start_ms();
+    if (!replaying_stored_) store_->PutLongest(u.allocation_id(), longest);
+  }
+  if (replaying_stored_) return;
+  store_->PutInterval(u.allocation_id(),
+                      HoldStore::Interval{u.start_ms(), u.end_ms(), u.gpu_count(), u.node_id(),
+                                          who.first, who.second});
+  store_->PutHolder(who.first, who.second,
+                    HoldStore::Holder{false, u.allocation_id(), u.start_ms()});
 }
 
 void Validator::Release(const Identity& who) {
-  auto h = holders_.find(who);
-  if (h == holders_.end()) return;
-  auto& held = intervals_[h->second.first];
-  auto [lo, hi] = held.equal_range(h->second.second);
-  for (auto it = lo; it != hi; ++it) {
-    if (it->second.holder == who) {
-      held.erase(it);
-      break;
-    }
+  if (replaying_stored_) return;
+  auto holder = store_->GetHolder(who.first, who.second);
+  if (!holder.ok()) return NoteError(holder.status());
+  if (holder->has_value() && !(*holder)->retired) {
+    store_->DeleteInterval((*holder)->allocation, (*holder)->start_ms, who.first, who.second);
+    store_->PutHolder(who.first, who.second, HoldStore::Holder{true, "", 0});
   }
-  holders_.erase(h);
-  retired_.insert(who);
 }
 
 void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {

@@ -21,7 +21,7 @@ constexpr int64_t kT0 = 1'772'000'000'000;  // early March 2026
 // Drives a Validator the way the ingest loop does, over an in-memory ledger.
 class Harness {
  public:
-  Harness() : validator_(Limits()) {
+  Harness() : validator_(std::make_unique<Validator>(Limits())) {
     auto l = ledger::Ledger::Open(dir_.Sub("db"), {});
     EXPECT_TRUE(l.ok()) << l.status();
     ledger_ = std::move(*l);
@@ -39,13 +39,17 @@ class Harness {
     RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
                    kafka_ms, event.SerializeAsString()};
     ledger::Candidate c = Decide(raw, Limits(), 0);
-    validator_.Check(&c);
+    validator_->Check(&c);
     const uint64_t seq = Append(c);
-    for (ledger::Candidate& r : validator_.TakeResolvable()) {
-      validator_.Check(&r);
+    for (ledger::Candidate& r : validator_->TakeResolvable()) {
+      validator_->Check(&r);
       Append(r);
     }
+    EXPECT_TRUE(validator_->status().ok()) << validator_->status();
     EXPECT_TRUE(ledger_->Commit().ok());
+    if (persist_) {
+      EXPECT_TRUE(validator_->Persist(ledger_->head()).ok());
+    }
     return seq == 0 ? v1::LedgerEntry() : ledger_->Get(seq)->entry;
   }
 
@@ -53,7 +57,7 @@ class Harness {
     auto r = ledger_->Append(c);
     EXPECT_TRUE(r.ok()) << r.status();
     if (r->kind != ledger::AppendKind::kAppended) return r->seq;
-    validator_.Recorded(c, r->seq);
+    validator_->Recorded(c, r->seq);
     return r->seq;
   }
 
@@ -117,13 +121,25 @@ class Harness {
 
   std::string UsageReason(const v1::UsageEvent& e) { return Send(e, false).reason_code(); }
 
+  // As ingest does at a restart: a new validator over the state store at `state_dir`, brought
+  // up to the ledger. With `persist`, its state is written after each commit, as ingest does.
+  void Restart(const std::string& state_dir, bool persist) {
+    validator_.reset();  // closes the store first: one process at a time holds it
+    validator_ = std::make_unique<Validator>(Limits());
+    const absl::Status st = validator_->Load(*ledger_, state_dir);
+    EXPECT_TRUE(st.ok()) << st;
+    persist_ = persist;
+  }
+  void CloseValidator() { validator_.reset(); }
+
   ledger::Ledger& ledger() { return *ledger_; }
-  Validator& validator() { return validator_; }
+  Validator& validator() { return *validator_; }
 
  private:
   testing::TempDir dir_;
   std::unique_ptr<ledger::Ledger> ledger_;
-  Validator validator_;
+  std::unique_ptr<Validator> validator_;
+  bool persist_ = false;
   int64_t offset_ = 0;
   int reg_ = 0;
   int usage_ = 0;
@@ -341,6 +357,54 @@ TEST(ValidatorTest, ParkedUsageIsRejectedWhenTheGracePeriodPasses) {
   const auto last = h.ledger().Get(h.ledger().head().seq)->entry;
   EXPECT_EQ(last.resolves_seq(), parked.seq());
   EXPECT_EQ(last.reason_code(), reason::kUnknownAllocation);
+}
+
+// The accepted intervals live in a state store on disk (memory stays flat however many events
+// there are); a restart reads them back, replays what the store had not written yet, and
+// rebuilds a store written for another ledger.
+TEST(ValidatorTest, StateStoreSurvivesRestartsCatchesUpAndIsRebuiltForAnotherLedger) {
+  testing::TempDir dir;
+  const std::string state = dir.Sub("state");
+  const int64_t t = kT0 + 5 * kHour;
+  std::string held_by_first;
+  {
+    Harness h;
+    h.StandardRegistry();
+    h.Restart(state, /*persist=*/true);  // a store made from a ledger with entries
+    const auto u1 = h.Usage("a1", 2, t, t + kHour, "n1");
+    ASSERT_EQ(h.UsageReason(u1), "");
+    h.Restart(state, true);
+    // The interval comes back from the store.
+    EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, t + 10 * 60'000, t + kHour, "n1")),
+              reason::kOverlappingInterval);
+    EXPECT_EQ(h.UsageReason(h.Usage("a1", 3, t, t + kHour, "n2")), reason::kGpusOverGrant);
+    // A cancellation the store never writes (a crash after the ledger's commit) ...
+    h.Restart(state, /*persist=*/false);
+    v1::UsageEvent cancel = h.Usage("a1", 1, 0, 0);
+    cancel.clear_usage();
+    cancel.mutable_correction()->set_target_event_id(u1.event_id());
+    cancel.mutable_correction()->set_allocation_id("a1");
+    ASSERT_EQ(h.UsageReason(cancel), "");
+    // ... is replayed from the ledger at the next start.
+    h.Restart(state, true);
+    v1::UsageEvent again = cancel;
+    again.set_event_id("cancel-again");
+    again.set_producer_seq(again.producer_seq() + 1000);
+    EXPECT_EQ(h.UsageReason(again), reason::kAlreadyCorrected);
+    EXPECT_EQ(h.UsageReason(h.Usage("a1", 2, t, t + kHour, "n1")), "");
+    const auto u4 = h.Usage("a1", 4, t + 2 * kHour, t + 3 * kHour, "n2");
+    ASSERT_EQ(h.UsageReason(u4), "");
+    held_by_first = u4.event_id();
+    h.CloseValidator();
+  }
+  // Another ledger, the same store directory: its held intervals are not this ledger's.
+  Harness other;
+  other.StandardRegistry();
+  other.Restart(state, true);
+  EXPECT_EQ(other.UsageReason(other.Usage("a1", 4, t + 2 * kHour, t + 3 * kHour, "n2")), "");
+  EXPECT_EQ(other.UsageReason(other.Usage("a1", 1, t + 2 * kHour, t + 3 * kHour, "n3")),
+            reason::kGpusOverGrant);
+  EXPECT_FALSE(held_by_first.empty());
 }
 
 TEST(ValidatorTest, RebuildingFromTheLedgerReproducesEveryDecision) {

@@ -1,8 +1,12 @@
 #include "ledger/ledger.h"
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <rocksdb/write_buffer_manager.h>
 
 #include <filesystem>
 #include <mutex>
@@ -344,7 +348,18 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   // Bound the WAL: column families written rarely would otherwise pin old WAL files forever
   // (and every open would replay them).
   db_options.max_total_wal_size = 256ULL << 20;
+  // Memory that does not grow with the ledger: memtables of all column families together, and
+  // index and filter blocks of every table file, are charged to fixed budgets (by default the
+  // latter stay in memory outside any cache, so a 50M-entry ledger would hold hundreds of MB).
+  db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(128ULL << 20);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(64ULL << 20);
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  // Most dedup lookups are for new events: a bloom filter answers "not there" without a read.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {keys::kEntriesCf, cf_options},

@@ -49,6 +49,10 @@ struct IngestOptions {
   // On shutdown, wait at most this long for rejection notices to be delivered, ms.
   // Default: 10,000.
   int64_t rejected_flush_timeout_ms = 10'000;
+  // The validator's state store (accepted intervals and their holders, derived from the
+  // ledger; see ingest/src/hold_store.h), conventionally "<ledger>.validator". Empty: kept in
+  // memory and rebuilt from the whole ledger at each start. Default: empty.
+  std::string state_dir;
   // Validation limits applied to each event.
   ValidationLimits limits;
 };

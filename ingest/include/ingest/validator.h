@@ -2,10 +2,15 @@
 // usage already accepted, in ledger order. Decisions depend only on the ledger's order and
 // content (including each message's recorded Kafka timestamp), never on the wall clock, so
 // rebuilding a validator from the ledger and re-deciding reproduces every decision.
+//
+// Its memory does not grow with the number of events: the accepted intervals, who holds them
+// and which events were corrected live in a RocksDB state store (HoldStore, derived from the
+// ledger); in memory are the registry, the parked entries and one figure per allocation.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -21,13 +26,27 @@
 
 namespace gpuledger::ingest {
 
+class HoldStore;
+
 // Owned by the ingest loop; one thread.
 class Validator {
  public:
+  // Starts with an empty state store in memory.
   explicit Validator(ValidationLimits limits);
+  ~Validator();
 
-  // Rebuilds the state from every entry of `ledger`, in order (at ingest start).
-  absl::Status Load(const ledger::Ledger& ledger);
+  // Opens the state store at `state_dir` (empty: keeps the one in memory) and brings it up to
+  // `ledger`'s head: replays the entries after its marker (all of them into a new or foreign
+  // store), and from every entry rebuilds the registry and the parked entries (at ingest start).
+  absl::Status Load(const ledger::Ledger& ledger, const std::string& state_dir = "");
+
+  // Writes the state staged since the last call to the state store, marked as of `head` (the
+  // ledger's committed head). Call after each ledger commit.
+  absl::Status Persist(const ledger::Head& head);
+
+  // The first error reading the state store, if any: the decisions since are not to be trusted
+  // (the caller stops without committing them).
+  const absl::Status& status() const { return error_; }
 
   // Completes the decision about `c`, which Decide() produced: if Decide accepted it, checks it
   // against the registry and earlier usage and sets reason_code/reason_detail, or `park`. Does
@@ -47,12 +66,6 @@ class Validator {
 
  private:
   using Identity = std::pair<std::string, std::string>;  // (CSP, event id)
-  struct Held {
-    int64_t end_ms;
-    uint32_t gpus;
-    std::string node_id;
-    Identity holder;
-  };
   // Own use and pool outages wait for their pool, not an allocation.
   struct PoolKey {
     gpuledger::v1::Program program;
@@ -76,17 +89,18 @@ class Validator {
   void CheckCorrection(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
   void Hold(const Identity& who, const gpuledger::v1::UsageInterval& u);
   void Release(const Identity& who);
+  void NoteError(const absl::Status& st) const;
 
   ValidationLimits limits_;
   ledger::Registry registry_;
-  // Accepted intervals per allocation, by start.
-  std::map<std::string, std::multimap<int64_t, Held>> intervals_;
+  // Accepted intervals, their holders and the retired (corrected or cancelled) events.
+  std::unique_ptr<HoldStore> store_;
+  // While Load replays entries the state store already reflects: holds are not written again.
+  bool replaying_stored_ = false;
+  mutable absl::Status error_;
   // The longest interval ever held per allocation: how far back an overlap can start.
   std::map<std::string, int64_t> longest_held_;
-  // Events whose interval currently counts, and where it is.
-  std::map<Identity, std::pair<std::string, int64_t>> holders_;  // → (allocation, start)
-  std::set<Identity> retired_;                                   // corrected or cancelled
-  std::map<uint64_t, Parked> parked_;                            // by seq
+  std::map<uint64_t, Parked> parked_;  // by seq
   // Indexes of parked_ (seqs): by the allocation or pool they wait for, and by Kafka time.
   using PoolIndexKey = std::tuple<std::string, int, int>;  // CSP, program, model
   std::map<std::string, std::set<uint64_t>> parked_by_allocation_;

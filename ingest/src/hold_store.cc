@@ -1,0 +1,266 @@
+#include "hold_store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/utilities/write_batch_with_index.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+
+namespace gpuledger::ingest {
+
+namespace {
+
+constexpr char kMarkerKey[] = "m";
+
+void PutBe(std::string* out, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+uint64_t GetBe(std::string_view in, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+// Signed times sort as unsigned once the sign bit is flipped.
+void PutTime(std::string* out, int64_t t) {
+  PutBe(out, static_cast<uint64_t>(t) ^ (uint64_t{1} << 63), 8);
+}
+int64_t GetTime(std::string_view in) {
+  return static_cast<int64_t>(GetBe(in, 8) ^ (uint64_t{1} << 63));
+}
+void PutString(std::string* out, std::string_view s) {
+  PutBe(out, s.size(), 4);
+  out->append(s);
+}
+// Reads a length-prefixed string at *pos; false if the bytes are short.
+bool GetString(std::string_view in, size_t* pos, std::string* s) {
+  if (in.size() < *pos + 4) return false;
+  const size_t n = GetBe(in.substr(*pos), 4);
+  if (in.size() < *pos + 4 + n) return false;
+  s->assign(in.substr(*pos + 4, n));
+  *pos += 4 + n;
+  return true;
+}
+
+std::string AllocationPrefix(const std::string& allocation) {
+  std::string k("i");
+  PutString(&k, allocation);
+  return k;
+}
+std::string IntervalKey(const std::string& allocation, int64_t start_ms, std::string_view csp,
+                        std::string_view event_id) {
+  std::string k = AllocationPrefix(allocation);
+  PutTime(&k, start_ms);
+  PutString(&k, csp);
+  k.append(event_id);
+  return k;
+}
+std::string HolderKey(std::string_view csp, std::string_view event_id) {
+  std::string k("h");
+  PutString(&k, csp);
+  k.append(event_id);
+  return k;
+}
+std::string LongestKey(std::string_view allocation) {
+  std::string k("l");
+  k.append(allocation);
+  return k;
+}
+
+absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("validator state store: ", what, ": ", s.ToString()));
+}
+
+absl::Status Damaged(const std::string& what) {
+  return absl::DataLossError(
+      absl::StrCat("validator state store: a damaged ", what,
+                   " record; delete the store (it is rebuilt from the ledger at the next start)"));
+}
+
+}  // namespace
+
+struct HoldStore::Impl {
+  std::unique_ptr<rocksdb::Env> mem_env;  // in-memory stores only; outlives db
+  std::unique_ptr<rocksdb::DB> db;
+  rocksdb::WriteBatchWithIndex batch{rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true};
+};
+
+HoldStore::HoldStore(std::unique_ptr<Impl> impl, std::string path)
+    : impl_(std::move(impl)), path_(std::move(path)) {}
+
+HoldStore::~HoldStore() {
+  // A clean close flushes the memtable, so that the next open does not replay the WAL.
+  if (impl_ && impl_->db && !impl_->mem_env) (void)impl_->db->Flush(rocksdb::FlushOptions());
+  if (impl_) impl_->db.reset();
+}
+
+absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& path) {
+  auto impl = std::make_unique<Impl>();
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.max_total_wal_size = 64 << 20;
+  // Range scans by allocation and start; point reads by holder: a bloom filter helps the latter.
+  // Fixed memory however large it grows: memtables, and index and filter blocks in the cache.
+  o.write_buffer_size = 32ULL << 20;
+  o.max_write_buffer_number = 2;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(64ULL << 20);
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  std::string where = path;
+  if (path.empty()) {
+    impl->mem_env.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
+    o.env = impl->mem_env.get();
+    where = "/validator-state";
+  }
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(o, where, &db);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return absl::UnavailableError(
+          absl::StrCat("validator state store ", path,
+                       " is in use by another ingest of this ledger: ", s.ToString()));
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "cannot open the validator state store ", path, ": ", s.ToString(),
+        " (it is derived from the ledger: if it is damaged, delete it and start again)"));
+  }
+  impl->db.reset(db);
+  return std::unique_ptr<HoldStore>(new HoldStore(std::move(impl), path));
+}
+
+absl::StatusOr<std::optional<HoldStore::Marker>> HoldStore::GetMarker() const {
+  std::string v;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), kMarkerKey, &v);
+  if (s.IsNotFound()) return std::optional<Marker>();
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read marker"));
+  if (v.size() != 8 + 32) return Damaged("marker");
+  Marker m;
+  m.seq = GetBe(v, 8);
+  std::memcpy(m.hash.data(), v.data() + 8, 32);
+  return std::optional<Marker>(m);
+}
+
+absl::Status HoldStore::Wipe() {
+  impl_->batch.Clear();
+  rocksdb::WriteBatch wipe;
+  // Every key starts with one of these bytes ('h' 'i' 'l' 'm'); delete them all.
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(wipe.DeleteRange("\x00", "\xff"), "wipe"));
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(impl_->db->Write(rocksdb::WriteOptions(), &wipe), "wipe"));
+  return absl::OkStatus();
+}
+
+absl::Status HoldStore::Commit(const Marker& marker) {
+  std::string v;
+  PutBe(&v, marker.seq, 8);
+  v.append(reinterpret_cast<const char*>(marker.hash.data()), marker.hash.size());
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(impl_->batch.Put(kMarkerKey, v), "stage marker"));
+  GPULEDGER_RETURN_IF_ERROR(
+      FromRocks(impl_->db->Write(rocksdb::WriteOptions(), impl_->batch.GetWriteBatch()), "write"));
+  impl_->batch.Clear();
+  return absl::OkStatus();
+}
+
+void HoldStore::PutInterval(const std::string& allocation, const Interval& in) {
+  std::string v;
+  PutTime(&v, in.end_ms);
+  PutBe(&v, in.gpus, 4);
+  v.append(in.node_id);
+  (void)impl_->batch.Put(IntervalKey(allocation, in.start_ms, in.csp, in.event_id), v);
+}
+
+void HoldStore::DeleteInterval(const std::string& allocation, int64_t start_ms,
+                               std::string_view csp, std::string_view event_id) {
+  (void)impl_->batch.Delete(IntervalKey(allocation, start_ms, csp, event_id));
+}
+
+absl::Status HoldStore::ScanIntervals(const std::string& allocation, int64_t from_ms, int64_t to_ms,
+                                      const std::function<bool(const Interval&)>& visit) const {
+  if (from_ms >= to_ms) return absl::OkStatus();
+  const std::string prefix = AllocationPrefix(allocation);
+  std::string lower = prefix;
+  PutTime(&lower, from_ms);
+  std::string upper = prefix;
+  PutTime(&upper, to_ms);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper_slice(upper);
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> base(impl_->db->NewIterator(ro));
+  std::unique_ptr<rocksdb::Iterator> it(impl_->batch.NewIteratorWithBase(base.release()));
+  Interval in;
+  for (it->Seek(lower); it->Valid(); it->Next()) {
+    const std::string_view k = it->key().ToStringView();
+    // The batch's own iterator does not know the upper bound.
+    if (k.compare(upper) >= 0) break;
+    const std::string_view v = it->value().ToStringView();
+    size_t pos = prefix.size() + 8;
+    if (k.size() < pos || v.size() < 12) return Damaged("interval");
+    in.start_ms = GetTime(k.substr(prefix.size()));
+    if (!GetString(k, &pos, &in.csp)) return Damaged("interval");
+    in.event_id.assign(k.substr(pos));
+    in.end_ms = GetTime(v);
+    in.gpus = static_cast<uint32_t>(GetBe(v.substr(8), 4));
+    in.node_id.assign(v.substr(12));
+    if (!visit(in)) break;
+  }
+  return FromRocks(it->status(), "scan intervals");
+}
+
+void HoldStore::PutHolder(std::string_view csp, std::string_view event_id, const Holder& h) {
+  std::string v;
+  if (h.retired) {
+    v = "R";
+  } else {
+    v = "H";
+    PutTime(&v, h.start_ms);
+    v.append(h.allocation);
+  }
+  (void)impl_->batch.Put(HolderKey(csp, event_id), v);
+}
+
+absl::StatusOr<std::optional<HoldStore::Holder>> HoldStore::GetHolder(
+    std::string_view csp, std::string_view event_id) const {
+  std::string v;
+  rocksdb::Status s = impl_->batch.GetFromBatchAndDB(impl_->db.get(), rocksdb::ReadOptions(),
+                                                     HolderKey(csp, event_id), &v);
+  if (s.IsNotFound()) return std::optional<Holder>();
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read holder"));
+  Holder h;
+  if (v == "R") {
+    h.retired = true;
+  } else if (v.size() >= 9 && v[0] == 'H') {
+    h.start_ms = GetTime(std::string_view(v).substr(1));
+    h.allocation = v.substr(9);
+  } else {
+    return Damaged("holder");
+  }
+  return std::optional<Holder>(std::move(h));
+}
+
+void HoldStore::PutLongest(const std::string& allocation, int64_t ms) {
+  std::string v;
+  PutTime(&v, ms);
+  (void)impl_->batch.Put(LongestKey(allocation), v);
+}
+
+absl::Status HoldStore::ScanLongest(
+    const std::function<void(const std::string&, int64_t)>& visit) const {
+  std::unique_ptr<rocksdb::Iterator> base(impl_->db->NewIterator(rocksdb::ReadOptions()));
+  std::unique_ptr<rocksdb::Iterator> it(impl_->batch.NewIteratorWithBase(base.release()));
+  for (it->Seek("l"); it->Valid() && it->key().starts_with("l"); it->Next()) {
+    if (it->value().size() != 8) return Damaged("longest-interval");
+    visit(std::string(it->key().ToStringView().substr(1)), GetTime(it->value().ToStringView()));
+  }
+  return FromRocks(it->status(), "scan longest intervals");
+}
+
+}  // namespace gpuledger::ingest
