@@ -277,7 +277,7 @@ def main():
         "used_gpu_ms_gpuledger": sum(g["used"] for g in inv.values()),
         "credit_gpu_ms_gpuledger": sum(g["credit"] for g in inv.values()),
         "net_gpu_ms_gpuledger": sum(g["net"] for g in inv.values()),
-        "decode_s": round(t1 - t0, 3), "sql_s": round(t2 - t1, 3),
+        "decode_s": max(round(t1 - t0, 3), 0.001), "sql_s": round(t2 - t1, 3),
         "sql_load_s": round(t_loaded - t1, 3), "sql_aggregate_s": round(t2 - t_loaded, 3),
     })
     for k in ("used", "credit", "net"):

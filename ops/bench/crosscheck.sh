@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # ops/bench/crosscheck.sh [--events N] [--scale S] [--no-append]
+# ops/bench/crosscheck.sh --scenario [--no-append]
 #
 # Cross-check (issue 7): a simulated month's GPU-hours per institution, computed by DuckDB from a
 # ledger export without gpuledger's settlement code, against gpuledger's invoices; both timed.
@@ -20,6 +21,10 @@
 #      rows on stderr and exit status 1.
 # Prints one Markdown table and appends it (with the machine, commit and command) to
 # docs/BENCHMARKS.md unless --no-append. Figures are from this machine; no test asserts them.
+# --scenario: instead of simulate, the small hand-written month of ops/bench/crosscheck_scenario.py
+# (corrections of corrections, cancellations, revocations, a shortened then extended allocation,
+# overlapping outages, reference data that starts mid-month, a cap, the February boundary),
+# published and ingested in two phases; the comparison is the same, the times are meaningless.
 # Needs protoc (Debian protobuf-compiler) besides what ops/bench/lib.sh checks.
 set -euo pipefail
 PROG=ops/bench/crosscheck.sh
@@ -29,13 +34,15 @@ BENCH_CMDLINE="ops/bench/crosscheck.sh${*:+ $*}"
 EVENTS=1000000
 SCALE=0.05
 APPEND=1
+SCENARIO=0
 PERIOD=2026-03
-usage() { echo "usage: $PROG [--events N] [--scale S] [--no-append]" >&2; exit 2; }
+usage() { echo "usage: $PROG [--events N] [--scale S] [--scenario] [--no-append]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --events) [ $# -ge 2 ] || usage; EVENTS=$2; shift 2 ;;
     --scale) [ $# -ge 2 ] || usage; SCALE=$2; shift 2 ;;
     --no-append) APPEND=0; shift ;;
+    --scenario) SCENARIO=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) usage ;;
   esac
@@ -45,12 +52,32 @@ command -v protoc >/dev/null || die "protoc not found: apt-get install -y protob
 PY=$(bash "$ROOT/ops/python-env.sh") || die "ops/python-env.sh failed"
 secs() { echo "$2 - $1" | bc -l; }
 
+publish() {
+  "$GPULEDGER" publish --brokers "$BROKERS" --topic-prefix "$PREFIX" --kind "$1" "$2" \
+    >>"$WORK/publish.log" 2>&1 || { tail -20 "$WORK/publish.log" >&2; die "publish $2 failed"; }
+}
+
 bench_setup
 bench_broker
-bench_fill "$EVENTS" "$SCALE"
-log "gpuledger ingest --until-end --unsigned"
 LEDGER=$WORK/ledger
-bench_ingest "$LEDGER"
+if [ "$SCENARIO" = 1 ]; then
+  python3 "$ROOT/ops/bench/crosscheck_scenario.py" "$WORK/scenario"
+  MESSAGES=0
+  for phase in phase1 phase2; do
+    log "scenario $phase: publish, gpuledger ingest --until-end --unsigned"
+    publish registry "$WORK/scenario/$phase-registry.jsonl"
+    publish usage "$WORK/scenario/$phase-usage.jsonl"
+    bench_ingest "$LEDGER"
+    MESSAGES=$((MESSAGES + ING_CONSUMED))
+  done
+  ING_CONSUMED=$MESSAGES
+  SOURCE="the hand-written month of \`ops/bench/crosscheck_scenario.py\` (two phases)"
+else
+  bench_fill "$EVENTS" "$SCALE"
+  log "gpuledger ingest --until-end --unsigned"
+  bench_ingest "$LEDGER"
+  SOURCE="$(fmt0 "$EVENTS") usage events simulated at \`--scale $SCALE\`"
+fi
 log "ledger: $ING_HEAD entries from $ING_CONSUMED messages"
 bash "$ROOT/ops/kafka/stop.sh" --env-file "$WORK/kafka.env" >/dev/null 2>&1 || true
 
@@ -104,8 +131,8 @@ VERDICT="**0**"
 DUCK_SECS=$(echo "$(r decode_s) + $(r sql_s)" | bc -l)
 TABLE=$WORK/table.md
 {
-  printf '%s usage events simulated at `--scale %s` → %s messages → ledger of %s entries ' \
-    "$(fmt0 "$EVENTS")" "$SCALE" "$(fmt0 "$ING_CONSUMED")" "$(fmt0 "$ING_HEAD")"
+  printf '%s → %s messages → ledger of %s entries ' \
+    "$SOURCE" "$(fmt0 "$ING_CONSUMED")" "$(fmt0 "$ING_HEAD")"
   printf '(%s accepted, %s rejected, %s parked); export %.0f MiB; period %s (%s, %s unpriced).\n\n' \
     "$(fmt0 "$(r accepted)")" "$(fmt0 "$(r rejected)")" "$(fmt0 "$(r parked)")" "$EXPORT_MIB" \
     "$PERIOD" "$(r status)" "$(r unpriced_gpuledger)"
@@ -142,5 +169,7 @@ if [ "$rc" != 0 ]; then
   grep -E '^(MISMATCH|HOURS) ' "$WORK/crosscheck.log" >&2 || tail -30 "$WORK/crosscheck.log" >&2
   die "the cross-check found differences (rows above; BENCH_KEEP=1 keeps $WORK)"
 fi
-[ "$APPEND" = 1 ] && bench_append "$TABLE" "Cross-check: DuckDB vs gpuledger settle"
+TITLE="Cross-check: DuckDB vs gpuledger settle"
+[ "$SCENARIO" = 1 ] && TITLE="$TITLE (scenario)"
+[ "$APPEND" = 1 ] && bench_append "$TABLE" "$TITLE"
 exit 0
