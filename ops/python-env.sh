@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ops/python-env.sh — create or update the Python venv for the browser and API-fuzzing tests
-# (tests/api) with the pinned packages of ops/python-requirements.txt, then print the venv's
-# python on stdout (nothing else goes to stdout).
+# (tests/api) and the benchmark helpers (ops/bench/*.py) with the pinned packages of
+# ops/python-requirements.txt, then print the venv's python on stdout (nothing else goes to
+# stdout).
 #   venv: ${GPULEDGER_VENV:-$ROOT/build/venv}; interpreter: ${GPULEDGER_PYTHON:-/usr/bin/python3}
 #   (Debian's, which needs the apt package python3-venv).
 # Idempotent and quick when nothing changed: a stamp in the venv records the hash of the
