@@ -36,7 +36,9 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--brokers", args->options.brokers, "Kafka bootstrap servers, host:port[,...]")
       ->required()
       ->envname("GPULEDGER_BROKERS");
-  cmd->add_option("--db", args->db, "Ledger directory (created if missing)")
+  cmd->add_option("--db", args->db,
+                  "Ledger directory (created if missing); the validator's state store, derived "
+                  "from the ledger, goes beside it in <db>.validator")
       ->required()
       ->envname("GPULEDGER_DB");
   cmd->add_option("--instance-id", args->options.instance_id,
