@@ -111,9 +111,17 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   o.write_buffer_size = 32ULL << 20;
   o.max_write_buffer_number = 2;
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(64ULL << 20);
+  // Index and filters are partitioned (RocksDB's two-level index): a table's whole index
+  // would not fit one cache shard once tables are large, and would be read and decompressed
+  // again on every seek. Few shards, so that each is large.
+  table.block_cache = rocksdb::NewLRUCache(64ULL << 20, /*num_shard_bits=*/2);
   table.cache_index_and_filter_blocks = true;
+  table.cache_index_and_filter_blocks_with_high_priority = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.pin_top_level_index_and_filter = true;
+  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+  table.partition_filters = true;
+  table.metadata_block_size = 4096;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   std::string where = path;
@@ -152,11 +160,24 @@ absl::StatusOr<std::optional<HoldStore::Marker>> HoldStore::GetMarker() const {
 
 absl::Status HoldStore::Wipe() {
   impl_->batch.Clear();
+  // Point deletes, not one range tombstone over the whole key space: a range tombstone would
+  // be consulted by every later read and scan. A new store has nothing to delete.
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions()));
   rocksdb::WriteBatch wipe;
-  // Every key starts with one of these bytes ('h' 'i' 'l' 'm'); delete them all.
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(wipe.DeleteRange("\x00", "\xff"), "wipe"));
+  uint64_t deleted = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(wipe.Delete(it->key()), "wipe"));
+    if (++deleted % 10'000 == 0) {
+      GPULEDGER_RETURN_IF_ERROR(
+          FromRocks(impl_->db->Write(rocksdb::WriteOptions(), &wipe), "wipe"));
+      wipe.Clear();
+    }
+  }
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "wipe"));
+  if (deleted == 0) return absl::OkStatus();
   GPULEDGER_RETURN_IF_ERROR(FromRocks(impl_->db->Write(rocksdb::WriteOptions(), &wipe), "wipe"));
-  return absl::OkStatus();
+  return FromRocks(impl_->db->CompactRange(rocksdb::CompactRangeOptions(), nullptr, nullptr),
+                   "wipe");
 }
 
 absl::Status HoldStore::Commit(const Marker& marker) {

@@ -65,6 +65,7 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   absl::Status StageNoticeCursor();
   absl::Status ResendUnconfirmedNotices();
   bool AllAtEnd() const;
+  void ResumeUsage();
   void LogProgress(bool final);
 
   const IngestOptions& options_;
@@ -78,6 +79,7 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   absl::Status callback_error_;  // set by callbacks, checked by the loop
   std::set<ledger::TopicPartition> assigned_;
   std::set<ledger::TopicPartition> at_end_;
+  std::set<ledger::TopicPartition> paused_;  // usage waiting for the registry's end
   ledger::OffsetMap batch_offsets_;
   size_t batch_messages_ = 0;  // consumed messages in the batch in flight
   // Rejected entries of the batch in flight, republished once it is committed.
@@ -150,10 +152,26 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
     }
     ever_assigned_ = ever_assigned_ || !partitions.empty();
     consumer->assign(partitions);
+    // Read the registry to its end before usage: usage read ahead of the allocations it names
+    // would only be parked (held in memory) and decided later.
+    std::vector<RdKafka::TopicPartition*> usage;
+    bool registry = false;
+    for (RdKafka::TopicPartition* tp : partitions) {
+      if (tp->topic() == options_.limits.topics.Registry()) {
+        registry = true;
+      } else {
+        usage.push_back(tp);
+      }
+    }
+    if (registry && !usage.empty() && consumer->pause(usage) == RdKafka::ERR_NO_ERROR) {
+      for (RdKafka::TopicPartition* tp : usage) paused_.insert({tp->topic(), tp->partition()});
+      spdlog::info("reading the registry to its end before {} usage partition(s)", usage.size());
+    }
   } else {
     if (err != RdKafka::ERR__REVOKE_PARTITIONS) {
       spdlog::warn("rebalance error: {}", RdKafka::err2str(err));
     }
+    paused_.clear();
     for (RdKafka::TopicPartition* tp : partitions) {
       assigned_.erase({tp->topic(), tp->partition()});
       at_end_.erase({tp->topic(), tp->partition()});
@@ -344,6 +362,21 @@ bool IngestLoop::AllAtEnd() const {
   return true;
 }
 
+void IngestLoop::ResumeUsage() {
+  if (paused_.empty()) return;
+  std::vector<RdKafka::TopicPartition*> parts;
+  for (const auto& tp : paused_)
+    parts.push_back(RdKafka::TopicPartition::create(tp.topic, tp.partition));
+  const RdKafka::ErrorCode err = consumer_->resume(parts);
+  RdKafka::TopicPartition::destroy(parts);
+  if (err != RdKafka::ERR_NO_ERROR) {
+    spdlog::warn("resuming usage partitions: {}", RdKafka::err2str(err));
+    return;
+  }
+  spdlog::info("registry read to its end: reading {} usage partition(s)", paused_.size());
+  paused_.clear();
+}
+
 void IngestLoop::LogProgress(bool final) {
   const int64_t now = MonotonicMs();
   if (!final && now - last_progress_ms_ < options_.progress_interval_ms) return;
@@ -400,6 +433,7 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
         break;
       case RdKafka::ERR__PARTITION_EOF:
         at_end_.insert({msg->topic_name(), msg->partition()});
+        if (msg->topic_name() == options_.limits.topics.Registry()) ResumeUsage();
         break;
       case RdKafka::ERR__TIMED_OUT:
         break;

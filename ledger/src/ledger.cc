@@ -353,9 +353,17 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   // latter stay in memory outside any cache, so a 50M-entry ledger would hold hundreds of MB).
   db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(128ULL << 20);
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(64ULL << 20);
+  // Index and filters are partitioned (RocksDB's two-level index): a table's whole index
+  // would not fit one cache shard once tables are large, and would be read and decompressed
+  // again on every seek. Few shards, so that each is large.
+  table.block_cache = rocksdb::NewLRUCache(64ULL << 20, /*num_shard_bits=*/2);
   table.cache_index_and_filter_blocks = true;
+  table.cache_index_and_filter_blocks_with_high_priority = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.pin_top_level_index_and_filter = true;
+  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+  table.partition_filters = true;
+  table.metadata_block_size = 4096;
   // Most dedup lookups are for new events: a bloom filter answers "not there" without a read.
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocksdb::ColumnFamilyOptions cf_options;
