@@ -124,6 +124,28 @@ void DocumentHeaders(const v1::PeriodDocuments& docs, const std::string& digest_
   }
 }
 
+// The document `key` from the service's cache of rendered documents, or `render()` (cached if
+// 200). Runs inside WithEngine: the cache holds renderings of the engine's current state only.
+template <typename F>
+HttpResponse CachedDocument(Service& svc, const std::string& key, F render) {
+  if (const RenderedDocument* d = svc.FindDocument(key)) {
+    HttpResponse r;
+    r.content_type = d->content_type;
+    r.body = d->body;
+    r.headers = d->headers;
+    return r;
+  }
+  HttpResponse r = render();
+  if (r.status == 200 && !r.stream) svc.KeepDocument(key, {r.content_type, r.body, r.headers});
+  return r;
+}
+
+// Cache key of one document: kind, period, id and format ('\n' occurs in none of them).
+std::string DocumentKey(const char* kind, base::Period period, const std::string& id,
+                        const std::string& format) {
+  return absl::StrCat(kind, "\n", period.ToString(), "\n", id, "\n", format);
+}
+
 HttpResponse RenderDocs(const v1::PeriodDocuments& docs, const std::string& format,
                         const std::string& csv_kind, std::string single_json,
                         const std::string& digest_name) {
@@ -260,17 +282,19 @@ HttpResponse OneInvoice(Service& svc, const Principal& p, base::Period period,
     return Forbidden(p, absl::StrCat("the invoices of ", institution));
   }
   return svc.WithEngine([&](settlement::Engine& engine) {
-    settlement::DocumentFilter f;
-    f.institution_id = institution;
-    f.statements = f.programs = false;
-    auto docs = engine.Documents(period, f);
-    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
-    if (docs->invoices_size() == 0) {
-      return Error(404, "not_found",
-                   absl::StrCat("no invoice for ", institution, " in ", period.ToString()));
-    }
-    return RenderDocs(*docs, format, "invoices", settlement::InvoiceJson(docs->invoices(0)),
-                      absl::StrCat("invoice/", institution));
+    return CachedDocument(svc, DocumentKey("invoice", period, institution, format), [&] {
+      settlement::DocumentFilter f;
+      f.institution_id = institution;
+      f.statements = f.programs = false;
+      auto docs = engine.Documents(period, f);
+      if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+      if (docs->invoices_size() == 0) {
+        return Error(404, "not_found",
+                     absl::StrCat("no invoice for ", institution, " in ", period.ToString()));
+      }
+      return RenderDocs(*docs, format, "invoices", settlement::InvoiceJson(docs->invoices(0)),
+                        absl::StrCat("invoice/", institution));
+    });
   });
 }
 
@@ -306,17 +330,19 @@ HttpResponse OneStatement(Service& svc, const Principal& p, base::Period period,
   const std::string format = Negotiate(&csp, req);
   if (!CanSeeCsp(p, csp)) return Forbidden(p, absl::StrCat("the statements of ", csp));
   return svc.WithEngine([&](settlement::Engine& engine) {
-    settlement::DocumentFilter f;
-    f.csp_id = csp;
-    f.invoices = f.programs = false;
-    auto docs = engine.Documents(period, f);
-    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
-    if (docs->statements_size() == 0) {
-      return Error(404, "not_found",
-                   absl::StrCat("no statement for ", csp, " in ", period.ToString()));
-    }
-    return RenderDocs(*docs, format, "statements", settlement::StatementJson(docs->statements(0)),
-                      absl::StrCat("statement/", csp));
+    return CachedDocument(svc, DocumentKey("statement", period, csp, format), [&] {
+      settlement::DocumentFilter f;
+      f.csp_id = csp;
+      f.invoices = f.programs = false;
+      auto docs = engine.Documents(period, f);
+      if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+      if (docs->statements_size() == 0) {
+        return Error(404, "not_found",
+                     absl::StrCat("no statement for ", csp, " in ", period.ToString()));
+      }
+      return RenderDocs(*docs, format, "statements", settlement::StatementJson(docs->statements(0)),
+                        absl::StrCat("statement/", csp));
+    });
   });
 }
 
@@ -331,21 +357,23 @@ HttpResponse OneProgram(Service& svc, const Principal& p, base::Period period, s
                                  "': GOV_ADVANCED, LEASE_HPC or LEASE_RESEARCH"));
   }
   return svc.WithEngine([&](settlement::Engine& engine) {
-    settlement::DocumentFilter f;
-    f.invoices = f.statements = false;
-    auto docs = engine.Documents(period, f);
-    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
-    auto* list = docs->mutable_programs();
-    list->erase(std::remove_if(list->begin(), list->end(),
-                               [&](const v1::ProgramSummary& s) { return s.program() != prog; }),
-                list->end());
-    if (docs->programs_size() == 0) {
-      return Error(
-          404, "not_found",
-          absl::StrCat("no summary for ", v1::Program_Name(prog), " in ", period.ToString()));
-    }
-    return RenderDocs(*docs, format, "programs", settlement::ProgramJson(docs->programs(0)),
-                      absl::StrCat("program/", v1::Program_Name(prog)));
+    return CachedDocument(svc, DocumentKey("program", period, v1::Program_Name(prog), format), [&] {
+      settlement::DocumentFilter f;
+      f.invoices = f.statements = false;
+      auto docs = engine.Documents(period, f);
+      if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+      auto* list = docs->mutable_programs();
+      list->erase(std::remove_if(list->begin(), list->end(),
+                                 [&](const v1::ProgramSummary& s) { return s.program() != prog; }),
+                  list->end());
+      if (docs->programs_size() == 0) {
+        return Error(
+            404, "not_found",
+            absl::StrCat("no summary for ", v1::Program_Name(prog), " in ", period.ToString()));
+      }
+      return RenderDocs(*docs, format, "programs", settlement::ProgramJson(docs->programs(0)),
+                        absl::StrCat("program/", v1::Program_Name(prog)));
+    });
   });
 }
 

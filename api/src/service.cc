@@ -82,10 +82,32 @@ absl::Status Service::RefreshOnce() {
   std::lock_guard<std::mutex> lock(engine_mu_);
   settlement::CatchUpOptions catch_up;
   catch_up.batch = 5'000;  // short holds of the engine lock
-  GPULEDGER_RETURN_IF_ERROR(
-      settlement::CatchUp(*ledger_, settlement_.engine.get(), catch_up).status());
+  auto applied = settlement::CatchUp(*ledger_, settlement_.engine.get(), catch_up);
+  // New entries (or a failure part-way) may change any document: render them afresh.
+  if (!applied.ok() || *applied > 0) {
+    documents_.clear();
+    documents_bytes_ = 0;
+  }
+  GPULEDGER_RETURN_IF_ERROR(applied.status());
   settled_through_ = settlement_.engine->applied_through();
   return absl::OkStatus();
+}
+
+const RenderedDocument* Service::FindDocument(const std::string& key) const {
+  auto it = documents_.find(key);
+  return it == documents_.end() ? nullptr : &it->second;
+}
+
+void Service::KeepDocument(std::string key, RenderedDocument document) {
+  size_t bytes = key.size() + document.content_type.size() + document.body.size();
+  for (const auto& [k, v] : document.headers) bytes += k.size() + v.size();
+  if (bytes > kMaxCachedDocumentBytes) return;
+  if (documents_.size() >= kMaxCachedDocuments ||
+      documents_bytes_ + bytes > kMaxCachedDocumentBytes) {
+    documents_.clear();
+    documents_bytes_ = 0;
+  }
+  if (documents_.try_emplace(std::move(key), std::move(document)).second) documents_bytes_ += bytes;
 }
 
 void Service::RefreshLoop() {

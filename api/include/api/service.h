@@ -10,6 +10,9 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "api/auth.h"
@@ -28,6 +31,18 @@ struct ServiceOptions {
   int refresh_ms = 500;
   int verify_every_s = 600;  // re-verify the chain this often (0: only at start)
 };
+
+// A settlement document as the API rendered it (JSON, CSV or HTML), with its headers.
+struct RenderedDocument {
+  std::string content_type;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Bounds of the cache of rendered documents: when an entry would exceed either, the cache is
+// emptied first.
+inline constexpr size_t kMaxCachedDocuments = 1'000;
+inline constexpr size_t kMaxCachedDocumentBytes = 64 << 20;
 
 struct VerifyStatus {
   bool done = false;
@@ -53,6 +68,11 @@ class Service {
     std::lock_guard<std::mutex> lock(engine_mu_);
     return fn(*settlement_.engine);
   }
+  // Documents rendered from the engine's current state, by a key the caller chooses (what,
+  // which period and id, which format). Call only from inside WithEngine. The refresh empties
+  // the cache whenever it applies ledger entries, so a hit is what rendering again would give.
+  const RenderedDocument* FindDocument(const std::string& key) const;
+  void KeepDocument(std::string key, RenderedDocument document);
   VerifyStatus verify_status();
   // True once the settlement store has caught up with the ledger at least once.
   bool ready() const { return ready_.load(); }
@@ -71,6 +91,9 @@ class Service {
   std::unique_ptr<TokenStore> tokens_;
   settlement::Settlement settlement_;
   std::mutex engine_mu_;
+  // Guarded by engine_mu_.
+  std::unordered_map<std::string, RenderedDocument> documents_;
+  size_t documents_bytes_ = 0;
   std::atomic<bool> ready_{false};
   std::atomic<uint64_t> settled_through_{0};
   std::mutex verify_mu_;
