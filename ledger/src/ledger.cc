@@ -3,11 +3,13 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <rocksdb/write_buffer_manager.h>
 
+#include <atomic>
 #include <filesystem>
 #include <mutex>
 #include <unordered_map>
@@ -67,8 +69,16 @@ absl::StatusOr<StoredEntry> DecodeEntry(std::string_view key, std::string_view v
 
 }  // namespace
 
+// Notes that the writer flushed a memtable (see Impl::RewriteOverwrittenKeys).
+class FlushNotice : public rocksdb::EventListener {
+ public:
+  void OnFlushCompleted(rocksdb::DB*, const rocksdb::FlushJobInfo&) override { flushed = true; }
+  std::atomic<bool> flushed{false};
+};
+
 struct Ledger::Impl {
   std::string path;
+  std::shared_ptr<FlushNotice> flush_notice;  // writers only
   LedgerOptions options;
   std::unique_ptr<rocksdb::DB> db;
   // default, entries, dedup, offsets, checkpoints, producers
@@ -103,6 +113,7 @@ struct Ledger::Impl {
         rocksdb::FlushOptions fo;
         fo.wait = true;
         (void)db->Flush(fo, handles);
+        (void)RewriteOverwrittenKeys();
       }
       for (auto* h : handles) {
         if (h != nullptr) db->DestroyColumnFamilyHandle(h);
@@ -111,6 +122,14 @@ struct Ledger::Impl {
     }
   }
 
+  // RocksDB 7.8's secondary instances (serve) keep values they replayed from the WAL in their
+  // memtable after the writer flushed newer values of the same keys to a table file
+  // (facebook/rocksdb#15051): the head, counters, offsets and producer progress would read
+  // stale until the writer writes those keys again, and for ever after a clean close. So after
+  // every flush the writer writes the committed values of every key it overwrites (a few
+  // hundred: meta, offsets, producers) once more, into the new WAL, where secondaries replay
+  // them. Values equal to the committed ones: harmless if repeated or cut short by a crash.
+  absl::Status RewriteOverwrittenKeys();
   absl::Status OpenRocks(const std::string& at, bool read_only, bool create);
   absl::Status LoadAndCheck();
   absl::Status LoadSigning();
@@ -337,6 +356,19 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
   return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
 }
 
+absl::Status Ledger::Impl::RewriteOverwrittenKeys() {
+  rocksdb::WriteBatch rewrite;
+  for (rocksdb::ColumnFamilyHandle* cf : {handles[0], offsets_cf, producers_cf}) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      GPULEDGER_RETURN_IF_ERROR(FromRocks(rewrite.Put(cf, it->key(), it->value()), "rewrite"));
+    }
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "rewrite"));
+  }
+  if (rewrite.Count() == 0) return absl::OkStatus();
+  return FromRocks(db->Write(rocksdb::WriteOptions(), &rewrite), "rewrite overwritten keys");
+}
+
 absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool create) {
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = create;
@@ -345,6 +377,10 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   // Recover to the last consistent point of the WAL; a torn tail (power cut mid-write) loses
   // only what was never acknowledged.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  if (!read_only) {
+    flush_notice = std::make_shared<FlushNotice>();
+    db_options.listeners.push_back(flush_notice);
+  }
   // Bound the WAL: column families written rarely would otherwise pin old WAL files forever
   // (and every open would replay them).
   db_options.max_total_wal_size = 256ULL << 20;
@@ -498,6 +534,10 @@ absl::Status Ledger::Commit() {
   const bool counters_moved = impl_->pending_counters.duplicates() != impl_->counters.duplicates();
   if (impl_->batch.Count() == 0 && !counters_moved) return absl::OkStatus();
   GPULEDGER_ASSERT(impl_->pending_head.seq >= impl_->head.seq, "head only moves forward");
+  // Before this batch, which overwrites some of them with newer values.
+  if (impl_->flush_notice && impl_->flush_notice->flushed.exchange(false)) {
+    GPULEDGER_RETURN_IF_ERROR(impl_->RewriteOverwrittenKeys());
+  }
   absl::Status st =
       FromRocks(impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
   for (const auto& [key, progress] : impl_->pending_producers) {

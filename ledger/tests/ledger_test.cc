@@ -493,6 +493,48 @@ TEST(LedgerTest, MetaValuesCommitWithTheBatch) {
   EXPECT_EQ(ledger->GetMeta("cursor")->value_or(""), "7");
 }
 
+// serve follows the writer as a RocksDB secondary instance: it must see every commit, including
+// the last ones before the writer's clean close (which flushes and drops the WAL).
+TEST(LedgerTest, SecondaryFollowsTheWriterThroughItsCleanClose) {
+  testing::TempDir dir;
+  int64_t offset = 0;
+  auto append = [&](Ledger& l, int n) {
+    for (int i = 0; i < n; ++i, ++offset) {
+      ASSERT_TRUE(
+          l.Append(Usage(absl::StrCat("e", offset), absl::StrCat("p", offset), offset)).ok());
+      ASSERT_TRUE(l.AdvanceOffset({"gpuledger.usage.csp-a", 0}, offset + 1).ok());
+    }
+    ASSERT_TRUE(l.Commit().ok());
+  };
+  auto writer = OpenOrDie(dir.Sub("db"));
+  ASSERT_NE(writer, nullptr);
+  append(*writer, 500);
+  LedgerOptions ro;
+  ro.read_only = true;
+  ro.secondary_path = dir.Sub("secondary");
+  auto follower = OpenOrDie(dir.Sub("db"), ro);
+  ASSERT_NE(follower, nullptr);
+  EXPECT_EQ(follower->head().seq, 500u);
+  for (int round = 0; round < 3; ++round) {
+    append(*writer, 700);
+    ASSERT_TRUE(follower->Refresh().ok());
+    EXPECT_EQ(follower->head().seq, writer->head().seq) << "round " << round;
+  }
+  append(*writer, 300);
+  const uint64_t last = writer->head().seq;
+  writer.reset();  // a clean close: memtables flushed, WAL dropped
+  ASSERT_TRUE(follower->Refresh().ok());
+  EXPECT_EQ(follower->head().seq, last);
+  EXPECT_EQ((follower->Offsets().at({"gpuledger.usage.csp-a", 0})), offset);
+  auto e = follower->Get(last);
+  ASSERT_TRUE(e.ok()) << e.status();
+  // And a writer that opens again and appends is followed too.
+  writer = OpenOrDie(dir.Sub("db"));
+  append(*writer, 200);
+  ASSERT_TRUE(follower->Refresh().ok());
+  EXPECT_EQ(follower->head().seq, last + 200);
+}
+
 TEST(LedgerDeathTest, OffsetsOnlyMoveForward) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   testing::TempDir dir;
