@@ -37,6 +37,9 @@ bench_setup() {
   command -v jq >/dev/null || die "jq not found: apt-get install -y jq"
   local parent=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
   WORK=$(mktemp -d "$parent/gpuledger-bench.XXXXXX")
+  # The commit measured is the one at the start (a long run may outlive later commits).
+  BENCH_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  BENCH_DIRTY=$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' (working tree modified)')
   trap bench_cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -99,8 +102,7 @@ machine() {
   printf -- '- machine: %s CPUs (`nproc`), %s, %s RAM, kernel %s\n' "$(nproc)" "$cpu" "$ram" "$(uname -r)"
   printf -- '- temp dir: %s on %s%s\n' "$(dirname "$WORK")" "${fs:-unknown}" "$blk"
   printf -- '- gpuledger commit: %s%s; db_bench: RocksDB %s; kcat %s\n' \
-    "$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
-    "$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' (working tree modified)')" \
+    "${BENCH_COMMIT:-unknown}" "${BENCH_DIRTY:-}" \
     "$(dpkg-query -W -f '${Version}' librocksdb7.8 2>/dev/null || dpkg-query -W -f '${Version}' rocksdb-tools 2>/dev/null || echo '?')" \
     "$(dpkg-query -W -f '${Version}' kcat 2>/dev/null || echo '?')"
 }
