@@ -110,6 +110,9 @@ absl::Status IngestLoop::Setup() {
       {"isolation.level", "read_committed"},
       // Pick up a new CSP's usage topic within 10 s.
       {"topic.metadata.refresh.interval.ms", "10000"},
+      // Prefetch at most 16 MiB per partition (librdkafka's default, 64 MiB, is most of
+      // ingest's memory once the consumer lags: ~130k messages is plenty to stay busy).
+      {"queued.max.messages.kbytes", "16384"},
   };
   if (!options_.instance_id.empty()) {
     // Static membership: a restart gets its partitions back at once instead of waiting out
