@@ -81,8 +81,8 @@ absl::Status Validator::Load(const ledger::Ledger& ledger, const std::string& st
     }
     if (!same) {
       spdlog::warn(
-          "validator state store {} was written for another ledger (marker seq {}, ledger head "
-          "{}): rebuilding it from the ledger",
+          "validator state store {} does not match the ledger (its marker: seq {}; ledger head "
+          "{}): the ledger lost its tail, or the store is another ledger's; rebuilding it",
           store_->path(), marker->seq, head.seq);
       marker.reset();
     }
