@@ -38,7 +38,7 @@ class Harness {
                        int64_t kafka_ms = kT0 + 48 * kHour) {
     RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
                    kafka_ms, event.SerializeAsString()};
-    ledger::Candidate c = Decide(raw, Limits(), 0);
+    ledger::Candidate c = Decide(raw, Limits(), now_ms_);
     validator_->Check(&c);
     const uint64_t seq = Append(c);
     for (ledger::Candidate& r : validator_->TakeResolvable()) {
@@ -131,6 +131,8 @@ class Harness {
     persist_ = persist;
   }
   void CloseValidator() { validator_.reset(); }
+  // The ingest host's wall clock, which Decide only stamps as recorded_at_ms.
+  void SetWallClock(int64_t now_ms) { now_ms_ = now_ms; }
 
   ledger::Ledger& ledger() { return *ledger_; }
   Validator& validator() { return *validator_; }
@@ -140,6 +142,7 @@ class Harness {
   std::unique_ptr<ledger::Ledger> ledger_;
   std::unique_ptr<Validator> validator_;
   bool persist_ = false;
+  int64_t now_ms_ = 0;
   int64_t offset_ = 0;
   int reg_ = 0;
   int usage_ = 0;
@@ -405,6 +408,41 @@ TEST(ValidatorTest, StateStoreSurvivesRestartsCatchesUpAndIsRebuiltForAnotherLed
   EXPECT_EQ(other.UsageReason(other.Usage("a1", 1, t + 2 * kHour, t + 3 * kHour, "n3")),
             reason::kGpusOverGrant);
   EXPECT_FALSE(held_by_first.empty());
+}
+
+// Clock skew (issue 8, item 6): the ingest host's clock an hour ahead or behind, or stepped
+// either way mid-stream, changes no decision; decisions follow Kafka's timestamps and the
+// ledger's order only.
+TEST(ValidatorTest, TheIngestHostsClockChangesNoDecision) {
+  const int64_t wall = kT0 + 50 * kHour;
+  auto decisions = [&](const std::function<int64_t(int)>& clock) {
+    Harness h;
+    h.SetWallClock(clock(0));
+    h.StandardRegistry();
+    std::vector<std::string> out;
+    for (int i = 0; i < 60; ++i) {
+      h.SetWallClock(clock(i));
+      // Intervals that end shortly before the true wall clock, so that a clock an hour behind
+      // would see them as from the future if anything compared them with it.
+      const int64_t t = wall - kHour - (i % 9) * 10 * 60'000;
+      // Unknown allocations (parked, then decided), overlaps, grants exceeded, and intervals
+      // ending after their message was written (FUTURE_TIMESTAMP against Kafka's time).
+      const std::string alloc = i % 7 == 0 ? "ghost" : "a1";
+      const int64_t kafka = i % 11 == 0 ? t : wall + i * 60'000;
+      const auto entry =
+          h.Send(h.Usage(alloc, 1 + i % 4, t, t + kHour, absl::StrCat("n", i % 3)), false, kafka);
+      out.push_back(absl::StrCat(v1::Outcome_Name(entry.outcome()), " ", entry.reason_code()));
+    }
+    return out;
+  };
+  const auto truth = decisions([&](int) { return wall; });
+  EXPECT_GT(std::count_if(truth.begin(), truth.end(),
+                          [](const std::string& d) { return d != "ACCEPTED "; }),
+            5);  // the stream exercises more than acceptance
+  EXPECT_EQ(decisions([&](int) { return wall + kHour; }), truth);
+  EXPECT_EQ(decisions([&](int) { return wall - kHour; }), truth);
+  EXPECT_EQ(decisions([&](int i) { return i < 30 ? wall : wall + kHour; }), truth);
+  EXPECT_EQ(decisions([&](int i) { return i < 30 ? wall : wall - kHour; }), truth);
 }
 
 TEST(ValidatorTest, RebuildingFromTheLedgerReproducesEveryDecision) {
