@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "ledger/rocks_logger.h"
 
 namespace gpuledger::ingest {
 
@@ -90,6 +91,7 @@ struct HoldStore::Impl {
   std::unique_ptr<rocksdb::Env> mem_env;  // in-memory stores only; outlives db
   std::unique_ptr<rocksdb::DB> db;
   rocksdb::WriteBatchWithIndex batch{rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true};
+  bool write_failed = false;
 };
 
 HoldStore::HoldStore(std::unique_ptr<Impl> impl, std::string path)
@@ -97,7 +99,10 @@ HoldStore::HoldStore(std::unique_ptr<Impl> impl, std::string path)
 
 HoldStore::~HoldStore() {
   // A clean close flushes the memtable, so that the next open does not replay the WAL.
-  if (impl_ && impl_->db && !impl_->mem_env) (void)impl_->db->Flush(rocksdb::FlushOptions());
+  // Not after a failed write (a full disk): see Ledger's close.
+  if (impl_ && impl_->db && !impl_->mem_env && !impl_->write_failed) {
+    (void)impl_->db->Flush(rocksdb::FlushOptions());
+  }
   if (impl_) impl_->db.reset();
 }
 
@@ -106,6 +111,7 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   rocksdb::Options o;
   o.create_if_missing = true;
   o.max_total_wal_size = 64 << 20;
+  o.info_log = ledger::RocksLogger("validator state store");
   // Range scans by allocation and start; point reads by holder: a bloom filter helps the latter.
   // Fixed memory however large it grows: memtables, and index and filter blocks in the cache.
   o.write_buffer_size = 32ULL << 20;

@@ -19,6 +19,7 @@
 #include "base/assert.h"
 #include "base/status.h"
 #include "keys.h"
+#include "ledger/rocks_logger.h"
 #include "rocks_status.h"
 
 namespace gpuledger::ledger {
@@ -79,6 +80,7 @@ class FlushNotice : public rocksdb::EventListener {
 struct Ledger::Impl {
   std::string path;
   std::shared_ptr<FlushNotice> flush_notice;  // writers only
+  bool write_failed = false;                  // a commit's write failed: write nothing more
   LedgerOptions options;
   std::unique_ptr<rocksdb::DB> db;
   // default, entries, dedup, offsets, checkpoints, producers
@@ -109,7 +111,9 @@ struct Ledger::Impl {
     if (db) {
       // A clean close flushes the memtables, so that the next read-only open (settle, verify)
       // does not replay the whole write-ahead log. Best effort: the WAL stays the guarantee.
-      if (!options.read_only) {
+      // Not after a failed write (a full disk): RocksDB refuses further writes then, and its
+      // assertion-enabled builds (Debian's) abort on a WAL write after the failed one.
+      if (!options.read_only && !write_failed) {
         rocksdb::FlushOptions fo;
         fo.wait = true;
         (void)db->Flush(fo, handles);
@@ -377,6 +381,7 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   // Recover to the last consistent point of the WAL; a torn tail (power cut mid-write) loses
   // only what was never acknowledged.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db_options.info_log = RocksLogger("ledger");
   if (!read_only) {
     flush_notice = std::make_shared<FlushNotice>();
     db_options.listeners.push_back(flush_notice);
@@ -538,8 +543,16 @@ absl::Status Ledger::Commit() {
   if (impl_->batch.Count() == 0 && !counters_moved) return absl::OkStatus();
   GPULEDGER_ASSERT(impl_->pending_head.seq >= impl_->head.seq, "head only moves forward");
   // Before this batch, which overwrites some of them with newer values.
+  if (impl_->write_failed) {
+    return absl::FailedPreconditionError(
+        "an earlier write to the ledger failed; reopen it (restart) before writing again");
+  }
   if (impl_->flush_notice && impl_->flush_notice->flushed.exchange(false)) {
-    GPULEDGER_RETURN_IF_ERROR(impl_->RewriteOverwrittenKeys());
+    if (absl::Status st = impl_->RewriteOverwrittenKeys(); !st.ok()) {
+      impl_->write_failed = true;
+      impl_->ClearPending();
+      return st;
+    }
   }
   absl::Status st =
       FromRocks(impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
@@ -559,6 +572,7 @@ absl::Status Ledger::Commit() {
     st = FromRocks(impl_->db->Write(wo, &impl_->batch), "commit batch");
   }
   if (!st.ok()) {
+    impl_->write_failed = true;
     impl_->ClearPending();
     return st;
   }

@@ -13,8 +13,12 @@ inline absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) 
   const std::string msg = absl::StrCat(what, ": ", s.ToString());
   if (s.IsNotFound()) return absl::NotFoundError(msg);
   if (s.IsCorruption()) return absl::DataLossError(msg);
-  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit)
-    return absl::ResourceExhaustedError(msg);
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        msg,
+        " -- the disk is full: what was being written is not recorded; free space and start "
+        "again (ingest resumes from the offsets stored with the last recorded batch)"));
+  }
   if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return absl::UnavailableError(msg);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
   if (s.IsIOError()) {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "ledger/rocks_logger.h"
 
 namespace gpuledger::settlement {
 
@@ -37,6 +38,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   rocksdb::Options ro;
   ro.create_if_missing = options.create_if_missing;
   ro.max_total_wal_size = 64 << 20;
+  ro.info_log = ledger::RocksLogger("settlement store");
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(ro, path, &db)
                                         : rocksdb::DB::Open(ro, path, &db);
