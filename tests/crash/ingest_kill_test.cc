@@ -6,7 +6,7 @@
 // is ingested from a real Kafka broker into two signed ledgers:
 //
 // - the killed run: real `gpuledger ingest --until-end` processes, SIGKILLed at random instants
-//   (default 20 times). After every kill the ledger, reopened read-only, must verify and be a
+//   (default 50 times). After every kill the ledger, reopened read-only, must verify and be a
 //   consistent prefix of every partition: each message before the stored offset is one entry
 //   with its expected decision, or an exact duplicate (no entry, counted); the stored offsets,
 //   counters, checkpoints and producer progress describe exactly the entries; nothing committed
@@ -29,7 +29,7 @@
 //
 // GPULEDGER_TEST_SEED replays the plan (events, batch sizes, kill points); where in the child's
 // work a kill lands still depends on the machine. GPULEDGER_KILL_EVENTS sets the number of usage
-// messages (default 200,000), GPULEDGER_KILL_ROUNDS the number of kills (default 20).
+// messages (default 200,000), GPULEDGER_KILL_ROUNDS the number of kills (default 50).
 // GPULEDGER_BIN names the `gpuledger` binary (default: the one built with this test).
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -84,7 +84,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kPartitions = 3;
 constexpr int kDefaultEvents = 200'000;
-constexpr int kDefaultRounds = 20;
+constexpr int kDefaultRounds = 50;
 
 // CSPs whose usage topics exist from the start, and the one whose topic appears mid-run (its
 // allocations are in the registry from the start).
