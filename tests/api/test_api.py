@@ -991,6 +991,21 @@ class TokenRotationTest(ApiTest):
         for role, tok in TOKENS.items():
             self.assertNotEqual(get("/v1/periods", token=tok).status, 401, role)
 
+    def test_tokens_never_reach_the_log(self):
+        """Issue 8, item 8: no bearer token, valid or not, is written to serve's log."""
+        wrong = "f" * 64
+        for tok in list(TOKENS.values()) + [wrong]:
+            get("/v1/periods", token=tok)
+            get("/v1/periods/2026-03/invoices/nobody", token=tok)
+            request("POST", "/ui/login", body=f"token={tok}".encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+            request("GET", "/ui/invoices", headers={"Cookie": f"gpuledger_token={tok}"})
+        with open(ENV["API_SERVE_LOG"], errors="replace") as f:
+            text = f.read()
+        self.assertGreater(len(text), 0)
+        for role, tok in list(TOKENS.items()) + [("wrong", wrong)]:
+            self.assertNotIn(tok, text, f"the {role} token is in serve's log")
+
     def test_an_invalid_tokens_file_keeps_the_previous_tokens(self):
         path = ENV["API_TOKENS_FILE"]
         log = ENV["API_SERVE_LOG"]
