@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ops/bench/plot.py [--data-dir DIR] [--out-dir DIR] [--only ingest|scaling]
+"""ops/bench/plot.py [--data-dir DIR] [--out-dir DIR] [--only ingest|scaling|rss]
 
 Charts of the benchmark figures (issue 7), as PNG files, from CSV files the bench scripts write:
   DIR/ingest-timeseries.csv (elapsed_s,consumed,rate_per_s; ops/bench/progress_to_csv.py from an
@@ -8,7 +8,9 @@ Charts of the benchmark figures (issue 7), as PNG files, from CSV files the benc
   DIR/scaling.csv (events,ingest_s,ingest_msgs_per_s,ingest_rss_mib,replay_s,
       replay_entries_per_s,replay_rss_mib; ops/bench/memory.sh)  →  OUT/scaling.png: two panels
       over the event count (log scale): throughput (ingest messages/s, replay entries/s) and
-      peak RSS (ingest, replay).
+      peak RSS (ingest, replay);
+  DIR/ingest-rss.csv (elapsed_s,rss_mib; ops/bench/memory.sh samples the largest ingest every
+      second)  →  OUT/ingest-rss.png: ingest's resident memory over the run.
 DIR and OUT default to docs/bench. Each chart whose CSV exists is drawn (--only: just that one);
 exit 1 if none exists or a CSV's header is not the one above. Run with the venv's python
 (`$(ops/python-env.sh) ops/bench/plot.py`): matplotlib is pinned in ops/python-requirements.txt.
@@ -29,6 +31,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 INGEST_HEADER = ["elapsed_s", "consumed", "rate_per_s"]
 SCALING_HEADER = ["events", "ingest_s", "ingest_msgs_per_s", "ingest_rss_mib", "replay_s",
                   "replay_entries_per_s", "replay_rss_mib"]
+RSS_HEADER = ["elapsed_s", "rss_mib"]
 THOUSANDS = FuncFormatter(lambda v, _: "{:,.0f}".format(v))
 
 
@@ -108,15 +111,34 @@ def plot_scaling(csv_path, png_path):
     plt.close(fig)
 
 
+def plot_rss(csv_path, png_path):
+    rows = read_csv(csv_path, RSS_HEADER)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    ax.plot([r["elapsed_s"] for r in rows], [r["rss_mib"] for r in rows], linewidth=1.5,
+            label="resident set size, sampled every second")
+    ax.set_xlabel("elapsed seconds since ingest started")
+    ax.set_ylabel("MiB")
+    ax.set_title("gpuledger ingest: memory over the run (peak {:,.0f} MiB)".format(
+        max(r["rss_mib"] for r in rows)))
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].split("\n")[0])
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "docs", "bench"))
     ap.add_argument("--out-dir", default=None, help="default: docs/bench")
-    ap.add_argument("--only", choices=["ingest", "scaling"])
+    ap.add_argument("--only", choices=["ingest", "scaling", "rss"])
     args = ap.parse_args()
     out_dir = args.out_dir or os.path.join(ROOT, "docs", "bench")
     charts = [("ingest", "ingest-timeseries.csv", "ingest-throughput.png", plot_ingest),
-              ("scaling", "scaling.csv", "scaling.png", plot_scaling)]
+              ("scaling", "scaling.csv", "scaling.png", plot_scaling),
+              ("rss", "ingest-rss.csv", "ingest-rss.png", plot_rss)]
     drawn = 0
     for name, data, png, draw in charts:
         if args.only and args.only != name:
