@@ -21,7 +21,7 @@ PACKAGES=(
   librdkafka-dev librocksdb-dev rocksdb-tools libprotobuf-dev protobuf-compiler
   libboost-dev libssl-dev libgtest-dev libgmock-dev googletest libabsl-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev prometheus-cpp-dev
-  kcat openjdk-17-jre-headless maven clang-format wrk nginx
+  kcat openjdk-17-jre-headless maven clang-format
   python3-venv chromium openssl curl
 )
 

@@ -21,7 +21,8 @@
 # Unless --no-pin, each server runs on CPU 1 and wrk on CPU 0 (taskset), the same for both.
 # Prints one Markdown table and appends it (with the machine, commit and command) to
 # docs/BENCHMARKS.md unless --no-append. Figures are from this machine; no test asserts them.
-# Needs wrk and nginx (Debian `wrk`, `nginx`), curl, and the tools ops/bench/ingest.sh needs.
+# Needs wrk and nginx (Debian `wrk`, `nginx`; installed by this script when missing and run as
+# root), curl, and the tools ops/bench/ingest.sh needs.
 set -euo pipefail
 PROG=ops/bench/api.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -53,7 +54,14 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-command -v wrk >/dev/null || die "wrk not found: apt-get install -y wrk"
+# wrk and nginx are needed by this script only: installed here, not by ops/setup.sh.
+if ! command -v wrk >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then
+  [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null ||
+    die "wrk and nginx are needed: apt-get install -y wrk nginx"
+  log "installing wrk and nginx"
+  env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=600 install \
+    --no-install-recommends wrk nginx >&2 || die "apt-get install wrk nginx failed"
+fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || die "nginx not found: apt-get install -y nginx"
 command -v curl >/dev/null || die "curl not found: apt-get install -y curl"
