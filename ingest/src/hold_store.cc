@@ -1,9 +1,7 @@
 #include "hold_store.h"
 
-#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
-#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
@@ -12,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
-#include "ledger/rocks_logger.h"
+#include "ledger/rocks_options.h"
 
 namespace gpuledger::ingest {
 
@@ -112,24 +110,11 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   o.create_if_missing = true;
   o.max_total_wal_size = 64 << 20;
   o.info_log = ledger::RocksLogger("validator state store");
-  // Range scans by allocation and start; point reads by holder: a bloom filter helps the latter.
-  // Fixed memory however large it grows: memtables, and index and filter blocks in the cache.
+  // Fixed memory however large it grows: two 32 MiB memtables, index and filter blocks in a
+  // 64 MiB cache; the bloom filter serves the point reads by holder.
   o.write_buffer_size = 32ULL << 20;
   o.max_write_buffer_number = 2;
-  rocksdb::BlockBasedTableOptions table;
-  // Index and filters are partitioned (RocksDB's two-level index): a table's whole index
-  // would not fit one cache shard once tables are large, and would be read and decompressed
-  // again on every seek. Few shards, so that each is large.
-  table.block_cache = rocksdb::NewLRUCache(64ULL << 20, /*num_shard_bits=*/2);
-  table.cache_index_and_filter_blocks = true;
-  table.cache_index_and_filter_blocks_with_high_priority = true;
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
-  table.pin_top_level_index_and_filter = true;
-  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
-  table.partition_filters = true;
-  table.metadata_block_size = 4096;
-  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  o.table_factory = ledger::BoundedTables(64ULL << 20);
   std::string where = path;
   if (path.empty()) {
     impl->mem_env.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));

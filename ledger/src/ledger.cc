@@ -1,11 +1,8 @@
 #include "ledger/ledger.h"
 
-#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
-#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <rocksdb/write_buffer_manager.h>
 
@@ -19,7 +16,7 @@
 #include "base/assert.h"
 #include "base/status.h"
 #include "keys.h"
-#include "ledger/rocks_logger.h"
+#include "ledger/rocks_options.h"
 #include "rocks_status.h"
 
 namespace gpuledger::ledger {
@@ -389,26 +386,11 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   // Bound the WAL: column families written rarely would otherwise pin old WAL files forever
   // (and every open would replay them).
   db_options.max_total_wal_size = 256ULL << 20;
-  // Memory that does not grow with the ledger: memtables of all column families together, and
-  // index and filter blocks of every table file, are charged to fixed budgets (by default the
-  // latter stay in memory outside any cache, so a 50M-entry ledger would hold hundreds of MB).
+  // Memory that does not grow with the ledger: the memtables of all column families share one
+  // budget; index and filter blocks are charged to a fixed cache.
   db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(128ULL << 20);
-  rocksdb::BlockBasedTableOptions table;
-  // Index and filters are partitioned (RocksDB's two-level index): a table's whole index
-  // would not fit one cache shard once tables are large, and would be read and decompressed
-  // again on every seek. Few shards, so that each is large.
-  table.block_cache = rocksdb::NewLRUCache(64ULL << 20, /*num_shard_bits=*/2);
-  table.cache_index_and_filter_blocks = true;
-  table.cache_index_and_filter_blocks_with_high_priority = true;
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
-  table.pin_top_level_index_and_filter = true;
-  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
-  table.partition_filters = true;
-  table.metadata_block_size = 4096;
-  // Most dedup lookups are for new events: a bloom filter answers "not there" without a read.
-  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf_options.table_factory = BoundedTables(64ULL << 20);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {keys::kEntriesCf, cf_options},

@@ -6,7 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "ledger/rocks_logger.h"
+#include "ledger/rocks_options.h"
 
 namespace gpuledger::settlement {
 

@@ -21,8 +21,9 @@ cleanup() {
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 G=$GPULEDGER_BIN
+# shellcheck source=tests/crash/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GPULEDGER_BROKERS=$KAFKA_BOOTSTRAP
 export GPULEDGER_TOPIC_PREFIX="corrupt-test-$$."
 
@@ -35,19 +36,10 @@ ingest_to_end() {  # DB LOG
   "$G" ingest --db "$1" --group "g-$(basename "$1")" --until-end --unsigned \
     >>"$2" 2>&1 || { tail -20 "$2" >&2; fail "ingest into $1 failed"; }
 }
-# What must not change: the counts of decisions, and every invoice.
-invoices() {  # DB OUT
-  "$G" settle --db "$1" --store "$WORK/store-$(basename "$1")" --period 2026-03 \
-    --document invoices --format csv -o "$2" 2>"$2.err"
-}
-counts() {  # DB -> "accepted rejected duplicates"
-  "$G" ledger stats --db "$1" --json 2>/dev/null |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["accepted"], d["rejected"], d["duplicates_dropped"])'
-}
 
 # --- reference: one uninterrupted run ----------------------------------------------------
 ingest_to_end "$WORK/ref" "$WORK/ref.log"
-invoices "$WORK/ref" "$WORK/ref-invoices.csv" || { cat "$WORK/ref-invoices.csv.err" >&2; fail "settle on the reference failed"; }
+invoices "$WORK/ref" "$WORK/ref.inv" || { cat "$WORK/ref.inv.err" >&2; fail "settle on the reference failed"; }
 REF_COUNTS=$(counts "$WORK/ref")
 echo "reference: accepted/rejected/duplicates $REF_COUNTS"
 
@@ -83,9 +75,9 @@ wal_case() {  # NAME DAMAGE(cut|garble)
   "$G" ledger verify --db "$db" >/dev/null 2>&1 || fail "$name: chain does not verify after resuming"
   [ "$(counts "$db")" = "$REF_COUNTS" ] ||
     fail "$name: accepted/rejected/duplicates $(counts "$db"), uninterrupted run $REF_COUNTS"
-  invoices "$db" "$WORK/$name-invoices.csv" || fail "$name: settle failed"
-  cmp -s <(grep -v '^#' "$WORK/ref-invoices.csv") <(grep -v '^#' "$WORK/$name-invoices.csv") ||
-    { diff <(grep -v '^#' "$WORK/ref-invoices.csv") <(grep -v '^#' "$WORK/$name-invoices.csv") | head >&2
+  invoices "$db" "$WORK/$name.inv" || fail "$name: settle failed"
+  cmp -s "$WORK/ref.inv" "$WORK/$name.inv" ||
+    { diff "$WORK/ref.inv" "$WORK/$name.inv" | head >&2
       fail "$name: invoices differ from the uninterrupted run"; }
   echo "$name: resumed; same counts and invoices as the uninterrupted run"
 }
@@ -103,7 +95,7 @@ rc=0
 [ "$rc" -ne 0 ] || fail "a flipped byte in $(basename "$sst") went unnoticed by ledger verify"
 grep -qi 'corrupt\|checksum\|damaged' "$WORK/flipped.verify" ||
   fail "ledger verify did not name the damage: $(cat "$WORK/flipped.verify")"
-if invoices "$WORK/flipped" "$WORK/flipped-invoices.csv"; then
+if invoices "$WORK/flipped" "$WORK/flipped.inv"; then
   fail "settle produced invoices from a ledger with a damaged table file"
 fi
 echo "sst: flipped byte reported (verify exit $rc: $(grep -i -m1 'corrupt\|checksum\|damaged' "$WORK/flipped.verify" | cut -c1-120))"

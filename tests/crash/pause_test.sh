@@ -16,21 +16,14 @@ cleanup() {
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 G=$GPULEDGER_BIN
+# shellcheck source=tests/crash/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GPULEDGER_BROKERS=$KAFKA_BOOTSTRAP
 export GPULEDGER_TOPIC_PREFIX="pause-test-$$."
 
 "$G" simulate --scale 0.01 --max-events 40000 >"$WORK/simulate.log" 2>&1 ||
   { tail "$WORK/simulate.log" >&2; fail "simulate failed"; }
-counts() {
-  "$G" ledger stats --db "$1" --json 2>/dev/null |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["accepted"], d["rejected"], d["duplicates_dropped"])'
-}
-invoices() {  # DB OUT
-  "$G" settle --db "$1" --store "$WORK/store-$(basename "$1")" --period 2026-03 \
-    --document invoices --format csv -o "$2.csv" 2>/dev/null && grep -v '^#' "$2.csv" >"$2"
-}
 
 "$G" ingest --db "$WORK/ref" --group g-ref --until-end --unsigned >"$WORK/ref.log" 2>&1 ||
   fail "reference ingest failed"

@@ -1,6 +1,9 @@
-#include "ledger/rocks_logger.h"
+#include "ledger/rocks_options.h"
 
+#include <rocksdb/cache.h>
 #include <rocksdb/env.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdarg>
@@ -42,6 +45,20 @@ class SpdlogLogger : public rocksdb::Logger {
 
 std::shared_ptr<rocksdb::Logger> RocksLogger(const char* what) {
   return std::make_shared<SpdlogLogger>(what);
+}
+
+std::shared_ptr<rocksdb::TableFactory> BoundedTables(size_t cache_bytes) {
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(cache_bytes, /*num_shard_bits=*/2);
+  table.cache_index_and_filter_blocks = true;
+  table.cache_index_and_filter_blocks_with_high_priority = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.pin_top_level_index_and_filter = true;
+  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+  table.partition_filters = true;
+  table.metadata_block_size = 4096;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  return std::shared_ptr<rocksdb::TableFactory>(rocksdb::NewBlockBasedTableFactory(table));
 }
 
 }  // namespace gpuledger::ledger
