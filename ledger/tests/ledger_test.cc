@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include <cstdlib>
 #include <map>
 #include <sstream>
 
@@ -537,6 +538,18 @@ TEST(LedgerTest, SecondaryFollowsTheWriterThroughItsCleanClose) {
 
 TEST(LedgerDeathTest, OffsetsOnlyMoveForward) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // The threadsafe style runs this body again in a child that dies before it can remove its
+  // temp dir (75 MB with the WAL RocksDB preallocates): through TMPDIR, which the child
+  // inherits, its dirs go inside `outer`, which this process removes.
+  testing::TempDir outer;
+  const char* old_tmpdir = std::getenv("TMPDIR");
+  const std::string saved = old_tmpdir != nullptr ? old_tmpdir : "";
+  ::setenv("TMPDIR", outer.path().c_str(), 1);
+  struct Restore {
+    std::string value;
+    bool had;
+    ~Restore() { had ? ::setenv("TMPDIR", value.c_str(), 1) : ::unsetenv("TMPDIR"); }
+  } restore{saved, old_tmpdir != nullptr};
   testing::TempDir dir;
   auto ledger = OpenOrDie(dir.Sub("db"));
   ASSERT_TRUE(ledger->AdvanceOffset({"t", 0}, 10).ok());
