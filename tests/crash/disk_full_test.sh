@@ -22,13 +22,7 @@ G=$GPULEDGER_BIN
 export GPULEDGER_BROKERS=$KAFKA_BOOTSTRAP
 export GPULEDGER_TOPIC_PREFIX="diskfull-test-$$."
 
-"$G" simulate --scale 0.01 --max-events 40000 >"$WORK/simulate.log" 2>&1 ||
-  { tail "$WORK/simulate.log" >&2; fail "simulate failed"; }
-
-"$G" ingest --db "$WORK/ref" --group g-ref --until-end --unsigned >"$WORK/ref.log" 2>&1 ||
-  fail "reference ingest failed"
-REF=$(counts "$WORK/ref")
-invoices "$WORK/ref" "$WORK/ref.inv" || fail "settle on the reference failed"
+reference_run
 echo "reference: accepted/rejected/duplicates $REF, ledger $(du -sm "$WORK/ref" | cut -f1) MB"
 
 # A small filesystem, mostly taken by another file: the ledger runs out of space part-way.
