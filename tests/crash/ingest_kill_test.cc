@@ -14,11 +14,16 @@
 //   that catching up cannot end it), lives through the consumer-group rebalance that its regex
 //   subscription then makes while a stream still arrives (a batch in flight), before it is
 //   killed; its log must show the reassignment. Then an uninterrupted run to the end.
+//   Beside it all the time, as in production: `gpuledger serve` follows the ledger (polled for
+//   its head, which must never go back) and `gpuledger settle` brings a settlement store of its
+//   own up to the ledger over and over; neither may fail.
 // - the reference run: one uninterrupted ingest of the same topics into a second ledger.
 //
 // Finally both ledgers must verify, be read to the end of every partition, hold every distinct
 // (CSP, event id) exactly once with the same decision, one CONFLICTING_DUPLICATE entry per
-// conflicting message and the same count of exact duplicates.
+// conflicting message and the same count of exact duplicates; and the killed ledger's invoices
+// and CSP statements, from the settlement store kept up to date beside the kills and from serve,
+// must equal the reference ledger's settled from scratch.
 //
 // Why decisions can be compared at all: Kafka orders only within a partition, so every message
 // that can interact with another (the usage, corrections, duplicates and conflicts of one
@@ -40,14 +45,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
@@ -61,6 +69,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
@@ -342,22 +351,60 @@ class StreamGenerator {
     }
   }
 
-  // The institution and every allocation, in order, on the registry's one partition.
+  // Two institutions, the prices and co-pays, each CSP's contract and pools, and every
+  // allocation, in order, on the registry's one partition: enough for priced invoices and CSP
+  // statements.
   void AddRegistry() {
-    v1::RegistryEvent institution;
-    institution.set_schema_version(1);
-    institution.set_event_id("reg-uni");
-    institution.mutable_institution()->set_institution_id("uni");
-    institution.mutable_institution()->set_name("uni");
-    institution.mutable_institution()->set_type(v1::ACADEMIA);
-    AddRegistryEvent(institution);
-    for (const AllocationGen& g : allocations_) {
-      v1::RegistryEvent e;
-      e.set_schema_version(1);
-      e.set_event_id(absl::StrCat("reg-", g.id));
+    const int64_t from = kWindowFirst.StartMs();
+    for (const auto& [id, type] : {std::pair{"uni", v1::ACADEMIA}, std::pair{"sme", v1::SME}}) {
+      v1::RegistryEvent e = NewRegistryEvent(absl::StrCat("reg-", id));
+      e.mutable_institution()->set_institution_id(id);
+      e.mutable_institution()->set_name(id);
+      e.mutable_institution()->set_type(type);
+      AddRegistryEvent(e);
+    }
+    for (const auto& [type, bp] : {std::pair{v1::ACADEMIA, 0u}, std::pair{v1::SME, 900u}}) {
+      v1::RegistryEvent e = NewRegistryEvent(absl::StrCat("reg-copay-", type));
+      e.mutable_copay_policy()->set_institution_type(type);
+      e.mutable_copay_policy()->set_copay_bp(bp);
+      e.mutable_copay_policy()->set_effective_from_ms(from);
+      AddRegistryEvent(e);
+    }
+    std::map<std::pair<std::string, v1::GpuModel>, uint32_t> granted;
+    for (const AllocationGen& g : allocations_) granted[{g.csp, g.model}] += g.grant;
+    for (const auto& [model, price] : {std::pair{v1::H200, 4'100}, std::pair{v1::B200, 6'300}}) {
+      v1::RegistryEvent e = NewRegistryEvent(absl::StrCat("reg-rate-", model));
+      e.mutable_rate_card()->set_program(v1::LEASE_RESEARCH);
+      e.mutable_rate_card()->set_gpu_model(model);
+      e.mutable_rate_card()->set_krw_per_gpu_hour(price);
+      e.mutable_rate_card()->set_effective_from_ms(from);
+      AddRegistryEvent(e);
+    }
+    std::set<std::string> csps;
+    for (const auto& [key, count] : granted) {
+      const auto& [csp, model] = key;
+      if (csps.insert(csp).second) {
+        v1::RegistryEvent e = NewRegistryEvent(absl::StrCat("reg-contract-", csp));
+        e.mutable_csp_contract()->set_csp_id(csp);
+        e.mutable_csp_contract()->set_own_use_cap_bp(1'000);
+        e.mutable_csp_contract()->set_effective_from_ms(from);
+        AddRegistryEvent(e);
+      }
+      v1::RegistryEvent e = NewRegistryEvent(absl::StrCat("reg-pool-", csp, "-", model));
+      v1::GpuPool* pool = e.mutable_gpu_pool();
+      pool->set_csp_id(csp);
+      pool->set_program(v1::LEASE_RESEARCH);
+      pool->set_gpu_model(model);
+      pool->set_gpu_count(count + count / 4);
+      pool->set_effective_from_ms(from);
+      AddRegistryEvent(e);
+    }
+    for (size_t i = 0; i < allocations_.size(); ++i) {
+      const AllocationGen& g = allocations_[i];
+      v1::RegistryEvent e = NewRegistryEvent(absl::StrCat("reg-", g.id));
       v1::Allocation* a = e.mutable_allocation();
       a->set_allocation_id(g.id);
-      a->set_institution_id("uni");
+      a->set_institution_id(i % 3 == 0 ? "sme" : "uni");
       a->set_program(v1::LEASE_RESEARCH);
       a->set_csp_id(g.csp);
       a->set_gpu_model(g.model);
@@ -391,6 +438,13 @@ class StreamGenerator {
   }
 
  private:
+  static v1::RegistryEvent NewRegistryEvent(const std::string& event_id) {
+    v1::RegistryEvent e;
+    e.set_schema_version(1);
+    e.set_event_id(event_id);
+    return e;
+  }
+
   void AddRegistryEvent(const v1::RegistryEvent& e) {
     out_->registry.push_back(static_cast<uint32_t>(out_->messages.size()));
     out_->messages.push_back({topics_.Registry(),
@@ -951,6 +1005,19 @@ class Child {
     return absl::OkStatus();
   }
 
+  // SIGTERMs it unless it has exited, and waits up to `timeout_ms` for it (then SIGKILLs it).
+  absl::Status Terminate(int64_t timeout_ms) {
+    if (done_ || pid_ < 0) return absl::OkStatus();
+    ::kill(pid_, SIGTERM);
+    const Clock::time_point sent = Clock::now();
+    for (;;) {
+      auto exited = Exited();
+      if (!exited.ok() || *exited) return exited.status();
+      if (MsSince(sent) >= timeout_ms) return Kill();
+      std::this_thread::sleep_for(kPollInterval);
+    }
+  }
+
   int64_t ran_ms() const { return MsSince(started_); }
   const ChildEnd& end() const { return end_; }
 
@@ -1006,6 +1073,194 @@ class CommittedProgress {
 
  private:
   std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Settlement and serve beside the killed ingest.
+
+// The standard output of `command` (run by /bin/sh), and whether it exited 0.
+std::pair<bool, std::string> Capture(const std::string& command) {
+  std::string out;
+  FILE* f = ::popen(command.c_str(), "r");
+  if (f == nullptr) return {false, ""};
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  const int status = ::pclose(f);
+  return {status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, out};
+}
+
+// The number after `"key":` in a JSON text, or -1.
+int64_t JsonInt(const std::string& json, const std::string& key) {
+  const std::string needle = absl::StrCat("\"", key, "\":");
+  const size_t at = json.find(needle);
+  if (at == std::string::npos) return -1;
+  return std::strtoll(json.c_str() + at + needle.size(), nullptr, 10);
+}
+
+// A CSV document without its comment lines (they name the ledger head and its hash, which
+// differ between two ledgers holding the same decisions in another interleaving).
+std::string WithoutComments(const std::string& csv) {
+  std::string out;
+  std::istringstream in(csv);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.starts_with("#")) absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+// While ingest is killed again and again on a ledger: `gpuledger serve` follows it (one process
+// for the whole run, polled for its head every kServePollInterval), and `gpuledger settle` brings
+// a settlement store of its own up to it over and over (one process every kSettleInterval). Both
+// must keep answering: every poll and every settle succeeds, and serve's head never goes back.
+constexpr auto kServePollInterval = std::chrono::milliseconds(200);
+constexpr auto kSettleInterval = std::chrono::milliseconds(500);
+constexpr char kSettlePeriod[] = "2026-03";
+constexpr int64_t kSettleTimeoutMs = 120'000;
+constexpr int64_t kServeCatchUpMs = 60'000;
+
+class Beside {
+ public:
+  Beside(std::string binary, std::string db, const testing::TempDir& dir)
+      : binary_(std::move(binary)),
+        db_(std::move(db)),
+        tokens_(dir.Sub("tokens")),
+        port_file_(dir.Sub("serve.port")),
+        serve_log_(dir.Sub("serve.log")),
+        settle_log_(dir.Sub("settle.log")),
+        settle_out_(dir.Sub("settle-loop.csv")) {}
+  Beside(const Beside&) = delete;
+  Beside& operator=(const Beside&) = delete;
+  ~Beside() { StopLoops(); }
+
+  absl::Status Start() {
+    auto [ok, token] = Capture(absl::StrCat(binary_, " tokens add --file ", tokens_,
+                                            " --role auditor --name kill-test 2>/dev/null"));
+    while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
+    if (!ok || token.empty()) return absl::InternalError("gpuledger tokens add failed");
+    token_ = token;
+    absl::Status s = serve_.Start({binary_, "--log-level", "info", "serve", "--db", db_, "--store",
+                                   db_ + ".serve-store", "--tokens", tokens_, "--listen",
+                                   "127.0.0.1:0", "--port-file", port_file_, "--refresh-ms", "100"},
+                                  serve_log_);
+    if (!s.ok()) return s;
+    for (int i = 0; i < 300 && testing::ReadFile(port_file_).empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const std::string port = testing::ReadFile(port_file_);
+    if (port.empty())
+      return absl::InternalError(absl::StrCat("serve did not start", LogTail(serve_log_)));
+    url_ = absl::StrCat("http://127.0.0.1:", std::strtol(port.c_str(), nullptr, 10));
+    poller_ = std::thread([this] { Poll(); });
+    settler_ = std::thread([this] { Settle(); });
+    return absl::OkStatus();
+  }
+
+  // Waits until serve has followed and settled the ledger to `head`; then stops the loops (serve
+  // keeps running for Document()).
+  absl::Status CatchUp(uint64_t head) {
+    StopLoops();
+    const Clock::time_point start = Clock::now();
+    std::string last;
+    while (MsSince(start) < kServeCatchUpMs) {
+      last = Capture(absl::StrCat("curl -sS -m 5 ", url_, "/readyz")).second;
+      if (JsonInt(last, "ledger_head") == static_cast<int64_t>(head) &&
+          JsonInt(last, "settled_through") == static_cast<int64_t>(head)) {
+        return absl::OkStatus();
+      }
+      std::this_thread::sleep_for(kServePollInterval);
+    }
+    return absl::DeadlineExceededError(absl::StrCat("serve did not reach ledger head ", head,
+                                                    " in ", kServeCatchUpMs, " ms; /readyz: ", last,
+                                                    LogTail(serve_log_)));
+  }
+
+  // A document from serve, e.g. "invoices.csv" of the settle period.
+  absl::StatusOr<std::string> Document(const std::string& name) {
+    auto [ok, body] =
+        Capture(absl::StrCat("curl -sS -m 30 -w '\\n%{http_code}' -H 'Authorization: Bearer ",
+                             token_, "' ", url_, "/v1/periods/", kSettlePeriod, "/", name));
+    const size_t last = body.rfind('\n');
+    if (!ok || last == std::string::npos || body.substr(last + 1) != "200") {
+      return absl::InternalError(absl::StrCat("GET ", name, ": ", body, LogTail(serve_log_)));
+    }
+    body.resize(last);
+    return body;
+  }
+
+  // Stops the loops, and serve with SIGTERM; whether serve then exited 0.
+  bool Stop() {
+    StopLoops();
+    return serve_.Terminate(10'000).ok() && ExitedOk(serve_.end());
+  }
+
+  int polls() const { return polls_; }
+  int settles() const { return settles_; }
+  int64_t max_head_seen() const { return max_head_; }
+  // What went wrong in the loops, if anything.
+  const std::vector<std::string>& failures() const { return failures_; }
+
+ private:
+  void StopLoops() {
+    stop_ = true;
+    if (poller_.joinable()) poller_.join();
+    if (settler_.joinable()) settler_.join();
+  }
+
+  void Fail(std::string what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failures_.size() < 20) failures_.push_back(std::move(what));
+  }
+
+  void Poll() {
+    while (!stop_) {
+      auto [ok, body] = Capture(absl::StrCat("curl -sS -f -m 5 ", url_, "/readyz"));
+      const int64_t head = JsonInt(body, "ledger_head");
+      if (!ok || head < 0) {
+        Fail(absl::StrCat("serve /readyz failed: ", body));
+      } else if (head < max_head_) {
+        Fail(absl::StrCat("serve's ledger head went back from ", max_head_.load(), " to ", head));
+      } else {
+        max_head_ = head;
+        ++polls_;
+      }
+      // Before the first usage of the period there is no invoice yet: 404 is an answer too.
+      if (polls_ % 10 == 0) {
+        auto invoice = Document("invoices/uni.csv");
+        if (!invoice.ok() && !absl::StrContains(invoice.status().message(), "no invoice for uni")) {
+          Fail(std::string(invoice.status().message()));
+        }
+      }
+      std::this_thread::sleep_for(kServePollInterval);
+    }
+  }
+
+  void Settle() {
+    while (!stop_) {
+      Child settle;
+      absl::Status s = settle.Start(
+          {binary_, "settle", "--db", db_, "--store", db_ + ".settle-store", "--period",
+           kSettlePeriod, "--document", "invoices", "--format", "csv", "-o", settle_out_},
+          settle_log_);
+      if (s.ok()) s = settle.Wait(kSettleTimeoutMs);
+      if (!s.ok() || !ExitedOk(settle.end())) {
+        Fail(absl::StrCat("settle beside ingest: ", s.ToString(), " ", Describe(settle.end()),
+                          LogTail(settle_log_)));
+      } else {
+        ++settles_;
+      }
+      std::this_thread::sleep_for(kSettleInterval);
+    }
+  }
+
+  std::string binary_, db_, tokens_, port_file_, serve_log_, settle_log_, settle_out_;
+  std::string token_, url_;
+  Child serve_;
+  std::thread poller_, settler_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> polls_{0}, settles_{0};
+  std::atomic<int64_t> max_head_{0};
+  std::mutex mu_;
+  std::vector<std::string> failures_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1433,6 +1688,28 @@ class IngestKillTest : public ::testing::Test {
 
   void CompareLedgers(const TestLedger& killed, const TestLedger& reference);
 
+  // `gpuledger settle` of `db` into `store`: one document of the settle period as CSV, e.g.
+  // {"invoices", "--institution", "uni"}.
+  void SettleCsv(const std::string& db, const std::string& store,
+                 const std::vector<std::string>& which, std::string* csv) {
+    const std::string out = dir_.Sub(absl::StrCat("settled-", ++runs_, ".csv"));
+    const std::string log = dir_.Sub(absl::StrCat("settle-", runs_, ".log"));
+    std::vector<std::string> args = {binary_, "settle",   "--db",        db,         "--store",
+                                     store,   "--period", kSettlePeriod, "--format", "csv",
+                                     "-o",    out,        "--document"};
+    args.insert(args.end(), which.begin(), which.end());
+    Child settle;
+    ASSERT_TRUE(settle.Start(args, log).ok());
+    ASSERT_TRUE(settle.Wait(kSettleTimeoutMs).ok());
+    ASSERT_TRUE(ExitedOk(settle.end())) << "settle " << Describe(settle.end()) << LogTail(log);
+    *csv = testing::ReadFile(out);
+    ASSERT_FALSE(csv->empty()) << out;
+  }
+
+  // The killed ledger's documents, from the store settle kept up to date beside the kills and
+  // from serve, equal the reference ledger's, settled from scratch.
+  void CompareDocuments(Beside* beside, const TestLedger& killed, const TestLedger& reference);
+
   std::string brokers_;
   std::string binary_;
   uint64_t seed_ = 0;
@@ -1634,6 +1911,44 @@ void IngestKillTest::CompareLedgers(const TestLedger& killed, const TestLedger& 
   EXPECT_TRUE(k.stored_offsets == r.stored_offsets);
 }
 
+void IngestKillTest::CompareDocuments(Beside* beside, const TestLedger& killed,
+                                      const TestLedger& reference) {
+  ASSERT_TRUE(beside->CatchUp(killed.state.head_seq).ok());
+  // The institution's invoice and each CSP's statement; the API path of each.
+  std::vector<std::pair<std::vector<std::string>, std::string>> documents = {
+      {{"invoices", "--institution", "uni"}, "invoices/uni.csv"},
+      {{"invoices", "--institution", "sme"}, "invoices/sme.csv"}};
+  for (const char* csp : {kCsps[0], kCsps[1], kNewCsp}) {
+    documents.push_back({{"statements", "--csp", csp}, absl::StrCat("statements/", csp, ".csv")});
+  }
+  for (const auto& [which, path] : documents) {
+    std::string from_reference, from_killed;
+    ASSERT_NO_FATAL_FAILURE(
+        SettleCsv(reference.db, dir_.Sub("reference.settle-store"), which, &from_reference));
+    ASSERT_NO_FATAL_FAILURE(SettleCsv(killed.db, killed.db + ".settle-store", which, &from_killed));
+    auto served = beside->Document(path);
+    ASSERT_TRUE(served.ok()) << served.status();
+    const std::string want = WithoutComments(from_reference);
+    ASSERT_GT(std::count(want.begin(), want.end(), '\n'), 1) << path << " has no rows";
+    EXPECT_EQ(WithoutComments(from_killed), want)
+        << path << ": settled beside the kills vs the uninterrupted run";
+    EXPECT_EQ(WithoutComments(*served), want)
+        << path << ": served beside the kills vs the uninterrupted run";
+    std::cout << kSettlePeriod << " " << path << ": " << want.size()
+              << " bytes, equal from the reference, from the settlement store kept beside the "
+                 "kills and from serve"
+              << std::endl;
+  }
+  const bool serve_ok = beside->Stop();
+  for (const std::string& f : beside->failures()) ADD_FAILURE() << f;
+  EXPECT_TRUE(serve_ok) << "serve did not stop cleanly on SIGTERM";
+  std::cout << "beside the kills: " << beside->settles() << " settle runs, " << beside->polls()
+            << " serve polls (head up to " << beside->max_head_seen() << "), "
+            << beside->failures().size() << " failures" << std::endl;
+  EXPECT_GE(beside->settles(), 5) << "settle hardly ran beside the kills";
+  EXPECT_GE(beside->polls(), 20) << "serve was hardly polled beside the kills";
+}
+
 TEST_F(IngestKillTest, KilledIngestDecidesEveryEventOnceAsAnUninterruptedRunDoes) {
   SCOPED_TRACE(absl::StrCat("seed ", seed_, " (GPULEDGER_TEST_SEED=", seed_, " replays it)"));
   const Clock::time_point test_started = Clock::now();
@@ -1670,6 +1985,9 @@ TEST_F(IngestKillTest, KilledIngestDecidesEveryEventOnceAsAnUninterruptedRunDoes
   std::cout << "published " << stream_.usage.size() - stream_.held_back << " usage messages in "
             << MsSince(t) << " ms" << std::endl;
 
+  // serve and settle run beside the killed ingest from here to the end.
+  Beside beside(binary_, killed.db, dir_);
+  ASSERT_TRUE(beside.Start().ok());
   t = Clock::now();
   ASSERT_NO_FATAL_FAILURE(KilledRun(rng, rounds, &killed));
   std::cout << "killed run: " << MsSince(t) << " ms" << std::endl;
@@ -1679,6 +1997,7 @@ TEST_F(IngestKillTest, KilledIngestDecidesEveryEventOnceAsAnUninterruptedRunDoes
   ASSERT_EQ(mirror_.size(), stream_.registry.size() + stream_.usage_messages())
       << "the broker holds other messages than were published";
   CompareLedgers(killed, reference);
+  ASSERT_NO_FATAL_FAILURE(CompareDocuments(&beside, killed, reference));
 
   std::cout << "decisions:";
   std::cout << " ACCEPTED " << reference.state.accepted << ";";
