@@ -7,6 +7,8 @@
 #include <rocksdb/utilities/write_batch_with_index.h>
 
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -120,6 +122,11 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
     impl->mem_env.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
     o.env = impl->mem_env.get();
     where = "/validator-state";
+    (void)o.env->CreateDirIfMissing(where);
+  } else {
+    // RocksDB logs a missing directory as an error before creating it; a new store is normal.
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
   }
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(o, where, &db);

@@ -333,9 +333,8 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     const std::string staging = path + ".creating";
     std::error_code ec;
     fs::remove_all(staging, ec);
-    if (fs::path parent = fs::path(path).parent_path(); !parent.empty()) {
-      fs::create_directories(parent, ec);
-    }
+    // Made here: RocksDB logs a missing directory as an error before creating it.
+    fs::create_directories(staging, ec);
     {
       auto impl = std::make_unique<Impl>();
       impl->path = path;

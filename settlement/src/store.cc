@@ -4,6 +4,9 @@
 #include <rocksdb/options.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
 
+#include <filesystem>
+#include <system_error>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "ledger/rocks_options.h"
@@ -39,6 +42,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   ro.create_if_missing = options.create_if_missing;
   ro.max_total_wal_size = 64 << 20;
   ro.info_log = ledger::RocksLogger("settlement store");
+  // RocksDB logs a missing directory as an error before creating it; a new store is normal.
+  if (options.create_if_missing && !options.read_only) {
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+  }
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(ro, path, &db)
                                         : rocksdb::DB::Open(ro, path, &db);
