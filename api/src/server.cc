@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/rate_limiter.h"
 #include "api/routes.h"
 
 namespace gpuledger::api {
@@ -57,6 +58,11 @@ struct Metrics {
                                      .Help("Connections refused at the connection limit")
                                      .Register(*registry)
                                      .Add({});
+  prometheus::Counter& rate_limited = prometheus::BuildCounter()
+                                          .Name("gpuledger_http_rate_limited_total")
+                                          .Help("Requests refused with 429 at the rate limit")
+                                          .Register(*registry)
+                                          .Add({});
   prometheus::Family<prometheus::Gauge>& ledger = prometheus::BuildGauge()
                                                       .Name("gpuledger_serve_ledger_seq")
                                                       .Help("Ledger head and settled entry seen")
@@ -78,7 +84,24 @@ struct Shared {
   Service& service;
   Metrics metrics;
   std::atomic<size_t> open{0};
+  RateLimiter limiter{options.rate_limit_per_s, options.rate_burst};
 };
+
+// Probes are never limited: a monitor must see a busy server as alive.
+bool RateLimited(const HttpRequest& req, const std::string& client, Shared& shared,
+                 HttpResponse* res) {
+  if (!shared.limiter.enabled() || req.path == "/healthz" || req.path == "/readyz") return false;
+  int retry_after_s = 1;
+  if (shared.limiter.Admit(client, std::chrono::steady_clock::now(), &retry_after_s)) return false;
+  *res = Error(429, "rate_limited",
+               absl::StrCat("more than ", shared.options.rate_limit_per_s,
+                            " requests a second (after a burst of ", shared.options.rate_burst,
+                            ") from ", client, "; retry after ", retry_after_s, " s"));
+  res->headers.emplace_back("Retry-After", absl::StrCat(retry_after_s));
+  res->route = "rate_limited";
+  shared.metrics.rate_limited.Increment();
+  return true;
+}
 
 HttpRequest ToRequest(const http::request<http::string_body>& req, bool tls, bool* ok) {
   HttpRequest r;
@@ -200,6 +223,12 @@ HttpResponse LimitError(const beast::error_code& ec) {
 template <typename Stream>
 awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
   auto& lowest = beast::get_lowest_layer(stream);
+  std::string client;
+  {
+    beast::error_code ec;
+    const auto peer = lowest.socket().remote_endpoint(ec);
+    client = ec ? "unknown" : peer.address().to_string();
+  }
   beast::flat_buffer buffer;
   bool first = true;
   while (true) {
@@ -225,8 +254,12 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
     const auto start = std::chrono::steady_clock::now();
     bool ok = true;
     HttpRequest request = ToRequest(req, tls, &ok);
-    HttpResponse res = ok ? Dispatch(request, shared)
-                          : Error(400, "bad_request", "the request target is not valid URL text");
+    HttpResponse res;
+    if (!ok) {
+      res = Error(400, "bad_request", "the request target is not valid URL text");
+    } else if (!RateLimited(request, client, shared, &res)) {
+      res = Dispatch(request, shared);
+    }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     shared.metrics.Observe(res.route, res.status, secs);

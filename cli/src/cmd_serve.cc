@@ -51,6 +51,15 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "Open connections beyond which new ones get 503")
       ->check(CLI::Range(1, 100'000))
       ->capture_default_str();
+  cmd->add_option("--rate-limit", args->server.rate_limit_per_s,
+                  "Requests a second per client address after --rate-burst (beyond: 429 with "
+                  "Retry-After; /healthz and /readyz are not counted); 0: no limit")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
+  cmd->add_option("--rate-burst", args->server.rate_burst,
+                  "Requests a client address may make at once before --rate-limit applies")
+      ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
   cmd->add_option("--read-timeout-s", args->server.read_timeout_s,
                   "Seconds a client has to send a whole request")
       ->check(CLI::Range(1, 3'600))

@@ -130,7 +130,7 @@ TOKEN=$("$GPULEDGER" tokens add --file "$WORK/tokens" --role finance --name benc
   die "tokens add failed"
 log "serve: starting (--threads 1)"
 "${SERVER_CPU[@]}" "$GPULEDGER" serve --db "$LEDGER" --tokens "$WORK/tokens" \
-  --listen 127.0.0.1:0 --port-file "$WORK/serve.port" --threads 1 \
+  --listen 127.0.0.1:0 --port-file "$WORK/serve.port" --threads 1 --rate-limit 0 \
   </dev/null >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 1 300); do

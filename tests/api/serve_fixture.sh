@@ -105,8 +105,10 @@ for role in operator finance auditor csp:csp-alpha csp:csp-beta institution:inst
     2>/dev/null) || die "tokens add --role $role failed"
 done
 
+# No rate limit: these tests make hundreds of requests a second from one address
+# (test_api.py's RateLimitTest starts a limited server of its own).
 setsid "$G" serve --db "$WORK/ledger" --tokens "$TOKENS" --listen 127.0.0.1:0 \
-  --port-file "$WORK/port" --refresh-ms 200 </dev/null >"$WORK/serve.log" 2>&1 &
+  --port-file "$WORK/port" --refresh-ms 200 --rate-limit 0 </dev/null >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 1 150); do
   [ -s "$WORK/port" ] && break

@@ -1200,6 +1200,61 @@ class TlsTest(ApiTest):
         wait_until(served, "served over TLS again once the idle connections are gone")
 
 
+class RateLimitTest(ApiTest):
+    RATE, BURST = 20, 40
+
+    def test_rate_and_size_limits_hold_under_a_burst(self):
+        tmp = tempfile.mkdtemp(prefix="gpuledger-api-rate.")
+        server = SecondServer(tmp, "--rate-limit", str(self.RATE), "--rate-burst",
+                              str(self.BURST))
+        try:
+            wait_until(lambda: request("GET", "/readyz", port=server.port).status == 200,
+                       "rate-limited server ready")
+            oversized = (b"GET /v1/ledger/head HTTP/1.1\r\nHost: t\r\nX-Filler: " +
+                         b"a" * 9000 + b"\r\n\r\n")
+
+            def one(i):
+                if i % 25 == 0:  # an oversized request in the burst: still 431, never served
+                    return status_of(raw_exchange(oversized, port=server.port)), None, None
+                r = request("GET", "/v1/ledger/head", token=OP, port=server.port)
+                return r.status, r.header("Retry-After"), r.text
+
+            t0 = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                results = list(pool.map(one, range(400)))
+                # Probes during the burst are not limited.
+                self.assertEqual(request("GET", "/healthz", port=server.port).status, 200)
+            elapsed = time.monotonic() - t0
+            statuses = [s for s, _, _ in results]
+            served, limited = statuses.count(200), statuses.count(429)
+            self.assertEqual(statuses.count(431), 16, statuses)
+            self.assertEqual(served + limited + 16, 400, sorted(set(statuses)))
+            # At most the burst plus the rate over the burst's duration (one token of slack).
+            self.assertLessEqual(served, self.BURST + self.RATE * elapsed + 1,
+                                 f"{served} served in {elapsed:.2f} s")
+            self.assertGreaterEqual(served, self.BURST, "the burst allowance was not given")
+            self.assertGreater(limited, 0)
+            for status, retry_after, text in results:
+                if status == 429:
+                    self.assertGreaterEqual(int(retry_after), 1)
+                    self.assertEqual(json.loads(text)["code"], "rate_limited")
+            print(f"burst of 400 requests from 16 threads in {elapsed:.2f} s: {served} served, "
+                  f"{limited} got 429, 16 oversized got 431", file=sys.stderr)
+            # The bucket refills: after a second at the rate, the client is served again, and
+            # the refusals are counted.
+            time.sleep(self.BURST / self.RATE + 0.2)
+            self.assertEqual(request("GET", "/v1/ledger/head", token=OP,
+                                     port=server.port).status, 200)
+            metrics = request("GET", "/metrics", token=OP, port=server.port).text
+            m = re.search(r"(?m)^gpuledger_http_rate_limited_total (\S+)$", metrics)
+            self.assertTrue(m, metrics[-500:])
+            self.assertEqual(float(m.group(1)), limited)
+        finally:
+            rc = server.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.assertEqual(rc, 0, "the rate-limited server did not stop cleanly on SIGTERM")
+
+
 class ConnectionLimitTest(ApiTest):
     def test_beyond_max_connections_is_503(self):
         tmp = tempfile.mkdtemp(prefix="gpuledger-api-limit.")

@@ -20,8 +20,12 @@ struct ServerOptions {
   size_t max_connections = 256;        // beyond: 503 and close
   size_t max_header_bytes = 8 * 1024;  // beyond: 431
   size_t max_body_bytes = 8 * 1024;    // beyond: 413 (only /ui/login takes a body)
-  int read_timeout_s = 15;             // a whole request must arrive within this
-  int write_timeout_s = 60;            // per response chunk
+  // Requests per second per client address after a burst of rate_burst (beyond: 429 with
+  // Retry-After); /healthz and /readyz are not counted. 0: no limit.
+  int rate_limit_per_s = 100;
+  int rate_burst = 200;
+  int read_timeout_s = 15;   // a whole request must arrive within this
+  int write_timeout_s = 60;  // per response chunk
   int keep_alive_s = 30;
   std::string port_file;  // if set, the bound port is written here once listening
 };
