@@ -3,10 +3,14 @@
 #
 # The heavy fault tests of the suite (docs/RELIABILITY.md), repeated until MINUTES have passed
 # (default 60), each round with a new seed:
-#   - IngestKillTest with N SIGKILLs per round (default 50; GPULEDGER_KILL_ROUNDS),
+#   - ingest_kill_test: N SIGKILLs per round with serve and settle beside ingest (default 50;
+#     GPULEDGER_KILL_ROUNDS), then 12 kills each followed by a power cut (GPULEDGER_POWER_CUTS),
+#     and the check that a ledger without fsync is caught,
 #   - corruption_test (torn and garbled WAL, SST and export bit flips),
 #   - disk_full_test (needs root),
-#   - pause_test (consumer paused past its session timeout).
+#   - pause_test (consumer paused past its session timeout),
+#   - clock_skew_test (ingest's clock ±1 h and stepped ±1 h mid-stream),
+#   - broker_restart_test (the broker killed and restarted under a running ingest).
 # One throwaway Kafka broker for the whole soak (ops/kafka/start.sh; stopped on exit). Needs a
 # build (ops/setup.sh; BUILD_DIR, default build/). Prints a line per test run and, at the end,
 # a table of rounds, kills and failures per test for docs/RELIABILITY.md's "last soak" column.
@@ -42,6 +46,7 @@ echo "$PROG: soaking for $DURATION min; logs in $WORK" >&2
 
 declare -A runs fails
 kills=0
+cuts=0
 end=$(( $(date +%s) + DURATION * 60 ))
 round=0
 run_one() {  # NAME COMMAND...
@@ -62,9 +67,11 @@ while [ "$(date +%s)" -lt "$end" ]; do
   log=$WORK/kill-$round.log
   runs[kill]=$(( ${runs[kill]:-0} + 1 ))
   if GPULEDGER_TEST_SEED=$seed GPULEDGER_KILL_ROUNDS=$KILLS "$KILL_TEST" >"$log" 2>&1; then
-    n=$(sed -n 's/^\([0-9]*\) SIGKILLs.*/\1/p' "$log" | tail -1)
+    n=$(sed -n 's/^\([0-9]*\) SIGKILLs.*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+    c=$(sed -n 's/^\([0-9]*\) power cuts:.*/\1/p' "$log" | tail -1)
     kills=$((kills + ${n:-0}))
-    echo "round $round kill (seed $seed): ok, ${n:-?} SIGKILLs"
+    cuts=$((cuts + ${c:-0}))
+    echo "round $round kill (seed $seed): ok, ${n:-?} SIGKILLs, ${c:-?} power cuts"
     [ -n "${KEEP_LOGS:-}" ] || rm -f "$log"
   else
     fails[kill]=$(( ${fails[kill]:-0} + 1 ))
@@ -74,17 +81,20 @@ while [ "$(date +%s)" -lt "$end" ]; do
   run_one corruption bash "$ROOT/tests/crash/corruption_test.sh"
   if [ "$(id -u)" -eq 0 ]; then run_one disk_full bash "$ROOT/tests/crash/disk_full_test.sh"; fi
   run_one pause bash "$ROOT/tests/crash/pause_test.sh"
+  GPULEDGER_CLOCK_SHIFT_LIB=$BUILD_DIR/tests/libclock_shift.so \
+    run_one clock_skew bash "$ROOT/tests/crash/clock_skew_test.sh"
+  run_one broker_restart "$BUILD_DIR/tests/broker_restart_test"
 done
 
 echo
 echo "| test | runs | failed |"
 echo "|---|---:|---:|"
 failed=0
-for name in kill corruption disk_full pause; do
+for name in kill corruption disk_full pause clock_skew broker_restart; do
   [ -n "${runs[$name]:-}" ] || continue
   printf '| %s | %s | %s |\n' "$name" "${runs[$name]}" "${fails[$name]:-0}"
   failed=$((failed + ${fails[$name]:-0}))
 done
 echo
-echo "$round rounds in $DURATION min, $kills SIGKILLs in all, $failed failed run(s)"
+echo "$round rounds in $DURATION min, $kills SIGKILLs and $cuts power cuts in all, $failed failed run(s)"
 [ "$failed" -eq 0 ]
