@@ -139,14 +139,6 @@ int open(const char* path, int flags, ...) {
   return OpenCommon(AT_FDCWD, path, flags, mode, RealOpenat);
 }
 
-int open64(const char* path, int flags, ...) {
-  va_list ap;
-  va_start(ap, flags);
-  const mode_t mode = ModeArg(flags, ap);
-  va_end(ap);
-  return OpenCommon(AT_FDCWD, path, flags, mode, RealOpenat);
-}
-
 int openat(int dirfd, const char* path, int flags, ...) {
   va_list ap;
   va_start(ap, flags);
@@ -155,13 +147,9 @@ int openat(int dirfd, const char* path, int flags, ...) {
   return OpenCommon(dirfd, path, flags, mode, RealOpenat);
 }
 
-int openat64(int dirfd, const char* path, int flags, ...) {
-  va_list ap;
-  va_start(ap, flags);
-  const mode_t mode = ModeArg(flags, ap);
-  va_end(ap);
-  return OpenCommon(dirfd, path, flags, mode, RealOpenat);
-}
+// The 64-bit names are the same calls on x86-64.
+int open64(const char* path, int flags, ...) __attribute__((alias("open")));
+int openat64(int dirfd, const char* path, int flags, ...) __attribute__((alias("openat")));
 
 int creat(const char* path, mode_t mode) {
   return OpenCommon(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode, RealOpenat);
