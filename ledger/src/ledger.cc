@@ -5,13 +5,20 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 #include <rocksdb/write_buffer_manager.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
 #include "base/status.h"
@@ -24,6 +31,9 @@ namespace gpuledger::ledger {
 namespace v1 = gpuledger::v1;
 
 namespace {
+
+// How often a read-only open is tried when a file vanishes under it (100 ms apart).
+constexpr int kReadOnlyOpenAttempts = 20;
 
 std::string EncodeDedup(const DedupRecord& r) {
   std::string v;
@@ -88,6 +98,9 @@ struct Ledger::Impl {
   rocksdb::ColumnFamilyHandle* checkpoints_cf = nullptr;
   rocksdb::ColumnFamilyHandle* producers_cf = nullptr;
   uint64_t checkpoint_interval = 0;  // 0: unsigned ledger
+  // A plain read-only open is a secondary instance too, in a private directory of its own that
+  // goes with it (see Ledger::Open).
+  std::string owned_secondary_dir;
 
   mutable std::mutex mu;  // guards the committed view below
   Head head;
@@ -120,6 +133,11 @@ struct Ledger::Impl {
         if (h != nullptr) db->DestroyColumnFamilyHandle(h);
       }
       db->Close();
+      db.reset();
+    }
+    if (!owned_secondary_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(owned_secondary_dir, ec);
     }
   }
 
@@ -348,12 +366,50 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
           absl::StrCat("cannot move the new ledger into ", path, ": ", ec.message()));
     }
   }
-  auto impl = std::make_unique<Impl>();
-  impl->path = path;
-  impl->options = options;
-  GPULEDGER_RETURN_IF_ERROR(impl->OpenRocks(path, options.read_only, false));
-  GPULEDGER_RETURN_IF_ERROR(impl->LoadAndCheck());
-  return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+  // A reader beside a live ingest reads the list of table files, then opens them; a compaction
+  // of the writer may delete one in between ("No such file or directory"). Found by the kill
+  // test with settle running beside ingest. The next attempt reads the new list.
+  for (int attempt = 1;; ++attempt) {
+    auto impl = std::make_unique<Impl>();
+    impl->path = path;
+    impl->options = options;
+    // Read-only opens are RocksDB secondary instances: a plain read-only instance beside a live
+    // writer can read a table-file list and write-ahead logs of different moments (the writer
+    // flushed and deleted a log in between) and see entries missing or an older head. Found by
+    // the kill test with settle running beside ingest. A secondary is made to follow a writer.
+    if (options.read_only && options.secondary_path.empty()) {
+      std::string dir = (fs::temp_directory_path() / "gpuledger-reader.XXXXXX").string();
+      if (::mkdtemp(dir.data()) == nullptr) {
+        return absl::UnavailableError(absl::StrCat("cannot make a private directory under ",
+                                                   fs::temp_directory_path().string(),
+                                                   " to read the ledger: ", std::strerror(errno)));
+      }
+      impl->owned_secondary_dir = dir;
+      impl->options.secondary_path = dir;
+    }
+    absl::Status s = impl->OpenRocks(path, options.read_only, false);
+    if (s.ok()) s = impl->LoadAndCheck();
+    // A secondary refuses a damaged write-ahead log (a torn or garbled tail) where a plain
+    // read-only open, like the writer's next start, recovers the consistent prefix before the
+    // damage. A damaged log is not being written (a writer would have recovered it first), so
+    // the plain open is safe then.
+    if (absl::IsDataLoss(s) && !impl->owned_secondary_dir.empty()) {
+      spdlog::warn("ledger {}: {}; reading the consistent prefix before the damage", path,
+                   std::string(s.message()));
+      impl = std::make_unique<Impl>();
+      impl->path = path;
+      impl->options = options;
+      s = impl->OpenRocks(path, true, false);
+      if (s.ok()) s = impl->LoadAndCheck();
+    }
+    if (s.ok()) return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+    if (!options.read_only || attempt >= kReadOnlyOpenAttempts ||
+        !absl::StrContains(s.message(), "No such file or directory")) {
+      return s;
+    }
+    spdlog::info("ledger {}: a file vanished while opening it (the writer compacted); again", path);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 absl::Status Ledger::Impl::RewriteOverwrittenKeys() {

@@ -27,7 +27,9 @@ struct LedgerOptions {
   // is ever lost to a power cut. Default: true. Turning it off is for benchmarks only.
   bool sync_commits = true;
   // Open for reading only: no writer lock is taken, so settlement and verification can run
-  // beside a live ingest process; Append/Commit fail. Default: false.
+  // beside a live ingest process; Append/Commit fail. It is a RocksDB secondary instance (in a
+  // private temporary directory unless secondary_path names one), which reads a consistent
+  // state of a ledger that a writer is changing. Default: false.
   bool read_only = false;
   // With read_only: open as a RocksDB secondary instance whose private files live in this
   // directory, so that Refresh() can follow a live writer without reopening. Default: "" (a
