@@ -1998,10 +1998,12 @@ void IngestKillTest::KilledRun(std::mt19937_64& rng, int rounds, TestLedger* l) 
       plan_text = "rebalance";
     } else {
       KillPlan plan = DrawPlan(rng);
-      // Everything consumed but kills still owed (ingest can outrun the plan): kill the next
-      // children while they start up (loading the validator from the ledger), which is a crash
-      // point too.
-      if (new_topic_created_ && progress_before == static_cast<int64_t>(stream_.usage_messages())) {
+      // Everything published so far consumed but kills still owed (ingest can outrun the plan,
+      // before the rebalance round too on a small stream): kill the next children while they
+      // start up (loading the validator from the ledger), which is a crash point too.
+      const size_t published =
+          new_topic_created_ ? stream_.usage_messages() : stream_.usage.size() - stream_.held_back;
+      if (progress_before >= static_cast<int64_t>(published)) {
         plan.at_startup = true;
         plan.startup_share = 0;
       }
