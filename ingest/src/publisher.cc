@@ -91,13 +91,20 @@ class DeliveryCounter : public RdKafka::DeliveryReportCb {
     if (message.err() == RdKafka::ERR_NO_ERROR) {
       ++delivered;
     } else {
-      ++failed;
-      if (first_error.empty()) first_error = message.errstr();
+      if (++failed == 1) {
+        first_error = FromKafka(message.err(), absl::StrCat("producing to ", message.topic_name()));
+      }
     }
+  }
+  // The first failure, as the status of the whole publication.
+  absl::Status Failure() const {
+    return absl::Status(
+        first_error.code(),
+        absl::StrCat(failed, " message(s) failed delivery: ", first_error.message()));
   }
   uint64_t delivered = 0;
   uint64_t failed = 0;
-  std::string first_error;
+  absl::Status first_error;
 };
 
 // Routes librdkafka's own logs to spdlog: transient conditions (a coordinator still loading,
@@ -148,18 +155,47 @@ absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, Even
   return out;
 }
 
+namespace {
+
+// Per-topic outcome of CreateTopics: created, already there, or not ours to create.
+absl::Status CheckCreated(const rd_kafka_topic_result_t* result) {
+  const std::string name = rd_kafka_topic_result_name(result);
+  switch (const rd_kafka_resp_err_t code = rd_kafka_topic_result_error(result)) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+    case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS:
+      return absl::OkStatus();
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+      // A CSP's principal may write its topic but not create it: the administrator does.
+      spdlog::info(
+          "not authorized to create topic {} ({}): taking it to exist, created by the cluster "
+          "administrator; producing to it fails if it does not exist or is not ours to write",
+          name, rd_kafka_err2name(code));
+      return absl::OkStatus();
+    default:
+      return FromKafka(static_cast<RdKafka::ErrorCode>(code), absl::StrCat("create topic ", name));
+  }
+}
+
+}  // namespace
+
 absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::string>& topics,
                           int partitions) {
+  return EnsureTopics(brokers, KafkaConfig{}, topics, partitions);
+}
+
+absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_config,
+                          const std::vector<std::string>& topics, int partitions) {
   if (topics.empty()) return absl::OkStatus();
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", brokers));
+  GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", "gpuledger-topics"));
+  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), kafka_config));
+  std::string error;
+  std::unique_ptr<RdKafka::Producer> admin(RdKafka::Producer::create(conf.get(), error));
+  if (!admin) return absl::InvalidArgumentError(absl::StrCat("Kafka admin client: ", error));
+  rd_kafka_t* rk = admin->c_ptr();
   char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err) !=
-      RD_KAFKA_CONF_OK) {
-    rd_kafka_conf_destroy(conf);
-    return absl::InvalidArgumentError(absl::StrCat("bootstrap.servers: ", err));
-  }
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (rk == nullptr) return absl::InvalidArgumentError(absl::StrCat("Kafka admin client: ", err));
   std::vector<rd_kafka_NewTopic_t*> new_topics;
   for (const std::string& t : topics) {
     new_topics.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, -1, err, sizeof err));
@@ -180,19 +216,12 @@ absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::str
     size_t n = 0;
     const rd_kafka_topic_result_t** results =
         rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    for (size_t i = 0; i < n && status.ok(); ++i) {
-      const rd_kafka_resp_err_t code = rd_kafka_topic_result_error(results[i]);
-      if (code != RD_KAFKA_RESP_ERR_NO_ERROR && code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        status = FromKafka(static_cast<RdKafka::ErrorCode>(code),
-                           absl::StrCat("create topic ", rd_kafka_topic_result_name(results[i])));
-      }
-    }
+    for (size_t i = 0; i < n && status.ok(); ++i) status = CheckCreated(results[i]);
   }
   if (ev != nullptr) rd_kafka_event_destroy(ev);
   rd_kafka_AdminOptions_destroy(opts);
   rd_kafka_queue_destroy(queue);
   rd_kafka_NewTopic_destroy_array(new_topics.data(), new_topics.size());
-  rd_kafka_destroy(rk);
   return status;
 }
 
@@ -224,6 +253,7 @@ absl::StatusOr<std::unique_ptr<Publisher>> Publisher::Create(const PublishOption
   };
   for (const auto& [key, value] : settings)
     GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), options.kafka_config));
   std::string err;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(&impl->counter), err) !=
           RdKafka::Conf::CONF_OK ||
@@ -249,9 +279,11 @@ absl::Status Publisher::PrepareTopics(const std::vector<std::string>& topics) {
     }
   }
   if (registry) {
-    GPULEDGER_RETURN_IF_ERROR(EnsureTopics(options.brokers, {options.topics.Registry()}, 1));
+    GPULEDGER_RETURN_IF_ERROR(
+        EnsureTopics(options.brokers, options.kafka_config, {options.topics.Registry()}, 1));
   }
-  return EnsureTopics(options.brokers, usage_topics, options.partitions_if_created);
+  return EnsureTopics(options.brokers, options.kafka_config, usage_topics,
+                      options.partitions_if_created);
 }
 
 absl::Status Publisher::Send(const EncodedEvent& e) {
@@ -264,16 +296,13 @@ absl::Status Publisher::Send(const EncodedEvent& e) {
       producer->poll(100);  // wait for deliveries to make room
       continue;
     }
-    GPULEDGER_RETURN_IF_ERROR(FromKafka(code, absl::StrCat("produce to ", e.topic)));
+    GPULEDGER_RETURN_IF_ERROR(FromKafka(code, absl::StrCat("producing to ", e.topic)));
     break;
   }
   impl_->topics.insert(e.topic);
   ++impl_->sent;
   producer->poll(0);
-  if (impl_->counter.failed > 0) {
-    return absl::UnavailableError(absl::StrCat(
-        impl_->counter.failed, " message(s) failed delivery: ", impl_->counter.first_error));
-  }
+  if (impl_->counter.failed > 0) return impl_->counter.Failure();
   return absl::OkStatus();
 }
 
@@ -288,10 +317,7 @@ absl::StatusOr<PublishStats> Publisher::Finish() {
         producer->outq_len(), " message(s) not acknowledged within ", options.flush_timeout_ms,
         " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
   }
-  if (impl_->counter.failed > 0) {
-    return absl::UnavailableError(absl::StrCat(
-        impl_->counter.failed, " message(s) failed delivery: ", impl_->counter.first_error));
-  }
+  if (impl_->counter.failed > 0) return impl_->counter.Failure();
   PublishStats stats;
   stats.lines = impl_->sent;
   stats.published = impl_->counter.delivered;
