@@ -117,6 +117,18 @@ absl::StatusOr<KafkaConfig> ParseKafkaConfig(absl::string_view text, const std::
     }
     config.properties.emplace_back(key, value);
   }
+  // Some values are only checked together, when a client is made (an unknown SASL mechanism, a
+  // missing certificate): make one, with no brokers to connect to.
+  std::string err;
+  if (probe->set("log_level", "0", err) == RdKafka::Conf::CONF_OK && !config.empty()) {
+    std::unique_ptr<RdKafka::Producer> client(RdKafka::Producer::create(probe.get(), err));
+    if (!client) {
+      std::string why = err;
+      for (const auto& [key, value] : config.properties) why = Redacted(why, key, value);
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": librdkafka refuses these settings together: ", why));
+    }
+  }
   return config;
 }
 

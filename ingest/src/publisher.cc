@@ -109,11 +109,18 @@ class DeliveryCounter : public RdKafka::DeliveryReportCb {
 
 // Routes librdkafka's own logs to spdlog: transient conditions (a coordinator still loading,
 // a retried request) at debug, errors at warn. Runs on librdkafka's polling thread (ours).
+// Also keeps the first authentication failure: librdkafka retries it forever, but wrong
+// credentials do not heal, so a publication stops at once.
 class LogForwarder : public RdKafka::EventCb {
  public:
   void event_cb(RdKafka::Event& event) override {
     if (event.type() == RdKafka::Event::EVENT_ERROR) {
       spdlog::warn("kafka: {} ({})", event.str(), RdKafka::err2str(event.err()));
+      if (event.err() == RdKafka::ERR__AUTHENTICATION && auth_failure.ok()) {
+        auth_failure = absl::UnauthenticatedError(absl::StrCat(
+            "the broker refused this client's credentials: ", event.str(),
+            " (check sasl.username and sasl.password, or the TLS settings, in --kafka-config)"));
+      }
     } else if (event.type() == RdKafka::Event::EVENT_LOG) {
       if (event.severity() <= RdKafka::Event::EVENT_SEVERITY_ERROR) {
         spdlog::warn("kafka: {} {}", event.fac(), event.str());
@@ -122,6 +129,7 @@ class LogForwarder : public RdKafka::EventCb {
       }
     }
   }
+  absl::Status auth_failure;
 };
 
 }  // namespace
@@ -191,7 +199,12 @@ absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_c
   GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", brokers));
   GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", "gpuledger-topics"));
   GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), kafka_config));
+  LogForwarder log_forwarder;
   std::string error;
+  if (conf->set("event_cb", static_cast<RdKafka::EventCb*>(&log_forwarder), error) !=
+      RdKafka::Conf::CONF_OK) {
+    return absl::InternalError(error);
+  }
   std::unique_ptr<RdKafka::Producer> admin(RdKafka::Producer::create(conf.get(), error));
   if (!admin) return absl::InvalidArgumentError(absl::StrCat("Kafka admin client: ", error));
   rd_kafka_t* rk = admin->c_ptr();
@@ -204,9 +217,20 @@ absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_c
   rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
   rd_kafka_AdminOptions_set_operation_timeout(opts, 30'000, err, sizeof err);
   rd_kafka_CreateTopics(rk, new_topics.data(), new_topics.size(), opts, queue);
-  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 60'000);
+  // The answer comes on `queue`; librdkafka's errors (served by poll) on the client's own.
+  constexpr int kCreateTimeoutMs = 60'000;
+  constexpr int kPollSliceMs = 100;
+  rd_kafka_event_t* ev = nullptr;
+  for (int waited_ms = 0;
+       ev == nullptr && waited_ms < kCreateTimeoutMs && log_forwarder.auth_failure.ok();
+       waited_ms += kPollSliceMs) {
+    ev = rd_kafka_queue_poll(queue, kPollSliceMs);
+    admin->poll(0);
+  }
   absl::Status status;
-  if (ev == nullptr) {
+  if (!log_forwarder.auth_failure.ok()) {
+    status = log_forwarder.auth_failure;
+  } else if (ev == nullptr) {
     status = absl::UnavailableError(
         absl::StrCat("creating topics on ", brokers, ": no answer within 60 s; is the broker up?"));
   } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -302,6 +326,7 @@ absl::Status Publisher::Send(const EncodedEvent& e) {
   impl_->topics.insert(e.topic);
   ++impl_->sent;
   producer->poll(0);
+  GPULEDGER_RETURN_IF_ERROR(impl_->log_forwarder.auth_failure);
   if (impl_->counter.failed > 0) return impl_->counter.Failure();
   return absl::OkStatus();
 }
@@ -311,11 +336,17 @@ uint64_t Publisher::delivered() const { return impl_->counter.delivered; }
 absl::StatusOr<PublishStats> Publisher::Finish() {
   const PublishOptions& options = impl_->options;
   RdKafka::Producer* producer = impl_->producer.get();
-  const RdKafka::ErrorCode flushed = producer->flush(static_cast<int>(options.flush_timeout_ms));
-  if (flushed != RdKafka::ERR_NO_ERROR) {
-    return absl::UnavailableError(absl::StrCat(
-        producer->outq_len(), " message(s) not acknowledged within ", options.flush_timeout_ms,
-        " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
+  // Flushed in slices, so that refused credentials end the wait at once.
+  constexpr int kFlushSliceMs = 100;
+  RdKafka::ErrorCode flushed = RdKafka::ERR__TIMED_OUT;
+  for (int64_t waited_ms = 0; flushed != RdKafka::ERR_NO_ERROR; waited_ms += kFlushSliceMs) {
+    GPULEDGER_RETURN_IF_ERROR(impl_->log_forwarder.auth_failure);
+    if (waited_ms >= options.flush_timeout_ms) {
+      return absl::UnavailableError(absl::StrCat(
+          producer->outq_len(), " message(s) not acknowledged within ", options.flush_timeout_ms,
+          " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
+    }
+    flushed = producer->flush(kFlushSliceMs);
   }
   if (impl_->counter.failed > 0) return impl_->counter.Failure();
   PublishStats stats;

@@ -65,6 +65,8 @@ TEST(KafkaConfigTest, ErrorsNameTheFileLineAndKey) {
       {"bootstrap.servers=elsewhere:9092\n", "f.properties:1: bootstrap.servers: gpuledger sets"},
       {"# x\nenable.idempotence=false\n", "f.properties:2: enable.idempotence: gpuledger sets"},
       {"group.id=other\n", "group.id: gpuledger sets"},
+      {"security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAN\n",
+       "f.properties: librdkafka refuses these settings together"},
   };
   for (const Case& c : cases) {
     auto config = ParseKafkaConfig(c.text, "f.properties");
@@ -95,11 +97,12 @@ TEST(KafkaConfigTest, ReadsAFileAndReportsAMissingOne) {
   const std::string path = (std::filesystem::path(dir.path()) / "k.properties").string();
   {
     std::ofstream out(path);
-    out << "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n";
+    out << "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=u\nsasl.password="
+           "p\n";
   }
   auto config = ReadKafkaConfigFile(path);
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->properties.size(), 2u);
+  EXPECT_EQ(config->properties.size(), 4u);
   EXPECT_EQ(config->source, path);
   auto missing = ReadKafkaConfigFile(path + ".absent");
   ASSERT_FALSE(missing.ok());
