@@ -14,6 +14,7 @@
 #include <librdkafka/rdkafkacpp.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -237,14 +238,19 @@ class KafkaAclTest : public ::testing::Test {
   // `gpuledger ARGS... --brokers SASL --kafka-config WHO.properties`, output in LOG.
   RunResult Gpuledger(const std::string& who, std::vector<std::string> args,
                       const std::string& log) {
+    return Gpuledger(config_[who], Credentials(who), std::move(args), log);
+  }
+  // The same with the credentials `config` read from `file`.
+  RunResult Gpuledger(const ingest::KafkaConfig& config, const std::string& file,
+                      std::vector<std::string> args, const std::string& log) {
     args.insert(args.begin(), testing::GpuledgerBinary());
     for (const std::string& a :
-         {std::string("--brokers"), bootstrap_, std::string("--kafka-config"), Credentials(who)}) {
+         {std::string("--brokers"), bootstrap_, std::string("--kafka-config"), file}) {
       args.push_back(a);
     }
     RunResult r = RunChild(args, dir_.Sub(log));
     // Secret values never reach a log line.
-    for (const auto& [key, value] : config_[who].properties) {
+    for (const auto& [key, value] : config.properties) {
       if (ingest::IsSecretKafkaKey(key)) {
         EXPECT_EQ(r.output.find(value), std::string::npos) << log << " shows " << key;
       }
@@ -332,6 +338,30 @@ TEST_F(KafkaAclTest, ACspReadsNeitherAnothersFeedNorTheLedgerTopics) {
             Read::kDenied);
   const Probe op = TryRead("gpuledger-operator", topics_.Rejected(), "gpuledger-rejected-monitor");
   EXPECT_EQ(op.read, Read::kAllowed) << op.detail;
+}
+
+TEST_F(KafkaAclTest, WrongCredentialsAreReportedAtOnce) {
+  // librdkafka retries a refused login forever; gpuledger publish stops and says why.
+  const std::string file = dir_.Sub("wrong.properties");
+  {
+    std::ofstream out(file);
+    for (const auto& [key, value] : config_["csp-a"].properties) {
+      out << key << "=" << (key == "sasl.password" ? "not-" + value : value) << "\n";
+    }
+  }
+  ::chmod(file.c_str(), 0600);
+  auto wrong = ingest::ReadKafkaConfigFile(file);
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  const std::string usage =
+      WriteJsonLines(dir_, "one.jsonl", std::vector<v1::UsageEvent>{UsageOf("csp-a", "a1", 1)});
+  const auto started = std::chrono::steady_clock::now();
+  RunResult r = Gpuledger(*wrong, file, {"publish", "--kind", "usage", usage}, "wrong.log");
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_LT(took, std::chrono::seconds(10)) << "waited out a timeout instead";
+  EXPECT_PRED2(Contains, testing::TailLines(r.output, 1),
+               "the broker refused this client's credentials")
+      << r.output;
 }
 
 TEST_F(KafkaAclTest, EachCspPublishesOnlyAsItselfAndIngestRecordsEveryEventOnce) {
