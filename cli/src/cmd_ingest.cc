@@ -23,6 +23,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     bool unsigned_ledger = false;
     uint64_t checkpoint_interval = 10'000;
     std::string topic_prefix;
+    std::string kafka_config;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -36,6 +37,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--brokers", args->options.brokers, "Kafka bootstrap servers, host:port[,...]")
       ->required()
       ->envname("GPULEDGER_BROKERS");
+  AddKafkaConfigOption(cmd, &args->kafka_config);
   cmd->add_option("--db", args->db,
                   "Ledger directory (created if missing); the validator's state store, derived "
                   "from the ledger, goes beside it in <db>.validator")
@@ -103,6 +105,12 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     }
     args->options.limits.topics = ingest::TopicNames(args->topic_prefix);
     args->options.state_dir = args->db + ".validator";
+    auto kafka_config = LoadKafkaConfig(args->kafka_config);
+    if (!kafka_config.ok()) {
+      *exit_code = Report(kafka_config.status());
+      return;
+    }
+    args->options.kafka_config = *std::move(kafka_config);
     ledger::LedgerOptions lo;
     lo.sync_commits = !args->no_sync;
     lo.checkpoint_interval = args->checkpoint_interval;

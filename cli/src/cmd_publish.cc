@@ -15,6 +15,7 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
     std::string kind = "usage";
     std::vector<std::string> files;
     std::string topic_prefix;
+    std::string kafka_config;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -27,6 +28,7 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--brokers", args->options.brokers, "Kafka bootstrap servers, host:port[,...]")
       ->required()
       ->envname("GPULEDGER_BROKERS");
+  AddKafkaConfigOption(cmd, &args->kafka_config);
   cmd->add_option("--kind", args->kind, "What the lines are: usage or registry")
       ->check(CLI::IsMember({"usage", "registry"}))
       ->capture_default_str();
@@ -44,6 +46,12 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
       return;
     }
     args->options.topics = ingest::TopicNames(args->topic_prefix);
+    auto kafka_config = LoadKafkaConfig(args->kafka_config);
+    if (!kafka_config.ok()) {
+      *exit_code = Report(kafka_config.status());
+      return;
+    }
+    args->options.kafka_config = *std::move(kafka_config);
     const auto kind =
         args->kind == "usage" ? ingest::EventKind::kUsage : ingest::EventKind::kRegistry;
     std::vector<ingest::EncodedEvent> events;

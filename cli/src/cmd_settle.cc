@@ -88,6 +88,7 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
     std::string period;
     ingest::PublishOptions publish;
     std::string topic_prefix;
+    std::string kafka_config;
     int wait_s = 120;
   };
   auto args = std::make_shared<Args>();
@@ -104,6 +105,7 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
   cmd->add_option("--brokers", args->publish.brokers, "Kafka bootstrap servers, host:port[,...]")
       ->required()
       ->envname("GPULEDGER_BROKERS");
+  AddKafkaConfigOption(cmd, &args->kafka_config);
   cmd->add_option("--topic-prefix", args->topic_prefix, "Namespace prefix of every topic")
       ->envname("GPULEDGER_TOPIC_PREFIX");
   cmd->add_option("--wait-s", args->wait_s,
@@ -117,6 +119,12 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
       return;
     }
     args->publish.topics = ingest::TopicNames(args->topic_prefix);
+    auto kafka_config = LoadKafkaConfig(args->kafka_config);
+    if (!kafka_config.ok()) {
+      *exit_code = Report(kafka_config.status());
+      return;
+    }
+    args->publish.kafka_config = *std::move(kafka_config);
     const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();

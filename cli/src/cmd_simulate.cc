@@ -26,6 +26,7 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
     std::string out;
     ingest::PublishOptions publish;
     std::string topic_prefix;
+    std::string kafka_config;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -70,6 +71,7 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--out", args->out, "Write JSON-lines files to this directory");
   cmd->add_option("--brokers", args->publish.brokers, "Publish to these Kafka brokers")
       ->envname("GPULEDGER_BROKERS");
+  AddKafkaConfigOption(cmd, &args->kafka_config);
   cmd->add_option("--topic-prefix", args->topic_prefix, "Namespace prefix of every topic")
       ->envname("GPULEDGER_TOPIC_PREFIX");
   cmd->callback([args, exit_code] {
@@ -115,6 +117,12 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
         return;
       }
     } else {
+      auto kafka_config = LoadKafkaConfig(args->kafka_config);
+      if (!kafka_config.ok()) {
+        *exit_code = Report(kafka_config.status());
+        return;
+      }
+      args->publish.kafka_config = *std::move(kafka_config);
       auto p = ingest::Publisher::Create(args->publish);
       if (!p.ok()) {
         *exit_code = Report(p.status());

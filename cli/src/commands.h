@@ -3,8 +3,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "ingest/kafka_config.h"
 
 namespace gpuledger::cli {
 
@@ -24,6 +27,12 @@ void AddAuditCommand(CLI::App& app, int* exit_code);
 void AddServeCommand(CLI::App& app, int* exit_code);
 void AddTokensCommand(CLI::App& app, int* exit_code);
 void AddSimulateCommand(CLI::App& app, int* exit_code);
+
+// Adds --kafka-config FILE (or $GPULEDGER_KAFKA_CONFIG) to a command that talks to Kafka.
+CLI::Option* AddKafkaConfigOption(CLI::App* cmd, std::string* path);
+// Reads the file named by --kafka-config (none if `path` is empty) and logs what it sets,
+// secret values hidden.
+absl::StatusOr<ingest::KafkaConfig> LoadKafkaConfig(const std::string& path);
 
 // Logs `status` as the reason a command failed and returns kExitFailed.
 int Report(const absl::Status& status);

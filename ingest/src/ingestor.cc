@@ -121,6 +121,7 @@ absl::Status IngestLoop::Setup() {
   }
   for (const auto& [key, value] : settings)
     GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), options_.kafka_config));
   std::string err;
   if (conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) !=
           RdKafka::Conf::CONF_OK ||
@@ -130,7 +131,7 @@ absl::Status IngestLoop::Setup() {
   consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
   if (!consumer_) return absl::InvalidArgumentError(absl::StrCat("Kafka consumer: ", err));
   if (options_.publish_rejected) {
-    GPULEDGER_RETURN_IF_ERROR(notifier_.Start(options_.brokers));
+    GPULEDGER_RETURN_IF_ERROR(notifier_.Start(options_.brokers, options_.kafka_config));
     GPULEDGER_RETURN_IF_ERROR(ResendUnconfirmedNotices());
   }
   const TopicNames& topics = options_.limits.topics;

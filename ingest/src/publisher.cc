@@ -91,22 +91,36 @@ class DeliveryCounter : public RdKafka::DeliveryReportCb {
     if (message.err() == RdKafka::ERR_NO_ERROR) {
       ++delivered;
     } else {
-      ++failed;
-      if (first_error.empty()) first_error = message.errstr();
+      if (++failed == 1) {
+        first_error = FromKafka(message.err(), absl::StrCat("producing to ", message.topic_name()));
+      }
     }
+  }
+  // The first failure, as the status of the whole publication.
+  absl::Status Failure() const {
+    return absl::Status(
+        first_error.code(),
+        absl::StrCat(failed, " message(s) failed delivery: ", first_error.message()));
   }
   uint64_t delivered = 0;
   uint64_t failed = 0;
-  std::string first_error;
+  absl::Status first_error;
 };
 
 // Routes librdkafka's own logs to spdlog: transient conditions (a coordinator still loading,
 // a retried request) at debug, errors at warn. Runs on librdkafka's polling thread (ours).
+// Also keeps the first authentication failure: librdkafka retries it forever, but wrong
+// credentials do not heal, so a publication stops at once.
 class LogForwarder : public RdKafka::EventCb {
  public:
   void event_cb(RdKafka::Event& event) override {
     if (event.type() == RdKafka::Event::EVENT_ERROR) {
       spdlog::warn("kafka: {} ({})", event.str(), RdKafka::err2str(event.err()));
+      if (event.err() == RdKafka::ERR__AUTHENTICATION && auth_failure.ok()) {
+        auth_failure = absl::UnauthenticatedError(absl::StrCat(
+            "the broker refused this client's credentials: ", event.str(),
+            " (check sasl.username and sasl.password, or the TLS settings, in --kafka-config)"));
+      }
     } else if (event.type() == RdKafka::Event::EVENT_LOG) {
       if (event.severity() <= RdKafka::Event::EVENT_SEVERITY_ERROR) {
         spdlog::warn("kafka: {} {}", event.fac(), event.str());
@@ -115,6 +129,7 @@ class LogForwarder : public RdKafka::EventCb {
       }
     }
   }
+  absl::Status auth_failure;
 };
 
 }  // namespace
@@ -148,18 +163,52 @@ absl::StatusOr<std::vector<EncodedEvent>> EncodeJsonLines(std::istream& in, Even
   return out;
 }
 
+namespace {
+
+// Per-topic outcome of CreateTopics: created, already there, or not ours to create.
+absl::Status CheckCreated(const rd_kafka_topic_result_t* result) {
+  const std::string name = rd_kafka_topic_result_name(result);
+  switch (const rd_kafka_resp_err_t code = rd_kafka_topic_result_error(result)) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+    case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS:
+      return absl::OkStatus();
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+      // A CSP's principal may write its topic but not create it: the administrator does.
+      spdlog::info(
+          "not authorized to create topic {} ({}): taking it to exist, created by the cluster "
+          "administrator; producing to it fails if it does not exist or is not ours to write",
+          name, rd_kafka_err2name(code));
+      return absl::OkStatus();
+    default:
+      return FromKafka(static_cast<RdKafka::ErrorCode>(code), absl::StrCat("create topic ", name));
+  }
+}
+
+}  // namespace
+
 absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::string>& topics,
                           int partitions) {
+  return EnsureTopics(brokers, KafkaConfig{}, topics, partitions);
+}
+
+absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_config,
+                          const std::vector<std::string>& topics, int partitions) {
   if (topics.empty()) return absl::OkStatus();
-  char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err) !=
-      RD_KAFKA_CONF_OK) {
-    rd_kafka_conf_destroy(conf);
-    return absl::InvalidArgumentError(absl::StrCat("bootstrap.servers: ", err));
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", brokers));
+  GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", "gpuledger-topics"));
+  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), kafka_config));
+  LogForwarder log_forwarder;
+  std::string error;
+  if (conf->set("event_cb", static_cast<RdKafka::EventCb*>(&log_forwarder), error) !=
+      RdKafka::Conf::CONF_OK) {
+    return absl::InternalError(error);
   }
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (rk == nullptr) return absl::InvalidArgumentError(absl::StrCat("Kafka admin client: ", err));
+  std::unique_ptr<RdKafka::Producer> admin(RdKafka::Producer::create(conf.get(), error));
+  if (!admin) return absl::InvalidArgumentError(absl::StrCat("Kafka admin client: ", error));
+  rd_kafka_t* rk = admin->c_ptr();
+  char err[512];
   std::vector<rd_kafka_NewTopic_t*> new_topics;
   for (const std::string& t : topics) {
     new_topics.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, -1, err, sizeof err));
@@ -168,9 +217,20 @@ absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::str
   rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
   rd_kafka_AdminOptions_set_operation_timeout(opts, 30'000, err, sizeof err);
   rd_kafka_CreateTopics(rk, new_topics.data(), new_topics.size(), opts, queue);
-  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 60'000);
+  // The answer comes on `queue`; librdkafka's errors (served by poll) on the client's own.
+  constexpr int kCreateTimeoutMs = 60'000;
+  constexpr int kPollSliceMs = 100;
+  rd_kafka_event_t* ev = nullptr;
+  for (int waited_ms = 0;
+       ev == nullptr && waited_ms < kCreateTimeoutMs && log_forwarder.auth_failure.ok();
+       waited_ms += kPollSliceMs) {
+    ev = rd_kafka_queue_poll(queue, kPollSliceMs);
+    admin->poll(0);
+  }
   absl::Status status;
-  if (ev == nullptr) {
+  if (!log_forwarder.auth_failure.ok()) {
+    status = log_forwarder.auth_failure;
+  } else if (ev == nullptr) {
     status = absl::UnavailableError(
         absl::StrCat("creating topics on ", brokers, ": no answer within 60 s; is the broker up?"));
   } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -180,19 +240,12 @@ absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::str
     size_t n = 0;
     const rd_kafka_topic_result_t** results =
         rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    for (size_t i = 0; i < n && status.ok(); ++i) {
-      const rd_kafka_resp_err_t code = rd_kafka_topic_result_error(results[i]);
-      if (code != RD_KAFKA_RESP_ERR_NO_ERROR && code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        status = FromKafka(static_cast<RdKafka::ErrorCode>(code),
-                           absl::StrCat("create topic ", rd_kafka_topic_result_name(results[i])));
-      }
-    }
+    for (size_t i = 0; i < n && status.ok(); ++i) status = CheckCreated(results[i]);
   }
   if (ev != nullptr) rd_kafka_event_destroy(ev);
   rd_kafka_AdminOptions_destroy(opts);
   rd_kafka_queue_destroy(queue);
   rd_kafka_NewTopic_destroy_array(new_topics.data(), new_topics.size());
-  rd_kafka_destroy(rk);
   return status;
 }
 
@@ -224,6 +277,7 @@ absl::StatusOr<std::unique_ptr<Publisher>> Publisher::Create(const PublishOption
   };
   for (const auto& [key, value] : settings)
     GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), options.kafka_config));
   std::string err;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(&impl->counter), err) !=
           RdKafka::Conf::CONF_OK ||
@@ -249,9 +303,11 @@ absl::Status Publisher::PrepareTopics(const std::vector<std::string>& topics) {
     }
   }
   if (registry) {
-    GPULEDGER_RETURN_IF_ERROR(EnsureTopics(options.brokers, {options.topics.Registry()}, 1));
+    GPULEDGER_RETURN_IF_ERROR(
+        EnsureTopics(options.brokers, options.kafka_config, {options.topics.Registry()}, 1));
   }
-  return EnsureTopics(options.brokers, usage_topics, options.partitions_if_created);
+  return EnsureTopics(options.brokers, options.kafka_config, usage_topics,
+                      options.partitions_if_created);
 }
 
 absl::Status Publisher::Send(const EncodedEvent& e) {
@@ -264,16 +320,14 @@ absl::Status Publisher::Send(const EncodedEvent& e) {
       producer->poll(100);  // wait for deliveries to make room
       continue;
     }
-    GPULEDGER_RETURN_IF_ERROR(FromKafka(code, absl::StrCat("produce to ", e.topic)));
+    GPULEDGER_RETURN_IF_ERROR(FromKafka(code, absl::StrCat("producing to ", e.topic)));
     break;
   }
   impl_->topics.insert(e.topic);
   ++impl_->sent;
   producer->poll(0);
-  if (impl_->counter.failed > 0) {
-    return absl::UnavailableError(absl::StrCat(
-        impl_->counter.failed, " message(s) failed delivery: ", impl_->counter.first_error));
-  }
+  GPULEDGER_RETURN_IF_ERROR(impl_->log_forwarder.auth_failure);
+  if (impl_->counter.failed > 0) return impl_->counter.Failure();
   return absl::OkStatus();
 }
 
@@ -282,16 +336,19 @@ uint64_t Publisher::delivered() const { return impl_->counter.delivered; }
 absl::StatusOr<PublishStats> Publisher::Finish() {
   const PublishOptions& options = impl_->options;
   RdKafka::Producer* producer = impl_->producer.get();
-  const RdKafka::ErrorCode flushed = producer->flush(static_cast<int>(options.flush_timeout_ms));
-  if (flushed != RdKafka::ERR_NO_ERROR) {
-    return absl::UnavailableError(absl::StrCat(
-        producer->outq_len(), " message(s) not acknowledged within ", options.flush_timeout_ms,
-        " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
+  // Flushed in slices, so that refused credentials end the wait at once.
+  constexpr int kFlushSliceMs = 100;
+  RdKafka::ErrorCode flushed = RdKafka::ERR__TIMED_OUT;
+  for (int64_t waited_ms = 0; flushed != RdKafka::ERR_NO_ERROR; waited_ms += kFlushSliceMs) {
+    GPULEDGER_RETURN_IF_ERROR(impl_->log_forwarder.auth_failure);
+    if (waited_ms >= options.flush_timeout_ms) {
+      return absl::UnavailableError(absl::StrCat(
+          producer->outq_len(), " message(s) not acknowledged within ", options.flush_timeout_ms,
+          " ms (", RdKafka::err2str(flushed), "); is the broker at ", options.brokers, " up?"));
+    }
+    flushed = producer->flush(kFlushSliceMs);
   }
-  if (impl_->counter.failed > 0) {
-    return absl::UnavailableError(absl::StrCat(
-        impl_->counter.failed, " message(s) failed delivery: ", impl_->counter.first_error));
-  }
+  if (impl_->counter.failed > 0) return impl_->counter.Failure();
   PublishStats stats;
   stats.lines = impl_->sent;
   stats.published = impl_->counter.delivered;

@@ -23,7 +23,7 @@ int64_t MonotonicMs() {
 
 }  // namespace
 
-absl::Status RejectedNotifier::Start(const std::string& brokers) {
+absl::Status RejectedNotifier::Start(const std::string& brokers, const KafkaConfig& kafka_config) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   const std::pair<const char*, std::string> settings[] = {
       {"bootstrap.servers", brokers},
@@ -38,6 +38,7 @@ absl::Status RejectedNotifier::Start(const std::string& brokers) {
   };
   for (const auto& [key, value] : settings)
     GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), kafka_config));
   std::string err;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(this), err) !=
           RdKafka::Conf::CONF_OK ||

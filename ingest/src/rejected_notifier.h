@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "ingest/kafka_config.h"
 #include "ingest/metrics.h"
 
 namespace gpuledger::ingest {
@@ -47,8 +48,8 @@ class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::Event
   RejectedNotifier(std::string topic, IngestMetrics& metrics)
       : topic_(std::move(topic)), metrics_(metrics) {}
 
-  // Creates the idempotent producer.
-  absl::Status Start(const std::string& brokers);
+  // Creates the idempotent producer, with `kafka_config`'s properties (credentials).
+  absl::Status Start(const std::string& brokers, const KafkaConfig& kafka_config);
   // Queues `notices` for delivery (asynchronous; never fails the caller).
   void Send(const std::vector<RejectedNotice>& notices);
   // Serves delivery reports without blocking.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ops/kafka/start.sh [--env-file PATH]
+# ops/kafka/start.sh [--sasl] [--env-file PATH]
 # ops/kafka/start.sh --resume RUN_DIR [--env-file PATH]
 #
 # Start a throwaway single-node Apache Kafka (KRaft) broker on 127.0.0.1 in a fresh run
@@ -15,6 +15,14 @@
 # same topics and messages; the storage is not formatted again. Readiness and output are
 # those of a fresh start (with the new PID). If it fails, RUN_DIR and its data are kept.
 #
+# --sasl (or KAFKA_SASL=1) adds a SASL_PLAINTEXT listener with SASL/PLAIN users admin,
+# gpuledger-operator, gpuledger-ingest, csp-a and csp-b (random passwords, one librdkafka
+# properties file per user in RUN_DIR/sasl/) and turns on the ACL authorizer
+# (StandardAuthorizer, allow.everyone.if.no.acl.found=false; super users: User:admin and the
+# PLAINTEXT listener's User:ANONYMOUS, which the broker and controller use between themselves).
+# It also prints KAFKA_SASL_BOOTSTRAP=127.0.0.1:PORT and KAFKA_SASL_DIR=RUN_DIR/sasl.
+# ops/kafka/acls.sh grants the ACLs of docs/OPERATIONS.md. A resumed broker keeps its mode.
+#
 # Failure (jars cannot be fetched, broker does not start within KAFKA_START_TIMEOUT)
 # is exit 1 with a message and the broker log tail on stderr; whatever this script
 # started is killed. Environment: see ops/kafka/README.md.
@@ -25,12 +33,15 @@ PROG=ops/kafka/start.sh
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
-usage() { printf 'usage: %s [--resume RUN_DIR] [--env-file PATH]\n' "$PROG" >&2; }
+usage() { printf 'usage: %s [--sasl] [--resume RUN_DIR] [--env-file PATH]\n' "$PROG" >&2; }
 
 ENV_FILE=
 RESUME=
+SASL=
+case ${KAFKA_SASL:-} in ''|0) ;; 1) SASL=1 ;; *) die "KAFKA_SASL must be 1 or unset, got '$KAFKA_SASL'" ;; esac
 while [ $# -gt 0 ]; do
   case $1 in
+    --sasl) SASL=1; shift ;;
     --env-file) [ $# -ge 2 ] || { usage; exit 2; }; ENV_FILE=$2; shift 2 ;;
     --env-file=*) ENV_FILE=${1#*=}; shift ;;
     --resume) { [ $# -ge 2 ] && [ -n "$2" ]; } || { usage; exit 2; }; RESUME=$2; shift 2 ;;
@@ -69,10 +80,19 @@ if [ -n "$RESUME" ]; then
   # The broker must find its data where server.properties says, i.e. in this directory.
   [ "$(sed -n 's/^log\.dirs=//p' "$RUN/server.properties")" = "$RUN/data" ] ||
     die "--resume $RUN: server.properties does not name log.dirs=$RUN/data (was the directory moved?)"
-  PORT=$(sed -n 's|^listeners=.*PLAINTEXT://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$RUN/server.properties")
+  PORT=$(sed -n 's|^listeners=\(.*,\)*PLAINTEXT://127\.0\.0\.1:\([0-9][0-9]*\).*|\2|p' "$RUN/server.properties")
   CPORT=$(sed -n 's|^listeners=.*CONTROLLER://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$RUN/server.properties")
   { [ -n "$PORT" ] && [ -n "$CPORT" ]; } ||
     die "--resume $RUN: cannot read the PLAINTEXT and CONTROLLER ports from listeners= in server.properties"
+  # The mode is the run directory's: a SASL broker resumes with its listener and users.
+  SPORT=$(sed -n 's|^listeners=.*SASL_PLAINTEXT://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$RUN/server.properties")
+  if [ -n "$SPORT" ]; then
+    SASL=1
+    [ -f "$RUN/sasl/admin.properties" ] ||
+      die "--resume $RUN: a SASL broker without its credentials in $RUN/sasl (removed?); start a fresh broker instead"
+  elif [ -n "$SASL" ]; then
+    die "--resume $RUN: this broker was started without --sasl; a resumed broker keeps its mode"
+  fi
   if [ -n "${KAFKA_PORT:-}" ] && [ "$KAFKA_PORT" != "$PORT" ]; then
     die "KAFKA_PORT=$KAFKA_PORT, but the broker of $RUN listens on $PORT; a resumed broker keeps its ports (unset KAFKA_PORT)"
   fi
@@ -230,6 +250,49 @@ new_cluster_id() {
   done
 }
 
+# --sasl: a SASL_PLAINTEXT listener on $SPORT, PLAIN users with random passwords, the ACL
+# authorizer. Each user's librdkafka properties (gpuledger --kafka-config, kcat -F) go to
+# RUN/sasl/USER.properties; the administrator's for Kafka's Java tools (--command-config) to
+# RUN/sasl/admin.java.properties. The passwords are [A-Za-z0-9_-]: nothing to quote.
+SASL_USERS=(admin gpuledger-operator gpuledger-ingest csp-a csp-b)
+add_sasl() {      # add_sasl SERVER_PROPERTIES
+  local conf=$1 dir=$RUN/sasl user pw jaas
+  rm -rf "$dir"
+  (umask 077 && mkdir "$dir")
+  jaas='org.apache.kafka.common.security.plain.PlainLoginModule required'
+  for user in "${SASL_USERS[@]}"; do
+    pw=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+    jaas="$jaas user_$user=\"$pw\""
+    (umask 077 && printf '%s\n' \
+      "# SASL/PLAIN credentials of User:$user on the test broker 127.0.0.1:$SPORT (ops/kafka/start.sh --sasl)" \
+      'security.protocol=SASL_PLAINTEXT' 'sasl.mechanism=PLAIN' \
+      "sasl.username=$user" "sasl.password=$pw" >"$dir/$user.properties")
+    if [ "$user" = admin ]; then
+      (umask 077 && printf '%s\n' 'security.protocol=SASL_PLAINTEXT' 'sasl.mechanism=PLAIN' \
+        "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$pw\";" \
+        >"$dir/admin.java.properties")
+    fi
+  done
+  sed -i \
+    -e "s|^listeners=PLAINTEXT://127.0.0.1:$PORT,|listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SPORT,|" \
+    -e "s|^advertised.listeners=.*|&,SASL_PLAINTEXT://127.0.0.1:$SPORT|" \
+    -e "s|^listener.security.protocol.map=.*|&,SASL_PLAINTEXT:SASL_PLAINTEXT|" "$conf"
+  grep -q "^listeners=.*SASL_PLAINTEXT://127.0.0.1:$SPORT," "$conf" ||
+    die "server.properties.in: its listeners= line is not PLAINTEXT://127.0.0.1:@PORT@,..."
+  (umask 077 && cat >>"$conf" <<EOF_SASL
+
+# --sasl: clients authenticate with SASL/PLAIN on the SASL_PLAINTEXT listener and are authorized
+# by ACLs. The PLAINTEXT and CONTROLLER listeners stay unauthenticated (User:ANONYMOUS): the
+# broker and its controller talk over them, so ANONYMOUS is a super user, as is User:admin.
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=$jaas;
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:ANONYMOUS
+EOF_SASL
+  )
+}
+
 read -r -a HEAP <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 COMMON_OPTS=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData
   -Djava.awt.headless=true "-Djava.io.tmpdir=$RUN/tmp" "-Dkafka.logs.dir=$LOGS"
@@ -240,12 +303,13 @@ START=$SECONDS
 if [ -z "$RESUME" ]; then               # (a resumed broker keeps the ports read above)
   PORT=${KAFKA_PORT:-}
   CPORT=${KAFKA_CONTROLLER_PORT:-}
+  SPORT=
 fi
 for attempt in 1 2 3; do
   if [ -n "$RESUME" ]; then
     # Same config, same data: no new ports, no formatting. The ports must be free again
     # (a connection left in TIME_WAIT does not count: Java binds with SO_REUSEADDR).
-    for p in "$PORT" "$CPORT"; do
+    for p in "$PORT" "$CPORT" ${SPORT:+"$SPORT"}; do
       if port_busy "$p"; then
         die "port $p of the broker of $RUN is in use by another process; a resumed broker keeps its ports: free it and retry"
       fi
@@ -260,6 +324,11 @@ for attempt in 1 2 3; do
     tmpl=${tmpl//@CPORT@/$CPORT}
     tmpl=${tmpl//@DATA@/$RUN/data}
     printf '%s\n' "$tmpl" >"$RUN/server.properties"
+    if [ -n "$SASL" ]; then
+      pick_port SPORT "$PORT"
+      [ "$SPORT" != "$CPORT" ] || pick_port SPORT "$CPORT"
+      add_sasl "$RUN/server.properties"
+    fi
 
     rm -rf "$RUN/data"
     if ! "$JAVA" -Xmx256m "${COMMON_OPTS[@]}" -cp "$CP" kafka.tools.StorageTool format \
@@ -305,7 +374,9 @@ for attempt in 1 2 3; do
       fail "the Kafka broker exited during startup (logs above, full logs in $LOGS)"
     fi
     if grep -q 'Kafka Server started' "$LOGS/server.log" 2>/dev/null &&
-       kcat -L -b "127.0.0.1:$PORT" -m 2 >/dev/null 2>&1; then
+       kcat -L -b "127.0.0.1:$PORT" -m 2 >/dev/null 2>&1 &&
+       { [ -z "$SASL" ] ||
+         kcat -L -b "127.0.0.1:$SPORT" -F "$RUN/sasl/admin.properties" -m 2 >/dev/null 2>&1; }; then
       break
     fi
     if [ $((SECONDS - START)) -ge "$TIMEOUT" ]; then
@@ -318,6 +389,9 @@ done
 [ -n "$PID" ] || fail "the Kafka broker could not start"
 
 OUT=$(printf 'KAFKA_BOOTSTRAP=127.0.0.1:%s\nKAFKA_RUN_DIR=%s\nKAFKA_PID=%s\n' "$PORT" "$RUN" "$PID")
+if [ -n "$SASL" ]; then
+  OUT+=$(printf '\nKAFKA_SASL_BOOTSTRAP=127.0.0.1:%s\nKAFKA_SASL_DIR=%s\n' "$SPORT" "$RUN/sasl")
+fi
 printf '%s\n' "$OUT" >"$RUN/kafka.env"
 if [ -n "$ENV_FILE" ]; then
   if ! { printf '%s\n' "$OUT" >"$ENV_FILE.tmp.$$" && mv "$ENV_FILE.tmp.$$" "$ENV_FILE"; }; then
@@ -325,5 +399,5 @@ if [ -n "$ENV_FILE" ]; then
   fi
 fi
 READY=1
-log "broker ${RESUME:+resumed and }ready at 127.0.0.1:$PORT after $((SECONDS - START)) s (pid $PID, logs in $LOGS)"
+log "broker ${RESUME:+resumed and }ready at 127.0.0.1:$PORT${SASL:+ (SASL_PLAINTEXT with ACLs at 127.0.0.1:$SPORT)} after $((SECONDS - START)) s (pid $PID, logs in $LOGS)"
 printf '%s\n' "$OUT"

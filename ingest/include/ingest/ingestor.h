@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "ingest/decide.h"
+#include "ingest/kafka_config.h"
 #include "ledger/ledger.h"
 
 namespace gpuledger::ingest {
@@ -17,6 +18,9 @@ namespace gpuledger::ingest {
 struct IngestOptions {
   // Kafka bootstrap servers, "host:port[,host:port]". Required.
   std::string brokers;
+  // Extra librdkafka properties (credentials, TLS) for the consumer and the rejected-topic
+  // producer. Default: none.
+  KafkaConfig kafka_config;
   // Consumer group id. Offsets committed to Kafka under it are for lag monitoring only; the
   // ledger's stored offsets decide where consumption resumes. Default: "gpuledger-ingest".
   std::string group_id = "gpuledger-ingest";

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
+#include "ingest/kafka_config.h"
 #include "ingest/topics.h"
 
 namespace gpuledger::ingest {
@@ -20,6 +21,9 @@ enum class EventKind { kUsage, kRegistry };
 struct PublishOptions {
   // Kafka bootstrap servers. Required.
   std::string brokers;
+  // Extra librdkafka properties (credentials, TLS) for the producer and the topic creator.
+  // Default: none.
+  KafkaConfig kafka_config;
   // Topic names (namespace prefix). Default: production names.
   TopicNames topics;
   // Partitions for topics this publisher creates if they do not exist yet. Default: 3.
@@ -79,7 +83,13 @@ class Publisher {
   std::unique_ptr<Impl> impl_;
 };
 
-// Creates the topics that do not exist yet, with `partitions` partitions each.
+// Creates the topics that do not exist yet, with `partitions` partitions each. A topic this
+// client is not authorized to create (a CSP's principal has no CREATE right) is taken to exist
+// (the cluster administrator creates topics), with a log line saying so; producing to it then
+// fails if it does not.
+absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_config,
+                          const std::vector<std::string>& topics, int partitions);
+// The same without extra client properties.
 absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::string>& topics,
                           int partitions);
 
