@@ -80,6 +80,17 @@ struct Shared {
   std::atomic<size_t> open{0};
 };
 
+using RequestParser = http::request_parser<http::string_body>;
+
+void SetLimits(const ServerOptions& options, RequestParser* parser) {
+  parser->header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
+  parser->body_limit(options.max_body_bytes);
+}
+
+HttpResponse BadTarget() {
+  return Error(400, "bad_request", "the request target is not valid URL text");
+}
+
 HttpRequest ToRequest(const http::request<http::string_body>& req, bool tls, bool* ok) {
   HttpRequest r;
   r.method = std::string(req.method_string());
@@ -203,9 +214,8 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
   beast::flat_buffer buffer;
   bool first = true;
   while (true) {
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(shared.options.max_header_bytes));
-    parser.body_limit(shared.options.max_body_bytes);
+    RequestParser parser;
+    SetLimits(shared.options, &parser);
     lowest.expires_after(
         std::chrono::seconds(first ? shared.options.read_timeout_s : shared.options.keep_alive_s));
     first = false;
@@ -225,8 +235,7 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
     const auto start = std::chrono::steady_clock::now();
     bool ok = true;
     HttpRequest request = ToRequest(req, tls, &ok);
-    HttpResponse res = ok ? Dispatch(request, shared)
-                          : Error(400, "bad_request", "the request target is not valid URL text");
+    HttpResponse res = ok ? Dispatch(request, shared) : BadTarget();
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     shared.metrics.Observe(res.route, res.status, secs);
@@ -311,6 +320,32 @@ awaitable<void> Listen(tcp::acceptor& acceptor, Shared& shared, asio::ssl::conte
 }
 
 }  // namespace
+
+ParsedRequest ParseRequest(std::string_view bytes, const ServerOptions& options, bool tls) {
+  ParsedRequest out;
+  RequestParser parser;
+  SetLimits(options, &parser);
+  beast::error_code ec;
+  while (!parser.is_done()) {
+    const size_t used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+    bytes.remove_prefix(used);
+    if (ec == http::error::need_more || (!ec && used == 0)) return out;
+    if (ec) {
+      out.complete = true;
+      out.error = LimitError(ec);
+      return out;
+    }
+  }
+  out.complete = true;
+  bool ok = true;
+  HttpRequest request = ToRequest(parser.get(), tls, &ok);
+  if (ok) {
+    out.request = std::move(request);
+  } else {
+    out.error = BadTarget();
+  }
+  return out;
+}
 
 absl::Status RunServer(const ServerOptions& options, Service& service, std::atomic<bool>& stop) {
   const size_t colon = options.listen.rfind(':');
