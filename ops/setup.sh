@@ -5,7 +5,8 @@
 #   * configures and builds with CMake + Ninja into $BUILD_DIR (default: build/), -j2.
 # Idempotent: a second run installs nothing and rebuilds only what changed.
 # Environment: BUILD_DIR, BUILD_TYPE (default RelWithDebInfo), JOBS (default 2),
-#              GPULEDGER_SANITIZE=1 for an ASan+UBSan build.
+#              GPULEDGER_SANITIZE=1 for an ASan+UBSan build with clang (its fuzzers are real
+#              libFuzzer binaries), GPULEDGER_VENV (default $BUILD_DIR/venv).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +23,7 @@ PACKAGES=(
   libboost-dev libssl-dev libgtest-dev libgmock-dev googletest libabsl-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev prometheus-cpp-dev
   kcat openjdk-17-jre-headless maven clang-format
+  clang libclang-rt-14-dev
   python3-venv chromium openssl curl
 )
 
@@ -46,10 +48,11 @@ fi
 GPULEDGER_VENV=${GPULEDGER_VENV:-$BUILD_DIR/venv} "$ROOT/ops/python-env.sh" >/dev/null
 
 log "configuring $BUILD_DIR ($BUILD_TYPE)"
-sanitize=OFF
-[ "${GPULEDGER_SANITIZE:-0}" = 1 ] && sanitize=ON
-cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
-  -DGPULEDGER_SANITIZE="$sanitize" >&2 || die "cmake configure failed (see above)"
+sanitize=(-DGPULEDGER_SANITIZE=OFF)
+# The sanitized build uses clang (Debian's, with libFuzzer from libclang-rt-14-dev).
+[ "${GPULEDGER_SANITIZE:-0}" = 1 ] && sanitize=(-DGPULEDGER_SANITIZE=ON -DCMAKE_CXX_COMPILER=clang++)
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${sanitize[@]}" >&2 ||
+  die "cmake configure failed (see above)"
 log "building with -j$JOBS"
 cmake --build "$BUILD_DIR" -j "$JOBS" >&2 || die "build failed (see above)"
 log "built $BUILD_DIR/cli/gpuledger"

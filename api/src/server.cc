@@ -87,6 +87,17 @@ struct Shared {
   RateLimiter limiter{options.rate_limit_per_s, options.rate_burst};
 };
 
+using RequestParser = http::request_parser<http::string_body>;
+
+void SetLimits(const ServerOptions& options, RequestParser* parser) {
+  parser->header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
+  parser->body_limit(options.max_body_bytes);
+}
+
+HttpResponse BadTarget() {
+  return Error(400, "bad_request", "the request target is not valid URL text");
+}
+
 // Probes are never limited: a monitor must see a busy server as alive.
 bool RateLimited(const HttpRequest& req, const std::string& client, Shared& shared,
                  HttpResponse* res) {
@@ -232,9 +243,8 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
   beast::flat_buffer buffer;
   bool first = true;
   while (true) {
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(shared.options.max_header_bytes));
-    parser.body_limit(shared.options.max_body_bytes);
+    RequestParser parser;
+    SetLimits(shared.options, &parser);
     lowest.expires_after(
         std::chrono::seconds(first ? shared.options.read_timeout_s : shared.options.keep_alive_s));
     first = false;
@@ -256,7 +266,7 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
     HttpRequest request = ToRequest(req, tls, &ok);
     HttpResponse res;
     if (!ok) {
-      res = Error(400, "bad_request", "the request target is not valid URL text");
+      res = BadTarget();
     } else if (!RateLimited(request, client, shared, &res)) {
       res = Dispatch(request, shared);
     }
@@ -344,6 +354,32 @@ awaitable<void> Listen(tcp::acceptor& acceptor, Shared& shared, asio::ssl::conte
 }
 
 }  // namespace
+
+ParsedRequest ParseRequest(std::string_view bytes, const ServerOptions& options, bool tls) {
+  ParsedRequest out;
+  RequestParser parser;
+  SetLimits(options, &parser);
+  beast::error_code ec;
+  while (!parser.is_done()) {
+    const size_t used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+    bytes.remove_prefix(used);
+    if (ec == http::error::need_more || (!ec && used == 0)) return out;
+    if (ec) {
+      out.complete = true;
+      out.error = LimitError(ec);
+      return out;
+    }
+  }
+  out.complete = true;
+  bool ok = true;
+  HttpRequest request = ToRequest(parser.get(), tls, &ok);
+  if (ok) {
+    out.request = std::move(request);
+  } else {
+    out.error = BadTarget();
+  }
+  return out;
+}
 
 absl::Status RunServer(const ServerOptions& options, Service& service, std::atomic<bool>& stop) {
   const size_t colon = options.listen.rfind(':');

@@ -5,9 +5,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "api/routes.h"
 #include "api/service.h"
 
 namespace gpuledger::api {
@@ -29,6 +32,17 @@ struct ServerOptions {
   int keep_alive_s = 30;
   std::string port_file;  // if set, the bound port is written here once listening
 };
+
+// One request parsed from bytes as the server parses what a connection sends (the same HTTP
+// parser, header and body limits, and decoding of the target), for tests and fuzzers.
+struct ParsedRequest {
+  // False: the bytes end before the request does (the server would wait for more).
+  bool complete = false;
+  // Set when complete and valid; otherwise `error` is what the server answers, then closes.
+  std::optional<HttpRequest> request;
+  HttpResponse error;
+};
+ParsedRequest ParseRequest(std::string_view bytes, const ServerOptions& options, bool tls);
 
 // Serves until `stop` becomes true (checked every 200 ms). Returns when every connection is
 // closed or abandoned.

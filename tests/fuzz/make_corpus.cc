@@ -1,0 +1,155 @@
+// Writes the fuzzers' seed corpus (tests/fuzz/corpus/) from the fixture: every fixture message
+// for fuzz_decide, the fixture's JSON lines for fuzz_json_lines, exports of the fixture ledger
+// for fuzz_export, and one request per route for fuzz_http; plus a few edge cases each.
+// Deterministic: the same fixture gives the same files. Usage: make_fuzz_corpus OUT_DIR
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "fuzz_support.h"
+#include "ledger/export.h"
+#include "testsupport/temp_dir.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace fuzz = gpuledger::fuzz;
+namespace ledger = gpuledger::ledger;
+
+void Write(const fs::path& dir, const std::string& name, const std::string& bytes) {
+  fs::create_directories(dir);
+  std::ofstream(dir / name, std::ios::binary) << bytes;
+}
+
+void DecideCorpus(const fs::path& dir) {
+  int i = 0;
+  for (const gpuledger::ingest::RawMessage& m : fuzz::FixtureMessages()) {
+    const std::string input =
+        std::string(1, static_cast<char>(fuzz::SelectorOfTopic(m.topic))) + m.payload;
+    Write(dir, absl::StrCat("fixture-", absl::Dec(++i, absl::kZeroPad3)), input);
+    if (i == 1) Write(dir, "registry-on-usage-topic", "\x01" + m.payload);
+    if (i == 1) Write(dir, "registry-on-unknown-topic", "\x03" + m.payload);
+    if (i == 50) Write(dir, "usage-truncated", input.substr(0, input.size() / 2));
+    if (i == 50) Write(dir, "usage-on-registry-topic", "\x00" + m.payload);
+  }
+  Write(dir, "empty-registry", std::string(1, '\0'));
+  Write(dir, "empty-usage", "\x01");
+  Write(dir, "bad-varint", std::string("\x02\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 12));
+}
+
+void JsonLinesCorpus(const fs::path& dir) {
+  const std::string fixture = GPULEDGER_FUZZ_FIXTURE_DIR;
+  Write(dir, "registry.jsonl", fuzz::ReadFileOrDie(fixture + "/registry.jsonl"));
+  Write(dir, "usage.jsonl", fuzz::ReadFileOrDie(fixture + "/usage.jsonl"));
+  Write(dir, "empty", "");
+  Write(dir, "blank-lines", "\n \t\r\n\n");
+  Write(dir, "empty-object", "{}\n");
+  Write(dir, "not-json", "usage: 4 GPUs\n");
+  Write(dir, "strings-for-numbers",
+        "{\"schemaVersion\":\"1\",\"eventId\":\"e1\",\"cspId\":\"c\",\"producerSeq\":\"18446744073"
+        "709551615\",\"usage\":{\"startMs\":\"-9223372036854775808\",\"endMs\":1e3}}\n");
+  Write(dir, "unknown-field-and-enum",
+        "{\"schemaVersion\":1,\"eventId\":\"e\\u0000\",\"cspId\":\"c\",\"x\":[1,{}],"
+        "\"usage\":{\"gpuModel\":\"NO_SUCH_GPU\"}}\n");
+  Write(dir, "two-bodies",
+        "{\"schemaVersion\":1,\"eventId\":\"r\",\"institution\":{\"type\":\"ACADEMIA\"},"
+        "\"periodClose\":{\"period\":\"2026-13\"}}\n");
+}
+
+void ExportCorpus(const fs::path& dir) {
+  gpuledger::testing::TempDir tmp;
+  fuzz::Require(fuzz::WriteFixtureLedger(tmp.Sub("ledger")).ok(), "the fixture ledger");
+  ledger::LedgerOptions options;
+  options.read_only = true;
+  auto l = ledger::Ledger::Open(tmp.Sub("ledger"), options);
+  fuzz::Require(l.ok(), "the fixture ledger reopens");
+  auto export_of = [&](uint64_t from, uint64_t to) {
+    std::ostringstream out;
+    ledger::ExportOptions o;
+    o.from_seq = from;
+    o.to_seq = to;
+    fuzz::Require(ledger::ExportLedger(**l, out, o).ok(), "the fixture exports");
+    return out.str();
+  };
+  const std::string full = export_of(1, 0);
+  Write(dir, "full", full);
+  Write(dir, "slice-20-40", export_of(20, 40));
+  Write(dir, "header-only", export_of((*l)->head().seq + 1, 0));
+  Write(dir, "first-entry", export_of(1, 1));
+  Write(dir, "truncated", full.substr(0, full.size() / 2));
+}
+
+void HttpCorpus(const fs::path& dir) {
+  auto get = [](const std::string& target, const std::string& token) {
+    return absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: x\r\n",
+                        token.empty() ? "" : absl::StrCat("Authorization: Bearer ", token, "\r\n"),
+                        "\r\n");
+  };
+  const std::vector<std::pair<std::string, std::string>> requests = {
+      {"healthz", get("/healthz", "")},
+      {"readyz", get("/readyz", "")},
+      {"root", get("/", "")},
+      {"periods", get("/v1/periods", "fuzz-finance")},
+      {"period", get("/v1/periods/2026-03", "fuzz-finance")},
+      {"invoices", get("/v1/periods/2026-03/invoices", "fuzz-finance")},
+      {"invoice-csv", get("/v1/periods/2026-03/invoices/inst-nari.csv", "fuzz-institution")},
+      {"invoice-html", get("/v1/periods/2026-03/invoices/inst-nari.html", "fuzz-operator")},
+      {"statements", get("/v1/periods/2026-03/statements", "fuzz-auditor")},
+      {"statement", get("/v1/periods/2026-03/statements/csp-alpha.json", "fuzz-csp")},
+      {"program", get("/v1/periods/2026-03/programs/GOV_ADVANCED", "fuzz-finance")},
+      {"head", get("/v1/ledger/head", "fuzz-auditor")},
+      {"entries", get("/v1/ledger/entries?from_seq=3&limit=5", "fuzz-auditor")},
+      {"entry", get("/v1/ledger/entries/7", "fuzz-operator")},
+      {"event", get("/v1/ledger/events/csp-alpha/csp-alpha-000737", "fuzz-operator")},
+      {"export", get("/v1/ledger/export?from_seq=10&to_seq=40", "fuzz-auditor")},
+      {"rejected", get("/v1/rejected?csp=csp-beta&limit=2&reason=EMPTY_INTERVAL", "fuzz-csp")},
+      {"gaps", get("/v1/gaps?csp=csp-alpha", "fuzz-operator")},
+      {"checkpoints", get("/v1/checkpoints?limit=3", "fuzz-auditor")},
+      {"public-key", get("/v1/public-key", "fuzz-auditor")},
+      {"metrics", get("/metrics", "fuzz-operator")},
+      {"ui-invoices", get("/ui/invoices?period=2026-03&type=ACADEMIA", "fuzz-finance")},
+      {"ui-invoice", get("/ui/invoices/2026-03/inst-nari", "fuzz-finance")},
+      {"ui-statements", get("/ui/statements?period=2026-03", "fuzz-finance")},
+      {"ui-login-page", get("/ui/login", "")},
+      {"bad-escape", get("/v1/ledger/entries?limit=%zz", "fuzz-auditor")},
+      {"bad-period", get("/v1/periods/2026-3x/invoices", "fuzz-finance")},
+      {"no-token", get("/v1/ledger/head", "")},
+      {"wrong-role", get("/v1/ledger/entries", "fuzz-institution")},
+      {"head-method", "HEAD /v1/periods HTTP/1.1\r\nAuthorization: bearer fuzz-operator\r\n\r\n"},
+      {"post-api", "POST /v1/periods HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"},
+      {"cookie",
+       "GET /ui/statements HTTP/1.1\r\nCookie: a=b; gpuledger_token=fuzz-auditor\r\n\r\n"},
+      {"login-form",
+       "POST /ui/login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+       "Content-Length: 19\r\n\r\ntoken=fuzz-operator"},
+      {"chunked",
+       "POST /ui/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ntoken=\r\n0\r\n\r\n"},
+      {"http10", "GET /healthz HTTP/1.0\r\n\r\n"},
+      {"header-too-large",
+       absl::StrCat("GET / HTTP/1.1\r\nX: ", std::string(9000, 'a'), "\r\n\r\n")},
+      {"incomplete", "GET /v1/periods HTTP/1.1\r\nAuthoriz"},
+      {"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"},
+  };
+  for (const auto& [name, bytes] : requests) Write(dir, name, bytes);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+    return 2;
+  }
+  const fs::path out = argv[1];
+  DecideCorpus(out / "decide");
+  JsonLinesCorpus(out / "json_lines");
+  ExportCorpus(out / "export");
+  HttpCorpus(out / "http");
+  std::printf("wrote the seed corpus under %s\n", out.c_str());
+  return 0;
+}
