@@ -76,7 +76,15 @@ std::string LongestKey(std::string_view allocation) {
 
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat("validator state store: ", what, ": ", s.ToString()));
+  const std::string msg = absl::StrCat("validator state store: ", what, ": ", s.ToString());
+  // It shares the ledger's disk, which it may fill before the ledger does: the same advice.
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        msg,
+        " -- the disk is full: free space and start again (the state store is brought up "
+        "to the ledger's head from the ledger)"));
+  }
+  return absl::DataLossError(msg);
 }
 
 absl::Status Damaged(const std::string& what) {
