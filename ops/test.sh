@@ -17,7 +17,8 @@ log() { printf 'test: %s\n' "$*" >&2; }
 
 # The normal pass: GCC, the default build.
 normal_pass() {
-  BUILD_DIR=$BUILD_DIR GPULEDGER_SANITIZE=0 "$ROOT/ops/setup.sh"
+  # `|| return`: called as `normal_pass || rc=$?`, where set -e does not stop a failed set-up.
+  BUILD_DIR=$BUILD_DIR GPULEDGER_SANITIZE=0 "$ROOT/ops/setup.sh" || return
   (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 -j "$JOBS" "$@")
 }
 
@@ -29,7 +30,7 @@ normal_pass() {
 sanitized_pass() {
   local dir=$BUILD_DIR-asan start=$SECONDS rc=0
   BUILD_DIR=$dir GPULEDGER_SANITIZE=1 GPULEDGER_VENV=${GPULEDGER_VENV:-$BUILD_DIR/venv} \
-    "$ROOT/ops/setup.sh"
+    "$ROOT/ops/setup.sh" || return
   log "sanitized build ready in $((SECONDS - start)) s; running the suite under ASan+UBSan"
   local reports=$dir/sanitizer-reports
   rm -rf "$reports" && mkdir -p "$reports"

@@ -82,9 +82,6 @@ int64_t AbsNs(int64_t v) { return v < 0 ? -v : v; }
 
 }  // namespace
 
-// glibc declares these arguments nonnull; callers still pass null (gettimeofday's tv may be).
-#pragma GCC diagnostic ignored "-Wnonnull-compare"
-
 extern "C" {
 
 int clock_gettime(clockid_t clock, struct timespec* ts) {
@@ -97,10 +94,9 @@ int gettimeofday(struct timeval* tv, void* tz) {
   struct timespec ts;
   RealClockGettime()(CLOCK_REALTIME, &ts);
   Add(&ts, OffsetNs());
-  if (tv != nullptr) {
-    tv->tv_sec = ts.tv_sec;
-    tv->tv_usec = ts.tv_nsec / 1'000;
-  }
+  // glibc declares tv nonnull.
+  tv->tv_sec = ts.tv_sec;
+  tv->tv_usec = ts.tv_nsec / 1'000;
   (void)tz;
   return 0;
 }
@@ -118,7 +114,7 @@ int pthread_cond_timedwait(pthread_cond_t* cond, pthread_mutex_t* mutex,
   using Fn = int (*)(pthread_cond_t*, pthread_mutex_t*, const struct timespec*);
   static Fn real = reinterpret_cast<Fn>(dlvsym(RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2"));
   const int64_t offset = OffsetNs();
-  if (offset != 0 && deadline != nullptr) {
+  if (offset != 0) {  // glibc declares deadline nonnull
     struct timespec now;
     RealClockGettime()(CLOCK_REALTIME, &now);
     const int64_t d = deadline->tv_sec * kNsPerS + deadline->tv_nsec;
