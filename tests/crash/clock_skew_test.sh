@@ -83,9 +83,10 @@ esac
 run() {
   local name=$1 offset=$2 step=$3 at=$4 log=$WORK/$1.log rc=0
   date +%s.%N >"$log.real-first"
-  LD_PRELOAD=$GPULEDGER_CLOCK_SHIFT_LIB GPULEDGER_CLOCK_OFFSET_S=$offset \
-    GPULEDGER_CLOCK_STEP_S=$step GPULEDGER_CLOCK_STEP_AT_MS=$at \
-    timeout 240 "$G" ingest --db "$WORK/$name" --group "g-$name" --until-end --unsigned \
+  # The library goes to ingest only (through env), not to `timeout`.
+  timeout 240 env LD_PRELOAD="$GPULEDGER_CLOCK_SHIFT_LIB" GPULEDGER_CLOCK_OFFSET_S="$offset" \
+    GPULEDGER_CLOCK_STEP_S="$step" GPULEDGER_CLOCK_STEP_AT_MS="$at" \
+    "$G" ingest --db "$WORK/$name" --group "g-$name" --until-end --unsigned \
     --batch-max-messages 50 --batch-max-ms 5 >"$log" 2>&1 || rc=$?
   date +%s.%N >"$log.real-last"
   [ "$rc" -eq 0 ] || { tail -20 "$log" >&2; fail "$name: ingest exited $rc"; }
