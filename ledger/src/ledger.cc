@@ -452,6 +452,12 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   // Bound the WAL: column families written rarely would otherwise pin old WAL files forever
   // (and every open would replay them).
   db_options.max_total_wal_size = 256ULL << 20;
+  // Every flush writes all column families at the same point, in one MANIFEST record. A
+  // secondary that finds a write-ahead log already deleted reads the table files alone; with
+  // column families flushed one by one it could then see the entries of a commit without its
+  // head (or the head without its entries), and refuse the ledger as damaged. Found by
+  // LedgerTest.ReadOnlyOpenSeesEveryCommitMadeBeforeItBegan (writers closing cleanly).
+  db_options.atomic_flush = true;
   // Memory that does not grow with the ledger: the memtables of all column families share one
   // budget; index and filter blocks are charged to a fixed cache.
   db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(128ULL << 20);

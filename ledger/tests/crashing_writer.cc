@@ -1,9 +1,10 @@
 // The writer of LedgerTest.ReadOnlyOpenSeesEveryCommitMadeBeforeItBegan: opens the ledger
 // (recovering what the previous writer left in the write-ahead log), commits four batches of N
-// entries each, publishes each committed head in the shared file, and exits without closing
-// anything, as a SIGKILLed ingest does.
+// entries each, publishes each committed head in the shared file, and then either exits without
+// closing anything, as a SIGKILLed ingest does ("crash"), or closes the ledger, which flushes
+// every column family and drops the write-ahead log ("close").
 //
-//   crashing_writer LEDGER_DIR SHARED_HEAD_FILE ENTRIES_PER_BATCH
+//   crashing_writer LEDGER_DIR SHARED_HEAD_FILE ENTRIES_PER_BATCH crash|close
 #include <fcntl.h>
 #include <sys/mman.h>
 
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "ledger/ledger.h"
@@ -18,8 +20,10 @@
 int main(int argc, char** argv) {
   using gpuledger::ledger::Candidate;
   using gpuledger::ledger::Ledger;
-  if (argc != 4 || std::atoi(argv[3]) <= 0) {
-    std::fprintf(stderr, "usage: %s LEDGER_DIR SHARED_HEAD_FILE ENTRIES_PER_BATCH\n", argv[0]);
+  if (argc != 5 || std::atoi(argv[3]) <= 0 ||
+      (std::string_view(argv[4]) != "crash" && std::string_view(argv[4]) != "close")) {
+    std::fprintf(stderr, "usage: %s LEDGER_DIR SHARED_HEAD_FILE ENTRIES_PER_BATCH crash|close\n",
+                 argv[0]);
     return 2;
   }
   const int per_batch = std::atoi(argv[3]);
@@ -66,6 +70,7 @@ int main(int argc, char** argv) {
     }
     committed->store((*l)->head().seq);
   }
+  if (std::string_view(argv[4]) == "close") return 0;  // flushes every column family
   std::fflush(stderr);
   std::_Exit(0);  // no close, no flush: the next writer recovers the write-ahead log
 }
