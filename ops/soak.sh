@@ -10,7 +10,9 @@
 #   - disk_full_test (needs root),
 #   - pause_test (consumer paused past its session timeout),
 #   - clock_skew_test (ingest's clock ±1 h and stepped ±1 h mid-stream),
-#   - broker_restart_test (the broker killed and restarted under a running ingest).
+#   - broker_restart_test (the broker killed and restarted under a running ingest),
+#   - LedgerTest.ReadOnlyOpenSeesEveryCommitMadeBeforeItBegan (readers opening the ledger while
+#     100 writer processes crash or close one after another; no open may see an older head).
 # One throwaway Kafka broker for the whole soak (ops/kafka/start.sh; stopped on exit). Needs a
 # build (ops/setup.sh; BUILD_DIR, default build/). Prints a line per test run and, at the end,
 # a table of rounds, kills and failures per test for docs/RELIABILITY.md's "last soak" column.
@@ -84,13 +86,15 @@ while [ "$(date +%s)" -lt "$end" ]; do
   GPULEDGER_CLOCK_SHIFT_LIB=$BUILD_DIR/tests/libclock_shift.so \
     run_one clock_skew bash "$ROOT/tests/crash/clock_skew_test.sh"
   run_one broker_restart "$BUILD_DIR/tests/broker_restart_test"
+  run_one readonly_open "$BUILD_DIR/ledger/ledger_test" \
+    --gtest_filter=LedgerTest.ReadOnlyOpenSeesEveryCommitMadeBeforeItBegan
 done
 
 echo
 echo "| test | runs | failed |"
 echo "|---|---:|---:|"
 failed=0
-for name in kill corruption disk_full pause clock_skew broker_restart; do
+for name in kill corruption disk_full pause clock_skew broker_restart readonly_open; do
   [ -n "${runs[$name]:-}" ] || continue
   printf '| %s | %s | %s |\n' "$name" "${runs[$name]}" "${fails[$name]:-0}"
   failed=$((failed + ${fails[$name]:-0}))
