@@ -609,6 +609,16 @@ TEST(LedgerTest, ReadOnlyOpenSeesEveryCommitMadeBeforeItBegan) {
   // a writer's start must fall into.
   std::atomic<int> opens{0};
   std::atomic<int> stale{0};
+  // A view must hold every commit made before it began: a head at least `floor`, and its entry.
+  auto check = [](const Ledger& l, uint64_t floor, const char* what, std::atomic<int>* stale) {
+    if (l.head().seq < floor) {
+      ++*stale;
+      ADD_FAILURE() << what << " saw head " << l.head().seq << " after " << floor
+                    << " was committed";
+    } else if (floor > 0) {
+      EXPECT_TRUE(l.Get(floor).ok()) << "entry " << floor;
+    }
+  };
   auto read = [&] {
     LedgerOptions ro;
     ro.read_only = true;
@@ -617,13 +627,7 @@ TEST(LedgerTest, ReadOnlyOpenSeesEveryCommitMadeBeforeItBegan) {
       auto l = Ledger::Open(path, ro);
       ASSERT_TRUE(l.ok()) << l.status();
       ++opens;
-      if ((*l)->head().seq < floor) {
-        ++stale;
-        ADD_FAILURE() << "a read-only open saw head " << (*l)->head().seq << " after " << floor
-                      << " was committed";
-      } else if (floor > 0) {
-        EXPECT_TRUE((*l)->Get(floor).ok()) << "entry " << floor;
-      }
+      check(**l, floor, "a read-only open", &stale);
     }
   };
   // And a follower, as serve is: one secondary instance caught up again and again.
@@ -640,13 +644,7 @@ TEST(LedgerTest, ReadOnlyOpenSeesEveryCommitMadeBeforeItBegan) {
       absl::Status s = (*l)->Refresh();
       ASSERT_TRUE(s.ok()) << s;
       ++refreshes;
-      if ((*l)->head().seq < floor) {
-        ++stale_refreshes;
-        ADD_FAILURE() << "a refresh saw head " << (*l)->head().seq << " after " << floor
-                      << " was committed";
-      } else if (floor > 0) {
-        EXPECT_TRUE((*l)->Get(floor).ok()) << "entry " << floor;
-      }
+      check(**l, floor, "a refresh", &stale_refreshes);
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   };
