@@ -1,11 +1,19 @@
 #include "ingest/decide.h"
 
-#include <optional>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+#include <google/protobuf/unknown_field_set.h>
 
+#include <algorithm>
+#include <optional>
+#include <string_view>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
+#include "ingest/limits.h"
 #include "ingest/reasons.h"
 #include "ingest/topics.h"
 
@@ -31,26 +39,137 @@ MaybeVerdict Invalid(const char* field, std::string why) {
   return Verdict{reason::kInvalidField, absl::StrCat(field, ": ", why)};
 }
 
-MaybeVerdict CheckEventId(const std::string& id, const ValidationLimits& limits) {
-  if (id.empty()) return Missing("event_id");
-  if (id.size() > limits.max_event_id_bytes) {
-    return Invalid("event_id", absl::StrCat("longer than ", limits.max_event_id_bytes, " bytes"));
+bool PrintableAsciiWithoutSpace(std::string_view s) {
+  for (char ch : s) {
+    if (ch < 0x21 || ch > 0x7e) return false;
   }
-  for (char ch : id) {
-    if (ch < 0x21 || ch > 0x7e)
-      return Invalid("event_id", "must be printable ASCII without spaces");
+  return true;
+}
+
+// An identifier: 1 to `max_bytes` bytes of printable ASCII without spaces (limits.h).
+MaybeVerdict CheckId(const char* field, const std::string& id,
+                     size_t max_bytes = limits::kIdBytesMax) {
+  if (id.empty()) return Missing(field);
+  if (id.size() > max_bytes)
+    return Invalid(field, absl::StrCat("longer than ", max_bytes, " bytes"));
+  if (!PrintableAsciiWithoutSpace(id)) {
+    return Invalid(field, "must be printable ASCII without spaces (0x21 to 0x7e)");
   }
   return std::nullopt;
 }
 
+// An identifier that may be absent.
+MaybeVerdict CheckOptionalId(const char* field, const std::string& id) {
+  return id.empty() ? std::nullopt : CheckId(field, id);
+}
+
+// True for a legal CSP id: it names a Kafka topic and is not the registry's identity.
+bool IsCspId(std::string_view id) {
+  if (id.empty() || id.size() > limits::kCspIdBytesMax || id == kOperatorSourceId) return false;
+  for (char ch : id) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+MaybeVerdict CheckCspId(const char* field, const std::string& id) {
+  if (id.empty()) return Missing(field);
+  if (!IsCspId(id)) {
+    return Invalid(field, absl::StrCat("must be 1 to ", limits::kCspIdBytesMax,
+                                       " ASCII letters, digits, '.', '_' or '-', and not '",
+                                       kOperatorSourceId, "'"));
+  }
+  return std::nullopt;
+}
+
+// Decodes one UTF-8 sequence at `s[i]`; returns its code point and advances `i`, or -1 for an
+// ill-formed sequence (overlong forms, surrogates and values above U+10FFFF included).
+int32_t NextCodePoint(std::string_view s, size_t* i) {
+  const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
+  const uint8_t lead = b(*i);
+  int len = 0;
+  int32_t cp = 0;
+  if (lead < 0x80) {
+    ++*i;
+    return lead;
+  } else if (lead >= 0xc2 && lead <= 0xdf) {
+    len = 2, cp = lead & 0x1f;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    len = 3, cp = lead & 0x0f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    len = 4, cp = lead & 0x07;
+  } else {
+    return -1;
+  }
+  if (*i + len > s.size()) return -1;
+  for (int k = 1; k < len; ++k) {
+    if ((b(*i + k) & 0xc0) != 0x80) return -1;
+    cp = (cp << 6) | (b(*i + k) & 0x3f);
+  }
+  static constexpr int32_t kMinOfLength[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMinOfLength[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return -1;
+  *i += len;
+  return cp;
+}
+
+// Free text shown to people: valid UTF-8 without control or bidirectional-control characters,
+// at most `max_bytes` bytes (limits.h). May be empty.
+MaybeVerdict CheckText(const char* field, const std::string& text, size_t max_bytes) {
+  if (text.size() > max_bytes) {
+    return Invalid(field, absl::StrCat("longer than ", max_bytes, " bytes"));
+  }
+  for (size_t i = 0; i < text.size();) {
+    const size_t at = i;
+    const int32_t cp = NextCodePoint(text, &i);
+    if (cp < 0) return Invalid(field, absl::StrCat("not valid UTF-8 at byte ", at));
+    const bool control = cp < 0x20 || (cp >= 0x7f && cp <= 0x9f);
+    const bool bidi = (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+    if (control || bidi) {
+      return Invalid(field, absl::StrCat("control character U+", absl::Hex(cp, absl::kZeroPad4),
+                                         " at byte ", at, " (text must be printable)"));
+    }
+  }
+  return std::nullopt;
+}
+
+// An instant: inside [kTimeMinMs, kTimeMaxMs).
+MaybeVerdict CheckTime(const char* field, int64_t ms) {
+  if (ms >= limits::kTimeMinMs && ms < limits::kTimeMaxMs) return std::nullopt;
+  return Verdict{reason::kTimeOutOfRange,
+                 absl::StrCat(field, " ", ms, " is outside [", limits::kTimeMinMs, ", ",
+                              limits::kTimeMaxMs, ") (2020-01-01 to 2100-01-01 UTC)")};
+}
+
+// An instant that may be left at 0 ("not given": informational times, and effective dates that
+// apply from the beginning).
+MaybeVerdict CheckOptionalTime(const char* field, int64_t ms) {
+  return ms == 0 ? std::nullopt : CheckTime(field, ms);
+}
+
+// A GPU count: 1 to kGpuCountMax (0 too where `zero_ok`).
+MaybeVerdict CheckGpuCount(const char* field, uint32_t n, bool zero_ok = false) {
+  if (n == 0 && !zero_ok) return Invalid(field, "must be at least 1");
+  if (n > limits::kGpuCountMax) {
+    return Invalid(field, absl::StrCat(n, " is over the limit of ", limits::kGpuCountMax));
+  }
+  return std::nullopt;
+}
+
+MaybeVerdict CheckEventId(const std::string& id, const ValidationLimits& limits) {
+  return CheckId("event_id", id, std::min(limits.max_event_id_bytes, limits::kIdBytesMax));
+}
+
 MaybeVerdict CheckInterval(int64_t start_ms, int64_t end_ms, const ValidationLimits& limits) {
+  if (auto v = CheckTime("start_ms", start_ms)) return v;
+  if (auto v = CheckTime("end_ms", end_ms)) return v;
   if (end_ms <= start_ms) {
     return Verdict{reason::kEmptyInterval,
                    absl::StrCat("end_ms ", end_ms, " is not after start_ms ", start_ms)};
   }
-  // Computed without overflow: both are int64 and end > start.
-  const uint64_t duration = static_cast<uint64_t>(end_ms) - static_cast<uint64_t>(start_ms);
-  if (duration > static_cast<uint64_t>(limits.max_interval_ms)) {
+  const int64_t duration = end_ms - start_ms;  // both in range: no overflow
+  if (duration > limits.max_interval_ms) {
     return Verdict{reason::kDurationTooLong,
                    absl::StrCat("interval of ", duration, " ms exceeds the limit of ",
                                 limits.max_interval_ms, " ms")};
@@ -59,21 +178,21 @@ MaybeVerdict CheckInterval(int64_t start_ms, int64_t end_ms, const ValidationLim
 }
 
 MaybeVerdict CheckUsageInterval(const v1::UsageInterval& u, const ValidationLimits& limits) {
-  if (u.allocation_id().empty()) return Missing("usage.allocation_id");
+  if (auto v = CheckId("usage.allocation_id", u.allocation_id())) return v;
   if (u.gpu_model() == v1::GPU_MODEL_UNSPECIFIED) return Missing("usage.gpu_model");
   if (!v1::GpuModel_IsValid(u.gpu_model())) return Invalid("usage.gpu_model", "unknown model");
-  if (u.gpu_count() == 0) return Invalid("usage.gpu_count", "must be at least 1");
+  if (auto v = CheckGpuCount("usage.gpu_count", u.gpu_count())) return v;
+  if (auto v = CheckOptionalId("usage.node_id", u.node_id())) return v;
   return CheckInterval(u.start_ms(), u.end_ms(), limits);
 }
 
 MaybeVerdict CheckPoolFields(v1::Program program, v1::GpuModel model, uint32_t gpu_count,
-                             const char* what) {
+                             const char* what, bool zero_ok = false) {
   if (program == v1::PROGRAM_UNSPECIFIED) return Missing(what);
   if (!v1::Program_IsValid(program)) return Invalid(what, "unknown program");
   if (model == v1::GPU_MODEL_UNSPECIFIED) return Missing(what);
   if (!v1::GpuModel_IsValid(model)) return Invalid(what, "unknown GPU model");
-  if (gpu_count == 0) return Invalid(what, "gpu_count must be at least 1");
-  return std::nullopt;
+  return CheckGpuCount(what, gpu_count, zero_ok);
 }
 
 MaybeVerdict CheckUsageBody(const v1::UsageEvent& e, const ValidationLimits& limits) {
@@ -83,17 +202,21 @@ MaybeVerdict CheckUsageBody(const v1::UsageEvent& e, const ValidationLimits& lim
     case v1::UsageEvent::kOwnUse: {
       const auto& o = e.own_use();
       if (auto v = CheckPoolFields(o.program(), o.gpu_model(), o.gpu_count(), "own_use")) return v;
+      if (auto v = CheckOptionalId("own_use.node_id", o.node_id())) return v;
       return CheckInterval(o.start_ms(), o.end_ms(), limits);
     }
     case v1::UsageEvent::kOutage: {
       const auto& o = e.outage();
       if (auto v = CheckPoolFields(o.program(), o.gpu_model(), o.gpu_count(), "outage")) return v;
+      if (auto v = CheckOptionalId("outage.allocation_id", o.allocation_id())) return v;
+      if (auto v = CheckText("outage.cause", o.cause(), limits::kCauseBytesMax)) return v;
       return CheckInterval(o.start_ms(), o.end_ms(), limits);
     }
     case v1::UsageEvent::kCorrection: {
       const auto& c = e.correction();
-      if (c.target_event_id().empty()) return Missing("correction.target_event_id");
-      if (c.allocation_id().empty()) return Missing("correction.allocation_id");
+      if (auto v = CheckId("correction.target_event_id", c.target_event_id())) return v;
+      if (auto v = CheckId("correction.allocation_id", c.allocation_id())) return v;
+      if (auto v = CheckText("correction.reason", c.reason(), limits::kReasonBytesMax)) return v;
       if (c.has_replacement() && c.replacement().allocation_id() != c.allocation_id()) {
         return Invalid("correction.replacement.allocation_id",
                        "must equal correction.allocation_id (the target's allocation)");
@@ -120,12 +243,17 @@ MaybeVerdict CheckUsage(const v1::UsageEvent& e, const std::string& topic_csp,
   if (auto v = CheckEventId(e.event_id(), limits)) return v;
   if (e.csp_id().empty()) return Missing("csp_id");
   if (e.csp_id() != topic_csp) {
-    return Verdict{
-        reason::kCspTopicMismatch,
-        absl::StrCat("csp_id '", e.csp_id(), "' arrived on the topic of '", topic_csp, "'")};
+    // Printed with its bytes escaped: it is outside data of any length.
+    return Verdict{reason::kCspTopicMismatch,
+                   absl::StrCat("csp_id '", absl::CHexEscape(e.csp_id().substr(0, 80)),
+                                "' arrived on the topic of '", topic_csp, "'")};
   }
-  if (e.producer_id().empty()) return Missing("producer_id");
+  if (auto v = CheckId("producer_id", e.producer_id())) return v;
   if (e.producer_seq() == 0) return Invalid("producer_seq", "must start at 1");
+  if (e.producer_seq() > limits::kProducerSeqMax) {
+    return Invalid("producer_seq", absl::StrCat("over the limit of ", limits::kProducerSeqMax));
+  }
+  if (auto v = CheckOptionalTime("emitted_at_ms", e.emitted_at_ms())) return v;
   return CheckUsageBody(e, limits);
 }
 
@@ -133,38 +261,59 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   switch (e.body_case()) {
     case v1::RegistryEvent::kInstitution: {
       const auto& i = e.institution();
-      if (i.institution_id().empty()) return Missing("institution.institution_id");
+      if (auto v = CheckId("institution.institution_id", i.institution_id())) return v;
+      if (auto v = CheckText("institution.name", i.name(), limits::kNameBytesMax)) return v;
       if (i.type() == v1::INSTITUTION_TYPE_UNSPECIFIED) return Missing("institution.type");
       if (!v1::InstitutionType_IsValid(i.type())) return Invalid("institution.type", "unknown");
-      return std::nullopt;
+      return CheckOptionalTime("institution.effective_from_ms", i.effective_from_ms());
     }
     case v1::RegistryEvent::kAllocation: {
       const auto& a = e.allocation();
-      if (a.allocation_id().empty()) return Missing("allocation.allocation_id");
-      if (a.institution_id().empty()) return Missing("allocation.institution_id");
-      if (a.csp_id().empty()) return Missing("allocation.csp_id");
+      if (auto v = CheckId("allocation.allocation_id", a.allocation_id())) return v;
+      if (auto v = CheckId("allocation.institution_id", a.institution_id())) return v;
+      if (auto v = CheckCspId("allocation.csp_id", a.csp_id())) return v;
       if (auto v = CheckPoolFields(a.program(), a.gpu_model(), a.gpu_count(), "allocation")) {
         return v;
       }
+      if (auto v = CheckTime("allocation.start_ms", a.start_ms())) return v;
+      if (auto v = CheckTime("allocation.end_ms", a.end_ms())) return v;
       if (a.end_ms() <= a.start_ms()) {
         return Verdict{reason::kEmptyInterval, "allocation end_ms is not after start_ms"};
       }
       if (a.gpu_ms_cap() < 0) return Invalid("allocation.gpu_ms_cap", "must not be negative");
+      if (a.gpu_ms_cap() > limits::kGpuMsCapMax) {
+        return Invalid("allocation.gpu_ms_cap",
+                       absl::StrCat("over the limit of ", limits::kGpuMsCapMax, " GPU-ms"));
+      }
       return std::nullopt;
     }
     case v1::RegistryEvent::kAllocationAmendment: {
       const auto& a = e.allocation_amendment();
-      if (a.allocation_id().empty()) return Missing("allocation_amendment.allocation_id");
-      if (a.change_case() == v1::AllocationAmendment::CHANGE_NOT_SET) {
-        return Missing("allocation_amendment change (new_end_ms, new_gpu_count or revoke)");
+      if (auto v = CheckId("allocation_amendment.allocation_id", a.allocation_id())) return v;
+      if (auto v = CheckTime("allocation_amendment.effective_from_ms", a.effective_from_ms())) {
+        return v;
       }
-      return std::nullopt;
+      switch (a.change_case()) {
+        case v1::AllocationAmendment::kNewEndMs:
+          return CheckTime("allocation_amendment.new_end_ms", a.new_end_ms());
+        case v1::AllocationAmendment::kNewGpuCount:
+          return CheckGpuCount("allocation_amendment.new_gpu_count", a.new_gpu_count());
+        case v1::AllocationAmendment::kRevoke:
+          return std::nullopt;
+        case v1::AllocationAmendment::CHANGE_NOT_SET:
+          break;
+      }
+      return Missing("allocation_amendment change (new_end_ms, new_gpu_count or revoke)");
     }
     case v1::RegistryEvent::kRateCard: {
       const auto& r = e.rate_card();
       if (auto v = CheckPoolFields(r.program(), r.gpu_model(), 1, "rate_card")) return v;
       if (r.krw_per_gpu_hour() <= 0) return Invalid("rate_card.krw_per_gpu_hour", "must be > 0");
-      return std::nullopt;
+      if (r.krw_per_gpu_hour() > limits::kKrwPerGpuHourMax) {
+        return Invalid("rate_card.krw_per_gpu_hour",
+                       absl::StrCat("over the limit of ", limits::kKrwPerGpuHourMax, " won"));
+      }
+      return CheckOptionalTime("rate_card.effective_from_ms", r.effective_from_ms());
     }
     case v1::RegistryEvent::kCopayPolicy: {
       const auto& p = e.copay_policy();
@@ -175,21 +324,24 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
         return Invalid("copay_policy.institution_type", "unknown");
       }
       if (p.copay_bp() > 10'000) return Invalid("copay_policy.copay_bp", "over 10,000 (100%)");
-      return std::nullopt;
+      return CheckOptionalTime("copay_policy.effective_from_ms", p.effective_from_ms());
     }
     case v1::RegistryEvent::kCspContract: {
       const auto& c = e.csp_contract();
-      if (c.csp_id().empty()) return Missing("csp_contract.csp_id");
+      if (auto v = CheckCspId("csp_contract.csp_id", c.csp_id())) return v;
       if (c.own_use_cap_bp() > 10'000) {
         return Invalid("csp_contract.own_use_cap_bp", "over 10,000 (100%)");
       }
-      return std::nullopt;
+      return CheckOptionalTime("csp_contract.effective_from_ms", c.effective_from_ms());
     }
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
-      if (p.csp_id().empty()) return Missing("gpu_pool.csp_id");
+      if (auto v = CheckCspId("gpu_pool.csp_id", p.csp_id())) return v;
       // gpu_count 0 retires a pool, so it is allowed here.
-      return CheckPoolFields(p.program(), p.gpu_model(), 1, "gpu_pool");
+      if (auto v = CheckPoolFields(p.program(), p.gpu_model(), p.gpu_count(), "gpu_pool", true)) {
+        return v;
+      }
+      return CheckOptionalTime("gpu_pool.effective_from_ms", p.effective_from_ms());
     }
     case v1::RegistryEvent::kPeriodClose: {
       if (e.period_close().period().empty()) return Missing("period_close.period");
@@ -211,10 +363,43 @@ void Reject(ledger::Candidate* c, const Verdict& v) {
   c->reason_detail = v.detail;
 }
 
-// Decodes `payload` into `msg`; on success sets the canonical bytes.
+// The field numbers of the first unknown field found in `msg` or any message inside it, as
+// "RegistryEvent.institution #2"; empty if there is none. Bytes of another message type (a
+// usage event on the registry topic) parse as a protobuf message of the wrong type with unknown
+// or mistyped fields: they land here instead of being read as something they are not.
+std::string FirstUnknownField(const google::protobuf::Message& msg) {
+  const google::protobuf::Reflection* r = msg.GetReflection();
+  const google::protobuf::UnknownFieldSet& unknown = r->GetUnknownFields(msg);
+  if (!unknown.empty()) {
+    return absl::StrCat(msg.GetDescriptor()->name(), " #", unknown.field(0).number());
+  }
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  r->ListFields(msg, &fields);
+  for (const google::protobuf::FieldDescriptor* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->is_repeated()) {
+      for (int i = 0; i < r->FieldSize(msg, f); ++i) {
+        std::string inner = FirstUnknownField(r->GetRepeatedMessage(msg, f, i));
+        if (!inner.empty()) return inner;
+      }
+    } else {
+      std::string inner = FirstUnknownField(r->GetMessage(msg, f));
+      if (!inner.empty()) return inner;
+    }
+  }
+  return {};
+}
+
+// Decodes `payload` into `msg`; on success sets the canonical bytes. A payload that does not
+// parse, or that carries fields this schema does not define, is not the message the topic
+// carries: `why` says which.
 template <typename Message>
-bool DecodeInto(const std::string& payload, Message* msg, ledger::Candidate* c) {
+bool DecodeInto(const std::string& payload, Message* msg, ledger::Candidate* c, std::string* why) {
   if (!msg->ParseFromString(payload)) return false;
+  if (std::string unknown = FirstUnknownField(*msg); !unknown.empty()) {
+    *why = absl::StrCat("; it carries field ", unknown, ", which this schema does not define");
+    return false;
+  }
   std::string canonical;
   google::protobuf::io::StringOutputStream raw(&canonical);
   {
@@ -228,6 +413,14 @@ bool DecodeInto(const std::string& payload, Message* msg, ledger::Candidate* c) 
 
 }  // namespace
 
+int64_t TimeOfRecord(const ledger::Candidate& c) {
+  const int64_t ms = c.kafka_timestamp_type == v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME
+                         ? c.kafka_timestamp_ms
+                         : c.recorded_at_ms;
+  // Clamped, so that sums with it never overflow whatever a clock says.
+  return std::clamp<int64_t>(ms, 0, limits::kTimeMaxMs);
+}
+
 ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
                          int64_t recorded_at_ms) {
   ledger::Candidate c;
@@ -236,13 +429,16 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
   c.partition = m.partition;
   c.offset = m.offset;
   c.kafka_timestamp_ms = m.kafka_timestamp_ms;
+  c.kafka_timestamp_type = m.kafka_timestamp_type;
   c.recorded_at_ms = recorded_at_ms;
 
+  std::string why;
   if (m.topic == limits.topics.Registry()) {
     c.source = v1::SOURCE_REGISTRY;
+    c.source_id = kOperatorSourceId;
     v1::RegistryEvent e;
-    if (!DecodeInto(m.payload, &e, &c)) {
-      Reject(&c, {reason::kMalformed, "not a gpuledger.v1.RegistryEvent"});
+    if (!DecodeInto(m.payload, &e, &c, &why)) {
+      Reject(&c, {reason::kMalformed, absl::StrCat("not a gpuledger.v1.RegistryEvent", why)});
       return c;
     }
     MaybeVerdict v;
@@ -251,9 +447,8 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
                   absl::StrCat("schema_version ", e.schema_version(), ", this build reads ",
                                kSchemaVersion)};
     } else if (!(v = CheckEventId(e.event_id(), limits))) {
-      c.source_id = kOperatorSourceId;
       c.event_id = e.event_id();
-      v = CheckRegistryBody(e);
+      if (!(v = CheckOptionalTime("emitted_at_ms", e.emitted_at_ms()))) v = CheckRegistryBody(e);
     }
     if (v) Reject(&c, *v);
     return c;
@@ -265,18 +460,26 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
     return c;
   }
   c.source = v1::SOURCE_USAGE;
-  v1::UsageEvent e;
-  if (!DecodeInto(m.payload, &e, &c)) {
-    Reject(&c, {reason::kMalformed, "not a gpuledger.v1.UsageEvent"});
+  if (!IsCspId(*csp)) {
+    Reject(&c, {reason::kUnknownTopic,
+                absl::StrCat("topic '", m.topic, "': '", *csp, "' cannot be a CSP id")});
     return c;
   }
-  // The identity is the CSP of the topic, never the claimed csp_id: one CSP cannot occupy
-  // another's event-id space.
+  // Every message on a CSP's topic is that CSP's, readable and answerable by it, even when it
+  // does not decode. The identity is the CSP of the topic, never the claimed csp_id: one CSP
+  // cannot occupy another's event-id space.
+  c.source_id = *csp;
+  v1::UsageEvent e;
+  if (!DecodeInto(m.payload, &e, &c, &why)) {
+    Reject(&c, {reason::kMalformed, absl::StrCat("not a gpuledger.v1.UsageEvent", why)});
+    return c;
+  }
   if (!CheckEventId(e.event_id(), limits)) {
-    c.source_id = *csp;
     c.event_id = e.event_id();
-    c.producer_id = e.producer_id();
-    c.producer_seq = e.producer_seq();
+    if (!CheckId("producer_id", e.producer_id())) {
+      c.producer_id = e.producer_id();
+      c.producer_seq = e.producer_seq() <= limits::kProducerSeqMax ? e.producer_seq() : 0;
+    }
   }
   if (MaybeVerdict v = CheckUsage(e, *csp, limits)) Reject(&c, *v);
   return c;

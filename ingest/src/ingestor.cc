@@ -67,6 +67,9 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   bool AllAtEnd() const;
   void ResumeUsage();
   void LogProgress(bool final);
+  // Warns once per topic whose messages carry the producer's CreateTime: its time checks use
+  // ingest's clock, and the topic should be configured message.timestamp.type=LogAppendTime.
+  void NoteProducerTimestamps(const std::string& topic);
 
   const IngestOptions& options_;
   ledger::Ledger& ledger_;
@@ -89,7 +92,18 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   uint64_t consumed_at_last_progress_ = 0;
   bool ever_assigned_ = false;
   uint64_t staged_notice_cursor_ = 0;
+  std::set<std::string> create_time_topics_;  // warned about by NoteProducerTimestamps
 };
+
+void IngestLoop::NoteProducerTimestamps(const std::string& topic) {
+  if (!create_time_topics_.insert(topic).second) return;
+  spdlog::warn(
+      "topic {} stamps messages with the producer's CreateTime, which a CSP can set to anything: "
+      "time checks of its messages use ingest's own clock instead. Configure the topic with "
+      "message.timestamp.type=LogAppendTime (kafka-configs --alter --entity-type topics "
+      "--entity-name {} --add-config message.timestamp.type=LogAppendTime; docs/OPERATIONS.md)",
+      topic, topic);
+}
 
 // Ledger meta name of the rejected-notice cursor: every rejection up to it was delivered.
 constexpr char kNoticeCursor[] = "rejected_notified_through";
@@ -210,8 +224,21 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   raw.partition = msg.partition();
   raw.offset = msg.offset();
   const RdKafka::MessageTimestamp ts = msg.timestamp();
-  raw.kafka_timestamp_ms =
-      ts.type == RdKafka::MessageTimestamp::MSG_TIMESTAMP_NOT_AVAILABLE ? -1 : ts.timestamp;
+  switch (ts.type) {
+    case RdKafka::MessageTimestamp::MSG_TIMESTAMP_LOG_APPEND_TIME:
+      raw.kafka_timestamp_type = v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME;
+      raw.kafka_timestamp_ms = ts.timestamp;
+      break;
+    case RdKafka::MessageTimestamp::MSG_TIMESTAMP_CREATE_TIME:
+      raw.kafka_timestamp_type = v1::KAFKA_TIMESTAMP_CREATE_TIME;
+      raw.kafka_timestamp_ms = ts.timestamp;
+      NoteProducerTimestamps(raw.topic);
+      break;
+    case RdKafka::MessageTimestamp::MSG_TIMESTAMP_NOT_AVAILABLE:
+      raw.kafka_timestamp_type = v1::KAFKA_TIMESTAMP_NONE;
+      raw.kafka_timestamp_ms = -1;
+      break;
+  }
   if (msg.payload() != nullptr)
     raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
 

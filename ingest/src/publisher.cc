@@ -211,7 +211,11 @@ absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_c
   char err[512];
   std::vector<rd_kafka_NewTopic_t*> new_topics;
   for (const std::string& t : topics) {
-    new_topics.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, -1, err, sizeof err));
+    rd_kafka_NewTopic_t* topic = rd_kafka_NewTopic_new(t.c_str(), partitions, -1, err, sizeof err);
+    // The broker stamps every message with its own clock: time checks never rest on a time a
+    // producer chose (docs/OPERATIONS.md, "Topics").
+    rd_kafka_NewTopic_set_config(topic, "message.timestamp.type", "LogAppendTime");
+    new_topics.push_back(topic);
   }
   rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
   rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -313,9 +317,10 @@ absl::Status Publisher::PrepareTopics(const std::vector<std::string>& topics) {
 absl::Status Publisher::Send(const EncodedEvent& e) {
   RdKafka::Producer* producer = impl_->producer.get();
   for (;;) {
-    const RdKafka::ErrorCode code = producer->produce(
-        e.topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
-        const_cast<char*>(e.value.data()), e.value.size(), e.key.data(), e.key.size(), 0, nullptr);
+    const RdKafka::ErrorCode code =
+        producer->produce(e.topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+                          const_cast<char*>(e.value.data()), e.value.size(), e.key.data(),
+                          e.key.size(), e.create_time_ms, nullptr);
     if (code == RdKafka::ERR__QUEUE_FULL) {
       producer->poll(100);  // wait for deliveries to make room
       continue;

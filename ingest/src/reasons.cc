@@ -4,7 +4,9 @@ namespace gpuledger::ingest::reason {
 
 namespace {
 constexpr ReasonInfo kReasons[] = {
-    {kMalformed, "The message bytes do not decode as the protobuf message the topic carries.",
+    {kMalformed,
+     "The message bytes do not decode as the protobuf message the topic carries, "
+     "or carry fields that message does not define (another message's bytes).",
      "Publish binary gpuledger.v1 messages; check the producer's serializer."},
     {kUnknownSchemaVersion, "schema_version is not one this build reads (only 1).",
      "Set schema_version = 1, or upgrade gpuledger before sending a newer schema."},
@@ -13,8 +15,10 @@ constexpr ReasonInfo kReasons[] = {
      "id, GPU model, ...). The detail names the field.",
      "Fill the field and send the event again under a new event id."},
     {kInvalidField,
-     "A field is present but out of range (event id too long or not printable "
-     "ASCII, GPU count 0, co-pay over 100%, ...). The detail names the field.",
+     "A field is present but out of range (an id too long or not printable "
+     "ASCII, text with control characters or invalid UTF-8, GPU count 0 or over "
+     "1,000,000, co-pay over 100%, ...). The detail names the field; "
+     "docs/REASON_CODES.md lists every field's limit.",
      "Correct the value and send the event again under a new event id."},
     {kCspTopicMismatch, "The event's csp_id is not the CSP whose topic it arrived on.",
      "Each CSP publishes only on gpuledger.usage.<its own csp_id>."},
@@ -26,13 +30,20 @@ constexpr ReasonInfo kReasons[] = {
      "The event id was already recorded with different content. The "
      "original stands; this one is kept for review.",
      "Never reuse an event id: send a Correction, or a new event id."},
-    {kUnknownTopic, "The message came from a topic gpuledger does not read events from.",
+    {kUnknownTopic,
+     "The message came from a topic gpuledger does not read events from, or from a "
+     "usage topic whose name cannot be a CSP id.",
      "Check the subscription; this indicates a misconfigured consumer."},
     {kFutureTimestamp,
-     "The interval ends later than the Kafka timestamp of its message plus the "
+     "The interval ends later than the time its message was recorded plus the "
      "allowed clock skew (default 15 min): usage cannot be reported before "
-     "it happened.",
+     "it happened. The time of record is the broker's log-append time, or ingest's "
+     "clock; never the producer's CreateTime.",
      "Report usage after it ends; check the metering host's clock."},
+    {kTimeOutOfRange,
+     "A point in time (an interval's start or end, an effective date, an emitted time) is "
+     "outside 2020-01-01 to 2100-01-01 UTC: not a time the programmes can have.",
+     "Send times in ms since the Unix epoch (UTC); check the producer's units and clock."},
     {kUnknownAllocation,
      "No allocation with this id was announced by the registry, even after "
      "the grace period (default 1 h) during which the event was PARKED; or "
@@ -43,8 +54,8 @@ constexpr ReasonInfo kReasons[] = {
     {kWrongGpuModel, "The GPU model differs from the allocation's.",
      "Report the model the allocation was granted on."},
     {kOutsideAllocationWindow,
-     "The interval is not inside the allocation's window [start, end) "
-     "as amended (extended, shortened or revoked).",
+     "The interval (usage, or an outage of the allocation) is not inside the "
+     "allocation's window [start, end) as amended (extended, shortened or revoked).",
      "Report only usage inside the granted period."},
     {kOverlappingInterval,
      "The interval overlaps an accepted interval of the same allocation "
@@ -52,13 +63,17 @@ constexpr ReasonInfo kReasons[] = {
      "Send each node's time once; fix an earlier interval with a Correction."},
     {kGpusOverGrant,
      "More GPUs than granted: the interval's own count, or the sum of "
-     "concurrent intervals of the allocation at some instant.",
+     "concurrent intervals of the allocation at some instant; for an outage of an "
+     "allocation, more GPUs out of service at once than the grant.",
      "Report the GPUs actually used; they cannot exceed the grant."},
     {kUnknownPool,
      "Own use or a pool outage for a (program, GPU model) pool the CSP does not "
      "host according to the registry.",
      "Check program and model; the operator announces pools."},
-    {kGpusOverPool, "Own use of more GPUs than the pool holds.", "Report the GPUs actually used."},
+    {kGpusOverPool,
+     "Own use of more GPUs than the pool holds, or a pool outage of more GPUs than the pool "
+     "holds, alone or with the pool's outages already accepted at the same time.",
+     "Report the GPUs actually used or out of service."},
     {kUnknownCorrectionTarget, "The corrected event id was never accepted from this CSP.",
      "Correct only events of yours that were accepted (see ledger show / the rejected topic)."},
     {kAlreadyCorrected, "The corrected event was already corrected or cancelled.",

@@ -30,6 +30,7 @@ ledger::Candidate FromEntry(const v1::LedgerEntry& e) {
   c.partition = e.partition();
   c.offset = e.offset();
   c.kafka_timestamp_ms = e.kafka_timestamp_ms();
+  c.kafka_timestamp_type = e.kafka_timestamp_type();
   c.recorded_at_ms = e.recorded_at_ms();
   c.source_id = e.source_id();
   c.event_id = e.event_id();
@@ -47,6 +48,35 @@ const v1::UsageInterval* IntervalOf(const v1::UsageEvent& e) {
   if (e.has_usage()) return &e.usage();
   if (e.has_correction() && e.correction().has_replacement()) return &e.correction().replacement();
   return nullptr;
+}
+
+// What an outage hit, as a key of Validator::outages_: an allocation, or a CSP's pool. Ids are
+// printable ASCII (Decide), so the NUL separators cannot occur inside them.
+std::string OutageKey(const std::string& csp, const v1::OutageInterval& o) {
+  if (!o.allocation_id().empty())
+    return absl::StrCat("a", csp, std::string(1, '\0'), o.allocation_id());
+  return absl::StrCat("p", csp, std::string(1, '\0'), o.program(), std::string(1, '\0'),
+                      o.gpu_model());
+}
+
+// The most GPUs out of service at once if `o` joined `spans` (each [start, end)), with the
+// instant it happens. Ends sort before starts at the same instant: back to back is not at once.
+std::pair<int64_t, int64_t> PeakOutage(const std::vector<OutageSpan>& spans,
+                                       const v1::OutageInterval& o) {
+  std::vector<std::pair<int64_t, int64_t>> edges{{o.start_ms(), o.gpu_count()},
+                                                 {o.end_ms(), -int64_t{o.gpu_count()}}};
+  for (const auto& s : spans) {
+    if (s.end_ms <= o.start_ms() || s.start_ms >= o.end_ms()) continue;
+    edges.push_back({std::max(s.start_ms, o.start_ms()), s.gpus});
+    edges.push_back({std::min(s.end_ms, o.end_ms()), -int64_t{s.gpus}});
+  }
+  std::sort(edges.begin(), edges.end());
+  int64_t out = 0, peak = 0, at = o.start_ms();
+  for (const auto& [t, delta] : edges) {
+    out += delta;
+    if (out > peak) peak = out, at = t;
+  }
+  return {peak, at};
 }
 
 }  // namespace
@@ -157,10 +187,13 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
     case v1::UsageEvent::BODY_NOT_SET:
       return;
   }
-  if (c->kafka_timestamp_ms >= 0 && end_ms > c->kafka_timestamp_ms + limits_.max_future_skew_ms) {
+  // Against a time the CSP cannot set (TimeOfRecord). end_ms and the time of record are both
+  // bounded far inside int64 (limits.h), so the difference cannot overflow.
+  const int64_t recorded_ms = TimeOfRecord(*c);
+  if (end_ms > recorded_ms + limits_.max_future_skew_ms) {
     Reject(c, reason::kFutureTimestamp,
-           absl::StrCat("interval ends at ", end_ms, ", ", end_ms - c->kafka_timestamp_ms,
-                        " ms after its message was written (allowed skew ",
+           absl::StrCat("interval ends at ", end_ms, ", ", end_ms - recorded_ms,
+                        " ms after its message was recorded (allowed skew ",
                         limits_.max_future_skew_ms, " ms)"));
     return;
   }
@@ -179,31 +212,68 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
       }
       return;
     }
-    case v1::UsageEvent::kOutage: {
-      const auto& o = e.outage();
-      if (!o.allocation_id().empty()) {
-        const v1::Allocation* alloc = registry_.FindAllocation(o.allocation_id());
-        if (alloc == nullptr && c->resolves_seq == 0) {
-          c->park = true;
-          c->reason_detail = absl::StrCat("waiting for allocation ", o.allocation_id());
-          return;
-        }
-        if (alloc == nullptr) {
-          return Reject(c, reason::kUnknownAllocation,
-                        absl::StrCat("outage of unknown allocation '", o.allocation_id(), "'"));
-        }
-        if (alloc->csp_id() != csp) {
-          return Reject(
-              c, reason::kAllocationOfOtherCsp,
-              absl::StrCat("allocation ", o.allocation_id(), " is hosted by ", alloc->csp_id()));
-        }
-        return;
-      }
-      (void)KnownPool(csp, o.program(), o.gpu_model(), o.start_ms(), c);
-      return;
-    }
+    case v1::UsageEvent::kOutage:
+      return CheckOutage(csp, e.outage(), c);
     case v1::UsageEvent::BODY_NOT_SET:
       return;
+  }
+}
+
+void Validator::CheckOutage(const std::string& csp, const v1::OutageInterval& o,
+                            ledger::Candidate* c) const {
+  int64_t capacity = 0;
+  std::string what;
+  if (!o.allocation_id().empty()) {
+    const v1::Allocation* alloc = registry_.FindAllocation(o.allocation_id());
+    if (alloc == nullptr && c->resolves_seq == 0) {
+      c->park = true;
+      c->reason_detail = absl::StrCat("waiting for allocation ", o.allocation_id());
+      return;
+    }
+    if (alloc == nullptr) {
+      return Reject(c, reason::kUnknownAllocation,
+                    absl::StrCat("outage of unknown allocation '", o.allocation_id(), "'"));
+    }
+    if (alloc->csp_id() != csp) {
+      return Reject(
+          c, reason::kAllocationOfOtherCsp,
+          absl::StrCat("allocation ", o.allocation_id(), " is hosted by ", alloc->csp_id()));
+    }
+    if (o.program() != alloc->program()) {
+      return Reject(c, reason::kInvalidField,
+                    absl::StrCat("outage.program ", v1::Program_Name(o.program()),
+                                 ", allocation is ", v1::Program_Name(alloc->program())));
+    }
+    if (o.gpu_model() != alloc->gpu_model()) {
+      return Reject(c, reason::kWrongGpuModel,
+                    absl::StrCat(v1::GpuModel_Name(o.gpu_model()), " reported, allocation is ",
+                                 v1::GpuModel_Name(alloc->gpu_model())));
+    }
+    const int64_t window_end = registry_.AllocationEndMs(*alloc);
+    if (o.start_ms() < alloc->start_ms() || o.end_ms() > window_end) {
+      return Reject(c, reason::kOutsideAllocationWindow,
+                    absl::StrCat("outage [", o.start_ms(), ", ", o.end_ms(), ") is not inside [",
+                                 alloc->start_ms(), ", ", window_end, ")"));
+    }
+    capacity = registry_.MinGrantWithin(*alloc, o.start_ms(), o.end_ms());
+    what = absl::StrCat("the grant of ", o.allocation_id(), " is ", capacity);
+  } else {
+    auto pool = KnownPool(csp, o.program(), o.gpu_model(), o.start_ms(), c);
+    if (!pool.has_value()) return;
+    capacity = *pool;
+    what = absl::StrCat("the pool holds ", capacity);
+  }
+  const char* over = o.allocation_id().empty() ? reason::kGpusOverPool : reason::kGpusOverGrant;
+  if (o.gpu_count() > capacity) {
+    return Reject(c, over, absl::StrCat("outage of ", o.gpu_count(), " GPUs, ", what));
+  }
+  static const std::vector<OutageSpan> kNone;
+  const auto it = outages_.find(OutageKey(csp, o));
+  const auto [peak, at] = PeakOutage(it == outages_.end() ? kNone : it->second, o);
+  if (peak > capacity) {
+    return Reject(c, over,
+                  absl::StrCat(peak, " GPUs out of service at ", at,
+                               " with the outages already accepted, ", what));
   }
 }
 
@@ -363,7 +433,7 @@ void Validator::Release(const Identity& who) {
 }
 
 void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
-  latest_kafka_ms_ = std::max(latest_kafka_ms_, c.kafka_timestamp_ms);
+  latest_record_ms_ = std::max(latest_record_ms_, TimeOfRecord(c));
   if (c.resolves_seq != 0) {
     if (auto p = parked_.find(c.resolves_seq); p != parked_.end()) {
       const Parked& parked = p->second;
@@ -380,7 +450,7 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
       } else {
         drop(parked_by_allocation_, parked.allocation_id);
       }
-      parked_by_time_.erase({parked.candidate.kafka_timestamp_ms, p->first});
+      parked_by_time_.erase({TimeOfRecord(parked.candidate), p->first});
       parked_.erase(p);
     }
   }
@@ -408,7 +478,7 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
     } else {
       parked_by_allocation_[allocation].insert(seq);
     }
-    if (c.kafka_timestamp_ms >= 0) parked_by_time_.insert({c.kafka_timestamp_ms, seq});
+    parked_by_time_.insert({TimeOfRecord(c), seq});
     return;
   }
   if (!c.reason_code.empty()) return;
@@ -424,6 +494,10 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
   if (!e.ParseFromString(c.payload)) return;
   const Identity who{c.source_id, c.event_id};
   if (e.has_usage()) Hold(who, e.usage());
+  if (e.has_outage()) {
+    const auto& o = e.outage();
+    outages_[OutageKey(c.source_id, o)].push_back({o.start_ms(), o.end_ms(), o.gpu_count()});
+  }
   if (e.has_correction()) {
     Release({c.source_id, e.correction().target_event_id()});
     if (e.correction().has_replacement()) Hold(who, e.correction().replacement());
@@ -450,7 +524,8 @@ std::vector<ledger::Candidate> Validator::TakeResolvable() const {
     }
   }
   for (auto it = parked_by_time_.begin();
-       it != parked_by_time_.end() && latest_kafka_ms_ - it->first >= limits_.park_grace_ms; ++it) {
+       it != parked_by_time_.end() && latest_record_ms_ - it->first >= limits_.park_grace_ms;
+       ++it) {
     ready.insert(it->second);
   }
   std::vector<ledger::Candidate> out;

@@ -16,6 +16,8 @@ namespace {
 
 namespace v1 = gpuledger::v1;
 
+constexpr int64_t kT0 = 1'772'000'000'000;  // early March 2026
+
 v1::UsageEvent GoodUsage() {
   v1::UsageEvent e;
   e.set_schema_version(1);
@@ -27,8 +29,8 @@ v1::UsageEvent GoodUsage() {
   u->set_allocation_id("alloc-1");
   u->set_gpu_model(v1::H200);
   u->set_gpu_count(8);
-  u->set_start_ms(1'000'000);
-  u->set_end_ms(1'060'000);
+  u->set_start_ms(kT0);
+  u->set_end_ms(kT0 + 60'000);
   u->set_node_id("node-1");
   return e;
 }
@@ -74,11 +76,11 @@ TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
        [](auto* e) { e->mutable_usage()->set_gpu_model(static_cast<v1::GpuModel>(99)); },
        reason::kInvalidField},
       {"zero gpus", [](auto* e) { e->mutable_usage()->set_gpu_count(0); }, reason::kInvalidField},
-      {"zero duration", [](auto* e) { e->mutable_usage()->set_end_ms(1'000'000); },
+      {"zero duration", [](auto* e) { e->mutable_usage()->set_end_ms(kT0); },
        reason::kEmptyInterval},
-      {"negative duration", [](auto* e) { e->mutable_usage()->set_end_ms(0); },
+      {"negative duration", [](auto* e) { e->mutable_usage()->set_end_ms(kT0 - 1); },
        reason::kEmptyInterval},
-      {"too long", [](auto* e) { e->mutable_usage()->set_end_ms(1'000'000 + 32LL * 86'400'000); },
+      {"too long", [](auto* e) { e->mutable_usage()->set_end_ms(kT0 + 32LL * 86'400'000); },
        reason::kDurationTooLong},
       {"self correction",
        [](auto* e) {
@@ -105,8 +107,8 @@ TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
          auto* o = e->mutable_own_use();
          o->set_program(v1::GOV_ADVANCED);
          o->set_gpu_model(v1::B200);
-         o->set_start_ms(0);
-         o->set_end_ms(10);
+         o->set_start_ms(kT0);
+         o->set_end_ms(kT0 + 10);
        },
        reason::kInvalidField},
   };
@@ -119,12 +121,70 @@ TEST(DecideTest, RejectsEachStructuralFaultWithItsReason) {
   }
 }
 
-TEST(DecideTest, MalformedBytesHaveNoIdentity) {
+// Bytes that do not decode have no event id, so they are never deduplicated; but they came on
+// csp-a's topic, so they are csp-a's to see (its rejected list, its notices).
+TEST(DecideTest, MalformedBytesOnACspsTopicAreThatCspsWithoutAnEventId) {
   const auto c =
       Decide(Msg(TopicNames().Usage("csp-a"), std::string("\xff\xff\xff\xff", 4)), {}, 0);
   EXPECT_EQ(c.reason_code, reason::kMalformed);
-  EXPECT_TRUE(c.source_id.empty());
+  EXPECT_EQ(c.source_id, "csp-a");
   EXPECT_TRUE(c.event_id.empty());
+  v1::UsageEvent bad_id = GoodUsage();
+  bad_id.set_event_id(
+      "a\x1f"
+      "b");
+  const auto d = Decide(Msg(TopicNames().Usage("csp-a"), bad_id.SerializeAsString()), {}, 0);
+  EXPECT_EQ(d.reason_code, reason::kInvalidField);
+  EXPECT_EQ(d.source_id, "csp-a");
+  EXPECT_TRUE(d.event_id.empty());
+}
+
+// Another message's bytes parse as protobuf, with fields of the wrong numbers or types: a usage
+// event on the registry topic must not become an institution record, nor the reverse.
+TEST(DecideTest, AnotherMessagesBytesAreMalformedNotReadAsSomethingElse) {
+  const auto on_registry =
+      Decide(Msg(TopicNames().Registry(), GoodUsage().SerializeAsString()), {}, 0);
+  EXPECT_EQ(on_registry.reason_code, reason::kMalformed) << on_registry.reason_detail;
+  EXPECT_NE(on_registry.reason_detail.find("does not define"), std::string::npos);
+  v1::RegistryEvent institution;
+  institution.set_schema_version(1);
+  institution.set_event_id("reg-1");
+  institution.mutable_institution()->set_institution_id("inst-1");
+  institution.mutable_institution()->set_name("Nari University");
+  institution.mutable_institution()->set_type(v1::ACADEMIA);
+  const auto on_usage =
+      Decide(Msg(TopicNames().Usage("csp-a"), institution.SerializeAsString()), {}, 0);
+  EXPECT_EQ(on_usage.reason_code, reason::kMalformed) << on_usage.reason_detail;
+  // The same institution on its own topic is fine.
+  EXPECT_EQ(
+      Decide(Msg(TopicNames().Registry(), institution.SerializeAsString()), {}, 0).reason_code, "");
+}
+
+// The registry's identity is "operator": no CSP may have it, or its event ids would collide with
+// the operator's in the dedup index.
+TEST(DecideTest, TheOperatorIsNeverACsp) {
+  v1::UsageEvent e = GoodUsage();
+  e.set_csp_id("operator");
+  EXPECT_EQ(Decide(Msg(TopicNames().Usage("operator"), e.SerializeAsString()), {}, 0).reason_code,
+            reason::kUnknownTopic);
+  v1::RegistryEvent r;
+  r.set_schema_version(1);
+  r.set_event_id("reg-2");
+  auto* a = r.mutable_allocation();
+  a->set_allocation_id("alloc-1");
+  a->set_institution_id("inst-1");
+  a->set_program(v1::GOV_ADVANCED);
+  a->set_gpu_model(v1::H200);
+  a->set_gpu_count(8);
+  a->set_start_ms(kT0);
+  a->set_end_ms(kT0 + 86'400'000);
+  for (const char* csp : {"operator", "csp a", "csp/a", "", "csp\x1f"}) {
+    a->set_csp_id(csp);
+    EXPECT_NE(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code, "")
+        << csp;
+  }
+  a->set_csp_id("csp-a");
+  EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code, "");
 }
 
 TEST(DecideTest, IdentityIsTheTopicsCspNotTheClaimedOne) {

@@ -38,6 +38,7 @@ class Harness {
                        int64_t kafka_ms = kT0 + 48 * kHour) {
     RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
                    kafka_ms, event.SerializeAsString()};
+    raw.kafka_timestamp_type = registry ? v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME : usage_ts_type_;
     ledger::Candidate c = Decide(raw, Limits(), now_ms_);
     validator_->Check(&c);
     const uint64_t seq = Append(c);
@@ -131,8 +132,11 @@ class Harness {
     persist_ = persist;
   }
   void CloseValidator() { validator_.reset(); }
-  // The ingest host's wall clock, which Decide only stamps as recorded_at_ms.
+  // The ingest host's wall clock, which Decide stamps as recorded_at_ms: the time of record of
+  // a message without a log-append time.
   void SetWallClock(int64_t now_ms) { now_ms_ = now_ms; }
+  // How usage messages are stamped from now on (default: the broker's log-append time).
+  void SetUsageTimestampType(v1::KafkaTimestampType type) { usage_ts_type_ = type; }
 
   ledger::Ledger& ledger() { return *ledger_; }
   Validator& validator() { return *validator_; }
@@ -143,6 +147,7 @@ class Harness {
   std::unique_ptr<Validator> validator_;
   bool persist_ = false;
   int64_t now_ms_ = 0;
+  v1::KafkaTimestampType usage_ts_type_ = v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME;
   int64_t offset_ = 0;
   int reg_ = 0;
   int usage_ = 0;
@@ -445,6 +450,136 @@ TEST(ValidatorTest, TheIngestHostsClockChangesNoDecision) {
   EXPECT_EQ(decisions([&](int i) { return i < 30 ? wall : wall - kHour; }), truth);
 }
 
+// Issue 14, item 2: a producer's CreateTime decides nothing. A month-ahead usage event stamped
+// after its own end, or stamped -1, is still from the future by the time of record (here
+// ingest's clock, as on a topic that carries CreateTime).
+TEST(ValidatorTest, AProducersCreateTimeCannotMakeFutureUsageCurrent) {
+  Harness h;
+  h.StandardRegistry();
+  h.SetUsageTimestampType(v1::KAFKA_TIMESTAMP_CREATE_TIME);
+  const int64_t now = kT0 + 48 * kHour;
+  h.SetWallClock(now);
+  const int64_t ahead = now + 20 * 24 * kHour;  // inside the allocation, weeks ahead
+  const auto stamped_after =
+      h.Send(h.Usage("a1", 1, ahead, ahead + kHour), false, ahead + 2 * kHour);
+  EXPECT_EQ(stamped_after.reason_code(), reason::kFutureTimestamp) << stamped_after.reason_detail();
+  const auto stamped_none = h.Send(h.Usage("a1", 1, ahead, ahead + kHour, "n2"), false, -1);
+  EXPECT_EQ(stamped_none.reason_code(), reason::kFutureTimestamp) << stamped_none.reason_detail();
+  // Usage that has ended is accepted whatever the producer stamped.
+  EXPECT_EQ(h.Send(h.Usage("a1", 1, now - kHour, now, "n3"), false, -1).reason_code(), "");
+  EXPECT_EQ(
+      h.Send(h.Usage("a1", 1, now - kHour, now, "n4"), false, kT0 - 100 * kHour).reason_code(), "");
+}
+
+// Issue 14, item 2: one message stamped far ahead used to end every CSP's parked events at once
+// (and across restarts); one stamped -1 used to wait for ever. Parking follows the time of
+// record only.
+TEST(ValidatorTest, ParkingFollowsTheTimeOfRecordNotTheProducersStamp) {
+  Harness h;
+  h.StandardRegistry();
+  h.SetUsageTimestampType(v1::KAFKA_TIMESTAMP_CREATE_TIME);
+  const int64_t now = kT0 + 48 * kHour;
+  h.SetWallClock(now);
+  const auto waiting = h.Send(h.Usage("later", 1, kT0 + kHour, kT0 + 2 * kHour), false, -1);
+  ASSERT_EQ(waiting.outcome(), v1::PARKED);
+  // A hostile stamp: the year 2099. The parked event keeps waiting.
+  const int64_t far = 4'070'908'800'000;
+  h.Send(h.Usage("a1", 1, kT0 + kHour, kT0 + 2 * kHour), false, far);
+  EXPECT_EQ(h.validator().parked(), 1u);
+  h.Restart("", false);
+  EXPECT_EQ(h.validator().parked(), 1u);
+  // The allocation is announced within the grace period: the usage is accepted.
+  ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("later", 2); }), "");
+  EXPECT_EQ(h.validator().parked(), 0u);
+  std::string resolution;
+  ASSERT_TRUE(h.ledger()
+                  .Scan(1,
+                        [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+                          if (e.entry.resolves_seq() == waiting.seq()) {
+                            resolution = v1::Outcome_Name(e.entry.outcome());
+                          }
+                          return true;
+                        })
+                  .ok());
+  EXPECT_EQ(resolution, "ACCEPTED");
+  // Stamped -1 and never announced: it expires once the clock of record passes the grace period.
+  const auto ghost = h.Send(h.Usage("ghost", 1, kT0 + kHour, kT0 + 2 * kHour), false, -1);
+  ASSERT_EQ(ghost.outcome(), v1::PARKED);
+  h.SetWallClock(now + Harness::Limits().park_grace_ms);
+  h.Send(h.Usage("a1", 1, kT0 + 3 * kHour, kT0 + 4 * kHour), false, -1);
+  EXPECT_EQ(h.validator().parked(), 0u);
+}
+
+v1::UsageEvent OutageEvent(const std::string& id, const std::string& alloc, uint32_t gpus,
+                           int64_t start, int64_t end) {
+  v1::UsageEvent e;
+  e.set_schema_version(1);
+  e.set_event_id(id);
+  e.set_csp_id("csp-a");
+  e.set_producer_id("m");
+  e.set_producer_seq(1000 + id.size());
+  auto* o = e.mutable_outage();
+  o->set_allocation_id(alloc);
+  o->set_program(v1::GOV_ADVANCED);
+  o->set_gpu_model(v1::H200);
+  o->set_gpu_count(gpus);
+  o->set_start_ms(start);
+  o->set_end_ms(end);
+  o->set_cause("power");
+  return e;
+}
+
+// Issue 14, item 8: outages get the checks usage gets: the allocation's window, model, program
+// and grant, the pool's size, and never more GPUs out of service at once than there are.
+TEST(ValidatorTest, OutagesFitTheirAllocationOrPoolAndEachOther) {
+  Harness h;
+  h.StandardRegistry();  // a1: 4 GPUs for 30 days from kT0; pool of csp-a: 64 H200
+  const int64_t t = kT0 + kHour;
+  auto reason_of = [&](const v1::UsageEvent& e) { return h.Send(e, false).reason_code(); };
+  EXPECT_EQ(reason_of(OutageEvent("o1", "a1", 3, t, t + kHour)), "");
+  EXPECT_EQ(reason_of(OutageEvent("o2", "a1", 5, t + 3 * kHour, t + 4 * kHour)),
+            reason::kGpusOverGrant);
+  // 3 + 2 out of a grant of 4 at once; back to back is fine.
+  EXPECT_EQ(reason_of(OutageEvent("o3", "a1", 2, t + kHour / 2, t + 2 * kHour)),
+            reason::kGpusOverGrant);
+  EXPECT_EQ(reason_of(OutageEvent("o4", "a1", 4, t + kHour, t + 2 * kHour)), "");
+  EXPECT_EQ(reason_of(OutageEvent("o5", "a1", 1, kT0 - kHour, kT0 + kHour)),
+            reason::kOutsideAllocationWindow);
+  auto b200 = OutageEvent("o6", "a1", 1, t + 5 * kHour, t + 6 * kHour);
+  b200.mutable_outage()->set_gpu_model(v1::B200);
+  EXPECT_EQ(reason_of(b200), reason::kWrongGpuModel);
+  auto lease = OutageEvent("o7", "a1", 1, t + 5 * kHour, t + 6 * kHour);
+  lease.mutable_outage()->set_program(v1::LEASE_HPC);
+  EXPECT_EQ(reason_of(lease), reason::kInvalidField);
+  // The pool: 64 GPUs.
+  EXPECT_EQ(reason_of(OutageEvent("p1", "", 65, t, t + kHour)), reason::kGpusOverPool);
+  EXPECT_EQ(reason_of(OutageEvent("p2", "", 40, t, t + kHour)), "");
+  EXPECT_EQ(reason_of(OutageEvent("p3", "", 30, t + kHour / 2, t + kHour)), reason::kGpusOverPool);
+  EXPECT_EQ(reason_of(OutageEvent("p4", "", 24, t + kHour / 2, t + kHour)), "");
+  // After a restart the accepted outages still count.
+  h.Restart("", false);
+  EXPECT_EQ(reason_of(OutageEvent("p5", "", 1, t, t + kHour)), reason::kGpusOverPool);
+  EXPECT_EQ(reason_of(OutageEvent("o8", "a1", 1, t, t + kHour)), "");
+  EXPECT_EQ(reason_of(OutageEvent("o9", "a1", 1, t, t + kHour)), reason::kGpusOverGrant);
+}
+
+// The over-grant sweep's order at one instant (a mutant that sorted starts before ends survived
+// every other test): two back-to-back intervals beside one that spans both, exactly at the
+// grant, are accepted; one GPU more at any instant is not.
+TEST(ValidatorTest, BackToBackIntervalsBesideASpanningOneFitExactlyTheGrant) {
+  Harness h;
+  h.StandardRegistry();  // a1: 4 GPUs
+  const int64_t t = kT0 + 5 * kHour;
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 2, t, t + 2 * kHour, "span")), "");
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 2, t, t + kHour, "first")), "");
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 2, t + kHour, t + 2 * kHour, "second")), "");
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, t + kHour - 1, t + kHour + 1, "extra")),
+            reason::kGpusOverGrant);
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, t + 2 * kHour - 1, t + 2 * kHour, "edge")),
+            reason::kGpusOverGrant);
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 2, t + 2 * kHour, t + 3 * kHour, "after")), "");
+}
+
 TEST(ValidatorTest, RebuildingFromTheLedgerReproducesEveryDecision) {
   Harness h;
   h.StandardRegistry();
@@ -463,7 +598,8 @@ TEST(ValidatorTest, RebuildingFromTheLedgerReproducesEveryDecision) {
                           const auto& le = e.entry;
                           RawMessage raw{le.topic(), le.partition(), le.offset(),
                                          le.kafka_timestamp_ms(), le.payload()};
-                          ledger::Candidate c = Decide(raw, Harness::Limits(), 0);
+                          raw.kafka_timestamp_type = le.kafka_timestamp_type();
+                          ledger::Candidate c = Decide(raw, Harness::Limits(), le.recorded_at_ms());
                           c.resolves_seq = le.resolves_seq();
                           replay.Check(&c);
                           const auto outcome = !c.reason_code.empty() ? v1::REJECTED

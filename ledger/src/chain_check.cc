@@ -85,7 +85,9 @@ bool ChainCheck::Entry(uint64_t seq, const std::string& bytes, const Digest& sto
     Fail(seq, "chain hash does not match the entry's bytes and its predecessor's hash");
     return false;
   }
-  if (track_identities_ && !(entry.source_id().empty() && entry.event_id().empty())) {
+  // An entry without an event id (input that did not decode) has no identity, even when its
+  // source (the CSP of its topic) is known.
+  if (track_identities_ && !entry.event_id().empty()) {
     const std::string id = absl::StrCat(entry.source_id(), std::string(1, '\0'), entry.event_id());
     const bool seen = identities_.contains(id);
     if (entry.reason_code() == kConflictingDuplicate || entry.resolves_seq() != 0) {

@@ -505,6 +505,7 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   entry.set_partition(c.partition);
   entry.set_offset(c.offset);
   entry.set_kafka_timestamp_ms(c.kafka_timestamp_ms);
+  entry.set_kafka_timestamp_type(c.kafka_timestamp_type);
   entry.set_recorded_at_ms(c.recorded_at_ms);
   entry.set_outcome(!c.reason_code.empty() ? v1::REJECTED : c.park ? v1::PARKED : v1::ACCEPTED);
   entry.set_resolves_seq(c.resolves_seq);
@@ -516,7 +517,9 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   entry.set_producer_seq(c.producer_seq);
 
   AppendKind kind = AppendKind::kAppended;
-  const bool has_identity = !c.source_id.empty() || !c.event_id.empty();
+  // An input without an event id (one that did not decode) is recorded as it is, never
+  // deduplicated, even though its source (the CSP of its topic) is known.
+  const bool has_identity = !c.event_id.empty();
   const std::string dedup_key = keys::DedupKey(c.source_id, c.event_id);
   const Digest content_hash = Sha256(c.canonical.empty() ? c.payload : c.canonical);
   if (has_identity && c.resolves_seq == 0) {

@@ -78,7 +78,7 @@ absl::Status CheckDedup(const Ledger& ledger, VerifyReport* r) {
   // Every identity-bearing entry (other than a refused conflict) must be indexed at its seq.
   return ledger.Scan(1, [&](const StoredEntry& e) -> absl::StatusOr<bool> {
     const auto& le = e.entry;
-    if (le.source_id().empty() && le.event_id().empty()) return true;
+    if (le.event_id().empty()) return true;  // no identity: never indexed
     if (le.reason_code() == kConflictingDuplicate) return true;
     GPULEDGER_ASSIGN_OR_RETURN(auto rec, ledger.LookupEvent(le.source_id(), le.event_id()));
     // A parked entry's identity moves on to the entry that resolves it.

@@ -277,7 +277,7 @@ struct Message {
   std::string key;
   std::string value;
   Kind kind = Kind::kValid;
-  Identity identity;  // what the ledger must record; empty for malformed bytes
+  Identity identity;  // what the ledger must record; no event id for malformed bytes
   Decision expected;  // at its first delivery in its partition
 };
 
@@ -473,8 +473,8 @@ class StreamGenerator {
   uint32_t Emit(AllocationGen& a, Kind kind, std::string value, const std::string& event_id,
                 Decision expected) {
     const auto index = static_cast<uint32_t>(out_->messages.size());
-    Identity identity;
-    if (kind != Kind::kMalformed) identity = {a.csp, event_id};
+    // A malformed message has no event id, but its source is the CSP of its topic.
+    Identity identity{a.csp, kind == Kind::kMalformed ? "" : event_id};
     if (kind == Kind::kConflict) {
       ++out_->conflicts;
     } else if (kind == Kind::kMalformed) {
@@ -1454,7 +1454,7 @@ absl::Status ScanEntries(const ledger::Ledger& l, const Stream& stream, const To
         return absl::DataLossError(absl::StrCat(at, ": conflicts with an unrecorded event"));
       }
       ++state->conflicts[id];
-    } else if (id.first.empty()) {
+    } else if (id.second.empty()) {
       ++state->malformed;
     } else if (!state->decisions.emplace(id, d).second) {
       return absl::DataLossError(absl::StrCat(at, ": ", id.second, " recorded twice"));

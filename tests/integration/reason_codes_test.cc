@@ -185,6 +185,17 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
     e->mutable_usage()->set_start_ms(now_ms + 24 * kHour);
     e->mutable_usage()->set_end_ms(now_ms + 25 * kHour);
   });
+  // A producer stamps the future usage with a CreateTime after its end: the topic (created by
+  // publish) stamps LogAppendTime, so the broker's clock decides, not the producer's.
+  use("future-stamped", reason::kFutureTimestamp, [&](auto* e) {
+    e->mutable_usage()->set_start_ms(now_ms + 24 * kHour);
+    e->mutable_usage()->set_end_ms(now_ms + 25 * kHour);
+  });
+  usage.back().create_time_ms = now_ms + 26 * kHour;
+  use("year-1000", reason::kTimeOutOfRange, [](auto* e) {
+    e->mutable_usage()->set_start_ms(-30'610'224'000'000);
+    e->mutable_usage()->set_end_ms(-30'610'224'000'000 + kHour);
+  });
   use("other-csp", reason::kAllocationOfOtherCsp,
       [](auto* e) { e->mutable_usage()->set_allocation_id("b1"); });
   use("model", reason::kWrongGpuModel,
@@ -257,6 +268,23 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
     EXPECT_EQ(e.outcome(), c.want.empty() ? v1::ACCEPTED : v1::REJECTED) << c.event_id;
   }
   EXPECT_NE(final_entry["ghost"].resolves_seq(), 0u) << "the ghost usage was parked first";
+  // The broker stamped every message itself: the producer's CreateTime is not what was kept.
+  const v1::LedgerEntry& stamped = final_entry["future-stamped"];
+  EXPECT_EQ(stamped.kafka_timestamp_type(), v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME);
+  EXPECT_LT(stamped.kafka_timestamp_ms(), now_ms + kHour);
+  // Bytes that do not decode on csp-a's topic are csp-a's to see, without an event id.
+  bool garbage_is_csp_a = false;
+  ASSERT_TRUE((*ledger)
+                  ->Scan(1,
+                         [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+                           if (e.entry.reason_code() == reason::kMalformed) {
+                             garbage_is_csp_a =
+                                 e.entry.source_id() == "csp-a" && e.entry.event_id().empty();
+                           }
+                           return true;
+                         })
+                  .ok());
+  EXPECT_TRUE(garbage_is_csp_a);
   // Every code in the table has a case here, except UNKNOWN_TOPIC: the consumer subscribes only
   // to gpuledger topics, so it cannot arise through a broker (its unit test covers it).
   for (const auto& r : reason::AllReasons()) {

@@ -1,11 +1,13 @@
-// Turns one consumed Kafka message into a ledger Candidate: decodes it, checks it, and decides
-// accept or reject with a reason code. Pure: the decision depends only on the message and
-// `limits`, never on the wall clock, so replaying the ledger reproduces it.
+// Turns one consumed Kafka message into a ledger Candidate: decodes it, checks every field against
+// its bound (ingest/limits.h), and decides accept or reject with a reason code. Pure: the decision
+// depends only on the message, `limits` and `recorded_at_ms`, all of which the ledger entry
+// records, so replaying the ledger reproduces it.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "gpuledger/v1/ledger.pb.h"
 #include "ingest/topics.h"
 #include "ledger/ledger.h"
 
@@ -18,6 +20,10 @@ struct RawMessage {
   int64_t offset = 0;
   int64_t kafka_timestamp_ms = -1;
   std::string payload;
+  // Whose clock `kafka_timestamp_ms` is. Ingest sets it from the message; only the broker's
+  // log-append time is trusted for time checks (TimeOfRecord).
+  gpuledger::v1::KafkaTimestampType kafka_timestamp_type =
+      gpuledger::v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME;
 };
 
 struct ValidationLimits {
@@ -27,16 +33,22 @@ struct ValidationLimits {
   int64_t max_interval_ms = 31LL * 86'400'000;
   // Longest accepted event id, in bytes. Default: 128.
   size_t max_event_id_bytes = 128;
-  // Usage may end at most this far after the Kafka timestamp of its message (clock skew
-  // allowance); later is FUTURE_TIMESTAMP. Default: 15 minutes.
+  // Usage may end at most this far after the time its message was recorded (TimeOfRecord; clock
+  // skew allowance); later is FUTURE_TIMESTAMP. Default: 15 minutes.
   int64_t max_future_skew_ms = 15LL * 60'000;
   // How long usage for an allocation the registry has not announced waits (PARKED), measured
-  // in Kafka timestamps of later messages, before it is rejected UNKNOWN_ALLOCATION.
+  // in TimeOfRecord of later messages, before it is rejected UNKNOWN_ALLOCATION.
   // Default: 1 hour.
   int64_t park_grace_ms = 3'600'000;
 };
 
-// `recorded_at_ms` is stored in the candidate as information only.
+// The time the CSP cannot set, which every time check uses (the future check, parking's grace
+// period): the broker's log-append time when the topic stamps messages so (the topics gpuledger
+// creates do, and docs/OPERATIONS.md requires it), else ingest's own clock when it consumed the
+// message (`recorded_at_ms`). A producer's CreateTime is never trusted. Both are in the entry.
+int64_t TimeOfRecord(const ledger::Candidate& c);
+
+// `recorded_at_ms`: ingest's clock now; the time of record of a message without a log-append time.
 ledger::Candidate Decide(const RawMessage& message, const ValidationLimits& limits,
                          int64_t recorded_at_ms);
 

@@ -45,6 +45,9 @@ struct EncodedEvent {
   std::string topic;
   std::string key;
   std::string value;
+  // The producer's CreateTime for the message, UTC ms; 0: now. gpuledger never trusts it (the
+  // topics it creates stamp LogAppendTime); tests set it to show that.
+  int64_t create_time_ms = 0;
 };
 
 // One event for the wire: its topic (the CSP's usage topic, or the registry) and key (the

@@ -17,6 +17,7 @@ inline constexpr char kDurationTooLong[] = "DURATION_TOO_LONG";
 inline constexpr char kConflictingDuplicate[] = "CONFLICTING_DUPLICATE";
 inline constexpr char kUnknownTopic[] = "UNKNOWN_TOPIC";
 inline constexpr char kFutureTimestamp[] = "FUTURE_TIMESTAMP";
+inline constexpr char kTimeOutOfRange[] = "TIME_OUT_OF_RANGE";
 inline constexpr char kUnknownAllocation[] = "UNKNOWN_ALLOCATION";
 inline constexpr char kAllocationOfOtherCsp[] = "ALLOCATION_OF_OTHER_CSP";
 inline constexpr char kWrongGpuModel[] = "WRONG_GPU_MODEL";

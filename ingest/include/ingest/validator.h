@@ -1,6 +1,7 @@
 // The stateful half of ingest's decision: checks an event against the registry and against the
 // usage already accepted, in ledger order. Decisions depend only on the ledger's order and
-// content (including each message's recorded Kafka timestamp), never on the wall clock, so
+// content (including each message's time of record, TimeOfRecord in decide.h, which the entry
+// keeps), never on the wall clock at the time of checking, so
 // rebuilding a validator from the ledger and re-deciding reproduces every decision.
 //
 // Its memory does not grow with the number of events: the accepted intervals, who holds them
@@ -27,6 +28,13 @@
 namespace gpuledger::ingest {
 
 class HoldStore;
+
+// An accepted outage's [start, end) and GPUs out of service.
+struct OutageSpan {
+  int64_t start_ms;
+  int64_t end_ms;
+  uint32_t gpus;
+};
 
 // Owned by the ingest loop; one thread.
 class Validator {
@@ -87,6 +95,11 @@ class Validator {
                                     gpuledger::v1::GpuModel model, int64_t at_ms,
                                     ledger::Candidate* c) const;
   void CheckCorrection(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
+  // An outage of an allocation (its window, model, program and grant) or of a pool (its size),
+  // and with the outages already accepted on the same allocation or pool never more GPUs out
+  // of service at once than there are.
+  void CheckOutage(const std::string& csp, const gpuledger::v1::OutageInterval& o,
+                   ledger::Candidate* c) const;
   void Hold(const Identity& who, const gpuledger::v1::UsageInterval& u);
   void Release(const Identity& who);
   void NoteError(const absl::Status& st) const;
@@ -105,11 +118,14 @@ class Validator {
   using PoolIndexKey = std::tuple<std::string, int, int>;  // CSP, program, model
   std::map<std::string, std::set<uint64_t>> parked_by_allocation_;
   std::map<PoolIndexKey, std::set<uint64_t>> parked_by_pool_;
-  std::set<std::pair<int64_t, uint64_t>> parked_by_time_;  // (Kafka time, seq)
+  std::set<std::pair<int64_t, uint64_t>> parked_by_time_;  // (time of record, seq)
   uint64_t registry_generation_ = 0;                       // registry events applied
   mutable uint64_t checked_generation_ = 0;                // as of the last look for announced ones
   std::map<Identity, std::string> parked_identities_;      // → allocation id
-  int64_t latest_kafka_ms_ = -1;
+  // Accepted outages by what they hit (OutageKey): [start, end) and GPUs. Outages are few (a
+  // handful per pool and month) next to usage, so they stay in memory; Load rebuilds them.
+  std::map<std::string, std::vector<OutageSpan>> outages_;
+  int64_t latest_record_ms_ = -1;  // the latest time of record seen (parking's clock)
 };
 
 }  // namespace gpuledger::ingest

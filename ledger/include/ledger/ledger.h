@@ -62,9 +62,12 @@ struct Candidate {
   std::string topic;
   int32_t partition = 0;
   int64_t offset = 0;
-  // The Kafka message timestamp, UTC ms; -1 if none.
+  // The Kafka message timestamp, UTC ms; -1 if none; and whose clock it is.
   int64_t kafka_timestamp_ms = -1;
-  // Ingest host clock, UTC ms. Informational only; decisions never depend on it.
+  gpuledger::v1::KafkaTimestampType kafka_timestamp_type =
+      gpuledger::v1::KAFKA_TIMESTAMP_TYPE_UNSPECIFIED;
+  // Ingest host clock when the message was consumed, UTC ms. Time checks use it only for a
+  // message without a broker log-append time (ingest::TimeOfRecord).
   int64_t recorded_at_ms = 0;
   // Dedup identity: CSP id (or "operator") and event id. Both empty when the payload could not
   // be decoded: such an input is recorded as it is and never deduplicated.
