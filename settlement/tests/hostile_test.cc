@@ -1,0 +1,305 @@
+// Hostile input, round two (issue 14): one tenant's data never breaks another's documents, no
+// byte in a string confuses the store, and no sum wraps or loops forever. Each test failed on
+// the code before the fix (docs/RELIABILITY.md). Only the engine's public API is used.
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <random>
+
+#include "events.h"
+#include "harness.h"
+#include "settlement/engine.h"
+#include "settlement/render.h"
+
+namespace gpuledger::settlement {
+namespace {
+
+using base::Period;
+using testing::Harness;
+using namespace testing;  // NOLINT: the event builders
+
+const Period kMarch{2026, 3};
+const Period kApril{2026, 4};
+constexpr int64_t kMaxMs = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMinMs = std::numeric_limits<int64_t>::min();
+constexpr uint32_t kMaxGpus = std::numeric_limits<uint32_t>::max();
+
+// A university and an SME, both on csp-a; a second CSP hosting a pool and the SME's lease.
+void Tenants(Harness& h) {
+  h.Registry(Institution("uni", v1::ACADEMIA, 0));
+  h.Registry(Institution("sme", v1::SME, 0));
+  h.Registry(Allocation("a-uni", "uni"));
+  h.Registry(Allocation("a-sme", "sme"));
+  h.Registry(Rate(4'500, 0));
+  h.Registry(Copay(v1::ACADEMIA, 0, 0));
+  h.Registry(Copay(v1::SME, 900, 0));
+  h.Registry(Pool("csp-a", 10, 0));
+  h.Registry(Pool("csp-b", 10, 0));
+}
+
+DocumentFilter OnlyInvoiceOf(const std::string& institution) {
+  DocumentFilter f;
+  f.institution_id = institution;
+  f.statements = f.programs = false;
+  return f;
+}
+
+DocumentFilter OnlyStatementOf(const std::string& csp) {
+  DocumentFilter f;
+  f.csp_id = csp;
+  f.invoices = f.programs = false;
+  return f;
+}
+
+// Every byte a proto3 string can carry (valid UTF-8): 0x00..0x7f, then some multi-byte ones.
+std::string HostileText() {
+  std::string s;
+  for (int b = 0; b < 0x80; ++b) s.push_back(static_cast<char>(b));
+  return s +
+         "\xc2\x80\xdf\xbf\xef\xbf\xbf\xf4\x8f\xbf\xbf"
+         "기관";
+}
+
+TEST(HostileTest, AnOutageCauseWithEveryByteLeavesEveryDocumentReadable) {
+  Harness h;
+  Tenants(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  h.Usage("csp-a", Usage("u2", "a-uni", 1, t, t + kHour));
+  const std::string cause = HostileText();
+  h.Usage("csp-a", Outage("o1", "a-sme", 1, t + kHour, t + 2 * kHour, cause));
+  h.Usage("csp-a", Outage("o2", "", 1, t, t + kHour, "\x1f"));
+  auto march = h.Docs(kMarch);
+  ASSERT_TRUE(march.ok()) << march.status();
+  ASSERT_EQ(march->statements_size(), 2);
+  const v1::CspStatement& s = march->statements(0);
+  ASSERT_EQ(s.outages_size(), 2);
+  std::set<std::string> causes;
+  for (const auto& o : s.outages()) causes.insert(o.cause());
+  EXPECT_EQ(causes, (std::set<std::string>{cause, "\x1f"}));
+  h.Close(kMarch);
+  auto closed = h.Docs(kMarch);
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(closed->statements(0).outages_size(), 2);
+  // A late outage of March with the same cause: April's statement carries it.
+  h.Usage("csp-a", Outage("o3", "", 1, t + 5 * kHour, t + 6 * kHour, cause));
+  h.Reopen();
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok()) << april.status();
+  ASSERT_EQ(april->statements(0).outage_adjustments_size(), 1);
+  EXPECT_EQ(april->statements(0).outage_adjustments(0).cause(), cause);
+  EXPECT_EQ(april->statements(0).outage_adjustments(0).gpu_ms(), kHour);
+  EXPECT_TRUE(h.Docs(kApril, OnlyStatementOf("csp-a")).ok());
+  EXPECT_TRUE(h.Docs(kApril, OnlyInvoiceOf("uni")).ok());
+  h.Close(kApril);  // the harness fails the test if applying the close fails
+  EXPECT_TRUE(h.Docs(kApril).ok());
+}
+
+TEST(HostileTest, IdsWithSeparatorBytesPriceTheirOwnInvoice) {
+  Harness h;
+  Tenants(h);
+  const std::string inst = std::string("i\x1f\0x", 4);
+  const std::string alloc = std::string(
+      "a\x1f"
+      "b\0\x7f",
+      5);
+  h.Registry(Institution(inst, v1::SME, 0));
+  h.Registry(Allocation(alloc, inst));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", alloc, 1, t, t + kHour));
+  h.Usage("csp-a", Usage("u2", "a-uni", 1, t, t + kHour));
+  h.Usage("csp-a", Outage("o1", alloc, 1, t, t + kHour / 2, "x"));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->invoices_size(), 2);
+  const v1::Invoice& inv = d->invoices(0);  // "i\x1f..." sorts before "uni"
+  EXPECT_EQ(inv.institution_id(), inst);
+  ASSERT_EQ(inv.lines_size(), 2);  // usage and outage credit
+  EXPECT_EQ(inv.lines(0).allocation_id(), alloc);
+  EXPECT_EQ(inv.totals().gpu_ms(), kHour / 2);
+  auto one = h.Docs(kMarch, OnlyInvoiceOf(inst));
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(InvoiceJson(one->invoices(0)), InvoiceJson(inv));
+  h.Close(kMarch);
+  h.Usage("csp-a", Usage("late", alloc, 1, t + kHour, t + 2 * kHour));
+  h.Reopen();
+  auto april = h.Docs(kApril, OnlyInvoiceOf(inst));
+  ASSERT_TRUE(april.ok()) << april.status();
+  ASSERT_EQ(april->invoices(0).adjustments_size(), 1);
+  EXPECT_EQ(april->invoices(0).adjustments(0).allocation_id(), alloc);
+}
+
+// 2^32 − 1 GPUs for a month is 1.15e19 GPU-ms: beyond int64. The SME's invoice cannot be
+// computed and says so; nothing is negative; the university's invoice is unaffected.
+TEST(HostileTest, AnAllocationOfFourBillionGpusFailsOnlyItsOwnInvoice) {
+  Harness h;
+  Tenants(h);
+  h.Registry(Allocation("a-big", "sme", "csp-a", kMaxGpus));
+  h.Usage("csp-a", Usage("big", "a-big", kMaxGpus, kMarch.StartMs(), kMarch.EndMs()));
+  h.Usage("csp-a", Usage("u", "a-uni", 1, kMarch.StartMs(), kMarch.StartMs() + kHour));
+  auto sme = h.Docs(kMarch, OnlyInvoiceOf("sme"));
+  EXPECT_FALSE(sme.ok());
+  if (!sme.ok()) {
+    EXPECT_NE(sme.status().message().find("64 bits"), std::string_view::npos) << sme.status();
+  }
+  auto all = h.Docs(kMarch);
+  ASSERT_TRUE(all.ok()) << all.status();
+  for (const auto& inv : all->invoices()) {
+    EXPECT_NE(inv.institution_id(), "sme");
+    EXPECT_GE(inv.totals().list_krw(), 0);
+  }
+  EXPECT_NE(PeriodJson(*all).find("\"errors\""), std::string::npos);
+  auto uni = h.Docs(kMarch, OnlyInvoiceOf("uni"));
+  ASSERT_TRUE(uni.ok()) << uni.status();
+  EXPECT_EQ(uni->invoices(0).totals().list_krw(), 4'500);
+  h.Close(kMarch);
+  EXPECT_TRUE(h.Docs(kMarch, OnlyInvoiceOf("uni")).ok());
+  EXPECT_FALSE(h.Docs(kMarch, OnlyInvoiceOf("sme")).ok());
+  // Cancelled in April: the SME's March usage comes back as an adjustment, now computable.
+  h.Usage("csp-a", Correction("c", "big", "a-big", nullptr));
+  h.Usage("csp-a", Usage("ok", "a-sme", 1, kMarch.StartMs(), kMarch.StartMs() + kHour));
+  auto april = h.Docs(kApril, OnlyInvoiceOf("sme"));
+  ASSERT_TRUE(april.ok()) << april.status();
+  EXPECT_EQ(april->invoices(0).totals().list_krw(), 4'500);
+}
+
+TEST(HostileTest, AHugeRateCardFailsOnlyTheDocumentsThatUseIt) {
+  Harness h;
+  Tenants(h);
+  h.Registry(Rate(std::numeric_limits<int64_t>::max(), 0, v1::LEASE_HPC));
+  h.Registry(Allocation("a-hpc", "sme", "csp-b", 2, v1::LEASE_HPC));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-b", Usage("h", "a-hpc", 2, t, t + 2 * kHour));
+  h.Usage("csp-a", Usage("u", "a-uni", 1, t, t + kHour));
+  auto all = h.Docs(kMarch);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(h.Docs(kMarch, OnlyInvoiceOf("uni")).ok());
+  EXPECT_TRUE(h.Docs(kMarch, OnlyStatementOf("csp-a")).ok());
+  EXPECT_FALSE(h.Docs(kMarch, OnlyInvoiceOf("sme")).ok());
+  h.Close(kMarch);  // the harness fails the test if applying the close fails
+  EXPECT_TRUE(h.Docs(kMarch, OnlyInvoiceOf("uni")).ok());
+  EXPECT_TRUE(h.Docs(kApril).ok());
+}
+
+// Before the fix, applying this outage looped for ever (period iteration up to the last int64
+// millisecond); run the old code under `timeout` to see it.
+TEST(HostileTest, IntervalsAtTheEndsOfTimeNeitherHangNorFail) {
+  Harness h;
+  Tenants(h);
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u", "a-sme", 1, t, t + kHour));
+  h.Usage("csp-a", Outage("o-end", "", 1, t, kMaxMs, "forever"));
+  h.Usage("csp-a", Outage("o-alloc", "a-sme", 1, t + kHour / 2, kMaxMs, "forever"));
+  h.Usage("csp-b", OwnUse("w", 1, kMinMs, t + kHour));
+  h.Usage("csp-a", Usage("u-old", "a-uni", 1, kMinMs, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(h.Docs(kMarch, OnlyInvoiceOf("sme")).ok());
+  EXPECT_EQ(h.Docs(kMarch, OnlyInvoiceOf("sme"))->invoices(0).totals().gpu_ms(), kHour / 2);
+  h.Close(kMarch);
+  EXPECT_TRUE(h.Docs(Period{9999, 12}).ok());
+  EXPECT_TRUE(h.Docs(Period{1970, 1}).ok());
+}
+
+// Two outages of 2^32 − 1 GPUs for three weeks each: 1.56e19 GPU-ms, beyond int64. The CSP's
+// statement says it cannot be computed; no outage or idle figure anywhere is wrapped.
+TEST(HostileTest, OutagesOfFourBillionGpusNeverWrap) {
+  Harness h;
+  Tenants(h);
+  const int64_t t = kMarch.StartMs();
+  const int64_t weeks = 21 * 24 * kHour;
+  h.Usage("csp-b", Outage("o1", "", kMaxGpus, t, t + weeks, "flood"));
+  h.Usage("csp-b", Outage("o2", "", kMaxGpus, t + kHour, t + kHour + weeks, "flood"));
+  h.Usage("csp-a", Usage("u", "a-uni", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  for (const auto& s : d->statements()) {
+    for (const auto& o : s.outages()) EXPECT_GE(o.gpu_ms(), 0) << s.csp_id();
+    for (const auto& c : s.capacity()) EXPECT_GE(c.outage_gpu_ms(), 0) << s.csp_id();
+  }
+  EXPECT_FALSE(h.Docs(kMarch, OnlyStatementOf("csp-b")).ok());
+  EXPECT_TRUE(h.Docs(kMarch, OnlyStatementOf("csp-a")).ok());
+  h.Close(kMarch);
+  EXPECT_TRUE(h.Docs(kMarch, OnlyStatementOf("csp-a")).ok());
+}
+
+// A damaged counter of one institution's line: that invoice fails, with a reason; the others
+// are built.
+TEST(HostileTest, ADocumentWhoseStoredDataIsUnreadableFailsAlone) {
+  Harness h;
+  Tenants(h);
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-sme", 1, t, t + kHour));
+  h.Usage("csp-a", Usage("u2", "a-uni", 1, t, t + kHour));
+  ASSERT_TRUE(h.engine().Commit().ok());
+  std::string sme_line;
+  h.store().Scan("l/", [&](std::string_view key, std::string_view) {
+    if (key.find("sme") != std::string_view::npos) sme_line = std::string(key);
+    return sme_line.empty();
+  });
+  ASSERT_FALSE(sme_line.empty());
+  h.store().Put(sme_line, "garbage");
+  EXPECT_FALSE(h.Docs(kMarch, OnlyInvoiceOf("sme")).ok());
+  EXPECT_TRUE(h.Docs(kMarch, OnlyInvoiceOf("uni")).ok());
+  auto all = h.Docs(kMarch);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->invoices_size(), 1);
+}
+
+// A store written before the format of settlement/src/keys.h is refused by Engine::Open (and
+// rebuilt by OpenSettlement), never misread.
+TEST(HostileTest, AStoreOfAnOlderFormatIsNotMisread) {
+  gpuledger::testing::TempDir dir;
+  StoreOptions so;
+  so.sync = false;
+  {
+    auto store = Store::Open(dir.Sub("store"), so);
+    ASSERT_TRUE(store.ok());
+    (*store)->Put("s/options", "vat_bp=1000");
+    (*store)->Put("s/applied", "7 00");
+    ASSERT_TRUE((*store)->Commit().ok());
+  }
+  auto store = Store::Open(dir.Sub("store"), so);
+  ASSERT_TRUE(store.ok());
+  auto engine = Engine::Open(store->get(), SettleOptions{});
+  ASSERT_FALSE(engine.ok());
+  EXPECT_NE(engine.status().message().find("format"), std::string_view::npos) << engine.status();
+}
+
+// CSV cells a spreadsheet would run as formulas are written as text; negative numbers stay
+// numbers.
+TEST(HostileTest, CsvNeutralisesFormulasButNotNegativeNumbers) {
+  Harness h;
+  v1::RegistryEvent inst = Institution("=cmd|' /C calc'!A0", v1::SME, 0);
+  inst.mutable_institution()->set_name("@SUM(1+1)");
+  h.Registry(inst);
+  h.Registry(Allocation("+alloc", "=cmd|' /C calc'!A0", "-csp"));
+  h.Registry(Allocation("\tTAB", "=cmd|' /C calc'!A0", "\rcr"));
+  h.Registry(Rate(4'500, 0));
+  h.Registry(Copay(v1::SME, 900, 0));
+  h.Registry(Pool("-csp", 10, 0));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("-csp", Usage("u", "+alloc", 1, t, t + kHour));
+  h.Usage("\rcr", Usage("u", "\tTAB", 1, t, t + kHour));
+  h.Usage("-csp", Outage("o", "", 1, t, t + kHour, "=HYPERLINK(\"http://x\")"));
+  h.Close(kMarch);
+  h.Usage("-csp", Correction("c", "u", "+alloc", nullptr));  // an adjustment of -4,500 won
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok()) << april.status();
+  const std::string invoices = RenderCsv(*april, "invoices");
+  EXPECT_NE(invoices.find(",'=cmd|' /C calc'!A0,'@SUM(1+1),2026-03,'+alloc,"), std::string::npos)
+      << invoices;
+  EXPECT_NE(invoices.find(",-3600000,-1.000,-4500,-405,-4095\r\n"), std::string::npos) << invoices;
+  auto march = h.Docs(kMarch);
+  const std::string all = RenderCsv(*march, "invoices") + RenderCsv(*march, "statements");
+  EXPECT_NE(all.find(",'-csp,"), std::string::npos) << all;
+  EXPECT_NE(all.find("\"'\rcr\""), std::string::npos) << all;
+  EXPECT_NE(all.find("'\tTAB"), std::string::npos) << all;
+  EXPECT_NE(all.find("\"'=HYPERLINK(\"\"http://x\"\")\""), std::string::npos) << all;
+  for (const std::string bad : {",=", ",+", ",@", ",\t", ",\"=", ",\"@"}) {
+    EXPECT_EQ(all.find(bad), std::string::npos) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace gpuledger::settlement
