@@ -148,6 +148,11 @@ absl::Status Store::Commit() {
   return absl::OkStatus();
 }
 
+void Store::Rollback() {
+  impl_->batch.Clear();
+  impl_->read_error = absl::OkStatus();
+}
+
 size_t Store::staged() const { return impl_->batch.GetWriteBatch()->Count(); }
 
 const std::string& Store::path() const { return impl_->path; }

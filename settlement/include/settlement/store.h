@@ -50,6 +50,8 @@ class Store {
   // Writes every staged change atomically. Also reports the first read error since the last
   // Commit (reads cannot fail silently: a failed read poisons the batch).
   absl::Status Commit();
+  // Drops every staged change and any read error noted since the last Commit.
+  void Rollback();
   size_t staged() const;
   const std::string& path() const;
 
