@@ -794,8 +794,11 @@ absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
     for (const auto& rest : lines) store_->Put(absl::StrCat(keys::kTouchedLine, rest), "");
   }
   for (const std::string& csp : failed_csps) {
-    for (const auto& [from, to] : {std::pair{keys::kOwnUse, keys::kTouchedOwnUse},
-                                   std::pair{keys::kOutage, keys::kTouchedOutage}}) {
+    for (const auto& from_to : {std::pair{keys::kOwnUse, keys::kTouchedOwnUse},
+                                std::pair{keys::kOutage, keys::kTouchedOutage}}) {
+      // Not a structured binding: lambdas capture these (clang 14 cannot capture bindings).
+      const char* from = from_to.first;
+      const char* to = from_to.second;
       const std::string prefix = KeyBuilder(from).Str(p).Str(csp).Take();
       std::vector<std::string> rests;
       store_->Scan(prefix, [&](std::string_view key, std::string_view) {
@@ -1024,7 +1027,9 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
       touched.emplace_back(std::move(closed_period), std::string(r.rest()));
       return true;
     });
-    for (const auto& [closed_period, line_key] : touched) {
+    for (const auto& touched_line : touched) {
+      const std::string& closed_period = touched_line.first;
+      const std::string& line_key = touched_line.second;
       LineId id;
       if (!DecodeLine(line_key, &id)) {
         store_damage("an unreadable touched line");
@@ -1066,7 +1071,9 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
     }
   }
 
-  for (auto& [institution_id, inv] : invoices) {
+  for (auto& entry : invoices) {
+    const std::string& institution_id = entry.first;
+    v1::Invoice& inv = entry.second;
     const std::string doc = InvoiceDoc(institution_id);
     if (errors.contains(doc)) continue;
     inv.set_period(p);
