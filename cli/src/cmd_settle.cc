@@ -60,6 +60,9 @@ absl::StatusOr<OpenedSettlement> OpenAndCatchUp(const StoreArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   GPULEDGER_ASSIGN_OR_RETURN(
       out.settlement, settlement::OpenSettlement(store, *out.ledger, args.options, {}, catch_up));
+  if (out.settlement.rebuilt) {
+    spdlog::info("settlement store {} had an older format: rebuilt from the ledger", store);
+  }
   spdlog::debug("settlement store {} at entry {} ({} ms)", store,
                 out.settlement.engine->applied_through(),
                 std::chrono::duration_cast<std::chrono::milliseconds>(
