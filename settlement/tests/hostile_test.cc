@@ -509,3 +509,72 @@ TEST(HostilePropertyTest, NoSingleEventFailsAnotherTenantsDocument) {
 
 }  // namespace
 }  // namespace gpuledger::settlement
+
+namespace gpuledger::settlement {
+namespace {
+
+// A store written by the previous format (no s/format, keys joined with 0x1f, decimal counters)
+// is deleted and rebuilt from the ledger by OpenSettlement, with the same documents.
+TEST(StoreFormatTest, OpenSettlementRebuildsAStoreOfAnOlderFormat) {
+  gpuledger::testing::TempDir dir;
+  auto ledger = ledger::Ledger::Open(dir.Sub("ledger"), {});
+  ASSERT_TRUE(ledger.ok()) << ledger.status();
+  int64_t offset = 0;
+  auto append = [&](v1::Source source, const std::string& source_id, const std::string& id,
+                    const std::string& payload) {
+    ledger::Candidate c;
+    c.source = source;
+    c.payload = payload;
+    c.topic = source == v1::SOURCE_REGISTRY ? "gpuledger.registry" : "gpuledger.usage.csp-a";
+    c.offset = offset++;
+    c.source_id = source_id;
+    c.event_id = id;
+    ASSERT_TRUE((*ledger)->Append(c).ok());
+  };
+  int n = 0;
+  for (v1::RegistryEvent e : {Institution("sme", v1::SME, 0), Allocation("a-sme", "sme"),
+                              Rate(4'500, 0), Copay(v1::SME, 900, 0)}) {
+    e.set_event_id(absl::StrCat("r", ++n));
+    append(v1::SOURCE_REGISTRY, "operator", e.event_id(), e.SerializeAsString());
+  }
+  const int64_t t = kMarch.StartMs();
+  append(v1::SOURCE_USAGE, "csp-a", "u1",
+         Usage("u1", "a-sme", 2, t, t + kHour).SerializeAsString());
+  ASSERT_TRUE((*ledger)->Commit().ok());
+
+  StoreOptions so;
+  so.sync = false;
+  std::string want;
+  {
+    auto s = OpenSettlement(dir.Sub("store"), **ledger, {}, so);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_FALSE(s->rebuilt);
+    want = PeriodJson(*s->engine->Documents(kMarch));
+  }
+  {
+    // What format 1 left: no marker, a joined key, a decimal counter.
+    auto store = Store::Open(dir.Sub("store"), so);
+    ASSERT_TRUE(store.ok());
+    (*store)->Delete("s/format");
+    (*store)->Put(
+        "l/2026-03\x1fsme\x1f"
+        "a-sme\x1f"
+        "01\x1f"
+        "000000000004500\x1f"
+        "00900\x1f"
+        "02\x1f"
+        "0",
+        "7200000");
+    ASSERT_TRUE((*store)->Commit().ok());
+  }
+  auto s = OpenSettlement(dir.Sub("store"), **ledger, {}, so);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->rebuilt);
+  auto d = s->engine->Documents(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(PeriodJson(*d), want);
+  EXPECT_EQ(d->invoices(0).totals().gpu_ms(), 2 * kHour);
+}
+
+}  // namespace
+}  // namespace gpuledger::settlement
