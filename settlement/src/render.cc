@@ -658,6 +658,16 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
         Hours(ps.capacity_gpu_ms()), " GPU-hours)</p>\n",
         digest_of(absl::StrCat("program/", v1::Program_Name(ps.program()))), "</section>\n");
   }
+  // Only when a document cannot be computed, so that other pages' bytes do not change.
+  if (docs.errors_size() > 0) {
+    absl::StrAppend(&out, "<section>\n<h1>Documents that cannot be computed</h1>\n", meta,
+                    "<table>\n<tr><th>document</th><th>why</th></tr>\n");
+    for (const auto& e : docs.errors()) {
+      absl::StrAppend(&out, "<tr><td class=\"flag\">", Html(e.document()), "</td><td>",
+                      Html(e.message()), "</td></tr>\n");
+    }
+    absl::StrAppend(&out, "</table>\n</section>\n");
+  }
   absl::StrAppend(&out, "</body>\n</html>\n");
   return out;
 }

@@ -153,6 +153,8 @@ TEST(HostileTest, AnAllocationOfFourBillionGpusFailsOnlyItsOwnInvoice) {
     EXPECT_GE(inv.totals().list_krw(), 0);
   }
   EXPECT_NE(PeriodJson(*all).find("\"errors\""), std::string::npos);
+  EXPECT_NE(RenderHtml(*all).find("cannot be computed"), std::string::npos);
+  EXPECT_NE(RenderTable(*all).find("invoice/sme"), std::string::npos);
   auto uni = h.Docs(kMarch, OnlyInvoiceOf("uni"));
   ASSERT_TRUE(uni.ok()) << uni.status();
   EXPECT_EQ(uni->invoices(0).totals().list_krw(), 4'500);
