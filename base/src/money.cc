@@ -37,6 +37,37 @@ absl::StatusOr<Krw> ApplyBasisPoints(Krw amount, int64_t basis_points) {
   return Krw{*won};
 }
 
+namespace {
+absl::Status TooLarge(std::string_view what) {
+  return absl::OutOfRangeError(absl::StrCat(std::string(what), " does not fit in 64 bits"));
+}
+}  // namespace
+
+absl::StatusOr<int64_t> CheckedAdd(int64_t a, int64_t b, std::string_view what) {
+  int64_t out = 0;
+  if (__builtin_add_overflow(a, b, &out)) return TooLarge(what);
+  return out;
+}
+
+absl::StatusOr<int64_t> CheckedSub(int64_t a, int64_t b, std::string_view what) {
+  int64_t out = 0;
+  if (__builtin_sub_overflow(a, b, &out)) return TooLarge(what);
+  return out;
+}
+
+absl::StatusOr<int64_t> CheckedMul(int64_t a, int64_t b, std::string_view what) {
+  int64_t out = 0;
+  if (__builtin_mul_overflow(a, b, &out)) return TooLarge(what);
+  return out;
+}
+
+absl::StatusOr<int64_t> CheckedNarrow(__int128 v, std::string_view what) {
+  if (v > std::numeric_limits<int64_t>::max() || v < std::numeric_limits<int64_t>::min()) {
+    return TooLarge(what);
+  }
+  return static_cast<int64_t>(v);
+}
+
 std::string FormatWon(Krw amount) {
   // Work on the unsigned magnitude so that INT64_MIN formats correctly.
   const bool negative = amount.won < 0;

@@ -22,6 +22,11 @@ int64_t DaysFromCivil(int year, int month, int day) {
 // Splits a UTC-ms instant shifted by `offset_ms` into civil fields.
 std::string FormatWithOffset(int64_t utc_ms, int64_t offset_ms, std::string_view suffix) {
   using namespace std::chrono;
+  // Years 0001..9999 UTC print as dates; other instants (which no calendar of ours covers, and
+  // whose local time might not fit int64) as their milliseconds.
+  constexpr int64_t kEarliest = -62'135'596'800'000 + 86'400'000;
+  constexpr int64_t kLatest = 253'402'300'799'999 - 86'400'000;
+  if (utc_ms < kEarliest || utc_ms > kLatest) return absl::StrFormat("%dms", utc_ms);
   const int64_t local = utc_ms + offset_ms;
   int64_t days = local / kMsPerDay;
   int64_t ms_of_day = local % kMsPerDay;
@@ -61,8 +66,15 @@ absl::StatusOr<Period> ParsePeriod(std::string_view text) {
   return Period{year, month};
 }
 
+bool OutsideKnownPeriods(int64_t start_ms, int64_t end_ms) {
+  return start_ms < end_ms && (start_ms < kFirstPeriodStartMs || end_ms > kPeriodsEndMs);
+}
+
 Period PeriodOf(int64_t utc_ms) {
   using namespace std::chrono;
+  // Beyond the known periods the civil calendar of <chrono> is out of its range.
+  if (utc_ms < kFirstPeriodStartMs) return kFirstPeriod;
+  if (utc_ms >= kPeriodsEndMs) return kLastPeriod;
   const int64_t local = utc_ms + kKstOffsetMs;
   int64_t days = local / kMsPerDay;
   if (local % kMsPerDay < 0) --days;

@@ -70,5 +70,21 @@ TEST(MoneyTest, Formats) {
   EXPECT_EQ(FormatGpuHours(GpuMs{-5'400'000}), "-1.500");
 }
 
+TEST(MoneyTest, CheckedSumsFailInsteadOfWrapping) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(*CheckedAdd(2, 3, "x"), 5);
+  EXPECT_EQ(CheckedAdd(kMax, 1, "the total").status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(CheckedAdd(kMax, 1, "the total").status().message().find("the total"),
+            std::string::npos);
+  EXPECT_FALSE(CheckedSub(kMin, 1, "x").ok());
+  EXPECT_EQ(*CheckedSub(kMax, kMax, "x"), 0);
+  EXPECT_FALSE(CheckedMul(4'294'967'295, 2'678'400'000, "x").ok());  // 2^32-1 GPUs, 31 days
+  EXPECT_EQ(*CheckedMul(-3, 4, "x"), -12);
+  EXPECT_FALSE(CheckedNarrow(static_cast<__int128>(kMax) + 1, "x").ok());
+  EXPECT_FALSE(CheckedNarrow(static_cast<__int128>(kMin) - 1, "x").ok());
+  EXPECT_EQ(*CheckedNarrow(kMin, "x"), kMin);
+}
+
 }  // namespace
 }  // namespace gpuledger::base

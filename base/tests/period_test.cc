@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace gpuledger::base {
 namespace {
 
@@ -30,6 +32,40 @@ TEST(PeriodTest, ParsesAndRejects) {
   EXPECT_FALSE(ParsePeriod("").ok());
   EXPECT_FALSE(ParsePeriod("abcd-ef").ok());
   EXPECT_EQ((Period{2026, 3}).ToString(), "2026-03");
+}
+
+TEST(PeriodTest, KnownPeriodsBoundEveryLoop) {
+  EXPECT_EQ(kFirstPeriod.StartMs(), kFirstPeriodStartMs);
+  EXPECT_EQ(kLastPeriod.EndMs(), kPeriodsEndMs);
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(PeriodOf(kMax), kLastPeriod);
+  EXPECT_EQ(PeriodOf(kMin), kFirstPeriod);
+  int64_t n = 0;
+  Period last;
+  ForEachPeriodWithin(kMin, kMax, [&](Period p, int64_t lo, int64_t hi) {
+    EXPECT_EQ(lo, p.StartMs());
+    EXPECT_EQ(hi, p.EndMs());
+    ++n;
+    last = p;
+  });
+  EXPECT_EQ(n, kPeriodsMax);
+  EXPECT_EQ(last, kLastPeriod);
+  // An interval ending at the last millisecond: from its start to 9999-12, no further.
+  const Period march{2026, 3};
+  n = 0;
+  ForEachPeriodWithin(march.StartMs() + 1, kMax, [&](Period p, int64_t lo, int64_t) {
+    if (n++ == 0) {
+      EXPECT_EQ(p, march);
+      EXPECT_EQ(lo, march.StartMs() + 1);
+    }
+  });
+  EXPECT_EQ(n, (9999 - 2026) * 12 + 10);
+  EXPECT_TRUE(OutsideKnownPeriods(march.StartMs(), kMax));
+  EXPECT_FALSE(OutsideKnownPeriods(march.StartMs(), march.EndMs()));
+  ForEachPeriodWithin(kMax - 1, kMax, [&](Period, int64_t, int64_t) { ADD_FAILURE(); });
+  EXPECT_EQ(FormatKst(kMax), "9223372036854775807ms");
+  EXPECT_EQ(FormatUtc(kMin), "-9223372036854775808ms");
 }
 
 }  // namespace

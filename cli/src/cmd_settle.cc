@@ -60,6 +60,9 @@ absl::StatusOr<OpenedSettlement> OpenAndCatchUp(const StoreArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   GPULEDGER_ASSIGN_OR_RETURN(
       out.settlement, settlement::OpenSettlement(store, *out.ledger, args.options, {}, catch_up));
+  if (out.settlement.rebuilt) {
+    spdlog::info("settlement store {} had an older format: rebuilt from the ledger", store);
+  }
   spdlog::debug("settlement store {} at entry {} ({} ms)", store,
                 out.settlement.engine->applied_through(),
                 std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -216,6 +219,11 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
     for (const auto& d : docs->digests()) {
       std::cout << absl::StrFormat("  %-32s sha256 %s\n", d.document(), d.sha256());
     }
+    // Closed without them: they come back as adjustments of the next period.
+    for (const auto& e : docs->errors()) {
+      *exit_code = Report(absl::FailedPreconditionError(absl::StrCat(
+          e.document(), " of ", docs->period(), " cannot be computed: ", e.message())));
+    }
   });
 }
 
@@ -358,6 +366,11 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
     if (docs->unpriced_size() > 0) {
       spdlog::warn("{} usage event(s) could not be priced; they are listed in the output",
                    docs->unpriced_size());
+    }
+    // The other documents are written; the command still fails (issue 14).
+    for (const auto& e : docs->errors()) {
+      *exit_code = Report(absl::FailedPreconditionError(absl::StrCat(
+          e.document(), " of ", docs->period(), " cannot be computed: ", e.message())));
     }
   });
 }

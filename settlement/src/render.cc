@@ -1,5 +1,6 @@
 #include "settlement/render.h"
 
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -181,7 +182,15 @@ json ProgramObj(const v1::ProgramSummary& p) {
 
 std::string Dump(const json& j) { return j.dump(2) + "\n"; }
 
-std::string CsvField(const std::string& s) {
+// A text cell. One that a spreadsheet would read as a formula (first character =, +, -, @, tab
+// or CR: OWASP's CSV injection rule) gets a leading single quote, so that Excel and LibreOffice
+// show it as text. Numbers are written directly, never through here, so a negative amount stays
+// a number (docs/FORMATS.md).
+std::string CsvField(const std::string& text) {
+  std::string s = text;
+  if (!s.empty() && std::string_view("=+-@\t\r").find(s.front()) != std::string_view::npos) {
+    s.insert(0, 1, '\'');
+  }
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
   return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
 }
@@ -191,17 +200,41 @@ std::string Html(const std::string& s) {
       s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
 }
 
-v1::Totals RunTotals(const v1::PeriodDocuments& docs, int64_t* due) {
-  v1::Totals t;
-  *due = 0;
+// Sums over every invoice of the period, in 128 bits: each invoice fits 64 bits, their sum
+// need not. A sum that does not fit is written as null (docs/FORMATS.md), never wrapped.
+struct RunSums {
+  __int128 gpu_ms = 0, list = 0, copay = 0, subsidy = 0, due = 0;
+};
+
+RunSums RunTotals(const v1::PeriodDocuments& docs) {
+  RunSums t;
   for (const auto& inv : docs.invoices()) {
-    t.set_gpu_ms(t.gpu_ms() + inv.totals().gpu_ms());
-    t.set_list_krw(t.list_krw() + inv.totals().list_krw());
-    t.set_copay_krw(t.copay_krw() + inv.totals().copay_krw());
-    t.set_subsidy_krw(t.subsidy_krw() + inv.totals().subsidy_krw());
-    *due += inv.amount_due_krw();
+    t.gpu_ms += inv.totals().gpu_ms();
+    t.list += inv.totals().list_krw();
+    t.copay += inv.totals().copay_krw();
+    t.subsidy += inv.totals().subsidy_krw();
+    t.due += inv.amount_due_krw();
   }
   return t;
+}
+
+bool Fits(__int128 v) {
+  return v <= std::numeric_limits<int64_t>::max() && v >= std::numeric_limits<int64_t>::min();
+}
+json Num(__int128 v) { return Fits(v) ? json(static_cast<int64_t>(v)) : json(nullptr); }
+std::string WonOrTooLarge(__int128 v) {
+  return Fits(v) ? Won(static_cast<int64_t>(v)) : "(beyond 64 bits)";
+}
+
+json RunTotalsObj(const v1::PeriodDocuments& docs) {
+  const RunSums t = RunTotals(docs);
+  return {
+      {"gpu_ms", Num(t.gpu_ms)},
+      {"gpu_hours", Fits(t.gpu_ms) ? json(Hours(static_cast<int64_t>(t.gpu_ms))) : json(nullptr)},
+      {"list_krw", Num(t.list)},
+      {"copay_krw", Num(t.copay)},
+      {"subsidy_krw", Num(t.subsidy)},
+      {"amount_due_krw", Num(t.due)}};
 }
 
 std::string Status(const v1::PeriodDocuments& docs) {
@@ -245,22 +278,28 @@ std::string PeriodJson(const v1::PeriodDocuments& docs) {
   for (const auto& d : docs.digests()) {
     digests.push_back({{"document", d.document()}, {"sha256", d.sha256()}});
   }
-  int64_t due = 0;
-  const v1::Totals totals = RunTotals(docs, &due);
-  json t = TotalsObj(totals);
-  t["amount_due_krw"] = due;
-  return Dump({{"format", "gpuledger.period/1"},
-               {"period", docs.period()},
-               {"status", docs.closed() ? "closed" : "draft"},
-               {"covered_seq", docs.covered_seq()},
-               {"close_seq", docs.close_seq()},
-               {"closed_at_ms", docs.closed_at_ms()},
-               {"invoices", invoices},
-               {"statements", statements},
-               {"programs", programs},
-               {"invoice_totals", t},
-               {"unpriced", unpriced},
-               {"digests", digests}});
+  json t = RunTotalsObj(docs);
+  json out = {{"format", "gpuledger.period/1"},
+              {"period", docs.period()},
+              {"status", docs.closed() ? "closed" : "draft"},
+              {"covered_seq", docs.covered_seq()},
+              {"close_seq", docs.close_seq()},
+              {"closed_at_ms", docs.closed_at_ms()},
+              {"invoices", invoices},
+              {"statements", statements},
+              {"programs", programs},
+              {"invoice_totals", t},
+              {"unpriced", unpriced},
+              {"digests", digests}};
+  // Only when some document cannot be computed, so that other periods' bytes do not change.
+  if (docs.errors_size() > 0) {
+    json errors = json::array();
+    for (const auto& e : docs.errors()) {
+      errors.push_back({{"document", e.document()}, {"message", e.message()}});
+    }
+    out["errors"] = errors;
+  }
+  return Dump(out);
 }
 
 std::string RenderTable(const v1::PeriodDocuments& docs) {
@@ -278,12 +317,13 @@ std::string RenderTable(const v1::PeriodDocuments& docs) {
                             Won(t.list_krw()), Won(t.copay_krw()), Won(t.subsidy_krw()),
                             Won(inv.amount_due_krw()));
     }
-    int64_t due = 0;
-    const v1::Totals t = RunTotals(docs, &due);
-    absl::StrAppendFormat(&out, "%-18s %-28s %5s %4s %13s %15s %13s %15s %13s\n", "TOTAL",
-                          absl::StrCat(docs.invoices_size(), " invoices"), "", "",
-                          Hours(t.gpu_ms()), Won(t.list_krw()), Won(t.copay_krw()),
-                          Won(t.subsidy_krw()), Won(due));
+    const RunSums t = RunTotals(docs);
+    absl::StrAppendFormat(
+        &out, "%-18s %-28s %5s %4s %13s %15s %13s %15s %13s\n", "TOTAL",
+        absl::StrCat(docs.invoices_size(), " invoices"), "", "",
+        Fits(t.gpu_ms) ? Hours(static_cast<int64_t>(t.gpu_ms)) : "(beyond 64 bits)",
+        WonOrTooLarge(t.list), WonOrTooLarge(t.copay), WonOrTooLarge(t.subsidy),
+        WonOrTooLarge(t.due));
   }
   if (docs.statements_size() > 0) {
     absl::StrAppendFormat(&out,
@@ -320,6 +360,12 @@ std::string RenderTable(const v1::PeriodDocuments& docs) {
     for (const auto& u : docs.unpriced()) {
       absl::StrAppendFormat(&out, "  seq %d %s/%s: %s\n", u.seq(), u.source_id(), u.event_id(),
                             u.why());
+    }
+  }
+  if (docs.errors_size() > 0) {
+    absl::StrAppendFormat(&out, "\n%d document(s) cannot be computed:\n", docs.errors_size());
+    for (const auto& e : docs.errors()) {
+      absl::StrAppendFormat(&out, "  %s: %s\n", e.document(), e.message());
     }
   }
   if (docs.digests_size() > 0) {
@@ -611,6 +657,16 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
         Bp(ps.utilisation_bp()), " (", Hours(ps.usage_gpu_ms()), " of ",
         Hours(ps.capacity_gpu_ms()), " GPU-hours)</p>\n",
         digest_of(absl::StrCat("program/", v1::Program_Name(ps.program()))), "</section>\n");
+  }
+  // Only when a document cannot be computed, so that other pages' bytes do not change.
+  if (docs.errors_size() > 0) {
+    absl::StrAppend(&out, "<section>\n<h1>Documents that cannot be computed</h1>\n", meta,
+                    "<table>\n<tr><th>document</th><th>why</th></tr>\n");
+    for (const auto& e : docs.errors()) {
+      absl::StrAppend(&out, "<tr><td class=\"flag\">", Html(e.document()), "</td><td>",
+                      Html(e.message()), "</td></tr>\n");
+    }
+    absl::StrAppend(&out, "</table>\n</section>\n");
   }
   absl::StrAppend(&out, "</body>\n</html>\n");
   return out;

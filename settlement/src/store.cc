@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <system_error>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "keys.h"
 #include "ledger/rocks_options.h"
 
 namespace gpuledger::settlement {
@@ -101,22 +101,32 @@ void Store::Scan(std::string_view prefix,
   if (!it->status().ok()) impl_->NoteReadError(it->status());
 }
 
-int64_t Store::GetInt(std::string_view key) {
+__int128 Store::GetInt(std::string_view key) {
   auto v = Get(key);
-  int64_t out = 0;
-  if (v && !absl::SimpleAtoi(*v, &out)) {
-    impl_->NoteReadError(
-        rocksdb::Status::Corruption(absl::StrCat("not an integer at ", std::string(key))));
+  if (!v) return 0;
+  const auto out = keys::DecodeI128(*v);
+  if (!out) {
+    impl_->NoteReadError(rocksdb::Status::Corruption("a counter of the wrong size"));
+    return 0;
   }
-  return out;
+  return *out;
 }
 
-void Store::PutInt(std::string_view key, int64_t value) {
+void Store::PutInt(std::string_view key, __int128 value) {
   if (value == 0) {
     Delete(key);
   } else {
-    Put(key, absl::StrCat(value));
+    Put(key, keys::EncodeI128(value));
   }
+}
+
+absl::Status Store::Destroy(const std::string& path) {
+  rocksdb::Status s = rocksdb::DestroyDB(path, rocksdb::Options());
+  if (!s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot delete settlement store ", path, ": ", s.ToString()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Store::Commit() {
@@ -136,6 +146,11 @@ absl::Status Store::Commit() {
   impl_->batch.Clear();
   if (!s.ok()) return absl::UnavailableError("settlement store write: " + s.ToString());
   return absl::OkStatus();
+}
+
+void Store::Rollback() {
+  impl_->batch.Clear();
+  impl_->read_error = absl::OkStatus();
 }
 
 size_t Store::staged() const { return impl_->batch.GetWriteBatch()->Count(); }

@@ -184,6 +184,30 @@ TEST(InvoiceTest, UsageBeyondTheGpuHourCapIsNotSubsidised) {
   EXPECT_EQ(inv.totals().subsidy_krw(), 40'950);
 }
 
+// The cap split, worked to the millisecond: 8 GPU-hours used, then 2 GPUs for 3 hours with
+// 2 GPU-hours and 1 ms left under the cap. 1 ms × 2 GPUs does not fit, so the cap is crossed
+// after 3,600,000 ms (the last whole millisecond that fits), not 3,600,001: 10 GPU-hours exactly
+// within, 4 beyond. (Kills the mutant that rounds the crossing up.)
+TEST(InvoiceTest, TheCapIsCrossedAtTheLastWholeMillisecondThatFits) {
+  Harness h;
+  Standard(h);
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(10 * kHour + 1);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 4, t, t + 2 * kHour));
+  h.Usage("csp-a", Usage("u2", "a-cap", 2, t + 5 * kHour, t + 8 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  EXPECT_EQ(inv.lines(0).kind(), v1::LINE_KIND_USAGE);
+  EXPECT_EQ(inv.lines(0).gpu_ms(), 10 * kHour);
+  EXPECT_EQ(inv.lines(1).kind(), v1::LINE_KIND_BEYOND_CAP);
+  EXPECT_EQ(inv.lines(1).gpu_ms(), 4 * kHour);
+  EXPECT_EQ(inv.totals().copay_krw(), 4'050 + 18'000);
+}
+
 TEST(InvoiceTest, TheCapCountsUsageOfEarlierPeriodsInLedgerOrder) {
   Harness h;
   Standard(h);
@@ -229,6 +253,50 @@ TEST(InvoiceTest, UsageDuringADeclaredOutageIsCredited) {
   EXPECT_EQ(d->statements(0).outages(0).cause(), "gpu-fault");
   EXPECT_EQ(d->statements(0).outages(0).scope(), "allocation");
   EXPECT_EQ(d->statements(0).outages(0).gpu_ms(), 2 * kHour);
+}
+
+// Credit is capped by the usage's GPUs at each instant. 2 GPUs for 4 hours; outages of 1 GPU
+// for the first 3 hours and 2 GPUs for the last 2: 1 GPU is out for 2 h, 3 GPUs for 1 h (only
+// the 2 in use are credited), 2 GPUs for 1 h: 2 + 2 + 2 = 6 GPU-hours credited, not 7.
+// (Kills the mutants that credit every GPU declared out, or the larger of the two counts.)
+TEST(InvoiceTest, AnOutageCreditsAtMostTheGpusInUse) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  h.Usage("csp-a", Outage("o1", "a-sme", 1, t, t + 3 * kHour, "fan"));
+  h.Usage("csp-a", Outage("o2", "a-sme", 2, t + 2 * kHour, t + 4 * kHour, "power"));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  EXPECT_EQ(inv.lines(1).kind(), v1::LINE_KIND_OUTAGE_CREDIT);
+  EXPECT_EQ(inv.lines(1).gpu_ms(), -6 * kHour);
+  EXPECT_EQ(inv.lines(1).list_krw(), -27'000);
+  EXPECT_EQ(inv.totals().gpu_ms(), 2 * kHour);
+}
+
+// VAT is computed once, on the invoice's co-pay total, and rounded once: three lines of 5 won
+// co-pay (9% of 56 won) make 15 won, VAT 1.5 -> 2 won; rounding each line's 0.5 won would give 3.
+// (Kills the mutant that sums per-line VAT.)
+TEST(InvoiceTest, VatIsRoundedOncePerInvoice) {
+  Harness h;
+  h.Registry(Institution("sme", v1::SME, 0));
+  for (const char* a : {"a1", "a2", "a3"}) h.Registry(Allocation(a, "sme"));
+  h.Registry(Rate(56, 0));
+  h.Registry(Copay(v1::SME, 900, 0));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a1", 1, t, t + kHour));
+  h.Usage("csp-a", Usage("u2", "a2", 1, t, t + kHour));
+  h.Usage("csp-a", Usage("u3", "a3", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 3);
+  for (const auto& l : inv.lines()) EXPECT_EQ(l.copay_krw(), 5);
+  EXPECT_EQ(inv.totals().copay_krw(), 15);
+  EXPECT_EQ(inv.vat_krw(), 2);
+  EXPECT_EQ(inv.amount_due_krw(), 17);
 }
 
 TEST(InvoiceTest, AnOutageBeforeTheUsageCreditsItToo) {
@@ -349,6 +417,36 @@ TEST(CloseTest, ACorrectionAfterCloseAdjustsByTheExactDifference) {
   EXPECT_EQ(adj.copay_krw(), -1'215);
   EXPECT_EQ(adj.subsidy_krw(), -12'285);
   EXPECT_EQ(OnlyInvoice(*april).vat_krw(), -122);  // -121.5 rounds away from zero
+}
+
+// An adjustment's co-pay is the co-pay of the period recomputed now less the co-pay billed,
+// not the co-pay of the difference. 50% co-pay at 1,800 won/h: 1 s billed in March as list 1,
+// co-pay 1 (0.5 and 0.5 round up). 2 s more arrive late: 3 s is list 2 (1.5), co-pay 1 (1.0),
+// so the adjustment is list +1, co-pay 0, subsidy +1; pricing the 2 late seconds alone would
+// give list 1, co-pay 1. (Kills the mutant that prices the difference.)
+TEST(CloseTest, AnAdjustmentsCopayIsTheDifferenceOfCopays) {
+  Harness h;
+  h.Registry(Institution("sme", v1::SME, 0));
+  h.Registry(Allocation("a", "sme"));
+  h.Registry(Rate(1'800, 0));
+  h.Registry(Copay(v1::SME, 5'000, 0));
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a", 1, t, t + 1'000));
+  auto march = h.Docs(kMarch);
+  ASSERT_TRUE(march.ok());
+  EXPECT_EQ(OnlyInvoice(*march).totals().list_krw(), 1);
+  EXPECT_EQ(OnlyInvoice(*march).totals().copay_krw(), 1);
+  h.Close(kMarch);
+  h.Usage("csp-a", Usage("late", "a", 1, t + 10'000, t + 12'000));
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok()) << april.status();
+  const v1::Invoice& inv = OnlyInvoice(*april);
+  ASSERT_EQ(inv.adjustments_size(), 1);
+  EXPECT_EQ(inv.adjustments(0).gpu_ms(), 2'000);
+  EXPECT_EQ(inv.adjustments(0).list_krw(), 1);
+  EXPECT_EQ(inv.adjustments(0).copay_krw(), 0);
+  EXPECT_EQ(inv.adjustments(0).subsidy_krw(), 1);
+  EXPECT_EQ(inv.amount_due_krw(), 0);
 }
 
 TEST(CloseTest, AdjustmentsOnceBilledAreNotBilledAgain) {

@@ -55,6 +55,7 @@ class Harness {
     Open();
   }
   Engine& engine() { return *engine_; }
+  Store& store() { return *store_; }
   uint64_t seq() const { return seq_; }
 
  private:

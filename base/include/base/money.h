@@ -5,6 +5,7 @@
 #include <compare>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -48,6 +49,15 @@ absl::StatusOr<Krw> ListPrice(GpuMs quantity, Krw per_gpu_hour);
 
 // share = round(amount × basis_points / 10,000). Used for co-pay and VAT.
 absl::StatusOr<Krw> ApplyBasisPoints(Krw amount, int64_t basis_points);
+
+// Checked arithmetic for every money and quantity sum: the result, or OUT_OF_RANGE naming
+// `what` when it does not fit in 64 bits. Never wraps (signed overflow is undefined behaviour
+// in C++; a wrapped sum is a negative price).
+absl::StatusOr<int64_t> CheckedAdd(int64_t a, int64_t b, std::string_view what);
+absl::StatusOr<int64_t> CheckedSub(int64_t a, int64_t b, std::string_view what);
+absl::StatusOr<int64_t> CheckedMul(int64_t a, int64_t b, std::string_view what);
+// A 128-bit intermediate (a sum of GPU-ms) narrowed to 64 bits.
+absl::StatusOr<int64_t> CheckedNarrow(__int128 v, std::string_view what);
 
 // "1,234,567" (with a leading '-' for negatives): how people read won.
 std::string FormatWon(Krw amount);

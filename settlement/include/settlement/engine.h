@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -70,7 +71,11 @@ class Engine {
   absl::Status Commit();
 
   // The documents of `period`: frozen if it is closed, otherwise a draft as of
-  // applied_through(). Digests are set on closed periods only.
+  // applied_through(). Digests are set on closed periods only. A document that cannot be
+  // computed (a sum or price beyond 64 bits, unreadable data of its own) is left out and named
+  // with the reason in `errors`; every other document is built. Fails only if the one
+  // institution's invoice or the one CSP's statement that `filter` names is such a document
+  // (FAILED_PRECONDITION, with the reason), or the period's frozen documents are unreadable.
   absl::StatusOr<gpuledger::v1::PeriodDocuments> Documents(base::Period period,
                                                            const DocumentFilter& filter = {});
   // Usage GPU-ms of a CSP's allocations per KST day of `period` (index 0 = the 1st), as
@@ -93,11 +98,13 @@ class Engine {
   void RemoveInterval(const gpuledger::v1::StoredInterval& rec);
   void Recredit(gpuledger::v1::StoredInterval* rec);
   void Truncate(const std::string& allocation_id, int64_t end_ms);
-  void AddLine(const std::string& period, const std::string& line_key, int64_t gpu_ms);
+  void AddLine(const std::string& period, const std::string& line_key, __int128 gpu_ms);
   void AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus);
   void AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
                    const std::string& event_id, const std::string& why,
                    gpuledger::v1::StoredInterval* rec);
+  void NoteOutside(uint64_t seq, const std::string& source_id, const std::string& event_id,
+                   std::string_view what, int64_t start_ms, int64_t end_ms);
   absl::Status Close(uint64_t seq, const gpuledger::v1::RegistryEvent& event);
   // The own-use row of a pool for a period with `own_use_gpu_ms` of own use.
   absl::StatusOr<gpuledger::v1::OwnUseRow> OwnUseRowFor(const std::string& csp, int program,
@@ -105,6 +112,10 @@ class Engine {
                                                         int64_t own_use_gpu_ms) const;
   absl::StatusOr<gpuledger::v1::PeriodDocuments> Draft(base::Period period,
                                                        const DocumentFilter& filter);
+  absl::Status DraftStatements(base::Period period, const DocumentFilter& filter,
+                               const std::map<std::string, gpuledger::v1::Invoice>& invoices,
+                               std::map<std::string, std::string>* errors,
+                               gpuledger::v1::PeriodDocuments* docs);
   bool IsClosed(const std::string& period) const { return closed_.contains(period); }
 
   Store* store_;
@@ -132,8 +143,11 @@ absl::StatusOr<uint64_t> CatchUp(const ledger::Ledger& ledger, Engine* engine,
 struct Settlement {
   std::unique_ptr<Store> store;
   std::unique_ptr<Engine> engine;
+  bool rebuilt = false;  // the store had another format and was rebuilt from the ledger
 };
 // Opens (creating if missing) the store at `store_path` and brings it up to the ledger's head.
+// A store written in another format (settlement/src/keys.h) is deleted and rebuilt (unless
+// read-only: then Engine::Open refuses it).
 absl::StatusOr<Settlement> OpenSettlement(const std::string& store_path,
                                           const ledger::Ledger& ledger,
                                           const SettleOptions& options,

@@ -28,6 +28,8 @@ class Store {
  public:
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
                                                      const StoreOptions& options);
+  // Deletes the store at `path` (RocksDB's files only). It must not be open.
+  static absl::Status Destroy(const std::string& path);
   ~Store();
 
   // Staged writes are visible to Get and Scan before Commit.
@@ -39,13 +41,17 @@ class Store {
   void Scan(std::string_view prefix,
             const std::function<bool(std::string_view key, std::string_view value)>& visit);
 
-  int64_t GetInt(std::string_view key);
+  // Counters: 16-byte big-endian signed 128-bit values (settlement/src/keys.h). A value of
+  // another size is a read error (reported at Commit) and reads as 0.
+  __int128 GetInt(std::string_view key);
   // Stores `value`, or deletes the key when it is 0.
-  void PutInt(std::string_view key, int64_t value);
+  void PutInt(std::string_view key, __int128 value);
 
   // Writes every staged change atomically. Also reports the first read error since the last
   // Commit (reads cannot fail silently: a failed read poisons the batch).
   absl::Status Commit();
+  // Drops every staged change and any read error noted since the last Commit.
+  void Rollback();
   size_t staged() const;
   const std::string& path() const;
 

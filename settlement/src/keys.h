@@ -1,0 +1,192 @@
+// The settlement store's key layout and value encodings, in one place (STYLE.md: outside data
+// never shapes a key). Change them only with a bump of kFormatValue: a store of another format
+// is rebuilt from the ledger when it is next opened for writing (OpenSettlement).
+//
+// Keys are a short ASCII prefix naming the record, then typed fields:
+//   - a string field (ids, periods, free text such as an outage's cause) is its bytes with each
+//     0x00 written as 0x00 0xFF, then the terminator 0x00 0x01. Any byte (0x00, 0x1f, 0xff,
+//     invalid UTF-8) round-trips, no field can run into the next, and keys sort as the tuples
+//     of their fields do (a string before every longer string it begins). Byte order is the
+//     order of lines on an invoice and of rows on a statement, so a length prefix (which would
+//     sort "b" before "aa") is not used;
+//   - an unsigned integer is fixed-width big-endian; a signed one is big-endian with its sign
+//     bit flipped, so that negative numbers sort first.
+// Counters (GPU-ms totals) are 16-byte big-endian two's-complement signed 128-bit integers:
+// 2^32 GPUs × the whole int64 time line fits, so applying an entry never wraps or fails; a
+// document checks that what it prints fits its 64-bit fields.
+//
+//   s/format                                   → kFormatValue
+//   s/options                                  → "vat_bp=<n>"
+//   s/applied                                  → u64 seq, then the chain hash (hex)
+//   r/ u64 seq                                 → RegistryEvent bytes, as in the ledger
+//   c/ period                                  → u64 seq of the close
+//   f/ period                                  → PeriodDocuments (frozen at close)
+//   l/ period line                             → i128 GPU-ms of the line
+//   t/ period line                             → "" (line of a closed period changed since)
+//   b/ period line                             → BilledLine (as billed so far)
+//   y/ period csp u32 day                      → i128 GPU-ms of usage (charts only)
+//   u/ period u64 seq u32 n                    → Unpriced
+//   i/ source event                            → StoredInterval
+//   k/ allocation                              → i128 GPU-ms taken from the allocation's cap
+//   x/ allocation source event                 → "" (index: intervals of an allocation)
+//   o/ allocation u64 seq                      → StoredOutage
+//   w/ pool                                    → i128 own-use GPU-ms
+//   tw/ pool, bw/ pool                         → "", OwnUseRow as billed
+//   d/ pool scope cause                        → i128 outage GPU-ms
+//   td/ pool scope cause, bd/ pool scope cause → "", i128 as billed
+// where line = institution allocation u32 model i64 rate i64 copay_bp u32 type u32 kind and
+// pool = period csp u32 program u32 model.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace gpuledger::settlement::keys {
+
+inline constexpr char kFormatKey[] = "s/format";
+// 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: this file.
+inline constexpr char kFormatValue[] = "gpuledger-settlement/2";
+inline constexpr char kOptionsKey[] = "s/options";
+inline constexpr char kAppliedKey[] = "s/applied";
+
+inline constexpr char kRegistry[] = "r/";
+inline constexpr char kClose[] = "c/";
+inline constexpr char kFrozen[] = "f/";
+inline constexpr char kLine[] = "l/";
+inline constexpr char kTouchedLine[] = "t/";
+inline constexpr char kBilledLine[] = "b/";
+inline constexpr char kDaily[] = "y/";
+inline constexpr char kUnpriced[] = "u/";
+inline constexpr char kInterval[] = "i/";
+inline constexpr char kCapUsed[] = "k/";
+inline constexpr char kAllocationIndex[] = "x/";
+inline constexpr char kOutageRecord[] = "o/";
+inline constexpr char kOwnUse[] = "w/";
+inline constexpr char kTouchedOwnUse[] = "tw/";
+inline constexpr char kBilledOwnUse[] = "bw/";
+inline constexpr char kOutage[] = "d/";
+inline constexpr char kTouchedOutage[] = "td/";
+inline constexpr char kBilledOutage[] = "bd/";
+
+// Appends typed fields to a key.
+class KeyBuilder {
+ public:
+  explicit KeyBuilder(std::string_view prefix = {}) : out_(prefix) {}
+  KeyBuilder& Str(std::string_view s) {
+    for (char c : s) {
+      out_.push_back(c);
+      if (c == '\0') out_.push_back('\xff');
+    }
+    out_.push_back('\0');
+    out_.push_back('\x01');
+    return *this;
+  }
+  KeyBuilder& U32(uint32_t v) { return Be(v, 4); }
+  KeyBuilder& U64(uint64_t v) { return Be(v, 8); }
+  KeyBuilder& I64(int64_t v) { return Be(static_cast<uint64_t>(v) ^ (uint64_t{1} << 63), 8); }
+  // Already encoded fields (e.g. a line).
+  KeyBuilder& Raw(std::string_view encoded) {
+    out_.append(encoded);
+    return *this;
+  }
+  const std::string& key() const { return out_; }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  KeyBuilder& Be(uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; --i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return *this;
+  }
+  std::string out_;
+};
+
+// Reads typed fields back. Every read fails (returns false) on bytes that no KeyBuilder wrote;
+// it never reads past the end.
+class KeyReader {
+ public:
+  explicit KeyReader(std::string_view in) : in_(in) {}
+  // Skips `prefix`; false if the key does not start with it.
+  bool Prefix(std::string_view prefix) {
+    if (in_.substr(0, prefix.size()) != prefix) return false;
+    in_.remove_prefix(prefix.size());
+    return true;
+  }
+  bool Str(std::string* out) {
+    out->clear();
+    for (size_t i = 0; i < in_.size(); ++i) {
+      if (in_[i] != '\0') {
+        out->push_back(in_[i]);
+        continue;
+      }
+      if (i + 1 >= in_.size()) return false;
+      if (in_[i + 1] == '\x01') {
+        in_.remove_prefix(i + 2);
+        return true;
+      }
+      if (in_[i + 1] != '\xff') return false;
+      out->push_back('\0');
+      ++i;
+    }
+    return false;
+  }
+  bool U32(uint32_t* out) {
+    uint64_t v = 0;
+    if (!Be(4, &v)) return false;
+    *out = static_cast<uint32_t>(v);
+    return true;
+  }
+  bool U64(uint64_t* out) { return Be(8, out); }
+  bool I64(int64_t* out) {
+    uint64_t v = 0;
+    if (!Be(8, &v)) return false;
+    *out = static_cast<int64_t>(v ^ (uint64_t{1} << 63));
+    return true;
+  }
+  // The bytes not read yet.
+  std::string_view rest() const { return in_; }
+  bool Done() const { return in_.empty(); }
+
+ private:
+  bool Be(size_t bytes, uint64_t* out) {
+    if (in_.size() < bytes) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < bytes; ++i) v = (v << 8) | static_cast<uint8_t>(in_[i]);
+    in_.remove_prefix(bytes);
+    *out = v;
+    return true;
+  }
+  std::string_view in_;
+};
+
+// ---- Values ----
+
+inline std::string EncodeI128(__int128 v) {
+  std::string out(16, '\0');
+  auto u = static_cast<unsigned __int128>(v);
+  for (int i = 15; i >= 0; --i) {
+    out[i] = static_cast<char>(static_cast<uint8_t>(u & 0xff));
+    u >>= 8;
+  }
+  return out;
+}
+
+// Nothing unless `in` is exactly 16 bytes.
+inline std::optional<__int128> DecodeI128(std::string_view in) {
+  if (in.size() != 16) return std::nullopt;
+  unsigned __int128 u = 0;
+  for (char c : in) u = (u << 8) | static_cast<uint8_t>(c);
+  return static_cast<__int128>(u);
+}
+
+inline std::string EncodeU64(uint64_t v) { return KeyBuilder().U64(v).Take(); }
+
+inline std::optional<uint64_t> DecodeU64(std::string_view in) {
+  KeyReader r(in);
+  uint64_t v = 0;
+  if (!r.U64(&v) || !r.Done()) return std::nullopt;
+  return v;
+}
+
+}  // namespace gpuledger::settlement::keys
