@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -355,6 +356,7 @@ TEST_F(ServerTest, RunningOutOfFileDescriptorsDoesNotSpin) {
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
   for (int fd : clients) ::close(fd);
   EXPECT_LT(cpu_s, 0.3) << "the accept loop used " << cpu_s << " s of CPU in 1 s";
+  std::printf("out of descriptors with 16 connections waiting: %.3f s of CPU in 1 s\n", cpu_s);
   // Served again once descriptors are free.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kLivenessS);
   int status = 0;
@@ -377,11 +379,13 @@ TEST(ResponseBytesTest, APageOfEntriesStopsAtItsByteLimit) {
   std::set<uint64_t> seen;
   uint64_t from = 1;
   int pages = 0;
+  size_t largest = 0;
   while (from != 0 && pages < 100) {
     req.query = {{"from", absl::StrCat(from)}, {"limit", "100"}};
     const HttpResponse r = Handle(req, fixture.service());
     ASSERT_EQ(r.status, 200) << r.body.substr(0, 300);
     ++pages;
+    largest = std::max(largest, r.body.size());
     // At most the limit, plus the one entry that crossed it (a page holds at least one).
     EXPECT_LE(r.body.size(), kPageBytesMax + 3 * kPayloadBytes) << "page " << pages;
     const auto j = nlohmann::json::parse(r.body);
@@ -393,6 +397,8 @@ TEST(ResponseBytesTest, APageOfEntriesStopsAtItsByteLimit) {
   }
   EXPECT_EQ(seen.size(), static_cast<size_t>(kEntries));
   EXPECT_GT(pages, 1);
+  std::printf("%d entries of %zu payload bytes: %d pages, the largest %zu bytes\n", kEntries,
+              kPayloadBytes, pages, largest);
 }
 
 // ---- issue 14 item 8: the lesser items that are the API's ----
