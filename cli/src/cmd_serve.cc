@@ -31,8 +31,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "keeps writing: the ledger is followed as a RocksDB secondary instance (refreshed every\n"
       "--refresh-ms) and the settlement store is kept up to date from it (so `gpuledger settle`\n"
       "cannot run at the same time: use the API). Bearer tokens from --tokens (hashed; the file\n"
-      "is re-read when it changes: `gpuledger tokens add`; it must be writable and readable by\n"
-      "its owner only, chmod 600; a bad line grants nothing, a missing file revokes every\n"
+      "is re-read when it changes: `gpuledger tokens add`; only its owner may write it and others\n"
+      "may not read it, chmod 600; a bad line grants nothing, a missing file revokes every\n"
       "token). SIGTERM or SIGINT stops it.");
   cmd->add_option("--db", args->service.db, "Ledger directory")
       ->required()
