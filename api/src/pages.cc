@@ -133,7 +133,30 @@ std::string OwnUseBars(const v1::CspStatement& s) {
   return out;
 }
 
+HttpResponse MethodNotAllowed(const std::optional<Principal>& who, const char* allow) {
+  HttpResponse r = HtmlError(405, who, absl::StrCat("This page answers ", allow, " only."));
+  r.headers.emplace_back("Allow", allow);
+  return r;
+}
+
+// A sign-in posted from another site (login CSRF: signing a victim's browser in as the
+// attacker) is refused. Browsers send Sec-Fetch-Site and Origin with a form's POST; a client
+// that sends neither (curl, scripts) is no browser that another site could drive.
+bool CrossSite(const HttpRequest& req) {
+  if (!req.sec_fetch_site.empty() && req.sec_fetch_site != "same-origin") return true;
+  if (req.origin.empty()) return false;
+  return req.origin != absl::StrCat(req.tls ? "https://" : "http://", req.host);
+}
+
 HttpResponse Login(const HttpRequest& req, Service& svc) {
+  if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
+    return MethodNotAllowed(std::nullopt, "GET, HEAD, POST");
+  }
+  if (req.method == "POST" && CrossSite(req)) {
+    return HtmlError(403, std::nullopt,
+                     "Sign in from this server's own page: a sign-in sent from another site is "
+                     "refused.");
+  }
   if (req.method == "POST") {
     std::map<std::string, std::string> form;
     if (req.body.size() > 4096 || !ParseQuery(req.body, &form)) {
@@ -402,15 +425,15 @@ HttpResponse HandlePage(const HttpRequest& req, Service& svc,
     return r;
   }
   if (seg.size() == 2 && seg[1] == "logout") {
-    r = Html("", 303);
+    r = req.method == "GET" || req.method == "HEAD" ? Html("", 303)
+                                                    : MethodNotAllowed(principal, "GET, HEAD");
+    r.route = "/ui/logout";
+    if (r.status != 303) return r;
     r.headers.emplace_back("Location", "/ui/login");
     r.headers.emplace_back("Set-Cookie", "gpuledger_token=; Path=/; Max-Age=0");
-    r.route = "/ui/logout";
     return r;
   }
-  if (req.method != "GET" && req.method != "HEAD") {
-    return HtmlError(405, principal, "Pages are read with GET.");
-  }
+  if (req.method != "GET" && req.method != "HEAD") return MethodNotAllowed(principal, "GET, HEAD");
   if (!principal) {
     r = HtmlError(401, principal, "Sign in with your access token first.");
     r.route = "/ui";

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "api/limits.h"
 #include "base/money.h"
 #include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
@@ -28,6 +29,39 @@ constexpr uint64_t kMaxLimit = 1'000;
 constexpr uint64_t kDefaultLimit = 100;
 // A rejected-events query reads at most this many entries per request (then pages).
 constexpr uint64_t kMaxScan = 200'000;
+
+// The bytes `j` takes in a page (as Json() writes it, near enough: indentation aside).
+size_t JsonBytes(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace).size();
+}
+
+// A page of a list that stops at `limit` items or kPageBytesMax bytes, whichever comes first,
+// and always takes its first item (so that a reader makes progress).
+class ListPage {
+ public:
+  explicit ListPage(uint64_t limit) : limit_(limit) {}
+  bool full() const { return items_.size() >= limit_ || bytes_limited_; }
+  // Adds `item` unless the page is full or the item would take it past its byte limit.
+  bool Add(json item) {
+    if (full()) return false;
+    const size_t n = JsonBytes(item);
+    if (!items_.empty() && bytes_ + n > kPageBytesMax) {
+      bytes_limited_ = true;
+      return false;
+    }
+    bytes_ += n;
+    items_.push_back(std::move(item));
+    return true;
+  }
+  bool bytes_limited() const { return bytes_limited_; }
+  json& items() { return items_; }
+
+ private:
+  uint64_t limit_;
+  size_t bytes_ = 0;
+  bool bytes_limited_ = false;
+  json items_ = json::array();
+};
 
 HttpResponse Json(const json& j, int status = 200) {
   HttpResponse r;
@@ -400,22 +434,28 @@ HttpResponse Entries(Service& svc, const Principal& p, Params& q) {
   auto from = q.Uint("from", 1, 1, UINT64_MAX);
   auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
   if (!from || !limit) return BadParam(q.error);
-  json list = json::array();
+  ListPage page(*limit);
   uint64_t next = 0;
   uint64_t scanned = 0;
   absl::Status st =
       svc.ledger().Scan(*from, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
         if (e.seq > head) return false;
-        if (list.size() >= *limit || ++scanned > kMaxScan) {
+        if (page.full() || ++scanned > kMaxScan) {
           next = e.seq;
           return false;
         }
         if (p.role == Role::kCsp && e.entry.source_id() != p.scope_id) return true;
-        list.push_back(EntryJson(e));
+        if (!page.Add(EntryJson(e))) {
+          next = e.seq;
+          return false;
+        }
         return true;
       });
   if (!st.ok()) return Error(500, "internal", std::string(st.message()));
-  return Json({{"head", head}, {"entries", list}, {"next_from", next}});
+  return Json({{"head", head},
+               {"entries", std::move(page.items())},
+               {"next_from", next},
+               {"bytes_limited", page.bytes_limited()}});
 }
 
 HttpResponse OneEntry(Service& svc, const Principal& p, const std::string& seq_text) {
@@ -466,13 +506,13 @@ HttpResponse Rejected(Service& svc, const Principal& p, Params& q) {
   if (!after || !limit || !from_ms || !to_ms) return BadParam(q.error);
   if (*from_ms > *to_ms) return BadParam("from_ms is after to_ms");
   const uint64_t head = svc.ledger().head().seq;
-  json list = json::array();
+  ListPage page(*limit);
   uint64_t next = 0;
   uint64_t scanned = 0;
   absl::Status st =
       svc.ledger().Scan(*after + 1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
         if (e.seq > head) return false;
-        if (list.size() >= *limit || ++scanned > kMaxScan) {
+        if (page.full() || ++scanned > kMaxScan) {
           next = e.seq - 1;
           return false;
         }
@@ -481,47 +521,55 @@ HttpResponse Rejected(Service& svc, const Principal& p, Params& q) {
         if (!csp.empty() && le.source_id() != csp) return true;
         if (!reason.empty() && le.reason_code() != reason) return true;
         if (le.kafka_timestamp_ms() < *from_ms || le.kafka_timestamp_ms() > *to_ms) return true;
-        list.push_back({{"seq", e.seq},
-                        {"source_id", le.source_id()},
-                        {"event_id", le.event_id()},
-                        {"reason_code", le.reason_code()},
-                        {"reason_detail", le.reason_detail()},
-                        {"kafka_timestamp_ms", le.kafka_timestamp_ms()},
-                        {"topic", le.topic()},
-                        {"partition", le.partition()},
-                        {"offset", le.offset()}});
+        if (!page.Add({{"seq", e.seq},
+                       {"source_id", le.source_id()},
+                       {"event_id", le.event_id()},
+                       {"reason_code", le.reason_code()},
+                       {"reason_detail", le.reason_detail()},
+                       {"kafka_timestamp_ms", le.kafka_timestamp_ms()},
+                       {"topic", le.topic()},
+                       {"partition", le.partition()},
+                       {"offset", le.offset()}})) {
+          next = e.seq - 1;
+          return false;
+        }
         return true;
       });
   if (!st.ok()) return Error(500, "internal", std::string(st.message()));
   // next_after_seq: pass it as after_seq to read on (0: nothing more up to the head).
-  return Json({{"head", head}, {"rejected", list}, {"next_after_seq", next}});
+  return Json({{"head", head},
+               {"rejected", std::move(page.items())},
+               {"next_after_seq", next},
+               {"bytes_limited", page.bytes_limited()}});
 }
 
 HttpResponse Gaps(Service& svc, const Principal& p, Params& q) {
   if (!CanAudit(p) && p.role != Role::kCsp) return Forbidden(p, "producer gaps");
   std::string csp = q.Str("csp");
   if (p.role == Role::kCsp) csp = p.scope_id;
-  json list = json::array();
+  ListPage page(UINT64_MAX);
   absl::Status st =
       svc.ledger().ScanProducers([&](const std::string& source, const std::string& producer,
                                      const ledger::ProducerProgress& progress) {
         if (!csp.empty() && source != csp) return absl::OkStatus();
+        if (page.full()) return absl::OkStatus();
         json missing = json::array();
         for (const auto& [first, last] : progress.Missing()) {
           if (missing.size() >= 1'000) break;
           missing.push_back({{"first", first}, {"last", last}});
         }
-        list.push_back({{"csp_id", source},
-                        {"producer_id", producer},
-                        {"contiguous", progress.contiguous()},
-                        {"highest", progress.highest()},
-                        {"missing_count", progress.MissingCount()},
-                        {"missing", missing},
-                        {"overflowed", progress.overflowed()}});
+        page.Add({{"csp_id", source},
+                  {"producer_id", producer},
+                  {"contiguous", progress.contiguous()},
+                  {"highest", progress.highest()},
+                  {"missing_count", progress.MissingCount()},
+                  {"missing", missing},
+                  {"overflowed", progress.overflowed()}});
         return absl::OkStatus();
       });
   if (!st.ok()) return Error(500, "internal", std::string(st.message()));
-  return Json({{"producers", list}});
+  // bytes_limited: producers after the last one listed were left out (narrow with csp=).
+  return Json({{"producers", std::move(page.items())}, {"bytes_limited", page.bytes_limited()}});
 }
 
 HttpResponse Checkpoints(Service& svc, const Principal& p, Params& q) {
@@ -529,18 +577,18 @@ HttpResponse Checkpoints(Service& svc, const Principal& p, Params& q) {
   auto from = q.Uint("from_seq", 0, 0, UINT64_MAX);
   auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
   if (!from || !limit) return BadParam(q.error);
-  json list = json::array();
+  ListPage page(*limit);
   absl::Status st = svc.ledger().ScanCheckpoints([&](const v1::Checkpoint& cp) {
-    if (cp.seq() < *from || list.size() >= *limit) return absl::OkStatus();
+    if (cp.seq() < *from || page.full()) return absl::OkStatus();
     std::string text;
     google::protobuf::util::JsonPrintOptions opts;
     opts.preserve_proto_field_names = true;
     (void)google::protobuf::util::MessageToJsonString(cp, &text, opts);
-    list.push_back(json::parse(text, nullptr, false));
+    page.Add(json::parse(text, nullptr, false));
     return absl::OkStatus();
   });
   if (!st.ok()) return Error(500, "internal", std::string(st.message()));
-  return Json({{"checkpoints", list}});
+  return Json({{"checkpoints", std::move(page.items())}, {"bytes_limited", page.bytes_limited()}});
 }
 
 HttpResponse Export(Service& svc, const Principal& p, Params& q) {

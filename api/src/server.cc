@@ -7,6 +7,7 @@
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
@@ -15,13 +16,17 @@
 #include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/limits.h"
 #include "api/rate_limiter.h"
 #include "api/routes.h"
 
@@ -58,6 +63,18 @@ struct Metrics {
                                      .Help("Connections refused at the connection limit")
                                      .Register(*registry)
                                      .Add({});
+  prometheus::Counter& idle_closed =
+      prometheus::BuildCounter()
+          .Name("gpuledger_http_idle_connections_closed_total")
+          .Help("Idle keep-alive connections closed to make room for a new connection")
+          .Register(*registry)
+          .Add({});
+  prometheus::Counter& accept_errors =
+      prometheus::BuildCounter()
+          .Name("gpuledger_http_accept_errors_total")
+          .Help("accept() failures (e.g. out of file descriptors), each followed by a back-off")
+          .Register(*registry)
+          .Add({});
   prometheus::Counter& rate_limited = prometheus::BuildCounter()
                                           .Name("gpuledger_http_rate_limited_total")
                                           .Help("Requests refused with 429 at the rate limit")
@@ -79,13 +96,145 @@ struct Metrics {
   }
 };
 
+// The open connections, by client address, and which of them are idle keep-alives (between
+// requests), so that the accept loop can admit a connection by closing an idle one instead of
+// refusing it. Shared by the accept loop and every session, on any thread: guarded by mu_.
+class Connections {
+ public:
+  // One session's socket, so that another thread can close it (on the session's strand).
+  struct Handle {
+    std::mutex mu;
+    beast::tcp_stream* stream = nullptr;  // null before the session starts and once it ends
+    bool idle = false;                    // waiting for the next request on a keep-alive
+    asio::any_io_executor executor;       // the session's strand
+  };
+  enum class Admission { kAdmitted, kAddressFull, kServerFull };
+
+  explicit Connections(Metrics& metrics) : metrics_(metrics) {}
+
+  // Counts a new connection from `address` in, closing the longest-idle keep-alive (of that
+  // address when the address is at its cap) if that makes room.
+  Admission Admit(const std::string& address, const ServerOptions& o,
+                  std::shared_ptr<Handle> handle, uint64_t* id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (Count(address) >= o.max_connections_per_address && !CloseIdleLocked(&address)) {
+      return Admission::kAddressFull;
+    }
+    if (entries_.size() >= o.max_connections && !CloseIdleLocked(nullptr)) {
+      return Admission::kServerFull;
+    }
+    *id = ++next_id_;
+    entries_[*id] = Entry{address, 0, std::move(handle)};
+    ++per_address_[address];
+    return Admission::kAdmitted;
+  }
+  // A session waits for its next request: it may be closed to make room. False if it was
+  // closed for that already (the session ends).
+  bool GoIdle(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return false;
+    it->second.idle_since = ++idle_clock_;
+    std::lock_guard<std::mutex> hl(it->second.handle->mu);
+    it->second.handle->idle = true;
+    return true;
+  }
+  void GoActive(uint64_t id, Handle& handle) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = entries_.find(id); it != entries_.end()) it->second.idle_since = 0;
+    std::lock_guard<std::mutex> hl(handle.mu);
+    handle.idle = false;
+  }
+  void Remove(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    if (it != entries_.end()) EraseLocked(it);
+  }
+  // Closes the longest-idle keep-alive of any address, if there is one.
+  bool CloseOneIdle() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return CloseIdleLocked(nullptr);
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return entries_.size();
+  }
+
+ private:
+  struct Entry {
+    std::string address;
+    uint64_t idle_since = 0;  // 0: serving (or reading) a request; else the order it went idle
+    std::shared_ptr<Handle> handle;
+  };
+
+  size_t Count(const std::string& address) const {
+    auto it = per_address_.find(address);
+    return it == per_address_.end() ? 0 : it->second;
+  }
+  void EraseLocked(std::map<uint64_t, Entry>::iterator it) {
+    auto a = per_address_.find(it->second.address);
+    if (a != per_address_.end() && --a->second == 0) per_address_.erase(a);
+    entries_.erase(it);
+  }
+  // Uncounts the longest-idle connection (of `address`, if given) and closes it on its strand;
+  // if it has meanwhile started a request, it finishes that and then closes (GoIdle fails).
+  bool CloseIdleLocked(const std::string* address) {
+    auto oldest = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      const Entry& e = it->second;
+      if (e.idle_since == 0 || (address != nullptr && e.address != *address)) continue;
+      if (oldest == entries_.end() || e.idle_since < oldest->second.idle_since) oldest = it;
+    }
+    if (oldest == entries_.end()) return false;
+    std::shared_ptr<Handle> handle = oldest->second.handle;
+    EraseLocked(oldest);
+    metrics_.idle_closed.Increment();
+    asio::post(handle->executor, [handle] {
+      std::lock_guard<std::mutex> hl(handle->mu);
+      if (handle->stream == nullptr || !handle->idle) return;
+      beast::error_code ec;
+      handle->stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+      handle->stream->cancel();
+    });
+    return true;
+  }
+
+  Metrics& metrics_;
+  std::mutex mu_;
+  std::map<uint64_t, Entry> entries_;
+  std::unordered_map<std::string, size_t> per_address_;
+  uint64_t next_id_ = 0;
+  uint64_t idle_clock_ = 0;
+};
+
 struct Shared {
   const ServerOptions& options;
   Service& service;
+  std::atomic<bool>& stop;
   Metrics metrics;
-  std::atomic<size_t> open{0};
+  Connections connections{metrics};
+  std::atomic<size_t> refusing{0};  // connections being answered 503 (kRefusingConnectionsMax)
   RateLimiter limiter{options.rate_limit_per_s, options.rate_burst};
 };
+
+// A session's place in Connections, for as long as it runs.
+struct Slot {
+  Connections& connections;
+  uint64_t id;
+  std::shared_ptr<Connections::Handle> handle;
+};
+
+// Pages and answers are never framed, load nothing from elsewhere and run no script (the pages
+// have none); only their inline styles and the SVG charts within them.
+constexpr char kContentSecurityPolicy[] =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'";
+// TLS 1.2 suites: forward secret (ECDHE) and AEAD only: no static RSA key exchange, no CBC
+// (nor SHA-1 MACs). TLS 1.3 suites are all AEAD and forward secret already.
+constexpr char kTls12Ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr char kHsts[] = "max-age=31536000";
 
 using RequestParser = http::request_parser<http::string_body>;
 
@@ -125,6 +274,9 @@ HttpRequest ToRequest(const http::request<http::string_body>& req, bool tls, boo
   r.authorization = std::string(req[http::field::authorization]);
   r.cookie = std::string(req[http::field::cookie]);
   r.content_type = std::string(req[http::field::content_type]);
+  r.origin = std::string(req[http::field::origin]);
+  r.sec_fetch_site = std::string(req["Sec-Fetch-Site"]);
+  r.host = std::string(req[http::field::host]);
   r.body = req.body();
   r.tls = tls;
   return r;
@@ -170,55 +322,77 @@ HttpResponse Dispatch(const HttpRequest& req, Shared& shared) {
   }
 }
 
+// The headers every answer has, streamed or not, to GET or HEAD alike.
+template <typename Message>
+void SetHeaders(const HttpResponse& res, bool tls, Message* m) {
+  m->set(http::field::server, "gpuledger");
+  m->set(http::field::content_type, res.content_type);
+  m->set(http::field::cache_control, "no-store");
+  m->set("X-Content-Type-Options", "nosniff");
+  m->set("X-Frame-Options", "DENY");
+  m->set("Content-Security-Policy", kContentSecurityPolicy);
+  if (tls) m->set(http::field::strict_transport_security, kHsts);
+  for (const auto& [k, v] : res.headers) m->set(k, v);
+}
+
+// A streamed body (the export): chunked to HTTP/1.1, close-delimited to HTTP/1.0 (which knows
+// no chunks). Returns whether the connection may carry another request.
 template <typename Stream>
-awaitable<void> WriteResponse(Stream& stream, Shared& shared, HttpResponse& res, bool keep_alive,
-                              unsigned version, bool head) {
+awaitable<bool> WriteStreamed(Stream& stream, Shared& shared, HttpResponse& res, bool keep_alive,
+                              unsigned version, bool head, bool tls) {
   auto& lowest = beast::get_lowest_layer(stream);
-  if (res.stream && head) res.stream.reset();  // HEAD: the headers only
-  if (res.stream) {
-    http::response<http::empty_body> hdr{http::int_to_status(res.status), version};
-    hdr.set(http::field::server, "gpuledger");
-    hdr.set(http::field::content_type, res.content_type);
-    for (const auto& [k, v] : res.headers) hdr.set(k, v);
-    hdr.chunked(true);
-    hdr.keep_alive(keep_alive);
-    http::response_serializer<http::empty_body> sr{hdr};
-    lowest.expires_after(std::chrono::seconds(shared.options.write_timeout_s));
-    co_await http::async_write_header(stream, sr, use_awaitable);
-    std::string chunk;
-    while (true) {
-      chunk.clear();
-      auto more = res.stream->Next(&chunk);
-      if (!more.ok()) {
-        spdlog::error("export stream failed: {}", std::string(more.status().message()));
-        co_return;  // the client sees a truncated chunked body: no last chunk
-      }
-      if (!chunk.empty()) {
-        lowest.expires_after(std::chrono::seconds(shared.options.write_timeout_s));
-        co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)), use_awaitable);
-      }
-      if (!*more) break;
+  const bool chunked = version >= 11;
+  http::response<http::empty_body> hdr{http::int_to_status(res.status), version};
+  SetHeaders(res, tls, &hdr);
+  if (chunked) hdr.chunked(true);
+  hdr.keep_alive(keep_alive && chunked);
+  http::response_serializer<http::empty_body> sr{hdr};
+  lowest.expires_after(std::chrono::seconds(shared.options.write_timeout_s));
+  co_await http::async_write_header(stream, sr, use_awaitable);
+  if (head) co_return keep_alive&& chunked;  // HEAD: the headers GET has, no body
+  std::string chunk;
+  while (true) {
+    chunk.clear();
+    auto more = res.stream->Next(&chunk);
+    if (!more.ok()) {
+      spdlog::error("export stream failed: {}", std::string(more.status().message()));
+      co_return false;  // the client sees a truncated body (no last chunk), then the close
     }
-    co_await asio::async_write(stream, http::make_chunk_last(), use_awaitable);
-    co_return;
+    if (!chunk.empty()) {
+      lowest.expires_after(std::chrono::seconds(shared.options.write_timeout_s));
+      if (chunked) {
+        co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)), use_awaitable);
+      } else {
+        co_await asio::async_write(stream, asio::buffer(chunk), use_awaitable);
+      }
+    }
+    if (!*more) break;
   }
+  if (!chunked) co_return false;  // the close ends the body
+  co_await asio::async_write(stream, http::make_chunk_last(), use_awaitable);
+  co_return keep_alive;
+}
+
+// Writes `res`; returns whether the connection may carry another request.
+template <typename Stream>
+awaitable<bool> WriteResponse(Stream& stream, Shared& shared, HttpResponse& res, bool keep_alive,
+                              unsigned version, bool head, bool tls) {
+  if (res.stream)
+    co_return co_await WriteStreamed(stream, shared, res, keep_alive, version, head, tls);
+  auto& lowest = beast::get_lowest_layer(stream);
   http::response<http::string_body> out{http::int_to_status(res.status), version};
-  out.set(http::field::server, "gpuledger");
-  out.set(http::field::content_type, res.content_type);
-  out.set(http::field::cache_control, "no-store");
-  out.set("X-Content-Type-Options", "nosniff");
-  for (const auto& [k, v] : res.headers) out.set(k, v);
+  SetHeaders(res, tls, &out);
   out.keep_alive(keep_alive);
   out.body() = std::move(res.body);
-  out.prepare_payload();
-  if (head) out.body().clear();
+  out.prepare_payload();  // Content-Length, to HTTP/1.0 as well: never chunked
   lowest.expires_after(std::chrono::seconds(shared.options.write_timeout_s));
-  if (head) {
+  if (head) {  // the headers GET has (its Content-Length too), no body
     http::response_serializer<http::string_body> sr{out};
     co_await http::async_write_header(stream, sr, use_awaitable);
   } else {
     co_await http::async_write(stream, out, use_awaitable);
   }
+  co_return keep_alive;
 }
 
 HttpResponse LimitError(const beast::error_code& ec) {
@@ -232,36 +406,48 @@ HttpResponse LimitError(const beast::error_code& ec) {
 }
 
 template <typename Stream>
-awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
+awaitable<void> ServeRequests(Stream& stream, Shared& shared, Slot& slot, const std::string& client,
+                              bool tls) {
   auto& lowest = beast::get_lowest_layer(stream);
-  std::string client;
-  {
-    beast::error_code ec;
-    const auto peer = lowest.socket().remote_endpoint(ec);
-    client = ec ? "unknown" : peer.address().to_string();
-  }
+  const ServerOptions& o = shared.options;
   beast::flat_buffer buffer;
   bool first = true;
   while (true) {
     RequestParser parser;
-    SetLimits(shared.options, &parser);
-    lowest.expires_after(
-        std::chrono::seconds(first ? shared.options.read_timeout_s : shared.options.keep_alive_s));
-    first = false;
+    SetLimits(o, &parser);
+    // The first request's headers have header_timeout_s; a keep-alive waits keep_alive_s for
+    // the next one, idle meanwhile (closed first when the server needs room); the whole
+    // request has read_timeout_s.
+    if (!first && !slot.connections.GoIdle(slot.id)) co_return;
+    const auto start = std::chrono::steady_clock::now();
+    lowest.expires_after(std::chrono::seconds(first ? std::min(o.header_timeout_s, o.read_timeout_s)
+                                                    : o.keep_alive_s));
     beast::error_code ec;
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    co_await http::async_read_header(stream, buffer, parser,
+                                     asio::redirect_error(use_awaitable, ec));
+    if (!first) slot.connections.GoActive(slot.id, *slot.handle);
+    if (!ec && !parser.is_done()) {
+      if (first) {
+        lowest.expires_at(start + std::chrono::seconds(o.read_timeout_s));
+      } else {
+        lowest.expires_after(std::chrono::seconds(o.read_timeout_s));
+      }
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    }
+    first = false;
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+        ec == asio::error::bad_descriptor) {
       co_return;
     }
     if (ec) {
       HttpResponse res = LimitError(ec);
       shared.metrics.Observe("error", res.status, 0);
-      co_await WriteResponse(stream, shared, res, false, 11, false);
+      co_await WriteResponse(stream, shared, res, false, 11, false, tls);
       co_return;
     }
     auto req = parser.release();
-    const auto start = std::chrono::steady_clock::now();
+    const auto handled = std::chrono::steady_clock::now();
     bool ok = true;
     HttpRequest request = ToRequest(req, tls, &ok);
     HttpResponse res;
@@ -271,43 +457,59 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, bool tls) {
       res = Dispatch(request, shared);
     }
     const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - handled).count();
     shared.metrics.Observe(res.route, res.status, secs);
     // Never log tokens: the path only (queries may hold filters, not secrets).
     spdlog::debug("{} {} -> {} ({:.3f} ms)", request.method, request.path.substr(0, 200),
                   res.status, secs * 1e3);
     const bool keep = req.keep_alive() && res.status < 500;
-    co_await WriteResponse(stream, shared, res, keep, req.version(),
-                           req.method() == http::verb::head);
-    if (!keep) co_return;
+    if (!co_await WriteResponse(stream, shared, res, keep, req.version(),
+                                req.method() == http::verb::head, tls)) {
+      co_return;
+    }
   }
 }
 
-awaitable<void> Session(tcp::socket socket, Shared& shared, asio::ssl::context* tls) {
+// Clears the handle's stream before the stream is destroyed (declared after it).
+struct StreamRegistration {
+  Connections::Handle& handle;
+  StreamRegistration(Connections::Handle& h, beast::tcp_stream& stream) : handle(h) {
+    std::lock_guard<std::mutex> lock(handle.mu);
+    handle.stream = &stream;
+  }
+  ~StreamRegistration() {
+    std::lock_guard<std::mutex> lock(handle.mu);
+    handle.stream = nullptr;
+  }
+};
+
+awaitable<void> Session(tcp::socket socket, Shared& shared, asio::ssl::context* tls, Slot slot,
+                        std::string client) {
   struct Count {
     Shared& s;
-    explicit Count(Shared& sh) : s(sh) {
-      ++s.open;
-      s.metrics.connections.Increment();
-    }
+    Slot& slot;
+    Count(Shared& sh, Slot& sl) : s(sh), slot(sl) { s.metrics.connections.Increment(); }
     ~Count() {
-      --s.open;
+      slot.connections.Remove(slot.id);
       s.metrics.connections.Decrement();
     }
-  } count(shared);
+  } count(shared, slot);
+  slot.handle->executor = co_await asio::this_coro::executor;
   try {
     if (tls != nullptr) {
       beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
+      StreamRegistration reg(*slot.handle, beast::get_lowest_layer(stream));
       beast::get_lowest_layer(stream).expires_after(
-          std::chrono::seconds(shared.options.read_timeout_s));
+          std::chrono::seconds(shared.options.handshake_timeout_s));
       co_await stream.async_handshake(asio::ssl::stream_base::server, use_awaitable);
-      co_await ServeRequests(stream, shared, true);
+      co_await ServeRequests(stream, shared, slot, client, true);
       beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
       beast::error_code ec;
       co_await stream.async_shutdown(asio::redirect_error(use_awaitable, ec));
     } else {
       beast::tcp_stream stream(std::move(socket));
-      co_await ServeRequests(stream, shared, false);
+      StreamRegistration reg(*slot.handle, stream);
+      co_await ServeRequests(stream, shared, slot, client, false);
       beast::error_code ec;
       stream.socket().shutdown(tcp::socket::shutdown_send, ec);
     }
@@ -317,38 +519,111 @@ awaitable<void> Session(tcp::socket socket, Shared& shared, asio::ssl::context* 
 }
 
 // Beyond the connection limit: a 503 with Retry-After, over TLS on an HTTPS listener.
-awaitable<void> Refuse(tcp::socket socket, Shared& shared, asio::ssl::context* tls) {
-  HttpResponse res = Error(503, "busy", "too many connections; retry shortly");
+awaitable<void> Refuse(tcp::socket socket, Shared& shared, asio::ssl::context* tls,
+                       std::string why) {
+  struct Count {
+    std::atomic<size_t>& n;
+    ~Count() { --n; }
+  } count{shared.refusing};
+  HttpResponse res = Error(503, "busy", why);
   res.headers.emplace_back("Retry-After", "1");
   try {
     if (tls != nullptr) {
       beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
-      beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+      beast::get_lowest_layer(stream).expires_after(
+          std::chrono::seconds(shared.options.handshake_timeout_s));
       co_await stream.async_handshake(asio::ssl::stream_base::server, use_awaitable);
-      co_await WriteResponse(stream, shared, res, false, 11, false);
+      co_await WriteResponse(stream, shared, res, false, 11, false, true);
+      beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(1));
       beast::error_code ec;
       co_await stream.async_shutdown(asio::redirect_error(use_awaitable, ec));
     } else {
       beast::tcp_stream stream(std::move(socket));
-      co_await WriteResponse(stream, shared, res, false, 11, false);
+      co_await WriteResponse(stream, shared, res, false, 11, false, false);
+      beast::error_code ec;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
     }
   } catch (const std::exception&) {
   }
 }
 
+bool OutOfResources(const boost::system::error_code& ec) {
+  namespace errc = boost::system::errc;
+  return ec == errc::too_many_files_open || ec == errc::too_many_files_open_in_system ||
+         ec == errc::no_buffer_space || ec == errc::not_enough_memory;
+}
+
+// accept() failed: back off (never spin on a connection that cannot be taken), make room if an
+// idle keep-alive can go, and say so now and then.
+awaitable<void> BackOff(const boost::system::error_code& ec, Shared& shared,
+                        std::chrono::milliseconds* backoff,
+                        std::chrono::steady_clock::time_point* last_log) {
+  const bool shortage = OutOfResources(ec);
+  bool freed = false;
+  if (shortage) {
+    shared.metrics.accept_errors.Increment();
+    freed = shared.connections.CloseOneIdle();
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (shortage && now - *last_log >= kAcceptErrorLogEvery) {
+    *last_log = now;
+    spdlog::error(
+        "cannot accept connections: {} ({} open{}); retrying after {} ms, still serving the "
+        "open ones (raise the descriptor limit, ulimit -n, or lower --max-connections)",
+        ec.message(), shared.connections.size(), freed ? ", closed an idle keep-alive" : "",
+        backoff->count());
+  } else if (!shortage) {
+    spdlog::debug("accept failed: {}", ec.message());
+  }
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(*backoff);
+  boost::system::error_code wait_ec;
+  co_await timer.async_wait(asio::redirect_error(use_awaitable, wait_ec));
+  *backoff = std::min(*backoff * 2, kAcceptBackoffMax);
+}
+
 awaitable<void> Listen(tcp::acceptor& acceptor, Shared& shared, asio::ssl::context* tls) {
   auto executor = co_await asio::this_coro::executor;
-  while (true) {
+  std::chrono::milliseconds backoff = kAcceptBackoffMin;
+  std::chrono::steady_clock::time_point last_log{};
+  while (!shared.stop.load()) {
     boost::system::error_code ec;
     tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
-    if (ec == asio::error::operation_aborted) co_return;
-    if (ec) continue;
-    if (shared.open.load() >= shared.options.max_connections) {
-      shared.metrics.refused.Increment();
-      asio::co_spawn(executor, Refuse(std::move(socket), shared, tls), asio::detached);
+    if (ec == asio::error::operation_aborted || shared.stop.load()) co_return;
+    if (ec) {
+      co_await BackOff(ec, shared, &backoff, &last_log);
       continue;
     }
-    asio::co_spawn(asio::make_strand(executor), Session(std::move(socket), shared, tls),
+    backoff = kAcceptBackoffMin;
+    std::string client;
+    {
+      beast::error_code peer_ec;
+      const auto peer = socket.remote_endpoint(peer_ec);
+      client = peer_ec ? "unknown" : peer.address().to_string();
+    }
+    auto handle = std::make_shared<Connections::Handle>();
+    uint64_t id = 0;
+    const auto admission = shared.connections.Admit(client, shared.options, handle, &id);
+    if (admission != Connections::Admission::kAdmitted) {
+      shared.metrics.refused.Increment();
+      // Refusing costs a descriptor for a moment: beyond a bound, close without an answer.
+      if (shared.refusing.fetch_add(1) >= kRefusingConnectionsMax) {
+        --shared.refusing;
+        continue;  // the socket closes here
+      }
+      asio::co_spawn(executor,
+                     Refuse(std::move(socket), shared, tls,
+                            admission == Connections::Admission::kAddressFull
+                                ? absl::StrCat("too many connections from ", client, " (",
+                                               shared.options.max_connections_per_address,
+                                               "); close some or retry shortly")
+                                : "too many connections; retry shortly"),
+                     asio::detached);
+      continue;
+    }
+    asio::co_spawn(asio::make_strand(executor),
+                   Session(std::move(socket), shared, tls, Slot{shared.connections, id, handle},
+                           std::move(client)),
                    asio::detached);
   }
 }
@@ -401,6 +676,11 @@ absl::Status RunServer(const ServerOptions& options, Service& service, std::atom
     tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                      asio::ssl::context::no_tlsv1_1);
+    SSL_CTX* ctx = tls->native_handle();
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1) {
+      return absl::InternalError("OpenSSL does not know the TLS 1.2 cipher suites to offer");
+    }
     tls->use_certificate_chain_file(options.tls_cert, ec);
     if (!ec) tls->use_private_key_file(options.tls_key, asio::ssl::context::pem, ec);
     if (ec) {
@@ -426,7 +706,7 @@ absl::Status RunServer(const ServerOptions& options, Service& service, std::atom
   }
   spdlog::info("serving {}://{}:{}/ (pages under /ui, API under /v1)", tls ? "https" : "http",
                options.listen.substr(0, colon), bound);
-  Shared shared{options, service, {}, {}};
+  Shared shared{options, service, stop, {}};
   asio::co_spawn(io, Listen(acceptor, shared, tls.get()), asio::detached);
   asio::steady_timer ticker(io);
   std::function<void()> watch = [&] {

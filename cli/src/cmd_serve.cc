@@ -31,7 +31,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "keeps writing: the ledger is followed as a RocksDB secondary instance (refreshed every\n"
       "--refresh-ms) and the settlement store is kept up to date from it (so `gpuledger settle`\n"
       "cannot run at the same time: use the API). Bearer tokens from --tokens (hashed; the file\n"
-      "is re-read when it changes: `gpuledger tokens add`). SIGTERM or SIGINT stops it.");
+      "is re-read when it changes: `gpuledger tokens add`; only its owner may write it and others\n"
+      "may not read it, chmod 600; a bad line grants nothing, a missing file revokes every\n"
+      "token). SIGTERM or SIGINT stops it.");
   cmd->add_option("--db", args->service.db, "Ledger directory")
       ->required()
       ->envname("GPULEDGER_DB");
@@ -48,7 +50,13 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   cmd->add_option("--max-connections", args->server.max_connections,
-                  "Open connections beyond which new ones get 503")
+                  "Open connections beyond which new ones get 503 (an idle keep-alive is closed "
+                  "first to make room, if there is one)")
+      ->check(CLI::Range(1, 100'000))
+      ->capture_default_str();
+  cmd->add_option("--max-connections-per-address", args->server.max_connections_per_address,
+                  "Open connections from one client address beyond which its new ones get 503 "
+                  "(behind a reverse proxy every client has its address: raise this)")
       ->check(CLI::Range(1, 100'000))
       ->capture_default_str();
   cmd->add_option("--rate-limit", args->server.rate_limit_per_s,
@@ -62,6 +70,14 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--read-timeout-s", args->server.read_timeout_s,
                   "Seconds a client has to send a whole request")
+      ->check(CLI::Range(1, 3'600))
+      ->capture_default_str();
+  cmd->add_option("--header-timeout-s", args->server.header_timeout_s,
+                  "Seconds a new connection has to send its request's headers (then closed)")
+      ->check(CLI::Range(1, 3'600))
+      ->capture_default_str();
+  cmd->add_option("--handshake-timeout-s", args->server.handshake_timeout_s,
+                  "Seconds a TLS handshake may take (then closed)")
       ->check(CLI::Range(1, 3'600))
       ->capture_default_str();
   cmd->add_option("--refresh-ms", args->service.refresh_ms,
@@ -109,7 +125,8 @@ void AddTokensCommand(CLI::App& app, int* exit_code) {
       "add",
       "Create a token for a role and append its SHA-256 to the tokens file (created with mode\n"
       "0600 if missing). The token itself is printed once, on stdout, and stored nowhere. A\n"
-      "running server picks the change up within a second. To revoke, delete the line.");
+      "running server picks the change up within a second. To revoke, delete the line (a\n"
+      "malformed line elsewhere does not keep it alive).");
   add->add_option("--file", args->file, "Tokens file")->required()->envname("GPULEDGER_TOKENS");
   add->add_option("--role", args->role,
                   "operator, finance, auditor, csp:<csp id> or institution:<institution id>")

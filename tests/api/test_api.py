@@ -1006,28 +1006,69 @@ class TokenRotationTest(ApiTest):
         for role, tok in list(TOKENS.items()) + [("wrong", wrong)]:
             self.assertNotIn(tok, text, f"the {role} token is in serve's log")
 
-    def test_an_invalid_tokens_file_keeps_the_previous_tokens(self):
+    def test_a_bad_line_grants_nothing_and_the_other_lines_take_effect(self):
+        """Issue 14 item 5: a removed line is revoked even while another line is malformed."""
         path = ENV["API_TOKENS_FILE"]
         log = ENV["API_SERVE_LOG"]
-        marker = "tokens file changed but was not loaded"
-
-        def complaints():
-            with open(log, errors="replace") as f:
-                return f.read().count(marker)
-
-        before = complaints()
+        name = f"bad-line-{os.getpid()}"
+        url = f"/v1/periods/{P}/statements/csp-beta"
         with open(path) as f:
             good = f.read()
+        extra = subprocess.run([BIN, "tokens", "add", "--file", path, "--role", "csp:csp-beta",
+                                "--name", name], capture_output=True, text=True, check=True,
+                               timeout=30).stdout.strip()
         try:
-            replace_file(path, good + "this line is not a token\n")
-            # Requests make the server look at the file; wait until it has seen the change.
-            wait_until(lambda: get("/v1/periods").status and complaints() > before,
-                       "the server logs the invalid tokens file")
+            wait_until(lambda: get(url, token=extra).status == 200, "the added token works")
+            bad_text = "this line is not a token " + extra[:8]
+            # The added line removed and a malformed one in its place (line n + 1).
+            replace_file(path, good + bad_text + "\n")
+            wait_until(lambda: get(url, token=extra).status == 401,
+                       "the removed token is refused although another line is malformed")
             for role, tok in TOKENS.items():
                 self.assertEqual(get("/v1/periods", token=tok).status, 200, role)
+            n = good.count("\n") + 1
+            with open(log, errors="replace") as f:
+                text = f.read()
+            self.assertIn(f"tokens file {path}:{n}: ", text)
+            self.assertIn("this line grants nothing", text)
+            self.assertNotIn(bad_text, text)
         finally:
             replace_file(path, good)
         wait_until(lambda: get("/v1/periods").status == 200, "tokens work after the repair")
+
+    def test_a_deleted_tokens_file_revokes_every_token(self):
+        path = ENV["API_TOKENS_FILE"]
+        with open(path) as f:
+            good = f.read()
+        os.rename(path, path + ".away")
+        try:
+            wait_until(lambda: get("/v1/periods").status == 401,
+                       "every token is refused once the file is gone")
+            for role, tok in TOKENS.items():
+                self.assertEqual(get("/v1/periods", token=tok).status, 401, role)
+            with open(ENV["API_SERVE_LOG"], errors="replace") as f:
+                self.assertIn("every token is revoked", f.read())
+        finally:
+            os.rename(path + ".away", path)
+        wait_until(lambda: get("/v1/periods").status == 200, "tokens work once it is back")
+        with open(path) as f:
+            self.assertEqual(f.read(), good)
+
+    def test_serve_refuses_a_tokens_file_others_may_write_or_read(self):
+        tmp = tempfile.mkdtemp(prefix="gpuledger-api-perm.")
+        try:
+            tokens = os.path.join(tmp, "tokens")
+            shutil.copy(ENV["API_TOKENS_FILE"], tokens)
+            for mode in (0o666, 0o620, 0o604):
+                os.chmod(tokens, mode)
+                r = subprocess.run(
+                    [BIN, "serve", "--db", ENV["API_DB"], "--store", os.path.join(tmp, "store"),
+                     "--tokens", tokens, "--listen", "127.0.0.1:0"],
+                    capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                self.assertNotEqual(r.returncode, 0, oct(mode))
+                self.assertIn(f"chmod 600 {tokens}", r.stderr + r.stdout, oct(mode))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- a second server over the same ledger: HTTPS, and the connection limit ----
@@ -1153,6 +1194,30 @@ class TlsTest(ApiTest):
         self.assertEqual(r.status, 303)
         self.assertEqual(r.header("set-cookie"), f"gpuledger_token={TOKENS['auditor']}; Path=/; "
                                                  "HttpOnly; SameSite=Strict; Secure")
+
+    def test_tls12_offers_only_forward_secret_aead_suites(self):
+        """Issue 14 item 8: no static RSA and no CBC-SHA1 suites under TLS 1.2."""
+        def handshake(ciphers):
+            ctx = ssl.create_default_context(cafile=self.ca)
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers(ciphers)
+            with socket.create_connection((HOST, self.server.port), timeout=LIVENESS_S) as s:
+                with ctx.wrap_socket(s, server_hostname="127.0.0.1") as tls:
+                    return tls.cipher()[0]
+
+        self.assertEqual(handshake("ECDHE-ECDSA-AES128-GCM-SHA256"),
+                         "ECDHE-ECDSA-AES128-GCM-SHA256")
+        for weak in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA",
+                     "ECDHE-ECDSA-AES128-SHA256", "AES128-SHA:AES256-GCM-SHA384:@SECLEVEL=0"):
+            with self.assertRaises(ssl.SSLError, msg=weak):
+                handshake(weak)
+
+    def test_hsts_and_framing_headers_on_the_tls_listener(self):
+        r = self.https("GET", "/ui/login")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("strict-transport-security"), "max-age=31536000")
+        self.assertEqual(r.header("x-frame-options"), "DENY")
+        self.assertIn("frame-ancestors 'none'", r.header("content-security-policy"))
 
     def test_an_unknown_ca_is_refused(self):
         with self.assertRaises(ssl.SSLCertVerificationError):

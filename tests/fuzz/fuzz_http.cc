@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -49,6 +50,9 @@ struct Fixture {
         tokens << "sha256:" << api::HashToken(token) << " " << role << " " << token << "\n";
       }
     }
+    // Only its owner may use a tokens file (serve refuses it otherwise).
+    std::filesystem::permissions(dir.Sub("tokens"), std::filesystem::perms::owner_read |
+                                                        std::filesystem::perms::owner_write);
     api::ServiceOptions options;
     options.db = dir.Sub("ledger");
     options.secondary = dir.Sub("secondary");

@@ -1,6 +1,7 @@
 // Writes the fuzzers' seed corpus (tests/fuzz/corpus/) from the fixture: every fixture message
 // for fuzz_decide, the fixture's JSON lines for fuzz_json_lines, exports of the fixture ledger
-// for fuzz_export, and one request per route for fuzz_http; plus a few edge cases each.
+// for fuzz_export, one request per route for fuzz_http, and tokens files for fuzz_tokens; plus
+// a few edge cases each.
 // Deterministic: the same fixture gives the same files. Usage: make_fuzz_corpus OUT_DIR
 
 #include <cstdio>
@@ -138,6 +139,33 @@ void HttpCorpus(const fs::path& dir) {
   for (const auto& [name, bytes] : requests) Write(dir, name, bytes);
 }
 
+// Tokens files (`serve --tokens`): every role, comments, and each kind of line that grants
+// nothing. The hashes are fixed strings: a hash's token is never needed here.
+void TokensCorpus(const fs::path& dir) {
+  const std::string a = "sha256:" + std::string(64, 'a');
+  const std::string b = "sha256:" + std::string(32, '0') + std::string(32, 'f');
+  const std::string c = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  Write(dir, "every-role",
+        absl::StrCat("# tokens for gpuledger serve\n", a, " operator ops team\n", b, " finance\n",
+                     c, " auditor external auditor # comment\n", "sha256:", std::string(64, '1'),
+                     " csp:csp-alpha\n", "sha256:", std::string(64, '2'),
+                     " institution:inst-nari Nari Lab\n"));
+  Write(dir, "empty", "");
+  Write(dir, "comments-and-blanks", "# nothing\n\n   \t\n# more\n");
+  Write(dir, "duplicate-hash", absl::StrCat(a, " operator\n", b, " finance\n", a, " auditor\n"));
+  Write(dir, "upper-case-duplicate",
+        absl::StrCat(c, " auditor\nsha256:0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+                     "0123456789ABCDEF operator\n"));
+  Write(dir, "malformed-lines",
+        absl::StrCat(a, " operator\nnot a token\nsha256:", std::string(63, 'a'), " finance\n",
+                     "sha256:", std::string(64, 'g'), " finance\n", b, " root\n", b, "\n",
+                     "sha512:", std::string(64, 'b'), " auditor\n", c, " csp:\n"));
+  Write(dir, "crlf-and-tabs", absl::StrCat(a, "\toperator\r\n", b, "  finance  x  y \r\n"));
+  Write(dir, "long-line",
+        absl::StrCat(a, " operator ", std::string(2000, 'n'), "\n", b, " finance\n"));
+  Write(dir, "no-final-newline", absl::StrCat(a, " operator"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,6 +178,7 @@ int main(int argc, char** argv) {
   JsonLinesCorpus(out / "json_lines");
   ExportCorpus(out / "export");
   HttpCorpus(out / "http");
+  TokensCorpus(out / "tokens");
   std::printf("wrote the seed corpus under %s\n", out.c_str());
   return 0;
 }

@@ -21,6 +21,10 @@ struct HttpRequest {
   std::string authorization;
   std::string cookie;
   std::string content_type;
+  // For the sign-in form's cross-site check: the Origin, Sec-Fetch-Site and Host headers.
+  std::string origin;
+  std::string sec_fetch_site;
+  std::string host;
   std::string body;
   bool tls = false;
 };

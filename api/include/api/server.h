@@ -20,15 +20,21 @@ struct ServerOptions {
   std::string tls_cert;                   // PEM chain; with tls_key: HTTPS only
   std::string tls_key;
   int threads = 2;
-  size_t max_connections = 256;        // beyond: 503 and close
+  size_t max_connections = 256;  // beyond: 503 and close
+  // Open connections from one client address (beyond: 503 and close), so that one address
+  // cannot take every slot. Behind a reverse proxy every client has the proxy's address: raise
+  // it to max_connections there.
+  size_t max_connections_per_address = 32;
   size_t max_header_bytes = 8 * 1024;  // beyond: 431
   size_t max_body_bytes = 8 * 1024;    // beyond: 413 (only /ui/login takes a body)
   // Requests per second per client address after a burst of rate_burst (beyond: 429 with
   // Retry-After); /healthz and /readyz are not counted. 0: no limit.
   int rate_limit_per_s = 100;
   int rate_burst = 200;
-  int read_timeout_s = 15;   // a whole request must arrive within this
-  int write_timeout_s = 60;  // per response chunk
+  int handshake_timeout_s = 5;  // a TLS handshake must finish within this, or is closed
+  int header_timeout_s = 10;    // a request's headers must arrive within this, or it is closed
+  int read_timeout_s = 15;      // a whole request must arrive within this
+  int write_timeout_s = 60;     // per response chunk
   int keep_alive_s = 30;
   std::string port_file;  // if set, the bound port is written here once listening
 };
