@@ -131,6 +131,16 @@ struct Params {
 
 HttpResponse BadParam(const std::string& message) { return Error(400, "bad_parameter", message); }
 
+// One document that settlement cannot compute (a sum beyond the won's range, a damaged record of
+// its own) is that document's failure, said as such: 422 with the reason, while every other
+// document of the period is served as usual. Anything else is the server's own failure.
+HttpResponse DocumentFailed(const absl::Status& st) {
+  if (st.code() == absl::StatusCode::kFailedPrecondition) {
+    return Error(422, "not_computable", std::string(st.message()));
+  }
+  return Error(500, "internal", std::string(st.message()));
+}
+
 // "invoice.csv" → ("invoice", "csv"); no known suffix → the Accept header decides.
 std::string Negotiate(std::string* last_segment, const HttpRequest& req) {
   for (const char* ext : {"json", "csv", "html"}) {
@@ -321,7 +331,7 @@ HttpResponse OneInvoice(Service& svc, const Principal& p, base::Period period,
       f.institution_id = institution;
       f.statements = f.programs = false;
       auto docs = engine.Documents(period, f);
-      if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+      if (!docs.ok()) return DocumentFailed(docs.status());
       if (docs->invoices_size() == 0) {
         return Error(404, "not_found",
                      absl::StrCat("no invoice for ", institution, " in ", period.ToString()));
@@ -369,7 +379,7 @@ HttpResponse OneStatement(Service& svc, const Principal& p, base::Period period,
       f.csp_id = csp;
       f.invoices = f.programs = false;
       auto docs = engine.Documents(period, f);
-      if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+      if (!docs.ok()) return DocumentFailed(docs.status());
       if (docs->statements_size() == 0) {
         return Error(404, "not_found",
                      absl::StrCat("no statement for ", csp, " in ", period.ToString()));
