@@ -107,6 +107,8 @@ struct Ledger::Impl {
   OffsetMap offsets;
   v1::LedgerCounters counters;
   std::string public_key_pem;
+  std::string first_public_key_pem;
+  bool first_key_stored = false;  // meta/first_public_key exists (format 2)
 
   // Staged state; touched only by the writing thread.
   rocksdb::WriteBatch batch;
@@ -152,6 +154,8 @@ struct Ledger::Impl {
   absl::Status OpenRocks(const std::string& at, bool read_only, bool create);
   absl::Status LoadAndCheck();
   absl::Status LoadSigning();
+  absl::Status RecordSigningKey();
+  absl::StatusOr<StoredEntry> FindEntry(uint64_t seq) const;
   absl::StatusOr<std::optional<DedupRecord>> FindDedup(const std::string& key) const;
   absl::StatusOr<ProducerProgress> FindProducer(const std::string& key) const;
   absl::Status TrackProducer(const Candidate& c);
@@ -170,7 +174,12 @@ absl::Status Ledger::Impl::LoadAndCheck() {
   } else {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read format"));
   }
-  if (format != keys::kFormatValue) {
+  if (format == keys::kFormatValueV1 && !options.read_only) {
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(
+        db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue), "upgrade format"));
+    format = keys::kFormatValue;
+  }
+  if (format != keys::kFormatValue && format != keys::kFormatValueV1) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, " is not a gpuledger ledger of a format this build reads (format '",
                      format, "', want '", keys::kFormatValue, "')"));
@@ -247,6 +256,11 @@ absl::Status Ledger::Impl::LoadSigning() {
   }
   s = db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &public_key_pem);
   if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read public key"));
+  s = db->Get(rocksdb::ReadOptions(), keys::kFirstPublicKeyKey, &first_public_key_pem);
+  first_key_stored = !s.IsNotFound();
+  if (first_key_stored) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read first public key"));
+  // Format 1 kept only the latest key, and never rotated: it is the first.
+  if (first_public_key_pem.empty()) first_public_key_pem = public_key_pem;
   if (options.read_only) return absl::OkStatus();
   if (checkpoint_interval > 0 && !options.signer) {
     return absl::FailedPreconditionError(
@@ -268,16 +282,63 @@ absl::Status Ledger::Impl::LoadSigning() {
     GPULEDGER_RETURN_IF_ERROR(
         FromRocks(db->Put(rocksdb::WriteOptions(), keys::kIntervalKey, v), "write interval"));
   }
-  if (options.signer) {
-    const std::string pem = options.signer->PublicKeyPem();
-    if (pem != public_key_pem) {
-      rocksdb::WriteOptions wo;
-      wo.sync = true;
-      GPULEDGER_RETURN_IF_ERROR(FromRocks(db->Put(wo, keys::kPublicKeyKey, pem), "write key"));
-      public_key_pem = pem;
-    }
-  }
+  if (options.signer) GPULEDGER_RETURN_IF_ERROR(RecordSigningKey());
   return absl::OkStatus();
+}
+
+// The key that signs from now on. A new key on a ledger with entries is a key rotation: a
+// record signed by the old key names the new one, so that an auditor holding the first
+// published key can follow it; without the old key the ledger is refused.
+absl::Status Ledger::Impl::RecordSigningKey() {
+  const std::string pem = options.signer->PublicKeyPem();
+  if (pem == public_key_pem && first_key_stored) return absl::OkStatus();
+  rocksdb::WriteBatch wb;
+  if (first_public_key_pem.empty() || head.seq == 0) first_public_key_pem = pem;
+  GPULEDGER_RETURN_IF_ERROR(
+      FromRocks(wb.Put(keys::kFirstPublicKeyKey, first_public_key_pem), "stage first key"));
+  if (pem != public_key_pem && !public_key_pem.empty() && head.seq > 0) {
+    if (!options.previous_signer || options.previous_signer->PublicKeyPem() != public_key_pem) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the ledger at ", path,
+          " is signed with another key than the signing key given. To rotate to the new key, "
+          "also give the key that signed it so far (--previous-signing-key OLD.pem): a key "
+          "rotation record signed by it will name the new key, so that auditors holding the "
+          "published key can follow. Otherwise give the ledger's own signing key."));
+    }
+    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry at_head, FindEntry(head.seq));
+    uint64_t n = 0;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), checkpoints_cf));
+    const std::string prefix = keys::SeqKey(head.seq) + keys::kRotationTag;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++n;
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "read key rotations"));
+    v1::Checkpoint rotation;
+    rotation.set_seq(head.seq);
+    rotation.set_head_hash(ToBytes(head.hash));
+    rotation.set_time_ms(at_head.entry.recorded_at_ms());
+    rotation.set_interval(checkpoint_interval);
+    SignKeyRotation(*options.previous_signer, *options.signer, &rotation);
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(
+        wb.Put(checkpoints_cf, keys::RotationKey(head.seq, n), rotation.SerializeAsString()),
+        "stage key rotation"));
+    spdlog::info("ledger {}: signing key rotated at seq {} (record signed by the previous key)",
+                 path, head.seq);
+  }
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(wb.Put(keys::kPublicKeyKey, pem), "stage key"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(db->Write(wo, &wb), "write signing key"));
+  public_key_pem = pem;
+  first_key_stored = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoredEntry> Ledger::Impl::FindEntry(uint64_t seq) const {
+  const std::string key = keys::SeqKey(seq);
+  std::string value;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), entries_cf, key, &value);
+  if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("no entry with seq ", seq));
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read entry"));
+  return DecodeEntry(key, value);
 }
 
 absl::StatusOr<std::optional<DedupRecord>> Ledger::Impl::FindDedup(const std::string& key) const {
@@ -670,6 +731,23 @@ absl::Status Ledger::StageCheckpoint(int64_t time_ms) {
   return impl_->StageCheckpointAt(impl_->pending_head, time_ms);
 }
 
+absl::Status Ledger::SignHead() {
+  if (!can_sign()) return absl::OkStatus();
+  if (impl_->pending_entries != 0 || impl_->batch.Count() != 0) {
+    return absl::FailedPreconditionError("sign the head after Commit(), with nothing staged");
+  }
+  const Head at = head();
+  if (at.seq == 0) return absl::OkStatus();
+  std::string value;
+  rocksdb::Status s =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->checkpoints_cf, keys::SeqKey(at.seq), &value);
+  if (s.ok()) return absl::OkStatus();
+  if (!s.IsNotFound()) return FromRocks(s, "read checkpoint");
+  GPULEDGER_ASSIGN_OR_RETURN(StoredEntry last, impl_->FindEntry(at.seq));
+  GPULEDGER_RETURN_IF_ERROR(impl_->StageCheckpointAt(at, last.entry.recorded_at_ms()));
+  return Commit();
+}
+
 absl::Status Ledger::Refresh() {
   if (impl_->options.secondary_path.empty()) {
     return absl::FailedPreconditionError("only a secondary instance can refresh");
@@ -787,10 +865,13 @@ absl::Status Ledger::ScanCheckpoints(
   std::unique_ptr<rocksdb::Iterator> it(
       impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->checkpoints_cf));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    const uint64_t key_seq = it->key().size() == 8 ? keys::GetBe64(it->key().ToStringView()) : 0;
+    // A checkpoint (seq) or a key rotation record (seq, tag, n) that names a next key.
+    const rocksdb::Slice k = it->key();
+    const bool rotation = k.size() == 17 && k[8] == keys::kRotationTag;
+    const uint64_t key_seq = k.size() == 8 || rotation ? keys::GetBe64(k.ToStringView()) : 0;
     v1::Checkpoint cp;
     if (key_seq == 0 || !cp.ParseFromArray(it->value().data(), it->value().size()) ||
-        cp.seq() != key_seq) {
+        cp.seq() != key_seq || rotation == cp.next_public_key_pem().empty()) {
       return absl::DataLossError(
           absl::StrCat("checkpoint record under seq ", key_seq, " is damaged"));
     }
@@ -824,6 +905,8 @@ v1::LedgerCounters Ledger::Counters() const {
 uint64_t Ledger::checkpoint_interval() const { return impl_->checkpoint_interval; }
 
 std::string Ledger::public_key_pem() const { return impl_->public_key_pem; }
+
+std::string Ledger::first_public_key_pem() const { return impl_->first_public_key_pem; }
 
 uint64_t Ledger::ApproximateDiskBytes() const {
   uint64_t total = 0;
