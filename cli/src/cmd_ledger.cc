@@ -15,9 +15,13 @@ namespace gpuledger::cli {
 
 namespace {
 
-absl::StatusOr<std::unique_ptr<ledger::Ledger>> OpenReadOnly(const std::string& db) {
+// `for_verify`: open a ledger whose head does not match its last entry too, so that verification
+// names the first entry that does not verify instead of refusing to look.
+absl::StatusOr<std::unique_ptr<ledger::Ledger>> OpenReadOnly(const std::string& db,
+                                                             bool for_verify = false) {
   ledger::LedgerOptions lo;
   lo.read_only = true;
+  lo.open_inconsistent = for_verify;
   return ledger::Ledger::Open(db, lo);
 }
 
@@ -105,7 +109,7 @@ void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
       }
       report = ledger::VerifyExport(in, key.get(), args->options);
     } else if (!args->db.empty()) {
-      auto l = OpenReadOnly(args->db);
+      auto l = OpenReadOnly(args->db, /*for_verify=*/true);
       if (!l.ok()) {
         Report(l.status());
         *exit_code = kExitUnreadable;

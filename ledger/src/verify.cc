@@ -130,11 +130,25 @@ absl::StatusOr<VerifyReport> Verify(const Ledger& ledger, const SignatureVerifie
     key = stored_key.get();
     r.key_source = "ledger";
   }
+  // A damaged block reads as missing data (no entries, no dedup record): name it first.
+  if (absl::Status tables = ledger.VerifyTables(); !tables.ok()) {
+    if (!absl::IsDataLoss(tables)) return tables;
+    Fail(&r, 0, std::string(tables.message()));
+    return r;
+  }
   OutcomeCounts counts;
   const bool require_signed = r.key_source == "given" && !options.allow_unsigned_tail;
   GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, key, require_signed, &r, &counts));
   if (r.ok) GPULEDGER_RETURN_IF_ERROR(CheckDedup(ledger, &r));
   if (r.ok) CheckCounters(ledger.Counters(), counts, &r);
+  if (r.ok && !ledger.wal_damage().empty()) {
+    Fail(&r, r.head.seq + 1,
+         absl::StrCat("the write-ahead log is damaged and recovery stopped there (",
+                      ledger.wal_damage(),
+                      "): this view ends at the last commit before the damage, seq ", r.head.seq,
+                      "; whatever was committed after it is not on disk any more (ingest's next "
+                      "start recovers the same prefix and consumes the rest again from Kafka)"));
+  }
   return r;
 }
 

@@ -64,6 +64,7 @@ class RawDb {
   void Delete(const std::string& cf, const std::string& key) {
     EXPECT_TRUE(db_->Delete({}, by_name_.at(cf), key).ok());
   }
+  rocksdb::DB* db() { return db_.get(); }
   std::vector<std::string> Keys(const std::string& cf) {
     std::vector<std::string> keys;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, by_name_.at(cf)));

@@ -7,6 +7,8 @@
 #include <google/protobuf/util/delimited_message_util.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -361,6 +363,136 @@ TEST(VerifyTest, KeyRotationIsFollowedFromTheFirstPublishedKey) {
   EXPECT_NE(forged.problem.find("key rotation at seq 25 has an invalid signature"),
             std::string::npos)
       << forged.problem;
+}
+
+}  // namespace
+}  // namespace gpuledger::ledger
+
+namespace gpuledger::ledger {
+namespace {
+
+// The largest table file of a ledger's column family `cf` (closed, so flushed).
+std::string LargestTableOf(const std::string& path, const std::string& cf) {
+  std::vector<rocksdb::LiveFileMetaData> files;
+  {
+    RawDb raw(path);
+    raw.db()->GetLiveFilesMetaData(&files);
+  }
+  std::string best;
+  uint64_t size = 0;
+  for (const auto& f : files) {
+    if (f.column_family_name == cf && f.size > size) {
+      size = f.size;
+      best = path + f.name;
+    }
+  }
+  return best;
+}
+
+void FlipByte(const std::string& file, long from_end) {
+  const auto size = static_cast<long>(std::filesystem::file_size(file));
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(size - from_end);
+  char c = 0;
+  f.get(c);
+  f.seekp(size - from_end);
+  f.put(static_cast<char>(c ^ 0x5a));
+}
+
+// Issue 14: a damaged block at the end of the entries table read as "the ledger holds no
+// entries ... run ledger verify", printed by ledger verify itself. It should be named as a
+// damaged table file, wherever the flip lands. DISABLED: still fails. RocksDB 7.8 reads the
+// damaged block (index or last data block) as "no entries" with an OK status, and neither
+// DB::VerifyChecksum nor a fresh SstFileReader reports it; verify now opens the ledger and says
+// "head says seq 3000 but the chain ends at seq 0", which is better but does not name the block.
+TEST(VerifyTest, DISABLED_ADamagedTableBlockIsNamedAsSuch) {
+  for (long from_end : {2000, 1000, 200, 100}) {
+    testing::TempDir dir;
+    Fill(dir.Sub("db"), 3000);
+    const std::string sst = LargestTableOf(dir.Sub("db"), "entries");
+    ASSERT_FALSE(sst.empty());
+    FlipByte(sst, from_end);
+    LedgerOptions ro;
+    ro.read_only = true;
+    ro.open_inconsistent = true;  // as ledger verify opens
+    auto l = Ledger::Open(dir.Sub("db"), ro);
+    std::string said;
+    if (l.ok()) {
+      auto r = Verify(**l);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_FALSE(r->ok) << "flip " << from_end << " bytes from the end went unnoticed";
+      said = r->problem;
+    } else {
+      EXPECT_EQ(l.status().code(), absl::StatusCode::kDataLoss) << l.status();
+      said = std::string(l.status().message());
+    }
+    EXPECT_NE(said.find("table file"), std::string::npos) << from_end << ": " << said;
+    EXPECT_NE(said.find("damaged"), std::string::npos) << from_end << ": " << said;
+    EXPECT_EQ(said.find("holds no entries"), std::string::npos) << from_end << ": " << said;
+    EXPECT_EQ(said.find("ledger verify"), std::string::npos) << from_end << ": " << said;
+  }
+}
+
+// Issue 14: a damaged filter block of the dedup index was reported as a missing dedup record.
+// DISABLED: still fails ("entry (csp-a, e1) is not in the dedup index"), for the same reason as
+// the test above.
+TEST(VerifyTest, DISABLED_ADamagedDedupTableIsNotReportedAsAMissingRecord) {
+  int noticed = 0;
+  for (long from_end : {3000, 2000, 1500, 1000, 700, 400, 200, 100}) {
+    testing::TempDir dir;
+    Fill(dir.Sub("db"), 3000);
+    const std::string sst = LargestTableOf(dir.Sub("db"), "dedup");
+    ASSERT_FALSE(sst.empty());
+    if (static_cast<long>(std::filesystem::file_size(sst)) <= from_end) continue;
+    FlipByte(sst, from_end);
+    LedgerOptions ro;
+    ro.read_only = true;
+    ro.open_inconsistent = true;
+    auto l = Ledger::Open(dir.Sub("db"), ro);
+    if (!l.ok()) continue;
+    auto r = Verify(**l);
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->ok) continue;
+    ++noticed;
+    EXPECT_EQ(r->problem.find("is not in the dedup index"), std::string::npos) << r->problem;
+    EXPECT_NE(r->problem.find("damaged"), std::string::npos) << from_end << ": " << r->problem;
+  }
+  EXPECT_GT(noticed, 0);
+}
+
+// Issue 14: a write-ahead log that recovery cut short (garbled in the middle) passed
+// `ledger verify` silently, as the prefix before the damage.
+TEST(VerifyTest, AWriteAheadLogCutShortByRecoveryIsReported) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("db");
+  const std::string shared = dir.Sub("head");
+  std::ofstream(shared, std::ios::binary) << std::string(8, '\0');
+  const std::string writer = GPULEDGER_CRASHING_WRITER;
+  ASSERT_EQ(std::system((writer + " " + path + " " + shared + " 500 crash").c_str()), 0);
+  std::string wal;
+  uintmax_t size = 0;
+  for (const auto& f : std::filesystem::directory_iterator(path)) {
+    if (f.path().extension() == ".log" && f.file_size() > size) {
+      size = f.file_size();
+      wal = f.path().string();
+    }
+  }
+  ASSERT_GT(size, 0u);
+  {
+    std::fstream f(wal, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    f << std::string(64, '\xff');
+  }
+  LedgerOptions ro;
+  ro.read_only = true;
+  auto l = Ledger::Open(path, ro);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_LT((*l)->head().seq, 2000u);
+  auto r = Verify(**l);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ok);
+  EXPECT_NE(r->problem.find("write-ahead log is damaged"), std::string::npos) << r->problem;
+  EXPECT_EQ(r->first_bad_seq, (*l)->head().seq + 1);
 }
 
 }  // namespace

@@ -35,6 +35,10 @@ struct LedgerOptions {
   // directory, so that Refresh() can follow a live writer without reopening. Default: "" (a
   // plain read-only open that sees the ledger as of the open).
   std::string secondary_path;
+  // With read_only: open even if the head does not name the last entry (entries added or
+  // removed behind the writer's back), so that Verify() can name the first entry that does not
+  // verify. Damaged table files are refused either way. Default: false.
+  bool open_inconsistent = false;
   // Signs checkpoints. A ledger created with a signer is a signed ledger: it must always be
   // opened for writing with a signer (of any key: keys may rotate). Default: none (unsigned
   // ledger, for tests and benchmarks only).
@@ -216,6 +220,12 @@ class Ledger {
   // PEM of the key the first checkpoints were signed with (before any rotation); empty if
   // never signed.
   std::string first_public_key_pem() const;
+  // Non-empty when this read-only view was recovered only up to damage in the write-ahead log
+  // (a torn or garbled log): what RocksDB reported. Entries committed after the damage are not
+  // in the view; a writer's next start recovers the same prefix.
+  const std::string& wal_damage() const;
+  // Checks the checksum of every block of every table file; DATA_LOSS names the damaged file.
+  absl::Status VerifyTables() const;
   // Approximate bytes on disk (SST files and WAL).
   uint64_t ApproximateDiskBytes() const;
 
