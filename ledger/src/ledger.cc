@@ -535,11 +535,19 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
       if (s.ok()) s = impl->LoadAndCheck();
     }
     if (s.ok()) return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
-    if (!options.read_only || attempt >= kReadOnlyOpenAttempts ||
-        !absl::StrContains(s.message(), "No such file or directory")) {
+    // A secondary can also see a head and a last entry of different moments when the writer
+    // flushes (or starts) between its reading the MANIFEST and the write-ahead logs: a new view
+    // is consistent. A ledger really changed behind its writer's back stays refused.
+    const bool vanished = absl::StrContains(s.message(), "No such file or directory");
+    const bool moments = absl::IsFailedPrecondition(s) && !impl->owned_secondary_dir.empty() &&
+                         (absl::StrContains(s.message(), "does not match its last entry") ||
+                          absl::StrContains(s.message(), "holds no entries"));
+    if (!options.read_only || attempt >= kReadOnlyOpenAttempts || !(vanished || moments)) {
       return s;
     }
-    spdlog::info("ledger {}: a file vanished while opening it (the writer compacted); again", path);
+    spdlog::info("ledger {}: {}; again", path,
+                 vanished ? "a file vanished while opening it (the writer compacted)"
+                          : "the view mixed two moments of the writer");
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
