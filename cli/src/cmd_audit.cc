@@ -112,6 +112,7 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
     std::string expect;
     std::string format = "table";
     settlement::SettleOptions options;
+    ledger::VerifyOptions verify;
   };
   auto args = std::make_shared<Args>();
   CLI::App* audit = app.add_subcommand("audit", "Auditor tools.");
@@ -128,7 +129,10 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
   src->add_option("--export", args->export_file, "An export file (`gpuledger ledger export`)");
   src->require_option(1);
   cmd->add_option("--public-key", args->public_key,
-                  "The operator's public key (PEM) to check signed checkpoints with");
+                  "The operator's first published public key (PEM) to check signed checkpoints "
+                  "with; every entry must then be signed");
+  cmd->add_flag("--allow-unsigned-tail", args->verify.allow_unsigned_tail,
+                "With --public-key: accept entries after the last signed checkpoint");
   cmd->add_option("--store", args->store, "Settlement store holding the recorded digests");
   cmd->add_option("--expect", args->expect, "gpuledger.closes/1 JSON with the recorded digests");
   cmd->add_option("--vat-bp", args->options.vat_bp, "VAT basis points the documents used")
@@ -160,14 +164,14 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
         return;
       }
       ledger = *std::move(opened);
-      report = ledger::Verify(*ledger, key.get());
+      report = ledger::Verify(*ledger, key.get(), args->verify);
     } else {
       std::ifstream in(args->export_file, std::ios::binary);
       if (!in) {
         *exit_code = Report(absl::NotFoundError("cannot read " + args->export_file));
         return;
       }
-      report = ledger::VerifyExport(in, key.get());
+      report = ledger::VerifyExport(in, key.get(), args->verify);
     }
     if (!report.ok()) {
       *exit_code = Report(report.status());
@@ -181,6 +185,10 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
     }
     spdlog::info("chain verified: {} entries, {} signed checkpoints (key: {})",
                  report->entries_checked, report->checkpoints_verified, report->key_source);
+    if (report->key_source != "none" && report->unsigned_entries() > 0) {
+      spdlog::warn("entries {}..{} ({}) are not covered by a signed checkpoint",
+                   report->unsigned_from(), report->head.seq, report->unsigned_entries());
+    }
 
     // 2. Replay on a fresh store.
     const char* tmp = std::getenv("TMPDIR");

@@ -20,6 +20,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     std::string db;
     bool no_sync = false;
     std::string signing_key;
+    std::string previous_signing_key;
     bool unsigned_ledger = false;
     uint64_t checkpoint_interval = 10'000;
     std::string topic_prefix;
@@ -79,6 +80,11 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
                       "Operator's Ed25519 private key (PEM) that signs checkpoints; see `keys "
                       "generate`")
           ->envname("GPULEDGER_SIGNING_KEY");
+  cmd->add_option("--previous-signing-key", args->previous_signing_key,
+                  "To rotate keys: the private key (PEM) that signed the ledger so far. A key "
+                  "rotation record signed by it names the new --signing-key, so auditors holding "
+                  "the first published public key follow the rotation")
+      ->needs(key_opt);
   cmd->add_flag("--unsigned", args->unsigned_ledger,
                 "Write no signed checkpoints (tests and benchmarks only: an auditor cannot "
                 "then prove the ledger was not rewritten)")
@@ -127,6 +133,14 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
         return;
       }
       lo.signer = std::move(*signer);
+    }
+    if (!args->previous_signing_key.empty()) {
+      auto previous = ledger::Signer::FromPrivateKeyFile(args->previous_signing_key);
+      if (!previous.ok()) {
+        *exit_code = Report(previous.status());
+        return;
+      }
+      lo.previous_signer = std::move(*previous);
     }
     auto ledger = ledger::Ledger::Open(args->db, lo);
     if (!ledger.ok()) {

@@ -15,9 +15,13 @@ namespace gpuledger::cli {
 
 namespace {
 
-absl::StatusOr<std::unique_ptr<ledger::Ledger>> OpenReadOnly(const std::string& db) {
+// `for_verify`: open a ledger whose head does not match its last entry too, so that verification
+// names the first entry that does not verify instead of refusing to look.
+absl::StatusOr<std::unique_ptr<ledger::Ledger>> OpenReadOnly(const std::string& db,
+                                                             bool for_verify = false) {
   ledger::LedgerOptions lo;
   lo.read_only = true;
+  lo.open_inconsistent = for_verify;
   return ledger::Ledger::Open(db, lo);
 }
 
@@ -28,24 +32,33 @@ void PrintReport(const ledger::VerifyReport& r, int* exit_code) {
     *exit_code = kExitFailed;
     return;
   }
-  std::cout << "OK: " << r.entries_checked << " entries chained, head seq " << r.head.seq
-            << " hash " << ledger::ToHex(r.head.hash) << "\n";
+  std::cout << "OK: " << r.entries_checked << " entries chained";
+  if (r.first_seq > 1) {
+    std::cout << " (entries " << r.first_seq << ".." << r.head.seq << ", a slice starting after "
+              << "the signed checkpoint at seq " << r.first_seq - 1 << ")";
+  }
+  std::cout << ", head seq " << r.head.seq << " hash " << ledger::ToHex(r.head.hash) << "\n";
   if (r.dedup_records_checked > 0) {
     std::cout << "dedup index: " << r.dedup_records_checked << " records match the entries\n";
   }
   if (r.key_source == "none") {
     std::cout << "signatures: NOT checked (no public key given)\n";
-  } else {
-    std::cout << "signatures: " << r.checkpoints_verified << " checkpoints verified with the "
-              << (r.key_source == "given" ? "given public key"
-                                          : "key stored in the ledger (give --public-key to "
-                                            "check authorship)")
-              << "; signed up to seq " << r.last_checkpoint_seq;
-    if (r.head.seq > r.last_checkpoint_seq) {
-      std::cout << " (" << r.head.seq - r.last_checkpoint_seq
-                << " later entries chained but not yet signed)";
-    }
-    std::cout << "\n";
+    return;
+  }
+  std::cout << "signatures: " << r.checkpoints_verified << " checkpoints verified with the "
+            << (r.key_source == "given" ? "given public key"
+                                        : "key stored in the ledger (give --public-key to "
+                                          "check authorship)");
+  if (r.key_rotations > 0)
+    std::cout << " and the " << r.key_rotations << " key rotation(s) from it";
+  std::cout << "; signed up to seq " << r.last_checkpoint_seq << "\n";
+  if (r.unsigned_entries() > 0) {
+    std::cout << "UNSIGNED: entries " << r.unsigned_from() << ".." << r.head.seq << " ("
+              << r.unsigned_entries()
+              << ") are chained but no signed checkpoint covers them: anyone with disk access "
+                 "could have appended or rewritten them"
+              << (r.key_source == "given" ? " (accepted because of --allow-unsigned-tail)" : "")
+              << "\n";
   }
 }
 
@@ -54,6 +67,7 @@ void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
     std::string db;
     std::string export_file;
     std::string public_key;
+    ledger::VerifyOptions options;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = ledger_cmd.add_subcommand(
@@ -61,13 +75,20 @@ void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
       "Prove the ledger was not changed: every entry's hash chains to the one before, seqs are\n"
       "dense from 1, every signed checkpoint matches the chain and verifies with the public key,\n"
       "and (live ledger) the head, the dedup index and the counters match the entries.\n"
-      "Exit 0 if it verifies, 1 (naming the first bad seq) if not, 3 if it cannot be read.");
+      "With --public-key, signed checkpoints must cover every entry (a writer that stopped\n"
+      "cleanly signs its head); key rotations recorded in the ledger are followed from the\n"
+      "first published key. Exit 0 if it verifies, 1 (naming the first bad seq) if not, 3 if\n"
+      "it cannot be read.");
   cmd->add_option("--db", args->db, "Ledger directory")->envname("GPULEDGER_DB");
   cmd->add_option("--export", args->export_file,
                   "An export file (`ledger export`) to verify instead of a live ledger (takes "
                   "precedence over --db)");
   cmd->add_option("--public-key", args->public_key,
-                  "The operator's published public key (PEM) to check checkpoint signatures");
+                  "The operator's first published public key (PEM) to check checkpoint "
+                  "signatures");
+  cmd->add_flag("--allow-unsigned-tail", args->options.allow_unsigned_tail,
+                "With --public-key: accept entries after the last signed checkpoint (a live "
+                "ledger); they are listed as UNSIGNED");
   cmd->callback([args, exit_code] {
     std::unique_ptr<ledger::SignatureVerifier> key;
     if (!args->public_key.empty()) {
@@ -86,15 +107,15 @@ void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
         *exit_code = kExitUnreadable;
         return;
       }
-      report = ledger::VerifyExport(in, key.get());
+      report = ledger::VerifyExport(in, key.get(), args->options);
     } else if (!args->db.empty()) {
-      auto l = OpenReadOnly(args->db);
+      auto l = OpenReadOnly(args->db, /*for_verify=*/true);
       if (!l.ok()) {
         Report(l.status());
         *exit_code = kExitUnreadable;
         return;
       }
-      report = ledger::Verify(**l, key.get());
+      report = ledger::Verify(**l, key.get(), args->options);
     } else {
       Report(absl::InvalidArgumentError("give --db PATH or --export FILE"));
       *exit_code = kExitUsage;
@@ -145,6 +166,12 @@ void AddExport(CLI::App& ledger_cmd, int* exit_code) {
     }
     spdlog::info("exported entries {}..{} ({} entries, {} checkpoints) to {}", summary->first_seq,
                  summary->last_seq, summary->entries, summary->checkpoints, args->out);
+    if (summary->first_seq != std::max<uint64_t>(args->options.from_seq, 1) ||
+        (args->options.to_seq != 0 && summary->last_seq != args->options.to_seq)) {
+      spdlog::info(
+          "the slice was widened to signed checkpoints at both ends, so that it "
+          "verifies on its own with the public key");
+    }
   });
 }
 

@@ -508,6 +508,9 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
     // Record what was delivered, so that a clean restart sends nothing again.
     result = StageNoticeCursor();
     if (result.ok()) result = ledger_.Commit();
+    // A clean stop leaves the whole ledger signed: an auditor's key then verifies it to its
+    // head, with no unsigned tail to accept.
+    if (result.ok()) result = ledger_.SignHead();
   }
   if (!result.ok()) return result;
   return stats_;

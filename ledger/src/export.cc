@@ -3,7 +3,10 @@
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <google/protobuf/util/delimited_message_util.h>
 
+#include <algorithm>
 #include <map>
+#include <optional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -32,27 +35,59 @@ absl::StatusOr<std::unique_ptr<ExportWriter>> ExportWriter::Start(const Ledger& 
     return absl::InvalidArgumentError(absl::StrCat(
         "nothing to export: from seq ", summary.first_seq, " is past the head ", head.seq));
   }
+  std::vector<v1::Checkpoint> records;
+  GPULEDGER_RETURN_IF_ERROR(ledger.ScanCheckpoints([&](const v1::Checkpoint& cp) {
+    records.push_back(cp);
+    return absl::OkStatus();
+  }));
+  // Widen a slice of a signed ledger to signed checkpoints at both ends (see ExportOptions).
+  std::optional<v1::Checkpoint> base;
+  if (ledger.checkpoint_interval() > 0) {
+    for (const v1::Checkpoint& cp : records) {
+      if (cp.seq() < summary.first_seq && cp.next_public_key_pem().empty()) base = cp;
+    }
+    summary.first_seq = base ? base->seq() + 1 : 1;
+    if (options.to_seq != 0) {
+      for (const v1::Checkpoint& cp : records) {
+        if (cp.seq() >= summary.last_seq) {
+          summary.last_seq = cp.seq();
+          break;
+        }
+      }
+    }
+  }
   Digest prev = kZeroDigest;
   if (summary.first_seq > 1) {
     GPULEDGER_ASSIGN_OR_RETURN(StoredEntry before, ledger.Get(summary.first_seq - 1));
     prev = before.hash;
   }
-  GPULEDGER_RETURN_IF_ERROR(ledger.ScanCheckpoints([&](const v1::Checkpoint& cp) {
+  // Before a slice's first entry: the key rotations before it, then the base checkpoint and the
+  // rotations at its seq (in key order: the base is signed by the key they replace).
+  std::vector<v1::Checkpoint> before_first;
+  for (const v1::Checkpoint& cp : records) {
     if (cp.seq() >= summary.first_seq && cp.seq() <= summary.last_seq) {
-      w->checkpoints_[cp.seq()] = cp;
+      w->checkpoints_[cp.seq()].push_back(cp);
+    } else if (base && (cp.seq() == base->seq() ||
+                        (cp.seq() < base->seq() && !cp.next_public_key_pem().empty()))) {
+      before_first.push_back(cp);
     }
-    return absl::OkStatus();
-  }));
+  }
   v1::ExportRecord rec;
   auto* h = rec.mutable_header();
   h->set_format("gpuledger-export");
-  h->set_format_version(1);
+  h->set_format_version(2);
   h->set_first_seq(summary.first_seq);
   h->set_last_seq(summary.last_seq);
   h->set_prev_hash(ToBytes(prev));
   h->set_checkpoint_interval(ledger.checkpoint_interval());
   h->set_public_key_pem(ledger.public_key_pem());
   AppendDelimited(rec, &w->header_);
+  for (const v1::Checkpoint& cp : before_first) {
+    v1::ExportRecord c;
+    *c.mutable_checkpoint() = cp;
+    AppendDelimited(c, &w->header_);
+    ++summary.checkpoints;
+  }
   w->next_seq_ = summary.first_seq;
   return w;
 }
@@ -74,10 +109,12 @@ absl::StatusOr<bool> ExportWriter::Next(std::string* out, size_t max_bytes) {
     AppendDelimited(r, out);
     ++summary_.entries;
     if (auto it = checkpoints_.find(e.seq); it != checkpoints_.end()) {
-      v1::ExportRecord c;
-      *c.mutable_checkpoint() = it->second;
-      AppendDelimited(c, out);
-      ++summary_.checkpoints;
+      for (const v1::Checkpoint& cp : it->second) {
+        v1::ExportRecord c;
+        *c.mutable_checkpoint() = cp;
+        AppendDelimited(c, out);
+        ++summary_.checkpoints;
+      }
     }
     next_seq_ = e.seq + 1;
     return out->size() - start < max_bytes;

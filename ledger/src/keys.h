@@ -9,10 +9,14 @@ namespace gpuledger::ledger::keys {
 
 inline constexpr char kFormatKey[] = "meta/format";
 inline constexpr char kHeadKey[] = "meta/head";
-inline constexpr char kFormatValue[] = "gpuledger-ledger/1";
+inline constexpr char kFormatValue[] = "gpuledger-ledger/2";
+// Read as well; a writer upgrades the marker (format 2 adds key rotation records and
+// meta/first_public_key, which format-1 builds would misread).
+inline constexpr char kFormatValueV1[] = "gpuledger-ledger/1";
 inline constexpr char kCountersKey[] = "meta/counters";
 inline constexpr char kIntervalKey[] = "meta/checkpoint_interval";
 inline constexpr char kPublicKeyKey[] = "meta/public_key";
+inline constexpr char kFirstPublicKeyKey[] = "meta/first_public_key";
 
 inline constexpr char kEntriesCf[] = "entries";
 inline constexpr char kDedupCf[] = "dedup";
@@ -33,6 +37,16 @@ inline uint64_t GetBe64(std::string_view in) {
 inline std::string SeqKey(uint64_t seq) {
   std::string k;
   PutBe64(&k, seq);
+  return k;
+}
+
+// A key rotation record in the checkpoints column family: after the checkpoint at `seq` (if
+// any) and earlier rotations at `seq`.
+inline constexpr char kRotationTag = '\x01';
+inline std::string RotationKey(uint64_t seq, uint64_t n) {
+  std::string k = SeqKey(seq);
+  k.push_back(kRotationTag);
+  PutBe64(&k, n);
   return k;
 }
 

@@ -24,6 +24,7 @@
 #include "base/status.h"
 #include "keys.h"
 #include "ledger/rocks_options.h"
+#include "pinned_current.h"
 #include "rocks_status.h"
 
 namespace gpuledger::ledger {
@@ -84,11 +85,10 @@ class FlushNotice : public rocksdb::EventListener {
   std::atomic<bool> flushed{false};
 };
 
-struct Ledger::Impl {
-  std::string path;
-  std::shared_ptr<FlushNotice> flush_notice;  // writers only
-  bool write_failed = false;                  // a commit's write failed: write nothing more
-  LedgerOptions options;
+// One open RocksDB instance and its column families. Closed when the last holder lets go.
+struct Rocks {
+  // The secondary's view of CURRENT (secondaries only); outlives the DB, which uses its Env.
+  std::unique_ptr<PinnedCurrent> pinned_current;
   std::unique_ptr<rocksdb::DB> db;
   // default, entries, dedup, offsets, checkpoints, producers
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -97,6 +97,30 @@ struct Ledger::Impl {
   rocksdb::ColumnFamilyHandle* offsets_cf = nullptr;
   rocksdb::ColumnFamilyHandle* checkpoints_cf = nullptr;
   rocksdb::ColumnFamilyHandle* producers_cf = nullptr;
+
+  ~Rocks() {
+    if (!db) return;
+    for (auto* h : handles) {
+      if (h != nullptr) db->DestroyColumnFamilyHandle(h);
+    }
+    db->Close();
+    db.reset();
+  }
+};
+
+struct Ledger::Impl {
+  std::string path;
+  std::shared_ptr<FlushNotice> flush_notice;  // writers only
+  bool write_failed = false;                  // a commit's write failed: write nothing more
+  LedgerOptions options;
+  // The open RocksDB instance. A follower (secondary_path) replaces it when its writer starts
+  // anew (see Refresh); readers on other threads hold the one they started with (Current()).
+  std::shared_ptr<Rocks> rk;
+  mutable std::mutex rk_mu;  // guards rk's replacement
+  std::shared_ptr<Rocks> Current() const {
+    std::lock_guard<std::mutex> lock(rk_mu);
+    return rk;
+  }
   uint64_t checkpoint_interval = 0;  // 0: unsigned ledger
   // A plain read-only open is a secondary instance too, in a private directory of its own that
   // goes with it (see Ledger::Open).
@@ -107,6 +131,10 @@ struct Ledger::Impl {
   OffsetMap offsets;
   v1::LedgerCounters counters;
   std::string public_key_pem;
+  std::string first_public_key_pem;
+  bool first_key_stored = false;  // meta/first_public_key exists (format 2)
+  // A read-only open that had to recover past a damaged write-ahead log: what RocksDB said.
+  std::string wal_damage;
 
   // Staged state; touched only by the writing thread.
   rocksdb::WriteBatch batch;
@@ -118,7 +146,7 @@ struct Ledger::Impl {
   size_t pending_entries = 0;
 
   ~Impl() {
-    if (db) {
+    if (rk && rk->db) {
       // A clean close flushes the memtables, so that the next read-only open (settle, verify)
       // does not replay the whole write-ahead log. Best effort: the WAL stays the guarantee.
       // Not after a failed write (a full disk): RocksDB refuses further writes then, and its
@@ -126,15 +154,11 @@ struct Ledger::Impl {
       if (!options.read_only && !write_failed) {
         rocksdb::FlushOptions fo;
         fo.wait = true;
-        (void)db->Flush(fo, handles);
+        (void)rk->db->Flush(fo, rk->handles);
         (void)RewriteOverwrittenKeys();
       }
-      for (auto* h : handles) {
-        if (h != nullptr) db->DestroyColumnFamilyHandle(h);
-      }
-      db->Close();
-      db.reset();
     }
+    rk.reset();
     if (!owned_secondary_dir.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(owned_secondary_dir, ec);
@@ -150,8 +174,13 @@ struct Ledger::Impl {
   // them. Values equal to the committed ones: harmless if repeated or cut short by a crash.
   absl::Status RewriteOverwrittenKeys();
   absl::Status OpenRocks(const std::string& at, bool read_only, bool create);
+  absl::Status CatchUp(const std::string& at);
   absl::Status LoadAndCheck();
   absl::Status LoadSigning();
+  absl::Status CheckHead();
+  absl::Status VerifyTables() const;
+  absl::Status RecordSigningKey();
+  absl::StatusOr<StoredEntry> FindEntry(uint64_t seq) const;
   absl::StatusOr<std::optional<DedupRecord>> FindDedup(const std::string& key) const;
   absl::StatusOr<ProducerProgress> FindProducer(const std::string& key) const;
   absl::Status TrackProducer(const Candidate& c);
@@ -161,23 +190,30 @@ struct Ledger::Impl {
 
 absl::Status Ledger::Impl::LoadAndCheck() {
   std::string format;
-  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), keys::kFormatKey, &format);
+  rocksdb::Status s = rk->db->Get(rocksdb::ReadOptions(), keys::kFormatKey, &format);
   if (s.IsNotFound()) {
     if (options.read_only) return absl::FailedPreconditionError("ledger has no format marker");
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(
-        db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue), "write format"));
+    GPULEDGER_RETURN_IF_ERROR(
+        FromRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue),
+                  "write format"));
     format = keys::kFormatValue;
   } else {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read format"));
   }
-  if (format != keys::kFormatValue) {
+  if (format == keys::kFormatValueV1 && !options.read_only) {
+    GPULEDGER_RETURN_IF_ERROR(
+        FromRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue),
+                  "upgrade format"));
+    format = keys::kFormatValue;
+  }
+  if (format != keys::kFormatValue && format != keys::kFormatValueV1) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, " is not a gpuledger ledger of a format this build reads (format '",
                      format, "', want '", keys::kFormatValue, "')"));
   }
 
   std::string head_value;
-  s = db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
+  s = rk->db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
   if (!s.IsNotFound()) {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read head"));
     if (head_value.size() != 40) return absl::DataLossError("head record is damaged");
@@ -185,31 +221,9 @@ absl::Status Ledger::Impl::LoadAndCheck() {
     FromBytes(std::string_view(head_value).substr(8), &head.hash);
   }
 
-  // The head must name the last entry exactly: anything else means entries were added or
-  // removed behind the ledger's back, and writing on top would extend a broken chain.
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), entries_cf));
-  it->SeekToLast();
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "read last entry"));
-  const std::string next_step = absl::StrCat(
-      " Do not write to it. Run `gpuledger ledger verify --db ", path,
-      "` to find the first damaged entry, and restore from a verified export or backup.");
-  if (!it->Valid()) {
-    if (head.seq != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "ledger head says seq ", head.seq, " but the ledger holds no entries.", next_step));
-    }
-  } else {
-    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry last,
-                               DecodeEntry(it->key().ToStringView(), it->value().ToStringView()));
-    if (last.seq != head.seq || last.hash != head.hash) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("ledger head (seq ", head.seq, ", hash ", ToHex(head.hash).substr(0, 16),
-                       ") does not match its last entry (seq ", last.seq, ", hash ",
-                       ToHex(last.hash).substr(0, 16), ").", next_step));
-    }
-  }
-
-  std::unique_ptr<rocksdb::Iterator> oit(db->NewIterator(rocksdb::ReadOptions(), offsets_cf));
+  GPULEDGER_RETURN_IF_ERROR(CheckHead());
+  std::unique_ptr<rocksdb::Iterator> oit(
+      rk->db->NewIterator(rocksdb::ReadOptions(), rk->offsets_cf));
   for (oit->SeekToFirst(); oit->Valid(); oit->Next()) {
     std::string_view k = oit->key().ToStringView();
     std::string_view v = oit->value().ToStringView();
@@ -224,7 +238,7 @@ absl::Status Ledger::Impl::LoadAndCheck() {
   GPULEDGER_RETURN_IF_ERROR(FromRocks(oit->status(), "read offsets"));
 
   std::string counters_value;
-  s = db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
+  s = rk->db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
   if (!s.IsNotFound()) {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read counters"));
     if (!counters.ParseFromString(counters_value)) {
@@ -236,17 +250,72 @@ absl::Status Ledger::Impl::LoadAndCheck() {
   return LoadSigning();
 }
 
+// The head must name the last entry exactly: anything else means entries were added or removed
+// behind the ledger's back, and writing on top would extend a broken chain. Or a table block is
+// damaged (the last entry then reads as missing): that is named as what it is.
+absl::Status Ledger::Impl::CheckHead() {
+  std::unique_ptr<rocksdb::Iterator> it(
+      rk->db->NewIterator(rocksdb::ReadOptions(), rk->entries_cf));
+  it->SeekToLast();
+  absl::Status st = FromRocks(it->status(), "read last entry");
+  std::string mismatch;
+  if (st.ok() && !it->Valid() && head.seq != 0) {
+    mismatch = absl::StrCat("ledger head says seq ", head.seq, " but the ledger holds no entries.");
+  } else if (st.ok() && it->Valid()) {
+    absl::StatusOr<StoredEntry> last =
+        DecodeEntry(it->key().ToStringView(), it->value().ToStringView());
+    if (!last.ok()) {
+      st = last.status();
+    } else if (last->seq != head.seq || last->hash != head.hash) {
+      mismatch =
+          absl::StrCat("ledger head (seq ", head.seq, ", hash ", ToHex(head.hash).substr(0, 16),
+                       ") does not match its last entry (seq ", last->seq, ", hash ",
+                       ToHex(last->hash).substr(0, 16), ").");
+    }
+  }
+  if (st.ok() && mismatch.empty()) return absl::OkStatus();
+  // RocksDB reads a damaged index or data block at the end of a table as "no more entries":
+  // check every block's checksum before calling the ledger inconsistent.
+  GPULEDGER_RETURN_IF_ERROR(VerifyTables());
+  if (!st.ok()) return st;
+  if (options.read_only && options.open_inconsistent) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      mismatch, " Entries were added or removed behind the writer's back: do not write to it.",
+      options.read_only ? " "
+                        : absl::StrCat(" Run `gpuledger ledger verify --db ", path,
+                                       "` to find the first entry that does not verify, and "),
+      options.read_only ? "Restore it" : "restore it", " from a verified export or backup."));
+}
+
+absl::Status Ledger::Impl::VerifyTables() const {
+  const std::shared_ptr<Rocks> rocks = Current();
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  rocksdb::Status s = rocks->db->VerifyChecksum(ro);
+  if (s.IsCorruption()) {
+    return absl::DataLossError(absl::StrCat(
+        "a table file of the ledger at ", path, " is damaged (", s.ToString(),
+        "): the ledger cannot be read as it is; restore it from a verified export or backup"));
+  }
+  return FromRocks(s, "check the ledger's table files");
+}
+
 // A ledger created with a signer stays signed: its checkpoints must go on, whatever key signs.
 absl::Status Ledger::Impl::LoadSigning() {
   std::string value;
-  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), keys::kIntervalKey, &value);
+  rocksdb::Status s = rk->db->Get(rocksdb::ReadOptions(), keys::kIntervalKey, &value);
   if (!s.IsNotFound()) {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read checkpoint interval"));
     if (value.size() != 8) return absl::DataLossError("checkpoint interval record is damaged");
     checkpoint_interval = keys::GetBe64(value);
   }
-  s = db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &public_key_pem);
+  s = rk->db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &public_key_pem);
   if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read public key"));
+  s = rk->db->Get(rocksdb::ReadOptions(), keys::kFirstPublicKeyKey, &first_public_key_pem);
+  first_key_stored = !s.IsNotFound();
+  if (first_key_stored) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read first public key"));
+  // Format 1 kept only the latest key, and never rotated: it is the first.
+  if (first_public_key_pem.empty()) first_public_key_pem = public_key_pem;
   if (options.read_only) return absl::OkStatus();
   if (checkpoint_interval > 0 && !options.signer) {
     return absl::FailedPreconditionError(
@@ -266,23 +335,73 @@ absl::Status Ledger::Impl::LoadSigning() {
     std::string v;
     keys::PutBe64(&v, checkpoint_interval);
     GPULEDGER_RETURN_IF_ERROR(
-        FromRocks(db->Put(rocksdb::WriteOptions(), keys::kIntervalKey, v), "write interval"));
+        FromRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kIntervalKey, v), "write interval"));
   }
-  if (options.signer) {
-    const std::string pem = options.signer->PublicKeyPem();
-    if (pem != public_key_pem) {
-      rocksdb::WriteOptions wo;
-      wo.sync = true;
-      GPULEDGER_RETURN_IF_ERROR(FromRocks(db->Put(wo, keys::kPublicKeyKey, pem), "write key"));
-      public_key_pem = pem;
-    }
-  }
+  if (options.signer) GPULEDGER_RETURN_IF_ERROR(RecordSigningKey());
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<DedupRecord>> Ledger::Impl::FindDedup(const std::string& key) const {
+// The key that signs from now on. A new key on a ledger with entries is a key rotation: a
+// record signed by the old key names the new one, so that an auditor holding the first
+// published key can follow it; without the old key the ledger is refused.
+absl::Status Ledger::Impl::RecordSigningKey() {
+  const std::string pem = options.signer->PublicKeyPem();
+  if (pem == public_key_pem && first_key_stored) return absl::OkStatus();
+  rocksdb::WriteBatch wb;
+  if (first_public_key_pem.empty() || head.seq == 0) first_public_key_pem = pem;
+  GPULEDGER_RETURN_IF_ERROR(
+      FromRocks(wb.Put(keys::kFirstPublicKeyKey, first_public_key_pem), "stage first key"));
+  if (pem != public_key_pem && !public_key_pem.empty() && head.seq > 0) {
+    if (!options.previous_signer || options.previous_signer->PublicKeyPem() != public_key_pem) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the ledger at ", path,
+          " is signed with another key than the signing key given. To rotate to the new key, "
+          "also give the key that signed it so far (--previous-signing-key OLD.pem): a key "
+          "rotation record signed by it will name the new key, so that auditors holding the "
+          "published key can follow. Otherwise give the ledger's own signing key."));
+    }
+    GPULEDGER_ASSIGN_OR_RETURN(StoredEntry at_head, FindEntry(head.seq));
+    uint64_t n = 0;
+    std::unique_ptr<rocksdb::Iterator> it(
+        rk->db->NewIterator(rocksdb::ReadOptions(), rk->checkpoints_cf));
+    const std::string prefix = keys::SeqKey(head.seq) + keys::kRotationTag;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++n;
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "read key rotations"));
+    v1::Checkpoint rotation;
+    rotation.set_seq(head.seq);
+    rotation.set_head_hash(ToBytes(head.hash));
+    rotation.set_time_ms(at_head.entry.recorded_at_ms());
+    rotation.set_interval(checkpoint_interval);
+    SignKeyRotation(*options.previous_signer, *options.signer, &rotation);
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(
+        wb.Put(rk->checkpoints_cf, keys::RotationKey(head.seq, n), rotation.SerializeAsString()),
+        "stage key rotation"));
+    spdlog::info("ledger {}: signing key rotated at seq {} (record signed by the previous key)",
+                 path, head.seq);
+  }
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(wb.Put(keys::kPublicKeyKey, pem), "stage key"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(rk->db->Write(wo, &wb), "write signing key"));
+  public_key_pem = pem;
+  first_key_stored = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoredEntry> Ledger::Impl::FindEntry(uint64_t seq) const {
+  const std::shared_ptr<Rocks> rocks = Current();
+  const std::string key = keys::SeqKey(seq);
   std::string value;
-  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), dedup_cf, key, &value);
+  rocksdb::Status s = rocks->db->Get(rocksdb::ReadOptions(), rocks->entries_cf, key, &value);
+  if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("no entry with seq ", seq));
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read entry"));
+  return DecodeEntry(key, value);
+}
+
+absl::StatusOr<std::optional<DedupRecord>> Ledger::Impl::FindDedup(const std::string& key) const {
+  const std::shared_ptr<Rocks> rocks = Current();
+  std::string value;
+  rocksdb::Status s = rocks->db->Get(rocksdb::ReadOptions(), rocks->dedup_cf, key, &value);
   if (s.IsNotFound()) return std::optional<DedupRecord>();
   GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read dedup index"));
   GPULEDGER_ASSIGN_OR_RETURN(DedupRecord r, DecodeDedup(value));
@@ -292,7 +411,7 @@ absl::StatusOr<std::optional<DedupRecord>> Ledger::Impl::FindDedup(const std::st
 absl::StatusOr<ProducerProgress> Ledger::Impl::FindProducer(const std::string& key) const {
   if (auto it = pending_producers.find(key); it != pending_producers.end()) return it->second;
   std::string value;
-  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), producers_cf, key, &value);
+  rocksdb::Status s = rk->db->Get(rocksdb::ReadOptions(), rk->producers_cf, key, &value);
   if (s.IsNotFound()) return ProducerProgress();
   GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read producer progress"));
   return ProducerProgress::Decode(value);
@@ -318,7 +437,7 @@ absl::Status Ledger::Impl::StageCheckpointAt(const Head& at, int64_t time_ms) {
   cp.set_time_ms(time_ms);
   cp.set_interval(checkpoint_interval);
   SignCheckpoint(*options.signer, &cp);
-  return FromRocks(batch.Put(checkpoints_cf, keys::SeqKey(at.seq), cp.SerializeAsString()),
+  return FromRocks(batch.Put(rk->checkpoints_cf, keys::SeqKey(at.seq), cp.SerializeAsString()),
                    "stage checkpoint");
 }
 
@@ -397,7 +516,7 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     // which name the table file holding those entries: the view is then at least as new as
     // the ledger was when this open began.
     if (s.ok() && !impl->options.secondary_path.empty()) {
-      s = FromRocks(impl->db->TryCatchUpWithPrimary(), "catch up with the ledger's writer");
+      s = impl->CatchUp(path);
     }
     if (s.ok()) s = impl->LoadAndCheck();
     // A secondary refuses a damaged write-ahead log (a torn or garbled tail) where a plain
@@ -407,33 +526,43 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     if (absl::IsDataLoss(s) && !impl->owned_secondary_dir.empty()) {
       spdlog::warn("ledger {}: {}; reading the consistent prefix before the damage", path,
                    std::string(s.message()));
+      const std::string damage(s.message());
       impl = std::make_unique<Impl>();
       impl->path = path;
       impl->options = options;
+      impl->wal_damage = damage;
       s = impl->OpenRocks(path, true, false);
       if (s.ok()) s = impl->LoadAndCheck();
     }
     if (s.ok()) return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
-    if (!options.read_only || attempt >= kReadOnlyOpenAttempts ||
-        !absl::StrContains(s.message(), "No such file or directory")) {
+    // A secondary can also see a head and a last entry of different moments when the writer
+    // flushes (or starts) between its reading the MANIFEST and the write-ahead logs: a new view
+    // is consistent. A ledger really changed behind its writer's back stays refused.
+    const bool vanished = absl::StrContains(s.message(), "No such file or directory");
+    const bool moments = absl::IsFailedPrecondition(s) && !impl->owned_secondary_dir.empty() &&
+                         (absl::StrContains(s.message(), "does not match its last entry") ||
+                          absl::StrContains(s.message(), "holds no entries"));
+    if (!options.read_only || attempt >= kReadOnlyOpenAttempts || !(vanished || moments)) {
       return s;
     }
-    spdlog::info("ledger {}: a file vanished while opening it (the writer compacted); again", path);
+    spdlog::info("ledger {}: {}; again", path,
+                 vanished ? "a file vanished while opening it (the writer compacted)"
+                          : "the view mixed two moments of the writer");
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
 absl::Status Ledger::Impl::RewriteOverwrittenKeys() {
   rocksdb::WriteBatch rewrite;
-  for (rocksdb::ColumnFamilyHandle* cf : {handles[0], offsets_cf, producers_cf}) {
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
+  for (rocksdb::ColumnFamilyHandle* cf : {rk->handles[0], rk->offsets_cf, rk->producers_cf}) {
+    std::unique_ptr<rocksdb::Iterator> it(rk->db->NewIterator(rocksdb::ReadOptions(), cf));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       GPULEDGER_RETURN_IF_ERROR(FromRocks(rewrite.Put(cf, it->key(), it->value()), "rewrite"));
     }
     GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "rewrite"));
   }
   if (rewrite.Count() == 0) return absl::OkStatus();
-  return FromRocks(db->Write(rocksdb::WriteOptions(), &rewrite), "rewrite overwritten keys");
+  return FromRocks(rk->db->Write(rocksdb::WriteOptions(), &rewrite), "rewrite overwritten keys");
 }
 
 absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool create) {
@@ -470,6 +599,7 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
       {keys::kOffsetsCf, cf_options},
       {keys::kCheckpointsCf, cf_options},
       {keys::kProducersCf, cf_options}};
+  auto fresh = std::make_shared<Rocks>();
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s;
   if (read_only && !options.secondary_path.empty()) {
@@ -477,20 +607,44 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
     // serve catches up every 500 ms: with the default (16 threads per column family) each
     // catch-up started and stopped about 90 threads.
     db_options.max_file_opening_threads = 1;
-    s = rocksdb::DB::OpenAsSecondary(db_options, at, options.secondary_path, cfs, &handles, &raw);
+    fresh->pinned_current = std::make_unique<PinnedCurrent>(at);
+    db_options.env = fresh->pinned_current->env();
+    s = rocksdb::DB::OpenAsSecondary(db_options, at, options.secondary_path, cfs, &fresh->handles,
+                                     &raw);
   } else if (read_only) {
-    s = rocksdb::DB::OpenForReadOnly(db_options, at, cfs, &handles, &raw);
+    s = rocksdb::DB::OpenForReadOnly(db_options, at, cfs, &fresh->handles, &raw);
   } else {
-    s = rocksdb::DB::Open(db_options, at, cfs, &handles, &raw);
+    s = rocksdb::DB::Open(db_options, at, cfs, &fresh->handles, &raw);
   }
   GPULEDGER_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ledger at ", at)));
-  db.reset(raw);
-  entries_cf = handles[1];
-  dedup_cf = handles[2];
-  offsets_cf = handles[3];
-  checkpoints_cf = handles[4];
-  producers_cf = handles[5];
+  fresh->db.reset(raw);
+  fresh->entries_cf = fresh->handles[1];
+  fresh->dedup_cf = fresh->handles[2];
+  fresh->offsets_cf = fresh->handles[3];
+  fresh->checkpoints_cf = fresh->handles[4];
+  fresh->producers_cf = fresh->handles[5];
+  std::lock_guard<std::mutex> lock(rk_mu);
+  rk = std::move(fresh);
   return absl::OkStatus();
+}
+
+// A secondary follows one MANIFEST (PinnedCurrent). Catches up with the writer, or, when the
+// writer has started anew (a new MANIFEST), opens a new secondary instance in its place; readers
+// on other threads keep the old one until they finish.
+absl::Status Ledger::Impl::CatchUp(const std::string& at) {
+  for (int attempt = 1;; ++attempt) {
+    if (!rk->pinned_current || !rk->pinned_current->Moved()) {
+      GPULEDGER_RETURN_IF_ERROR(
+          FromRocks(rk->db->TryCatchUpWithPrimary(), "catch up with the ledger's writer"));
+      // The writer may have started during the catch-up: the view may then mix two MANIFESTs.
+      if (!rk->pinned_current || !rk->pinned_current->Moved()) return absl::OkStatus();
+    }
+    if (attempt >= kReadOnlyOpenAttempts) {
+      return absl::UnavailableError(absl::StrCat("the ledger's writer at ", at, " restarted ",
+                                                 attempt, " times while following it"));
+    }
+    GPULEDGER_RETURN_IF_ERROR(OpenRocks(at, true, false));
+  }
 }
 
 absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
@@ -552,11 +706,11 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   std::string value = ToBytes(hash);
   value.append(bytes);
   GPULEDGER_RETURN_IF_ERROR(
-      FromRocks(impl_->batch.Put(impl_->entries_cf, keys::SeqKey(seq), value), "stage entry"));
+      FromRocks(impl_->batch.Put(impl_->rk->entries_cf, keys::SeqKey(seq), value), "stage entry"));
   if (has_identity && kind == AppendKind::kAppended) {
     DedupRecord record{seq, content_hash, entry.outcome()};
     GPULEDGER_RETURN_IF_ERROR(FromRocks(
-        impl_->batch.Put(impl_->dedup_cf, dedup_key, EncodeDedup(record)), "stage dedup"));
+        impl_->batch.Put(impl_->rk->dedup_cf, dedup_key, EncodeDedup(record)), "stage dedup"));
     impl_->pending_dedup[dedup_key] = record;
   }
   if (c.resolves_seq == 0) GPULEDGER_RETURN_IF_ERROR(impl_->TrackProducer(c));
@@ -590,8 +744,9 @@ absl::Status Ledger::AdvanceOffset(const TopicPartition& tp, int64_t next_offset
   impl_->pending_offsets[tp] = next_offset;
   std::string v;
   keys::PutBe64(&v, static_cast<uint64_t>(next_offset));
-  return FromRocks(impl_->batch.Put(impl_->offsets_cf, keys::OffsetKey(tp.topic, tp.partition), v),
-                   "stage offset");
+  return FromRocks(
+      impl_->batch.Put(impl_->rk->offsets_cf, keys::OffsetKey(tp.topic, tp.partition), v),
+      "stage offset");
 }
 
 absl::Status Ledger::Commit() {
@@ -615,7 +770,7 @@ absl::Status Ledger::Commit() {
       FromRocks(impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
   for (const auto& [key, progress] : impl_->pending_producers) {
     if (!st.ok()) break;
-    st = FromRocks(impl_->batch.Put(impl_->producers_cf, key, progress.Encode()),
+    st = FromRocks(impl_->batch.Put(impl_->rk->producers_cf, key, progress.Encode()),
                    "stage producer progress");
   }
   if (st.ok()) {
@@ -626,7 +781,7 @@ absl::Status Ledger::Commit() {
   if (st.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = impl_->options.sync_commits;
-    st = FromRocks(impl_->db->Write(wo, &impl_->batch), "commit batch");
+    st = FromRocks(impl_->rk->db->Write(wo, &impl_->batch), "commit batch");
   }
   if (!st.ok()) {
     impl_->write_failed = true;
@@ -655,8 +810,9 @@ absl::Status Ledger::StageMeta(const std::string& name, const std::string& value
 }
 
 absl::StatusOr<std::optional<std::string>> Ledger::GetMeta(const std::string& name) const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
   std::string value;
-  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), absl::StrCat("meta/x/", name), &value);
+  rocksdb::Status s = rocks->db->Get(rocksdb::ReadOptions(), absl::StrCat("meta/x/", name), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
   GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read meta"));
   return std::optional<std::string>(std::move(value));
@@ -673,17 +829,33 @@ absl::Status Ledger::StageCheckpoint(int64_t time_ms) {
   return impl_->StageCheckpointAt(impl_->pending_head, time_ms);
 }
 
+absl::Status Ledger::SignHead() {
+  if (!can_sign()) return absl::OkStatus();
+  if (impl_->pending_entries != 0 || impl_->batch.Count() != 0) {
+    return absl::FailedPreconditionError("sign the head after Commit(), with nothing staged");
+  }
+  const Head at = head();
+  if (at.seq == 0) return absl::OkStatus();
+  std::string value;
+  rocksdb::Status s = impl_->rk->db->Get(rocksdb::ReadOptions(), impl_->rk->checkpoints_cf,
+                                         keys::SeqKey(at.seq), &value);
+  if (s.ok()) return absl::OkStatus();
+  if (!s.IsNotFound()) return FromRocks(s, "read checkpoint");
+  GPULEDGER_ASSIGN_OR_RETURN(StoredEntry last, impl_->FindEntry(at.seq));
+  GPULEDGER_RETURN_IF_ERROR(impl_->StageCheckpointAt(at, last.entry.recorded_at_ms()));
+  return Commit();
+}
+
 absl::Status Ledger::Refresh() {
   if (impl_->options.secondary_path.empty()) {
     return absl::FailedPreconditionError("only a secondary instance can refresh");
   }
-  GPULEDGER_RETURN_IF_ERROR(
-      FromRocks(impl_->db->TryCatchUpWithPrimary(), "catch up with the ledger's writer"));
+  GPULEDGER_RETURN_IF_ERROR(impl_->CatchUp(impl_->path));
   // Re-read the committed view (head, offsets, counters, key) as LoadAndCheck does at open.
   auto fresh = std::make_unique<Impl>();
   Impl& f = *fresh;
   std::string head_value;
-  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
+  rocksdb::Status s = impl_->rk->db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
   Head head;
   if (!s.IsNotFound()) {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read head"));
@@ -692,7 +864,7 @@ absl::Status Ledger::Refresh() {
     FromBytes(std::string_view(head_value).substr(8), &head.hash);
   }
   std::unique_ptr<rocksdb::Iterator> oit(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->offsets_cf));
+      impl_->rk->db->NewIterator(rocksdb::ReadOptions(), impl_->rk->offsets_cf));
   for (oit->SeekToFirst(); oit->Valid(); oit->Next()) {
     std::string_view k = oit->key().ToStringView();
     std::string_view v = oit->value().ToStringView();
@@ -706,7 +878,7 @@ absl::Status Ledger::Refresh() {
   }
   GPULEDGER_RETURN_IF_ERROR(FromRocks(oit->status(), "read offsets"));
   std::string counters_value;
-  s = impl_->db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
+  s = impl_->rk->db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
   if (!s.IsNotFound()) {
     GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read counters"));
     if (!f.counters.ParseFromString(counters_value)) {
@@ -714,7 +886,7 @@ absl::Status Ledger::Refresh() {
     }
   }
   std::string pem;
-  s = impl_->db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &pem);
+  s = impl_->rk->db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &pem);
   if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read public key"));
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->head = head;
@@ -744,9 +916,10 @@ absl::StatusOr<std::optional<DedupRecord>> Ledger::LookupEvent(const std::string
 }
 
 absl::StatusOr<StoredEntry> Ledger::Get(uint64_t seq) const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
   const std::string key = keys::SeqKey(seq);
   std::string value;
-  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->entries_cf, key, &value);
+  rocksdb::Status s = rocks->db->Get(rocksdb::ReadOptions(), rocks->entries_cf, key, &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
         absl::StrCat("no entry with seq ", seq, " (head is ", head().seq, ")"));
@@ -757,9 +930,10 @@ absl::StatusOr<StoredEntry> Ledger::Get(uint64_t seq) const {
 
 absl::Status Ledger::Scan(
     uint64_t from_seq, const std::function<absl::StatusOr<bool>(const StoredEntry&)>& visit) const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
   rocksdb::ReadOptions ro;
   ro.verify_checksums = true;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->entries_cf));
+  std::unique_ptr<rocksdb::Iterator> it(rocks->db->NewIterator(ro, rocks->entries_cf));
   for (it->Seek(keys::SeqKey(from_seq)); it->Valid(); it->Next()) {
     GPULEDGER_ASSIGN_OR_RETURN(StoredEntry e,
                                DecodeEntry(it->key().ToStringView(), it->value().ToStringView()));
@@ -772,8 +946,9 @@ absl::Status Ledger::Scan(
 absl::Status Ledger::ScanDedup(
     const std::function<absl::Status(const std::string&, const std::string&, const DedupRecord&)>&
         visit) const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
   std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->dedup_cf));
+      rocks->db->NewIterator(rocksdb::ReadOptions(), rocks->dedup_cf));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::string_view k = it->key().ToStringView();
     const size_t nul = k.find('\0');
@@ -787,13 +962,17 @@ absl::Status Ledger::ScanDedup(
 
 absl::Status Ledger::ScanCheckpoints(
     const std::function<absl::Status(const v1::Checkpoint&)>& visit) const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
   std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->checkpoints_cf));
+      rocks->db->NewIterator(rocksdb::ReadOptions(), rocks->checkpoints_cf));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    const uint64_t key_seq = it->key().size() == 8 ? keys::GetBe64(it->key().ToStringView()) : 0;
+    // A checkpoint (seq) or a key rotation record (seq, tag, n) that names a next key.
+    const rocksdb::Slice k = it->key();
+    const bool rotation = k.size() == 17 && k[8] == keys::kRotationTag;
+    const uint64_t key_seq = k.size() == 8 || rotation ? keys::GetBe64(k.ToStringView()) : 0;
     v1::Checkpoint cp;
     if (key_seq == 0 || !cp.ParseFromArray(it->value().data(), it->value().size()) ||
-        cp.seq() != key_seq) {
+        cp.seq() != key_seq || rotation == cp.next_public_key_pem().empty()) {
       return absl::DataLossError(
           absl::StrCat("checkpoint record under seq ", key_seq, " is damaged"));
     }
@@ -805,8 +984,9 @@ absl::Status Ledger::ScanCheckpoints(
 absl::Status Ledger::ScanProducers(
     const std::function<absl::Status(const std::string&, const std::string&,
                                      const ProducerProgress&)>& visit) const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
   std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->producers_cf));
+      rocks->db->NewIterator(rocksdb::ReadOptions(), rocks->producers_cf));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::string_view k = it->key().ToStringView();
     const size_t nul = k.find('\0');
@@ -828,14 +1008,21 @@ uint64_t Ledger::checkpoint_interval() const { return impl_->checkpoint_interval
 
 std::string Ledger::public_key_pem() const { return impl_->public_key_pem; }
 
+std::string Ledger::first_public_key_pem() const { return impl_->first_public_key_pem; }
+
+const std::string& Ledger::wal_damage() const { return impl_->wal_damage; }
+
+absl::Status Ledger::VerifyTables() const { return impl_->VerifyTables(); }
+
 uint64_t Ledger::ApproximateDiskBytes() const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
   uint64_t total = 0;
-  for (auto* h : impl_->handles) {
+  for (auto* h : rocks->handles) {
     uint64_t v = 0;
-    if (impl_->db->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
+    if (rocks->db->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
   }
   rocksdb::VectorLogPtr wal_files;
-  if (impl_->db->GetSortedWalFiles(wal_files).ok()) {
+  if (rocks->db->GetSortedWalFiles(wal_files).ok()) {
     for (const auto& f : wal_files) total += f->SizeFileBytes();
   }
   return total;

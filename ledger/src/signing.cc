@@ -164,14 +164,34 @@ bool SignatureVerifier::Verify(std::string_view message, std::string_view signat
 
 Digest SignatureVerifier::KeyId() const { return PublicKeyId(impl_->key.get()); }
 
-std::string CheckpointMessage(const gpuledger::v1::Checkpoint& c) {
-  std::string m = "gpuledger-checkpoint/1";
+namespace {
+
+std::string SignedFields(std::string m, const gpuledger::v1::Checkpoint& c) {
   m.push_back('\0');
   keys::PutBe64(&m, c.seq());
   keys::PutBe64(&m, static_cast<uint64_t>(c.time_ms()));
   keys::PutBe64(&m, c.interval());
   m.append(c.head_hash());
   return m;
+}
+
+}  // namespace
+
+std::string CheckpointMessage(const gpuledger::v1::Checkpoint& c) {
+  return SignedFields("gpuledger-checkpoint/1", c);
+}
+
+std::string KeyRotationMessage(const gpuledger::v1::Checkpoint& rotation,
+                               const Digest& next_key_id) {
+  std::string m = SignedFields("gpuledger-key-rotation/1", rotation);
+  m.append(ToBytes(next_key_id));
+  return m;
+}
+
+void SignKeyRotation(const Signer& old, const Signer& next, gpuledger::v1::Checkpoint* rotation) {
+  rotation->set_next_public_key_pem(next.PublicKeyPem());
+  rotation->set_key_id(ToBytes(old.KeyId()));
+  rotation->set_signature(old.Sign(KeyRotationMessage(*rotation, next.KeyId())));
 }
 
 void SignCheckpoint(const Signer& signer, gpuledger::v1::Checkpoint* checkpoint) {

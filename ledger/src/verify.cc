@@ -28,9 +28,9 @@ struct OutcomeCounts {
   std::map<std::string, uint64_t> rejected_by_reason;
 };
 
-absl::Status CheckChain(const Ledger& ledger, const SignatureVerifier* key, VerifyReport* r,
-                        OutcomeCounts* counts) {
-  ChainCheck check(r, 1, kZeroDigest, key, ledger.checkpoint_interval(), false);
+absl::Status CheckChain(const Ledger& ledger, const SignatureVerifier* key, bool require_signed,
+                        VerifyReport* r, OutcomeCounts* counts) {
+  ChainCheck check(r, 1, kZeroDigest, key, ledger.checkpoint_interval(), false, require_signed);
   absl::Status st = ledger.ScanCheckpoints([&](const v1::Checkpoint& cp) -> absl::Status {
     check.Checkpoint(cp);
     return absl::OkStatus();
@@ -117,26 +117,43 @@ void CheckCounters(const v1::LedgerCounters& stored, const OutcomeCounts& counts
 
 }  // namespace
 
-absl::StatusOr<VerifyReport> Verify(const Ledger& ledger, const SignatureVerifier* key) {
+absl::StatusOr<VerifyReport> Verify(const Ledger& ledger, const SignatureVerifier* key,
+                                    const VerifyOptions& options) {
   VerifyReport r;
   r.head = ledger.head();
   std::unique_ptr<SignatureVerifier> stored_key;
   if (key != nullptr) {
     r.key_source = "given";
-  } else if (!ledger.public_key_pem().empty()) {
+  } else if (!ledger.first_public_key_pem().empty()) {
     GPULEDGER_ASSIGN_OR_RETURN(stored_key,
-                               SignatureVerifier::FromPublicKeyPem(ledger.public_key_pem()));
+                               SignatureVerifier::FromPublicKeyPem(ledger.first_public_key_pem()));
     key = stored_key.get();
     r.key_source = "ledger";
   }
+  // A damaged block reads as missing data (no entries, no dedup record): name it first.
+  if (absl::Status tables = ledger.VerifyTables(); !tables.ok()) {
+    if (!absl::IsDataLoss(tables)) return tables;
+    Fail(&r, 0, std::string(tables.message()));
+    return r;
+  }
   OutcomeCounts counts;
-  GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, key, &r, &counts));
+  const bool require_signed = r.key_source == "given" && !options.allow_unsigned_tail;
+  GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, key, require_signed, &r, &counts));
   if (r.ok) GPULEDGER_RETURN_IF_ERROR(CheckDedup(ledger, &r));
   if (r.ok) CheckCounters(ledger.Counters(), counts, &r);
+  if (r.ok && !ledger.wal_damage().empty()) {
+    Fail(&r, r.head.seq + 1,
+         absl::StrCat("the write-ahead log is damaged and recovery stopped there (",
+                      ledger.wal_damage(),
+                      "): this view ends at the last commit before the damage, seq ", r.head.seq,
+                      "; whatever was committed after it is not on disk any more (ingest's next "
+                      "start recovers the same prefix and consumes the rest again from Kafka)"));
+  }
   return r;
 }
 
-absl::StatusOr<VerifyReport> VerifyExport(std::istream& in, const SignatureVerifier* key) {
+absl::StatusOr<VerifyReport> VerifyExport(std::istream& in, const SignatureVerifier* key,
+                                          const VerifyOptions& options) {
   VerifyReport r;
   r.key_source = key != nullptr ? "given" : "none";
   google::protobuf::io::IstreamInputStream stream(&in);
@@ -148,20 +165,22 @@ absl::StatusOr<VerifyReport> VerifyExport(std::istream& in, const SignatureVerif
     return r;
   }
   const v1::ExportHeader header = record.header();
-  if (header.format_version() != 1) {
+  if (header.format_version() != 1 && header.format_version() != 2) {
     Fail(&r, 0,
          absl::StrCat("export format version ", header.format_version(),
-                      " is not one this build reads (1)"));
+                      " is not one this build reads (1 or 2)"));
     return r;
   }
   Digest prev{};
-  if (!FromBytes(header.prev_hash(), &prev)) {
-    Fail(&r, header.first_seq(), "export header's prev_hash is not 32 bytes");
+  if (!FromBytes(header.prev_hash(), &prev) || header.first_seq() == 0 ||
+      (header.first_seq() == 1 && prev != kZeroDigest)) {
+    Fail(&r, header.first_seq(),
+         "export header's prev_hash is not 32 bytes, or not zero before entry 1");
     return r;
   }
   // Identities can only be checked from the first entry on.
   ChainCheck check(&r, header.first_seq(), prev, key, header.checkpoint_interval(),
-                   header.first_seq() == 1);
+                   header.first_seq() == 1, key != nullptr && !options.allow_unsigned_tail);
   while (r.ok) {
     record.Clear();
     if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(&record, &stream, &clean_eof)) {

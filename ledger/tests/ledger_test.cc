@@ -1,6 +1,8 @@
 #include "ledger/ledger.h"
 
 #include <fcntl.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
+#include <google/protobuf/util/delimited_message_util.h>
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 #include <spawn.h>
@@ -21,31 +23,14 @@
 #include "absl/strings/str_cat.h"
 #include "ledger/export.h"
 #include "ledger/verify.h"
+#include "ledger_testing.h"
 #include "testsupport/temp_dir.h"
 
 namespace gpuledger::ledger {
 namespace {
 
 namespace v1 = gpuledger::v1;
-
-Candidate Usage(const std::string& event_id, const std::string& payload, int64_t offset) {
-  Candidate c;
-  c.source = v1::SOURCE_USAGE;
-  c.payload = payload;
-  c.topic = "gpuledger.usage.csp-a";
-  c.partition = 0;
-  c.offset = offset;
-  c.recorded_at_ms = 1000 + offset;
-  c.source_id = "csp-a";
-  c.event_id = event_id;
-  return c;
-}
-
-std::unique_ptr<Ledger> OpenOrDie(const std::string& path, LedgerOptions o = {}) {
-  auto l = Ledger::Open(path, o);
-  EXPECT_TRUE(l.ok()) << l.status();
-  return l.ok() ? std::move(*l) : nullptr;
-}
+using namespace testing_support;  // NOLINT(build/namespaces): the tests' own helpers
 
 TEST(LedgerTest, AssignsDenseSeqsAndCommitsAtomically) {
   testing::TempDir dir;
@@ -82,6 +67,31 @@ TEST(LedgerTest, AbortDropsEverythingStaged) {
   EXPECT_TRUE(ledger->Offsets().empty());
   // The seq is reused after an abort: nothing was written.
   EXPECT_EQ(ledger->Append(Usage("e1", "p1", 0))->seq, 1u);
+}
+
+// Issue 14: a rolled-back batch must store nothing, its offsets least of all (a stored offset
+// past messages never recorded skips them for ever). Read back from disk after reopening, with
+// a later commit that must not carry the rolled-back writes along.
+TEST(LedgerTest, ARolledBackBatchStoresNoOffsetOnDisk) {
+  testing::TempDir dir;
+  {
+    auto ledger = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(ledger->Append(Usage("e1", "p1", 0)).ok());
+    ASSERT_TRUE(ledger->AdvanceOffset({"t", 0}, 1).ok());
+    ASSERT_TRUE(ledger->Commit().ok());
+    ASSERT_TRUE(ledger->Append(Usage("e2", "p2", 1)).ok());
+    ASSERT_TRUE(ledger->AdvanceOffset({"t", 0}, 2).ok());
+    ASSERT_TRUE(ledger->AdvanceOffset({"t", 1}, 7).ok());
+    ledger->Abort();
+    ASSERT_TRUE(ledger->AdvanceOffset({"u", 0}, 3).ok());
+    ASSERT_TRUE(ledger->Commit().ok());
+  }
+  auto reopened = OpenOrDie(dir.Sub("db"));
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_EQ(reopened->head().seq, 1u);
+  const OffsetMap expected = {{{"t", 0}, 1}, {{"u", 0}, 3}};
+  EXPECT_EQ(reopened->Offsets(), expected);
+  EXPECT_FALSE(reopened->LookupEvent("csp-a", "e2")->has_value());
 }
 
 TEST(LedgerTest, DropsExactDuplicateWithinAndAcrossBatches) {
@@ -195,69 +205,6 @@ TEST(LedgerTest, VerifyPassesOnAHealthyLedger) {
   EXPECT_TRUE(report->ok) << report->problem;
   EXPECT_EQ(report->entries_checked, 50u);  // 40 events + 10 refused conflicts
   EXPECT_EQ(report->dedup_records_checked, 40u);
-}
-
-// Opens a ledger's RocksDB directly, as an attacker with disk access would.
-class RawDb {
- public:
-  explicit RawDb(const std::string& path) {
-    std::vector<std::string> names;
-    EXPECT_TRUE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    for (const auto& n : names) cfs.push_back({n, {}});
-    rocksdb::DB* raw = nullptr;
-    EXPECT_TRUE(rocksdb::DB::Open({}, path, cfs, &handles_, &raw).ok());
-    db_.reset(raw);
-    for (size_t i = 0; i < names.size(); ++i) by_name_[names[i]] = handles_[i];
-  }
-  ~RawDb() {
-    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
-  }
-  std::string Get(const std::string& cf, const std::string& key) {
-    std::string v;
-    EXPECT_TRUE(db_->Get({}, by_name_.at(cf), key, &v).ok()) << cf;
-    return v;
-  }
-  void Put(const std::string& cf, const std::string& key, const std::string& value) {
-    EXPECT_TRUE(db_->Put({}, by_name_.at(cf), key, value).ok());
-  }
-  void Delete(const std::string& cf, const std::string& key) {
-    EXPECT_TRUE(db_->Delete({}, by_name_.at(cf), key).ok());
-  }
-
- private:
-  std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
-};
-
-std::string SeqKey(uint64_t seq) {
-  std::string k;
-  for (int i = 7; i >= 0; --i) k.push_back(static_cast<char>((seq >> (8 * i)) & 0xff));
-  return k;
-}
-
-// Writes `n` entries, optionally signed with a checkpoint every `interval`.
-void Fill(const std::string& path, int n, std::shared_ptr<const Signer> signer = nullptr,
-          uint64_t interval = 10) {
-  LedgerOptions o;
-  o.signer = std::move(signer);
-  o.checkpoint_interval = interval;
-  auto ledger = OpenOrDie(path, o);
-  for (int i = 1; i <= n; ++i) {
-    ASSERT_TRUE(ledger->Append(Usage(absl::StrCat("e", i), absl::StrCat("payload", i), i)).ok());
-  }
-  ASSERT_TRUE(ledger->Commit().ok());
-}
-
-VerifyReport VerifyOrDie(const std::string& path, const SignatureVerifier* key = nullptr) {
-  LedgerOptions ro;
-  ro.read_only = true;
-  auto ledger = Ledger::Open(path, ro);
-  EXPECT_TRUE(ledger.ok()) << ledger.status();
-  auto report = Verify(**ledger, key);
-  EXPECT_TRUE(report.ok()) << report.status();
-  return *report;
 }
 
 TEST(LedgerTest, VerifyFindsAChangedByteAtItsSeq) {
@@ -378,10 +325,13 @@ TEST(LedgerTest, SignedLedgerNeedsASignerToWriteAndUnsignedCannotStartSigning) {
   with_signer.signer = signer;
   EXPECT_EQ(Ledger::Open(dir.Sub("unsigned"), with_signer).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  // Keys may rotate: a signed ledger accepts another signer.
+  // Another key only with the old one, which signs the rotation (KeyRotation... below).
   LedgerOptions rotated;
   rotated.signer = std::move(*Signer::Generate());
-  EXPECT_TRUE(Ledger::Open(dir.Sub("signed"), rotated).ok());
+  auto refused = Ledger::Open(dir.Sub("signed"), rotated);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("--previous-signing-key"), std::string::npos)
+      << refused.status();
 }
 
 TEST(LedgerTest, ExportVerifiesOfflineWithOnlyThePublicKey) {
@@ -399,13 +349,24 @@ TEST(LedgerTest, ExportVerifiesOfflineWithOnlyThePublicKey) {
   const std::string bytes = out.str();
   auto key = SignatureVerifier::FromPublicKeyPem(signer->PublicKeyPem());
 
+  // Entries 41..45 are after the last checkpoint: accepted only when asked, and named.
   std::istringstream in(bytes);
-  auto report = VerifyExport(in, key->get());
+  VerifyOptions allow;
+  allow.allow_unsigned_tail = true;
+  auto report = VerifyExport(in, key->get(), allow);
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->ok) << report->problem;
   EXPECT_EQ(report->entries_checked, 45u);
   EXPECT_EQ(report->checkpoints_verified, 4u);
   EXPECT_EQ(report->head.hash, ledger->head().hash);
+  EXPECT_EQ(report->unsigned_from(), 41u);
+  EXPECT_EQ(report->unsigned_entries(), 5u);
+  std::istringstream strict_in(bytes);
+  auto strict = VerifyExport(strict_in, key->get());
+  ASSERT_TRUE(strict.ok());
+  EXPECT_FALSE(strict->ok);
+  EXPECT_EQ(strict->first_bad_seq, 41u) << strict->problem;
+  EXPECT_NE(strict->problem.find("entries 41..45 (5)"), std::string::npos) << strict->problem;
 
   // A changed byte inside entry 17's payload.
   std::string tampered = bytes;
@@ -434,6 +395,20 @@ TEST(LedgerTest, ExportVerifiesOfflineWithOnlyThePublicKey) {
   ASSERT_TRUE(slice_report.ok());
   EXPECT_TRUE(slice_report->ok) << slice_report->problem;
   EXPECT_EQ(slice_report->entries_checked, 20u);
+  EXPECT_EQ(slice_report->first_seq, 11u);
+  EXPECT_EQ(slice_report->unsigned_entries(), 0u);
+  // A slice asked for between checkpoints is widened to them.
+  std::stringstream widened;
+  ExportOptions from15;
+  from15.from_seq = 15;
+  from15.to_seq = 25;
+  auto widened_summary = ExportLedger(*ledger, widened, from15);
+  ASSERT_TRUE(widened_summary.ok());
+  EXPECT_EQ(widened_summary->first_seq, 11u);
+  EXPECT_EQ(widened_summary->last_seq, 30u);
+  auto widened_report = VerifyExport(widened, key->get());
+  ASSERT_TRUE(widened_report.ok());
+  EXPECT_TRUE(widened_report->ok) << widened_report->problem;
 
   std::istringstream garbage("not an export at all");
   auto g = VerifyExport(garbage, key->get());

@@ -136,8 +136,10 @@ def decode(export_path, work, pb):
             pos += n
             kind = rec.WhichOneof("record")
             if kind == "header":
-                if rec.header.format != "gpuledger-export" or rec.header.format_version != 1:
-                    raise SystemExit("not a gpuledger-export/1 stream: %r" % rec.header.format)
+                # Version 2 adds key rotation records and a slice's leading checkpoint; the
+                # entries read the same.
+                if rec.header.format != "gpuledger-export" or rec.header.format_version not in (1, 2):
+                    raise SystemExit("not a gpuledger-export/1 or /2 stream: %r" % rec.header.format)
                 header_seen = True
                 expect_seq = rec.header.first_seq
                 continue

@@ -4,7 +4,8 @@
 #   2. garbled bytes inside that WAL;
 #   3. a flipped byte in a table file (SST) of a cleanly closed ledger;
 #   4. a flipped byte in an export file.
-# For 1 and 2 the ledger must open at a consistent prefix (`ledger verify` passes), resume from
+# For 1 and 2 the ledger must open at a consistent prefix (`ledger verify` reports a damaged log,
+# exit 1, and checks the prefix before it; a torn tail reads as the log's end), resume from
 # its stored offsets, and end with the same decisions and invoices as an uninterrupted run: 0
 # lost, 0 doubled. For 3 and 4 the damage must be reported (exit status, a message naming it),
 # and no invoice produced from the damaged ledger.
@@ -68,9 +69,17 @@ wal_case() {  # NAME DAMAGE(cut|garble)
     printf '%064d' 0 | tr 0 '\377' | dd of="$wal" bs=1 seek=$((size / 2)) conv=notrunc status=none
   fi
   echo "$name: killed near head ${head:-?}, WAL $(basename "$wal") of $size bytes $damage"
-  "$G" ledger verify --db "$db" >"$WORK/$name.verify" 2>&1 ||
-    { cat "$WORK/$name.verify" >&2; fail "$name: the damaged ledger does not open at a consistent prefix"; }
-  echo "$name: verifies at head seq $(sed -n 's/.*head seq \([0-9]*\).*/\1/p' "$WORK/$name.verify" | head -1) after the damage"
+  # A damaged log is reported (exit 1, naming it), with the consistent prefix before it; a cut
+  # that looks like an unfinished last write is read as the end of the log.
+  local rc=0
+  "$G" ledger verify --db "$db" >"$WORK/$name.verify" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    [ "$rc" -eq 1 ] && grep -q 'write-ahead log is damaged' "$WORK/$name.verify" ||
+      { cat "$WORK/$name.verify" >&2; fail "$name: the damaged ledger does not open at a consistent prefix"; }
+  elif [ "$damage" = garble ]; then
+    fail "$name: ledger verify passed a garbled write-ahead log silently"
+  fi
+  echo "$name: verify exit $rc at the consistent prefix before the damage: $(grep -m1 -o 'FAILED at seq [0-9]*\|head seq [0-9]*' "$WORK/$name.verify")"
   ingest_to_end "$db" "$WORK/$name.log"
   "$G" ledger verify --db "$db" >/dev/null 2>&1 || fail "$name: chain does not verify after resuming"
   [ "$(counts "$db")" = "$REF_COUNTS" ] ||

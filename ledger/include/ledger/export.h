@@ -11,6 +11,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "gpuledger/v1/ledger.pb.h"
@@ -19,10 +20,14 @@
 namespace gpuledger::ledger {
 
 struct ExportOptions {
-  // First entry to export. Default: 1. A slice starting later carries the hash of the entry
-  // before it, so it can be verified on its own relative to that hash.
+  // First entry to export. Default: 1. On a signed ledger a slice starts right after a signed
+  // checkpoint (the last one before from_seq; entry 1 if there is none), which it carries in
+  // its header with the key rotations before it: that checkpoint vouches for the slice's
+  // previous hash, so the slice verifies on its own with the first published key.
   uint64_t from_seq = 1;
-  // Last entry to export; 0 means the head. Default: 0.
+  // Last entry to export; 0 means the head. Default: 0. On a signed ledger a slice ends at a
+  // signed checkpoint (the first one at or after to_seq, if there is one), so that it verifies
+  // without an unsigned tail. ExportSummary says where the slice starts and ends.
   uint64_t to_seq = 0;
   // Called every `progress_every` entries with the last seq written. Default: none.
   std::function<void(uint64_t)> progress;
@@ -53,7 +58,7 @@ class ExportWriter {
   ExportWriter(const Ledger& ledger) : ledger_(ledger) {}
   const Ledger& ledger_;
   ExportSummary summary_;
-  std::map<uint64_t, gpuledger::v1::Checkpoint> checkpoints_;
+  std::map<uint64_t, std::vector<gpuledger::v1::Checkpoint>> checkpoints_;
   std::string header_;
   uint64_t next_seq_ = 0;
   bool header_written_ = false;

@@ -35,10 +35,19 @@ struct LedgerOptions {
   // directory, so that Refresh() can follow a live writer without reopening. Default: "" (a
   // plain read-only open that sees the ledger as of the open).
   std::string secondary_path;
+  // With read_only: open even if the head does not name the last entry (entries added or
+  // removed behind the writer's back), so that Verify() can name the first entry that does not
+  // verify. Damaged table files are refused either way. Default: false.
+  bool open_inconsistent = false;
   // Signs checkpoints. A ledger created with a signer is a signed ledger: it must always be
   // opened for writing with a signer (of any key: keys may rotate). Default: none (unsigned
   // ledger, for tests and benchmarks only).
   std::shared_ptr<const Signer> signer;
+  // The private key that signed the ledger's checkpoints so far, when `signer` is a new key:
+  // opening for writing then records a key rotation (signed by this key, naming the new one)
+  // at the head, so that auditors holding the first published key follow it. Without it, a
+  // signer other than the ledger's key is refused. Default: none.
+  std::shared_ptr<const Signer> previous_signer;
   // A signed checkpoint every this many entries. Fixed when the ledger is created (later
   // values are ignored). Default: 10,000.
   uint64_t checkpoint_interval = 10'000;
@@ -165,6 +174,11 @@ class Ledger {
   // addition to the periodic ones. FAILED_PRECONDITION without a signer or an empty ledger.
   absl::Status StageCheckpoint(int64_t time_ms);
 
+  // Signs the committed head (a clean stop), so that the whole ledger is covered by signed
+  // checkpoints: commits a checkpoint at the head, timed by the head entry's recorded_at_ms,
+  // unless one is there. Nothing may be staged. No-op on an unsigned or empty ledger.
+  absl::Status SignHead();
+
   // A secondary instance (LedgerOptions::secondary_path) catches up with the writer: entries
   // committed since are visible after it returns, with the head, counters and offsets.
   absl::Status Refresh();
@@ -192,7 +206,8 @@ class Ledger {
       const std::function<absl::Status(const std::string& source_id, const std::string& event_id,
                                        const DedupRecord&)>& visit) const;
 
-  // Every checkpoint, in seq order.
+  // Every checkpoint and key rotation record, in seq order (at one seq: the checkpoint, then
+  // rotations in the order they were made).
   absl::Status ScanCheckpoints(
       const std::function<absl::Status(const gpuledger::v1::Checkpoint&)>& visit) const;
   // Every producer's arrival progress: (CSP, producer id, progress), in key order.
@@ -205,6 +220,15 @@ class Ledger {
   uint64_t checkpoint_interval() const;
   // PEM of the key the latest checkpoints were signed with; empty if never signed.
   std::string public_key_pem() const;
+  // PEM of the key the first checkpoints were signed with (before any rotation); empty if
+  // never signed.
+  std::string first_public_key_pem() const;
+  // Non-empty when this read-only view was recovered only up to damage in the write-ahead log
+  // (a torn or garbled log): what RocksDB reported. Entries committed after the damage are not
+  // in the view; a writer's next start recovers the same prefix.
+  const std::string& wal_damage() const;
+  // Checks the checksum of every block of every table file; DATA_LOSS names the damaged file.
+  absl::Status VerifyTables() const;
   // Approximate bytes on disk (SST files and WAL).
   uint64_t ApproximateDiskBytes() const;
 

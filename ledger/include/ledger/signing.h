@@ -54,7 +54,16 @@ class SignatureVerifier {
 // The exact bytes a checkpoint's signature covers.
 std::string CheckpointMessage(const gpuledger::v1::Checkpoint& checkpoint);
 
+// The exact bytes a key rotation record's signature covers: the checkpoint's fields as in
+// CheckpointMessage, under "gpuledger-key-rotation/1", followed by the next key's id.
+std::string KeyRotationMessage(const gpuledger::v1::Checkpoint& rotation,
+                               const Digest& next_key_id);
+
 // Fills key_id and signature of `checkpoint` (seq, head_hash, time_ms, interval already set).
 void SignCheckpoint(const Signer& signer, gpuledger::v1::Checkpoint* checkpoint);
+
+// Makes `rotation` (seq, head_hash, time_ms, interval already set) a key rotation record: names
+// `next`'s public key and signs with `old`, the key being replaced.
+void SignKeyRotation(const Signer& old, const Signer& next, gpuledger::v1::Checkpoint* rotation);
 
 }  // namespace gpuledger::ledger
