@@ -219,41 +219,56 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
   }
 }
 
+const v1::Allocation* Validator::FitAllocation(const std::string& csp,
+                                               const std::string& allocation_id, v1::GpuModel model,
+                                               int64_t start_ms, int64_t end_ms,
+                                               ledger::Candidate* c) const {
+  const v1::Allocation* alloc = registry_.FindAllocation(allocation_id);
+  if (alloc == nullptr) {
+    if (c->resolves_seq != 0) {
+      Reject(c, reason::kUnknownAllocation,
+             absl::StrCat("allocation '", allocation_id,
+                          "' was not announced within the grace period of ", limits_.park_grace_ms,
+                          " ms"));
+    } else {
+      c->park = true;
+      c->reason_detail = absl::StrCat("waiting for allocation ", allocation_id);
+    }
+    return nullptr;
+  }
+  if (alloc->csp_id() != csp) {
+    Reject(c, reason::kAllocationOfOtherCsp,
+           absl::StrCat("allocation ", allocation_id, " is hosted by ", alloc->csp_id()));
+    return nullptr;
+  }
+  if (model != alloc->gpu_model()) {
+    Reject(c, reason::kWrongGpuModel,
+           absl::StrCat(v1::GpuModel_Name(model), " reported, allocation is ",
+                        v1::GpuModel_Name(alloc->gpu_model())));
+    return nullptr;
+  }
+  const int64_t window_end = registry_.AllocationEndMs(*alloc);
+  if (start_ms < alloc->start_ms() || end_ms > window_end) {
+    Reject(c, reason::kOutsideAllocationWindow,
+           absl::StrCat("[", start_ms, ", ", end_ms, ") is not inside [", alloc->start_ms(), ", ",
+                        window_end, ")"));
+    return nullptr;
+  }
+  return alloc;
+}
+
 void Validator::CheckOutage(const std::string& csp, const v1::OutageInterval& o,
                             ledger::Candidate* c) const {
   int64_t capacity = 0;
   std::string what;
   if (!o.allocation_id().empty()) {
-    const v1::Allocation* alloc = registry_.FindAllocation(o.allocation_id());
-    if (alloc == nullptr && c->resolves_seq == 0) {
-      c->park = true;
-      c->reason_detail = absl::StrCat("waiting for allocation ", o.allocation_id());
-      return;
-    }
-    if (alloc == nullptr) {
-      return Reject(c, reason::kUnknownAllocation,
-                    absl::StrCat("outage of unknown allocation '", o.allocation_id(), "'"));
-    }
-    if (alloc->csp_id() != csp) {
-      return Reject(
-          c, reason::kAllocationOfOtherCsp,
-          absl::StrCat("allocation ", o.allocation_id(), " is hosted by ", alloc->csp_id()));
-    }
+    const v1::Allocation* alloc =
+        FitAllocation(csp, o.allocation_id(), o.gpu_model(), o.start_ms(), o.end_ms(), c);
+    if (alloc == nullptr) return;
     if (o.program() != alloc->program()) {
       return Reject(c, reason::kInvalidField,
                     absl::StrCat("outage.program ", v1::Program_Name(o.program()),
                                  ", allocation is ", v1::Program_Name(alloc->program())));
-    }
-    if (o.gpu_model() != alloc->gpu_model()) {
-      return Reject(c, reason::kWrongGpuModel,
-                    absl::StrCat(v1::GpuModel_Name(o.gpu_model()), " reported, allocation is ",
-                                 v1::GpuModel_Name(alloc->gpu_model())));
-    }
-    const int64_t window_end = registry_.AllocationEndMs(*alloc);
-    if (o.start_ms() < alloc->start_ms() || o.end_ms() > window_end) {
-      return Reject(c, reason::kOutsideAllocationWindow,
-                    absl::StrCat("outage [", o.start_ms(), ", ", o.end_ms(), ") is not inside [",
-                                 alloc->start_ms(), ", ", window_end, ")"));
     }
     capacity = registry_.MinGrantWithin(*alloc, o.start_ms(), o.end_ms());
     what = absl::StrCat("the grant of ", o.allocation_id(), " is ", capacity);
@@ -328,34 +343,9 @@ void Validator::CheckCorrection(const v1::UsageEvent& e, ledger::Candidate* c) c
 
 void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u,
                               const Identity* replacing, ledger::Candidate* c) const {
-  const v1::Allocation* alloc = registry_.FindAllocation(u.allocation_id());
-  if (alloc == nullptr) {
-    if (c->resolves_seq != 0) {
-      return Reject(c, reason::kUnknownAllocation,
-                    absl::StrCat("allocation '", u.allocation_id(),
-                                 "' was not announced within the grace period of ",
-                                 limits_.park_grace_ms, " ms"));
-    }
-    c->park = true;
-    c->reason_detail = absl::StrCat("waiting for allocation ", u.allocation_id());
-    return;
-  }
-  if (alloc->csp_id() != csp) {
-    return Reject(
-        c, reason::kAllocationOfOtherCsp,
-        absl::StrCat("allocation ", u.allocation_id(), " is hosted by ", alloc->csp_id()));
-  }
-  if (u.gpu_model() != alloc->gpu_model()) {
-    return Reject(c, reason::kWrongGpuModel,
-                  absl::StrCat(v1::GpuModel_Name(u.gpu_model()), " reported, allocation is ",
-                               v1::GpuModel_Name(alloc->gpu_model())));
-  }
-  const int64_t window_end = registry_.AllocationEndMs(*alloc);
-  if (u.start_ms() < alloc->start_ms() || u.end_ms() > window_end) {
-    return Reject(c, reason::kOutsideAllocationWindow,
-                  absl::StrCat("[", u.start_ms(), ", ", u.end_ms(), ") is not inside [",
-                               alloc->start_ms(), ", ", window_end, ")"));
-  }
+  const v1::Allocation* alloc =
+      FitAllocation(csp, u.allocation_id(), u.gpu_model(), u.start_ms(), u.end_ms(), c);
+  if (alloc == nullptr) return;
   const uint32_t grant = registry_.MinGrantWithin(*alloc, u.start_ms(), u.end_ms());
   if (u.gpu_count() > grant) {
     return Reject(c, reason::kGpusOverGrant,

@@ -95,6 +95,13 @@ class Validator {
                                     gpuledger::v1::GpuModel model, int64_t at_ms,
                                     ledger::Candidate* c) const;
   void CheckCorrection(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
+  // The allocation `allocation_id` if it is announced, hosted by `csp`, of `model`, and its
+  // window holds [start_ms, end_ms); otherwise parks `c` (not announced yet) or rejects it, and
+  // returns nullptr.
+  const gpuledger::v1::Allocation* FitAllocation(const std::string& csp,
+                                                 const std::string& allocation_id,
+                                                 gpuledger::v1::GpuModel model, int64_t start_ms,
+                                                 int64_t end_ms, ledger::Candidate* c) const;
   // An outage of an allocation (its window, model, program and grant) or of a pool (its size),
   // and with the outages already accepted on the same allocation or pool never more GPUs out
   // of service at once than there are.
