@@ -32,7 +32,8 @@ constexpr char kStyle[] =
     "1em}table{border-collapse:collapse;width:100%;margin:.5em 0 1em}th,td{border-bottom:1px "
     "solid #ccc;padding:3px 6px;text-align:left}td.n,th.n{text-align:right;font-variant-numeric:"
     "tabular-nums}.flag{color:#b00;font-weight:bold}.ok{color:#070;font-weight:bold}form "
-    "input,form select{margin-right:.6em}@media print{nav,form{display:none}}";
+    "input,form select{margin-right:.6em}form.out{display:inline}@media "
+    "print{nav,form{display:none}}";
 
 std::string Page(const std::string& title, const std::optional<Principal>& who,
                  const std::string& body) {
@@ -42,7 +43,8 @@ std::string Page(const std::string& title, const std::optional<Principal>& who,
       "<a href=\"/ui/invoices\">Invoices</a><a href=\"/ui/statements\">CSP statements</a>"
       "<a href=\"/ui/audit\">Audit</a>",
       who ? absl::StrCat("<span>signed in as ", H(who->name), " (", H(who->RoleString()),
-                         ")</span> <a href=\"/ui/logout\">sign out</a>")
+                         ")</span> <form class=\"out\" method=\"post\" action=\"/ui/logout\">"
+                         "<button type=\"submit\">sign out</button></form>")
           : "<a href=\"/ui/login\">sign in</a>",
       "</nav>\n<h1>", H(title), "</h1>\n", body, "\n</body></html>\n");
 }
@@ -184,6 +186,28 @@ HttpResponse Login(const HttpRequest& req, Service& svc) {
                    "browser only).</p><form method=\"post\" action=\"/ui/login\"><input "
                    "type=\"password\" name=\"token\" size=\"70\" autofocus><input "
                    "type=\"submit\" value=\"Sign in\"></form>"));
+}
+
+// Signing out changes state, so it is a same-site POST: a link or an image on another site
+// cannot sign a user out. GET shows the form (an old bookmark still leads somewhere useful).
+HttpResponse Logout(const HttpRequest& req, const std::optional<Principal>& who) {
+  if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
+    return MethodNotAllowed(who, "GET, HEAD, POST");
+  }
+  if (req.method != "POST") {
+    return Html(Page("Sign out", who,
+                     "<form method=\"post\" action=\"/ui/logout\"><input type=\"submit\" "
+                     "value=\"Sign out\"></form>"));
+  }
+  if (CrossSite(req)) {
+    return HtmlError(403, who,
+                     "Sign out from this server's own page: a sign-out sent from another site is "
+                     "refused.");
+  }
+  HttpResponse r = Html("", 303);
+  r.headers.emplace_back("Location", "/ui/login");
+  r.headers.emplace_back("Set-Cookie", "gpuledger_token=; Path=/; Max-Age=0");
+  return r;
 }
 
 HttpResponse InvoiceListPage(const HttpRequest& req, Service& svc, const Principal& who) {
@@ -425,12 +449,8 @@ HttpResponse HandlePage(const HttpRequest& req, Service& svc,
     return r;
   }
   if (seg.size() == 2 && seg[1] == "logout") {
-    r = req.method == "GET" || req.method == "HEAD" ? Html("", 303)
-                                                    : MethodNotAllowed(principal, "GET, HEAD");
+    r = Logout(req, principal);
     r.route = "/ui/logout";
-    if (r.status != 303) return r;
-    r.headers.emplace_back("Location", "/ui/login");
-    r.headers.emplace_back("Set-Cookie", "gpuledger_token=; Path=/; Max-Age=0");
     return r;
   }
   if (req.method != "GET" && req.method != "HEAD") return MethodNotAllowed(principal, "GET, HEAD");

@@ -674,7 +674,34 @@ std::optional<std::string> TokenOf(const HttpRequest& req) {
   return std::nullopt;
 }
 
+namespace {
+HttpResponse Unbounded(const HttpRequest& req, Service& svc);
+}  // namespace
+
+// Every answer that is built whole in memory is bounded in bytes: pages stop at kPageBytesMax,
+// the export streams, and anything else beyond the service's response_bytes_max is refused with
+// what to ask for instead.
 HttpResponse Handle(const HttpRequest& req, Service& svc) {
+  HttpResponse r = Unbounded(req, svc);
+  const size_t max = svc.options().response_bytes_max;
+  if (r.stream || r.body.size() <= max) return r;
+  const std::string route = r.route;
+  r = Error(422, "response_too_large",
+            absl::StrCat("this answer would be ", r.body.size(),
+                         " bytes, above this server's "
+                         "limit of ",
+                         max,
+                         " bytes for one response (serve "
+                         "--max-response-bytes). Ask for less: one document rather than a "
+                         "list, JSON or CSV rather than HTML, or a page (limit=); or write the "
+                         "documents to files with `gpuledger settle` beside the settlement "
+                         "store"));
+  r.route = route.empty() ? "error" : route;
+  return r;
+}
+
+namespace {
+HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
   const std::vector<std::string> seg = absl::StrSplit(req.path, '/', absl::SkipEmpty());
   if ((req.path == "/healthz" || req.path == "/readyz") && req.method != "GET" &&
       req.method != "HEAD") {
@@ -795,5 +822,6 @@ HttpResponse Handle(const HttpRequest& req, Service& svc) {
   if (r.status >= 400 && r.route.empty()) r.route = "error";
   return r;
 }
+}  // namespace
 
 }  // namespace gpuledger::api

@@ -46,7 +46,8 @@ constexpr int kLivenessS = 10;  // generous: each step takes milliseconds on a w
 // operator token, and the service over them.
 class Fixture {
  public:
-  explicit Fixture(int entries = 3, size_t payload_bytes = 100) {
+  explicit Fixture(int entries = 3, size_t payload_bytes = 100,
+                   size_t response_bytes_max = kResponseBytesMax) {
     {
       auto ledger = ledger::Ledger::Open(dir_.Sub("ledger"), {});
       EXPECT_TRUE(ledger.ok()) << ledger.status();
@@ -71,6 +72,7 @@ class Fixture {
     o.db = dir_.Sub("ledger");
     o.secondary = dir_.Sub("secondary");
     o.tokens_file = dir_.Sub("tokens");
+    o.response_bytes_max = response_bytes_max;
     auto s = Service::Open(o);
     EXPECT_TRUE(s.ok()) << s.status();
     if (s.ok()) service_ = std::move(*s);
@@ -413,6 +415,33 @@ TEST(ResponseBytesTest, APageOfEntriesStopsAtItsByteLimit) {
               kPayloadBytes, pages, largest);
 }
 
+// Issue 14 item 7, for answers that are not paged: a single entry, document or list beyond the
+// response limit is refused with what to ask for instead, never built and sent whole; answers
+// within it are untouched.
+TEST(ResponseBytesTest, AnAnswerThatIsNotPagedStopsAtTheResponseLimit) {
+  constexpr size_t kLimit = 64 << 10;
+  Fixture fixture(2, 2 * kLimit, kLimit);
+  HttpRequest req;
+  req.method = "GET";
+  req.authorization = absl::StrCat("Bearer ", kOperatorToken);
+  req.path = "/v1/ledger/entries/1";
+  const HttpResponse big = Handle(req, fixture.service());
+  EXPECT_EQ(big.status, 422) << big.body.substr(0, 300);
+  EXPECT_LE(big.body.size(), kLimit);
+  EXPECT_NE(big.body.find("response_too_large"), std::string::npos) << big.body;
+  EXPECT_NE(big.body.find("--max-response-bytes"), std::string::npos) << big.body;
+  EXPECT_EQ(big.route, "/v1/ledger/entries/{seq}");
+  // A small answer of the same server is served as it is.
+  req.path = "/v1/ledger/head";
+  EXPECT_EQ(Handle(req, fixture.service()).status, 200);
+  // With the default limit, the same entry is served.
+  Fixture roomy(2, 2 * kLimit);
+  req.path = "/v1/ledger/entries/1";
+  const HttpResponse served = Handle(req, roomy.service());
+  EXPECT_EQ(served.status, 200);
+  EXPECT_GT(served.body.size(), 2 * kLimit);
+}
+
 // ---- issue 14 item 8: the lesser items that are the API's ----
 
 // The header lines of a raw response, sorted (for comparing GET with HEAD).
@@ -568,6 +597,32 @@ TEST_F(ServerTest, TheSignInFormRefusesCrossSitePostsAndOtherMethods) {
   bool allow = false;
   for (const auto& [k, v] : r.headers) allow = allow || (k == "Allow" && v == "GET, HEAD");
   EXPECT_TRUE(allow);
+}
+
+// Signing out changes state: a same-site POST only, so that a link or an image on another site
+// cannot sign anyone out. A GET shows the button and clears nothing.
+TEST_F(ServerTest, SigningOutIsASameSitePost) {
+  Service& svc = fixture_.service();
+  HttpRequest req = LoginPost(kOperatorToken);
+  req.path = "/ui/logout";
+  req.body.clear();
+  req.method = "GET";
+  HttpResponse r = Handle(req, svc);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_FALSE(SetsCookie(r));
+  EXPECT_NE(r.body.find("method=\"post\" action=\"/ui/logout\""), std::string::npos);
+  req.method = "POST";
+  req.origin = "https://evil.example";
+  r = Handle(req, svc);
+  EXPECT_EQ(r.status, 403);
+  EXPECT_FALSE(SetsCookie(r));
+  req.origin = "http://ledger.example:8080";
+  req.sec_fetch_site = "same-origin";
+  r = Handle(req, svc);
+  EXPECT_EQ(r.status, 303);
+  EXPECT_TRUE(SetsCookie(r));
+  req.method = "DELETE";
+  EXPECT_EQ(Handle(req, svc).status, 405);
 }
 
 }  // namespace

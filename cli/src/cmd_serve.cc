@@ -59,6 +59,12 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "(behind a reverse proxy every client has its address: raise this)")
       ->check(CLI::Range(1, 100'000))
       ->capture_default_str();
+  cmd->add_option("--max-response-bytes", args->service.response_bytes_max,
+                  "Bytes beyond which an answer that is not paged or streamed (a document, a "
+                  "period's list, one entry, a page of the UI) is refused with 422 "
+                  "response_too_large, instead of being built and sent whole")
+      ->check(CLI::Range(size_t{64} << 10, size_t{1} << 32))
+      ->capture_default_str();
   cmd->add_option("--rate-limit", args->server.rate_limit_per_s,
                   "Requests a second per client address after --rate-burst (beyond: 429 with "
                   "Retry-After; /healthz and /readyz are not counted); 0: no limit")

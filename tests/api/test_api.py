@@ -933,10 +933,22 @@ class LoginTest(ApiTest):
         self.assertEqual(request("GET", "/ui/login").status, 200)
 
     def test_logout_clears_the_cookie(self):
-        r = request("GET", "/ui/logout")
+        r = request("POST", "/ui/logout", body=b"")
         self.assertEqual(r.status, 303)
         self.assertEqual(r.header("location"), "/ui/login")
         self.assertIn("Max-Age=0", r.header("set-cookie"))
+
+    def test_logout_is_a_same_site_post(self):
+        # A link or an image on another site must not sign anyone out.
+        r = request("GET", "/ui/logout", token=TOKENS["finance"])
+        self.assertEqual(r.status, 200)
+        self.assertIsNone(r.header("set-cookie"))
+        self.assertIn('method="post" action="/ui/logout"', r.text)
+        r = request("POST", "/ui/logout", body=b"",
+                    headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+        self.assertEqual(r.status, 403)
+        self.assertIsNone(r.header("set-cookie"))
+        self.assertEqual(request("PUT", "/ui/logout", body=b"").status, 405)
 
     def test_ui_home_redirects_by_role(self):
         for role, where in (("finance", "/ui/invoices"), ("auditor", "/ui/audit"),

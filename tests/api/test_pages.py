@@ -178,7 +178,7 @@ class PagesTest(unittest.TestCase):
             # Sign out: the cookie is gone and the pages ask for a sign-in again.
             page.goto(f"{URL}/ui/invoices?period={P}")
             with page.expect_navigation():
-                page.click("a:text-is('sign out')")
+                page.click("button:text-is('sign out')")
             self.assertTrue(page.url.endswith("/ui/login"), page.url)
             self.assertNotIn("gpuledger_token", {c["name"] for c in context.cookies()})
             resp = page.goto(f"{URL}/ui/invoices?period={P}")

@@ -14,6 +14,13 @@ namespace gpuledger::api {
 // payload appears twice: base64 and decoded).
 inline constexpr size_t kPageBytesMax = 4 << 20;
 
+// One answer that is not paged (a settlement document, a list of a period's documents, one
+// ledger entry, a page of the UI) is at most this many bytes by default (serve
+// --max-response-bytes). Beyond, it is refused with 422 `response_too_large` and what to ask for
+// instead, rather than built and sent whole: the field limits bound a document's lines, but not
+// their number. The export streams and is not bounded.
+inline constexpr size_t kResponseBytesMax = 64 << 20;
+
 // Connections being refused at once (each gets a 503; over TLS after a handshake of up to
 // ServerOptions::handshake_timeout_s). Beyond: closed without an answer, so that refusing costs
 // a bounded number of file descriptors.

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "api/auth.h"
+#include "api/limits.h"
 #include "ledger/ledger.h"
 #include "ledger/verify.h"
 #include "settlement/engine.h"
@@ -30,6 +31,9 @@ struct ServiceOptions {
   settlement::SettleOptions settle;
   int refresh_ms = 500;
   int verify_every_s = 600;  // re-verify the chain this often (0: only at start)
+  // An answer that is not paged or streamed is refused (422 response_too_large) beyond this many
+  // bytes (limits.h).
+  size_t response_bytes_max = kResponseBytesMax;
 };
 
 // A settlement document as the API rendered it (JSON, CSV or HTML), with its headers.
