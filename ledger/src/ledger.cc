@@ -26,6 +26,7 @@
 #include "ledger/rocks_options.h"
 #include "pinned_current.h"
 #include "rocks_status.h"
+#include "table_check.h"
 
 namespace gpuledger::ledger {
 
@@ -275,8 +276,10 @@ absl::Status Ledger::Impl::CheckHead() {
   }
   if (st.ok() && mismatch.empty()) return absl::OkStatus();
   // RocksDB reads a damaged index or data block at the end of a table as "no more entries":
-  // check every block's checksum before calling the ledger inconsistent.
+  // check every block's checksum, then every table against its MANIFEST record, before calling
+  // the ledger inconsistent.
   GPULEDGER_RETURN_IF_ERROR(VerifyTables());
+  GPULEDGER_RETURN_IF_ERROR(ledger::DiagnoseTables(rk->db.get(), rk->handles, path));
   if (!st.ok()) return st;
   if (options.read_only && options.open_inconsistent) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
@@ -518,12 +521,15 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     if (s.ok() && !impl->options.secondary_path.empty()) {
       s = impl->CatchUp(path);
     }
+    // Only RocksDB's own open reports a damaged write-ahead log; a damaged table file that
+    // LoadAndCheck names is not read any better by a plain open.
+    const bool open_failed = !s.ok();
     if (s.ok()) s = impl->LoadAndCheck();
     // A secondary refuses a damaged write-ahead log (a torn or garbled tail) where a plain
     // read-only open, like the writer's next start, recovers the consistent prefix before the
     // damage. A damaged log is not being written (a writer would have recovered it first), so
     // the plain open is safe then.
-    if (absl::IsDataLoss(s) && !impl->owned_secondary_dir.empty()) {
+    if (open_failed && absl::IsDataLoss(s) && !impl->owned_secondary_dir.empty()) {
       spdlog::warn("ledger {}: {}; reading the consistent prefix before the damage", path,
                    std::string(s.message()));
       const std::string damage(s.message());
@@ -850,6 +856,10 @@ absl::Status Ledger::Refresh() {
   if (impl_->options.secondary_path.empty()) {
     return absl::FailedPreconditionError("only a secondary instance can refresh");
   }
+  // Twice, as Open does: a catch-up that overlaps the writer's switch to a new write-ahead log
+  // (a flush) can miss the commits in the new log; the second reads the MANIFEST records and
+  // log written meanwhile, so the view is at least as new as the ledger was when this began.
+  GPULEDGER_RETURN_IF_ERROR(impl_->CatchUp(impl_->path));
   GPULEDGER_RETURN_IF_ERROR(impl_->CatchUp(impl_->path));
   // Re-read the committed view (head, offsets, counters, key) as LoadAndCheck does at open.
   auto fresh = std::make_unique<Impl>();
@@ -1013,6 +1023,12 @@ std::string Ledger::first_public_key_pem() const { return impl_->first_public_ke
 const std::string& Ledger::wal_damage() const { return impl_->wal_damage; }
 
 absl::Status Ledger::VerifyTables() const { return impl_->VerifyTables(); }
+
+absl::Status Ledger::DiagnoseTables() const {
+  GPULEDGER_RETURN_IF_ERROR(impl_->VerifyTables());
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
+  return ledger::DiagnoseTables(rocks->db.get(), rocks->handles, impl_->path);
+}
 
 uint64_t Ledger::ApproximateDiskBytes() const {
   const std::shared_ptr<Rocks> rocks = impl_->Current();

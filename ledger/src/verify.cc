@@ -141,6 +141,15 @@ absl::StatusOr<VerifyReport> Verify(const Ledger& ledger, const SignatureVerifie
   GPULEDGER_RETURN_IF_ERROR(CheckChain(ledger, key, require_signed, &r, &counts));
   if (r.ok) GPULEDGER_RETURN_IF_ERROR(CheckDedup(ledger, &r));
   if (r.ok) CheckCounters(ledger.Counters(), counts, &r);
+  if (!r.ok) {
+    // Missing entries or dedup records may be a damaged block that RocksDB read as no data:
+    // name the damage rather than its symptom.
+    if (absl::Status tables = ledger.DiagnoseTables(); !tables.ok()) {
+      if (!absl::IsDataLoss(tables)) return tables;
+      r.problem = std::string(tables.message());
+      return r;
+    }
+  }
   if (r.ok && !ledger.wal_damage().empty()) {
     Fail(&r, r.head.seq + 1,
          absl::StrCat("the write-ahead log is damaged and recovery stopped there (",

@@ -229,6 +229,11 @@ class Ledger {
   const std::string& wal_damage() const;
   // Checks the checksum of every block of every table file; DATA_LOSS names the damaged file.
   absl::Status VerifyTables() const;
+  // VerifyTables, then reads every table file in full and holds it against its MANIFEST record
+  // (first and last key) and against point lookups: names a damaged index, filter or properties
+  // block that RocksDB reads as missing data without an error. Costly (a full read plus a lookup
+  // per key): for diagnosis once a cheaper check has failed.
+  absl::Status DiagnoseTables() const;
   // Approximate bytes on disk (SST files and WAL).
   uint64_t ApproximateDiskBytes() const;
 
