@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "ledger/rocks_options.h"
+#include "ledger/rocks_status.h"
 
 namespace gpuledger::ingest {
 
@@ -74,17 +75,16 @@ std::string LongestKey(std::string_view allocation) {
   return k;
 }
 
+// The store's name and advice on ledger::FromRocks, the one conversion of every store.
+constexpr ledger::RocksAdvice kHoldStoreAdvice{
+    .locked = "in use by another ingest of this ledger",
+    // It shares the ledger's disk, which it may fill before the ledger does: the same advice.
+    .no_space =
+        "free space and start again (the state store is brought up to the ledger's head "
+        "from the ledger)"};
+
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return absl::OkStatus();
-  const std::string msg = absl::StrCat("validator state store: ", what, ": ", s.ToString());
-  // It shares the ledger's disk, which it may fill before the ledger does: the same advice.
-  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        msg,
-        " -- the disk is full: free space and start again (the state store is brought up "
-        "to the ledger's head from the ledger)"));
-  }
-  return absl::DataLossError(msg);
+  return ledger::FromRocks(s, absl::StrCat("validator state store: ", what), kHoldStoreAdvice);
 }
 
 absl::Status Damaged(const std::string& what) {
@@ -139,14 +139,14 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(o, where, &db);
   if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-      return absl::UnavailableError(
-          absl::StrCat("validator state store ", path,
-                       " is in use by another ingest of this ledger: ", s.ToString()));
-    }
-    return absl::UnavailableError(absl::StrCat(
-        "cannot open the validator state store ", path, ": ", s.ToString(),
-        " (it is derived from the ledger: if it is damaged, delete it and start again)"));
+    return ledger::FromRocks(
+        s,
+        ledger::IsHeldLock(s)
+            ? absl::StrCat("validator state store ", path)
+            : absl::StrCat("cannot open the validator state store ", path,
+                           " (it is derived from the ledger: if it is damaged, delete it and "
+                           "start again)"),
+        kHoldStoreAdvice);
   }
   impl->db.reset(db);
   return std::unique_ptr<HoldStore>(new HoldStore(std::move(impl), path));
