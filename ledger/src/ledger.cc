@@ -959,6 +959,29 @@ absl::Status Ledger::Scan(
   return FromLedgerRocks(it->status(), "scan entries");
 }
 
+absl::Status Ledger::ScanRaw(
+    uint64_t from_seq,
+    const std::function<absl::StatusOr<bool>(uint64_t, std::string_view, const Digest&)>& visit)
+    const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  std::unique_ptr<rocksdb::Iterator> it(rocks->db->NewIterator(ro, rocks->entries_cf));
+  for (it->Seek(keys::SeqKey(from_seq)); it->Valid(); it->Next()) {
+    const std::string_view key = it->key().ToStringView();
+    const std::string_view value = it->value().ToStringView();
+    // As DecodeEntry, but the parse is the caller's.
+    if (key.size() != 8 || value.size() < 32) {
+      return absl::DataLossError("entry record is too short");
+    }
+    Digest hash{};
+    FromBytes(value.substr(0, 32), &hash);
+    GPULEDGER_ASSIGN_OR_RETURN(bool more, visit(keys::GetBe64(key), value.substr(32), hash));
+    if (!more) return absl::OkStatus();
+  }
+  return FromLedgerRocks(it->status(), "scan entries");
+}
+
 absl::Status Ledger::ScanDedup(
     const std::function<absl::Status(const std::string&, const std::string&, const DedupRecord&)>&
         visit) const {
