@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/limits.h"
 #include "base/status.h"
 #include "ledger/rocks_options.h"
 #include "ledger/rocks_status.h"
@@ -118,13 +119,13 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   auto impl = std::make_unique<Impl>();
   rocksdb::Options o;
   o.create_if_missing = true;
-  o.max_total_wal_size = 64 << 20;
+  o.max_total_wal_size = limits::kHoldStoreWalBytesMax;
   o.info_log = ledger::RocksLogger("validator state store");
   // Fixed memory however large it grows: two 32 MiB memtables, index and filter blocks in a
   // 64 MiB cache; the bloom filter serves the point reads by holder.
-  o.write_buffer_size = 32ULL << 20;
-  o.max_write_buffer_number = 2;
-  o.table_factory = ledger::BoundedTables(64ULL << 20);
+  o.write_buffer_size = limits::kHoldStoreMemtableBytes;
+  o.max_write_buffer_number = limits::kHoldStoreMemtables;
+  o.table_factory = ledger::BoundedTables(limits::kHoldStoreBlockCacheBytes);
   std::string where = path;
   if (path.empty()) {
     impl->mem_env.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));

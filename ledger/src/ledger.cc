@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
+#include "base/limits.h"
 #include "base/status.h"
 #include "keys.h"
 #include "ledger/rocks_options.h"
@@ -596,7 +597,7 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   }
   // Bound the WAL: column families written rarely would otherwise pin old WAL files forever
   // (and every open would replay them).
-  db_options.max_total_wal_size = 256ULL << 20;
+  db_options.max_total_wal_size = limits::kLedgerWalBytesMax;
   // Every flush writes all column families at the same point, in one MANIFEST record. A
   // secondary that finds a write-ahead log already deleted reads the table files alone; with
   // column families flushed one by one it could then see the entries of a commit without its
@@ -605,9 +606,9 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   db_options.atomic_flush = true;
   // Memory that does not grow with the ledger: the memtables of all column families share one
   // budget; index and filter blocks are charged to a fixed cache.
-  db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(128ULL << 20);
+  db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(limits::kLedgerMemtableBytesMax);
   rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.table_factory = BoundedTables(64ULL << 20);
+  cf_options.table_factory = BoundedTables(limits::kLedgerBlockCacheBytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {keys::kEntriesCf, cf_options},

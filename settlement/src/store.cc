@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/limits.h"
 #include "keys.h"
 #include "ledger/rocks_options.h"
 #include "ledger/rocks_status.h"
@@ -48,7 +49,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   impl->options = options;
   rocksdb::Options ro;
   ro.create_if_missing = options.create_if_missing;
-  ro.max_total_wal_size = 64 << 20;
+  ro.max_total_wal_size = limits::kSettlementWalBytesMax;
   ro.info_log = ledger::RocksLogger("settlement store");
   // RocksDB logs a missing directory as an error before creating it; a new store is normal.
   if (options.create_if_missing && !options.read_only) {
