@@ -10,8 +10,7 @@ namespace gpuledger::ledger {
 namespace {
 // Items of a full batch of the usual 200-300-byte entries, reserved up front so that the batch
 // is not moved while it fills.
-constexpr size_t kBatchItemsReserved =
-    limits::kVerifyBatchBytesMax / (sizeof(ChainItem) + 256) + 1;
+constexpr size_t kBatchItemsReserved = limits::kVerifyBatchBytesMax / (sizeof(ChainItem) + 256) + 1;
 }  // namespace
 
 ChainPipeline::ChainPipeline(std::function<bool(ChainItem&)> consume, const Digest& first_prev,

@@ -1,6 +1,8 @@
-// Verification's read-ahead: chain hashes and protobuf parses of entries computed on worker
-// threads while one thread reads and checks in order (ChainCheck). Owned and driven by the
-// verifying thread (Add, Finish); only the hashing runs on the workers.
+// Verification's read-ahead: chain hashes of entries computed on worker threads while one thread
+// reads, parses and checks them in order (ChainCheck). Owned and driven by the verifying thread
+// (AddEntry, AddCheckpoint, Drain); only the hashing runs on the workers. (The parse stays on the
+// verifying thread: a protobuf message allocated on one thread and freed on another cost more
+// than the parse itself.)
 //
 // An entry's chain hash depends on its predecessor's, which makes the chain look sequential;
 // but every entry stores its hash, so the worker hashes entry n on the *stored* hash of entry
@@ -34,8 +36,8 @@ struct ChainItem {
   Digest stored_hash{};
   Digest prev_hash{};  // the stored hash of the entry before it in the stream (or the start's)
   std::optional<gpuledger::v1::Checkpoint> checkpoint;  // set: a checkpoint record, no entry
-  // Filled in by a worker.
-  Digest chain_hash{};  // ChainHash(prev_hash, seq, bytes)
+  Digest chain_hash{};  // ChainHash(prev_hash, seq, bytes), by a worker
+  // Set on the verifying thread just before the item is consumed.
   bool parsed = false;  // bytes parse as a LedgerEntry
   gpuledger::v1::LedgerEntry entry;
 };

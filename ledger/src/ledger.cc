@@ -606,7 +606,8 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   db_options.atomic_flush = true;
   // Memory that does not grow with the ledger: the memtables of all column families share one
   // budget; index and filter blocks are charged to a fixed cache.
-  db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(limits::kLedgerMemtableBytesMax);
+  db_options.write_buffer_manager =
+      std::make_shared<rocksdb::WriteBufferManager>(limits::kLedgerMemtableBytesMax);
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.table_factory = BoundedTables(limits::kLedgerBlockCacheBytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
