@@ -130,7 +130,7 @@ bool ChainCheck::Entry(const ChainItem& item) {
     Fail(seq, "entry bytes do not parse as a LedgerEntry");
     return false;
   }
-  const v1::LedgerEntry& entry = item.entry;
+  const v1::LedgerEntry& entry = *item.entry;
   if (entry.seq() != seq) {
     Fail(seq, absl::StrCat("entry stored under seq ", seq, " says seq ", entry.seq()));
     return false;

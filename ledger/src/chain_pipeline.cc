@@ -110,9 +110,6 @@ bool ChainPipeline::ConsumeFront() {
   }
   in_flight_bytes_ -= batch->bytes;
   for (ChainItem& item : batch->items) {
-    // Parsed here, not on the worker: the parsed message is freed on this thread, and a
-    // protobuf's allocations freed on another thread than their own cost more than the parse.
-    if (!item.checkpoint) item.parsed = item.entry.ParseFromString(item.bytes);
     if (!consume_(item)) {
       stopped_ = true;
       break;
@@ -139,6 +136,9 @@ void ChainPipeline::Hash(Batch* batch) {
   for (ChainItem& item : batch->items) {
     if (item.checkpoint) continue;
     item.chain_hash = ChainHash(item.prev_hash, item.seq, item.bytes);
+    auto* entry = google::protobuf::Arena::CreateMessage<gpuledger::v1::LedgerEntry>(&batch->arena);
+    item.parsed = entry->ParseFromString(item.bytes);
+    item.entry = entry;
   }
 }
 

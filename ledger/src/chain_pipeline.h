@@ -1,8 +1,8 @@
-// Verification's read-ahead: chain hashes of entries computed on worker threads while one thread
-// reads, parses and checks them in order (ChainCheck). Owned and driven by the verifying thread
-// (AddEntry, AddCheckpoint, Drain); only the hashing runs on the workers. (The parse stays on the
-// verifying thread: a protobuf message allocated on one thread and freed on another cost more
-// than the parse itself.)
+// Verification's read-ahead: entries hashed and parsed on worker threads while one thread reads
+// and checks them in order (ChainCheck). Owned and driven by the verifying thread (AddEntry,
+// AddCheckpoint, Drain); only the hashing and parsing run on the workers. Each batch's parsed
+// entries live in one protobuf arena, freed at once by the verifying thread (messages allocated
+// on one thread and freed one by one on another cost more than the parse itself).
 //
 // An entry's chain hash depends on its predecessor's, which makes the chain look sequential;
 // but every entry stores its hash, so the worker hashes entry n on the *stored* hash of entry
@@ -11,6 +11,8 @@
 // they differ (never, unless the check is fed out of its order) ChainCheck hashes again itself.
 // Results and messages are those of the sequential check, item for item.
 #pragma once
+
+#include <google/protobuf/arena.h>
 
 #include <condition_variable>
 #include <cstddef>
@@ -36,10 +38,10 @@ struct ChainItem {
   Digest stored_hash{};
   Digest prev_hash{};  // the stored hash of the entry before it in the stream (or the start's)
   std::optional<gpuledger::v1::Checkpoint> checkpoint;  // set: a checkpoint record, no entry
-  Digest chain_hash{};  // ChainHash(prev_hash, seq, bytes), by a worker
-  // Set on the verifying thread just before the item is consumed.
-  bool parsed = false;  // bytes parse as a LedgerEntry
-  gpuledger::v1::LedgerEntry entry;
+  // Filled in by a worker.
+  Digest chain_hash{};                                // ChainHash(prev_hash, seq, bytes)
+  bool parsed = false;                                // bytes parse as a LedgerEntry
+  const gpuledger::v1::LedgerEntry* entry = nullptr;  // in the batch's arena
 };
 
 class ChainPipeline {
@@ -63,6 +65,7 @@ class ChainPipeline {
 
  private:
   struct Batch {
+    google::protobuf::Arena arena;  // the parsed entries; outlives `items`
     std::vector<ChainItem> items;
     size_t bytes = 0;
     bool done = false;  // guarded by mu_

@@ -75,12 +75,12 @@ absl::Status CheckChain(const Ledger& ledger, const SignatureVerifier* key, bool
           return false;
         }
         if (!check.Entry(item)) return false;
-        if (item.entry.outcome() == v1::ACCEPTED) {
+        if (item.entry->outcome() == v1::ACCEPTED) {
           ++counts->accepted;
-        } else if (item.entry.outcome() == v1::PARKED) {
+        } else if (item.entry->outcome() == v1::PARKED) {
           ++counts->parked;
         } else {
-          ++counts->rejected_by_reason[item.entry.reason_code()];
+          ++counts->rejected_by_reason[item.entry->reason_code()];
         }
         progress.Tick(r->entries_checked);
         return true;
