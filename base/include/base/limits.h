@@ -83,12 +83,12 @@ inline constexpr size_t kServeDocumentCacheBytesMax = 64 * kMiB;
 // small enough that the check starts soon after the reader.
 inline constexpr size_t kVerifyBatchBytesMax = 256 * kKiB;
 
-// Entries read ahead of the chain check, counting each entry's bytes and its record (entries are
-// parsed only as they are checked). The reader waits for the check beyond it, so a
-// verification's memory does not grow with the ledger.
+// Entries read ahead of the chain check, counting each entry's bytes and its record (their parsed
+// messages, in each batch's arena, add about as much again). The reader waits for the check
+// beyond it, so a verification's memory does not grow with the ledger.
 inline constexpr size_t kVerifyInFlightBytesMax = 8 * kMiB;
 
-// Threads that hash entries beside the one that reads, parses and checks them: one, so that
+// Threads that hash and parse entries beside the one that reads and checks them: one, so that
 // with the reader both cores of the reference machine are busy.
 inline constexpr int kVerifyHashThreads = 1;
 
