@@ -7,9 +7,14 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "base/limits.h"
 #include "base/status.h"
 
 namespace gpuledger::api {
+
+// The cache's bounds are listed with every other memory bound in base/limits.h.
+static_assert(kMaxCachedDocuments == limits::kServeDocumentCacheDocumentsMax);
+static_assert(kMaxCachedDocumentBytes == limits::kServeDocumentCacheBytesMax);
 
 namespace {
 int64_t NowMs() {

@@ -152,6 +152,7 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
       key = *std::move(k);
     }
     // 1. The chain.
+    args->verify.progress = VerifyProgressLog();
     std::unique_ptr<ledger::Ledger> ledger;
     absl::StatusOr<ledger::VerifyReport> report;
     if (!args->db.empty()) {

@@ -1,8 +1,10 @@
 #include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +14,33 @@
 #include "ledger/verify.h"
 
 namespace gpuledger::cli {
+
+std::function<void(std::string_view, uint64_t, uint64_t)> VerifyProgressLog() {
+  struct State {
+    std::string stage;
+    std::chrono::steady_clock::time_point stage_start, last_log;
+  };
+  auto state = std::make_shared<State>();
+  return [state](std::string_view stage, uint64_t done, uint64_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    if (stage != state->stage) {
+      state->stage = std::string(stage);
+      state->stage_start = now;
+      state->last_log = now;
+    }
+    const bool end = total != 0 ? done >= total : false;
+    if (now - state->last_log < std::chrono::seconds(2) && !end) return;
+    state->last_log = now;
+    const double secs = std::chrono::duration<double>(now - state->stage_start).count();
+    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    if (total != 0) {
+      spdlog::info("verify {}: {} of {} ({:.1f}%), {:.0f}/s", stage, done, total,
+                   100.0 * static_cast<double>(done) / static_cast<double>(total), rate);
+    } else {
+      spdlog::info("verify {}: {}, {:.0f}/s", stage, done, rate);
+    }
+  };
+}
 
 namespace {
 
@@ -99,6 +128,7 @@ void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
       }
       key = std::move(*k);
     }
+    args->options.progress = VerifyProgressLog();
     absl::StatusOr<ledger::VerifyReport> report;
     if (!args->export_file.empty()) {
       std::ifstream in(args->export_file, std::ios::binary);

@@ -195,7 +195,7 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
     auto opened = OpenAndCatchUp(args->store);
-    if (!opened.ok() && absl::IsUnavailable(opened.status()) &&
+    if (!opened.ok() && absl::IsFailedPrecondition(opened.status()) &&
         opened.status().message().find("in use") != std::string::npos) {
       // `gpuledger serve` owns the store: it freezes the documents itself.
       std::cout << absl::StrFormat(

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -33,6 +36,10 @@ CLI::Option* AddKafkaConfigOption(CLI::App* cmd, std::string* path);
 // Reads the file named by --kafka-config (none if `path` is empty) and logs what it sets,
 // secret values hidden.
 absl::StatusOr<ingest::KafkaConfig> LoadKafkaConfig(const std::string& path);
+
+// VerifyOptions::progress for `ledger verify` and `audit replay`: a log line (stderr) at most
+// every 2 s and at each stage's end: done, of total, rate.
+std::function<void(std::string_view, uint64_t, uint64_t)> VerifyProgressLog();
 
 // Logs `status` as the reason a command failed and returns kExitFailed.
 int Report(const absl::Status& status);

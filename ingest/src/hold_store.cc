@@ -11,8 +11,10 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/limits.h"
 #include "base/status.h"
 #include "ledger/rocks_options.h"
+#include "ledger/rocks_status.h"
 
 namespace gpuledger::ingest {
 
@@ -74,17 +76,16 @@ std::string LongestKey(std::string_view allocation) {
   return k;
 }
 
+// The store's name and advice on ledger::FromRocks, the one conversion of every store.
+constexpr ledger::RocksAdvice kHoldStoreAdvice{
+    .locked = "in use by another ingest of this ledger",
+    // It shares the ledger's disk, which it may fill before the ledger does: the same advice.
+    .no_space =
+        "free space and start again (the state store is brought up to the ledger's head "
+        "from the ledger)"};
+
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return absl::OkStatus();
-  const std::string msg = absl::StrCat("validator state store: ", what, ": ", s.ToString());
-  // It shares the ledger's disk, which it may fill before the ledger does: the same advice.
-  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        msg,
-        " -- the disk is full: free space and start again (the state store is brought up "
-        "to the ledger's head from the ledger)"));
-  }
-  return absl::DataLossError(msg);
+  return ledger::FromRocks(s, absl::StrCat("validator state store: ", what), kHoldStoreAdvice);
 }
 
 absl::Status Damaged(const std::string& what) {
@@ -118,13 +119,13 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   auto impl = std::make_unique<Impl>();
   rocksdb::Options o;
   o.create_if_missing = true;
-  o.max_total_wal_size = 64 << 20;
+  o.max_total_wal_size = limits::kHoldStoreWalBytesMax;
   o.info_log = ledger::RocksLogger("validator state store");
   // Fixed memory however large it grows: two 32 MiB memtables, index and filter blocks in a
   // 64 MiB cache; the bloom filter serves the point reads by holder.
-  o.write_buffer_size = 32ULL << 20;
-  o.max_write_buffer_number = 2;
-  o.table_factory = ledger::BoundedTables(64ULL << 20);
+  o.write_buffer_size = limits::kHoldStoreMemtableBytes;
+  o.max_write_buffer_number = limits::kHoldStoreMemtables;
+  o.table_factory = ledger::BoundedTables(limits::kHoldStoreBlockCacheBytes);
   std::string where = path;
   if (path.empty()) {
     impl->mem_env.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
@@ -139,14 +140,14 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(o, where, &db);
   if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-      return absl::UnavailableError(
-          absl::StrCat("validator state store ", path,
-                       " is in use by another ingest of this ledger: ", s.ToString()));
-    }
-    return absl::UnavailableError(absl::StrCat(
-        "cannot open the validator state store ", path, ": ", s.ToString(),
-        " (it is derived from the ledger: if it is damaged, delete it and start again)"));
+    return ledger::FromRocks(
+        s,
+        ledger::IsHeldLock(s)
+            ? absl::StrCat("validator state store ", path)
+            : absl::StrCat("cannot open the validator state store ", path,
+                           " (it is derived from the ledger: if it is damaged, delete it and "
+                           "start again)"),
+        kHoldStoreAdvice);
   }
   impl->db.reset(db);
   return std::unique_ptr<HoldStore>(new HoldStore(std::move(impl), path));

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/limits.h"
 #include "ingest/kafka_config.h"
 #include "ingest/metrics.h"
 
@@ -39,7 +40,7 @@ struct RejectedNotice {
 class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::EventCb {
  public:
   // Most notices waiting for delivery; beyond it Send() waits (bounded) for room.
-  static constexpr int kQueueMaxMessages = 100'000;
+  static constexpr int kQueueMaxMessages = limits::kRejectedQueueMessagesMax;
   // Longest Send() waits for room in a full queue before dropping the rest, ms.
   static constexpr int kQueueFullWaitMs = 10'000;
   // Longest librdkafka retries one notice before reporting it failed, ms.

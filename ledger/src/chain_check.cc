@@ -109,7 +109,8 @@ bool ChainCheck::ResolveAwaiting() {
   return false;
 }
 
-bool ChainCheck::Entry(uint64_t seq, const std::string& bytes, const Digest& stored_hash) {
+bool ChainCheck::Entry(const ChainItem& item) {
+  const uint64_t seq = item.seq;
   if (!r_->ok || !ResolveAwaiting()) return false;
   if (seq != next_) {
     Fail(next_, seq > next_ ? absl::StrCat("entry ", next_, " is missing (next present: ", seq, ")")
@@ -125,17 +126,17 @@ bool ChainCheck::Entry(uint64_t seq, const std::string& bytes, const Digest& sto
                            "slice starts right after a signed checkpoint and carries it)"));
     return false;
   }
-  v1::LedgerEntry entry;
-  if (!entry.ParseFromString(bytes)) {
+  if (!item.parsed) {
     Fail(seq, "entry bytes do not parse as a LedgerEntry");
     return false;
   }
+  const v1::LedgerEntry& entry = *item.entry;
   if (entry.seq() != seq) {
     Fail(seq, absl::StrCat("entry stored under seq ", seq, " says seq ", entry.seq()));
     return false;
   }
-  const Digest hash = ChainHash(prev_, seq, bytes);
-  if (hash != stored_hash) {
+  const Digest hash = item.prev_hash == prev_ ? item.chain_hash : ChainHash(prev_, seq, item.bytes);
+  if (hash != item.stored_hash) {
     Fail(seq, "chain hash does not match the entry's bytes and its predecessor's hash");
     return false;
   }

@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "chain_pipeline.h"
 #include "gpuledger/v1/ledger.pb.h"
 #include "ledger/signing.h"
 #include "ledger/verify.h"
@@ -26,7 +27,9 @@ class ChainCheck {
   // Returns false once verification has failed (the caller may stop reading). A slice (with a
   // key) must give the checkpoint at first_seq - 1 before its first entry, which vouches for
   // prev_hash, and before that the key rotations recorded earlier.
-  bool Entry(uint64_t seq, const std::string& bytes, const Digest& stored_hash);
+  // `item` comes from ChainPipeline: its hash was computed on the stored hash of the entry
+  // before it, and is used when that is the hash the check has verified (else it hashes again).
+  bool Entry(const ChainItem& item);
   bool Checkpoint(const gpuledger::v1::Checkpoint& cp);
   // Call after the last entry; `head` is the ledger's head if known (live), else the last entry.
   void Finish(const Head& head);

@@ -21,11 +21,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
+#include "base/limits.h"
 #include "base/status.h"
 #include "keys.h"
 #include "ledger/rocks_options.h"
+#include "ledger/rocks_status.h"
 #include "pinned_current.h"
-#include "rocks_status.h"
 #include "table_check.h"
 
 namespace gpuledger::ledger {
@@ -33,6 +34,19 @@ namespace gpuledger::ledger {
 namespace v1 = gpuledger::v1;
 
 namespace {
+
+// What the ledger tells its user when RocksDB fails in a way they can act on.
+constexpr RocksAdvice kLedgerAdvice{
+    .locked =
+        "the ledger is already open for writing by another process; only one writer may "
+        "run per ledger",
+    .no_space =
+        "what was being written is not recorded; free space and start again (ingest "
+        "resumes from the offsets stored with the last recorded batch)"};
+
+absl::Status FromLedgerRocks(const rocksdb::Status& s, absl::string_view what) {
+  return FromRocks(s, what, kLedgerAdvice);
+}
 
 // How often a read-only open is tried when a file vanishes under it (100 ms apart).
 constexpr int kReadOnlyOpenAttempts = 20;
@@ -195,16 +209,16 @@ absl::Status Ledger::Impl::LoadAndCheck() {
   if (s.IsNotFound()) {
     if (options.read_only) return absl::FailedPreconditionError("ledger has no format marker");
     GPULEDGER_RETURN_IF_ERROR(
-        FromRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue),
-                  "write format"));
+        FromLedgerRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue),
+                        "write format"));
     format = keys::kFormatValue;
   } else {
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read format"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read format"));
   }
   if (format == keys::kFormatValueV1 && !options.read_only) {
     GPULEDGER_RETURN_IF_ERROR(
-        FromRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue),
-                  "upgrade format"));
+        FromLedgerRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kFormatKey, keys::kFormatValue),
+                        "upgrade format"));
     format = keys::kFormatValue;
   }
   if (format != keys::kFormatValue && format != keys::kFormatValueV1) {
@@ -216,7 +230,7 @@ absl::Status Ledger::Impl::LoadAndCheck() {
   std::string head_value;
   s = rk->db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
   if (!s.IsNotFound()) {
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read head"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read head"));
     if (head_value.size() != 40) return absl::DataLossError("head record is damaged");
     head.seq = keys::GetBe64(head_value);
     FromBytes(std::string_view(head_value).substr(8), &head.hash);
@@ -236,12 +250,12 @@ absl::Status Ledger::Impl::LoadAndCheck() {
                       static_cast<int32_t>(keys::GetBe64(k.substr(nul + 1)))};
     offsets[tp] = static_cast<int64_t>(keys::GetBe64(v));
   }
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(oit->status(), "read offsets"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(oit->status(), "read offsets"));
 
   std::string counters_value;
   s = rk->db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
   if (!s.IsNotFound()) {
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read counters"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read counters"));
     if (!counters.ParseFromString(counters_value)) {
       return absl::DataLossError("counters record is damaged");
     }
@@ -258,7 +272,7 @@ absl::Status Ledger::Impl::CheckHead() {
   std::unique_ptr<rocksdb::Iterator> it(
       rk->db->NewIterator(rocksdb::ReadOptions(), rk->entries_cf));
   it->SeekToLast();
-  absl::Status st = FromRocks(it->status(), "read last entry");
+  absl::Status st = FromLedgerRocks(it->status(), "read last entry");
   std::string mismatch;
   if (st.ok() && !it->Valid() && head.seq != 0) {
     mismatch = absl::StrCat("ledger head says seq ", head.seq, " but the ledger holds no entries.");
@@ -300,7 +314,7 @@ absl::Status Ledger::Impl::VerifyTables() const {
         "a table file of the ledger at ", path, " is damaged (", s.ToString(),
         "): the ledger cannot be read as it is; restore it from a verified export or backup"));
   }
-  return FromRocks(s, "check the ledger's table files");
+  return FromLedgerRocks(s, "check the ledger's table files");
 }
 
 // A ledger created with a signer stays signed: its checkpoints must go on, whatever key signs.
@@ -308,15 +322,15 @@ absl::Status Ledger::Impl::LoadSigning() {
   std::string value;
   rocksdb::Status s = rk->db->Get(rocksdb::ReadOptions(), keys::kIntervalKey, &value);
   if (!s.IsNotFound()) {
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read checkpoint interval"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read checkpoint interval"));
     if (value.size() != 8) return absl::DataLossError("checkpoint interval record is damaged");
     checkpoint_interval = keys::GetBe64(value);
   }
   s = rk->db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &public_key_pem);
-  if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read public key"));
+  if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read public key"));
   s = rk->db->Get(rocksdb::ReadOptions(), keys::kFirstPublicKeyKey, &first_public_key_pem);
   first_key_stored = !s.IsNotFound();
-  if (first_key_stored) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read first public key"));
+  if (first_key_stored) GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read first public key"));
   // Format 1 kept only the latest key, and never rotated: it is the first.
   if (first_public_key_pem.empty()) first_public_key_pem = public_key_pem;
   if (options.read_only) return absl::OkStatus();
@@ -337,8 +351,8 @@ absl::Status Ledger::Impl::LoadSigning() {
     checkpoint_interval = options.checkpoint_interval;
     std::string v;
     keys::PutBe64(&v, checkpoint_interval);
-    GPULEDGER_RETURN_IF_ERROR(
-        FromRocks(rk->db->Put(rocksdb::WriteOptions(), keys::kIntervalKey, v), "write interval"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
+        rk->db->Put(rocksdb::WriteOptions(), keys::kIntervalKey, v), "write interval"));
   }
   if (options.signer) GPULEDGER_RETURN_IF_ERROR(RecordSigningKey());
   return absl::OkStatus();
@@ -353,7 +367,7 @@ absl::Status Ledger::Impl::RecordSigningKey() {
   rocksdb::WriteBatch wb;
   if (first_public_key_pem.empty() || head.seq == 0) first_public_key_pem = pem;
   GPULEDGER_RETURN_IF_ERROR(
-      FromRocks(wb.Put(keys::kFirstPublicKeyKey, first_public_key_pem), "stage first key"));
+      FromLedgerRocks(wb.Put(keys::kFirstPublicKeyKey, first_public_key_pem), "stage first key"));
   if (pem != public_key_pem && !public_key_pem.empty() && head.seq > 0) {
     if (!options.previous_signer || options.previous_signer->PublicKeyPem() != public_key_pem) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -369,23 +383,23 @@ absl::Status Ledger::Impl::RecordSigningKey() {
         rk->db->NewIterator(rocksdb::ReadOptions(), rk->checkpoints_cf));
     const std::string prefix = keys::SeqKey(head.seq) + keys::kRotationTag;
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++n;
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "read key rotations"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(it->status(), "read key rotations"));
     v1::Checkpoint rotation;
     rotation.set_seq(head.seq);
     rotation.set_head_hash(ToBytes(head.hash));
     rotation.set_time_ms(at_head.entry.recorded_at_ms());
     rotation.set_interval(checkpoint_interval);
     SignKeyRotation(*options.previous_signer, *options.signer, &rotation);
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
         wb.Put(rk->checkpoints_cf, keys::RotationKey(head.seq, n), rotation.SerializeAsString()),
         "stage key rotation"));
     spdlog::info("ledger {}: signing key rotated at seq {} (record signed by the previous key)",
                  path, head.seq);
   }
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(wb.Put(keys::kPublicKeyKey, pem), "stage key"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(wb.Put(keys::kPublicKeyKey, pem), "stage key"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(rk->db->Write(wo, &wb), "write signing key"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(rk->db->Write(wo, &wb), "write signing key"));
   public_key_pem = pem;
   first_key_stored = true;
   return absl::OkStatus();
@@ -397,7 +411,7 @@ absl::StatusOr<StoredEntry> Ledger::Impl::FindEntry(uint64_t seq) const {
   std::string value;
   rocksdb::Status s = rocks->db->Get(rocksdb::ReadOptions(), rocks->entries_cf, key, &value);
   if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("no entry with seq ", seq));
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read entry"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read entry"));
   return DecodeEntry(key, value);
 }
 
@@ -406,7 +420,7 @@ absl::StatusOr<std::optional<DedupRecord>> Ledger::Impl::FindDedup(const std::st
   std::string value;
   rocksdb::Status s = rocks->db->Get(rocksdb::ReadOptions(), rocks->dedup_cf, key, &value);
   if (s.IsNotFound()) return std::optional<DedupRecord>();
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read dedup index"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read dedup index"));
   GPULEDGER_ASSIGN_OR_RETURN(DedupRecord r, DecodeDedup(value));
   return std::optional<DedupRecord>(r);
 }
@@ -416,7 +430,7 @@ absl::StatusOr<ProducerProgress> Ledger::Impl::FindProducer(const std::string& k
   std::string value;
   rocksdb::Status s = rk->db->Get(rocksdb::ReadOptions(), rk->producers_cf, key, &value);
   if (s.IsNotFound()) return ProducerProgress();
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read producer progress"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read producer progress"));
   return ProducerProgress::Decode(value);
 }
 
@@ -440,8 +454,9 @@ absl::Status Ledger::Impl::StageCheckpointAt(const Head& at, int64_t time_ms) {
   cp.set_time_ms(time_ms);
   cp.set_interval(checkpoint_interval);
   SignCheckpoint(*options.signer, &cp);
-  return FromRocks(batch.Put(rk->checkpoints_cf, keys::SeqKey(at.seq), cp.SerializeAsString()),
-                   "stage checkpoint");
+  return FromLedgerRocks(
+      batch.Put(rk->checkpoints_cf, keys::SeqKey(at.seq), cp.SerializeAsString()),
+      "stage checkpoint");
 }
 
 void Ledger::Impl::ClearPending() {
@@ -563,12 +578,14 @@ absl::Status Ledger::Impl::RewriteOverwrittenKeys() {
   for (rocksdb::ColumnFamilyHandle* cf : {rk->handles[0], rk->offsets_cf, rk->producers_cf}) {
     std::unique_ptr<rocksdb::Iterator> it(rk->db->NewIterator(rocksdb::ReadOptions(), cf));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      GPULEDGER_RETURN_IF_ERROR(FromRocks(rewrite.Put(cf, it->key(), it->value()), "rewrite"));
+      GPULEDGER_RETURN_IF_ERROR(
+          FromLedgerRocks(rewrite.Put(cf, it->key(), it->value()), "rewrite"));
     }
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "rewrite"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(it->status(), "rewrite"));
   }
   if (rewrite.Count() == 0) return absl::OkStatus();
-  return FromRocks(rk->db->Write(rocksdb::WriteOptions(), &rewrite), "rewrite overwritten keys");
+  return FromLedgerRocks(rk->db->Write(rocksdb::WriteOptions(), &rewrite),
+                         "rewrite overwritten keys");
 }
 
 absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool create) {
@@ -586,7 +603,7 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   }
   // Bound the WAL: column families written rarely would otherwise pin old WAL files forever
   // (and every open would replay them).
-  db_options.max_total_wal_size = 256ULL << 20;
+  db_options.max_total_wal_size = limits::kLedgerWalBytesMax;
   // Every flush writes all column families at the same point, in one MANIFEST record. A
   // secondary that finds a write-ahead log already deleted reads the table files alone; with
   // column families flushed one by one it could then see the entries of a commit without its
@@ -595,9 +612,10 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   db_options.atomic_flush = true;
   // Memory that does not grow with the ledger: the memtables of all column families share one
   // budget; index and filter blocks are charged to a fixed cache.
-  db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(128ULL << 20);
+  db_options.write_buffer_manager =
+      std::make_shared<rocksdb::WriteBufferManager>(limits::kLedgerMemtableBytesMax);
   rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.table_factory = BoundedTables(64ULL << 20);
+  cf_options.table_factory = BoundedTables(limits::kLedgerBlockCacheBytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {keys::kEntriesCf, cf_options},
@@ -622,7 +640,7 @@ absl::Status Ledger::Impl::OpenRocks(const std::string& at, bool read_only, bool
   } else {
     s = rocksdb::DB::Open(db_options, at, cfs, &fresh->handles, &raw);
   }
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ledger at ", at)));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, absl::StrCat("open ledger at ", at)));
   fresh->db.reset(raw);
   fresh->entries_cf = fresh->handles[1];
   fresh->dedup_cf = fresh->handles[2];
@@ -641,7 +659,7 @@ absl::Status Ledger::Impl::CatchUp(const std::string& at) {
   for (int attempt = 1;; ++attempt) {
     if (!rk->pinned_current || !rk->pinned_current->Moved()) {
       GPULEDGER_RETURN_IF_ERROR(
-          FromRocks(rk->db->TryCatchUpWithPrimary(), "catch up with the ledger's writer"));
+          FromLedgerRocks(rk->db->TryCatchUpWithPrimary(), "catch up with the ledger's writer"));
       // The writer may have started during the catch-up: the view may then mix two MANIFESTs.
       if (!rk->pinned_current || !rk->pinned_current->Moved()) return absl::OkStatus();
     }
@@ -711,11 +729,11 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
 
   std::string value = ToBytes(hash);
   value.append(bytes);
-  GPULEDGER_RETURN_IF_ERROR(
-      FromRocks(impl_->batch.Put(impl_->rk->entries_cf, keys::SeqKey(seq), value), "stage entry"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
+      impl_->batch.Put(impl_->rk->entries_cf, keys::SeqKey(seq), value), "stage entry"));
   if (has_identity && kind == AppendKind::kAppended) {
     DedupRecord record{seq, content_hash, entry.outcome()};
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
         impl_->batch.Put(impl_->rk->dedup_cf, dedup_key, EncodeDedup(record)), "stage dedup"));
     impl_->pending_dedup[dedup_key] = record;
   }
@@ -750,7 +768,7 @@ absl::Status Ledger::AdvanceOffset(const TopicPartition& tp, int64_t next_offset
   impl_->pending_offsets[tp] = next_offset;
   std::string v;
   keys::PutBe64(&v, static_cast<uint64_t>(next_offset));
-  return FromRocks(
+  return FromLedgerRocks(
       impl_->batch.Put(impl_->rk->offsets_cf, keys::OffsetKey(tp.topic, tp.partition), v),
       "stage offset");
 }
@@ -772,22 +790,22 @@ absl::Status Ledger::Commit() {
       return st;
     }
   }
-  absl::Status st =
-      FromRocks(impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
+  absl::Status st = FromLedgerRocks(
+      impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
   for (const auto& [key, progress] : impl_->pending_producers) {
     if (!st.ok()) break;
-    st = FromRocks(impl_->batch.Put(impl_->rk->producers_cf, key, progress.Encode()),
-                   "stage producer progress");
+    st = FromLedgerRocks(impl_->batch.Put(impl_->rk->producers_cf, key, progress.Encode()),
+                         "stage producer progress");
   }
   if (st.ok()) {
-    st =
-        FromRocks(impl_->batch.Put(keys::kCountersKey, impl_->pending_counters.SerializeAsString()),
-                  "stage counters");
+    st = FromLedgerRocks(
+        impl_->batch.Put(keys::kCountersKey, impl_->pending_counters.SerializeAsString()),
+        "stage counters");
   }
   if (st.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = impl_->options.sync_commits;
-    st = FromRocks(impl_->rk->db->Write(wo, &impl_->batch), "commit batch");
+    st = FromLedgerRocks(impl_->rk->db->Write(wo, &impl_->batch), "commit batch");
   }
   if (!st.ok()) {
     impl_->write_failed = true;
@@ -812,7 +830,7 @@ absl::Status Ledger::StageMeta(const std::string& name, const std::string& value
       name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("bad meta name '", name, "'"));
   }
-  return FromRocks(impl_->batch.Put(absl::StrCat("meta/x/", name), value), "stage meta");
+  return FromLedgerRocks(impl_->batch.Put(absl::StrCat("meta/x/", name), value), "stage meta");
 }
 
 absl::StatusOr<std::optional<std::string>> Ledger::GetMeta(const std::string& name) const {
@@ -820,7 +838,7 @@ absl::StatusOr<std::optional<std::string>> Ledger::GetMeta(const std::string& na
   std::string value;
   rocksdb::Status s = rocks->db->Get(rocksdb::ReadOptions(), absl::StrCat("meta/x/", name), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read meta"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read meta"));
   return std::optional<std::string>(std::move(value));
 }
 
@@ -846,7 +864,7 @@ absl::Status Ledger::SignHead() {
   rocksdb::Status s = impl_->rk->db->Get(rocksdb::ReadOptions(), impl_->rk->checkpoints_cf,
                                          keys::SeqKey(at.seq), &value);
   if (s.ok()) return absl::OkStatus();
-  if (!s.IsNotFound()) return FromRocks(s, "read checkpoint");
+  if (!s.IsNotFound()) return FromLedgerRocks(s, "read checkpoint");
   GPULEDGER_ASSIGN_OR_RETURN(StoredEntry last, impl_->FindEntry(at.seq));
   GPULEDGER_RETURN_IF_ERROR(impl_->StageCheckpointAt(at, last.entry.recorded_at_ms()));
   return Commit();
@@ -868,7 +886,7 @@ absl::Status Ledger::Refresh() {
   rocksdb::Status s = impl_->rk->db->Get(rocksdb::ReadOptions(), keys::kHeadKey, &head_value);
   Head head;
   if (!s.IsNotFound()) {
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read head"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read head"));
     if (head_value.size() != 40) return absl::DataLossError("head record is damaged");
     head.seq = keys::GetBe64(head_value);
     FromBytes(std::string_view(head_value).substr(8), &head.hash);
@@ -886,18 +904,18 @@ absl::Status Ledger::Refresh() {
                static_cast<int32_t>(keys::GetBe64(k.substr(nul + 1)))}] =
         static_cast<int64_t>(keys::GetBe64(v));
   }
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(oit->status(), "read offsets"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(oit->status(), "read offsets"));
   std::string counters_value;
   s = impl_->rk->db->Get(rocksdb::ReadOptions(), keys::kCountersKey, &counters_value);
   if (!s.IsNotFound()) {
-    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read counters"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read counters"));
     if (!f.counters.ParseFromString(counters_value)) {
       return absl::DataLossError("counters record is damaged");
     }
   }
   std::string pem;
   s = impl_->rk->db->Get(rocksdb::ReadOptions(), keys::kPublicKeyKey, &pem);
-  if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read public key"));
+  if (!s.IsNotFound()) GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read public key"));
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->head = head;
   impl_->offsets = std::move(f.offsets);
@@ -934,7 +952,7 @@ absl::StatusOr<StoredEntry> Ledger::Get(uint64_t seq) const {
     return absl::NotFoundError(
         absl::StrCat("no entry with seq ", seq, " (head is ", head().seq, ")"));
   }
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read entry"));
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read entry"));
   return DecodeEntry(key, value);
 }
 
@@ -950,7 +968,30 @@ absl::Status Ledger::Scan(
     GPULEDGER_ASSIGN_OR_RETURN(bool more, visit(e));
     if (!more) return absl::OkStatus();
   }
-  return FromRocks(it->status(), "scan entries");
+  return FromLedgerRocks(it->status(), "scan entries");
+}
+
+absl::Status Ledger::ScanRaw(
+    uint64_t from_seq,
+    const std::function<absl::StatusOr<bool>(uint64_t, std::string_view, const Digest&)>& visit)
+    const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  std::unique_ptr<rocksdb::Iterator> it(rocks->db->NewIterator(ro, rocks->entries_cf));
+  for (it->Seek(keys::SeqKey(from_seq)); it->Valid(); it->Next()) {
+    const std::string_view key = it->key().ToStringView();
+    const std::string_view value = it->value().ToStringView();
+    // As DecodeEntry, but the parse is the caller's.
+    if (key.size() != 8 || value.size() < 32) {
+      return absl::DataLossError("entry record is too short");
+    }
+    Digest hash{};
+    FromBytes(value.substr(0, 32), &hash);
+    GPULEDGER_ASSIGN_OR_RETURN(bool more, visit(keys::GetBe64(key), value.substr(32), hash));
+    if (!more) return absl::OkStatus();
+  }
+  return FromLedgerRocks(it->status(), "scan entries");
 }
 
 absl::Status Ledger::ScanDedup(
@@ -967,7 +1008,7 @@ absl::Status Ledger::ScanDedup(
     GPULEDGER_RETURN_IF_ERROR(
         visit(std::string(k.substr(0, nul)), std::string(k.substr(nul + 1)), r));
   }
-  return FromRocks(it->status(), "scan dedup index");
+  return FromLedgerRocks(it->status(), "scan dedup index");
 }
 
 absl::Status Ledger::ScanCheckpoints(
@@ -988,7 +1029,7 @@ absl::Status Ledger::ScanCheckpoints(
     }
     GPULEDGER_RETURN_IF_ERROR(visit(cp));
   }
-  return FromRocks(it->status(), "scan checkpoints");
+  return FromLedgerRocks(it->status(), "scan checkpoints");
 }
 
 absl::Status Ledger::ScanProducers(
@@ -1006,7 +1047,7 @@ absl::Status Ledger::ScanProducers(
     GPULEDGER_RETURN_IF_ERROR(
         visit(std::string(k.substr(0, nul)), std::string(k.substr(nul + 1)), p));
   }
-  return FromRocks(it->status(), "scan producers");
+  return FromLedgerRocks(it->status(), "scan producers");
 }
 
 v1::LedgerCounters Ledger::Counters() const {

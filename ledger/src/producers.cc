@@ -2,9 +2,13 @@
 
 #include <algorithm>
 
+#include "base/limits.h"
 #include "keys.h"
 
 namespace gpuledger::ledger {
+
+// Listed with every other memory bound in base/limits.h.
+static_assert(ProducerProgress::kMaxRanges == limits::kProducerRangesMax);
 
 void ProducerProgress::Add(uint64_t seq) {
   if (seq == 0 || seq <= contiguous_) return;

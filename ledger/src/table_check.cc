@@ -10,7 +10,6 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "rocks_status.h"
 
 namespace gpuledger::ledger {
 

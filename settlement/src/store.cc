@@ -8,10 +8,19 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/limits.h"
 #include "keys.h"
 #include "ledger/rocks_options.h"
+#include "ledger/rocks_status.h"
 
 namespace gpuledger::settlement {
+
+// The store's advice on ledger::FromRocks, the one conversion of every store.
+constexpr ledger::RocksAdvice kStoreAdvice{
+    .locked =
+        "in use by another gpuledger process (a running `gpuledger serve` owns it: read "
+        "the documents from its API, or stop it first)",
+    .no_space = "free space and run the command again (the store catches up from the ledger)"};
 
 struct Store::Impl {
   std::string path;
@@ -21,7 +30,7 @@ struct Store::Impl {
   absl::Status read_error;
 
   void NoteReadError(const rocksdb::Status& s) {
-    if (read_error.ok()) read_error = absl::DataLossError("settlement store read: " + s.ToString());
+    if (read_error.ok()) read_error = ledger::FromRocks(s, "settlement store read", kStoreAdvice);
   }
 };
 
@@ -40,7 +49,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   impl->options = options;
   rocksdb::Options ro;
   ro.create_if_missing = options.create_if_missing;
-  ro.max_total_wal_size = 64 << 20;
+  ro.max_total_wal_size = limits::kSettlementWalBytesMax;
   ro.info_log = ledger::RocksLogger("settlement store");
   // RocksDB logs a missing directory as an error before creating it; a new store is normal.
   if (options.create_if_missing && !options.read_only) {
@@ -51,19 +60,15 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(ro, path, &db)
                                         : rocksdb::DB::Open(ro, path, &db);
   if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-      return absl::UnavailableError(absl::StrCat(
-          "settlement store ", path,
-          " is in use by another gpuledger process (a running `gpuledger serve` owns it: read the "
-          "documents from its API, or stop it first): ",
-          s.ToString()));
-    }
     if (s.IsInvalidArgument() || s.IsPathNotFound()) {
       return absl::NotFoundError(
           absl::StrCat("no settlement store at ", path, " (", s.ToString(), ")"));
     }
-    return absl::UnavailableError(
-        absl::StrCat("cannot open settlement store ", path, ": ", s.ToString()));
+    return ledger::FromRocks(s,
+                             ledger::IsHeldLock(s)
+                                 ? absl::StrCat("settlement store ", path)
+                                 : absl::StrCat("cannot open settlement store ", path),
+                             kStoreAdvice);
   }
   impl->db.reset(db);
   return std::unique_ptr<Store>(new Store(std::move(impl)));
@@ -122,11 +127,7 @@ void Store::PutInt(std::string_view key, __int128 value) {
 
 absl::Status Store::Destroy(const std::string& path) {
   rocksdb::Status s = rocksdb::DestroyDB(path, rocksdb::Options());
-  if (!s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot delete settlement store ", path, ": ", s.ToString()));
-  }
-  return absl::OkStatus();
+  return ledger::FromRocks(s, absl::StrCat("cannot delete settlement store ", path), kStoreAdvice);
 }
 
 absl::Status Store::Commit() {
@@ -144,8 +145,7 @@ absl::Status Store::Commit() {
   wo.sync = impl_->options.sync;
   rocksdb::Status s = impl_->db->Write(wo, impl_->batch.GetWriteBatch());
   impl_->batch.Clear();
-  if (!s.ok()) return absl::UnavailableError("settlement store write: " + s.ToString());
-  return absl::OkStatus();
+  return ledger::FromRocks(s, "settlement store write", kStoreAdvice);
 }
 
 void Store::Rollback() {

@@ -200,6 +200,11 @@ class Ledger {
   // does that).
   absl::Status Scan(uint64_t from_seq,
                     const std::function<absl::StatusOr<bool>(const StoredEntry&)>& visit) const;
+  // As Scan, without parsing: each entry's seq, serialized LedgerEntry and stored hash, valid
+  // during the call only. For readers that parse elsewhere (Verify parses on other threads).
+  absl::Status ScanRaw(uint64_t from_seq,
+                       const std::function<absl::StatusOr<bool>(
+                           uint64_t seq, std::string_view bytes, const Digest& hash)>& visit) const;
 
   // Every dedup-index record, in key order: (source_id, event_id, record).
   absl::Status ScanDedup(

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <istream>
 #include <string>
+#include <string_view>
 
 #include "ledger/ledger.h"
 #include "ledger/signing.h"
@@ -18,6 +20,11 @@ struct VerifyOptions {
   // checkpoints cover to its end; a ledger or export whose checkpoints were deleted, or whose
   // tail was appended or rewritten after the last one, does not verify.
   bool allow_unsigned_tail = false;
+  // Called on the verifying thread as verification goes: the stage ("chain", then for a live
+  // ledger "dedup index"), how many entries of it are done, and how many there are (0: not known
+  // in advance). Every 16,384 entries and at a stage's end; how often to print is the caller's.
+  // Default: none.
+  std::function<void(std::string_view stage, uint64_t done, uint64_t total)> progress;
 };
 
 struct VerifyReport {

@@ -1,0 +1,95 @@
+// Every memory bound of gpuledger in one place, as TigerBeetle's constants.zig: each cache,
+// buffer and queue, named with its unit, with the reason for its number. A process's resident
+// memory is about the sum of the bounds of what it opens (docs/OPERATIONS.md, docs/BENCHMARKS.md
+// "Memory and scaling"); anything that grows without one of these is a bug.
+//
+// Bounds on the *fields* of outside input (ids, names, times, counts) are not memory bounds and
+// stay next to the code that checks them: ingest/include/ingest/limits.h (every field of a
+// usage or registry event) and api/include/api/limits.h (HTTP requests).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gpuledger::limits {
+
+inline constexpr size_t kMiB = size_t{1} << 20;
+inline constexpr size_t kKiB = size_t{1} << 10;
+
+// --- The ledger (ledger/src/ledger.cc) --------------------------------------------------------
+
+// Memtables of all the ledger's column families together (one RocksDB WriteBufferManager): a
+// group commit of several thousand entries is a few MB; 128 MiB lets a flush run beside writes
+// without a stall, and does not grow with the ledger.
+inline constexpr size_t kLedgerMemtableBytesMax = 128 * kMiB;
+
+// The ledger's block cache, where index and filter blocks are charged too (BoundedTables,
+// ledger/rocks_options.h): they would otherwise stay in memory outside any cache, hundreds of MB
+// for a 50M-entry ledger. Reads are mostly sequential (scans, replay), so a small cache serves.
+inline constexpr size_t kLedgerBlockCacheBytes = 64 * kMiB;
+
+// Write-ahead log kept before column families written rarely are flushed (disk, not memory):
+// they would otherwise pin old WAL files forever, and every open would replay them.
+inline constexpr size_t kLedgerWalBytesMax = 256 * kMiB;
+
+// Disjoint ranges of producer sequence numbers tracked above the contiguous prefix, per
+// producer (ledger/producers.h, about 16 bytes each): past it the tracker stops recording
+// out-of-order arrivals and says so. ProducerProgress::kMaxRanges, asserted equal in
+// ledger/src/producers.cc (its header is included everywhere; a change here is a rebuild).
+inline constexpr size_t kProducerRangesMax = 65'536;
+
+// --- The validator's state store (ingest/src/hold_store.cc) -----------------------------------
+
+// One memtable, and how many: fixed memory however large the store grows.
+inline constexpr size_t kHoldStoreMemtableBytes = 32 * kMiB;
+inline constexpr int kHoldStoreMemtables = 2;
+// Index, filter and data blocks; the bloom filter serves the point reads by holder.
+inline constexpr size_t kHoldStoreBlockCacheBytes = 64 * kMiB;
+// Write-ahead log before a flush is forced (disk).
+inline constexpr size_t kHoldStoreWalBytesMax = 64 * kMiB;
+
+// --- The settlement store (settlement/src/store.cc) -------------------------------------------
+
+// Write-ahead log before a flush is forced (disk).
+inline constexpr size_t kSettlementWalBytesMax = 64 * kMiB;
+// Not bounded here yet: its memtables are RocksDB's defaults (2 of 64 MiB) and its index and
+// filter blocks are not charged to a cache (issue 15: the settlement store is being reworked;
+// its options should take bounds from this file as the ledger's do).
+
+// --- Kafka (ingest) -----------------------------------------------------------------------------
+
+// librdkafka's prefetch per consumed partition, KiB (`queued.max.messages.kbytes`): its default,
+// 64 MiB, is most of ingest's memory once the consumer lags; ~130k messages is plenty to stay
+// busy. ingest/src/ingestor.cc still spells it as the string "16384" (that file is being
+// reworked under issue 15): keep the two equal.
+inline constexpr size_t kKafkaPrefetchKiBPerPartitionMax = 16'384;
+
+// Rejected-event notices waiting for delivery to gpuledger.rejected
+// (ingest/src/rejected_notifier.h); beyond it Send() waits, bounded, for room.
+inline constexpr int kRejectedQueueMessagesMax = 100'000;
+
+// --- serve (api/include/api/service.h) ----------------------------------------------------------
+
+// The cache of rendered documents: when an entry would exceed either bound the cache is emptied
+// first. A month's documents for every institution are a few MB. kMaxCachedDocuments and
+// kMaxCachedDocumentBytes in api/service.h, asserted equal in api/src/service.cc.
+inline constexpr size_t kServeDocumentCacheDocumentsMax = 1'000;
+inline constexpr size_t kServeDocumentCacheBytesMax = 64 * kMiB;
+
+// --- Verification (ledger/src/chain_pipeline.h) -----------------------------------------------
+
+// Entries handed to a hashing thread at a time. Large enough that the hand-over (a lock, a
+// wake-up) is rare next to the hashing (about a thousand entries of the usual 200-300 bytes);
+// small enough that the check starts soon after the reader.
+inline constexpr size_t kVerifyBatchBytesMax = 256 * kKiB;
+
+// Entries read ahead of the chain check, counting each entry's bytes and its record (their parsed
+// messages, in each batch's arena, add about as much again). The reader waits for the check
+// beyond it, so a verification's memory does not grow with the ledger.
+inline constexpr size_t kVerifyInFlightBytesMax = 8 * kMiB;
+
+// Threads that hash and parse entries beside the one that reads and checks them: one, so that
+// with the reader both cores of the reference machine are busy.
+inline constexpr int kVerifyHashThreads = 1;
+
+}  // namespace gpuledger::limits
