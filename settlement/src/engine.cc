@@ -10,6 +10,7 @@
 #include "base/assert.h"
 #include "base/money.h"
 #include "base/status.h"
+#include "counters.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "keys.h"
 #include "ledger/hash.h"
@@ -208,8 +209,13 @@ std::string DigestHex(const std::string& canonical_json) {
   return ledger::ToHex(ledger::Sha256(canonical_json));
 }
 
-Engine::Engine(Store* store, SettleOptions options) : store_(store), options_(options) {}
+Engine::Engine(Store* store, SettleOptions options)
+    : store_(store), options_(options), counters_(std::make_unique<Counters>(store)) {}
 Engine::~Engine() = default;
+
+std::string Engine::applied_hash() const {
+  return applied_through_ == 0 ? std::string() : ledger::ToHex(applied_hash_);
+}
 
 namespace {
 bool StoreNeedsRebuild(Store* store) {
@@ -245,10 +251,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(Store* store, const SettleO
   }
   if (auto applied = store->Get(keys::kAppliedKey)) {
     KeyReader r(*applied);
-    if (!r.U64(&engine->applied_through_)) {
-      return absl::DataLossError("settlement store: unreadable s/applied");
-    }
-    engine->applied_hash_ = std::string(r.rest());
+    const bool readable = r.U64(&engine->applied_through_) &&
+                          (r.Done() ? engine->applied_through_ == 0
+                                    : ledger::FromBytes(r.rest(), &engine->applied_hash_));
+    if (!readable) return absl::DataLossError("settlement store: unreadable s/applied");
   }
   absl::Status bad;
   store->Scan(keys::kRegistry, [&](std::string_view key, std::string_view value) {
@@ -291,7 +297,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(Store* store, const SettleO
 }
 
 absl::Status Engine::Commit() {
-  store_->Put(keys::kAppliedKey, absl::StrCat(keys::EncodeU64(applied_through_), applied_hash_));
+  counters_->Flush();
+  std::string applied = keys::EncodeU64(applied_through_);
+  if (applied_through_ > 0) applied.append(ledger::ToBytes(applied_hash_));
+  store_->Put(keys::kAppliedKey, applied);
   return store_->Commit();
 }
 absl::Status Engine::Apply(const ledger::StoredEntry& e) {
@@ -312,7 +321,7 @@ absl::Status Engine::Apply(const ledger::StoredEntry& e) {
     }
   }
   applied_through_ = e.seq;
-  applied_hash_ = ledger::ToHex(e.hash);
+  applied_hash_ = e.hash;
   return absl::OkStatus();
 }
 
@@ -343,7 +352,7 @@ absl::Status Engine::ApplyRegistry(uint64_t seq, const std::string& bytes) {
 void Engine::AddLine(const std::string& period, const std::string& line_key, __int128 gpu_ms) {
   if (gpu_ms == 0) return;
   const std::string key = LineKey(keys::kLine, period, line_key);
-  store_->PutInt(key, store_->GetInt(key) + gpu_ms);
+  counters_->Add(key, gpu_ms);
   if (IsClosed(period)) store_->Put(LineKey(keys::kTouchedLine, period, line_key), "");
 }
 
@@ -358,12 +367,13 @@ void Engine::AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, 
                                 .Str(csp)
                                 .U32(static_cast<uint32_t>(day + 1))
                                 .Take();
-    store_->PutInt(key, store_->GetInt(key) + GpuMsOf(gpus, t, day_end));
+    counters_->Add(key, GpuMsOf(gpus, t, day_end));
     t = day_end;
   }
 }
 
 std::vector<int64_t> Engine::DailyUsage(Period period, const std::string& csp_id) {
+  counters_->Flush();
   constexpr int64_t kDay = 24 * base::kMsPerHour;
   std::vector<int64_t> out((period.EndMs() - period.StartMs()) / kDay, 0);
   const std::string prefix = KeyBuilder(keys::kDaily).Str(period.ToString()).Str(csp_id).Take();
@@ -397,6 +407,24 @@ void Engine::AddUnpriced(const std::string& period, uint64_t seq, const std::str
   if (rec != nullptr) rec->add_unpriced_keys(key);
 }
 
+int64_t Engine::TakeCap(const v1::Allocation& alloc, const v1::UsageInterval& u,
+                        v1::StoredInterval* rec) {
+  const int64_t gpus = u.gpu_count();
+  if (alloc.gpu_ms_cap() <= 0 || gpus <= 0 || u.end_ms() <= u.start_ms()) return u.end_ms();
+  // In 128 bits: 2^32 GPUs over the int64 time line never overflow.
+  const std::string cap_key = KeyBuilder(keys::kCapUsed).Str(alloc.allocation_id()).Take();
+  const __int128 used = counters_->Get(cap_key);
+  const __int128 duration = static_cast<__int128>(u.end_ms()) - u.start_ms();
+  const __int128 whole = gpus * duration;
+  const __int128 remaining = std::max<__int128>(0, alloc.gpu_ms_cap() - used);
+  // The cap is crossed at the last whole millisecond that still fits under it.
+  const __int128 within_ms = whole <= remaining ? duration : remaining / gpus;
+  // At most the remaining cap: fits the cap's int64.
+  rec->set_cap_gpu_ms(static_cast<int64_t>(gpus * within_ms));
+  counters_->Add(cap_key, gpus * within_ms);
+  return static_cast<int64_t>(u.start_ms() + within_ms);
+}
+
 void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::string& event_id,
                          const v1::UsageInterval& u) {
   v1::StoredInterval rec;
@@ -421,21 +449,7 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
   }
   const int64_t gpus = u.gpu_count();
   // The instant from which this interval is beyond its allocation's cap (end: never).
-  int64_t cap_from = u.end_ms();
-  if (alloc->gpu_ms_cap() > 0 && gpus > 0 && u.end_ms() > u.start_ms()) {
-    // In 128 bits: 2^32 GPUs over the int64 time line never overflow.
-    const std::string cap_key = KeyBuilder(keys::kCapUsed).Str(alloc->allocation_id()).Take();
-    const __int128 used = store_->GetInt(cap_key);
-    const __int128 duration = static_cast<__int128>(u.end_ms()) - u.start_ms();
-    const __int128 whole = gpus * duration;
-    const __int128 remaining = std::max<__int128>(0, alloc->gpu_ms_cap() - used);
-    // The cap is crossed at the last whole millisecond that still fits under it.
-    const __int128 within_ms = whole <= remaining ? duration : remaining / gpus;
-    cap_from = static_cast<int64_t>(u.start_ms() + within_ms);
-    // At most the remaining cap: fits the cap's int64.
-    rec.set_cap_gpu_ms(static_cast<int64_t>(gpus * within_ms));
-    store_->PutInt(cap_key, used + gpus * within_ms);
-  }
+  const int64_t cap_from = TakeCap(*alloc, u, &rec);
   base::ForEachPeriodWithin(u.start_ms(), u.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
     const std::string period = p.ToString();
     std::vector<int64_t> cuts = registry_.PriceChangesWithin(*alloc, u.gpu_model(), lo, hi);
@@ -504,7 +518,7 @@ void Engine::RemoveInterval(const v1::StoredInterval& rec) {
   const std::string& allocation_id = rec.interval().allocation_id();
   if (rec.cap_gpu_ms() != 0) {
     const std::string cap_key = KeyBuilder(keys::kCapUsed).Str(allocation_id).Take();
-    store_->PutInt(cap_key, store_->GetInt(cap_key) - rec.cap_gpu_ms());
+    counters_->Add(cap_key, -static_cast<__int128>(rec.cap_gpu_ms()));
   }
   store_->Delete(KeyBuilder(keys::kInterval).Str(rec.source_id()).Str(rec.event_id()).key());
   store_->Delete(KeyBuilder(keys::kAllocationIndex)
@@ -604,85 +618,96 @@ absl::Status Engine::ApplyUsage(uint64_t seq, const std::string& source_id,
     case v1::UsageEvent::kUsage:
       AddInterval(seq, source_id, event.event_id(), event.usage());
       break;
-    case v1::UsageEvent::kCorrection: {
-      const auto& c = event.correction();
-      auto bytes =
-          store_->Get(KeyBuilder(keys::kInterval).Str(source_id).Str(c.target_event_id()).key());
-      v1::StoredInterval target;
-      if (!bytes || !target.ParseFromString(*bytes)) {
-        const int64_t at = c.has_replacement() ? c.replacement().start_ms() : event.emitted_at_ms();
-        AddUnpriced(base::PeriodOf(at).ToString(), seq, source_id, event.event_id(),
-                    absl::StrCat("correction of unknown usage event '", c.target_event_id(), "'"),
-                    nullptr);
-        break;
-      }
-      // The correction takes the target's place (and may itself be corrected later).
-      RemoveInterval(target);
-      if (c.has_replacement()) AddInterval(seq, source_id, event.event_id(), c.replacement());
+    case v1::UsageEvent::kCorrection:
+      ApplyCorrection(seq, source_id, event);
       break;
-    }
-    case v1::UsageEvent::kOwnUse: {
-      const auto& o = event.own_use();
-      NoteOutside(seq, source_id, event.event_id(), "own use", o.start_ms(), o.end_ms());
-      base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
-        const std::string rest = PoolRest(p.ToString(), source_id, o.program(), o.gpu_model());
-        const std::string key = absl::StrCat(keys::kOwnUse, rest);
-        store_->PutInt(key, store_->GetInt(key) + GpuMsOf(o.gpu_count(), lo, hi));
-        // Own use of a closed period: an adjustment on the first open period's statement.
-        if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOwnUse, rest), "");
-      });
+    case v1::UsageEvent::kOwnUse:
+      ApplyOwnUse(seq, source_id, event);
       break;
-    }
-    case v1::UsageEvent::kOutage: {
-      const auto& o = event.outage();
-      v1::Program program = o.program();
-      v1::GpuModel model = o.gpu_model();
-      const v1::Allocation* alloc =
-          o.allocation_id().empty() ? nullptr : registry_.FindAllocation(o.allocation_id());
-      if (alloc != nullptr) {
-        program = alloc->program();
-        model = alloc->gpu_model();
-      }
-      const std::string scope = o.allocation_id().empty() ? "pool" : "allocation";
-      NoteOutside(seq, source_id, event.event_id(), "an outage", o.start_ms(), o.end_ms());
-      base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
-        const std::string rest =
-            OutageRest(p.ToString(), source_id, program, model, scope, o.cause());
-        const std::string key = absl::StrCat(keys::kOutage, rest);
-        store_->PutInt(key, store_->GetInt(key) + GpuMsOf(o.gpu_count(), lo, hi));
-        if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOutage, rest), "");
-      });
-      if (alloc != nullptr) {
-        v1::StoredOutage stored;
-        stored.set_seq(seq);
-        stored.set_start_ms(o.start_ms());
-        stored.set_end_ms(o.end_ms());
-        stored.set_gpu_count(o.gpu_count());
-        store_->Put(KeyBuilder(keys::kOutageRecord).Str(alloc->allocation_id()).U64(seq).key(),
-                    stored.SerializeAsString());
-        allocations_with_outages_.insert(alloc->allocation_id());
-        for (const std::string& key : IntervalKeysOf(store_, alloc->allocation_id())) {
-          auto bytes = store_->Get(key);
-          v1::StoredInterval rec;
-          if (!bytes || !rec.ParseFromString(*bytes)) continue;
-          if (rec.interval().end_ms() <= o.start_ms() || rec.interval().start_ms() >= o.end_ms()) {
-            continue;
-          }
-          Recredit(&rec);
-          store_->Put(key, rec.SerializeAsString());
-        }
-      }
+    case v1::UsageEvent::kOutage:
+      ApplyOutage(seq, source_id, event);
       break;
-    }
     default:
       break;
   }
   return absl::OkStatus();
 }
 
+// A correction takes its target's place (and may itself be corrected later).
+void Engine::ApplyCorrection(uint64_t seq, const std::string& source_id,
+                             const v1::UsageEvent& event) {
+  const auto& c = event.correction();
+  auto bytes =
+      store_->Get(KeyBuilder(keys::kInterval).Str(source_id).Str(c.target_event_id()).key());
+  v1::StoredInterval target;
+  if (!bytes || !target.ParseFromString(*bytes)) {
+    const int64_t at = c.has_replacement() ? c.replacement().start_ms() : event.emitted_at_ms();
+    AddUnpriced(base::PeriodOf(at).ToString(), seq, source_id, event.event_id(),
+                absl::StrCat("correction of unknown usage event '", c.target_event_id(), "'"),
+                nullptr);
+    return;
+  }
+  RemoveInterval(target);
+  if (c.has_replacement()) AddInterval(seq, source_id, event.event_id(), c.replacement());
+}
+
+void Engine::ApplyOwnUse(uint64_t seq, const std::string& source_id, const v1::UsageEvent& event) {
+  const auto& o = event.own_use();
+  NoteOutside(seq, source_id, event.event_id(), "own use", o.start_ms(), o.end_ms());
+  base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
+    const std::string rest = PoolRest(p.ToString(), source_id, o.program(), o.gpu_model());
+    const std::string key = absl::StrCat(keys::kOwnUse, rest);
+    counters_->Add(key, GpuMsOf(o.gpu_count(), lo, hi));
+    // Own use of a closed period: an adjustment on the first open period's statement.
+    if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOwnUse, rest), "");
+  });
+}
+
+// An outage counts on its pool's statement; one declared for an allocation also credits the
+// usage it overlaps, recorded before or after it.
+void Engine::ApplyOutage(uint64_t seq, const std::string& source_id, const v1::UsageEvent& event) {
+  const auto& o = event.outage();
+  v1::Program program = o.program();
+  v1::GpuModel model = o.gpu_model();
+  const v1::Allocation* alloc =
+      o.allocation_id().empty() ? nullptr : registry_.FindAllocation(o.allocation_id());
+  if (alloc != nullptr) {
+    program = alloc->program();
+    model = alloc->gpu_model();
+  }
+  const std::string scope = o.allocation_id().empty() ? "pool" : "allocation";
+  NoteOutside(seq, source_id, event.event_id(), "an outage", o.start_ms(), o.end_ms());
+  base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
+    const std::string rest = OutageRest(p.ToString(), source_id, program, model, scope, o.cause());
+    const std::string key = absl::StrCat(keys::kOutage, rest);
+    counters_->Add(key, GpuMsOf(o.gpu_count(), lo, hi));
+    if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOutage, rest), "");
+  });
+  if (alloc == nullptr) return;
+  v1::StoredOutage stored;
+  stored.set_seq(seq);
+  stored.set_start_ms(o.start_ms());
+  stored.set_end_ms(o.end_ms());
+  stored.set_gpu_count(o.gpu_count());
+  store_->Put(KeyBuilder(keys::kOutageRecord).Str(alloc->allocation_id()).U64(seq).key(),
+              stored.SerializeAsString());
+  allocations_with_outages_.insert(alloc->allocation_id());
+  for (const std::string& key : IntervalKeysOf(store_, alloc->allocation_id())) {
+    auto bytes = store_->Get(key);
+    v1::StoredInterval rec;
+    if (!bytes || !rec.ParseFromString(*bytes)) continue;
+    if (rec.interval().end_ms() <= o.start_ms() || rec.interval().start_ms() >= o.end_ms()) {
+      continue;
+    }
+    Recredit(&rec);
+    store_->Put(key, rec.SerializeAsString());
+  }
+}
+
 absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
   GPULEDGER_ASSIGN_OR_RETURN(Period period, base::ParsePeriod(event.period_close().period()));
   const std::string p = period.ToString();
+  counters_->Flush();  // the documents read the counters from the store
   // Documents that cannot be computed are frozen as errors (docs.errors); the others close.
   GPULEDGER_ASSIGN_OR_RETURN(v1::PeriodDocuments docs, Draft(period, DocumentFilter{}));
   docs.set_closed(true);
@@ -872,6 +897,7 @@ absl::Status OneDocumentError(const DocumentFilter& filter, const v1::PeriodDocu
 }  // namespace
 
 absl::StatusOr<v1::PeriodDocuments> Engine::Documents(Period period, const DocumentFilter& filter) {
+  counters_->Flush();
   const std::string p = period.ToString();
   v1::PeriodDocuments docs;
   if (IsClosed(p)) {
@@ -1540,6 +1566,25 @@ std::vector<CloseRecord> Engine::Closes() {
   return out;
 }
 
+absl::StatusOr<uint64_t> CatchUp(const EntrySource& source, uint64_t target, Engine* engine,
+                                 const CatchUpOptions& options) {
+  const uint64_t batch = std::max<uint64_t>(1, options.batch);
+  uint64_t applied = 0;
+  GPULEDGER_RETURN_IF_ERROR(source(engine->applied_through() + 1,
+                                   [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+                                     if (target != 0 && e.seq > target) return false;
+                                     GPULEDGER_RETURN_IF_ERROR(engine->Apply(e));
+                                     if (++applied % batch == 0) {
+                                       GPULEDGER_RETURN_IF_ERROR(engine->Commit());
+                                       if (options.progress) options.progress(e.seq, target);
+                                     }
+                                     return true;
+                                   }));
+  GPULEDGER_RETURN_IF_ERROR(engine->Commit());
+  if (options.progress) options.progress(engine->applied_through(), target);
+  return applied;
+}
+
 absl::StatusOr<uint64_t> CatchUp(const ledger::Ledger& ledger, Engine* engine,
                                  const CatchUpOptions& options) {
   const uint64_t head = ledger.head().seq;
@@ -1560,22 +1605,9 @@ absl::StatusOr<uint64_t> CatchUp(const ledger::Ledger& ledger, Engine* engine,
     }
   }
   if (from >= target) return uint64_t{0};
-  uint64_t applied = 0;
-  absl::Status st =
-      ledger.Scan(from + 1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
-        if (e.seq > target) return false;
-        GPULEDGER_RETURN_IF_ERROR(engine->Apply(e));
-        ++applied;
-        if (applied % options.batch == 0) {
-          GPULEDGER_RETURN_IF_ERROR(engine->Commit());
-          if (options.progress) options.progress(e.seq, target);
-        }
-        return true;
-      });
-  GPULEDGER_RETURN_IF_ERROR(st);
-  GPULEDGER_RETURN_IF_ERROR(engine->Commit());
-  if (options.progress) options.progress(engine->applied_through(), target);
-  return applied;
+  return CatchUp(
+      [&](uint64_t from_seq, const EntryVisitor& visit) { return ledger.Scan(from_seq, visit); },
+      target, engine, options);
 }
 
 absl::StatusOr<Settlement> OpenSettlement(const std::string& store_path,

@@ -17,7 +17,8 @@
 //
 //   s/format                                   → kFormatValue
 //   s/options                                  → "vat_bp=<n>"
-//   s/applied                                  → u64 seq, then the chain hash (hex)
+//   s/applied                                  → u64 seq, then the chain hash (32 bytes; none
+//                                                if seq is 0)
 //   r/ u64 seq                                 → RegistryEvent bytes, as in the ledger
 //   c/ period                                  → u64 seq of the close
 //   f/ period                                  → PeriodDocuments (frozen at close)
@@ -46,8 +47,9 @@
 namespace gpuledger::settlement::keys {
 
 inline constexpr char kFormatKey[] = "s/format";
-// 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: this file.
-inline constexpr char kFormatValue[] = "gpuledger-settlement/2";
+// 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: typed keys, 128-bit
+// counters, s/applied with the hash in hex. 3: this file (s/applied with the raw hash).
+inline constexpr char kFormatValue[] = "gpuledger-settlement/3";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
 
