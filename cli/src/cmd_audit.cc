@@ -218,32 +218,36 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
       return;
     }
     const auto start = std::chrono::steady_clock::now();
-    uint64_t applied = 0;
-    auto apply = [&](const ledger::StoredEntry& e) -> absl::Status {
-      GPULEDGER_RETURN_IF_ERROR((*engine)->Apply(e));
-      if (++applied % 50'000 == 0) {
-        GPULEDGER_RETURN_IF_ERROR((*engine)->Commit());
-        spdlog::info("replayed {} entries", applied);
-      }
-      return absl::OkStatus();
+    settlement::CatchUpOptions catch_up;
+    catch_up.batch = 50'000;
+    uint64_t logged = 0;
+    catch_up.progress = [&](uint64_t applied, uint64_t) {
+      if (applied % catch_up.batch != 0 || applied == logged) return;  // not the end of the run
+      logged = applied;
+      spdlog::info("replayed {} entries", applied);
     };
-    absl::Status st;
+    absl::StatusOr<uint64_t> replayed_count;
     if (ledger) {
-      const uint64_t head = report->head.seq;
-      st = ledger->Scan(1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
-        if (e.seq > head) return false;
-        GPULEDGER_RETURN_IF_ERROR(apply(e));
-        return true;
-      });
+      catch_up.until_seq = report->head.seq;
+      replayed_count = settlement::CatchUp(*ledger, engine->get(), catch_up);
     } else {
       std::ifstream in(args->export_file, std::ios::binary);
-      st = ledger::ReadExport(in, apply);
+      replayed_count = settlement::CatchUp(
+          [&](uint64_t from_seq, const settlement::EntryVisitor& visit) -> absl::Status {
+            bool more = true;
+            return ledger::ReadExport(in, [&](const ledger::StoredEntry& e) -> absl::Status {
+              if (!more || e.seq < from_seq) return absl::OkStatus();
+              GPULEDGER_ASSIGN_OR_RETURN(more, visit(e));
+              return absl::OkStatus();
+            });
+          },
+          0, engine->get(), catch_up);
     }
-    if (st.ok()) st = (*engine)->Commit();
-    if (!st.ok()) {
-      *exit_code = Report(st);
+    if (!replayed_count.ok()) {
+      *exit_code = Report(replayed_count.status());
       return;
     }
+    const uint64_t applied = *replayed_count;
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     spdlog::info("replayed {} entries in {:.2f} s", applied, secs);

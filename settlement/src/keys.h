@@ -17,7 +17,8 @@
 //
 //   s/format                                   → kFormatValue
 //   s/options                                  → "vat_bp=<n>"
-//   s/applied                                  → u64 seq, then the chain hash (hex)
+//   s/applied                                  → u64 seq, then the chain hash (32 bytes; none
+//                                                if seq is 0)
 //   r/ u64 seq                                 → RegistryEvent bytes, as in the ledger
 //   c/ period                                  → u64 seq of the close
 //   f/ period                                  → PeriodDocuments (frozen at close)
@@ -46,8 +47,9 @@
 namespace gpuledger::settlement::keys {
 
 inline constexpr char kFormatKey[] = "s/format";
-// 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: this file.
-inline constexpr char kFormatValue[] = "gpuledger-settlement/2";
+// 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: typed keys, 128-bit
+// counters, s/applied with the hash in hex. 3: this file (s/applied with the raw hash).
+inline constexpr char kFormatValue[] = "gpuledger-settlement/3";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
 
@@ -159,6 +161,90 @@ class KeyReader {
   }
   std::string_view in_;
 };
+
+// ---- Lines and pools: the fields after the period in l/, t/, b/ keys (a line) and in
+// w/, tw/, bw/, d/, td/, bd/ keys (a pool, and for outages its scope and cause) ----
+
+// A line's identity within a period, encoded so that byte order is the order of lines
+// on an invoice: institution, allocation, model, rate, co-pay rate, institution type, kind.
+struct LineId {
+  std::string institution_id;
+  std::string allocation_id;
+  int model = 0;
+  int64_t rate = 0;
+  int64_t copay_bp = 0;
+  int type = 0;
+  int kind = 0;
+};
+
+inline std::string EncodeLine(const LineId& l) {
+  return KeyBuilder()
+      .Str(l.institution_id)
+      .Str(l.allocation_id)
+      .U32(static_cast<uint32_t>(l.model))
+      .I64(l.rate)
+      .I64(l.copay_bp)
+      .U32(static_cast<uint32_t>(l.type))
+      .U32(static_cast<uint32_t>(l.kind))
+      .Take();
+}
+
+inline bool DecodeLine(KeyReader* r, LineId* out) {
+  uint32_t model = 0, type = 0, kind = 0;
+  if (!r->Str(&out->institution_id) || !r->Str(&out->allocation_id) || !r->U32(&model) ||
+      !r->I64(&out->rate) || !r->I64(&out->copay_bp) || !r->U32(&type) || !r->U32(&kind)) {
+    return false;
+  }
+  out->model = static_cast<int>(model);
+  out->type = static_cast<int>(type);
+  out->kind = static_cast<int>(kind);
+  return true;
+}
+
+inline bool DecodeLine(std::string_view encoded, LineId* out) {
+  KeyReader r(encoded);
+  return DecodeLine(&r, out) && r.Done();
+}
+
+// `prefix` period line.
+inline std::string LineKey(std::string_view prefix, std::string_view period,
+                           std::string_view line) {
+  return KeyBuilder(prefix).Str(period).Raw(line).Take();
+}
+
+// A pool of a period (own use, outages): period csp program model.
+inline std::string PoolRest(std::string_view period, std::string_view csp, int program, int model) {
+  return KeyBuilder()
+      .Str(period)
+      .Str(csp)
+      .U32(static_cast<uint32_t>(program))
+      .U32(static_cast<uint32_t>(model))
+      .Take();
+}
+
+inline std::string OutageRest(std::string_view period, std::string_view csp, int program, int model,
+                              std::string_view scope, std::string_view cause) {
+  return KeyBuilder().Raw(PoolRest(period, csp, program, model)).Str(scope).Str(cause).Take();
+}
+
+struct PoolFields {
+  std::string period;
+  std::string csp;
+  int program = 0;
+  int model = 0;
+  std::string scope;  // outages only
+  std::string cause;  // outages only
+};
+
+inline bool DecodePool(std::string_view rest, bool outage, PoolFields* out) {
+  KeyReader r(rest);
+  uint32_t prog = 0, model = 0;
+  if (!r.Str(&out->period) || !r.Str(&out->csp) || !r.U32(&prog) || !r.U32(&model)) return false;
+  out->program = static_cast<int>(prog);
+  out->model = static_cast<int>(model);
+  if (outage && (!r.Str(&out->scope) || !r.Str(&out->cause))) return false;
+  return r.Done();
+}
 
 // ---- Values ----
 

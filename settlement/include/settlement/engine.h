@@ -30,6 +30,8 @@
 
 namespace gpuledger::settlement {
 
+class Counters;  // src/counters.h
+
 struct SettleOptions {
   // VAT on the co-pay total, basis points. Default: 1,000 (10%). Fixed for a store: it is
   // recorded when the store is created, and a store with another value refuses to open.
@@ -61,9 +63,9 @@ class Engine {
   static absl::StatusOr<std::unique_ptr<Engine>> Open(Store* store, const SettleOptions& options);
   ~Engine();
 
-  // The last ledger entry applied (0: none), and its chain hash.
+  // The last ledger entry applied (0: none), and its chain hash (hex; empty if none).
   uint64_t applied_through() const { return applied_through_; }
-  const std::string& applied_hash() const { return applied_hash_; }
+  std::string applied_hash() const;
 
   // Applies ledger entry `e`, which must be entry applied_through() + 1. Staged in the store
   // until Commit().
@@ -93,8 +95,18 @@ class Engine {
   absl::Status ApplyRegistry(uint64_t seq, const std::string& bytes);
   absl::Status ApplyUsage(uint64_t seq, const std::string& source_id,
                           const gpuledger::v1::UsageEvent& event);
+  void ApplyCorrection(uint64_t seq, const std::string& source_id,
+                       const gpuledger::v1::UsageEvent& event);
+  void ApplyOwnUse(uint64_t seq, const std::string& source_id,
+                   const gpuledger::v1::UsageEvent& event);
+  void ApplyOutage(uint64_t seq, const std::string& source_id,
+                   const gpuledger::v1::UsageEvent& event);
   void AddInterval(uint64_t seq, const std::string& source_id, const std::string& event_id,
                    const gpuledger::v1::UsageInterval& interval);
+  // Takes what fits of `interval` from its allocation's GPU-hour cap (recorded in `rec`); returns
+  // the instant from which the interval is beyond the cap (its end: never).
+  int64_t TakeCap(const gpuledger::v1::Allocation& allocation,
+                  const gpuledger::v1::UsageInterval& interval, gpuledger::v1::StoredInterval* rec);
   void RemoveInterval(const gpuledger::v1::StoredInterval& rec);
   void Recredit(gpuledger::v1::StoredInterval* rec);
   void Truncate(const std::string& allocation_id, int64_t end_ms);
@@ -122,20 +134,38 @@ class Engine {
   SettleOptions options_;
   ledger::Registry registry_;
   uint64_t applied_through_ = 0;
-  std::string applied_hash_;
+  ledger::Digest applied_hash_{};
   std::set<std::string> closed_;
   // Allocations with a declared outage (most have none: their intervals need no credit scan).
   std::set<std::string> allocations_with_outages_;
+  // GPU-ms counters summed in memory, written to the store once per batch (at Commit).
+  std::unique_ptr<Counters> counters_;
 };
 
-// Applies the ledger's entries after engine->applied_through() up to `until_seq` (0: the head
-// at the call), committing every `batch` entries. Fails if the store was built from another
-// ledger (its last applied entry's hash differs).
+// How the ledger's entries reach the engine. Settle, serve and audit replay all catch up through
+// CatchUp below: apply in ledger order, commit every `batch` entries (each commit atomic with the
+// store's position), report progress after each commit and at the end.
 struct CatchUpOptions {
+  // Last entry to apply (0: the head at the call, or the end of the source).
   uint64_t until_seq = 0;
+  // Entries per commit. Default: 20,000. Counters are summed in memory between commits, so a
+  // larger batch writes less; serve uses a smaller one to hold its engine lock briefly.
   uint64_t batch = 20'000;
+  // Called after each commit and once at the end with the last applied entry and the target
+  // (0 if the source's end is not known in advance, as with an export stream).
   std::function<void(uint64_t applied, uint64_t target)> progress;
 };
+
+// Visits entries in seq order from `from_seq`; stops when `visit` returns false.
+using EntryVisitor = std::function<absl::StatusOr<bool>(const ledger::StoredEntry&)>;
+using EntrySource = std::function<absl::Status(uint64_t from_seq, const EntryVisitor& visit)>;
+
+// Applies the entries of `source` after engine->applied_through(), up to `target` (0: to the
+// source's end), committing every options.batch entries. Returns how many it applied.
+absl::StatusOr<uint64_t> CatchUp(const EntrySource& source, uint64_t target, Engine* engine,
+                                 const CatchUpOptions& options = {});
+// The same from a ledger, up to options.until_seq (0: the head at the call). Fails if the store
+// was built from another ledger (its last applied entry's hash differs).
 absl::StatusOr<uint64_t> CatchUp(const ledger::Ledger& ledger, Engine* engine,
                                  const CatchUpOptions& options = {});
 

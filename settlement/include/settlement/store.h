@@ -1,7 +1,7 @@
 // The settlement store: a RocksDB database of derived state (live drafts, what each usage event
 // contributed, frozen documents of closed periods). It is rebuilt from the ledger at any time;
-// the ledger stays the system of record. Writes are staged in a batch that reads see at once
-// (RocksDB's WriteBatchWithIndex) and become durable together at Commit().
+// the ledger stays the system of record. Writes are staged in memory, in key order, where reads
+// see them at once, and become durable together at Commit() (one RocksDB WriteBatch).
 #pragma once
 
 #include <cstdint>

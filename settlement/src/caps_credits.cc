@@ -1,0 +1,153 @@
+// Caps and credits: what an interval takes from its allocation's GPU-hour cap, the outage
+// credits of the usage an outage overlaps, and usage taken back when an allocation is revoked
+// or shortened.
+
+#include <algorithm>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "counters.h"
+#include "engine_internal.h"
+#include "settlement/engine.h"
+
+namespace gpuledger::settlement {
+
+using namespace internal;  // NOLINT: the engine's own helpers
+
+int64_t Engine::TakeCap(const v1::Allocation& alloc, const v1::UsageInterval& u,
+                        v1::StoredInterval* rec) {
+  const int64_t gpus = u.gpu_count();
+  if (alloc.gpu_ms_cap() <= 0 || gpus <= 0 || u.end_ms() <= u.start_ms()) return u.end_ms();
+  // In 128 bits: 2^32 GPUs over the int64 time line never overflow.
+  const std::string cap_key = KeyBuilder(keys::kCapUsed).Str(alloc.allocation_id()).Take();
+  const __int128 used = counters_->Get(cap_key);
+  const __int128 duration = static_cast<__int128>(u.end_ms()) - u.start_ms();
+  const __int128 whole = gpus * duration;
+  const __int128 remaining = std::max<__int128>(0, alloc.gpu_ms_cap() - used);
+  // The cap is crossed at the last whole millisecond that still fits under it.
+  const __int128 within_ms = whole <= remaining ? duration : remaining / gpus;
+  // At most the remaining cap: fits the cap's int64.
+  rec->set_cap_gpu_ms(static_cast<int64_t>(gpus * within_ms));
+  counters_->Add(cap_key, gpus * within_ms);
+  return static_cast<int64_t>(u.start_ms() + within_ms);
+}
+
+// Recomputes the outage credits of an interval from its slices and every outage declared for
+// its allocation so far: a slice's GPUs are credited up to the GPUs declared out at each instant.
+void Engine::Recredit(v1::StoredInterval* rec) {
+  for (const auto& c : rec->credits()) AddLine(c.period(), c.line_key(), -PartGpuMs(c));
+  rec->clear_credits();
+  if (!allocations_with_outages_.contains(rec->interval().allocation_id())) return;
+  std::vector<v1::StoredOutage> outages;
+  store_->Scan(KeyBuilder(keys::kOutageRecord).Str(rec->interval().allocation_id()).key(),
+               [&](std::string_view, std::string_view value) {
+                 v1::StoredOutage o;
+                 if (o.ParseFromString(std::string(value))) outages.push_back(o);
+                 return true;
+               });
+  if (outages.empty()) return;
+  const int64_t gpus = rec->interval().gpu_count();
+  std::map<std::pair<std::string, std::string>, __int128> credits;
+  for (const auto& s : rec->slices()) {
+    std::vector<int64_t> cuts{s.start_ms(), s.end_ms()};
+    for (const auto& o : outages) {
+      for (int64_t t : {o.start_ms(), o.end_ms()}) {
+        if (t > s.start_ms() && t < s.end_ms()) cuts.push_back(t);
+      }
+    }
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+      int64_t out = 0;  // at most 2^32 outages of 2^32 GPUs each: fits
+      for (const auto& o : outages) {
+        if (o.start_ms() <= cuts[i] && cuts[i] < o.end_ms()) out += o.gpu_count();
+      }
+      const int64_t credited = std::min(gpus, out);
+      if (credited > 0) {
+        credits[{s.period(), CreditKeyOf(s.line_key())}] -= GpuMsOf(credited, cuts[i], cuts[i + 1]);
+      }
+    }
+  }
+  for (const auto& [where, gpu_ms] : credits) {
+    v1::StoredPart* part = rec->add_credits();
+    part->set_period(where.first);
+    part->set_line_key(where.second);
+    part->set_gpu_ms_i128(keys::EncodeI128(gpu_ms));
+    AddLine(where.first, where.second, gpu_ms);
+  }
+}
+
+// Usage of an allocation after its (amended) end stops counting.
+void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
+  for (const std::string& key : IntervalKeysOf(store_, allocation_id)) {
+    auto bytes = store_->Get(key);
+    v1::StoredInterval rec;
+    if (!bytes || !rec.ParseFromString(*bytes)) continue;
+    if (rec.interval().end_ms() <= end_ms) continue;
+    const int64_t gpus = rec.interval().gpu_count();
+    v1::StoredInterval kept = rec;
+    kept.clear_slices();
+    for (const auto& s : rec.slices()) {
+      if (s.end_ms() <= end_ms) {
+        *kept.add_slices() = s;
+        continue;
+      }
+      const int64_t from = std::max(s.start_ms(), end_ms);
+      AddLine(s.period(), s.line_key(), -GpuMsOf(gpus, from, s.end_ms()));
+      AddDaily(rec.source_id(), from, s.end_ms(), -gpus);
+      if (s.start_ms() < end_ms) {
+        v1::StoredSlice* t = kept.add_slices();
+        *t = s;
+        t->set_end_ms(end_ms);
+      }
+    }
+    Recredit(&kept);
+    store_->Put(key, kept.SerializeAsString());
+  }
+}
+
+// An outage counts on its pool's statement; one declared for an allocation also credits the
+// usage it overlaps, recorded before or after it.
+void Engine::ApplyOutage(uint64_t seq, const std::string& source_id, const v1::UsageEvent& event) {
+  const auto& o = event.outage();
+  v1::Program program = o.program();
+  v1::GpuModel model = o.gpu_model();
+  const v1::Allocation* alloc =
+      o.allocation_id().empty() ? nullptr : registry_.FindAllocation(o.allocation_id());
+  if (alloc != nullptr) {
+    program = alloc->program();
+    model = alloc->gpu_model();
+  }
+  const std::string scope = o.allocation_id().empty() ? "pool" : "allocation";
+  NoteOutside(seq, source_id, event.event_id(), "an outage", o.start_ms(), o.end_ms());
+  base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
+    const std::string rest = OutageRest(p.ToString(), source_id, program, model, scope, o.cause());
+    const std::string key = absl::StrCat(keys::kOutage, rest);
+    counters_->Add(key, GpuMsOf(o.gpu_count(), lo, hi));
+    if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOutage, rest), "");
+  });
+  if (alloc == nullptr) return;
+  v1::StoredOutage stored;
+  stored.set_seq(seq);
+  stored.set_start_ms(o.start_ms());
+  stored.set_end_ms(o.end_ms());
+  stored.set_gpu_count(o.gpu_count());
+  store_->Put(KeyBuilder(keys::kOutageRecord).Str(alloc->allocation_id()).U64(seq).key(),
+              stored.SerializeAsString());
+  allocations_with_outages_.insert(alloc->allocation_id());
+  for (const std::string& key : IntervalKeysOf(store_, alloc->allocation_id())) {
+    auto bytes = store_->Get(key);
+    v1::StoredInterval rec;
+    if (!bytes || !rec.ParseFromString(*bytes)) continue;
+    if (rec.interval().end_ms() <= o.start_ms() || rec.interval().start_ms() >= o.end_ms()) {
+      continue;
+    }
+    Recredit(&rec);
+    store_->Put(key, rec.SerializeAsString());
+  }
+}
+
+}  // namespace gpuledger::settlement

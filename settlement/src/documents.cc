@@ -1,0 +1,733 @@
+// Documents: invoices, CSP statements and programme summaries of a period, built from the
+// store's totals (frozen ones for a closed period), with the adjustments of closed periods on
+// the first open one; and daily usage for charts.
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "base/assert.h"
+#include "base/status.h"
+#include "counters.h"
+#include "engine_internal.h"
+#include "settlement/engine.h"
+
+namespace gpuledger::settlement {
+
+using namespace internal;  // NOLINT: the engine's own helpers
+
+std::vector<int64_t> Engine::DailyUsage(Period period, const std::string& csp_id) {
+  counters_->Flush();
+  constexpr int64_t kDay = 24 * base::kMsPerHour;
+  std::vector<int64_t> out((period.EndMs() - period.StartMs()) / kDay, 0);
+  const std::string prefix = KeyBuilder(keys::kDaily).Str(period.ToString()).Str(csp_id).Take();
+  store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
+    KeyReader r(key.substr(prefix.size()));
+    uint32_t day = 0;
+    const auto v = keys::DecodeI128(value);
+    if (r.U32(&day) && r.Done() && v && day >= 1 && day <= out.size()) {
+      // For charts: a sum beyond 64 bits is shown at the largest value.
+      constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+      constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+      out[day - 1] = *v > kMax ? kMax : *v < kMin ? kMin : static_cast<int64_t>(*v);
+    }
+    return true;
+  });
+  return out;
+}
+
+namespace {
+
+// Keeps the errors of the documents `filter` asks for.
+void KeepErrors(const DocumentFilter& filter, v1::PeriodDocuments* docs) {
+  auto* errors = docs->mutable_errors();
+  errors->erase(
+      std::remove_if(errors->begin(), errors->end(),
+                     [&](const v1::DocumentError& e) {
+                       std::string_view d = e.document();
+                       if (d.starts_with("invoice/")) {
+                         return !filter.invoices ||
+                                (filter.institution_id && d.substr(8) != *filter.institution_id);
+                       }
+                       if (d.starts_with("statement/")) {
+                         return !filter.statements ||
+                                (filter.csp_id && d.substr(10) != *filter.csp_id);
+                       }
+                       if (d.starts_with("program/")) return !filter.programs;
+                       return false;
+                     }),
+      errors->end());
+}
+
+// The one document asked for, if it cannot be computed: its error.
+absl::Status OneDocumentError(const DocumentFilter& filter, const v1::PeriodDocuments& docs) {
+  for (const auto& e : docs.errors()) {
+    const bool asked =
+        (filter.institution_id && e.document() == InvoiceDoc(*filter.institution_id)) ||
+        (filter.csp_id && e.document() == StatementDoc(*filter.csp_id));
+    if (asked) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(e.document(), " of ", docs.period(), " cannot be computed: ", e.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::PeriodDocuments> Engine::Documents(Period period, const DocumentFilter& filter) {
+  counters_->Flush();
+  const std::string p = period.ToString();
+  v1::PeriodDocuments docs;
+  if (IsClosed(p)) {
+    auto bytes = store_->Get(absl::StrCat(keys::kFrozen, KeyBuilder().Str(p).key()));
+    if (!bytes || !docs.ParseFromString(*bytes)) {
+      return absl::DataLossError(
+          absl::StrCat("settlement store: frozen documents of ", p, " are missing or unreadable"));
+    }
+    auto keep = [&](auto* list, auto pred) {
+      auto* l = list;
+      l->erase(std::remove_if(l->begin(), l->end(), [&](const auto& x) { return !pred(x); }),
+               l->end());
+    };
+    keep(docs.mutable_invoices(), [&](const v1::Invoice& i) {
+      return filter.invoices &&
+             (!filter.institution_id || i.institution_id() == *filter.institution_id);
+    });
+    keep(docs.mutable_statements(), [&](const v1::CspStatement& s) {
+      return filter.statements && (!filter.csp_id || s.csp_id() == *filter.csp_id);
+    });
+    if (!filter.programs) docs.clear_programs();
+  } else {
+    GPULEDGER_ASSIGN_OR_RETURN(docs, Draft(period, filter));
+  }
+  KeepErrors(filter, &docs);
+  GPULEDGER_RETURN_IF_ERROR(OneDocumentError(filter, docs));
+  return docs;
+}
+
+absl::StatusOr<v1::OwnUseRow> Engine::OwnUseRowFor(const std::string& csp, int program, int model,
+                                                   Period period, int64_t own) const {
+  const auto prog = static_cast<v1::Program>(program);
+  const auto gpu_model = static_cast<v1::GpuModel>(model);
+  const int64_t last_ms = period.EndMs() - 1;
+  const auto* pool = registry_.Pool(csp, prog, gpu_model);
+  const auto* caps = registry_.OwnUseCaps(csp);
+  __int128 capacity128 = 0;
+  __int128 allowed_num = 0;
+  if (pool != nullptr) {
+    pool->ForEachWithin(period.StartMs(), period.EndMs(),
+                        [&](int64_t from, int64_t to, uint32_t gpus) {
+                          capacity128 += GpuMsOf(gpus, from, to);
+                          if (caps == nullptr) return;
+                          caps->ForEachWithin(from, to, [&](int64_t a, int64_t b, uint32_t bp) {
+                            allowed_num += GpuMsOf(gpus, a, b) * bp;
+                          });
+                        });
+  }
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t capacity,
+                             base::CheckedNarrow(capacity128, "the pool's capacity GPU-ms"));
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t allowed, DivRound(allowed_num, base::kBasisPointsPerUnit));
+  int64_t share = 0;
+  if (capacity > 0) {
+    GPULEDGER_ASSIGN_OR_RETURN(
+        share, DivRound(static_cast<__int128>(own) * base::kBasisPointsPerUnit, capacity));
+  }
+  v1::OwnUseRow row;
+  row.set_program(prog);
+  row.set_gpu_model(gpu_model);
+  row.set_own_use_gpu_ms(own);
+  row.set_capacity_gpu_ms(capacity);
+  row.set_share_bp(static_cast<uint32_t>(share));
+  row.set_cap_bp(caps != nullptr ? caps->At(last_ms).value_or(0) : 0);
+  row.set_allowed_gpu_ms(allowed);
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t over,
+                             base::CheckedSub(own, allowed, "own use beyond the cap"));
+  row.set_excess_gpu_ms(std::max<int64_t>(0, over));
+  const auto rate = registry_.RateAt(prog, gpu_model, last_ms);
+  row.set_krw_per_gpu_hour(rate.value_or(0));
+  if (rate) {
+    GPULEDGER_ASSIGN_OR_RETURN(base::Krw value,
+                               base::ListPrice(base::GpuMs{row.excess_gpu_ms()}, base::Krw{*rate}));
+    row.set_excess_value_krw(value.won);
+  }
+  return row;
+}
+
+absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentFilter& filter) {
+  const std::string p = period.ToString();
+  v1::PeriodDocuments docs;
+  docs.set_period(p);
+  docs.set_covered_seq(applied_through_);
+  const int64_t last_ms = period.EndMs() - 1;
+  // Only one institution's invoice wanted: read only its lines.
+  const bool one_invoice = filter.institution_id && !filter.statements && !filter.programs;
+  // Document → why it cannot be computed. Such a document is left out and named in
+  // docs.errors; every other document is built as usual (one tenant never fails another's).
+  std::map<std::string, std::string> errors;
+  auto store_damage = [&](std::string_view what) {
+    NoteError(&errors, "store",
+              absl::DataLossError(absl::StrCat("settlement store: ", std::string(what))));
+  };
+
+  auto make_line = [&](const LineId& id, __int128 gpu_ms) -> absl::StatusOr<v1::InvoiceLine> {
+    v1::InvoiceLine line;
+    line.set_allocation_id(id.allocation_id);
+    line.set_kind(static_cast<v1::LineKind>(id.kind));
+    line.set_gpu_model(static_cast<v1::GpuModel>(id.model));
+    line.set_institution_type(static_cast<v1::InstitutionType>(id.type));
+    line.set_krw_per_gpu_hour(id.rate);
+    line.set_copay_bp(static_cast<uint32_t>(id.copay_bp));
+    GPULEDGER_ASSIGN_OR_RETURN(int64_t q, base::CheckedNarrow(gpu_ms, "the line's GPU-ms"));
+    line.set_gpu_ms(q);
+    if (const v1::Allocation* a = registry_.FindAllocation(id.allocation_id)) {
+      line.set_program(a->program());
+      line.set_csp_id(a->csp_id());
+    }
+    GPULEDGER_RETURN_IF_ERROR(Price(&line));
+    return line;
+  };
+  auto line_error = [&](const LineId& id, std::string_view period_of_line, const absl::Status& st) {
+    NoteError(
+        &errors, InvoiceDoc(id.institution_id),
+        absl::Status(st.code(), absl::StrCat("the ", std::string(period_of_line),
+                                             " line of allocation '", id.allocation_id, "' at ",
+                                             id.rate, " won per GPU-hour: ", st.message())));
+  };
+
+  std::map<std::string, v1::Invoice> invoices;
+  const std::string lines_of_period = KeyBuilder(keys::kLine).Str(p).Take();
+  const std::string scope =
+      one_invoice ? KeyBuilder().Raw(lines_of_period).Str(*filter.institution_id).Take()
+                  : lines_of_period;
+  store_->Scan(scope, [&](std::string_view key, std::string_view value) {
+    LineId id;
+    if (!DecodeLine(key.substr(lines_of_period.size()), &id)) {
+      store_damage(absl::StrCat("an unreadable line key in ", p));
+      return true;
+    }
+    const auto gpu_ms = keys::DecodeI128(value);
+    auto line = gpu_ms ? make_line(id, *gpu_ms)
+                       : absl::DataLossError("settlement store: unreadable GPU-ms of the line");
+    if (!line.ok()) {
+      line_error(id, p, line.status());
+      return true;
+    }
+    *invoices[id.institution_id].add_lines() = *std::move(line);
+    return true;
+  });
+
+  // Adjustments: on the first open period after the last close, for every closed period whose
+  // lines changed since they were billed.
+  const auto last_closed = registry_.last_closed();
+  if (last_closed && period == last_closed->Next()) {
+    std::vector<std::pair<std::string, std::string>> touched;  // (closed period, line)
+    store_->Scan(keys::kTouchedLine, [&](std::string_view key, std::string_view) {
+      KeyReader r(key);
+      std::string closed_period;
+      if (!r.Prefix(keys::kTouchedLine) || !r.Str(&closed_period)) {
+        store_damage("an unreadable touched-line key");
+        return true;
+      }
+      touched.emplace_back(std::move(closed_period), std::string(r.rest()));
+      return true;
+    });
+    for (const auto& touched_line : touched) {
+      const std::string& closed_period = touched_line.first;
+      const std::string& line_key = touched_line.second;
+      LineId id;
+      if (!DecodeLine(line_key, &id)) {
+        store_damage("an unreadable touched line");
+        continue;
+      }
+      if (one_invoice && id.institution_id != *filter.institution_id) continue;
+      auto adj = [&]() -> absl::StatusOr<v1::InvoiceLine> {
+        const auto value = store_->Get(LineKey(keys::kLine, closed_period, line_key));
+        const auto gpu_ms = value ? keys::DecodeI128(*value) : std::optional<__int128>(0);
+        if (!gpu_ms) return absl::DataLossError("settlement store: unreadable GPU-ms of the line");
+        GPULEDGER_ASSIGN_OR_RETURN(v1::InvoiceLine now, make_line(id, *gpu_ms));
+        v1::BilledLine billed;
+        if (auto bytes = store_->Get(LineKey(keys::kBilledLine, closed_period, line_key))) {
+          if (!billed.ParseFromString(*bytes)) {
+            return absl::DataLossError("settlement store: unreadable billed line");
+          }
+        }
+        v1::InvoiceLine out = now;
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t g,
+                                   base::CheckedSub(now.gpu_ms(), billed.gpu_ms(), "GPU-ms"));
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t l, base::CheckedSub(now.list_krw(), billed.list_krw(), "the list price"));
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t c, base::CheckedSub(now.copay_krw(), billed.copay_krw(), "the co-pay"));
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t s, base::CheckedSub(now.subsidy_krw(), billed.subsidy_krw(), "the subsidy"));
+        out.set_gpu_ms(g);
+        out.set_list_krw(l);
+        out.set_copay_krw(c);
+        out.set_subsidy_krw(s);
+        out.set_adjusts_period(closed_period);
+        return out;
+      }();
+      if (!adj.ok()) {
+        line_error(id, absl::StrCat(closed_period, " adjustment"), adj.status());
+        continue;
+      }
+      if (!IsZero(*adj)) *invoices[id.institution_id].add_adjustments() = *std::move(adj);
+    }
+  }
+
+  for (auto& entry : invoices) {
+    const std::string& institution_id = entry.first;
+    v1::Invoice& inv = entry.second;
+    const std::string doc = InvoiceDoc(institution_id);
+    if (errors.contains(doc)) continue;
+    inv.set_period(p);
+    inv.set_institution_id(institution_id);
+    auto version = registry_.InstitutionAt(institution_id, last_ms);
+    if (!version) version = registry_.InstitutionAt(institution_id, INT64_MAX);
+    if (version) {
+      inv.set_institution_name(version->name);
+      inv.set_institution_type(version->type);
+    }
+    absl::Status st = [&]() -> absl::Status {
+      v1::Totals* t = inv.mutable_totals();
+      for (const auto& l : inv.lines()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
+      for (const auto& l : inv.adjustments()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
+      GPULEDGER_ASSERT(t->list_krw() == t->copay_krw() + t->subsidy_krw(),
+                       "invoice list = co-pay + subsidy");
+      inv.set_vat_bp(static_cast<uint32_t>(options_.vat_bp));
+      GPULEDGER_ASSIGN_OR_RETURN(
+          base::Krw vat, base::ApplyBasisPoints(base::Krw{t->copay_krw()}, options_.vat_bp));
+      inv.set_vat_krw(vat.won);
+      GPULEDGER_ASSIGN_OR_RETURN(int64_t due,
+                                 base::CheckedAdd(t->copay_krw(), vat.won, "the amount due"));
+      inv.set_amount_due_krw(due);
+      return absl::OkStatus();
+    }();
+    NoteError(&errors, doc, st);
+  }
+  // Lines of an invoice that cannot be computed reach no statement or summary either: they are
+  // not billed at close and come back as adjustments of the next open period.
+  for (auto it = invoices.begin(); it != invoices.end();) {
+    it = errors.contains(InvoiceDoc(it->first)) ? invoices.erase(it) : std::next(it);
+  }
+
+  if (filter.invoices) {
+    for (auto& [id, inv] : invoices) {
+      if (filter.institution_id && id != *filter.institution_id) continue;
+      *docs.add_invoices() = inv;
+    }
+  }
+
+  // Unpriced usage of the period, in ledger order.
+  if (!one_invoice) {
+    store_->Scan(KeyBuilder(keys::kUnpriced).Str(p).key(),
+                 [&](std::string_view, std::string_view value) {
+                   v1::Unpriced u;
+                   if (u.ParseFromString(std::string(value))) {
+                     *docs.add_unpriced() = u;
+                   } else {
+                     store_damage(absl::StrCat("an unreadable unpriced record in ", p));
+                   }
+                   return true;
+                 });
+  }
+  if (filter.statements || filter.programs) {
+    GPULEDGER_RETURN_IF_ERROR(DraftStatements(period, filter, invoices, &errors, &docs));
+  }
+  for (const auto& [document, message] : errors) {
+    v1::DocumentError* e = docs.add_errors();
+    e->set_document(document);
+    e->set_message(message);
+  }
+  return docs;
+}
+
+// CSP statements and programme summaries of a period, from its invoices (those that could be
+// computed), own use, outages and pools. A sum that does not fit fails its statement or summary
+// alone (into `errors`).
+absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter,
+                                     const std::map<std::string, v1::Invoice>& invoices,
+                                     std::map<std::string, std::string>* errors,
+                                     v1::PeriodDocuments* docs) {
+  const std::string p = period.ToString();
+  const int64_t last_ms = period.EndMs() - 1;
+  const auto last_closed = registry_.last_closed();
+  auto statement_error = [&](const std::string& csp, const absl::Status& st) {
+    NoteError(errors, StatementDoc(csp), st);
+  };
+  auto program_error = [&](int program, const absl::Status& st) {
+    NoteError(errors, ProgramDoc(program), st);
+  };
+  auto store_damage = [&](std::string_view what) {
+    NoteError(errors, "store",
+              absl::DataLossError(absl::StrCat("settlement store: ", std::string(what))));
+  };
+  // map[key] += v, or the document's error.
+  auto add = [](auto* map, const auto& key, int64_t v, std::string_view what) -> absl::Status {
+    GPULEDGER_ASSIGN_OR_RETURN(int64_t sum, base::CheckedAdd((*map)[key], v, what));
+    (*map)[key] = sum;
+    return absl::OkStatus();
+  };
+
+  using PoolId = std::tuple<std::string, int, int>;  // CSP, programme, model
+  std::map<PoolId, int64_t> usage, own_use, outage, capacity;
+  std::map<std::string, v1::CspStatement> statements;
+  std::map<std::tuple<std::string, int, std::string, int>, v1::Totals>
+      delivered;  // csp,prog,inst,model
+  std::map<std::tuple<std::string, std::string, int, std::string, int>, v1::Totals> adjusted;
+  std::map<int, v1::ProgramSummary> programs;
+  std::map<std::pair<int, int>, v1::Totals> by_type;                      // prog, type
+  std::map<std::tuple<int, std::string, int>, v1::Totals> type_adjusted;  // prog, period, type
+  for (const auto& [institution_id, inv] : invoices) {
+    for (const auto& l : inv.lines()) {
+      statements[l.csp_id()];
+      programs[l.program()];
+      statement_error(
+          l.csp_id(),
+          AddTo(&delivered[{l.csp_id(), l.program(), institution_id, l.gpu_model()}], l));
+      program_error(l.program(), AddTo(&by_type[{l.program(), l.institution_type()}], l));
+      statement_error(l.csp_id(), add(&usage, PoolId{l.csp_id(), l.program(), l.gpu_model()},
+                                      l.gpu_ms(), "programme usage GPU-ms"));
+    }
+    for (const auto& l : inv.adjustments()) {
+      statements[l.csp_id()];
+      programs[l.program()];
+      statement_error(l.csp_id(), AddTo(&adjusted[{l.csp_id(), l.adjusts_period(), l.program(),
+                                                   institution_id, l.gpu_model()}],
+                                        l));
+      program_error(
+          l.program(),
+          AddTo(&type_adjusted[{l.program(), l.adjusts_period(), l.institution_type()}], l));
+    }
+  }
+  const size_t own_use_skip = std::string_view(keys::kOwnUse).size();
+  store_->Scan(
+      KeyBuilder(keys::kOwnUse).Str(p).key(), [&](std::string_view key, std::string_view value) {
+        PoolFields f;
+        if (!DecodePool(key.substr(own_use_skip), false, &f)) {
+          store_damage("an unreadable own-use key");
+          return true;
+        }
+        statements[f.csp];
+        const auto v = keys::DecodeI128(value);
+        auto gpu_ms = v ? base::CheckedNarrow(*v, "own-use GPU-ms")
+                        : absl::DataLossError("settlement store: unreadable own use");
+        if (!gpu_ms.ok()) {
+          statement_error(f.csp, gpu_ms.status());
+        } else {
+          statement_error(
+              f.csp, add(&own_use, PoolId{f.csp, f.program, f.model}, *gpu_ms, "own-use GPU-ms"));
+        }
+        return true;
+      });
+  const size_t outage_skip = std::string_view(keys::kOutage).size();
+  store_->Scan(
+      KeyBuilder(keys::kOutage).Str(p).key(), [&](std::string_view key, std::string_view value) {
+        PoolFields f;
+        if (!DecodePool(key.substr(outage_skip), true, &f)) {
+          store_damage("an unreadable outage key");
+          return true;
+        }
+        auto& st = statements[f.csp];
+        const auto v = keys::DecodeI128(value);
+        auto gpu_ms = v ? base::CheckedNarrow(*v, "outage GPU-ms")
+                        : absl::DataLossError("settlement store: unreadable outage");
+        if (!gpu_ms.ok()) {
+          statement_error(f.csp, gpu_ms.status());
+          return true;
+        }
+        v1::OutageRow* row = st.add_outages();
+        row->set_program(static_cast<v1::Program>(f.program));
+        row->set_gpu_model(static_cast<v1::GpuModel>(f.model));
+        row->set_scope(f.scope);
+        row->set_cause(f.cause);
+        row->set_gpu_ms(*gpu_ms);
+        statement_error(f.csp,
+                        add(&outage, PoolId{f.csp, f.program, f.model}, *gpu_ms, "outage GPU-ms"));
+        return true;
+      });
+  // Own use and outages recorded for closed periods after they closed.
+  std::map<std::string, std::vector<v1::OwnUseRow>> own_use_adjusted;
+  std::map<std::string, std::vector<v1::OutageRow>> outage_adjusted;
+  if (last_closed && period == last_closed->Next()) {
+    std::vector<std::string> own_keys, outage_keys;
+    store_->Scan(keys::kTouchedOwnUse, [&](std::string_view key, std::string_view) {
+      own_keys.emplace_back(key.substr(std::string_view(keys::kTouchedOwnUse).size()));
+      return true;
+    });
+    store_->Scan(keys::kTouchedOutage, [&](std::string_view key, std::string_view) {
+      outage_keys.emplace_back(key.substr(std::string_view(keys::kTouchedOutage).size()));
+      return true;
+    });
+    for (const std::string& rest : own_keys) {
+      PoolFields f;
+      if (!DecodePool(rest, false, &f)) {
+        store_damage("an unreadable own-use marker");
+        continue;
+      }
+      statements[f.csp];
+      auto row = [&]() -> absl::StatusOr<std::optional<v1::OwnUseRow>> {
+        GPULEDGER_ASSIGN_OR_RETURN(Period closed_period, base::ParsePeriod(f.period));
+        const auto own128 = keys::DecodeI128(
+            store_->Get(absl::StrCat(keys::kOwnUse, rest)).value_or(keys::EncodeI128(0)));
+        if (!own128) return absl::DataLossError("settlement store: unreadable own use");
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t own_now, base::CheckedNarrow(*own128, "own-use GPU-ms"));
+        v1::OwnUseRow billed;
+        v1::OwnUseRow row;
+        if (auto bytes = store_->Get(absl::StrCat(keys::kBilledOwnUse, rest))) {
+          // Billed before: recompute with the capacity, allowance and rate it was billed with.
+          if (!billed.ParseFromString(*bytes)) {
+            return absl::DataLossError("settlement store: unreadable billed own use");
+          }
+          row = billed;
+          row.set_own_use_gpu_ms(own_now);
+          GPULEDGER_ASSIGN_OR_RETURN(
+              int64_t over,
+              base::CheckedSub(own_now, billed.allowed_gpu_ms(), "own use beyond the cap"));
+          row.set_excess_gpu_ms(std::max<int64_t>(0, over));
+          int64_t share = 0;
+          if (billed.capacity_gpu_ms() > 0) {
+            GPULEDGER_ASSIGN_OR_RETURN(
+                share, DivRound(static_cast<__int128>(own_now) * base::kBasisPointsPerUnit,
+                                billed.capacity_gpu_ms()));
+          }
+          row.set_share_bp(static_cast<uint32_t>(share));
+          GPULEDGER_ASSIGN_OR_RETURN(base::Krw value,
+                                     base::ListPrice(base::GpuMs{row.excess_gpu_ms()},
+                                                     base::Krw{billed.krw_per_gpu_hour()}));
+          row.set_excess_value_krw(value.won);
+        } else {
+          GPULEDGER_ASSIGN_OR_RETURN(
+              row, OwnUseRowFor(f.csp, f.program, f.model, closed_period, own_now));
+        }
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t own_delta,
+            base::CheckedSub(row.own_use_gpu_ms(), billed.own_use_gpu_ms(), "own-use GPU-ms"));
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t excess_delta,
+                                   base::CheckedSub(row.excess_gpu_ms(), billed.excess_gpu_ms(),
+                                                    "own use beyond the cap"));
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t value_delta, base::CheckedSub(row.excess_value_krw(), billed.excess_value_krw(),
+                                                  "the value of own use beyond the cap"));
+        row.set_own_use_gpu_ms(own_delta);
+        row.set_excess_gpu_ms(excess_delta);
+        row.set_excess_value_krw(value_delta);
+        row.set_adjusts_period(f.period);
+        if (own_delta == 0 && excess_delta == 0 && value_delta == 0) return std::nullopt;
+        return row;
+      }();
+      if (!row.ok()) {
+        statement_error(f.csp, row.status());
+      } else if (*row) {
+        own_use_adjusted[f.csp].push_back(**std::move(row));
+      }
+    }
+    for (const std::string& rest : outage_keys) {
+      PoolFields f;
+      if (!DecodePool(rest, true, &f)) {
+        store_damage("an unreadable outage marker");
+        continue;
+      }
+      statements[f.csp];
+      const auto now = keys::DecodeI128(
+          store_->Get(absl::StrCat(keys::kOutage, rest)).value_or(keys::EncodeI128(0)));
+      const auto billed = keys::DecodeI128(
+          store_->Get(absl::StrCat(keys::kBilledOutage, rest)).value_or(keys::EncodeI128(0)));
+      if (!now || !billed) {
+        statement_error(f.csp, absl::DataLossError("settlement store: unreadable outage total"));
+        continue;
+      }
+      auto delta = base::CheckedNarrow(*now - *billed, "an outage adjustment's GPU-ms");
+      if (!delta.ok()) {
+        statement_error(f.csp, delta.status());
+        continue;
+      }
+      if (*delta == 0) continue;
+      v1::OutageRow row;
+      row.set_program(static_cast<v1::Program>(f.program));
+      row.set_gpu_model(static_cast<v1::GpuModel>(f.model));
+      row.set_scope(f.scope);
+      row.set_cause(f.cause);
+      row.set_gpu_ms(*delta);
+      row.set_adjusts_period(f.period);
+      outage_adjusted[f.csp].push_back(std::move(row));
+    }
+  }
+  for (const auto& [csp, program, model] : registry_.Pools()) {
+    __int128 cap = 0;
+    registry_.Pool(csp, program, model)
+        ->ForEachWithin(
+            period.StartMs(), period.EndMs(),
+            [&](int64_t from, int64_t to, uint32_t gpus) { cap += GpuMsOf(gpus, from, to); });
+    if (cap == 0) continue;
+    statements[csp];
+    programs[program];
+    auto fits = base::CheckedNarrow(cap, "the pool's capacity GPU-ms");
+    if (!fits.ok()) {
+      statement_error(csp, fits.status());
+      program_error(program, fits.status());
+      continue;
+    }
+    capacity[{csp, program, model}] = *fits;
+  }
+
+  for (auto& [csp, st] : statements) {
+    if (errors->contains(StatementDoc(csp))) continue;
+    absl::Status built = [&, &csp = csp, &st = st]() -> absl::Status {
+      st.set_period(p);
+      st.set_csp_id(csp);
+      for (const auto& [key, totals] : delivered) {
+        const auto& [c, prog, inst, model] = key;
+        if (c != csp) continue;
+        v1::DeliveredRow* row = st.add_delivered();
+        row->set_program(static_cast<v1::Program>(prog));
+        row->set_institution_id(inst);
+        row->set_gpu_model(static_cast<v1::GpuModel>(model));
+        *row->mutable_totals() = totals;
+        GPULEDGER_RETURN_IF_ERROR(AddTotals(st.mutable_totals(), totals));
+      }
+      for (const auto& [key, totals] : adjusted) {
+        const auto& [c, adj_period, prog, inst, model] = key;
+        if (c != csp) continue;
+        v1::DeliveredRow* row = st.add_adjustments();
+        row->set_program(static_cast<v1::Program>(prog));
+        row->set_institution_id(inst);
+        row->set_gpu_model(static_cast<v1::GpuModel>(model));
+        *row->mutable_totals() = totals;
+        row->set_adjusts_period(adj_period);
+        GPULEDGER_RETURN_IF_ERROR(AddTotals(st.mutable_totals(), totals));
+      }
+      // Every pool, plus whatever used GPUs of a (programme, model) without a pool record.
+      std::set<std::pair<int, int>> pools;
+      for (const auto* m : {&usage, &own_use, &outage, &capacity}) {
+        for (const auto& [key, v] : *m) {
+          if (std::get<0>(key) == csp) pools.insert({std::get<1>(key), std::get<2>(key)});
+        }
+      }
+      const auto* caps = registry_.OwnUseCaps(csp);
+      const std::optional<uint32_t> cap_bp = caps ? caps->At(last_ms) : std::nullopt;
+      st.set_own_use_cap_bp(cap_bp.value_or(0));
+      auto get = [](const std::map<PoolId, int64_t>& m, const PoolId& id) {
+        auto it = m.find(id);
+        return it == m.end() ? int64_t{0} : it->second;
+      };
+      for (const auto& [prog, model] : pools) {
+        const PoolId id{csp, prog, model};
+        const int64_t cap = get(capacity, id);
+        const int64_t used = get(usage, id);
+        const int64_t own = get(own_use, id);
+        const int64_t out = get(outage, id);
+        v1::CapacityRow* row = st.add_capacity();
+        row->set_program(static_cast<v1::Program>(prog));
+        row->set_gpu_model(static_cast<v1::GpuModel>(model));
+        row->set_capacity_gpu_ms(cap);
+        row->set_program_usage_gpu_ms(used);
+        row->set_own_use_gpu_ms(own);
+        row->set_outage_gpu_ms(out);
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t idle,
+            base::CheckedNarrow(static_cast<__int128>(cap) - used - own - out, "idle GPU-ms"));
+        row->set_idle_gpu_ms(idle);
+        row->set_oversubscribed(row->idle_gpu_ms() < 0);
+        // Exact in 128 bits, whatever the values.
+        GPULEDGER_ASSERT(static_cast<__int128>(row->capacity_gpu_ms()) ==
+                             static_cast<__int128>(row->program_usage_gpu_ms()) +
+                                 row->own_use_gpu_ms() + row->outage_gpu_ms() + row->idle_gpu_ms(),
+                         "capacity identity");
+        // Own use: against the capacity of government-owned pools, and of any pool the CSP
+        // reported own use on.
+        if (own == 0 && prog != v1::GOV_ADVANCED) continue;
+        if (own == 0 && cap == 0) continue;
+        GPULEDGER_ASSIGN_OR_RETURN(v1::OwnUseRow own_row,
+                                   OwnUseRowFor(csp, prog, model, period, own));
+        v1::OwnUseRow* ou = st.add_own_use();
+        *ou = std::move(own_row);
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t own_sum,
+                                   base::CheckedAdd(st.own_use_gpu_ms(), own, "own-use GPU-ms"));
+        st.set_own_use_gpu_ms(own_sum);
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t hosted, base::CheckedAdd(st.hosted_capacity_gpu_ms(),
+                                                                    cap, "hosted capacity GPU-ms"));
+        st.set_hosted_capacity_gpu_ms(hosted);
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t excess,
+                                   base::CheckedAdd(st.own_use_excess_gpu_ms(), ou->excess_gpu_ms(),
+                                                    "own use beyond the cap"));
+        st.set_own_use_excess_gpu_ms(excess);
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t value, base::CheckedAdd(st.own_use_excess_value_krw(), ou->excess_value_krw(),
+                                            "the value of own use beyond the cap"));
+        st.set_own_use_excess_value_krw(value);
+      }
+      if (st.hosted_capacity_gpu_ms() > 0) {
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t share,
+            DivRound(static_cast<__int128>(st.own_use_gpu_ms()) * base::kBasisPointsPerUnit,
+                     st.hosted_capacity_gpu_ms()));
+        st.set_own_use_share_bp(static_cast<uint32_t>(share));
+      }
+      return absl::OkStatus();
+    }();
+    if (!built.ok()) {
+      statement_error(csp, built);
+      continue;
+    }
+    for (auto& row : own_use_adjusted[csp]) *st.add_own_use_adjustments() = std::move(row);
+    for (auto& row : outage_adjusted[csp]) *st.add_outage_adjustments() = std::move(row);
+    if (filter.statements && (!filter.csp_id || csp == *filter.csp_id)) {
+      *docs->add_statements() = st;
+    }
+  }
+
+  if (filter.programs) {
+    for (auto& [prog, ps] : programs) {
+      if (errors->contains(ProgramDoc(prog))) continue;
+      absl::Status built = [&, prog = prog, &ps = ps]() -> absl::Status {
+        ps.set_period(p);
+        ps.set_program(static_cast<v1::Program>(prog));
+        for (const auto& [key, totals] : by_type) {
+          if (key.first != prog) continue;
+          v1::TypeRow* row = ps.add_by_type();
+          row->set_institution_type(static_cast<v1::InstitutionType>(key.second));
+          *row->mutable_totals() = totals;
+          GPULEDGER_RETURN_IF_ERROR(AddTotals(ps.mutable_totals(), totals));
+          GPULEDGER_ASSIGN_OR_RETURN(
+              int64_t used, base::CheckedAdd(ps.usage_gpu_ms(), totals.gpu_ms(), "usage GPU-ms"));
+          ps.set_usage_gpu_ms(used);
+        }
+        for (const auto& [key, totals] : type_adjusted) {
+          const auto& [pr, adj_period, type] = key;
+          if (pr != prog) continue;
+          v1::TypeRow* row = ps.add_adjustments();
+          row->set_institution_type(static_cast<v1::InstitutionType>(type));
+          row->set_adjusts_period(adj_period);
+          *row->mutable_totals() = totals;
+          GPULEDGER_RETURN_IF_ERROR(AddTotals(ps.mutable_totals(), totals));
+        }
+        for (const auto& [id, cap] : capacity) {
+          if (std::get<1>(id) != prog) continue;
+          GPULEDGER_ASSIGN_OR_RETURN(
+              int64_t sum, base::CheckedAdd(ps.capacity_gpu_ms(), cap, "capacity GPU-ms"));
+          ps.set_capacity_gpu_ms(sum);
+        }
+        if (ps.capacity_gpu_ms() > 0) {
+          GPULEDGER_ASSIGN_OR_RETURN(int64_t u, DivRound(static_cast<__int128>(ps.usage_gpu_ms()) *
+                                                             base::kBasisPointsPerUnit,
+                                                         ps.capacity_gpu_ms()));
+          ps.set_utilisation_bp(static_cast<uint32_t>(std::max<int64_t>(0, u)));
+        }
+        return absl::OkStatus();
+      }();
+      if (!built.ok()) {
+        program_error(prog, built);
+        continue;
+      }
+      *docs->add_programs() = ps;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace gpuledger::settlement

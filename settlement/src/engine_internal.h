@@ -1,0 +1,141 @@
+// Helpers shared by the settlement engine's files (engine.cc, rating.cc, caps_credits.cc,
+// close.cc, documents.cc): GPU-ms arithmetic, pricing a line, checked sums of totals, and the
+// names of documents in `errors`. Private to the settlement module.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "base/money.h"
+#include "base/period.h"
+#include "base/status.h"
+#include "gpuledger/v1/settlement.pb.h"
+#include "keys.h"
+#include "settlement/store.h"
+
+namespace gpuledger::settlement {
+
+namespace v1 = gpuledger::v1;
+using base::Period;
+
+namespace internal {
+
+using keys::DecodeLine;
+using keys::DecodePool;
+using keys::EncodeLine;
+using keys::KeyBuilder;
+using keys::KeyReader;
+using keys::LineId;
+using keys::LineKey;
+using keys::OutageRest;
+using keys::PoolFields;
+using keys::PoolRest;
+
+// The outage-credit line of a usage or beyond-cap line.
+inline std::string CreditKeyOf(const std::string& usage_key) {
+  LineId id;
+  if (!DecodeLine(usage_key, &id)) return usage_key;  // never: we wrote it
+  id.kind = v1::LINE_KIND_OUTAGE_CREDIT;
+  return EncodeLine(id);
+}
+
+// The GPU-ms of `gpus` GPUs over [start_ms, end_ms): 128 bits never overflow here.
+inline __int128 GpuMsOf(int64_t gpus, int64_t start_ms, int64_t end_ms) {
+  return static_cast<__int128>(gpus) *
+         (static_cast<__int128>(end_ms) - static_cast<__int128>(start_ms));
+}
+
+inline __int128 PartGpuMs(const v1::StoredPart& part) {
+  return keys::DecodeI128(part.gpu_ms_i128()).value_or(0);  // we wrote it: 16 bytes
+}
+
+// The keys of the stored intervals of an allocation (x/ allocation source event → i/ source
+// event).
+inline std::vector<std::string> IntervalKeysOf(Store* store, const std::string& allocation_id) {
+  const std::string prefix = KeyBuilder(keys::kAllocationIndex).Str(allocation_id).Take();
+  std::vector<std::string> out;
+  store->Scan(prefix, [&](std::string_view key, std::string_view) {
+    out.push_back(absl::StrCat(keys::kInterval, std::string(key.substr(prefix.size()))));
+    return true;
+  });
+  return out;
+}
+
+inline std::string OutsideWhy(std::string_view what) {
+  return absl::StrCat(std::string(what), " outside the periods settlement knows (",
+                      base::kFirstPeriod.ToString(), " to ", base::kLastPeriod.ToString(),
+                      " KST) is not counted");
+}
+
+inline absl::Status Price(v1::InvoiceLine* line) {
+  GPULEDGER_ASSIGN_OR_RETURN(base::Krw list, base::ListPrice(base::GpuMs{line->gpu_ms()},
+                                                             base::Krw{line->krw_per_gpu_hour()}));
+  GPULEDGER_ASSIGN_OR_RETURN(base::Krw copay, base::ApplyBasisPoints(list, line->copay_bp()));
+  line->set_list_krw(list.won);
+  line->set_copay_krw(copay.won);
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t subsidy,
+                             base::CheckedSub(list.won, copay.won, "the line's subsidy"));
+  line->set_subsidy_krw(subsidy);
+  return absl::OkStatus();
+}
+
+inline absl::Status AddTotals(v1::Totals* t, const v1::Totals& o) {
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t gpu_ms, base::CheckedAdd(t->gpu_ms(), o.gpu_ms(), "GPU-ms"));
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t list,
+                             base::CheckedAdd(t->list_krw(), o.list_krw(), "the list total"));
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t copay,
+                             base::CheckedAdd(t->copay_krw(), o.copay_krw(), "the co-pay total"));
+  GPULEDGER_ASSIGN_OR_RETURN(
+      int64_t subsidy, base::CheckedAdd(t->subsidy_krw(), o.subsidy_krw(), "the subsidy total"));
+  t->set_gpu_ms(gpu_ms);
+  t->set_list_krw(list);
+  t->set_copay_krw(copay);
+  t->set_subsidy_krw(subsidy);
+  return absl::OkStatus();
+}
+
+inline v1::Totals TotalsOf(const v1::InvoiceLine& l) {
+  v1::Totals t;
+  t.set_gpu_ms(l.gpu_ms());
+  t.set_list_krw(l.list_krw());
+  t.set_copay_krw(l.copay_krw());
+  t.set_subsidy_krw(l.subsidy_krw());
+  return t;
+}
+
+inline absl::Status AddTo(v1::Totals* t, const v1::InvoiceLine& l) {
+  return AddTotals(t, TotalsOf(l));
+}
+
+inline bool IsZero(const v1::InvoiceLine& l) {
+  return l.gpu_ms() == 0 && l.list_krw() == 0 && l.copay_krw() == 0 && l.subsidy_krw() == 0;
+}
+
+inline absl::StatusOr<int64_t> DivRound(__int128 num, int64_t den) {
+  return base::DivRoundHalfAwayFromZero(num, den);
+}
+
+// A failed sum or price of one document: the first reason is kept.
+inline void NoteError(std::map<std::string, std::string>* errors, const std::string& document,
+                      const absl::Status& status) {
+  if (status.ok()) return;
+  errors->emplace(document, std::string(status.message()));
+}
+
+inline std::string InvoiceDoc(std::string_view institution_id) {
+  return absl::StrCat("invoice/", std::string(institution_id));
+}
+inline std::string StatementDoc(std::string_view csp_id) {
+  return absl::StrCat("statement/", std::string(csp_id));
+}
+inline std::string ProgramDoc(int program) {
+  return absl::StrCat("program/", v1::Program_Name(static_cast<v1::Program>(program)));
+}
+
+}  // namespace internal
+}  // namespace gpuledger::settlement

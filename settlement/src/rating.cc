@@ -1,0 +1,199 @@
+// Rating: each accepted usage interval is clipped to periods, split where prices, co-pay or
+// the institution's type change (and where it crosses its cap, caps_credits.cc), and added to
+// the GPU-ms of its invoice lines; corrections take an interval back; own use counts per pool.
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "counters.h"
+#include "engine_internal.h"
+#include "settlement/engine.h"
+
+namespace gpuledger::settlement {
+
+using namespace internal;  // NOLINT: the engine's own helpers
+
+void Engine::AddLine(const std::string& period, const std::string& line_key, __int128 gpu_ms) {
+  if (gpu_ms == 0) return;
+  const std::string key = LineKey(keys::kLine, period, line_key);
+  counters_->Add(key, gpu_ms);
+  if (IsClosed(period)) store_->Put(LineKey(keys::kTouchedLine, period, line_key), "");
+}
+
+void Engine::AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus) {
+  constexpr int64_t kDay = 24 * base::kMsPerHour;
+  for (int64_t t = start_ms; t < end_ms;) {
+    const Period p = base::PeriodOf(t);
+    const int64_t day = (t - p.StartMs()) / kDay;
+    const int64_t day_end = std::min(end_ms, p.StartMs() + (day + 1) * kDay);
+    const std::string key = KeyBuilder(keys::kDaily)
+                                .Str(p.ToString())
+                                .Str(csp)
+                                .U32(static_cast<uint32_t>(day + 1))
+                                .Take();
+    counters_->Add(key, GpuMsOf(gpus, t, day_end));
+    t = day_end;
+  }
+}
+
+void Engine::AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
+                         const std::string& event_id, const std::string& why,
+                         v1::StoredInterval* rec) {
+  v1::Unpriced u;
+  u.set_seq(seq);
+  u.set_source_id(source_id);
+  u.set_event_id(event_id);
+  u.set_why(why);
+  const int n = rec == nullptr ? 0 : rec->unpriced_keys_size();
+  const std::string key =
+      KeyBuilder(keys::kUnpriced).Str(period).U64(seq).U32(static_cast<uint32_t>(n)).Take();
+  store_->Put(key, u.SerializeAsString());
+  if (rec != nullptr) rec->add_unpriced_keys(key);
+}
+
+void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::string& event_id,
+                         const v1::UsageInterval& u) {
+  v1::StoredInterval rec;
+  rec.set_seq(seq);
+  rec.set_source_id(source_id);
+  rec.set_event_id(event_id);
+  *rec.mutable_interval() = u;
+  const std::string id_key = KeyBuilder(keys::kInterval).Str(source_id).Str(event_id).Take();
+  if (base::OutsideKnownPeriods(u.start_ms(), u.end_ms())) {
+    AddUnpriced((u.start_ms() < base::kFirstPeriodStartMs ? base::kFirstPeriod : base::kLastPeriod)
+                    .ToString(),
+                seq, source_id, event_id, OutsideWhy("usage"), &rec);
+  }
+  const v1::Allocation* alloc = registry_.FindAllocation(u.allocation_id());
+  if (alloc == nullptr) {
+    base::ForEachPeriodWithin(u.start_ms(), u.end_ms(), [&](Period p, int64_t, int64_t) {
+      AddUnpriced(p.ToString(), seq, source_id, event_id,
+                  absl::StrCat("unknown allocation '", u.allocation_id(), "'"), &rec);
+    });
+    store_->Put(id_key, rec.SerializeAsString());
+    return;
+  }
+  const int64_t gpus = u.gpu_count();
+  // The instant from which this interval is beyond its allocation's cap (end: never).
+  const int64_t cap_from = TakeCap(*alloc, u, &rec);
+  base::ForEachPeriodWithin(u.start_ms(), u.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
+    const std::string period = p.ToString();
+    std::vector<int64_t> cuts = registry_.PriceChangesWithin(*alloc, u.gpu_model(), lo, hi);
+    if (cap_from > lo && cap_from < hi) cuts.push_back(cap_from);
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+    cuts.insert(cuts.begin(), lo);
+    cuts.push_back(hi);
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+      const int64_t s = cuts[i];
+      const int64_t e = cuts[i + 1];
+      const auto inst = registry_.InstitutionAt(alloc->institution_id(), s);
+      const auto rate = registry_.RateAt(alloc->program(), u.gpu_model(), s);
+      const auto copay = inst ? registry_.CopayAt(inst->type, s) : std::nullopt;
+      if (!inst || !rate || !copay) {
+        AddUnpriced(period, seq, source_id, event_id,
+                    absl::StrCat(!inst   ? "no institution record for '"
+                                 : !rate ? "no rate card for the usage of '"
+                                         : "no co-pay policy for the type of '",
+                                 alloc->institution_id(), "' at ", base::FormatKst(s)),
+                    &rec);
+        continue;
+      }
+      const bool beyond_cap = s >= cap_from;
+      LineId line{alloc->institution_id(),
+                  alloc->allocation_id(),
+                  u.gpu_model(),
+                  *rate,
+                  beyond_cap ? base::kBasisPointsPerUnit : static_cast<int64_t>(*copay),
+                  inst->type,
+                  beyond_cap ? v1::LINE_KIND_BEYOND_CAP : v1::LINE_KIND_USAGE};
+      const std::string key = EncodeLine(line);
+      const int n = rec.slices_size();
+      if (n > 0 && rec.slices(n - 1).line_key() == key && rec.slices(n - 1).end_ms() == s &&
+          rec.slices(n - 1).period() == period) {
+        rec.mutable_slices(n - 1)->set_end_ms(e);
+      } else {
+        v1::StoredSlice* slice = rec.add_slices();
+        slice->set_period(period);
+        slice->set_start_ms(s);
+        slice->set_end_ms(e);
+        slice->set_line_key(key);
+      }
+      AddLine(period, key, GpuMsOf(gpus, s, e));
+      AddDaily(source_id, s, e, gpus);
+    }
+  });
+  Recredit(&rec);
+  store_->Put(id_key, rec.SerializeAsString());
+  store_->Put(KeyBuilder(keys::kAllocationIndex)
+                  .Str(alloc->allocation_id())
+                  .Str(source_id)
+                  .Str(event_id)
+                  .key(),
+              "");
+}
+
+void Engine::RemoveInterval(const v1::StoredInterval& rec) {
+  const int64_t gpus = rec.interval().gpu_count();
+  for (const auto& s : rec.slices()) {
+    AddLine(s.period(), s.line_key(), -GpuMsOf(gpus, s.start_ms(), s.end_ms()));
+    AddDaily(rec.source_id(), s.start_ms(), s.end_ms(), -gpus);
+  }
+  for (const auto& c : rec.credits()) AddLine(c.period(), c.line_key(), -PartGpuMs(c));
+  for (const auto& k : rec.unpriced_keys()) store_->Delete(k);
+  const std::string& allocation_id = rec.interval().allocation_id();
+  if (rec.cap_gpu_ms() != 0) {
+    const std::string cap_key = KeyBuilder(keys::kCapUsed).Str(allocation_id).Take();
+    counters_->Add(cap_key, -static_cast<__int128>(rec.cap_gpu_ms()));
+  }
+  store_->Delete(KeyBuilder(keys::kInterval).Str(rec.source_id()).Str(rec.event_id()).key());
+  store_->Delete(KeyBuilder(keys::kAllocationIndex)
+                     .Str(allocation_id)
+                     .Str(rec.source_id())
+                     .Str(rec.event_id())
+                     .key());
+}
+
+// Own use or an outage partly outside the known periods: listed (with the period nearest it)
+// rather than dropped silently.
+void Engine::NoteOutside(uint64_t seq, const std::string& source_id, const std::string& event_id,
+                         std::string_view what, int64_t start_ms, int64_t end_ms) {
+  if (!base::OutsideKnownPeriods(start_ms, end_ms)) return;
+  const Period nearest =
+      start_ms < base::kFirstPeriodStartMs ? base::kFirstPeriod : base::kLastPeriod;
+  AddUnpriced(nearest.ToString(), seq, source_id, event_id, OutsideWhy(what), nullptr);
+}
+
+// A correction takes its target's place (and may itself be corrected later).
+void Engine::ApplyCorrection(uint64_t seq, const std::string& source_id,
+                             const v1::UsageEvent& event) {
+  const auto& c = event.correction();
+  auto bytes =
+      store_->Get(KeyBuilder(keys::kInterval).Str(source_id).Str(c.target_event_id()).key());
+  v1::StoredInterval target;
+  if (!bytes || !target.ParseFromString(*bytes)) {
+    const int64_t at = c.has_replacement() ? c.replacement().start_ms() : event.emitted_at_ms();
+    AddUnpriced(base::PeriodOf(at).ToString(), seq, source_id, event.event_id(),
+                absl::StrCat("correction of unknown usage event '", c.target_event_id(), "'"),
+                nullptr);
+    return;
+  }
+  RemoveInterval(target);
+  if (c.has_replacement()) AddInterval(seq, source_id, event.event_id(), c.replacement());
+}
+
+void Engine::ApplyOwnUse(uint64_t seq, const std::string& source_id, const v1::UsageEvent& event) {
+  const auto& o = event.own_use();
+  NoteOutside(seq, source_id, event.event_id(), "own use", o.start_ms(), o.end_ms());
+  base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
+    const std::string rest = PoolRest(p.ToString(), source_id, o.program(), o.gpu_model());
+    const std::string key = absl::StrCat(keys::kOwnUse, rest);
+    counters_->Add(key, GpuMsOf(o.gpu_count(), lo, hi));
+    // Own use of a closed period: an adjustment on the first open period's statement.
+    if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOwnUse, rest), "");
+  });
+}
+
+}  // namespace gpuledger::settlement
