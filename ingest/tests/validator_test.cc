@@ -39,10 +39,10 @@ class Harness {
     RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
                    kafka_ms, event.SerializeAsString()};
     raw.kafka_timestamp_type = registry ? v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME : usage_ts_type_;
-    ledger::Candidate c = Decide(raw, Limits(), now_ms_);
+    Decoded c = Decode(raw, Limits(), now_ms_);
     validator_->Check(&c);
     const uint64_t seq = Append(c);
-    for (ledger::Candidate& r : validator_->TakeResolvable()) {
+    for (Decoded& r : validator_->TakeResolvable()) {
       validator_->Check(&r);
       Append(r);
     }
@@ -54,8 +54,8 @@ class Harness {
     return seq == 0 ? v1::LedgerEntry() : ledger_->Get(seq)->entry;
   }
 
-  uint64_t Append(const ledger::Candidate& c) {
-    auto r = ledger_->Append(c);
+  uint64_t Append(const Decoded& c) {
+    auto r = ledger_->Append(c.candidate);
     EXPECT_TRUE(r.ok()) << r.status();
     if (r->kind != ledger::AppendKind::kAppended) return r->seq;
     validator_->Recorded(c, r->seq);
@@ -599,16 +599,17 @@ TEST(ValidatorTest, RebuildingFromTheLedgerReproducesEveryDecision) {
                           RawMessage raw{le.topic(), le.partition(), le.offset(),
                                          le.kafka_timestamp_ms(), le.payload()};
                           raw.kafka_timestamp_type = le.kafka_timestamp_type();
-                          ledger::Candidate c = Decide(raw, Harness::Limits(), le.recorded_at_ms());
+                          Decoded d = Decode(raw, Harness::Limits(), le.recorded_at_ms());
+                          ledger::Candidate& c = d.candidate;
                           c.resolves_seq = le.resolves_seq();
-                          replay.Check(&c);
+                          replay.Check(&d);
                           const auto outcome = !c.reason_code.empty() ? v1::REJECTED
                                                : c.park               ? v1::PARKED
                                                                       : v1::ACCEPTED;
                           EXPECT_EQ(outcome, le.outcome()) << "seq " << e.seq;
                           EXPECT_EQ(c.reason_code, le.reason_code()) << "seq " << e.seq;
                           c.recorded_at_ms = le.recorded_at_ms();
-                          replay.Recorded(c, e.seq);
+                          replay.Recorded(d, e.seq);
                           ++checked;
                           return true;
                         })

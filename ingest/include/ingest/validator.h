@@ -56,18 +56,18 @@ class Validator {
   // (the caller stops without committing them).
   const absl::Status& status() const { return error_; }
 
-  // Completes the decision about `c`, which Decide() produced: if Decide accepted it, checks it
-  // against the registry and earlier usage and sets reason_code/reason_detail, or `park`. Does
-  // not change the state.
-  void Check(ledger::Candidate* c) const;
+  // Completes the decision about `d`, which Decode() produced: if Decode accepted it, checks its
+  // event against the registry and earlier usage and sets the candidate's
+  // reason_code/reason_detail, or `park`. Does not change the state.
+  void Check(Decoded* d) const;
 
   // Updates the state with an entry the ledger recorded at `seq` (not for duplicates or
   // refused conflicts, which record nothing that counts).
-  void Recorded(const ledger::Candidate& c, uint64_t seq);
+  void Recorded(const Decoded& d, uint64_t seq);
 
   // Parked entries that can be decided now (their allocation was announced, or their grace
   // period passed), in seq order, each with resolves_seq set. For each: Check, append, Recorded.
-  std::vector<ledger::Candidate> TakeResolvable() const;
+  std::vector<Decoded> TakeResolvable() const;
 
   size_t parked() const { return parked_.size(); }
   const ledger::Registry& registry() const { return registry_; }
@@ -81,7 +81,7 @@ class Validator {
     int64_t at_ms;
   };
   struct Parked {
-    ledger::Candidate candidate;
+    Decoded decoded;
     std::string allocation_id;
     std::optional<PoolKey> pool;
   };
