@@ -9,6 +9,7 @@
 #include "gpuledger/v1/registry.pb.h"
 #include "hold_store.h"
 #include "ingest/reasons.h"
+#include "recent_intervals.h"
 
 namespace gpuledger::ingest {
 
@@ -90,7 +91,9 @@ std::pair<int64_t, int64_t> PeakOutage(const std::vector<OutageSpan>& spans,
 
 }  // namespace
 
-Validator::Validator(ValidationLimits limits) : limits_(std::move(limits)) {
+Validator::Validator(ValidationLimits limits, size_t recent_intervals_bytes)
+    : limits_(std::move(limits)),
+      recent_(std::make_unique<RecentIntervals>(recent_intervals_bytes)) {
   auto store = HoldStore::Open("");
   if (!store.ok()) {
     // Only an in-memory RocksDB that cannot start: nothing can be decided.
@@ -107,6 +110,7 @@ void Validator::NoteError(const absl::Status& st) const {
 }
 
 absl::Status Validator::Load(const ledger::Ledger& ledger, const std::string& state_dir) {
+  recent_->Clear();  // of the store it replaces or wipes
   if (!state_dir.empty()) {
     GPULEDGER_ASSIGN_OR_RETURN(store_, HoldStore::Open(state_dir));
   }
@@ -366,16 +370,16 @@ void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u
   if (auto longest = longest_held_.find(u.allocation_id()); longest != longest_held_.end()) {
     // Only intervals that start within the longest one held can reach into [start, end).
     std::string overlap;
-    absl::Status st = store_->ScanIntervals(
-        u.allocation_id(), u.start_ms() - longest->second, u.end_ms(),
-        [&](const HoldStore::Interval& h) {
+    absl::Status st = recent_->Scan(
+        *store_, u.allocation_id(), u.start_ms() - longest->second, u.end_ms(),
+        [&](const RecentIntervals::View& h) {
           if (h.end_ms <= u.start_ms()) return true;
           if (replacing != nullptr && h.csp == replacing->first &&
               h.event_id == replacing->second) {
             return true;
           }
           if (h.node_id == u.node_id()) {
-            overlap = h.event_id;
+            overlap = std::string(h.event_id);
             return false;
           }
           edges.push_back({std::max(h.start_ms, u.start_ms()), h.gpus});
@@ -413,9 +417,10 @@ void Validator::Hold(const Identity& who, const v1::UsageInterval& u) {
     if (!replaying_stored_) store_->PutLongest(u.allocation_id(), longest);
   }
   if (replaying_stored_) return;
-  store_->PutInterval(u.allocation_id(),
-                      HoldStore::Interval{u.start_ms(), u.end_ms(), u.gpu_count(), u.node_id(),
-                                          who.first, who.second});
+  const HoldStore::Interval held{u.start_ms(), u.end_ms(), u.gpu_count(),
+                                 u.node_id(),  who.first,  who.second};
+  store_->PutInterval(u.allocation_id(), held);
+  recent_->Put(u.allocation_id(), held);
   store_->PutHolder(who.first, who.second,
                     HoldStore::Holder{false, u.allocation_id(), u.start_ms()});
 }
@@ -426,6 +431,7 @@ void Validator::Release(const Identity& who) {
   if (!holder.ok()) return NoteError(holder.status());
   if (holder->has_value() && !(*holder)->retired) {
     store_->DeleteInterval((*holder)->allocation, (*holder)->start_ms, who.first, who.second);
+    recent_->Erase((*holder)->allocation, (*holder)->start_ms, who.first, who.second);
     store_->PutHolder(who.first, who.second, HoldStore::Holder{true, "", 0});
   }
 }

@@ -54,4 +54,15 @@ inline constexpr int64_t kGpuMsCapMax = int64_t{kGpuCountMax} * 100 * 366 * 86'4
 // as doubles (the CSV and JSON documents carry it).
 inline constexpr uint64_t kProducerSeqMax = uint64_t{1} << 53;
 
+// Memory bounds of ingest's own caches (the Kafka consumer's prefetch and RocksDB's memtables and
+// block caches are bounded where they are configured: ingestor.cc, hold_store.cc, the ledger).
+
+// The validator's in-memory index of recent intervals per allocation, in front of its state
+// store (ingest/src/recent_intervals.h): 64 MiB, some 250,000 intervals at ~250 bytes each
+// (with event ids of 20-40 bytes), a month of hourly usage of about 350 nodes, so that the
+// overlap check of nearly every usage event is answered from memory; beyond it the oldest
+// intervals of the least recently checked allocations go, and a check that needs them reads the
+// store. Small next to the 512 MiB peak RSS target (issue 15).
+inline constexpr size_t kRecentIntervalsBytes = size_t{64} << 20;
+
 }  // namespace gpuledger::ingest::limits

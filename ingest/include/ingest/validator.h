@@ -6,7 +6,8 @@
 //
 // Its memory does not grow with the number of events: the accepted intervals, who holds them
 // and which events were corrected live in a RocksDB state store (HoldStore, derived from the
-// ledger); in memory are the registry, the parked entries and one figure per allocation.
+// ledger); in memory are the registry, the parked entries, one figure per allocation and an
+// index of recent intervals bounded in bytes (RecentIntervals).
 #pragma once
 
 #include <cstdint>
@@ -22,12 +23,14 @@
 #include "absl/status/status.h"
 #include "gpuledger/v1/usage.pb.h"
 #include "ingest/decide.h"
+#include "ingest/limits.h"
 #include "ledger/ledger.h"
 #include "ledger/registry.h"
 
 namespace gpuledger::ingest {
 
 class HoldStore;
+class RecentIntervals;
 
 // An accepted outage's [start, end) and GPUs out of service.
 struct OutageSpan {
@@ -39,8 +42,11 @@ struct OutageSpan {
 // Owned by the ingest loop; one thread.
 class Validator {
  public:
-  // Starts with an empty state store in memory.
-  explicit Validator(ValidationLimits limits);
+  // Starts with an empty state store in memory. `recent_intervals_bytes`: the bound on the
+  // in-memory index of recent intervals in front of the state store (src/recent_intervals.h);
+  // 0 reads the store for every usage event. Decisions do not depend on it.
+  explicit Validator(ValidationLimits limits,
+                     size_t recent_intervals_bytes = ingest::limits::kRecentIntervalsBytes);
   ~Validator();
 
   // Opens the state store at `state_dir` (empty: keeps the one in memory) and brings it up to
@@ -115,6 +121,8 @@ class Validator {
   ledger::Registry registry_;
   // Accepted intervals, their holders and the retired (corrected or cancelled) events.
   std::unique_ptr<HoldStore> store_;
+  // The intervals of recently checked allocations, in front of store_.
+  std::unique_ptr<RecentIntervals> recent_;
   // While Load replays entries the state store already reflects: holds are not written again.
   bool replaying_stored_ = false;
   mutable absl::Status error_;
