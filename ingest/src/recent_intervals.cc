@@ -21,6 +21,12 @@ constexpr size_t kTreeNodeBytes = 32 + kMallocOverheadBytes;
 constexpr size_t kHashNodeBytes = 16 + kMallocOverheadBytes;
 constexpr size_t kListNodeBytes = 16 + kMallocOverheadBytes;
 
+// How many intervals past a scan's end a new entry reads ahead (so that the next scans, later in
+// time, find them in memory) before it stops and sets its ceiling there; never more than a
+// quarter of the bound holds, at about kIntervalBytesTypical each.
+constexpr size_t kFillAheadMax = 1024;
+constexpr size_t kIntervalBytesTypical = 256;
+
 }  // namespace
 
 bool RecentIntervals::Key::operator<(const Key& o) const {
@@ -47,37 +53,78 @@ void RecentIntervals::Insert(Entry* e, Key k, Value v) {
   if (e->intervals.emplace(std::move(k), std::move(v)).second) bytes_ += add;
 }
 
+absl::Status RecentIntervals::Fill(const HoldStore& store, const std::string& allocation, Entry* e,
+                                   int64_t from_ms, int64_t to_ms) {
+  return store.ScanIntervals(allocation, from_ms, to_ms, [&](const HoldStore::Interval& in) {
+    Insert(e, Key{in.start_ms, in.csp, in.event_id}, Value{in.end_ms, in.gpus, in.node_id});
+    return true;
+  });
+}
+
+void RecentIntervals::Drop(const std::string& allocation) {
+  auto it = entries_.find(allocation);
+  if (it == entries_.end()) return;
+  for (const auto& [k, v] : it->second.intervals) bytes_ -= IntervalBytes(k, v);
+  bytes_ -= EntryBytes(allocation);
+  lru_.erase(it->second.lru);
+  entries_.erase(it);
+}
+
 absl::Status RecentIntervals::Scan(const HoldStore& store, const std::string& allocation,
                                    int64_t from_ms, int64_t to_ms, Visit visit) {
   if (from_ms >= to_ms) return absl::OkStatus();  // as the store: an empty range
-  if (bytes_max_ == 0) {
+  auto direct = [&] {
     return store.ScanIntervals(allocation, from_ms, to_ms, [&](const HoldStore::Interval& in) {
       return visit(View{in.start_ms, in.end_ms, in.gpus, in.node_id, in.csp, in.event_id});
     });
-  }
-  auto [it, created] = entries_.try_emplace(allocation);
-  Entry& e = it->second;
-  if (created) {
-    e.floor_ms = std::numeric_limits<int64_t>::max();  // nothing known yet
+  };
+  if (bytes_max_ == 0) return direct();
+  auto it = entries_.find(allocation);
+  if (it == entries_.end()) {
+    it = entries_.try_emplace(allocation).first;
+    Entry& e = it->second;
     lru_.push_front(allocation);
     e.lru = lru_.begin();
     bytes_ += EntryBytes(allocation);
-  } else if (e.lru != lru_.begin()) {
-    lru_.splice(lru_.begin(), lru_, e.lru);
-  }
-  if (from_ms < e.floor_ms) {
+    // From the scan's start up, with at most kFillAheadMax intervals past its end: after a
+    // restart the store may hold far more of this allocation than any scan needs.
+    e.floor_ms = from_ms;
+    e.ceiling_ms = std::numeric_limits<int64_t>::max();
+    const size_t ahead_max = std::min(kFillAheadMax, bytes_max_ / 4 / kIntervalBytesTypical);
+    size_t ahead = 0;
     absl::Status st =
-        store.ScanIntervals(allocation, from_ms, e.floor_ms, [&](const HoldStore::Interval& in) {
+        store.ScanIntervals(allocation, from_ms, e.ceiling_ms, [&](const HoldStore::Interval& in) {
+          if (in.start_ms >= to_ms && ++ahead > ahead_max) {
+            e.ceiling_ms = in.start_ms;  // this one and those after it are not read
+            return false;
+          }
           Insert(&e, Key{in.start_ms, in.csp, in.event_id}, Value{in.end_ms, in.gpus, in.node_id});
           return true;
         });
     if (!st.ok()) {
-      // Partly read: the entry would claim intervals it does not have.
-      Clear();
+      Drop(allocation);  // partly read: it would claim intervals it does not have
       return st;
     }
-    e.floor_ms = from_ms;
+  } else {
+    Entry& e = it->second;
+    if (e.lru != lru_.begin()) lru_.splice(lru_.begin(), lru_, e.lru);
+    // Wholly outside what the index holds: reading the store is the least work.
+    if (to_ms <= e.floor_ms || from_ms >= e.ceiling_ms) return direct();
+    absl::Status st;
+    if (from_ms < e.floor_ms) {
+      st = Fill(store, allocation, &e, from_ms, e.floor_ms);
+      if (st.ok()) e.floor_ms = from_ms;
+    }
+    if (st.ok() && to_ms > e.ceiling_ms) {
+      st = Fill(store, allocation, &e, e.ceiling_ms, to_ms);
+      if (st.ok()) e.ceiling_ms = to_ms;
+    }
+    if (!st.ok()) {
+      Drop(allocation);
+      return st;
+    }
   }
+  const Entry& e = it->second;
   View view;
   for (auto i = e.intervals.lower_bound(Key{from_ms, {}, {}});
        i != e.intervals.end() && i->first.start_ms < to_ms; ++i) {
@@ -95,8 +142,11 @@ absl::Status RecentIntervals::Scan(const HoldStore& store, const std::string& al
 
 void RecentIntervals::Put(const std::string& allocation, const HoldStore::Interval& in) {
   auto it = entries_.find(allocation);
-  // Not in the index, or below its floor: the store has it, and a scan that needs it reads it.
-  if (it == entries_.end() || in.start_ms < it->second.floor_ms) return;
+  // Not in the index, or outside its range: the store has it, and a scan that needs it reads it.
+  if (it == entries_.end() || in.start_ms < it->second.floor_ms ||
+      in.start_ms >= it->second.ceiling_ms) {
+    return;
+  }
   Entry& e = it->second;
   Key k{in.start_ms, in.csp, in.event_id};
   if (auto old = e.intervals.find(k); old != e.intervals.end()) {
@@ -129,10 +179,8 @@ void RecentIntervals::Shrink() {
   while (bytes_ > bytes_max_ && !lru_.empty()) {
     auto it = entries_.find(lru_.back());
     Entry& e = it->second;
-    if (e.intervals.empty()) {
-      bytes_ -= EntryBytes(it->first);
-      lru_.pop_back();
-      entries_.erase(it);
+    if (e.intervals.empty() || e.floor_ms >= e.ceiling_ms) {
+      Drop(it->first);
       continue;
     }
     auto first = e.intervals.begin();

@@ -2,12 +2,14 @@
 // store (HoldStore), so that the overlap scan of a usage event is a map lookup instead of a
 // RocksDB seek through the store's write batch (about half of ingest's profile before it).
 //
-// Per allocation it keeps a floor and every held interval that starts at or after the floor, in
-// the store's own key order (start, CSP, event id), so that a scan visits the same intervals in
-// the same order as HoldStore::ScanIntervals and stops at the same one: decisions are exactly
-// those of the store alone. A scan that reaches below an allocation's floor (or of an allocation
-// not in the index) first reads the missing range from the store and lowers the floor. Writes go
-// to both, the store first.
+// Per allocation it keeps a range [floor, ceiling) of start times and every held interval that
+// starts inside it, in the store's own key order (start, CSP, event id), so that a scan visits
+// the same intervals in the same order as HoldStore::ScanIntervals and stops at the same one:
+// decisions are exactly those of the store alone. A scan that overlaps the range but reaches
+// past it first reads the missing part (never more than the scan's own range) from the store
+// and widens the range; a scan wholly outside it reads the store alone. An allocation not in
+// the index is read from the scan's start up to a few intervals past its end (kFillAheadMax)
+// (the ceiling is infinite when the store has no more). Writes go to both, the store first.
 //
 // Bounded in bytes (limits::kRecentIntervalsBytes by default): over the bound, the least
 // recently scanned allocation gives up its oldest intervals, and its floor rises past them; an
@@ -72,9 +74,10 @@ class RecentIntervals {
     std::string node_id;
   };
   struct Entry {
-    // Every interval of the allocation starting at or after floor_ms is in `intervals`
-    // (some before it may be too).
+    // Every interval of the allocation with floor_ms <= start < ceiling_ms is in `intervals`
+    // (some outside that range may be too).
     int64_t floor_ms;
+    int64_t ceiling_ms;
     std::map<Key, Value> intervals;
     std::list<std::string>::iterator lru;
   };
@@ -82,6 +85,10 @@ class RecentIntervals {
   static size_t IntervalBytes(const Key& k, const Value& v);
   size_t EntryBytes(const std::string& allocation) const;
   void Insert(Entry* e, Key k, Value v);
+  // Reads the store's intervals with from_ms <= start < to_ms into `e`.
+  absl::Status Fill(const HoldStore& store, const std::string& allocation, Entry* e,
+                    int64_t from_ms, int64_t to_ms);
+  void Drop(const std::string& allocation);
   void Shrink();
 
   size_t bytes_max_;
