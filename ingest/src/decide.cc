@@ -421,11 +421,11 @@ int64_t TimeOfRecord(const ledger::Candidate& c) {
   return std::clamp<int64_t>(ms, 0, limits::kTimeMaxMs);
 }
 
-ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
-                         int64_t recorded_at_ms) {
-  ledger::Candidate c;
-  c.payload = m.payload;
-  c.topic = m.topic;
+Decoded Decode(RawMessage m, const ValidationLimits& limits, int64_t recorded_at_ms) {
+  Decoded d;
+  ledger::Candidate& c = d.candidate;
+  c.payload = std::move(m.payload);
+  c.topic = std::move(m.topic);
   c.partition = m.partition;
   c.offset = m.offset;
   c.kafka_timestamp_ms = m.kafka_timestamp_ms;
@@ -433,13 +433,13 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
   c.recorded_at_ms = recorded_at_ms;
 
   std::string why;
-  if (m.topic == limits.topics.Registry()) {
+  if (c.topic == limits.topics.Registry()) {
     c.source = v1::SOURCE_REGISTRY;
     c.source_id = kOperatorSourceId;
     v1::RegistryEvent e;
-    if (!DecodeInto(m.payload, &e, &c, &why)) {
+    if (!DecodeInto(c.payload, &e, &c, &why)) {
       Reject(&c, {reason::kMalformed, absl::StrCat("not a gpuledger.v1.RegistryEvent", why)});
-      return c;
+      return d;
     }
     MaybeVerdict v;
     if (e.schema_version() != kSchemaVersion) {
@@ -451,28 +451,29 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
       if (!(v = CheckOptionalTime("emitted_at_ms", e.emitted_at_ms()))) v = CheckRegistryBody(e);
     }
     if (v) Reject(&c, *v);
-    return c;
+    d.event = std::move(e);
+    return d;
   }
 
-  const std::optional<std::string> csp = limits.topics.CspOfUsage(m.topic);
+  const std::optional<std::string> csp = limits.topics.CspOfUsage(c.topic);
   if (!csp) {
-    Reject(&c, {reason::kUnknownTopic, absl::StrCat("topic '", m.topic, "'")});
-    return c;
+    Reject(&c, {reason::kUnknownTopic, absl::StrCat("topic '", c.topic, "'")});
+    return d;
   }
   c.source = v1::SOURCE_USAGE;
   if (!IsCspId(*csp)) {
     Reject(&c, {reason::kUnknownTopic,
-                absl::StrCat("topic '", m.topic, "': '", *csp, "' cannot be a CSP id")});
-    return c;
+                absl::StrCat("topic '", c.topic, "': '", *csp, "' cannot be a CSP id")});
+    return d;
   }
   // Every message on a CSP's topic is that CSP's, readable and answerable by it, even when it
   // does not decode. The identity is the CSP of the topic, never the claimed csp_id: one CSP
   // cannot occupy another's event-id space.
   c.source_id = *csp;
   v1::UsageEvent e;
-  if (!DecodeInto(m.payload, &e, &c, &why)) {
+  if (!DecodeInto(c.payload, &e, &c, &why)) {
     Reject(&c, {reason::kMalformed, absl::StrCat("not a gpuledger.v1.UsageEvent", why)});
-    return c;
+    return d;
   }
   if (!CheckEventId(e.event_id(), limits)) {
     c.event_id = e.event_id();
@@ -482,7 +483,13 @@ ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
     }
   }
   if (MaybeVerdict v = CheckUsage(e, *csp, limits)) Reject(&c, *v);
-  return c;
+  d.event = std::move(e);
+  return d;
+}
+
+ledger::Candidate Decide(const RawMessage& m, const ValidationLimits& limits,
+                         int64_t recorded_at_ms) {
+  return Decode(m, limits, recorded_at_ms).candidate;
 }
 
 }  // namespace gpuledger::ingest

@@ -119,13 +119,13 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   auto impl = std::make_unique<Impl>();
   rocksdb::Options o;
   o.create_if_missing = true;
-  o.max_total_wal_size = limits::kHoldStoreWalBytesMax;
+  o.max_total_wal_size = gpuledger::limits::kHoldStoreWalBytesMax;
   o.info_log = ledger::RocksLogger("validator state store");
   // Fixed memory however large it grows: two 32 MiB memtables, index and filter blocks in a
   // 64 MiB cache; the bloom filter serves the point reads by holder.
-  o.write_buffer_size = limits::kHoldStoreMemtableBytes;
-  o.max_write_buffer_number = limits::kHoldStoreMemtables;
-  o.table_factory = ledger::BoundedTables(limits::kHoldStoreBlockCacheBytes);
+  o.write_buffer_size = gpuledger::limits::kHoldStoreMemtableBytes;
+  o.max_write_buffer_number = gpuledger::limits::kHoldStoreMemtables;
+  o.table_factory = ledger::BoundedTables(gpuledger::limits::kHoldStoreBlockCacheBytes);
   std::string where = path;
   if (path.empty()) {
     impl->mem_env.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));

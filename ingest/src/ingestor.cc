@@ -58,9 +58,9 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
  private:
   absl::Status Setup();
   absl::Status Handle(const RdKafka::Message& msg);
-  // Appends one candidate (a consumed message or a resolution of a parked one) and counts it.
-  absl::Status Record(const ledger::Candidate& candidate);
-  absl::Status CheckpointIfClose(const ledger::Candidate& candidate, uint64_t seq);
+  // Appends one decided message (a consumed one or a resolution of a parked one) and counts it.
+  absl::Status Record(const Decoded& decoded);
+  absl::Status CheckpointIfClose(const Decoded& decoded, uint64_t seq);
   absl::Status CommitBatch();
   absl::Status StageNoticeCursor();
   absl::Status ResendUnconfirmedNotices();
@@ -242,19 +242,20 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   if (msg.payload() != nullptr)
     raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
 
-  ledger::Candidate candidate = Decide(raw, options_.limits, NowMs());
-  validator_.Check(&candidate);
+  Decoded decoded = Decode(std::move(raw), options_.limits, NowMs());
+  validator_.Check(&decoded);
   GPULEDGER_RETURN_IF_ERROR(validator_.status());
   ++stats_.consumed;
   metrics_.OnConsumed();
   ++batch_messages_;
-  GPULEDGER_RETURN_IF_ERROR(Record(candidate));
-  const ledger::TopicPartition tp{raw.topic, raw.partition};
-  GPULEDGER_RETURN_IF_ERROR(ledger_.AdvanceOffset(tp, raw.offset + 1));
-  batch_offsets_[tp] = raw.offset + 1;
+  GPULEDGER_RETURN_IF_ERROR(Record(decoded));
+  const ledger::Candidate& candidate = decoded.candidate;
+  const ledger::TopicPartition tp{candidate.topic, candidate.partition};
+  GPULEDGER_RETURN_IF_ERROR(ledger_.AdvanceOffset(tp, candidate.offset + 1));
+  batch_offsets_[tp] = candidate.offset + 1;
   at_end_.erase(tp);
   // Parked events whose allocation this message announced, or whose grace period it ended.
-  for (ledger::Candidate& resolution : validator_.TakeResolvable()) {
+  for (Decoded& resolution : validator_.TakeResolvable()) {
     validator_.Check(&resolution);
     GPULEDGER_RETURN_IF_ERROR(validator_.status());
     GPULEDGER_RETURN_IF_ERROR(Record(resolution));
@@ -263,12 +264,11 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
 }
 
 // A period close is sealed by a signed checkpoint at its own entry (on a signed ledger).
-absl::Status IngestLoop::CheckpointIfClose(const ledger::Candidate& candidate, uint64_t seq) {
-  if (candidate.source != v1::SOURCE_REGISTRY) return absl::OkStatus();
-  v1::RegistryEvent event;
-  if (!event.ParseFromString(candidate.payload) || !event.has_period_close()) {
-    return absl::OkStatus();
-  }
+absl::Status IngestLoop::CheckpointIfClose(const Decoded& decoded, uint64_t seq) {
+  if (decoded.candidate.source != v1::SOURCE_REGISTRY) return absl::OkStatus();
+  const v1::RegistryEvent* registry = decoded.registry();
+  if (registry == nullptr || !registry->has_period_close()) return absl::OkStatus();
+  const v1::RegistryEvent& event = *registry;
   if (!ledger_.can_sign()) {
     spdlog::warn("period {} closed at seq {} on an unsigned ledger: no signed checkpoint",
                  event.period_close().period(), seq);
@@ -279,7 +279,8 @@ absl::Status IngestLoop::CheckpointIfClose(const ledger::Candidate& candidate, u
   return ledger_.StageCheckpoint(event.emitted_at_ms());
 }
 
-absl::Status IngestLoop::Record(const ledger::Candidate& candidate) {
+absl::Status IngestLoop::Record(const Decoded& decoded) {
+  const ledger::Candidate& candidate = decoded.candidate;
   GPULEDGER_ASSIGN_OR_RETURN(ledger::AppendResult result, ledger_.Append(candidate));
   std::string reason;  // of a new rejected entry
   switch (result.kind) {
@@ -291,7 +292,7 @@ absl::Status IngestLoop::Record(const ledger::Candidate& candidate) {
       reason = ledger::kConflictingDuplicate;
       break;
     case ledger::AppendKind::kAppended:
-      validator_.Recorded(candidate, result.seq);
+      validator_.Recorded(decoded, result.seq);
       if (candidate.resolves_seq != 0) ++stats_.resolved;
       if (!candidate.reason_code.empty()) {
         reason = candidate.reason_code;
@@ -301,7 +302,7 @@ absl::Status IngestLoop::Record(const ledger::Candidate& candidate) {
       } else {
         ++stats_.accepted;
         metrics_.OnMessage(MessageOutcome::kAccepted);
-        GPULEDGER_RETURN_IF_ERROR(CheckpointIfClose(candidate, result.seq));
+        GPULEDGER_RETURN_IF_ERROR(CheckpointIfClose(decoded, result.seq));
       }
       break;
   }

@@ -40,7 +40,7 @@ struct RejectedNotice {
 class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::EventCb {
  public:
   // Most notices waiting for delivery; beyond it Send() waits (bounded) for room.
-  static constexpr int kQueueMaxMessages = limits::kRejectedQueueMessagesMax;
+  static constexpr int kQueueMaxMessages = gpuledger::limits::kRejectedQueueMessagesMax;
   // Longest Send() waits for room in a full queue before dropping the rest, ms.
   static constexpr int kQueueFullWaitMs = 10'000;
   // Longest librdkafka retries one notice before reporting it failed, ms.

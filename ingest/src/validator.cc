@@ -9,6 +9,7 @@
 #include "gpuledger/v1/registry.pb.h"
 #include "hold_store.h"
 #include "ingest/reasons.h"
+#include "recent_intervals.h"
 
 namespace gpuledger::ingest {
 
@@ -22,8 +23,11 @@ void Reject(ledger::Candidate* c, const char* code, std::string detail) {
   c->park = false;
 }
 
-ledger::Candidate FromEntry(const v1::LedgerEntry& e) {
-  ledger::Candidate c;
+// An entry read back from the ledger, with its event decoded as its source's message type when
+// it counts for something (accepted or parked); rejected entries are not decoded.
+Decoded FromEntry(const v1::LedgerEntry& e) {
+  Decoded d;
+  ledger::Candidate& c = d.candidate;
   c.source = e.source();
   c.payload = e.payload();
   c.topic = e.topic();
@@ -40,7 +44,13 @@ ledger::Candidate FromEntry(const v1::LedgerEntry& e) {
   c.reason_detail = e.reason_detail();
   c.park = e.outcome() == v1::PARKED;
   c.resolves_seq = e.resolves_seq();
-  return c;
+  if (e.outcome() == v1::PARKED ||
+      (e.outcome() == v1::ACCEPTED && e.source() == v1::SOURCE_USAGE)) {
+    if (v1::UsageEvent u; u.ParseFromString(c.payload)) d.event = std::move(u);
+  } else if (e.outcome() == v1::ACCEPTED && e.source() == v1::SOURCE_REGISTRY) {
+    if (v1::RegistryEvent r; r.ParseFromString(c.payload)) d.event = std::move(r);
+  }
+  return d;
 }
 
 // The interval an event would make count, if any: a usage body or a correction's replacement.
@@ -81,7 +91,9 @@ std::pair<int64_t, int64_t> PeakOutage(const std::vector<OutageSpan>& spans,
 
 }  // namespace
 
-Validator::Validator(ValidationLimits limits) : limits_(std::move(limits)) {
+Validator::Validator(ValidationLimits limits, size_t recent_intervals_bytes)
+    : limits_(std::move(limits)),
+      recent_(std::make_unique<RecentIntervals>(recent_intervals_bytes)) {
   auto store = HoldStore::Open("");
   if (!store.ok()) {
     // Only an in-memory RocksDB that cannot start: nothing can be decided.
@@ -98,6 +110,7 @@ void Validator::NoteError(const absl::Status& st) const {
 }
 
 absl::Status Validator::Load(const ledger::Ledger& ledger, const std::string& state_dir) {
+  recent_->Clear();  // of the store it replaces or wipes
   if (!state_dir.empty()) {
     GPULEDGER_ASSIGN_OR_RETURN(store_, HoldStore::Open(state_dir));
   }
@@ -151,21 +164,20 @@ absl::Status Validator::Persist(const ledger::Head& head) {
   return store_->Commit(HoldStore::Marker{head.seq, head.hash});
 }
 
-void Validator::Check(ledger::Candidate* c) const {
-  if (!c->reason_code.empty()) return;  // Decide already rejected it
+void Validator::Check(Decoded* d) const {
+  ledger::Candidate* c = &d->candidate;
+  if (!c->reason_code.empty()) return;  // Decode already rejected it
   c->park = false;
   if (c->source == v1::SOURCE_REGISTRY) {
-    v1::RegistryEvent e;
-    if (!e.ParseFromString(c->payload)) return;  // Decide parsed it; cannot happen
-    if (auto problem = registry_.Check(e)) {
+    const v1::RegistryEvent* e = d->registry();
+    if (e == nullptr) return;  // Decode accepted it, so it decoded; cannot happen
+    if (auto problem = registry_.Check(*e)) {
       c->reason_code = problem->code;
       c->reason_detail = problem->detail;
     }
     return;
   }
-  v1::UsageEvent e;
-  if (!e.ParseFromString(c->payload)) return;
-  CheckUsage(e, c);
+  if (const v1::UsageEvent* e = d->usage()) CheckUsage(*e, c);
 }
 
 void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const {
@@ -358,16 +370,16 @@ void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u
   if (auto longest = longest_held_.find(u.allocation_id()); longest != longest_held_.end()) {
     // Only intervals that start within the longest one held can reach into [start, end).
     std::string overlap;
-    absl::Status st = store_->ScanIntervals(
-        u.allocation_id(), u.start_ms() - longest->second, u.end_ms(),
-        [&](const HoldStore::Interval& h) {
+    absl::Status st = recent_->Scan(
+        *store_, u.allocation_id(), u.start_ms() - longest->second, u.end_ms(),
+        [&](const RecentIntervals::View& h) {
           if (h.end_ms <= u.start_ms()) return true;
           if (replacing != nullptr && h.csp == replacing->first &&
               h.event_id == replacing->second) {
             return true;
           }
           if (h.node_id == u.node_id()) {
-            overlap = h.event_id;
+            overlap = std::string(h.event_id);
             return false;
           }
           edges.push_back({std::max(h.start_ms, u.start_ms()), h.gpus});
@@ -405,9 +417,10 @@ void Validator::Hold(const Identity& who, const v1::UsageInterval& u) {
     if (!replaying_stored_) store_->PutLongest(u.allocation_id(), longest);
   }
   if (replaying_stored_) return;
-  store_->PutInterval(u.allocation_id(),
-                      HoldStore::Interval{u.start_ms(), u.end_ms(), u.gpu_count(), u.node_id(),
-                                          who.first, who.second});
+  const HoldStore::Interval held{u.start_ms(), u.end_ms(), u.gpu_count(),
+                                 u.node_id(),  who.first,  who.second};
+  store_->PutInterval(u.allocation_id(), held);
+  recent_->Put(u.allocation_id(), held);
   store_->PutHolder(who.first, who.second,
                     HoldStore::Holder{false, u.allocation_id(), u.start_ms()});
 }
@@ -418,16 +431,19 @@ void Validator::Release(const Identity& who) {
   if (!holder.ok()) return NoteError(holder.status());
   if (holder->has_value() && !(*holder)->retired) {
     store_->DeleteInterval((*holder)->allocation, (*holder)->start_ms, who.first, who.second);
+    recent_->Erase((*holder)->allocation, (*holder)->start_ms, who.first, who.second);
     store_->PutHolder(who.first, who.second, HoldStore::Holder{true, "", 0});
   }
 }
 
-void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
+void Validator::Recorded(const Decoded& d, uint64_t seq) {
+  const ledger::Candidate& c = d.candidate;
   latest_record_ms_ = std::max(latest_record_ms_, TimeOfRecord(c));
   if (c.resolves_seq != 0) {
     if (auto p = parked_.find(c.resolves_seq); p != parked_.end()) {
       const Parked& parked = p->second;
-      parked_identities_.erase({parked.candidate.source_id, parked.candidate.event_id});
+      const ledger::Candidate& candidate = parked.decoded.candidate;
+      parked_identities_.erase({candidate.source_id, candidate.event_id});
       auto drop = [&](auto& index, const auto& key) {
         if (auto it = index.find(key); it != index.end()) {
           it->second.erase(p->first);
@@ -436,19 +452,19 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
       };
       if (parked.pool) {
         drop(parked_by_pool_,
-             PoolIndexKey{parked.candidate.source_id, parked.pool->program, parked.pool->model});
+             PoolIndexKey{candidate.source_id, parked.pool->program, parked.pool->model});
       } else {
         drop(parked_by_allocation_, parked.allocation_id);
       }
-      parked_by_time_.erase({TimeOfRecord(parked.candidate), p->first});
+      parked_by_time_.erase({TimeOfRecord(candidate), p->first});
       parked_.erase(p);
     }
   }
   if (c.park) {
-    v1::UsageEvent e;
     std::string allocation;
     std::optional<PoolKey> pool;
-    if (e.ParseFromString(c.payload)) {
+    if (const v1::UsageEvent* parked_event = d.usage()) {
+      const v1::UsageEvent& e = *parked_event;
       if (const v1::UsageInterval* u = IntervalOf(e)) allocation = u->allocation_id();
       if (e.has_outage()) allocation = e.outage().allocation_id();
       if (e.has_own_use()) {
@@ -461,7 +477,7 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
         if (t != parked_identities_.end()) allocation = t->second;
       }
     }
-    parked_[seq] = Parked{c, allocation, pool};
+    parked_[seq] = Parked{d, allocation, pool};
     parked_identities_[{c.source_id, c.event_id}] = allocation;
     if (pool) {
       parked_by_pool_[PoolIndexKey{c.source_id, pool->program, pool->model}].insert(seq);
@@ -473,15 +489,14 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
   }
   if (!c.reason_code.empty()) return;
   if (c.source == v1::SOURCE_REGISTRY) {
-    v1::RegistryEvent e;
-    if (e.ParseFromString(c.payload)) {
-      registry_.Apply(e);
+    if (const v1::RegistryEvent* e = d.registry()) {
+      registry_.Apply(*e);
       ++registry_generation_;
     }
     return;
   }
-  v1::UsageEvent e;
-  if (!e.ParseFromString(c.payload)) return;
+  if (d.usage() == nullptr) return;
+  const v1::UsageEvent& e = *d.usage();
   const Identity who{c.source_id, c.event_id};
   if (e.has_usage()) Hold(who, e.usage());
   if (e.has_outage()) {
@@ -497,7 +512,7 @@ void Validator::Recorded(const ledger::Candidate& c, uint64_t seq) {
 // Indexed so that the cost per message does not grow with the number parked: parked events
 // are looked at when the registry changed (by the allocation or pool they wait for) or when the
 // oldest of them passes the grace period.
-std::vector<ledger::Candidate> Validator::TakeResolvable() const {
+std::vector<Decoded> Validator::TakeResolvable() const {
   std::set<uint64_t> ready;
   if (registry_generation_ != checked_generation_) {
     checked_generation_ = registry_generation_;
@@ -507,8 +522,8 @@ std::vector<ledger::Candidate> Validator::TakeResolvable() const {
     for (const auto& [key, seqs] : parked_by_pool_) {
       for (uint64_t seq : seqs) {
         const Parked& p = parked_.at(seq);
-        auto gpus =
-            registry_.PoolAt(p.candidate.source_id, p.pool->program, p.pool->model, p.pool->at_ms);
+        auto gpus = registry_.PoolAt(p.decoded.candidate.source_id, p.pool->program, p.pool->model,
+                                     p.pool->at_ms);
         if (gpus.has_value() && *gpus > 0) ready.insert(seq);
       }
     }
@@ -518,15 +533,16 @@ std::vector<ledger::Candidate> Validator::TakeResolvable() const {
        ++it) {
     ready.insert(it->second);
   }
-  std::vector<ledger::Candidate> out;
+  std::vector<Decoded> out;
   out.reserve(ready.size());
   for (uint64_t seq : ready) {
-    ledger::Candidate c = parked_.at(seq).candidate;
+    Decoded d = parked_.at(seq).decoded;
+    ledger::Candidate& c = d.candidate;
     c.park = false;
     c.reason_code.clear();
     c.reason_detail.clear();
     c.resolves_seq = seq;
-    out.push_back(std::move(c));
+    out.push_back(std::move(d));
   }
   return out;
 }

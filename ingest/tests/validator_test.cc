@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <functional>
+#include <iostream>
+#include <map>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "base/period.h"
@@ -21,7 +25,10 @@ constexpr int64_t kT0 = 1'772'000'000'000;  // early March 2026
 // Drives a Validator the way the ingest loop does, over an in-memory ledger.
 class Harness {
  public:
-  Harness() : validator_(std::make_unique<Validator>(Limits())) {
+  // `recent_intervals_bytes`: the bound of the validator's index of recent intervals.
+  explicit Harness(size_t recent_intervals_bytes = gpuledger::limits::kRecentIntervalsBytes)
+      : recent_bytes_(recent_intervals_bytes),
+        validator_(std::make_unique<Validator>(Limits(), recent_intervals_bytes)) {
     auto l = ledger::Ledger::Open(dir_.Sub("db"), {});
     EXPECT_TRUE(l.ok()) << l.status();
     ledger_ = std::move(*l);
@@ -39,10 +46,10 @@ class Harness {
     RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
                    kafka_ms, event.SerializeAsString()};
     raw.kafka_timestamp_type = registry ? v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME : usage_ts_type_;
-    ledger::Candidate c = Decide(raw, Limits(), now_ms_);
+    Decoded c = Decode(raw, Limits(), now_ms_);
     validator_->Check(&c);
     const uint64_t seq = Append(c);
-    for (ledger::Candidate& r : validator_->TakeResolvable()) {
+    for (Decoded& r : validator_->TakeResolvable()) {
       validator_->Check(&r);
       Append(r);
     }
@@ -54,8 +61,8 @@ class Harness {
     return seq == 0 ? v1::LedgerEntry() : ledger_->Get(seq)->entry;
   }
 
-  uint64_t Append(const ledger::Candidate& c) {
-    auto r = ledger_->Append(c);
+  uint64_t Append(const Decoded& c) {
+    auto r = ledger_->Append(c.candidate);
     EXPECT_TRUE(r.ok()) << r.status();
     if (r->kind != ledger::AppendKind::kAppended) return r->seq;
     validator_->Recorded(c, r->seq);
@@ -126,7 +133,7 @@ class Harness {
   // up to the ledger. With `persist`, its state is written after each commit, as ingest does.
   void Restart(const std::string& state_dir, bool persist) {
     validator_.reset();  // closes the store first: one process at a time holds it
-    validator_ = std::make_unique<Validator>(Limits());
+    validator_ = std::make_unique<Validator>(Limits(), recent_bytes_);
     const absl::Status st = validator_->Load(*ledger_, state_dir);
     EXPECT_TRUE(st.ok()) << st;
     persist_ = persist;
@@ -143,6 +150,7 @@ class Harness {
 
  private:
   testing::TempDir dir_;
+  size_t recent_bytes_;
   std::unique_ptr<ledger::Ledger> ledger_;
   std::unique_ptr<Validator> validator_;
   bool persist_ = false;
@@ -599,21 +607,111 @@ TEST(ValidatorTest, RebuildingFromTheLedgerReproducesEveryDecision) {
                           RawMessage raw{le.topic(), le.partition(), le.offset(),
                                          le.kafka_timestamp_ms(), le.payload()};
                           raw.kafka_timestamp_type = le.kafka_timestamp_type();
-                          ledger::Candidate c = Decide(raw, Harness::Limits(), le.recorded_at_ms());
+                          Decoded d = Decode(raw, Harness::Limits(), le.recorded_at_ms());
+                          ledger::Candidate& c = d.candidate;
                           c.resolves_seq = le.resolves_seq();
-                          replay.Check(&c);
+                          replay.Check(&d);
                           const auto outcome = !c.reason_code.empty() ? v1::REJECTED
                                                : c.park               ? v1::PARKED
                                                                       : v1::ACCEPTED;
                           EXPECT_EQ(outcome, le.outcome()) << "seq " << e.seq;
                           EXPECT_EQ(c.reason_code, le.reason_code()) << "seq " << e.seq;
                           c.recorded_at_ms = le.recorded_at_ms();
-                          replay.Recorded(c, e.seq);
+                          replay.Recorded(d, e.seq);
                           ++checked;
                           return true;
                         })
                   .ok());
   EXPECT_EQ(static_cast<uint64_t>(checked), h.ledger().head().seq);
+}
+
+// The index of recent intervals in front of the state store changes no decision, whatever its
+// bound: a random stream of usage (overlapping, on shared nodes, over and under the grant),
+// corrections, cancellations, duplicates, usage parked for a late allocation and a restart
+// mid-way is recorded byte for byte the same with no index (the store alone), with bounds so
+// small that every check evicts or keeps a part, and with the default bound. GPULEDGER_TEST_SEED=N
+// reruns a seed.
+TEST(ValidatorTest, RecentIntervalIndexOfAnyBoundDecidesAsTheStoreAlone) {
+  uint64_t seed = std::random_device{}();
+  if (const char* env = std::getenv("GPULEDGER_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
+  std::cout << "seed " << seed << " (rerun with GPULEDGER_TEST_SEED=" << seed << ")\n";
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](uint64_t n) { return static_cast<int64_t>(rng() % n); };
+
+  const size_t bounds[] = {0, 1, 2048, 16384, gpuledger::limits::kRecentIntervalsBytes};
+  std::vector<std::unique_ptr<Harness>> hs;
+  std::vector<std::unique_ptr<testing::TempDir>> state_dirs;
+  for (size_t bytes : bounds) {
+    hs.push_back(std::make_unique<Harness>(bytes));
+    state_dirs.push_back(std::make_unique<testing::TempDir>());
+  }
+  auto all = [&](auto&& f) {
+    for (auto& h : hs) f(*h);
+  };
+  all([](Harness& h) {
+    h.StandardRegistry();
+    ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("a2", 2); }), "");
+    ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("a3", 8); }), "");
+  });
+  const std::string allocations[] = {"a1", "a2", "a3", "late"};
+  const int64_t durations[] = {kHour, kHour, kHour, 2 * kHour, 3 * kHour, 12 * kHour};
+  std::vector<v1::UsageEvent> sent;
+  constexpr int kSteps = 400;
+  for (int step = 0; step < kSteps; ++step) {
+    if (step == kSteps / 2) {
+      for (size_t i = 0; i < hs.size(); ++i) hs[i]->Restart(state_dirs[i]->Sub("state"), true);
+    }
+    if (step == kSteps * 3 / 5) {
+      all([](Harness& h) {
+        ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("late", 3); }), "");
+      });
+    }
+    const int64_t kind = pick(100);
+    v1::UsageEvent e;
+    if (kind < 8 && !sent.empty()) {
+      e = sent[pick(sent.size())];  // sent again: a duplicate (or a correction's)
+    } else if (kind < 20 && !sent.empty()) {
+      const v1::UsageEvent& target = sent[pick(sent.size())];
+      const int64_t start = kT0 + pick(44) * kHour;
+      e = hs[0]->Usage(target.has_usage() ? target.usage().allocation_id() : "a1", 1 + pick(3),
+                       start, start + durations[pick(6)], absl::StrCat("n", pick(4)));
+      auto replacement = e.usage();
+      auto* c = e.mutable_correction();
+      c->set_target_event_id(target.event_id());
+      c->set_allocation_id(replacement.allocation_id());
+      if (pick(3) != 0) *c->mutable_replacement() = replacement;  // else a cancellation
+    } else {
+      const int64_t start = kT0 + pick(44) * kHour + (pick(4) == 0 ? kHour / 2 : 0);
+      e = hs[0]->Usage(allocations[pick(4)], 1 + pick(3), start, start + durations[pick(6)],
+                       absl::StrCat("n", pick(5)));
+    }
+    sent.push_back(e);
+    all([&](Harness& h) { h.Send(e, false); });
+  }
+
+  Harness& store_alone = *hs[0];
+  for (size_t i = 1; i < hs.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("bound ", bounds[i], " bytes"));
+    ASSERT_EQ(hs[i]->ledger().head().seq, store_alone.ledger().head().seq);
+    for (uint64_t seq = 1; seq <= store_alone.ledger().head().seq; ++seq) {
+      const auto want = store_alone.ledger().Get(seq);
+      const auto got = hs[i]->ledger().Get(seq);
+      ASSERT_TRUE(want.ok() && got.ok());
+      ASSERT_EQ(got->entry.reason_code(), want->entry.reason_code()) << "seq " << seq;
+      ASSERT_EQ(got->entry.reason_detail(), want->entry.reason_detail()) << "seq " << seq;
+      ASSERT_EQ(got->bytes, want->bytes) << "seq " << seq;
+    }
+    EXPECT_EQ(hs[i]->ledger().head().hash, store_alone.ledger().head().hash);
+  }
+  // The stream exercised what the index must get right.
+  std::map<std::string, int> reasons;
+  for (uint64_t seq = 1; seq <= store_alone.ledger().head().seq; ++seq) {
+    ++reasons[store_alone.ledger().Get(seq)->entry.reason_code()];
+  }
+  EXPECT_GT(reasons[""], 20);
+  EXPECT_GT(reasons[reason::kOverlappingInterval], 5);
+  EXPECT_GT(reasons[reason::kGpusOverGrant], 5);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Fuzzes ingest's decision about one consumed Kafka message: arbitrary payload bytes on the
-// registry topic, a CSP's usage topic or an unknown topic, decoded and decided by Decide() and
+// registry topic, a CSP's usage topic or an unknown topic, decoded and decided by Decode() and
 // then checked by a Validator that holds the fixture's registry and usage (what ingest does
 // for each message, without Kafka or the ledger).
 //
@@ -31,9 +31,9 @@ ingest::Validator& FixtureValidator() {
 }
 
 ledger::Candidate DecideAndCheck(const ingest::RawMessage& m) {
-  ledger::Candidate c = ingest::Decide(m, ingest::ValidationLimits{}, gpuledger::fuzz::kKafkaMs);
-  FixtureValidator().Check(&c);
-  return c;
+  ingest::Decoded d = ingest::Decode(m, ingest::ValidationLimits{}, gpuledger::fuzz::kKafkaMs);
+  FixtureValidator().Check(&d);
+  return d.candidate;
 }
 
 }  // namespace

@@ -92,21 +92,21 @@ std::vector<ingest::RawMessage> FixtureMessages() {
 absl::Status Replay(const std::vector<ingest::RawMessage>& messages, ingest::Validator* validator,
                     ledger::Ledger* ledger) {
   uint64_t seq = 0;
-  auto record = [&](const ledger::Candidate& c) -> absl::Status {
+  auto record = [&](const ingest::Decoded& c) -> absl::Status {
     if (ledger == nullptr) {
       validator->Recorded(c, ++seq);
       return absl::OkStatus();
     }
-    absl::StatusOr<ledger::AppendResult> r = ledger->Append(c);
+    absl::StatusOr<ledger::AppendResult> r = ledger->Append(c.candidate);
     if (!r.ok()) return r.status();
     if (r->kind == ledger::AppendKind::kAppended) validator->Recorded(c, r->seq);
     return absl::OkStatus();
   };
   for (const ingest::RawMessage& m : messages) {
-    ledger::Candidate c = ingest::Decide(m, ingest::ValidationLimits{}, kKafkaMs);
+    ingest::Decoded c = ingest::Decode(m, ingest::ValidationLimits{}, kKafkaMs);
     validator->Check(&c);
     if (absl::Status st = record(c); !st.ok()) return st;
-    for (ledger::Candidate& r : validator->TakeResolvable()) {
+    for (ingest::Decoded& r : validator->TakeResolvable()) {
       validator->Check(&r);
       if (absl::Status st = record(r); !st.ok()) return st;
     }

@@ -48,6 +48,14 @@ inline constexpr size_t kHoldStoreBlockCacheBytes = 64 * kMiB;
 // Write-ahead log before a flush is forced (disk).
 inline constexpr size_t kHoldStoreWalBytesMax = 64 * kMiB;
 
+// The validator's in-memory index of recent intervals per allocation, in front of its state
+// store (ingest/src/recent_intervals.h): some 250,000 intervals at ~250 bytes each (with event
+// ids of 20-40 bytes), a month of hourly usage of about 350 nodes, so that the overlap check of
+// nearly every usage event is answered from memory; beyond it the oldest intervals of the least
+// recently checked allocations go, and a check that needs them reads the store. Small next to
+// the 512 MiB peak RSS target (issue 15).
+inline constexpr size_t kRecentIntervalsBytes = 64 * kMiB;
+
 // --- The settlement store (settlement/src/store.cc) -------------------------------------------
 
 // Write-ahead log before a flush is forced (disk).

@@ -6,8 +6,11 @@
 
 #include <cstdint>
 #include <string>
+#include <variant>
 
 #include "gpuledger/v1/ledger.pb.h"
+#include "gpuledger/v1/registry.pb.h"
+#include "gpuledger/v1/usage.pb.h"
 #include "ingest/topics.h"
 #include "ledger/ledger.h"
 
@@ -48,7 +51,29 @@ struct ValidationLimits {
 // message (`recorded_at_ms`). A producer's CreateTime is never trusted. Both are in the entry.
 int64_t TimeOfRecord(const ledger::Candidate& c);
 
+// A consumed message, decoded and decided: its ledger Candidate and the event its payload decoded
+// to. The pair travels together through the validator, the ledger append and the ingest loop, so
+// that each payload is parsed exactly once. Owned by whoever holds it; one thread at a time.
+struct Decoded {
+  ledger::Candidate candidate;
+  // The event, when the payload decoded as the message type of its topic with no field this
+  // schema does not define (whatever the decision after that); monostate when it did not
+  // (MALFORMED, UNKNOWN_TOPIC).
+  std::variant<std::monostate, gpuledger::v1::UsageEvent, gpuledger::v1::RegistryEvent> event;
+
+  const gpuledger::v1::UsageEvent* usage() const {
+    return std::get_if<gpuledger::v1::UsageEvent>(&event);
+  }
+  const gpuledger::v1::RegistryEvent* registry() const {
+    return std::get_if<gpuledger::v1::RegistryEvent>(&event);
+  }
+};
+
+// Decodes `message` and decides about it (structurally: accept, or reject with a reason code).
 // `recorded_at_ms`: ingest's clock now; the time of record of a message without a log-append time.
+Decoded Decode(RawMessage message, const ValidationLimits& limits, int64_t recorded_at_ms);
+
+// Decode(...).candidate: the decision alone, for tests and tools.
 ledger::Candidate Decide(const RawMessage& message, const ValidationLimits& limits,
                          int64_t recorded_at_ms);
 

@@ -6,7 +6,8 @@
 //
 // Its memory does not grow with the number of events: the accepted intervals, who holds them
 // and which events were corrected live in a RocksDB state store (HoldStore, derived from the
-// ledger); in memory are the registry, the parked entries and one figure per allocation.
+// ledger); in memory are the registry, the parked entries, one figure per allocation and an
+// index of recent intervals bounded in bytes (RecentIntervals).
 #pragma once
 
 #include <cstdint>
@@ -20,14 +21,17 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/limits.h"
 #include "gpuledger/v1/usage.pb.h"
 #include "ingest/decide.h"
+#include "ingest/limits.h"
 #include "ledger/ledger.h"
 #include "ledger/registry.h"
 
 namespace gpuledger::ingest {
 
 class HoldStore;
+class RecentIntervals;
 
 // An accepted outage's [start, end) and GPUs out of service.
 struct OutageSpan {
@@ -39,8 +43,11 @@ struct OutageSpan {
 // Owned by the ingest loop; one thread.
 class Validator {
  public:
-  // Starts with an empty state store in memory.
-  explicit Validator(ValidationLimits limits);
+  // Starts with an empty state store in memory. `recent_intervals_bytes`: the bound on the
+  // in-memory index of recent intervals in front of the state store (src/recent_intervals.h);
+  // 0 reads the store for every usage event. Decisions do not depend on it.
+  explicit Validator(ValidationLimits limits,
+                     size_t recent_intervals_bytes = gpuledger::limits::kRecentIntervalsBytes);
   ~Validator();
 
   // Opens the state store at `state_dir` (empty: keeps the one in memory) and brings it up to
@@ -56,18 +63,18 @@ class Validator {
   // (the caller stops without committing them).
   const absl::Status& status() const { return error_; }
 
-  // Completes the decision about `c`, which Decide() produced: if Decide accepted it, checks it
-  // against the registry and earlier usage and sets reason_code/reason_detail, or `park`. Does
-  // not change the state.
-  void Check(ledger::Candidate* c) const;
+  // Completes the decision about `d`, which Decode() produced: if Decode accepted it, checks its
+  // event against the registry and earlier usage and sets the candidate's
+  // reason_code/reason_detail, or `park`. Does not change the state.
+  void Check(Decoded* d) const;
 
   // Updates the state with an entry the ledger recorded at `seq` (not for duplicates or
   // refused conflicts, which record nothing that counts).
-  void Recorded(const ledger::Candidate& c, uint64_t seq);
+  void Recorded(const Decoded& d, uint64_t seq);
 
   // Parked entries that can be decided now (their allocation was announced, or their grace
   // period passed), in seq order, each with resolves_seq set. For each: Check, append, Recorded.
-  std::vector<ledger::Candidate> TakeResolvable() const;
+  std::vector<Decoded> TakeResolvable() const;
 
   size_t parked() const { return parked_.size(); }
   const ledger::Registry& registry() const { return registry_; }
@@ -81,7 +88,7 @@ class Validator {
     int64_t at_ms;
   };
   struct Parked {
-    ledger::Candidate candidate;
+    Decoded decoded;
     std::string allocation_id;
     std::optional<PoolKey> pool;
   };
@@ -115,6 +122,8 @@ class Validator {
   ledger::Registry registry_;
   // Accepted intervals, their holders and the retired (corrected or cancelled) events.
   std::unique_ptr<HoldStore> store_;
+  // The intervals of recently checked allocations, in front of store_.
+  std::unique_ptr<RecentIntervals> recent_;
   // While Load replays entries the state store already reflects: holds are not written again.
   bool replaying_stored_ = false;
   mutable absl::Status error_;
