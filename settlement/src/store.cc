@@ -54,6 +54,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   rocksdb::Options ro;
   ro.create_if_missing = options.create_if_missing;
   ro.max_total_wal_size = limits::kSettlementWalBytesMax;
+  ro.write_buffer_size = limits::kSettlementMemtableBytes;
+  ro.max_write_buffer_number = limits::kSettlementMemtables;
+  ro.table_factory = ledger::BoundedTables(limits::kSettlementBlockCacheBytes);
   ro.info_log = ledger::RocksLogger("settlement store");
   // RocksDB logs a missing directory as an error before creating it; a new store is normal.
   if (options.create_if_missing && !options.read_only) {

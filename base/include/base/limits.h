@@ -60,9 +60,13 @@ inline constexpr size_t kRecentIntervalsBytes = 64 * kMiB;
 
 // Write-ahead log before a flush is forced (disk).
 inline constexpr size_t kSettlementWalBytesMax = 64 * kMiB;
-// Not bounded here yet: its memtables are RocksDB's defaults (2 of 64 MiB) and its index and
-// filter blocks are not charged to a cache (issue 15: the settlement store is being reworked;
-// its options should take bounds from this file as the ledger's do).
+// One memtable, and how many: the engine sums GPU-ms counters in memory and writes them once
+// per batch of 20,000 entries, so a batch's writes are a few MB at most.
+inline constexpr size_t kSettlementMemtableBytes = 32 * kMiB;
+inline constexpr int kSettlementMemtables = 2;
+// Index, filter and data blocks (BoundedTables, as the ledger's), so that they do not grow
+// outside any cache with the store.
+inline constexpr size_t kSettlementBlockCacheBytes = 32 * kMiB;
 
 // --- Kafka (ingest) -----------------------------------------------------------------------------
 
