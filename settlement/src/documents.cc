@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -157,23 +158,109 @@ absl::StatusOr<v1::OwnUseRow> Engine::OwnUseRowFor(const std::string& csp, int p
   return row;
 }
 
-absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentFilter& filter) {
-  const std::string p = period.ToString();
-  v1::PeriodDocuments docs;
-  docs.set_period(p);
-  docs.set_covered_seq(applied_through_);
-  const int64_t last_ms = period.EndMs() - 1;
-  // Only one institution's invoice wanted: read only its lines.
-  const bool one_invoice = filter.institution_id && !filter.statements && !filter.programs;
-  // Document → why it cannot be computed. Such a document is left out and named in
-  // docs.errors; every other document is built as usual (one tenant never fails another's).
-  std::map<std::string, std::string> errors;
-  auto store_damage = [&](std::string_view what) {
-    NoteError(&errors, "store",
-              absl::DataLossError(absl::StrCat("settlement store: ", std::string(what))));
-  };
+namespace {
 
-  auto make_line = [&](const LineId& id, __int128 gpu_ms) -> absl::StatusOr<v1::InvoiceLine> {
+void NoteStoreDamage(std::map<std::string, std::string>* errors, std::string_view what) {
+  NoteError(errors, "store",
+            absl::DataLossError(absl::StrCat("settlement store: ", std::string(what))));
+}
+
+// The invoices of one open period, as Draft builds them: the period's lines from the store, the
+// adjustments of closed periods (on the first open period after the last close), then each
+// invoice's totals, VAT and amount due. A document that cannot be computed goes to `errors`
+// instead and is left out; every other one is built as usual (one tenant never fails another's).
+class InvoiceDraft {
+ public:
+  InvoiceDraft(const ledger::Registry& registry, Store* store, Period period,
+               std::optional<std::string> only_institution,
+               std::map<std::string, std::string>* errors)
+      : registry_(registry),
+        store_(store),
+        period_(period),
+        p_(period.ToString()),
+        only_(std::move(only_institution)),
+        errors_(errors) {}
+
+  // The period's lines (only one institution's when only that invoice is asked for).
+  void ReadLines() {
+    const std::string lines_of_period = KeyBuilder(keys::kLine).Str(p_).Take();
+    const std::string scope =
+        only_ ? KeyBuilder().Raw(lines_of_period).Str(*only_).Take() : lines_of_period;
+    store_->Scan(scope, [&](std::string_view key, std::string_view value) {
+      LineId id;
+      if (!DecodeLine(key.substr(lines_of_period.size()), &id)) {
+        NoteStoreDamage(errors_, absl::StrCat("an unreadable line key in ", p_));
+        return true;
+      }
+      const auto gpu_ms = keys::DecodeI128(value);
+      auto line = gpu_ms ? LineOf(id, *gpu_ms)
+                         : absl::DataLossError("settlement store: unreadable GPU-ms of the line");
+      if (!line.ok()) {
+        LineError(id, p_, line.status());
+        return true;
+      }
+      *invoices_[id.institution_id].add_lines() = *std::move(line);
+      return true;
+    });
+  }
+
+  // For every line of a closed period that changed since it was billed: the difference, as an
+  // adjustment line of this period.
+  void ReadAdjustments() {
+    std::vector<std::pair<std::string, std::string>> touched;  // (closed period, line)
+    store_->Scan(keys::kTouchedLine, [&](std::string_view key, std::string_view) {
+      KeyReader r(key);
+      std::string closed_period;
+      if (!r.Prefix(keys::kTouchedLine) || !r.Str(&closed_period)) {
+        NoteStoreDamage(errors_, "an unreadable touched-line key");
+        return true;
+      }
+      touched.emplace_back(std::move(closed_period), std::string(r.rest()));
+      return true;
+    });
+    for (const auto& [closed_period, line_key] : touched) {
+      LineId id;
+      if (!DecodeLine(line_key, &id)) {
+        NoteStoreDamage(errors_, "an unreadable touched line");
+        continue;
+      }
+      if (only_ && id.institution_id != *only_) continue;
+      auto adj = AdjustmentOf(id, closed_period, line_key);
+      if (!adj.ok()) {
+        LineError(id, absl::StrCat(closed_period, " adjustment"), adj.status());
+        continue;
+      }
+      if (!IsZero(*adj)) *invoices_[id.institution_id].add_adjustments() = *std::move(adj);
+    }
+  }
+
+  // Each invoice's name, type, totals, VAT and amount due. Returns the invoices that could be
+  // computed: lines of one that cannot reach no statement or summary either; they are not billed
+  // at close and come back as adjustments of the next open period.
+  std::map<std::string, v1::Invoice> Finish(int64_t vat_bp) {
+    const int64_t last_ms = period_.EndMs() - 1;
+    for (auto& [institution_id, inv] : invoices_) {
+      const std::string doc = InvoiceDoc(institution_id);
+      if (errors_->contains(doc)) continue;
+      inv.set_period(p_);
+      inv.set_institution_id(institution_id);
+      auto version = registry_.InstitutionAt(institution_id, last_ms);
+      if (!version) version = registry_.InstitutionAt(institution_id, INT64_MAX);
+      if (version) {
+        inv.set_institution_name(version->name);
+        inv.set_institution_type(version->type);
+      }
+      NoteError(errors_, doc, Total(vat_bp, &inv));
+    }
+    for (auto it = invoices_.begin(); it != invoices_.end();) {
+      it = errors_->contains(InvoiceDoc(it->first)) ? invoices_.erase(it) : std::next(it);
+    }
+    return std::move(invoices_);
+  }
+
+ private:
+  // A priced line of `gpu_ms` with identity `id`.
+  absl::StatusOr<v1::InvoiceLine> LineOf(const LineId& id, __int128 gpu_ms) const {
     v1::InvoiceLine line;
     line.set_allocation_id(id.allocation_id);
     line.set_kind(static_cast<v1::LineKind>(id.kind));
@@ -189,134 +276,92 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
     }
     GPULEDGER_RETURN_IF_ERROR(Price(&line));
     return line;
-  };
-  auto line_error = [&](const LineId& id, std::string_view period_of_line, const absl::Status& st) {
+  }
+
+  // The line as it stands now, less what was billed for it at `closed_period`'s close.
+  absl::StatusOr<v1::InvoiceLine> AdjustmentOf(const LineId& id, const std::string& closed_period,
+                                               const std::string& line_key) const {
+    const auto value = store_->Get(LineKey(keys::kLine, closed_period, line_key));
+    const auto gpu_ms = value ? keys::DecodeI128(*value) : std::optional<__int128>(0);
+    if (!gpu_ms) return absl::DataLossError("settlement store: unreadable GPU-ms of the line");
+    GPULEDGER_ASSIGN_OR_RETURN(v1::InvoiceLine now, LineOf(id, *gpu_ms));
+    v1::BilledLine billed;
+    if (auto bytes = store_->Get(LineKey(keys::kBilledLine, closed_period, line_key))) {
+      if (!billed.ParseFromString(*bytes)) {
+        return absl::DataLossError("settlement store: unreadable billed line");
+      }
+    }
+    v1::InvoiceLine out = now;
+    GPULEDGER_ASSIGN_OR_RETURN(int64_t g,
+                               base::CheckedSub(now.gpu_ms(), billed.gpu_ms(), "GPU-ms"));
+    GPULEDGER_ASSIGN_OR_RETURN(
+        int64_t l, base::CheckedSub(now.list_krw(), billed.list_krw(), "the list price"));
+    GPULEDGER_ASSIGN_OR_RETURN(int64_t c,
+                               base::CheckedSub(now.copay_krw(), billed.copay_krw(), "the co-pay"));
+    GPULEDGER_ASSIGN_OR_RETURN(
+        int64_t s, base::CheckedSub(now.subsidy_krw(), billed.subsidy_krw(), "the subsidy"));
+    out.set_gpu_ms(g);
+    out.set_list_krw(l);
+    out.set_copay_krw(c);
+    out.set_subsidy_krw(s);
+    out.set_adjusts_period(closed_period);
+    return out;
+  }
+
+  // Totals of lines and adjustments; VAT once per invoice, on its co-pay (docs/SETTLEMENT.md).
+  static absl::Status Total(int64_t vat_bp, v1::Invoice* inv) {
+    v1::Totals* t = inv->mutable_totals();
+    for (const auto& l : inv->lines()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
+    for (const auto& l : inv->adjustments()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
+    GPULEDGER_ASSERT(t->list_krw() == t->copay_krw() + t->subsidy_krw(),
+                     "invoice list = co-pay + subsidy");
+    inv->set_vat_bp(static_cast<uint32_t>(vat_bp));
+    GPULEDGER_ASSIGN_OR_RETURN(base::Krw vat,
+                               base::ApplyBasisPoints(base::Krw{t->copay_krw()}, vat_bp));
+    inv->set_vat_krw(vat.won);
+    GPULEDGER_ASSIGN_OR_RETURN(int64_t due,
+                               base::CheckedAdd(t->copay_krw(), vat.won, "the amount due"));
+    inv->set_amount_due_krw(due);
+    return absl::OkStatus();
+  }
+
+  void LineError(const LineId& id, std::string_view period_of_line, const absl::Status& st) {
     NoteError(
-        &errors, InvoiceDoc(id.institution_id),
+        errors_, InvoiceDoc(id.institution_id),
         absl::Status(st.code(), absl::StrCat("the ", std::string(period_of_line),
                                              " line of allocation '", id.allocation_id, "' at ",
                                              id.rate, " won per GPU-hour: ", st.message())));
-  };
+  }
 
-  std::map<std::string, v1::Invoice> invoices;
-  const std::string lines_of_period = KeyBuilder(keys::kLine).Str(p).Take();
-  const std::string scope =
-      one_invoice ? KeyBuilder().Raw(lines_of_period).Str(*filter.institution_id).Take()
-                  : lines_of_period;
-  store_->Scan(scope, [&](std::string_view key, std::string_view value) {
-    LineId id;
-    if (!DecodeLine(key.substr(lines_of_period.size()), &id)) {
-      store_damage(absl::StrCat("an unreadable line key in ", p));
-      return true;
-    }
-    const auto gpu_ms = keys::DecodeI128(value);
-    auto line = gpu_ms ? make_line(id, *gpu_ms)
-                       : absl::DataLossError("settlement store: unreadable GPU-ms of the line");
-    if (!line.ok()) {
-      line_error(id, p, line.status());
-      return true;
-    }
-    *invoices[id.institution_id].add_lines() = *std::move(line);
-    return true;
-  });
+  const ledger::Registry& registry_;
+  Store* store_;
+  const Period period_;
+  const std::string p_;
+  const std::optional<std::string> only_;
+  std::map<std::string, std::string>* errors_;
+  std::map<std::string, v1::Invoice> invoices_;
+};
 
-  // Adjustments: on the first open period after the last close, for every closed period whose
-  // lines changed since they were billed.
+}  // namespace
+
+absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentFilter& filter) {
+  const std::string p = period.ToString();
+  v1::PeriodDocuments docs;
+  docs.set_period(p);
+  docs.set_covered_seq(applied_through_);
+  // Only one institution's invoice wanted: read only its lines.
+  const bool one_invoice = filter.institution_id && !filter.statements && !filter.programs;
+  // Document → why it cannot be computed (named in docs.errors, left out of docs).
+  std::map<std::string, std::string> errors;
+
+  InvoiceDraft draft(registry_, store_, period, one_invoice ? filter.institution_id : std::nullopt,
+                     &errors);
+  draft.ReadLines();
   const auto last_closed = registry_.last_closed();
-  if (last_closed && period == last_closed->Next()) {
-    std::vector<std::pair<std::string, std::string>> touched;  // (closed period, line)
-    store_->Scan(keys::kTouchedLine, [&](std::string_view key, std::string_view) {
-      KeyReader r(key);
-      std::string closed_period;
-      if (!r.Prefix(keys::kTouchedLine) || !r.Str(&closed_period)) {
-        store_damage("an unreadable touched-line key");
-        return true;
-      }
-      touched.emplace_back(std::move(closed_period), std::string(r.rest()));
-      return true;
-    });
-    for (const auto& touched_line : touched) {
-      const std::string& closed_period = touched_line.first;
-      const std::string& line_key = touched_line.second;
-      LineId id;
-      if (!DecodeLine(line_key, &id)) {
-        store_damage("an unreadable touched line");
-        continue;
-      }
-      if (one_invoice && id.institution_id != *filter.institution_id) continue;
-      auto adj = [&]() -> absl::StatusOr<v1::InvoiceLine> {
-        const auto value = store_->Get(LineKey(keys::kLine, closed_period, line_key));
-        const auto gpu_ms = value ? keys::DecodeI128(*value) : std::optional<__int128>(0);
-        if (!gpu_ms) return absl::DataLossError("settlement store: unreadable GPU-ms of the line");
-        GPULEDGER_ASSIGN_OR_RETURN(v1::InvoiceLine now, make_line(id, *gpu_ms));
-        v1::BilledLine billed;
-        if (auto bytes = store_->Get(LineKey(keys::kBilledLine, closed_period, line_key))) {
-          if (!billed.ParseFromString(*bytes)) {
-            return absl::DataLossError("settlement store: unreadable billed line");
-          }
-        }
-        v1::InvoiceLine out = now;
-        GPULEDGER_ASSIGN_OR_RETURN(int64_t g,
-                                   base::CheckedSub(now.gpu_ms(), billed.gpu_ms(), "GPU-ms"));
-        GPULEDGER_ASSIGN_OR_RETURN(
-            int64_t l, base::CheckedSub(now.list_krw(), billed.list_krw(), "the list price"));
-        GPULEDGER_ASSIGN_OR_RETURN(
-            int64_t c, base::CheckedSub(now.copay_krw(), billed.copay_krw(), "the co-pay"));
-        GPULEDGER_ASSIGN_OR_RETURN(
-            int64_t s, base::CheckedSub(now.subsidy_krw(), billed.subsidy_krw(), "the subsidy"));
-        out.set_gpu_ms(g);
-        out.set_list_krw(l);
-        out.set_copay_krw(c);
-        out.set_subsidy_krw(s);
-        out.set_adjusts_period(closed_period);
-        return out;
-      }();
-      if (!adj.ok()) {
-        line_error(id, absl::StrCat(closed_period, " adjustment"), adj.status());
-        continue;
-      }
-      if (!IsZero(*adj)) *invoices[id.institution_id].add_adjustments() = *std::move(adj);
-    }
-  }
-
-  for (auto& entry : invoices) {
-    const std::string& institution_id = entry.first;
-    v1::Invoice& inv = entry.second;
-    const std::string doc = InvoiceDoc(institution_id);
-    if (errors.contains(doc)) continue;
-    inv.set_period(p);
-    inv.set_institution_id(institution_id);
-    auto version = registry_.InstitutionAt(institution_id, last_ms);
-    if (!version) version = registry_.InstitutionAt(institution_id, INT64_MAX);
-    if (version) {
-      inv.set_institution_name(version->name);
-      inv.set_institution_type(version->type);
-    }
-    absl::Status st = [&]() -> absl::Status {
-      v1::Totals* t = inv.mutable_totals();
-      for (const auto& l : inv.lines()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
-      for (const auto& l : inv.adjustments()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
-      GPULEDGER_ASSERT(t->list_krw() == t->copay_krw() + t->subsidy_krw(),
-                       "invoice list = co-pay + subsidy");
-      inv.set_vat_bp(static_cast<uint32_t>(options_.vat_bp));
-      GPULEDGER_ASSIGN_OR_RETURN(
-          base::Krw vat, base::ApplyBasisPoints(base::Krw{t->copay_krw()}, options_.vat_bp));
-      inv.set_vat_krw(vat.won);
-      GPULEDGER_ASSIGN_OR_RETURN(int64_t due,
-                                 base::CheckedAdd(t->copay_krw(), vat.won, "the amount due"));
-      inv.set_amount_due_krw(due);
-      return absl::OkStatus();
-    }();
-    NoteError(&errors, doc, st);
-  }
-  // Lines of an invoice that cannot be computed reach no statement or summary either: they are
-  // not billed at close and come back as adjustments of the next open period.
-  for (auto it = invoices.begin(); it != invoices.end();) {
-    it = errors.contains(InvoiceDoc(it->first)) ? invoices.erase(it) : std::next(it);
-  }
-
+  if (last_closed && period == last_closed->Next()) draft.ReadAdjustments();
+  const std::map<std::string, v1::Invoice> invoices = draft.Finish(options_.vat_bp);
   if (filter.invoices) {
-    for (auto& [id, inv] : invoices) {
+    for (const auto& [id, inv] : invoices) {
       if (filter.institution_id && id != *filter.institution_id) continue;
       *docs.add_invoices() = inv;
     }
@@ -330,7 +375,7 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
                    if (u.ParseFromString(std::string(value))) {
                      *docs.add_unpriced() = u;
                    } else {
-                     store_damage(absl::StrCat("an unreadable unpriced record in ", p));
+                     NoteStoreDamage(&errors, absl::StrCat("an unreadable unpriced record in ", p));
                    }
                    return true;
                  });
@@ -362,10 +407,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
   auto program_error = [&](int program, const absl::Status& st) {
     NoteError(errors, ProgramDoc(program), st);
   };
-  auto store_damage = [&](std::string_view what) {
-    NoteError(errors, "store",
-              absl::DataLossError(absl::StrCat("settlement store: ", std::string(what))));
-  };
+  auto store_damage = [&](std::string_view what) { NoteStoreDamage(errors, what); };
   // map[key] += v, or the document's error.
   auto add = [](auto* map, const auto& key, int64_t v, std::string_view what) -> absl::Status {
     GPULEDGER_ASSIGN_OR_RETURN(int64_t sum, base::CheckedAdd((*map)[key], v, what));
