@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/limits.h"
 #include "base/status.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/metrics.h"
@@ -124,9 +125,9 @@ absl::Status IngestLoop::Setup() {
       {"isolation.level", "read_committed"},
       // Pick up a new CSP's usage topic within 10 s.
       {"topic.metadata.refresh.interval.ms", "10000"},
-      // Prefetch at most 16 MiB per partition (librdkafka's default, 64 MiB, is most of
-      // ingest's memory once the consumer lags: ~130k messages is plenty to stay busy).
-      {"queued.max.messages.kbytes", "16384"},
+      // librdkafka's prefetch per partition, bounded (base/limits.h).
+      {"queued.max.messages.kbytes",
+       std::to_string(gpuledger::limits::kKafkaPrefetchKiBPerPartitionMax)},
   };
   if (!options_.instance_id.empty()) {
     // Static membership: a restart gets its partitions back at once instead of waiting out

@@ -70,10 +70,9 @@ inline constexpr size_t kSettlementBlockCacheBytes = 32 * kMiB;
 
 // --- Kafka (ingest) -----------------------------------------------------------------------------
 
-// librdkafka's prefetch per consumed partition, KiB (`queued.max.messages.kbytes`): its default,
-// 64 MiB, is most of ingest's memory once the consumer lags; ~130k messages is plenty to stay
-// busy. ingest/src/ingestor.cc still spells it as the string "16384" (that file is being
-// reworked under issue 15): keep the two equal.
+// librdkafka's prefetch per consumed partition, KiB (`queued.max.messages.kbytes`, set in
+// ingest/src/ingestor.cc): its default, 64 MiB, is most of ingest's memory once the consumer
+// lags; ~130k messages is plenty to stay busy.
 inline constexpr size_t kKafkaPrefetchKiBPerPartitionMax = 16'384;
 
 // Rejected-event notices waiting for delivery to gpuledger.rejected
