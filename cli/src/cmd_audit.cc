@@ -151,6 +151,46 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
       }
       key = *std::move(k);
     }
+    // 0. What was recorded at close, read first so a missing store fails before a long replay.
+    absl::StatusOr<std::map<std::string, Recorded>> recorded;
+    std::string recorded_from;
+    if (!args->expect.empty()) {
+      recorded = FromJsonFile(args->expect);
+      recorded_from = args->expect;
+    } else {
+      std::string path = args->store;
+      if (path.empty() && !args->db.empty()) path = DefaultStorePath(args->db);
+      if (path.empty()) {
+        *exit_code = Report(absl::InvalidArgumentError(
+            "replaying an export needs the recorded digests: --store DIR or --expect FILE"));
+        return;
+      }
+      settlement::StoreOptions ro;
+      ro.read_only = true;
+      ro.create_if_missing = false;
+      auto rstore = settlement::Store::Open(path, ro);
+      if (!rstore.ok()) {
+        *exit_code = Report(absl::Status(
+            rstore.status().code(),
+            absl::StrCat(rstore.status().message(),
+                         "; audit replay compares against the digests recorded at close: "
+                         "point --store at the operator's settlement store, or pass --expect "
+                         "with the output of `gpuledger settle status --format json`")));
+        return;
+      }
+      auto rengine = settlement::Engine::Open(rstore->get(), args->options);
+      if (!rengine.ok()) {
+        *exit_code = Report(rengine.status());
+        return;
+      }
+      recorded = FromCloses((*rengine)->Closes());
+      recorded_from = path;
+    }
+    if (!recorded.ok()) {
+      *exit_code = Report(recorded.status());
+      return;
+    }
+
     // 1. The chain.
     args->verify.progress = VerifyProgressLog();
     std::unique_ptr<ledger::Ledger> ledger;
@@ -252,42 +292,6 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     spdlog::info("replayed {} entries in {:.2f} s", applied, secs);
     auto replayed = FromCloses((*engine)->Closes());
-
-    // 3. What was recorded at close.
-    absl::StatusOr<std::map<std::string, Recorded>> recorded;
-    std::string recorded_from;
-    if (!args->expect.empty()) {
-      recorded = FromJsonFile(args->expect);
-      recorded_from = args->expect;
-    } else {
-      std::string path = args->store;
-      if (path.empty() && !args->db.empty()) path = DefaultStorePath(args->db);
-      if (path.empty()) {
-        *exit_code = Report(absl::InvalidArgumentError(
-            "replaying an export needs the recorded digests: --store DIR or --expect FILE"));
-        return;
-      }
-      settlement::StoreOptions ro;
-      ro.read_only = true;
-      ro.create_if_missing = false;
-      auto rstore = settlement::Store::Open(path, ro);
-      if (!rstore.ok()) {
-        *exit_code = Report(rstore.status());
-        return;
-      }
-      auto rengine = settlement::Engine::Open(rstore->get(), args->options);
-      if (!rengine.ok()) {
-        *exit_code = Report(rengine.status());
-        return;
-      }
-      recorded = FromCloses((*rengine)->Closes());
-      recorded_from = path;
-    }
-    if (!recorded.ok()) {
-      *exit_code = Report(recorded.status());
-      return;
-    }
-
     // 4. Compare.
     std::vector<std::string> problems;
     int documents = 0;

@@ -86,4 +86,10 @@ if "$G" audit replay --export "$WORK/ledger.export" --expect "$WORK/closes.json"
   fail "a tampered digest was not reported"
 fi
 grep -q 'DIFFERENCE 2026-03 invoice/' "$WORK/bad.out" || fail "no DIFFERENCE line: $(cat "$WORK/bad.out")"
+# No recorded digests to compare with: said before the replay, with what to pass instead.
+if "$G" audit replay --db "$WORK/ledger" --store "$WORK/no-such-store" >"$WORK/nostore.out" 2>&1; then
+  fail "audit replay without a settlement store succeeded"
+fi
+grep -q 'no settlement store at .*--expect' "$WORK/nostore.out" || fail "no hint: $(cat "$WORK/nostore.out")"
+if grep -q 'replayed' "$WORK/nostore.out"; then fail "replayed before looking for the store"; fi
 echo "settle close test: OK"
