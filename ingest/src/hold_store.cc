@@ -5,9 +5,11 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
+#include <spdlog/spdlog.h>
 
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -88,6 +90,21 @@ absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   return ledger::FromRocks(s, absl::StrCat("validator state store: ", what), kHoldStoreAdvice);
 }
 
+// What the staged batch `b` says of `key`: nothing, a value (into *value), or a deletion.
+enum class Staged { kNone, kPut, kDeleted };
+Staged FindStaged(rocksdb::WriteBatchWithIndex& b, const std::string& key, std::string* value) {
+  std::unique_ptr<rocksdb::WBWIIterator> it(b.NewIterator());
+  it->Seek(key);
+  if (!it->Valid()) return Staged::kNone;
+  const rocksdb::WriteEntry e = it->Entry();
+  if (e.key.compare(key) != 0) return Staged::kNone;
+  if (e.type == rocksdb::kPutRecord) {
+    value->assign(e.value.data(), e.value.size());
+    return Staged::kPut;
+  }
+  return Staged::kDeleted;  // the store writes only puts and deletes
+}
+
 absl::Status Damaged(const std::string& what) {
   return absl::DataLossError(
       absl::StrCat("validator state store: a damaged ", what,
@@ -96,20 +113,44 @@ absl::Status Damaged(const std::string& what) {
 
 }  // namespace
 
+// Writes go on beside the validator: Commit hands the staged batch to a thread that writes it
+// (one write in flight at a time, in order) and stages the next batch in a second index. Until
+// that write is collected, reads look in the staged batch, then in the one being written, then in
+// RocksDB (which gives the same answer for what the write has already reached).
 struct HoldStore::Impl {
   std::unique_ptr<rocksdb::Env> mem_env;  // in-memory stores only; outlives db
   std::unique_ptr<rocksdb::DB> db;
-  rocksdb::WriteBatchWithIndex batch{rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true};
-  bool write_failed = false;
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> batch = NewBatch();    // being staged
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> writing = NewBatch();  // read-only while written
+  std::future<rocksdb::Status> written;  // valid while `writing` is in flight
+  absl::Status write_error;              // sticky: after a lost write the store is behind
+
+  static std::unique_ptr<rocksdb::WriteBatchWithIndex> NewBatch() {
+    return std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
+                                                          /*overwrite_key=*/true);
+  }
+  bool in_flight() const { return written.valid(); }
+  // Collects the write in flight, if any.
+  absl::Status Wait() {
+    if (written.valid()) {
+      const rocksdb::Status s = written.get();
+      writing->Clear();
+      if (!s.ok() && write_error.ok()) write_error = FromRocks(s, "write");
+    }
+    return write_error;
+  }
 };
 
 HoldStore::HoldStore(std::unique_ptr<Impl> impl, std::string path)
     : impl_(std::move(impl)), path_(std::move(path)) {}
 
 HoldStore::~HoldStore() {
+  if (impl_ && impl_->in_flight()) {
+    if (absl::Status st = impl_->Wait(); !st.ok()) spdlog::warn("{}", st.ToString());
+  }
   // A clean close flushes the memtable, so that the next open does not replay the WAL.
   // Not after a failed write (a full disk): see Ledger's close.
-  if (impl_ && impl_->db && !impl_->mem_env && !impl_->write_failed) {
+  if (impl_ && impl_->db && !impl_->mem_env && impl_->write_error.ok()) {
     (void)impl_->db->Flush(rocksdb::FlushOptions());
   }
   if (impl_) impl_->db.reset();
@@ -153,7 +194,10 @@ absl::StatusOr<std::unique_ptr<HoldStore>> HoldStore::Open(const std::string& pa
   return std::unique_ptr<HoldStore>(new HoldStore(std::move(impl), path));
 }
 
+absl::Status HoldStore::Wait() { return impl_->Wait(); }
+
 absl::StatusOr<std::optional<HoldStore::Marker>> HoldStore::GetMarker() const {
+  GPULEDGER_RETURN_IF_ERROR(impl_->Wait());
   std::string v;
   rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), kMarkerKey, &v);
   if (s.IsNotFound()) return std::optional<Marker>();
@@ -166,7 +210,8 @@ absl::StatusOr<std::optional<HoldStore::Marker>> HoldStore::GetMarker() const {
 }
 
 absl::Status HoldStore::Wipe() {
-  impl_->batch.Clear();
+  GPULEDGER_RETURN_IF_ERROR(impl_->Wait());
+  impl_->batch->Clear();
   // Point deletes, not one range tombstone over the whole key space: a range tombstone would
   // be consulted by every later read and scan. A new store has nothing to delete.
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions()));
@@ -188,14 +233,25 @@ absl::Status HoldStore::Wipe() {
 }
 
 absl::Status HoldStore::Commit(const Marker& marker) {
+  GPULEDGER_RETURN_IF_ERROR(impl_->Wait());
   std::string v;
   PutBe(&v, marker.seq, 8);
   v.append(reinterpret_cast<const char*>(marker.hash.data()), marker.hash.size());
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(impl_->batch.Put(kMarkerKey, v), "stage marker"));
-  GPULEDGER_RETURN_IF_ERROR(
-      FromRocks(impl_->db->Write(rocksdb::WriteOptions(), impl_->batch.GetWriteBatch()), "write"));
-  impl_->batch.Clear();
+  GPULEDGER_RETURN_IF_ERROR(FromRocks(impl_->batch->Put(kMarkerKey, v), "stage marker"));
+  std::swap(impl_->batch, impl_->writing);
+  // The writer gets its own copy of the batch's bytes (a memcpy), so that reads of `writing`
+  // share nothing mutable with DB::Write, which stamps sequence numbers into the batch.
+  impl_->written = std::async(
+      std::launch::async,
+      [db = impl_->db.get(), b = rocksdb::WriteBatch(*impl_->writing->GetWriteBatch())]() mutable {
+        return db->Write(rocksdb::WriteOptions(), &b);
+      });
   return absl::OkStatus();
+}
+
+rocksdb::Iterator* HoldStore::Overlaid(rocksdb::Iterator* base) const {
+  if (impl_->in_flight()) base = impl_->writing->NewIteratorWithBase(base);
+  return impl_->batch->NewIteratorWithBase(base);
 }
 
 void HoldStore::PutInterval(const std::string& allocation, const Interval& in) {
@@ -203,12 +259,12 @@ void HoldStore::PutInterval(const std::string& allocation, const Interval& in) {
   PutTime(&v, in.end_ms);
   PutBe(&v, in.gpus, 4);
   v.append(in.node_id);
-  (void)impl_->batch.Put(IntervalKey(allocation, in.start_ms, in.csp, in.event_id), v);
+  (void)impl_->batch->Put(IntervalKey(allocation, in.start_ms, in.csp, in.event_id), v);
 }
 
 void HoldStore::DeleteInterval(const std::string& allocation, int64_t start_ms,
                                std::string_view csp, std::string_view event_id) {
-  (void)impl_->batch.Delete(IntervalKey(allocation, start_ms, csp, event_id));
+  (void)impl_->batch->Delete(IntervalKey(allocation, start_ms, csp, event_id));
 }
 
 absl::Status HoldStore::ScanIntervals(const std::string& allocation, int64_t from_ms, int64_t to_ms,
@@ -222,12 +278,11 @@ absl::Status HoldStore::ScanIntervals(const std::string& allocation, int64_t fro
   rocksdb::ReadOptions ro;
   rocksdb::Slice upper_slice(upper);
   ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> base(impl_->db->NewIterator(ro));
-  std::unique_ptr<rocksdb::Iterator> it(impl_->batch.NewIteratorWithBase(base.release()));
+  std::unique_ptr<rocksdb::Iterator> it(Overlaid(impl_->db->NewIterator(ro)));
   Interval in;
   for (it->Seek(lower); it->Valid(); it->Next()) {
     const std::string_view k = it->key().ToStringView();
-    // The batch's own iterator does not know the upper bound.
+    // The batches' own iterators do not know the upper bound.
     if (k.compare(upper) >= 0) break;
     const std::string_view v = it->value().ToStringView();
     size_t pos = prefix.size() + 8;
@@ -252,16 +307,21 @@ void HoldStore::PutHolder(std::string_view csp, std::string_view event_id, const
     PutTime(&v, h.start_ms);
     v.append(h.allocation);
   }
-  (void)impl_->batch.Put(HolderKey(csp, event_id), v);
+  (void)impl_->batch->Put(HolderKey(csp, event_id), v);
 }
 
 absl::StatusOr<std::optional<HoldStore::Holder>> HoldStore::GetHolder(
     std::string_view csp, std::string_view event_id) const {
+  const std::string key = HolderKey(csp, event_id);
   std::string v;
-  rocksdb::Status s = impl_->batch.GetFromBatchAndDB(impl_->db.get(), rocksdb::ReadOptions(),
-                                                     HolderKey(csp, event_id), &v);
-  if (s.IsNotFound()) return std::optional<Holder>();
-  GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read holder"));
+  Staged staged = FindStaged(*impl_->batch, key, &v);
+  if (staged == Staged::kNone && impl_->in_flight()) staged = FindStaged(*impl_->writing, key, &v);
+  if (staged == Staged::kDeleted) return std::optional<Holder>();
+  if (staged == Staged::kNone) {
+    rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), key, &v);
+    if (s.IsNotFound()) return std::optional<Holder>();
+    GPULEDGER_RETURN_IF_ERROR(FromRocks(s, "read holder"));
+  }
   Holder h;
   if (v == "R") {
     h.retired = true;
@@ -277,13 +337,12 @@ absl::StatusOr<std::optional<HoldStore::Holder>> HoldStore::GetHolder(
 void HoldStore::PutLongest(const std::string& allocation, int64_t ms) {
   std::string v;
   PutTime(&v, ms);
-  (void)impl_->batch.Put(LongestKey(allocation), v);
+  (void)impl_->batch->Put(LongestKey(allocation), v);
 }
 
 absl::Status HoldStore::ScanLongest(
     const std::function<void(const std::string&, int64_t)>& visit) const {
-  std::unique_ptr<rocksdb::Iterator> base(impl_->db->NewIterator(rocksdb::ReadOptions()));
-  std::unique_ptr<rocksdb::Iterator> it(impl_->batch.NewIteratorWithBase(base.release()));
+  std::unique_ptr<rocksdb::Iterator> it(Overlaid(impl_->db->NewIterator(rocksdb::ReadOptions())));
   for (it->Seek("l"); it->Valid() && it->key().starts_with("l"); it->Next()) {
     if (it->value().size() != 8) return Damaged("longest-interval");
     visit(std::string(it->key().ToStringView().substr(1)), GetTime(it->value().ToStringView()));

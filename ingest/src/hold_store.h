@@ -5,9 +5,10 @@
 //
 // It is derived from the ledger and may be deleted: at start the validator replays the ledger
 // entries after the store's marker (every entry when there is none). Writes are staged in a
-// WriteBatchWithIndex, so reads see them at once, and written (not synced) by Commit after the
-// ledger's own synced commit; after a crash the marker is older than the ledger head and the
-// difference is replayed. A marker ahead of the ledger, or naming another entry than the
+// WriteBatchWithIndex, so reads see them at once, and written (not synced) after the ledger's
+// own synced commit: Commit hands the batch to a thread that writes it while the validator goes
+// on (reads see it until then), and the next Commit, Wait or the destructor collects that write.
+// After a crash the marker is older than the ledger head and the difference is replayed. A marker ahead of the ledger, or naming another entry than the
 // ledger's at that seq, means the store belongs to another ledger: it is wiped and rebuilt.
 //
 // On-disk keys (all big-endian; strings length-prefixed):
@@ -27,6 +28,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ledger/ledger.h"
+
+namespace rocksdb {
+class Iterator;
+}
 
 namespace gpuledger::ingest {
 
@@ -59,8 +64,11 @@ class HoldStore {
   absl::StatusOr<std::optional<Marker>> GetMarker() const;
   // Deletes everything (committed and staged).
   absl::Status Wipe();
-  // Writes what is staged, with the marker, unsynced.
+  // Starts writing what is staged, with the marker, unsynced, on another thread. Fails with the
+  // error of the previous write if that one failed (and every call after: the store is behind).
   absl::Status Commit(const Marker& marker);
+  // Waits for the write Commit started; its error, if any.
+  absl::Status Wait();
 
   void PutInterval(const std::string& allocation, const Interval& in);
   void DeleteInterval(const std::string& allocation, int64_t start_ms, std::string_view csp,
@@ -78,6 +86,8 @@ class HoldStore {
 
  private:
   struct Impl;
+  // `base` (owned) with the batch being written, if any, and the staged one over it.
+  rocksdb::Iterator* Overlaid(rocksdb::Iterator* base) const;
   explicit HoldStore(std::unique_ptr<Impl> impl, std::string path);
   std::unique_ptr<Impl> impl_;
   std::string path_;

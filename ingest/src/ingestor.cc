@@ -128,6 +128,8 @@ absl::Status IngestLoop::Setup() {
       // librdkafka's prefetch per partition, bounded (base/limits.h).
       {"queued.max.messages.kbytes",
        std::to_string(gpuledger::limits::kKafkaPrefetchKiBPerPartitionMax)},
+      {"queued.min.messages",
+       std::to_string(gpuledger::limits::kKafkaPrefetchMessagesPerPartitionMax)},
   };
   if (!options_.instance_id.empty()) {
     // Static membership: a restart gets its partitions back at once instead of waiting out
@@ -497,6 +499,7 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
   // A graceful stop finishes the batch in flight; after an error nothing staged is written
   // (the messages are consumed again from the stored offsets on the next start).
   if (result.ok()) result = CommitBatch();
+  if (result.ok()) result = validator_.Drain();
   if (!result.ok()) {
     ledger_.Abort();
     batch_offsets_.clear();

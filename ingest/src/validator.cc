@@ -164,6 +164,8 @@ absl::Status Validator::Persist(const ledger::Head& head) {
   return store_->Commit(HoldStore::Marker{head.seq, head.hash});
 }
 
+absl::Status Validator::Drain() { return store_->Wait(); }
+
 void Validator::Check(Decoded* d) const {
   ledger::Candidate* c = &d->candidate;
   if (!c->reason_code.empty()) return;  // Decode already rejected it

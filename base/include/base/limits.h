@@ -70,10 +70,16 @@ inline constexpr size_t kSettlementBlockCacheBytes = 32 * kMiB;
 
 // --- Kafka (ingest) -----------------------------------------------------------------------------
 
-// librdkafka's prefetch per consumed partition, KiB (`queued.max.messages.kbytes`, set in
-// ingest/src/ingestor.cc): its default, 64 MiB, is most of ingest's memory once the consumer
-// lags; ~130k messages is plenty to stay busy.
-inline constexpr size_t kKafkaPrefetchKiBPerPartitionMax = 16'384;
+// librdkafka's prefetch per consumed partition: at most this many KiB
+// (`queued.max.messages.kbytes`) and, once this many messages are queued, no further fetch
+// (`queued.min.messages`); both set in ingest/src/ingestor.cc. librdkafka's defaults (64 MiB and
+// 100,000 messages) and our earlier 16 MiB were most of ingest's growth: a heap profile of a
+// 3M-event ingest had 171 MiB in librdkafka (queued messages and fetch buffers, 13 partitions),
+// and its peak RSS at 4M events was 574 MiB. 4 MiB and 20,000 messages gave 429 MiB at the same
+// speed; 2 MiB and 10,000 gave 388 MiB but 15-20% longer walls (the consumer waited on fetches).
+// A partition's queue is then about 2 s of ingest (docs/BENCHMARKS.md, "Memory").
+inline constexpr size_t kKafkaPrefetchKiBPerPartitionMax = 4'096;
+inline constexpr int kKafkaPrefetchMessagesPerPartitionMax = 20'000;
 
 // Rejected-event notices waiting for delivery to gpuledger.rejected
 // (ingest/src/rejected_notifier.h); beyond it Send() waits, bounded, for room.

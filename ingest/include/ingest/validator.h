@@ -56,8 +56,11 @@ class Validator {
   absl::Status Load(const ledger::Ledger& ledger, const std::string& state_dir = "");
 
   // Writes the state staged since the last call to the state store, marked as of `head` (the
-  // ledger's committed head). Call after each ledger commit.
+  // ledger's committed head), on the store's writer thread. Call after each ledger commit.
+  // Fails if the previous write failed.
   absl::Status Persist(const ledger::Head& head);
+  // Waits for the last Persist's write: before a clean stop, so that its error is not lost.
+  absl::Status Drain();
 
   // The first error reading the state store, if any: the decisions since are not to be trusted
   // (the caller stops without committing them).
