@@ -9,7 +9,10 @@
 
 #include <cstring>
 #include <filesystem>
-#include <future>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -113,31 +116,87 @@ absl::Status Damaged(const std::string& what) {
 
 }  // namespace
 
-// Writes go on beside the validator: Commit hands the staged batch to a thread that writes it
-// (one write in flight at a time, in order) and stages the next batch in a second index. Until
-// that write is collected, reads look in the staged batch, then in the one being written, then in
-// RocksDB (which gives the same answer for what the write has already reached).
+// Writes go on beside the validator: Commit hands the staged batch to a writer thread (one write
+// in flight at a time, in order) and stages the next batch in a second index. Until that write is
+// collected, reads look in the staged batch, then in the one being written, then in RocksDB
+// (which gives the same answer for what the write has already reached). One long-lived writer,
+// so that its allocations (memtable blocks) stay in one malloc arena.
 struct HoldStore::Impl {
   std::unique_ptr<rocksdb::Env> mem_env;  // in-memory stores only; outlives db
   std::unique_ptr<rocksdb::DB> db;
   std::unique_ptr<rocksdb::WriteBatchWithIndex> batch = NewBatch();    // being staged
   std::unique_ptr<rocksdb::WriteBatchWithIndex> writing = NewBatch();  // read-only while written
-  std::future<rocksdb::Status> written;  // valid while `writing` is in flight
-  absl::Status write_error;              // sticky: after a lost write the store is behind
+  bool pending = false;   // `writing` handed to the writer and not collected (this thread's)
+  absl::Status write_error;  // sticky: after a lost write the store is behind
+
+  // The writer thread and its one slot.
+  std::thread writer;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<rocksdb::WriteBatch> job;  // under mu
+  bool busy = false;                        // under mu: a job given and not finished
+  bool stopping = false;                    // under mu
+  rocksdb::Status result;                   // under mu: the last job's
 
   static std::unique_ptr<rocksdb::WriteBatchWithIndex> NewBatch() {
     return std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
                                                           /*overwrite_key=*/true);
   }
-  bool in_flight() const { return written.valid(); }
+
+  void WriterLoop() {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return job.has_value() || stopping; });
+      if (!job.has_value()) return;
+      rocksdb::WriteBatch b = std::move(*job);
+      job.reset();
+      lock.unlock();
+      const rocksdb::Status s = db->Write(rocksdb::WriteOptions(), &b);
+      lock.lock();
+      result = s;
+      busy = false;
+      cv.notify_all();
+    }
+  }
+
+  // Hands `writing` to the writer. The writer gets its own copy of the batch's bytes (a memcpy),
+  // so that reads of `writing` share nothing mutable with DB::Write, which stamps sequence
+  // numbers into the batch.
+  void StartWrite() {
+    if (!writer.joinable()) writer = std::thread([this] { WriterLoop(); });
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      job.emplace(*writing->GetWriteBatch());
+      busy = true;
+    }
+    cv.notify_all();
+    pending = true;
+  }
+
   // Collects the write in flight, if any.
   absl::Status Wait() {
-    if (written.valid()) {
-      const rocksdb::Status s = written.get();
+    if (pending) {
+      rocksdb::Status s;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !busy; });
+        s = result;
+      }
+      pending = false;
       writing->Clear();
       if (!s.ok() && write_error.ok()) write_error = FromRocks(s, "write");
     }
     return write_error;
+  }
+
+  void StopWriter() {
+    if (!writer.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stopping = true;
+    }
+    cv.notify_all();
+    writer.join();
   }
 };
 
@@ -145,9 +204,10 @@ HoldStore::HoldStore(std::unique_ptr<Impl> impl, std::string path)
     : impl_(std::move(impl)), path_(std::move(path)) {}
 
 HoldStore::~HoldStore() {
-  if (impl_ && impl_->in_flight()) {
+  if (impl_ && impl_->pending) {
     if (absl::Status st = impl_->Wait(); !st.ok()) spdlog::warn("{}", st.ToString());
   }
+  if (impl_) impl_->StopWriter();
   // A clean close flushes the memtable, so that the next open does not replay the WAL.
   // Not after a failed write (a full disk): see Ledger's close.
   if (impl_ && impl_->db && !impl_->mem_env && impl_->write_error.ok()) {
@@ -239,18 +299,12 @@ absl::Status HoldStore::Commit(const Marker& marker) {
   v.append(reinterpret_cast<const char*>(marker.hash.data()), marker.hash.size());
   GPULEDGER_RETURN_IF_ERROR(FromRocks(impl_->batch->Put(kMarkerKey, v), "stage marker"));
   std::swap(impl_->batch, impl_->writing);
-  // The writer gets its own copy of the batch's bytes (a memcpy), so that reads of `writing`
-  // share nothing mutable with DB::Write, which stamps sequence numbers into the batch.
-  impl_->written = std::async(
-      std::launch::async,
-      [db = impl_->db.get(), b = rocksdb::WriteBatch(*impl_->writing->GetWriteBatch())]() mutable {
-        return db->Write(rocksdb::WriteOptions(), &b);
-      });
+  impl_->StartWrite();
   return absl::OkStatus();
 }
 
 rocksdb::Iterator* HoldStore::Overlaid(rocksdb::Iterator* base) const {
-  if (impl_->in_flight()) base = impl_->writing->NewIteratorWithBase(base);
+  if (impl_->pending) base = impl_->writing->NewIteratorWithBase(base);
   return impl_->batch->NewIteratorWithBase(base);
 }
 
@@ -315,7 +369,7 @@ absl::StatusOr<std::optional<HoldStore::Holder>> HoldStore::GetHolder(
   const std::string key = HolderKey(csp, event_id);
   std::string v;
   Staged staged = FindStaged(*impl_->batch, key, &v);
-  if (staged == Staged::kNone && impl_->in_flight()) staged = FindStaged(*impl_->writing, key, &v);
+  if (staged == Staged::kNone && impl_->pending) staged = FindStaged(*impl_->writing, key, &v);
   if (staged == Staged::kDeleted) return std::optional<Holder>();
   if (staged == Staged::kNone) {
     rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), key, &v);
