@@ -388,6 +388,10 @@ absl::StatusOr<std::optional<HoldStore::Holder>> HoldStore::GetHolder(
   return std::optional<Holder>(std::move(h));
 }
 
+ledger::StoreMemory HoldStore::Memory() const {
+  return ledger::MemoryOf(impl_->db.get(), {impl_->db->DefaultColumnFamily()});
+}
+
 void HoldStore::PutLongest(const std::string& allocation, int64_t ms) {
   std::string v;
   PutTime(&v, ms);

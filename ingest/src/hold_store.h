@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ledger/ledger.h"
+#include "ledger/rocks_options.h"
 
 namespace rocksdb {
 class Iterator;
@@ -83,6 +84,9 @@ class HoldStore {
 
   void PutLongest(const std::string& allocation, int64_t ms);
   absl::Status ScanLongest(const std::function<void(const std::string&, int64_t)>& visit) const;
+
+  // What RocksDB holds in memory for the store.
+  ledger::StoreMemory Memory() const;
 
  private:
   struct Impl;

@@ -1,9 +1,12 @@
 #include "ingest/ingestor.h"
 
 #include <librdkafka/rdkafkacpp.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <set>
 #include <vector>
@@ -68,6 +71,8 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   bool AllAtEnd() const;
   void ResumeUsage();
   void LogProgress(bool final);
+  // Sets the memory gauges; with `log`, says them in one line too.
+  void SampleMemory(bool log);
   // Warns once per topic whose messages carry the producer's CreateTime: its time checks use
   // ingest's clock, and the topic should be configured message.timestamp.type=LogAppendTime.
   void NoteProducerTimestamps(const std::string& topic);
@@ -90,6 +95,7 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   std::vector<RejectedNotice> batch_rejected_;
   int64_t batch_opened_ms_ = 0;
   int64_t last_progress_ms_ = 0;
+  int64_t last_memory_log_ms_ = 0;
   uint64_t consumed_at_last_progress_ = 0;
   bool ever_assigned_ = false;
   uint64_t staged_notice_cursor_ = 0;
@@ -104,6 +110,29 @@ void IngestLoop::NoteProducerTimestamps(const std::string& topic) {
       "message.timestamp.type=LogAppendTime (kafka-configs --alter --entity-type topics "
       "--entity-name {} --add-config message.timestamp.type=LogAppendTime; docs/OPERATIONS.md)",
       topic, topic);
+}
+
+// The memory line of the log comes every so often, beside the progress lines.
+constexpr int64_t kMemoryLogEveryMs = 60'000;
+
+struct ProcessMemory {
+  uint64_t rss = 0;          // resident set, /proc/self/statm
+  uint64_t heap_in_use = 0;  // malloc: in use, including mmapped chunks (glibc's mallinfo2)
+  uint64_t heap_free = 0;    // malloc: free but held in its arenas
+};
+
+ProcessMemory ReadProcessMemory() {
+  ProcessMemory m;
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size_pages = 0;
+  uint64_t resident_pages = 0;
+  if (statm >> size_pages >> resident_pages) {
+    m.rss = resident_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  }
+  const struct mallinfo2 mi = ::mallinfo2();
+  m.heap_in_use = mi.uordblks + mi.hblkhd;
+  m.heap_free = mi.fordblks;
+  return m;
 }
 
 // Ledger meta name of the rejected-notice cursor: every rejection up to it was delivered.
@@ -412,6 +441,37 @@ void IngestLoop::ResumeUsage() {
   paused_.clear();
 }
 
+void IngestLoop::SampleMemory(bool log) {
+  const ProcessMemory proc = ReadProcessMemory();
+  const ledger::StoreMemory l = ledger_.Memory();
+  const ledger::StoreMemory v = validator_.StateStoreMemory();
+  const uint64_t recent = validator_.RecentIntervalsBytes();
+  const std::pair<const char*, uint64_t> parts[] = {
+      {"rss", proc.rss},
+      {"heap_in_use", proc.heap_in_use},
+      {"heap_free", proc.heap_free},
+      {"ledger_memtables", l.memtables},
+      {"ledger_table_readers", l.table_readers},
+      {"ledger_block_cache", l.block_cache},
+      {"ledger_block_cache_pinned", l.block_cache_pinned},
+      {"state_memtables", v.memtables},
+      {"state_table_readers", v.table_readers},
+      {"state_block_cache", v.block_cache},
+      {"state_block_cache_pinned", v.block_cache_pinned},
+      {"recent_intervals", recent},
+  };
+  for (const auto& [part, bytes] : parts) metrics_.SetMemory(part, bytes);
+  if (!log) return;
+  auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+  spdlog::info(
+      "memory (MiB): resident {:.0f}, heap in use {:.0f} and free {:.0f}; ledger memtables "
+      "{:.0f}, table readers {:.1f}, block cache {:.0f} ({:.0f} pinned); state store memtables "
+      "{:.0f}, table readers {:.1f}, block cache {:.0f} ({:.0f} pinned); recent intervals {:.0f}",
+      mib(proc.rss), mib(proc.heap_in_use), mib(proc.heap_free), mib(l.memtables),
+      mib(l.table_readers), mib(l.block_cache), mib(l.block_cache_pinned), mib(v.memtables),
+      mib(v.table_readers), mib(v.block_cache), mib(v.block_cache_pinned), mib(recent));
+}
+
 void IngestLoop::LogProgress(bool final) {
   const int64_t now = MonotonicMs();
   if (!final && now - last_progress_ms_ < options_.progress_interval_ms) return;
@@ -438,6 +498,8 @@ void IngestLoop::LogProgress(bool final) {
       stats_.duplicates, validator_.parked(), ledger_.head().seq, lag);
   metrics_.SetHead(ledger_.head().seq);
   metrics_.SetParked(validator_.parked());
+  SampleMemory(final || now - last_memory_log_ms_ >= kMemoryLogEveryMs);
+  if (final || now - last_memory_log_ms_ >= kMemoryLogEveryMs) last_memory_log_ms_ = now;
   last_progress_ms_ = now;
   consumed_at_last_progress_ = stats_.consumed;
 }

@@ -46,9 +46,11 @@ struct IngestMetrics::Impl {
   prometheus::Histogram* commit_seconds = nullptr;
   prometheus::Family<prometheus::Gauge>* lag = nullptr;
   prometheus::Gauge* head_seq = nullptr;
+  prometheus::Family<prometheus::Gauge>* memory = nullptr;
   // Caches of labelled series, so that the hot path does not hash label maps. Ingest thread.
   std::map<std::string, prometheus::Counter*> rejected_by_reason;
   std::map<std::pair<std::string, int32_t>, prometheus::Gauge*> lag_by_partition;
+  std::map<std::string, prometheus::Gauge*> memory_by_part;
 
   Impl() {
     prometheus::Registry& r = *registry;
@@ -92,6 +94,13 @@ struct IngestMetrics::Impl {
              .Help("Entries parked now, waiting for the registry to announce their allocation.")
              .Register(r)
              .Add({});
+    memory = &prometheus::BuildGauge()
+                  .Name("gpuledger_ingest_memory_bytes")
+                  .Help("Memory held by each part of ingest: the process's resident set (rss), "
+                        "the C heap in use and free, and RocksDB's memtables, table readers and "
+                        "block cache of the ledger and of the validator's state store, and the "
+                        "index of recent intervals.")
+                  .Register(r);
     head_seq = &prometheus::BuildGauge()
                     .Name("gpuledger_ledger_head_seq")
                     .Help("Sequence number of the last committed ledger entry.")
@@ -174,6 +183,12 @@ void IngestMetrics::RemoveLag(const std::string& topic, int32_t partition) {
 void IngestMetrics::SetHead(uint64_t seq) { impl_->head_seq->Set(static_cast<double>(seq)); }
 
 void IngestMetrics::SetParked(size_t entries) { impl_->parked->Set(static_cast<double>(entries)); }
+
+void IngestMetrics::SetMemory(const std::string& part, uint64_t bytes) {
+  prometheus::Gauge*& g = impl_->memory_by_part[part];
+  if (g == nullptr) g = &impl_->memory->Add({{"part", part}});
+  g->Set(static_cast<double>(bytes));
+}
 
 void IngestMetrics::OnRejectedNotice(bool delivered) {
   (delivered ? impl_->notices_delivered : impl_->notices_failed)->Increment();

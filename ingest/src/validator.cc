@@ -166,6 +166,10 @@ absl::Status Validator::Persist(const ledger::Head& head) {
 
 absl::Status Validator::Drain() { return store_->Wait(); }
 
+ledger::StoreMemory Validator::StateStoreMemory() const { return store_->Memory(); }
+
+size_t Validator::RecentIntervalsBytes() const { return recent_->bytes(); }
+
 void Validator::Check(Decoded* d) const {
   ledger::Candidate* c = &d->candidate;
   if (!c->reason_code.empty()) return;  // Decode already rejected it

@@ -113,6 +113,19 @@ TEST(HoldStoreTest, WhatWasCommittedIsOnDiskAfterCloseEvenWithAWriteInFlight) {
   EXPECT_EQ(Starts(**store, "a"), (std::vector<int64_t>{20}));
   EXPECT_EQ(Starts(**store, "c"), (std::vector<int64_t>{1}));
   EXPECT_EQ(HolderOf(**store, "e2"), "R");
+  EXPECT_GT((*store)->Memory().table_readers + (*store)->Memory().block_cache, 0u);
+}
+
+TEST(HoldStoreTest, MemoryCountsTheWrittenBatchesInItsMemtables) {
+  auto store = HoldStore::Open("");
+  ASSERT_TRUE(store.ok()) << store.status();
+  const uint64_t before = (*store)->Memory().memtables;
+  for (int i = 0; i < 1'000; ++i) {
+    (*store)->PutInterval("alloc", Iv(i * 10, i * 10 + 10, "event-" + std::to_string(i)));
+  }
+  ASSERT_TRUE((*store)->Commit(HoldStore::Marker{1, DigestOf(1)}).ok());
+  ASSERT_TRUE((*store)->Wait().ok());
+  EXPECT_GT((*store)->Memory().memtables, before + 1'000 * 20);
 }
 
 }  // namespace

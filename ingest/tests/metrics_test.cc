@@ -72,6 +72,9 @@ TEST(IngestMetricsTest, ServesEveryMetricWithItsValueAtMetricsOverHttp) {
   m.SetHead(6);
   m.OnRejectedNotice(true);
   m.OnRejectedNotice(false);
+  m.SetMemory("rss", 123456789);
+  m.SetMemory("ledger_memtables", 1048576);
+  m.SetMemory("rss", 223456789);
 
   const std::string response = HttpGet(m.port(), "/metrics");
   ASSERT_NE(response.find("200 OK"), std::string::npos) << response;
@@ -99,6 +102,8 @@ TEST(IngestMetricsTest, ServesEveryMetricWithItsValueAtMetricsOverHttp) {
            "gpuledger_ledger_head_seq 6",
            "gpuledger_ingest_rejected_notices_delivered_total 1",
            "gpuledger_ingest_rejected_notices_failed_total 1",
+           "gpuledger_ingest_memory_bytes{part=\"rss\"} 223456789",
+           "gpuledger_ingest_memory_bytes{part=\"ledger_memtables\"} 1048576",
            "# TYPE gpuledger_ingest_consumed_total counter",
            "# TYPE gpuledger_ingest_batch_size histogram",
            "# TYPE gpuledger_ingest_consumer_lag gauge",

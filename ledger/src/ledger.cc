@@ -1085,6 +1085,11 @@ uint64_t Ledger::ApproximateDiskBytes() const {
   return total;
 }
 
+StoreMemory Ledger::Memory() const {
+  const std::shared_ptr<Rocks> rocks = impl_->Current();
+  return MemoryOf(rocks->db.get(), rocks->handles);
+}
+
 const std::string& Ledger::path() const { return impl_->path; }
 
 }  // namespace gpuledger::ledger

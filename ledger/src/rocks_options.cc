@@ -1,6 +1,7 @@
 #include "ledger/rocks_options.h"
 
 #include <rocksdb/cache.h>
+#include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
@@ -59,6 +60,23 @@ std::shared_ptr<rocksdb::TableFactory> BoundedTables(size_t cache_bytes) {
   table.metadata_block_size = 4096;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   return std::shared_ptr<rocksdb::TableFactory>(rocksdb::NewBlockBasedTableFactory(table));
+}
+
+StoreMemory MemoryOf(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& cfs) {
+  StoreMemory m;
+  for (rocksdb::ColumnFamilyHandle* cf : cfs) {
+    uint64_t v = 0;
+    if (db->GetIntProperty(cf, rocksdb::DB::Properties::kSizeAllMemTables, &v)) m.memtables += v;
+    if (db->GetIntProperty(cf, rocksdb::DB::Properties::kEstimateTableReadersMem, &v)) {
+      m.table_readers += v;
+    }
+  }
+  // One cache for every column family: read it once.
+  rocksdb::ColumnFamilyHandle* first = cfs.empty() ? db->DefaultColumnFamily() : cfs.front();
+  (void)db->GetIntProperty(first, rocksdb::DB::Properties::kBlockCacheUsage, &m.block_cache);
+  (void)db->GetIntProperty(first, rocksdb::DB::Properties::kBlockCachePinnedUsage,
+                           &m.block_cache_pinned);
+  return m;
 }
 
 }  // namespace gpuledger::ledger

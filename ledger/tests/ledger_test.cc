@@ -56,6 +56,29 @@ TEST(LedgerTest, AssignsDenseSeqsAndCommitsAtomically) {
   EXPECT_EQ((ledger->Offsets().at({"gpuledger.usage.csp-a", 0})), 2);
 }
 
+// The figures of ingest's memory gauges: RocksDB's own accounting of the ledger's memtables,
+// table readers and cache, which move as entries are written and flushed.
+TEST(LedgerTest, MemorySaysWhatRocksDbHoldsForTheLedger) {
+  testing::TempDir dir;
+  auto ledger = OpenOrDie(dir.Sub("db"));
+  ASSERT_NE(ledger, nullptr);
+  const StoreMemory empty = ledger->Memory();
+  for (int i = 0; i < 2'000; ++i) {
+    ASSERT_TRUE(ledger->Append(Usage(absl::StrCat("e", i), std::string(200, 'p'), i)).ok());
+  }
+  ASSERT_TRUE(ledger->Commit().ok());
+  const StoreMemory written = ledger->Memory();
+  // 2,000 entries of 200-byte payloads, and their dedup keys, are in the memtables.
+  EXPECT_GT(written.memtables, empty.memtables + 2'000 * 200);
+  ledger.reset();
+  ledger = OpenOrDie(dir.Sub("db"));  // a clean close flushed them into table files
+  ASSERT_NE(ledger, nullptr);
+  ASSERT_TRUE(ledger->Get(1).ok());
+  const StoreMemory reopened = ledger->Memory();
+  EXPECT_LT(reopened.memtables, written.memtables);
+  EXPECT_GT(reopened.table_readers + reopened.block_cache, 0u);
+}
+
 TEST(LedgerTest, AbortDropsEverythingStaged) {
   testing::TempDir dir;
   auto ledger = OpenOrDie(dir.Sub("db"));

@@ -47,6 +47,9 @@ class IngestMetrics {
   void SetHead(uint64_t seq);
   // Entries parked now, waiting for the registry.
   void SetParked(size_t entries);
+  // Bytes of memory held by one part of the process (docs/OPERATIONS.md, "Memory"): "rss",
+  // "heap_in_use", "heap_free", "ledger_memtables", "state_block_cache", ...
+  void SetMemory(const std::string& part, uint64_t bytes);
   // Rejection notices delivered to, or failed to be delivered to, the rejected topic.
   void OnRejectedNotice(bool delivered);
 

@@ -62,6 +62,11 @@ class Validator {
   // Waits for the last Persist's write: before a clean stop, so that its error is not lost.
   absl::Status Drain();
 
+  // What the state store holds in memory (RocksDB's accounting), and the index of recent
+  // intervals in front of it.
+  ledger::StoreMemory StateStoreMemory() const;
+  size_t RecentIntervalsBytes() const;
+
   // The first error reading the state store, if any: the decisions since are not to be trusted
   // (the caller stops without committing them).
   const absl::Status& status() const { return error_; }

@@ -16,6 +16,7 @@
 #include "gpuledger/v1/ledger.pb.h"
 #include "ledger/hash.h"
 #include "ledger/producers.h"
+#include "ledger/rocks_options.h"
 #include "ledger/signing.h"
 
 namespace gpuledger::ledger {
@@ -241,6 +242,8 @@ class Ledger {
   absl::Status DiagnoseTables() const;
   // Approximate bytes on disk (SST files and WAL).
   uint64_t ApproximateDiskBytes() const;
+  // What RocksDB holds in memory for the ledger (all column families).
+  StoreMemory Memory() const;
 
   const std::string& path() const;
 

@@ -3,9 +3,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace rocksdb {
+class ColumnFamilyHandle;
+class DB;
 class Logger;
 class TableFactory;
 }  // namespace rocksdb
@@ -26,5 +30,17 @@ std::shared_ptr<rocksdb::Logger> RocksLogger(const char* what);
 // on every seek) in a few large shards; a bloom filter answers most "not there" lookups (new
 // events in the dedup index) without a read.
 std::shared_ptr<rocksdb::TableFactory> BoundedTables(size_t cache_bytes);
+
+// What one store holds in memory, by RocksDB's own accounting (docs/OPERATIONS.md, "Memory"):
+// memtables (active, immutable and pinned), table readers (per open table file, outside the
+// cache) and the block cache (index, filter and data blocks; `block_cache_pinned` of it cannot
+// be evicted). Each store's column families share one cache.
+struct StoreMemory {
+  uint64_t memtables = 0;
+  uint64_t table_readers = 0;
+  uint64_t block_cache = 0;
+  uint64_t block_cache_pinned = 0;
+};
+StoreMemory MemoryOf(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& cfs);
 
 }  // namespace gpuledger::ledger
