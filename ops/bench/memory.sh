@@ -2,7 +2,7 @@
 # ops/bench/memory.sh [--sizes "1000000 10000000 50000000"] [--scale S] [--no-append]
 #
 # Peak memory (RSS) and throughput of ingest and of a full replay as the event count grows
-# (issue 7: ingest's memory must stay flat). For each size N, in turn:
+# (issue 15: flat within 10% from 10M events on, and under 512 MiB). For each size N, in turn:
 #   1. starts a throwaway Kafka broker (stopped and deleted after that size, to free the disk);
 #   2. `gpuledger simulate --max-events N --scale S` into topics bench-<pid>-<N>.*;
 #   3. `gpuledger ingest --until-end --unsigned` (default synced commits) into a fresh ledger,
@@ -124,10 +124,26 @@ if [ -n "$PY" ] && [ -f "$ROOT/ops/bench/plot.py" ]; then
   "$PY" "$ROOT/ops/bench/plot.py" || log "WARNING: plot.py failed; the CSVs are in $OUT"
 fi
 
-# Flat: the largest size's peak within 25% of the smallest's.
-first=$(sed -n 2p "$ROWS" | cut -d, -f4)
-last=$(tail -1 "$ROWS" | cut -d, -f4)
-if [ "$last" -le $((first + first / 4)) ]; then FLAT=met; else FLAT="**missed**"; fi
+# Issue 15's targets: ingest's and replay's peaks flat within 10% from the first size of at
+# least 10M events (else the smallest) to the largest, and every peak under 512 MiB.
+base_row=$(awk -F, 'NR > 1 && $1 >= 10000000 {print NR; exit}' "$ROWS")
+base_row=${base_row:-2}
+verdict_flat() {  # column of the peak; prints "first last verdict"
+  local first last
+  first=$(sed -n "${base_row}p" "$ROWS" | cut -d, -f"$1")
+  last=$(tail -1 "$ROWS" | cut -d, -f"$1")
+  if [ "$last" -le $((first + first / 10)) ]; then echo "$first $last met"; else echo "$first $last **missed**"; fi
+}
+verdict_under() {  # column of the peak; prints "max verdict"
+  local max
+  max=$(awk -F, -v c="$1" 'NR > 1 && $c > m {m = $c} END {print m + 0}' "$ROWS")
+  if [ "$max" -lt 512 ]; then echo "$max met"; else echo "$max **missed**"; fi
+}
+BASE_N=$(sed -n "${base_row}p" "$ROWS" | cut -d, -f1)
+read -r ING_FIRST ING_LAST ING_FLAT <<<"$(verdict_flat 4)"
+read -r REP_FIRST REP_LAST REP_FLAT <<<"$(verdict_flat 7)"
+read -r ING_MAX ING_UNDER <<<"$(verdict_under 4)"
+read -r REP_MAX REP_UNDER <<<"$(verdict_under 7)"
 TABLE=$WORK/table.md
 {
   printf 'Sizes are usage events simulated at `--scale %s` (a prefix of the same fleet month); ' "$SCALE"
@@ -136,10 +152,14 @@ TABLE=$WORK/table.md
   echo '|---:|---:|---:|---:|---:|---:|---:|'
   cat "$TABLE_ROWS"
   echo
-  echo '| target | smallest size | largest size | verdict |'
-  echo '|---|---:|---:|---|'
-  printf '| ingest memory flat (largest peak within 25%% of the smallest) | %s MiB | %s MiB | %s |\n' \
-    "$first" "$last" "$FLAT"
+  echo '| target | figure | verdict |'
+  echo '|---|---:|---|'
+  printf '| ingest peak RSS flat within 10%% from %s to %s events | %s → %s MiB | %s |\n' \
+    "$(fmt0 "$BASE_N")" "$(fmt0 "$LARGEST")" "$ING_FIRST" "$ING_LAST" "$ING_FLAT"
+  printf '| replay peak RSS flat within 10%% from %s to %s events | %s → %s MiB | %s |\n' \
+    "$(fmt0 "$BASE_N")" "$(fmt0 "$LARGEST")" "$REP_FIRST" "$REP_LAST" "$REP_FLAT"
+  printf '| ingest peak RSS under 512 MiB at every size | %s MiB at most | %s |\n' "$ING_MAX" "$ING_UNDER"
+  printf '| replay peak RSS under 512 MiB at every size | %s MiB at most | %s |\n' "$REP_MAX" "$REP_UNDER"
 } >"$TABLE"
 echo
 cat "$TABLE"
