@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/limits.h"
+#include "base/release_memory.h"
 #include "base/status.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/metrics.h"
@@ -498,6 +499,7 @@ void IngestLoop::LogProgress(bool final) {
       stats_.duplicates, validator_.parked(), ledger_.head().seq, lag);
   metrics_.SetHead(ledger_.head().seq);
   metrics_.SetParked(validator_.parked());
+  base::ReleaseFreeMemory();  // what malloc holds free in other threads' arenas
   SampleMemory(final || now - last_memory_log_ms_ >= kMemoryLogEveryMs);
   if (final || now - last_memory_log_ms_ >= kMemoryLogEveryMs) last_memory_log_ms_ = now;
   last_progress_ms_ = now;

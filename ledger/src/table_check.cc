@@ -196,6 +196,17 @@ absl::Status DiagnoseTables(rocksdb::DB* db,
   for (auto* h : handles) {
     if (h != nullptr) by_name[h->GetName()] = h;
   }
+  // No flush or compaction while the files are listed and read: one would add table files after
+  // the listing (seen as unlisted) and delete listed ones (seen as missing), both reported as
+  // damage. (A just-opened writable ledger may compact. Read-only ones have no background work.)
+  const bool paused = db->PauseBackgroundWork().ok();
+  struct Resume {
+    rocksdb::DB* db;
+    bool paused;
+    ~Resume() {
+      if (paused) (void)db->ContinueBackgroundWork();
+    }
+  } resume{db, paused};
   std::vector<rocksdb::LiveFileMetaData> files;
   db->GetLiveFilesMetaData(&files);
   std::set<std::string> listed;

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "base/release_memory.h"
 #include "base/status.h"
 #include "counters.h"
 #include "engine_internal.h"
@@ -210,6 +211,7 @@ absl::StatusOr<uint64_t> CatchUp(const EntrySource& source, uint64_t target, Eng
                                      GPULEDGER_RETURN_IF_ERROR(engine->Apply(e));
                                      if (++applied % batch == 0) {
                                        GPULEDGER_RETURN_IF_ERROR(engine->Commit());
+                                       base::ReleaseFreeMemory();
                                        if (options.progress) options.progress(e.seq, target);
                                      }
                                      return true;
