@@ -7,13 +7,13 @@
 #include <rocksdb/utilities/write_batch_with_index.h>
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <system_error>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/limits.h"
@@ -126,7 +126,7 @@ struct HoldStore::Impl {
   std::unique_ptr<rocksdb::DB> db;
   std::unique_ptr<rocksdb::WriteBatchWithIndex> batch = NewBatch();    // being staged
   std::unique_ptr<rocksdb::WriteBatchWithIndex> writing = NewBatch();  // read-only while written
-  bool pending = false;   // `writing` handed to the writer and not collected (this thread's)
+  bool pending = false;      // `writing` handed to the writer and not collected (this thread's)
   absl::Status write_error;  // sticky: after a lost write the store is behind
 
   // The writer thread and its one slot.
@@ -134,9 +134,9 @@ struct HoldStore::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::optional<rocksdb::WriteBatch> job;  // under mu
-  bool busy = false;                        // under mu: a job given and not finished
-  bool stopping = false;                    // under mu
-  rocksdb::Status result;                   // under mu: the last job's
+  bool busy = false;                       // under mu: a job given and not finished
+  bool stopping = false;                   // under mu
+  rocksdb::Status result;                  // under mu: the last job's
 
   static std::unique_ptr<rocksdb::WriteBatchWithIndex> NewBatch() {
     return std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,

@@ -8,8 +8,9 @@
 // WriteBatchWithIndex, so reads see them at once, and written (not synced) after the ledger's
 // own synced commit: Commit hands the batch to a thread that writes it while the validator goes
 // on (reads see it until then), and the next Commit, Wait or the destructor collects that write.
-// After a crash the marker is older than the ledger head and the difference is replayed. A marker ahead of the ledger, or naming another entry than the
-// ledger's at that seq, means the store belongs to another ledger: it is wiped and rebuilt.
+// After a crash the marker is older than the ledger head and the difference is replayed. A marker
+// ahead of the ledger, or naming another entry than the ledger's at that seq, means the store
+// belongs to another ledger: it is wiped and rebuilt.
 //
 // On-disk keys (all big-endian; strings length-prefixed):
 //   'i' alloc start csp event_id -> end(8) gpus(4) node_id       an interval held

@@ -96,10 +96,11 @@ struct IngestMetrics::Impl {
              .Add({});
     memory = &prometheus::BuildGauge()
                   .Name("gpuledger_ingest_memory_bytes")
-                  .Help("Memory held by each part of ingest: the process's resident set (rss), "
-                        "the C heap in use and free, and RocksDB's memtables, table readers and "
-                        "block cache of the ledger and of the validator's state store, and the "
-                        "index of recent intervals.")
+                  .Help(
+                      "Memory held by each part of ingest: the process's resident set (rss), "
+                      "the C heap in use and free, and RocksDB's memtables, table readers and "
+                      "block cache of the ledger and of the validator's state store, and the "
+                      "index of recent intervals.")
                   .Register(r);
     head_seq = &prometheus::BuildGauge()
                     .Name("gpuledger_ledger_head_seq")
