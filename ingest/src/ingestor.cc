@@ -500,8 +500,9 @@ void IngestLoop::LogProgress(bool final) {
   metrics_.SetHead(ledger_.head().seq);
   metrics_.SetParked(validator_.parked());
   base::ReleaseFreeMemory();  // what malloc holds free in other threads' arenas
-  SampleMemory(final || now - last_memory_log_ms_ >= kMemoryLogEveryMs);
-  if (final || now - last_memory_log_ms_ >= kMemoryLogEveryMs) last_memory_log_ms_ = now;
+  const bool log_memory = final || now - last_memory_log_ms_ >= kMemoryLogEveryMs;
+  SampleMemory(log_memory);
+  if (log_memory) last_memory_log_ms_ = now;
   last_progress_ms_ = now;
   consumed_at_last_progress_ = stats_.consumed;
 }
