@@ -7,6 +7,17 @@
 #include "commands.h"
 #include "json_log.h"
 
+#ifdef GPULEDGER_WITH_JEMALLOC
+// jemalloc's settings for this process (the environment's MALLOC_CONF overrides them): a
+// background thread gives unused pages back to the system, and two arenas are plenty for a
+// process whose hot paths run on one or two threads (docs/BENCHMARKS.md, "Memory": a 12M-event
+// ingest peaked at 455 MiB with these, 480 MiB with jemalloc's defaults, 489 MiB on glibc).
+extern "C" {
+// NOLINTNEXTLINE: the name is jemalloc's.
+const char* malloc_conf = "background_thread:true,narenas:2";
+}
+#endif
+
 namespace gpuledger::cli {
 
 int Report(const absl::Status& status) {

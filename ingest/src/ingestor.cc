@@ -1,12 +1,9 @@
 #include "ingest/ingestor.h"
 
 #include <librdkafka/rdkafkacpp.h>
-#include <malloc.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <memory>
 #include <set>
 #include <vector>
@@ -14,7 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/limits.h"
-#include "base/release_memory.h"
+#include "base/process_memory.h"
 #include "base/status.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/metrics.h"
@@ -115,26 +112,6 @@ void IngestLoop::NoteProducerTimestamps(const std::string& topic) {
 
 // The memory line of the log comes every so often, beside the progress lines.
 constexpr int64_t kMemoryLogEveryMs = 60'000;
-
-struct ProcessMemory {
-  uint64_t rss = 0;          // resident set, /proc/self/statm
-  uint64_t heap_in_use = 0;  // malloc: in use, including mmapped chunks (glibc's mallinfo2)
-  uint64_t heap_free = 0;    // malloc: free but held in its arenas
-};
-
-ProcessMemory ReadProcessMemory() {
-  ProcessMemory m;
-  std::ifstream statm("/proc/self/statm");
-  uint64_t size_pages = 0;
-  uint64_t resident_pages = 0;
-  if (statm >> size_pages >> resident_pages) {
-    m.rss = resident_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  }
-  const struct mallinfo2 mi = ::mallinfo2();
-  m.heap_in_use = mi.uordblks + mi.hblkhd;
-  m.heap_free = mi.fordblks;
-  return m;
-}
 
 // Ledger meta name of the rejected-notice cursor: every rejection up to it was delivered.
 constexpr char kNoticeCursor[] = "rejected_notified_through";
@@ -443,7 +420,7 @@ void IngestLoop::ResumeUsage() {
 }
 
 void IngestLoop::SampleMemory(bool log) {
-  const ProcessMemory proc = ReadProcessMemory();
+  const base::ProcessMemory proc = base::ReadProcessMemory();
   const ledger::StoreMemory l = ledger_.Memory();
   const ledger::StoreMemory v = validator_.StateStoreMemory();
   const uint64_t recent = validator_.RecentIntervalsBytes();
@@ -499,7 +476,7 @@ void IngestLoop::LogProgress(bool final) {
       stats_.duplicates, validator_.parked(), ledger_.head().seq, lag);
   metrics_.SetHead(ledger_.head().seq);
   metrics_.SetParked(validator_.parked());
-  base::ReleaseFreeMemory();  // what malloc holds free in other threads' arenas
+  base::ReleaseFreeMemory();  // glibc: what malloc holds free in other threads' arenas
   const bool log_memory = final || now - last_memory_log_ms_ >= kMemoryLogEveryMs;
   SampleMemory(log_memory);
   if (log_memory) last_memory_log_ms_ = now;

@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "base/release_memory.h"
+#include "base/process_memory.h"
 #include "base/status.h"
 #include "counters.h"
 #include "engine_internal.h"
