@@ -53,6 +53,9 @@ sanitize=(-DGPULEDGER_SANITIZE=OFF)
 [ "${GPULEDGER_SANITIZE:-0}" = 1 ] && sanitize=(-DGPULEDGER_SANITIZE=ON -DCMAKE_CXX_COMPILER=clang++)
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${sanitize[@]}" >&2 ||
   die "cmake configure failed (see above)"
+# When a compiler cache is in use (ccache via CMAKE_CXX_COMPILER_LAUNCHER), paths under this
+# checkout are hashed relative to it, so a fresh clone elsewhere reuses the objects of another.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}
 log "building with -j$JOBS"
 cmake --build "$BUILD_DIR" -j "$JOBS" >&2 || die "build failed (see above)"
 log "built $BUILD_DIR/cli/gpuledger"
