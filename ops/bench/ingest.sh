@@ -117,13 +117,5 @@ if [ "$PROFILE" -gt 0 ]; then
   perf record -F 499 --call-graph dwarf,16384 -o "$WORK/perf.data" -p "$ipid" -- sleep "$PROFILE" >"$WORK/perf-record.log" 2>&1 || true
   log "profile taken; waiting for that ingest to finish"
   wait "$ipid" || true
-  echo '--- inclusive (children), gpuledger functions ---' >&2
-  perf report -i "$WORK/perf.data" --stdio --children -g none --percent-limit 3 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | grep 'gpuledger::\|rocksdb::DBImpl::Write\|RdKafka\|rd_kafka_consume' | head -40 >&2 || true
-  echo '--- by shared object ---' >&2
-  perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort dso 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | grep '%' | head -8 >&2 || true
-  echo '--- flat (self) ---' >&2
-  perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 1.5 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | head -30 >&2 || true
+  bench_perf_report "$WORK/perf.data" 'rocksdb::DBImpl::Write\|RdKafka\|rd_kafka_consume'
 fi

@@ -123,3 +123,18 @@ div() { echo "scale=6; $1 / $2" | bc -l; }
 fmt0() { printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 pct() { printf '%.0f%%' "$(echo "100 * $1 / $2" | bc -l)"; }
 ge() { [ "$(echo "$1 >= $2" | bc -l)" = 1 ]; }
+
+# perf report of $1 (perf.data) to stderr: gpuledger's functions inclusive, shared objects, and
+# the flat self-time list. $2: an extra grep pattern for the inclusive list.
+bench_perf_report() {
+  local data=$1 extra=${2:-'rocksdb::DBImpl::Write'}
+  echo '--- inclusive (children), gpuledger functions ---' >&2
+  perf report -i "$data" --stdio --children -g none --percent-limit 3 2>/dev/null |
+    grep -v '^#' | grep -v '^$' | grep "gpuledger::\|$extra" | head -40 >&2 || true
+  echo '--- by shared object ---' >&2
+  perf report -i "$data" --stdio --no-children -g none --sort dso 2>/dev/null |
+    grep -v '^#' | grep -v '^$' | grep '%' | head -8 >&2 || true
+  echo '--- flat (self) ---' >&2
+  perf report -i "$data" --stdio --no-children -g none --percent-limit 1.5 2>/dev/null |
+    grep -v '^#' | grep -v '^$' | head -30 >&2 || true
+}

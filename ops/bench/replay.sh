@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ops/bench/replay.sh [--events N] [--scale S] [--no-append]
+# ops/bench/replay.sh [--events N] [--scale S] [--profile SECS] [--no-append]
 #
 # Replay and settle against this machine's own limits, in one run:
 #   1. makes a ledger as ops/bench/ingest.sh does (throwaway broker, `gpuledger simulate
@@ -12,7 +12,9 @@
 #      the ledger's average entry size (bytes of `gpuledger ledger export` / entries) (ops/s);
 #   5. reading one draft invoice from the caught-up store: `gpuledger settle --db LEDGER
 #      --period 2026-03 --institution ID --format json`, 5 runs, median wall time and median
-#      "documents of ... built in N us" (--log-level debug).
+#      "documents of ... built in N us" (--log-level debug);
+#   6. with --profile SECS: a second `audit replay` under `perf record --call-graph dwarf` for
+#      SECS seconds (from its start: the chain check, then the replay), `perf report` to stderr.
 # Prints one Markdown table and appends it (with the machine, commit and command) to
 # docs/BENCHMARKS.md unless --no-append. Figures are from this machine; no test asserts them.
 set -euo pipefail
@@ -25,16 +27,19 @@ SCALE=0.05
 APPEND=1
 PERIOD=2026-03
 RUNS=5
-usage() { echo "usage: $PROG [--events N] [--scale S] [--no-append]" >&2; exit 2; }
+PROFILE=0
+usage() { echo "usage: $PROG [--events N] [--scale S] [--profile SECS] [--no-append]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --events) [ $# -ge 2 ] || usage; EVENTS=$2; shift 2 ;;
     --scale) [ $# -ge 2 ] || usage; SCALE=$2; shift 2 ;;
+    --profile) [ $# -ge 2 ] || usage; PROFILE=$2; shift 2 ;;
     --no-append) APPEND=0; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) usage ;;
   esac
 done
+[[ $PROFILE =~ ^[0-9]+$ ]] || die "--profile: '$PROFILE' is not a number of seconds"
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 
@@ -139,4 +144,13 @@ TABLE=$WORK/table.md
 echo
 cat "$TABLE"
 [ "$APPEND" = 1 ] && bench_append "$TABLE" "Replay and settle"
+
+# --- optional profile ---------------------------------------------------------------------
+if [ "$PROFILE" -gt 0 ]; then
+  command -v perf >/dev/null || die "perf not found (apt-get install -y linux-perf)"
+  log "profile: a second audit replay, perf record --call-graph dwarf for $PROFILE s"
+  perf record -F 499 --call-graph dwarf,16384 -o "$WORK/perf.data" -- \
+    timeout "$PROFILE" "$GPULEDGER" audit replay --db "$LEDGER" >"$WORK/perf-record.log" 2>&1 || true
+  bench_perf_report "$WORK/perf.data" 'rocksdb::DBImpl::Write\|rocksdb::DBIter'
+fi
 exit 0
