@@ -89,6 +89,10 @@ constexpr ReasonInfo kReasons[] = {
      "An amendment is impossible: its date is outside the allocation's "
      "window, the new end is not after it, or it changes nothing.",
      "Fix the amendment's date or change."},
+    {kGrantOverPool,
+     "An allocation, a resize or an extension would grant more GPUs on a pool (CSP, program, "
+     "GPU model) than the pool holds at some instant, counting every allocation on it.",
+     "Grant fewer GPUs or a later window, or record a larger pool (GpuPool) first."},
     {kPeriodAlreadyClosed, "A period close names a period that is closed already.",
      "Nothing to do: a closed period never changes; later events show up as adjustments."},
     {kPeriodCloseOutOfOrder,

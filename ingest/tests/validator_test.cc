@@ -295,6 +295,75 @@ TEST(ValidatorTest, OwnUseAndOutagesNeedAPool) {
   EXPECT_EQ(resolution->entry.reason_code(), reason::kUnknownPool);
 }
 
+// Programme rule (issue 16): the grants on a pool never exceed what it holds at any instant.
+TEST(ValidatorTest, GrantsFitTheirPoolAtEveryInstant) {
+  Harness h;
+  h.StandardRegistry();  // a1: 4 GPUs for 30 days; the pool: 64 H200 from the epoch
+  const int64_t end = kT0 + 30 * 24 * kHour;
+  auto alloc = [&](const std::string& id, uint32_t gpus, int64_t from, int64_t to) {
+    return h.Reg([&](auto* e) {
+      v1::Allocation a = Harness::Alloc(id, gpus);
+      a.set_start_ms(from);
+      a.set_end_ms(to);
+      *e->mutable_allocation() = a;
+    });
+  };
+  auto amend = [&](const std::string& id, int64_t from, auto set) {
+    return h.Reg([&](auto* e) {
+      auto* a = e->mutable_allocation_amendment();
+      a->set_allocation_id(id);
+      a->set_effective_from_ms(from);
+      set(a);
+    });
+  };
+  // Up to the pool exactly, not one GPU more.
+  EXPECT_EQ(alloc("a2", 60, kT0, end), "");
+  EXPECT_EQ(alloc("a3", 1, kT0 + kHour, kT0 + 2 * kHour), reason::kGrantOverPool);
+  // The same GPU once the others' windows have ended.
+  EXPECT_EQ(alloc("a3", 1, end, end + kHour), "");
+  // An identical re-announcement changes nothing, so it is not refused.
+  EXPECT_EQ(alloc("a2", 60, kT0, end), "");
+  // Resizes: up is refused while the pool is full, down frees GPUs from that instant on.
+  const int64_t cut = kT0 + 10 * kHour;
+  EXPECT_EQ(amend("a1", cut, [](auto* a) { a->set_new_gpu_count(5); }), reason::kGrantOverPool);
+  EXPECT_EQ(amend("a1", cut, [](auto* a) { a->set_new_gpu_count(3); }), "");
+  EXPECT_EQ(alloc("a4", 1, cut - kHour, cut + kHour), reason::kGrantOverPool);
+  EXPECT_EQ(alloc("a4", 1, cut, cut + kHour), "");
+  // Extensions: only the added stretch is checked. a3 holds the GPU a4 would need after `end`.
+  EXPECT_EQ(amend("a4", cut, [&](auto* a) { a->set_new_end_ms(end); }), "");
+  EXPECT_EQ(amend("a4", cut, [&](auto* a) { a->set_new_end_ms(end + kHour); }), "");
+  EXPECT_EQ(alloc("a5", 63, end, end + 2 * kHour), reason::kGrantOverPool);  // a3 and a4 hold 2
+  EXPECT_EQ(alloc("a5", 62, end, end + 2 * kHour), "");
+  EXPECT_EQ(alloc("a7", 2, end + kHour, end + 2 * kHour), "");  // with a5: 64 again
+  EXPECT_EQ(amend("a3", end, [&](auto* a) { a->set_new_end_ms(end + 3 * kHour); }),
+            reason::kGrantOverPool);  // a5 and a7 hold all 64 in [end + 1 h, end + 2 h)
+  EXPECT_EQ(amend("a3", end + 2 * kHour - 1, [&](auto* a) { a->set_new_end_ms(end + 3 * kHour); }),
+            reason::kInvalidAmendment);  // its window ends at end + 1 h
+  // A larger pool from an instant makes room from then on only.
+  ASSERT_EQ(h.Reg([&](auto* e) {
+    auto* p = e->mutable_gpu_pool();
+    p->set_csp_id("csp-a");
+    p->set_program(v1::GOV_ADVANCED);
+    p->set_gpu_model(v1::H200);
+    p->set_gpu_count(80);
+    p->set_effective_from_ms(kT0 + 20 * 24 * kHour);
+  }),
+            "");
+  EXPECT_EQ(alloc("a6", 16, kT0 + 19 * 24 * kHour, end), reason::kGrantOverPool);
+  EXPECT_EQ(alloc("a6", 16, kT0 + 20 * 24 * kHour, end), "");
+  // No pool recorded for B200: its capacity is not known, so the grant is not checked.
+  EXPECT_EQ(h.Reg([&](auto* e) {
+    v1::Allocation a = Harness::Alloc("b1", 4096);
+    a.set_gpu_model(v1::B200);
+    *e->mutable_allocation() = a;
+  }),
+            "");
+  // Usage on the accepted grants is decided as before.
+  const int64_t day21 = kT0 + 21 * 24 * kHour;
+  EXPECT_EQ(h.Send(h.Usage("a6", 16, day21, day21 + kHour), false, day21 + 2 * kHour).reason_code(),
+            "");
+}
+
 TEST(ValidatorTest, PeriodsCloseInOrderAfterTheyEnd) {
   Harness h;
   h.StandardRegistry();

@@ -45,6 +45,69 @@ std::optional<RegistryProblem> Registry::CheckAllocation(const v1::Allocation& a
                                           " exists with other terms; change it with an "
                                           "AllocationAmendment")};
     }
+    return std::nullopt;  // identical re-announcement: nothing changes
+  }
+  Timeline<uint32_t> grant;
+  grant.Set(a.start_ms(), a.gpu_count());
+  return CheckGrantWithinPool(a, nullptr, a.start_ms(), grant, a.end_ms());
+}
+
+std::optional<RegistryProblem> Registry::CheckGrantWithinPool(const v1::Allocation& a,
+                                                              const Timeline<uint32_t>* current,
+                                                              int64_t current_end,
+                                                              const Timeline<uint32_t>& proposed,
+                                                              int64_t proposed_end) const {
+  const std::tuple<std::string, int, int> key{a.csp_id(), a.program(), a.gpu_model()};
+  const Timeline<uint32_t>* pool = Find(pools_, key);
+  if (pool == nullptr) return std::nullopt;
+  const int64_t lo = a.start_ms();
+  const int64_t hi = std::max(current_end, proposed_end);
+  if (hi <= lo) return std::nullopt;
+  // What the pool's other allocations grant, as changes at instants; and every instant in
+  // [lo, hi) where something changes.
+  std::map<int64_t, int64_t> others;
+  std::vector<int64_t> instants{lo, current_end, proposed_end};
+  if (const auto* ids = Find(pool_allocations_, key)) {
+    for (const std::string& id : *ids) {
+      if (id == a.allocation_id()) continue;
+      const v1::Allocation& other = allocations_.at(id);
+      const Timeline<uint32_t>& g = allocation_gpus_.at(id);
+      g.ForEachWithin(other.start_ms(), AllocationEndMs(other),
+                      [&](int64_t from, int64_t to, uint32_t gpus) {
+                        others[from] += gpus;
+                        others[to] -= gpus;
+                      });
+    }
+  }
+  for (const auto& [t, delta] : others) instants.push_back(t);
+  if (current != nullptr) current->ChangesWithin(lo, hi, &instants);
+  proposed.ChangesWithin(lo, hi, &instants);
+  pool->ChangesWithin(lo, hi, &instants);
+  std::sort(instants.begin(), instants.end());
+  instants.erase(std::unique(instants.begin(), instants.end()), instants.end());
+
+  int64_t held_by_others = 0;
+  auto next_change = others.begin();
+  for (int64_t t : instants) {
+    if (t >= hi) break;
+    for (; next_change != others.end() && next_change->first <= t; ++next_change) {
+      held_by_others += next_change->second;
+    }
+    if (t < lo) continue;
+    const int64_t before = current != nullptr && t < current_end ? current->At(t).value_or(0) : 0;
+    const int64_t after = t < proposed_end ? proposed.At(t).value_or(0) : 0;
+    if (after <= before) continue;  // this change grants no more here
+    const std::optional<uint32_t> holds = pool->At(t);
+    if (!holds.has_value() || held_by_others + after <= *holds) continue;
+    return RegistryProblem{
+        kGrantOverPool,
+        absl::StrCat("allocation ", a.allocation_id(), " would hold ", after, " GPUs of the pool (",
+                     a.csp_id(), ", ", v1::Program_Name(a.program()), ", ",
+                     v1::GpuModel_Name(a.gpu_model()), ") at ", base::FormatKst(t),
+                     ", where other allocations hold ", held_by_others, " and the pool has ",
+                     *holds, ": grant at most ",
+                     held_by_others >= *holds ? 0 : *holds - held_by_others,
+                     " there, or record a larger pool (GpuPool) first")};
   }
   return std::nullopt;
 }
@@ -62,17 +125,23 @@ std::optional<RegistryProblem> Registry::CheckAmendment(const v1::AllocationAmen
         absl::StrCat("effective_from_ms ", a.effective_from_ms(),
                      " is outside the allocation's window [", alloc->start_ms(), ", ", end, ")")};
   }
+  const Timeline<uint32_t>* grant = Find(allocation_gpus_, alloc->allocation_id());
   switch (a.change_case()) {
     case v1::AllocationAmendment::kNewEndMs:
       if (a.new_end_ms() <= a.effective_from_ms()) {
         return RegistryProblem{kInvalidAmendment, "new_end_ms must be after effective_from_ms"};
       }
-      return std::nullopt;
-    case v1::AllocationAmendment::kNewGpuCount:
+      if (a.new_end_ms() <= end || grant == nullptr) return std::nullopt;  // shortened
+      return CheckGrantWithinPool(*alloc, grant, end, *grant, a.new_end_ms());
+    case v1::AllocationAmendment::kNewGpuCount: {
       if (a.new_gpu_count() == 0) {
         return RegistryProblem{kInvalidAmendment, "new_gpu_count must be at least 1"};
       }
-      return std::nullopt;
+      if (grant == nullptr) return std::nullopt;
+      Timeline<uint32_t> resized = *grant;
+      resized.Set(a.effective_from_ms(), a.new_gpu_count());
+      return CheckGrantWithinPool(*alloc, grant, end, resized, end);
+    }
     case v1::AllocationAmendment::kRevoke:
       return std::nullopt;
     case v1::AllocationAmendment::CHANGE_NOT_SET:
@@ -159,6 +228,7 @@ void Registry::Apply(const v1::RegistryEvent& e) {
       allocations_[a.allocation_id()] = a;
       allocation_end_[a.allocation_id()] = a.end_ms();
       allocation_gpus_[a.allocation_id()].Set(a.start_ms(), a.gpu_count());
+      pool_allocations_[{a.csp_id(), a.program(), a.gpu_model()}].push_back(a.allocation_id());
       break;
     }
     case v1::RegistryEvent::kAllocationAmendment: {

@@ -142,6 +142,8 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
     a->set_effective_from_ms(kT0 - kHour);
     a->set_revoke(true);
   });
+  reg("r-over-pool", reason::kGrantOverPool,
+      [](auto* e) { *e->mutable_allocation() = Alloc("a2", "csp-a", 61); });  // 4 + 61 > 64
   reg("r-no-body", reason::kMissingField, [](auto*) {});
   // Period closes: in order, each after its end.
   auto close = [](const char* period, int64_t emitted_at_ms) {

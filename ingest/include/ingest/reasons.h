@@ -32,6 +32,7 @@ inline constexpr char kAlreadyCorrected[] = "ALREADY_CORRECTED";
 inline constexpr char kRegistryConflict[] = "REGISTRY_CONFLICT";
 inline constexpr char kUnknownInstitution[] = "UNKNOWN_INSTITUTION";
 inline constexpr char kInvalidAmendment[] = "INVALID_AMENDMENT";
+inline constexpr char kGrantOverPool[] = "GRANT_OVER_POOL";
 inline constexpr char kPeriodAlreadyClosed[] = "PERIOD_ALREADY_CLOSED";
 inline constexpr char kPeriodCloseOutOfOrder[] = "PERIOD_CLOSE_OUT_OF_ORDER";
 inline constexpr char kPeriodNotEnded[] = "PERIOD_NOT_ENDED";

@@ -34,6 +34,7 @@ inline constexpr char kRegistryConflict[] = "REGISTRY_CONFLICT";
 inline constexpr char kUnknownInstitution[] = "UNKNOWN_INSTITUTION";
 inline constexpr char kUnknownAllocation[] = "UNKNOWN_ALLOCATION";
 inline constexpr char kInvalidAmendment[] = "INVALID_AMENDMENT";
+inline constexpr char kGrantOverPool[] = "GRANT_OVER_POOL";
 inline constexpr char kPeriodAlreadyClosed[] = "PERIOD_ALREADY_CLOSED";
 inline constexpr char kPeriodCloseOutOfOrder[] = "PERIOD_CLOSE_OUT_OF_ORDER";
 inline constexpr char kPeriodNotEnded[] = "PERIOD_NOT_ENDED";
@@ -42,7 +43,11 @@ inline constexpr char kPeriodNotEnded[] = "PERIOD_NOT_ENDED";
 class Registry {
  public:
   // Checks `event` (structurally valid) against the state: contradictions with what is
-  // recorded, references to unknown institutions or allocations, impossible amendments.
+  // recorded, references to unknown institutions or allocations, impossible amendments, and
+  // grants beyond a pool: an allocation, a resize or an extension that would take the GPUs
+  // granted on a (CSP, program, model) pool, all its allocations together, above what the pool
+  // holds at some instant (only where a pool record is in force: without one, capacity is not
+  // known and usage on the allocation is checked against its grant alone).
   std::optional<RegistryProblem> Check(const gpuledger::v1::RegistryEvent& event) const;
   // Applies an accepted event. Events that Check refuses must not be applied.
   void Apply(const gpuledger::v1::RegistryEvent& event);
@@ -84,6 +89,14 @@ class Registry {
  private:
   std::optional<RegistryProblem> CheckAllocation(const gpuledger::v1::Allocation& a) const;
   std::optional<RegistryProblem> CheckAmendment(const gpuledger::v1::AllocationAmendment& a) const;
+  // GRANT_OVER_POOL if giving allocation `a` the grant `proposed` over [a.start, proposed_end)
+  // instead of `current` over [a.start, current_end) (null and a.start for a new allocation)
+  // would exceed its pool at an instant where it grants more than before.
+  std::optional<RegistryProblem> CheckGrantWithinPool(const gpuledger::v1::Allocation& a,
+                                                      const Timeline<uint32_t>* current,
+                                                      int64_t current_end,
+                                                      const Timeline<uint32_t>& proposed,
+                                                      int64_t proposed_end) const;
 
   std::map<std::string, gpuledger::v1::Allocation> allocations_;
   std::map<std::string, int64_t> allocation_end_;              // after amendments
@@ -93,6 +106,8 @@ class Registry {
   std::map<int, Timeline<uint32_t>> copay_;                                // institution type
   std::map<std::string, Timeline<uint32_t>> own_use_caps_;                 // csp id
   std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;  // csp, program, model
+  // Allocation ids by the pool they draw on (csp, program, model), in ledger order.
+  std::map<std::tuple<std::string, int, int>, std::vector<std::string>> pool_allocations_;
   std::optional<base::Period> last_closed_;
 };
 
