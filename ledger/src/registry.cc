@@ -71,12 +71,13 @@ std::optional<RegistryProblem> Registry::CheckGrantWithinPool(const v1::Allocati
     for (const std::string& id : *ids) {
       if (id == a.allocation_id()) continue;
       const v1::Allocation& other = allocations_.at(id);
+      const int64_t other_end = AllocationEndMs(other);
+      if (other_end <= lo || other.start_ms() >= hi) continue;  // never at the same time
       const Timeline<uint32_t>& g = allocation_gpus_.at(id);
-      g.ForEachWithin(other.start_ms(), AllocationEndMs(other),
-                      [&](int64_t from, int64_t to, uint32_t gpus) {
-                        others[from] += gpus;
-                        others[to] -= gpus;
-                      });
+      g.ForEachWithin(other.start_ms(), other_end, [&](int64_t from, int64_t to, uint32_t gpus) {
+        others[from] += gpus;
+        others[to] -= gpus;
+      });
     }
   }
   for (const auto& [t, delta] : others) instants.push_back(t);
