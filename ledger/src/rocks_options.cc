@@ -53,8 +53,16 @@ std::shared_ptr<rocksdb::TableFactory> BoundedTables(size_t cache_bytes) {
   table.block_cache = rocksdb::NewLRUCache(cache_bytes, /*num_shard_bits=*/2);
   table.cache_index_and_filter_blocks = true;
   table.cache_index_and_filter_blocks_with_high_priority = true;
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
-  table.pin_top_level_index_and_filter = true;
+  // Pinned: only each table's top-level index into its index and filter partitions (a few KiB
+  // per table). The partitions themselves stay in the cache as high-priority blocks that can be
+  // evicted. Pinning L0's partitions (pin_l0_filter_and_index_blocks_in_cache) pinned them for
+  // good in the ledger: its entries are written in key order, so flushed tables move down the
+  // levels without being rewritten and keep the table reader that pinned them. The pinned part
+  // then outgrew the cache's bound by about 3 MiB per million entries (docs/BENCHMARKS.md,
+  // "Memory").
+  table.metadata_cache_options.top_level_index_pinning = rocksdb::PinningTier::kAll;
+  table.metadata_cache_options.partition_pinning = rocksdb::PinningTier::kNone;
+  table.metadata_cache_options.unpartitioned_pinning = rocksdb::PinningTier::kNone;
   table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
   table.partition_filters = true;
   table.metadata_block_size = 4096;
