@@ -33,7 +33,11 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
       "simulate",
       "Generate a deterministic month of a programme fleet (the scale of the program brief by\n"
       "default: 6,400 H200 + 3,600 B200 hosted, 1,060 + 960 leased, 405 institutions,\n"
-      "per-minute usage per node) with own use, outages and a configurable rate of duplicates,\n"
+      "per-minute usage per node), drawn under the programmes' default policies (published as\n"
+      "ProgrammePolicy records: eligible types, at most 2 servers per institution on the HPC\n"
+      "lease, state GPUs for 4 months at most, co-pay bounds, usage beyond a cap held except\n"
+      "industry's; docs/PROGRAMMES.md), with own use, outages and a configurable rate of "
+      "duplicates,\n"
       "conflicts, late events, overlaps and malformed bytes. The same options and seed give the\n"
       "same events. Writes to Kafka (--brokers: registry then usage, as the operator and the\n"
       "CSPs would) or to JSON-lines files (--out DIR: registry.jsonl, usage.jsonl for\n"

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 #include <string_view>
 
 #include "absl/strings/escaping.h"
@@ -153,6 +154,100 @@ MaybeVerdict CheckGpuCount(const char* field, uint32_t n, bool zero_ok = false) 
   if (n == 0 && !zero_ok) return Invalid(field, "must be at least 1");
   if (n > limits::kGpuCountMax) {
     return Invalid(field, absl::StrCat(n, " is over the limit of ", limits::kGpuCountMax));
+  }
+  return std::nullopt;
+}
+
+// An institution type named in a policy: set and known.
+MaybeVerdict CheckType(const char* field, v1::InstitutionType type) {
+  if (type == v1::INSTITUTION_TYPE_UNSPECIFIED) return Missing(field);
+  if (!v1::InstitutionType_IsValid(type)) return Invalid(field, "unknown");
+  return std::nullopt;
+}
+
+// A programme policy: a programme, known types each named at most once per list, bounds within
+// 0..100% with min <= max, server sizes for every model at most once, and a server limit only
+// with server sizes.
+MaybeVerdict CheckProgrammePolicy(const v1::ProgrammePolicy& p) {
+  if (p.program() == v1::PROGRAM_UNSPECIFIED) return Missing("programme_policy.program");
+  if (!v1::Program_IsValid(p.program())) return Invalid("programme_policy.program", "unknown");
+  if (auto v = CheckOptionalTime("programme_policy.effective_from_ms", p.effective_from_ms())) {
+    return v;
+  }
+  std::set<int> seen;
+  for (int t : p.eligible_types()) {
+    if (auto v =
+            CheckType("programme_policy.eligible_types", static_cast<v1::InstitutionType>(t))) {
+      return v;
+    }
+    if (!seen.insert(t).second) {
+      return Invalid("programme_policy.eligible_types", "a type is named twice");
+    }
+  }
+  if (p.max_servers_per_institution() > limits::kGpuCountMax) {
+    return Invalid("programme_policy.max_servers_per_institution",
+                   absl::StrCat("over the limit of ", limits::kGpuCountMax));
+  }
+  seen.clear();
+  for (const auto& s : p.server_sizes()) {
+    if (s.gpu_model() == v1::GPU_MODEL_UNSPECIFIED) {
+      return Missing("programme_policy.server_sizes.gpu_model");
+    }
+    if (!v1::GpuModel_IsValid(s.gpu_model())) {
+      return Invalid("programme_policy.server_sizes.gpu_model", "unknown");
+    }
+    if (!seen.insert(s.gpu_model()).second) {
+      return Invalid("programme_policy.server_sizes", "a GPU model is named twice");
+    }
+    if (s.gpus_per_server() == 0 || s.gpus_per_server() > limits::kGpusPerServerMax) {
+      return Invalid("programme_policy.server_sizes.gpus_per_server",
+                     absl::StrCat("must be 1 to ", limits::kGpusPerServerMax));
+    }
+  }
+  if (p.max_servers_per_institution() > 0 && p.server_sizes().empty()) {
+    return Missing("programme_policy.server_sizes (a server limit needs the GPUs per server)");
+  }
+  if (p.max_window_ms() < 0 || p.max_window_ms() > limits::kMaxWindowMsMax) {
+    return Invalid("programme_policy.max_window_ms",
+                   absl::StrCat("must be 0 (no limit) to ", limits::kMaxWindowMsMax, " ms"));
+  }
+  seen.clear();
+  for (const auto& b : p.copay_bounds()) {
+    if (auto v =
+            CheckType("programme_policy.copay_bounds.institution_type", b.institution_type())) {
+      return v;
+    }
+    if (!seen.insert(b.institution_type()).second) {
+      return Invalid("programme_policy.copay_bounds", "a type is named twice");
+    }
+    if (b.max_copay_bp() > 10'000) {
+      return Invalid("programme_policy.copay_bounds.max_copay_bp", "over 10,000 (100%)");
+    }
+    if (b.min_copay_bp() > b.max_copay_bp()) {
+      return Invalid("programme_policy.copay_bounds.min_copay_bp", "above max_copay_bp");
+    }
+  }
+  seen.clear();
+  for (const auto& r : p.over_cap_rules()) {
+    if (auto v =
+            CheckType("programme_policy.over_cap_rules.institution_type", r.institution_type())) {
+      return v;
+    }
+    if (!seen.insert(r.institution_type()).second) {
+      return Invalid("programme_policy.over_cap_rules", "a type is named twice");
+    }
+    if (r.action() == v1::OVER_CAP_ACTION_UNSPECIFIED) {
+      return Missing("programme_policy.over_cap_rules.action");
+    }
+    if (!v1::OverCapAction_IsValid(r.action())) {
+      return Invalid("programme_policy.over_cap_rules.action", "unknown");
+    }
+    if (r.copay_bp() > 10'000) {
+      return Invalid("programme_policy.over_cap_rules.copay_bp", "over 10,000 (100%)");
+    }
+    if (r.action() != v1::OVER_CAP_BILL_AT && r.copay_bp() != 0) {
+      return Invalid("programme_policy.over_cap_rules.copay_bp", "only OVER_CAP_BILL_AT takes one");
+    }
   }
   return std::nullopt;
 }
@@ -343,6 +438,14 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       }
       return CheckOptionalTime("gpu_pool.effective_from_ms", p.effective_from_ms());
     }
+    case v1::RegistryEvent::kProgrammePolicy:
+      return CheckProgrammePolicy(e.programme_policy());
+    case v1::RegistryEvent::kOverCapRelease: {
+      const auto& r = e.over_cap_release();
+      if (auto v = CheckId("over_cap_release.allocation_id", r.allocation_id())) return v;
+      if (r.copay_bp() > 10'000) return Invalid("over_cap_release.copay_bp", "over 10,000 (100%)");
+      return std::nullopt;
+    }
     case v1::RegistryEvent::kPeriodClose: {
       if (e.period_close().period().empty()) return Missing("period_close.period");
       if (!base::ParsePeriod(e.period_close().period()).ok()) {
@@ -355,7 +458,7 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   }
   return Missing(
       "body (one of institution, allocation, allocation_amendment, rate_card, copay_policy, "
-      "csp_contract, gpu_pool, period_close)");
+      "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

@@ -47,7 +47,7 @@ constexpr ReasonInfo kReasons[] = {
     {kUnknownAllocation,
      "No allocation with this id was announced by the registry, even after "
      "the grace period (default 1 h) during which the event was PARKED; or "
-     "an amendment names an unknown allocation.",
+     "an amendment or an over-cap release names an unknown allocation.",
      "Check the allocation id; ask the operator whether the allocation was granted."},
     {kAllocationOfOtherCsp, "The allocation is hosted by another CSP.",
      "Report only usage of allocations hosted on your own GPUs."},
@@ -93,6 +93,25 @@ constexpr ReasonInfo kReasons[] = {
      "An allocation, a resize or an extension would grant more GPUs on a pool (CSP, program, "
      "GPU model) than the pool holds at some instant, counting every allocation on it.",
      "Grant fewer GPUs or a later window, or record a larger pool (GpuPool) first."},
+    {kIneligibleInstitution,
+     "An allocation is for an institution whose type the programme's policy (ProgrammePolicy, in "
+     "force at the allocation's start) does not admit: e.g. a university on the HPC lease.",
+     "Grant it on a programme the institution's type may use, or correct the institution's type."},
+    {kOverServerLimit,
+     "An allocation, a resize or an extension would give one institution more servers on a "
+     "programme than its policy allows at some instant (all the institution's allocations on it "
+     "together, GPUs counted in servers by the policy's server sizes), or the policy gives no "
+     "server size for the allocation's GPU model.",
+     "Grant fewer GPUs, or end another allocation of the institution first."},
+    {kWindowTooLong,
+     "An allocation, or an extension of one, would run longer than the programme's policy "
+     "allows (max_window_ms, counted from the allocation's start, extensions included).",
+     "Grant a shorter window; a longer need is a new application."},
+    {kCopayOutOfBounds,
+     "A co-pay policy is outside a programme's co-pay bounds for its institution type while "
+     "both are in force, or a programme policy's bounds exclude a co-pay policy in force: e.g. "
+     "15% for SMEs where SMEs pay under 10%.",
+     "Publish a co-pay within the bounds, or the bounds the programme actually set."},
     {kPeriodAlreadyClosed, "A period close names a period that is closed already.",
      "Nothing to do: a closed period never changes; later events show up as adjustments."},
     {kPeriodCloseOutOfOrder,

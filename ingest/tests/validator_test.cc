@@ -783,5 +783,223 @@ TEST(ValidatorTest, RecentIntervalIndexOfAnyBoundDecidesAsTheStoreAlone) {
   EXPECT_GT(reasons[reason::kGpusOverGrant], 5);
 }
 
+// Issue 16: the programmes' rules as ProgrammePolicy records, each on both sides of its limit.
+class PolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    h_.StandardRegistry();  // uni (ACADEMIA) and a1 on GOV_ADVANCED
+    for (auto [id, type] :
+         {std::pair{"sme", v1::SME}, {"sme2", v1::SME}, {"lab", v1::RESEARCH_INSTITUTE}}) {
+      ASSERT_EQ(h_.Reg([&](auto* e) {
+        auto* i = e->mutable_institution();
+        i->set_institution_id(id);
+        i->set_type(type);
+      }),
+                "");
+    }
+  }
+  std::string Policy(std::function<void(v1::ProgrammePolicy*)> fill) {
+    return h_.Reg([&](auto* e) { fill(e->mutable_programme_policy()); });
+  }
+  std::string Alloc(const std::string& id, const std::string& institution, v1::Program program,
+                    v1::GpuModel model, uint32_t gpus, int64_t from, int64_t to) {
+    return h_.Reg([&](auto* e) {
+      v1::Allocation a = Harness::Alloc(id, gpus);
+      a.set_institution_id(institution);
+      a.set_program(program);
+      a.set_gpu_model(model);
+      a.set_start_ms(from);
+      a.set_end_ms(to);
+      *e->mutable_allocation() = a;
+    });
+  }
+  std::string Amend(const std::string& id, int64_t from,
+                    std::function<void(v1::AllocationAmendment*)> set) {
+    return h_.Reg([&](auto* e) {
+      auto* a = e->mutable_allocation_amendment();
+      a->set_allocation_id(id);
+      a->set_effective_from_ms(from);
+      set(a);
+    });
+  }
+  std::string Copay(v1::InstitutionType type, uint32_t bp, int64_t from) {
+    return h_.Reg([&](auto* e) {
+      e->mutable_copay_policy()->set_institution_type(type);
+      e->mutable_copay_policy()->set_copay_bp(bp);
+      e->mutable_copay_policy()->set_effective_from_ms(from);
+    });
+  }
+  static constexpr int64_t kDay = 24 * kHour;
+  Harness h_;
+};
+
+TEST_F(PolicyTest, AProgrammeAdmitsOnlyItsEligibleTypesFromThePolicysDate) {
+  const int64_t from = kT0 + 10 * kDay;
+  ASSERT_EQ(Policy([&](auto* p) {
+              p->set_program(v1::LEASE_RESEARCH);
+              p->set_effective_from_ms(from);
+              p->add_eligible_types(v1::ACADEMIA);
+              p->add_eligible_types(v1::RESEARCH_INSTITUTE);
+            }),
+            "");
+  const int64_t end = from + 30 * kDay;
+  EXPECT_EQ(Alloc("r1", "uni", v1::LEASE_RESEARCH, v1::H200, 8, from, end), "");
+  EXPECT_EQ(Alloc("r2", "lab", v1::LEASE_RESEARCH, v1::H200, 8, from, end), "");
+  EXPECT_EQ(Alloc("r3", "sme", v1::LEASE_RESEARCH, v1::H200, 8, from, end),
+            reason::kIneligibleInstitution);
+  // Before the policy's date the programme had no such rule.
+  EXPECT_EQ(Alloc("r4", "sme", v1::LEASE_RESEARCH, v1::H200, 8, from - 1, end), "");
+  // A programme without a policy admits every type.
+  EXPECT_EQ(Alloc("r5", "sme", v1::LEASE_HPC, v1::H100, 8, from, end), "");
+}
+
+TEST_F(PolicyTest, AnInstitutionHoldsAtMostItsServersAcrossItsAllocations) {
+  ASSERT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->set_max_servers_per_institution(2);
+              auto* h100 = p->add_server_sizes();
+              h100->set_gpu_model(v1::H100);
+              h100->set_gpus_per_server(8);
+              auto* b200 = p->add_server_sizes();
+              b200->set_gpu_model(v1::B200);
+              b200->set_gpus_per_server(4);
+            }),
+            "");
+  const int64_t end = kT0 + 30 * kDay;
+  // Two servers exactly, in two allocations; one GPU more is refused, for this institution only.
+  EXPECT_EQ(Alloc("h1", "sme", v1::LEASE_HPC, v1::H100, 10, kT0, end), "");
+  EXPECT_EQ(Alloc("h2", "sme", v1::LEASE_HPC, v1::H100, 6, kT0, end), "");
+  EXPECT_EQ(Alloc("h3", "sme", v1::LEASE_HPC, v1::H100, 1, kT0 + kDay, kT0 + 2 * kDay),
+            reason::kOverServerLimit);
+  EXPECT_EQ(Alloc("h3", "sme2", v1::LEASE_HPC, v1::H100, 16, kT0, end), "");
+  // After the others end, and after a resize down frees a server.
+  EXPECT_EQ(Alloc("h4", "sme", v1::LEASE_HPC, v1::H100, 16, end, end + kDay), "");
+  EXPECT_EQ(Amend("h1", kT0 + 5 * kDay, [](auto* a) { a->set_new_gpu_count(9); }), "");
+  EXPECT_EQ(Alloc("h5", "sme", v1::LEASE_HPC, v1::H100, 1, kT0 + 4 * kDay, kT0 + 6 * kDay),
+            reason::kOverServerLimit);  // h1 holds 10 until day 5
+  EXPECT_EQ(Alloc("h5", "sme", v1::LEASE_HPC, v1::H100, 1, kT0 + 5 * kDay, kT0 + 6 * kDay), "");
+  // A resize up: refused while h5 holds the last GPU, allowed once it has ended.
+  EXPECT_EQ(Amend("h2", kT0 + 5 * kDay, [](auto* a) { a->set_new_gpu_count(7); }),
+            reason::kOverServerLimit);
+  EXPECT_EQ(Amend("h2", kT0 + 6 * kDay, [](auto* a) { a->set_new_gpu_count(7); }), "");
+  // Extensions: into the stretch where h4 holds both servers, refused; sme2's, allowed.
+  EXPECT_EQ(Amend("h1", kT0 + 5 * kDay, [&](auto* a) { a->set_new_end_ms(end + 1); }),
+            reason::kOverServerLimit);
+  EXPECT_EQ(Amend("h3", kT0 + 5 * kDay, [&](auto* a) { a->set_new_end_ms(end + kDay); }), "");
+  // Servers of different sizes add up exactly: 8 H100 (1 server) + 4 B200 (1 server).
+  EXPECT_EQ(Alloc("m1", "lab", v1::LEASE_HPC, v1::H100, 8, kT0, end), "");
+  EXPECT_EQ(Alloc("m2", "lab", v1::LEASE_HPC, v1::B200, 4, kT0, end), "");
+  EXPECT_EQ(Alloc("m3", "lab", v1::LEASE_HPC, v1::B200, 1, kT0, end), reason::kOverServerLimit);
+  // A model the policy gives no server size for cannot be counted: refused with the reason.
+  EXPECT_EQ(Alloc("m4", "uni", v1::LEASE_HPC, v1::H200, 1, kT0, end), reason::kOverServerLimit);
+}
+
+TEST_F(PolicyTest, AnAllocationRunsAtMostTheLongestWindowWithItsExtensions) {
+  ASSERT_EQ(Policy([](auto* p) {
+              p->set_program(v1::GOV_ADVANCED);
+              p->set_max_window_ms(120 * kDay);
+            }),
+            "");
+  EXPECT_EQ(Alloc("w1", "sme", v1::GOV_ADVANCED, v1::H200, 1, kT0, kT0 + 120 * kDay), "");
+  EXPECT_EQ(Alloc("w2", "sme", v1::GOV_ADVANCED, v1::H200, 1, kT0, kT0 + 120 * kDay + 1),
+            reason::kWindowTooLong);
+  EXPECT_EQ(Alloc("w2", "sme", v1::GOV_ADVANCED, v1::H200, 1, kT0, kT0 + 90 * kDay), "");
+  EXPECT_EQ(Amend("w2", kT0 + kDay, [](auto* a) { a->set_new_end_ms(kT0 + 121 * kDay); }),
+            reason::kWindowTooLong);
+  EXPECT_EQ(Amend("w2", kT0 + kDay, [](auto* a) { a->set_new_end_ms(kT0 + 120 * kDay); }), "");
+  EXPECT_EQ(Amend("w1", kT0 + kDay, [](auto* a) { a->set_new_end_ms(kT0 + 60 * kDay); }), "");
+}
+
+TEST_F(PolicyTest, CopayPoliciesStayWithinTheProgrammesBounds) {
+  // Before any bound: SMEs at 15% from kT0 - 10 days, then 9.99% from kT0.
+  EXPECT_EQ(Copay(v1::SME, 1'500, kT0 - 10 * kDay), "");
+  EXPECT_EQ(Copay(v1::SME, 999, kT0), "");
+  ASSERT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->set_effective_from_ms(kT0);
+              auto* b = p->add_copay_bounds();
+              b->set_institution_type(v1::SME);
+              b->set_max_copay_bp(999);
+            }),
+            "");
+  // Under 10%: 9.99% is in, 10% is out, from the policy's date on only.
+  EXPECT_EQ(Copay(v1::SME, 1'000, kT0 + kDay), reason::kCopayOutOfBounds);
+  EXPECT_EQ(Copay(v1::SME, 500, kT0 + kDay), "");
+  EXPECT_EQ(Copay(v1::SME, 1'200, kT0 - 5 * kDay), "");  // in force until kT0 only
+  // Types without a bound are free.
+  EXPECT_EQ(Copay(v1::LARGE_ENTERPRISE, 10'000, kT0 + kDay), "");
+  // A later policy whose bounds exclude the co-pay in force is refused; one that includes it is
+  // not.
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->set_effective_from_ms(kT0 + 2 * kDay);
+              auto* b = p->add_copay_bounds();
+              b->set_institution_type(v1::SME);
+              b->set_max_copay_bp(499);
+            }),
+            reason::kCopayOutOfBounds);
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->set_effective_from_ms(kT0 + 2 * kDay);
+              auto* b = p->add_copay_bounds();
+              b->set_institution_type(v1::SME);
+              b->set_max_copay_bp(500);
+            }),
+            "");
+}
+
+TEST_F(PolicyTest, PoliciesAndReleasesAreCheckedWhenDecoded) {
+  EXPECT_EQ(Policy([](auto* p) { p->set_max_window_ms(kDay); }), reason::kMissingField);
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->set_max_servers_per_institution(2);
+            }),
+            reason::kMissingField);  // a server limit needs server sizes
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->add_eligible_types(v1::SME);
+              p->add_eligible_types(v1::SME);
+            }),
+            reason::kInvalidField);
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              auto* b = p->add_copay_bounds();
+              b->set_institution_type(v1::SME);
+              b->set_min_copay_bp(500);
+              b->set_max_copay_bp(499);
+            }),
+            reason::kInvalidField);
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              auto* r = p->add_over_cap_rules();
+              r->set_institution_type(v1::SME);
+              r->set_action(v1::OVER_CAP_HOLD);
+              r->set_copay_bp(100);
+            }),
+            reason::kInvalidField);  // only OVER_CAP_BILL_AT takes a co-pay
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->add_over_cap_rules()->set_institution_type(v1::SME);
+            }),
+            reason::kMissingField);  // the action
+  EXPECT_EQ(Policy([](auto* p) { p->set_program(v1::LEASE_HPC); }), "");
+  EXPECT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->set_max_window_ms(kDay);
+            }),
+            reason::kRegistryConflict);  // another policy at the same instant
+  auto release = [&](const std::string& id, uint32_t bp) {
+    return h_.Reg([&](auto* e) {
+      e->mutable_over_cap_release()->set_allocation_id(id);
+      e->mutable_over_cap_release()->set_copay_bp(bp);
+    });
+  };
+  EXPECT_EQ(release("nope", 0), reason::kUnknownAllocation);
+  EXPECT_EQ(release("a1", 10'001), reason::kInvalidField);
+  EXPECT_EQ(release("a1", 1'000), "");
+  EXPECT_EQ(release("a1", 1'000), "");  // the same decision again changes nothing
+  EXPECT_EQ(release("a1", 2'000), reason::kRegistryConflict);
+}
+
 }  // namespace
 }  // namespace gpuledger::ingest

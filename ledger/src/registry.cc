@@ -1,6 +1,7 @@
 #include "ledger/registry.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 
@@ -30,7 +31,214 @@ const typename Map::mapped_type* Find(const Map& m, const Key& k) {
   return it == m.end() ? nullptr : &it->second;
 }
 
+std::string Percent(uint32_t bp) {
+  return absl::StrCat(bp / 100, ".", absl::Dec(bp % 100, absl::kZeroPad2), "%");
+}
+
+std::string Days(int64_t ms) {
+  constexpr int64_t kDay = 86'400'000;
+  return ms % kDay == 0 ? absl::StrCat(ms / kDay, " days")
+                        : absl::StrCat(ms / kDay, " days and ", ms % kDay, " ms");
+}
+
+std::string SizesOf(const v1::ProgrammePolicy& p) {
+  std::string out;
+  for (const auto& s : p.server_sizes()) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", v1::GpuModel_Name(s.gpu_model()), ": ",
+                    s.gpus_per_server(), " GPUs per server");
+  }
+  return out;
+}
+
+// The first instant after `from_ms` where the timeline changes (INT64_MAX: never).
+template <typename T>
+int64_t NextChange(const Timeline<T>* timeline, int64_t from_ms) {
+  if (timeline == nullptr) return INT64_MAX;
+  std::vector<int64_t> changes;
+  timeline->ChangesWithin(from_ms, INT64_MAX, &changes);
+  return changes.empty() ? INT64_MAX : changes.front();
+}
+
+const v1::CopayBound* BoundOf(const v1::ProgrammePolicy& p, int type) {
+  for (const auto& b : p.copay_bounds()) {
+    if (b.institution_type() == type) return &b;
+  }
+  return nullptr;
+}
+
 }  // namespace
+
+std::optional<RegistryProblem> Registry::CheckEligible(const v1::Allocation& a) const {
+  const v1::ProgrammePolicy* policy = PolicyAt(a.program(), a.start_ms());
+  if (policy == nullptr || policy->eligible_types().empty()) return std::nullopt;
+  auto inst = InstitutionAt(a.institution_id(), a.start_ms());
+  if (!inst) inst = InstitutionAt(a.institution_id(), INT64_MAX);
+  if (!inst) return std::nullopt;  // never announced: CheckAllocation says so first
+  std::string admitted;
+  for (int t : policy->eligible_types()) {
+    if (t == inst->type) return std::nullopt;
+    absl::StrAppend(&admitted, admitted.empty() ? "" : ", ",
+                    v1::InstitutionType_Name(static_cast<v1::InstitutionType>(t)));
+  }
+  return RegistryProblem{
+      kIneligibleInstitution,
+      absl::StrCat("allocation ", a.allocation_id(), ": institution ", a.institution_id(), " is ",
+                   v1::InstitutionType_Name(inst->type), " at ", base::FormatKst(a.start_ms()),
+                   ", and ", v1::Program_Name(a.program()), " admits only ", admitted,
+                   " (its policy in force then); grant it on a programme its type may use")};
+}
+
+std::optional<RegistryProblem> Registry::CheckWindow(const v1::Allocation& a,
+                                                     int64_t end_ms) const {
+  const v1::ProgrammePolicy* policy = PolicyAt(a.program(), a.start_ms());
+  if (policy == nullptr || policy->max_window_ms() <= 0) return std::nullopt;
+  const int64_t window = end_ms - a.start_ms();
+  if (window <= policy->max_window_ms()) return std::nullopt;
+  return RegistryProblem{
+      kWindowTooLong,
+      absl::StrCat("allocation ", a.allocation_id(), " would run from ",
+                   base::FormatKst(a.start_ms()), " to ", base::FormatKst(end_ms), ", ",
+                   Days(window), "; ", v1::Program_Name(a.program()), " allows at most ",
+                   Days(policy->max_window_ms()), " with every extension: end it by ",
+                   base::FormatKst(a.start_ms() + policy->max_window_ms()))};
+}
+
+std::optional<RegistryProblem> Registry::CheckServers(const v1::Allocation& a,
+                                                      const Timeline<uint32_t>* current,
+                                                      int64_t current_end,
+                                                      const Timeline<uint32_t>& proposed,
+                                                      int64_t proposed_end) const {
+  const Timeline<PolicyVersion>* policies = Find(policies_, static_cast<int>(a.program()));
+  if (policies == nullptr) return std::nullopt;
+  const int64_t lo = a.start_ms();
+  const int64_t hi = std::max(current_end, proposed_end);
+  if (hi <= lo) return std::nullopt;
+  struct Held {
+    int64_t from, to;
+    uint32_t gpus;
+    int model;
+  };
+  std::vector<Held> others;
+  std::vector<int64_t> instants{lo, current_end, proposed_end};
+  if (const auto* ids = Find(institution_allocations_,
+                             std::pair<std::string, int>{a.institution_id(), a.program()})) {
+    for (const std::string& id : *ids) {
+      if (id == a.allocation_id()) continue;
+      const v1::Allocation& other = allocations_.at(id);
+      const int64_t other_end = AllocationEndMs(other);
+      if (other_end <= lo || other.start_ms() >= hi) continue;
+      allocation_gpus_.at(id).ForEachWithin(
+          other.start_ms(), other_end, [&](int64_t from, int64_t to, uint32_t gpus) {
+            others.push_back(Held{from, to, gpus, other.gpu_model()});
+            instants.push_back(from);
+            instants.push_back(to);
+          });
+    }
+  }
+  if (current != nullptr) current->ChangesWithin(lo, hi, &instants);
+  proposed.ChangesWithin(lo, hi, &instants);
+  policies->ChangesWithin(lo, hi, &instants);
+  std::sort(instants.begin(), instants.end());
+  instants.erase(std::unique(instants.begin(), instants.end()), instants.end());
+  for (int64_t t : instants) {
+    if (t < lo || t >= hi) continue;
+    const int64_t before = current != nullptr && t < current_end ? current->At(t).value_or(0) : 0;
+    const int64_t after = t < proposed_end ? proposed.At(t).value_or(0) : 0;
+    if (after <= before) continue;
+    const PolicyVersion* version = policies->Find(t);
+    if (version == nullptr || version->policy.max_servers_per_institution() == 0) continue;
+    const v1::ProgrammePolicy& policy = version->policy;
+    // Server-equivalents in units of 1/L server, L the common multiple of the sizes: exact.
+    __int128 l = 1;
+    std::map<int, uint32_t> size;
+    for (const auto& s : policy.server_sizes()) {
+      size[s.gpu_model()] = s.gpus_per_server();
+      l = std::lcm(static_cast<int64_t>(l), static_cast<int64_t>(s.gpus_per_server()));
+    }
+    if (!size.contains(a.gpu_model())) {
+      return RegistryProblem{
+          kOverServerLimit,
+          absl::StrCat("allocation ", a.allocation_id(), ": ", v1::Program_Name(a.program()),
+                       " limits servers per institution but its policy gives no server size for ",
+                       v1::GpuModel_Name(a.gpu_model()), " (", SizesOf(policy),
+                       "); the operator records one first")};
+    }
+    __int128 units = static_cast<__int128>(after) * (l / size[a.gpu_model()]);
+    int64_t other_gpus = 0;
+    for (const Held& h : others) {
+      if (h.from > t || t >= h.to || !size.contains(h.model)) continue;
+      units += static_cast<__int128>(h.gpus) * (l / size[h.model]);
+      other_gpus += h.gpus;
+    }
+    if (units <= static_cast<__int128>(policy.max_servers_per_institution()) * l) continue;
+    return RegistryProblem{
+        kOverServerLimit,
+        absl::StrCat("institution ", a.institution_id(), " would hold more than ",
+                     policy.max_servers_per_institution(), " servers on ",
+                     v1::Program_Name(a.program()), " at ", base::FormatKst(t), ": ", after,
+                     " GPUs on allocation ", a.allocation_id(), " and ", other_gpus,
+                     " on its other allocations (", SizesOf(policy),
+                     "); grant fewer GPUs or end another allocation first")};
+  }
+  return std::nullopt;
+}
+
+std::optional<RegistryProblem> Registry::CheckCopayPolicy(const v1::CopayPolicy& p) const {
+  const int type = p.institution_type();
+  if (auto c = Contradicts(
+          Find(copay_, type), p.effective_from_ms(), p.copay_bp(),
+          absl::StrCat("co-pay policy ", v1::InstitutionType_Name(p.institution_type())))) {
+    return c;
+  }
+  const int64_t from = p.effective_from_ms();
+  const int64_t until = NextChange(Find(copay_, type), from);
+  for (const auto& [program, timeline] : policies_) {
+    std::optional<RegistryProblem> problem;
+    timeline.ForEachWithin(from, until, [&](int64_t lo, int64_t, const PolicyVersion& v) {
+      const v1::CopayBound* b = BoundOf(v.policy, type);
+      if (problem || b == nullptr) return;
+      if (p.copay_bp() >= b->min_copay_bp() && p.copay_bp() <= b->max_copay_bp()) return;
+      problem = RegistryProblem{
+          kCopayOutOfBounds, absl::StrCat("a co-pay of ", Percent(p.copay_bp()), " for ",
+                                          v1::InstitutionType_Name(p.institution_type()), " from ",
+                                          base::FormatKst(from), " is outside ",
+                                          v1::Program_Name(static_cast<v1::Program>(program)),
+                                          "'s bounds of ", Percent(b->min_copay_bp()), " to ",
+                                          Percent(b->max_copay_bp()), " (its policy in force from ",
+                                          base::FormatKst(lo), "); publish a co-pay within them")};
+    });
+    if (problem) return problem;
+  }
+  return std::nullopt;
+}
+
+std::optional<RegistryProblem> Registry::CheckProgrammePolicy(const v1::ProgrammePolicy& p) const {
+  const Timeline<PolicyVersion>* timeline = Find(policies_, static_cast<int>(p.program()));
+  if (auto c = Contradicts(timeline, p.effective_from_ms(), PolicyVersion{p},
+                           absl::StrCat("programme policy of ", v1::Program_Name(p.program())))) {
+    return c;
+  }
+  const int64_t from = p.effective_from_ms();
+  const int64_t until = NextChange(timeline, from);
+  for (const auto& b : p.copay_bounds()) {
+    const auto* copays = Find(copay_, static_cast<int>(b.institution_type()));
+    if (copays == nullptr) continue;
+    std::optional<RegistryProblem> problem;
+    copays->ForEachWithin(from, until, [&](int64_t lo, int64_t, uint32_t bp) {
+      if (problem || (bp >= b.min_copay_bp() && bp <= b.max_copay_bp())) return;
+      problem = RegistryProblem{
+          kCopayOutOfBounds,
+          absl::StrCat("the policy of ", v1::Program_Name(p.program()), " from ",
+                       base::FormatKst(from), " bounds the co-pay of ",
+                       v1::InstitutionType_Name(b.institution_type()), " to ",
+                       Percent(b.min_copay_bp()), " to ", Percent(b.max_copay_bp()),
+                       ", but the co-pay policy in force from ", base::FormatKst(lo), " is ",
+                       Percent(bp), "; publish a co-pay within the bounds first")};
+    });
+    if (problem) return problem;
+  }
+  return std::nullopt;
+}
 
 std::optional<RegistryProblem> Registry::CheckAllocation(const v1::Allocation& a) const {
   if (!institutions_.contains(a.institution_id())) {
@@ -47,9 +255,12 @@ std::optional<RegistryProblem> Registry::CheckAllocation(const v1::Allocation& a
     }
     return std::nullopt;  // identical re-announcement: nothing changes
   }
+  if (auto p = CheckEligible(a)) return p;
+  if (auto p = CheckWindow(a, a.end_ms())) return p;
   Timeline<uint32_t> grant;
   grant.Set(a.start_ms(), a.gpu_count());
-  return CheckGrantWithinPool(a, nullptr, a.start_ms(), grant, a.end_ms());
+  if (auto p = CheckGrantWithinPool(a, nullptr, a.start_ms(), grant, a.end_ms())) return p;
+  return CheckServers(a, nullptr, a.start_ms(), grant, a.end_ms());
 }
 
 std::optional<RegistryProblem> Registry::CheckGrantWithinPool(const v1::Allocation& a,
@@ -133,7 +344,9 @@ std::optional<RegistryProblem> Registry::CheckAmendment(const v1::AllocationAmen
         return RegistryProblem{kInvalidAmendment, "new_end_ms must be after effective_from_ms"};
       }
       if (a.new_end_ms() <= end || grant == nullptr) return std::nullopt;  // shortened
-      return CheckGrantWithinPool(*alloc, grant, end, *grant, a.new_end_ms());
+      if (auto p = CheckWindow(*alloc, a.new_end_ms())) return p;
+      if (auto p = CheckGrantWithinPool(*alloc, grant, end, *grant, a.new_end_ms())) return p;
+      return CheckServers(*alloc, grant, end, *grant, a.new_end_ms());
     case v1::AllocationAmendment::kNewGpuCount: {
       if (a.new_gpu_count() == 0) {
         return RegistryProblem{kInvalidAmendment, "new_gpu_count must be at least 1"};
@@ -141,7 +354,8 @@ std::optional<RegistryProblem> Registry::CheckAmendment(const v1::AllocationAmen
       if (grant == nullptr) return std::nullopt;
       Timeline<uint32_t> resized = *grant;
       resized.Set(a.effective_from_ms(), a.new_gpu_count());
-      return CheckGrantWithinPool(*alloc, grant, end, resized, end);
+      if (auto p = CheckGrantWithinPool(*alloc, grant, end, resized, end)) return p;
+      return CheckServers(*alloc, grant, end, resized, end);
     }
     case v1::AllocationAmendment::kRevoke:
       return std::nullopt;
@@ -170,11 +384,24 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
                          absl::StrCat("rate card ", v1::Program_Name(r.program()), "/",
                                       v1::GpuModel_Name(r.gpu_model())));
     }
-    case v1::RegistryEvent::kCopayPolicy: {
-      const auto& p = e.copay_policy();
-      return Contradicts(
-          Find(copay_, static_cast<int>(p.institution_type())), p.effective_from_ms(), p.copay_bp(),
-          absl::StrCat("co-pay policy ", v1::InstitutionType_Name(p.institution_type())));
+    case v1::RegistryEvent::kCopayPolicy:
+      return CheckCopayPolicy(e.copay_policy());
+    case v1::RegistryEvent::kProgrammePolicy:
+      return CheckProgrammePolicy(e.programme_policy());
+    case v1::RegistryEvent::kOverCapRelease: {
+      const auto& r = e.over_cap_release();
+      if (FindAllocation(r.allocation_id()) == nullptr) {
+        return RegistryProblem{kUnknownAllocation, absl::StrCat("release of unknown allocation '",
+                                                                r.allocation_id(), "'")};
+      }
+      const uint32_t* known = Find(releases_, r.allocation_id());
+      if (known != nullptr && *known != r.copay_bp()) {
+        return RegistryProblem{
+            kRegistryConflict,
+            absl::StrCat("allocation ", r.allocation_id(), "'s held usage was released at ",
+                         Percent(*known), " already; a release is decided once")};
+      }
+      return std::nullopt;
     }
     case v1::RegistryEvent::kCspContract: {
       const auto& c = e.csp_contract();
@@ -230,6 +457,7 @@ void Registry::Apply(const v1::RegistryEvent& e) {
       allocation_end_[a.allocation_id()] = a.end_ms();
       allocation_gpus_[a.allocation_id()].Set(a.start_ms(), a.gpu_count());
       pool_allocations_[{a.csp_id(), a.program(), a.gpu_model()}].push_back(a.allocation_id());
+      institution_allocations_[{a.institution_id(), a.program()}].push_back(a.allocation_id());
       break;
     }
     case v1::RegistryEvent::kAllocationAmendment: {
@@ -256,6 +484,14 @@ void Registry::Apply(const v1::RegistryEvent& e) {
       own_use_caps_[c.csp_id()].Set(c.effective_from_ms(), c.own_use_cap_bp());
       break;
     }
+    case v1::RegistryEvent::kProgrammePolicy: {
+      const auto& p = e.programme_policy();
+      policies_[p.program()].Set(p.effective_from_ms(), PolicyVersion{p});
+      break;
+    }
+    case v1::RegistryEvent::kOverCapRelease:
+      releases_[e.over_cap_release().allocation_id()] = e.over_cap_release().copay_bp();
+      break;
     case v1::RegistryEvent::kPeriodClose: {
       auto period = base::ParsePeriod(e.period_close().period());
       if (period.ok()) last_closed_ = *period;
@@ -321,6 +557,37 @@ std::optional<int64_t> Registry::RateAt(v1::Program program, v1::GpuModel model,
   return timeline == nullptr ? std::nullopt : timeline->At(t_ms);
 }
 
+const v1::ProgrammePolicy* Registry::PolicyAt(v1::Program program, int64_t t_ms) const {
+  const auto* timeline = Find(policies_, static_cast<int>(program));
+  if (timeline == nullptr) return nullptr;
+  const PolicyVersion* v = timeline->Find(t_ms);
+  return v == nullptr ? nullptr : &v->policy;
+}
+
+OverCapPricing Registry::OverCapAt(const v1::Allocation& allocation, v1::InstitutionType type,
+                                   int64_t t_ms) const {
+  OverCapPricing out;
+  if (const v1::ProgrammePolicy* p = PolicyAt(allocation.program(), t_ms)) {
+    for (const auto& r : p->over_cap_rules()) {
+      if (r.institution_type() != type) continue;
+      out.action = r.action();
+      out.copay_bp = r.action() == v1::OVER_CAP_BILL_FULL ? 10'000 : r.copay_bp();
+    }
+  }
+  if (out.action == v1::OVER_CAP_HOLD) {
+    if (const uint32_t* released = Find(releases_, allocation.allocation_id())) {
+      out.action = v1::OVER_CAP_BILL_AT;
+      out.copay_bp = *released;
+    }
+  }
+  return out;
+}
+
+std::optional<uint32_t> Registry::ReleaseOf(const std::string& allocation_id) const {
+  const uint32_t* r = Find(releases_, allocation_id);
+  return r == nullptr ? std::nullopt : std::optional<uint32_t>(*r);
+}
+
 std::optional<uint32_t> Registry::CopayAt(v1::InstitutionType type, int64_t t_ms) const {
   const auto* timeline = Find(copay_, static_cast<int>(type));
   return timeline == nullptr ? std::nullopt : timeline->At(t_ms);
@@ -343,6 +610,9 @@ std::vector<int64_t> Registry::PriceChangesWithin(const v1::Allocation& allocati
     t->ChangesWithin(lo_ms, hi_ms, &out);
   }
   for (const auto& [type, timeline] : copay_) timeline.ChangesWithin(lo_ms, hi_ms, &out);
+  if (const auto* t = Find(policies_, static_cast<int>(allocation.program()))) {
+    t->ChangesWithin(lo_ms, hi_ms, &out);
+  }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;

@@ -14,7 +14,7 @@ gpuledger/v1/*_pb2.py modules); --invoices is `gpuledger settle --period P --doc
   sql     DuckDB loads the CSV files and runs ops/bench/crosscheck.sql, which applies the rules
           of docs/SETTLEMENT.md to the accepted entries (see the comments there).
 Then every institution's figures are compared exactly with the invoices: used GPU-ms (lines of
-kind usage + beyond_cap), outage-credit GPU-ms (lines of kind outage_credit), net GPU-ms
+kind usage + beyond_cap + held + refused), outage-credit GPU-ms (lines of kind outage_credit), net GPU-ms
 (totals.gpu_ms) and net GPU-hours as the invoice prints them (totals.gpu_hours). Differing rows
 go to stderr and the exit status is 1. --result writes the counts and times as JSON.
 """
@@ -216,7 +216,7 @@ def invoice_figures(path):
     out = {}
     adjustments = 0
     for inv in doc["invoices"]:
-        used = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] in ("usage", "beyond_cap"))
+        used = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] in ("usage", "beyond_cap", "held", "refused"))
         credit = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] == "outage_credit")
         adjustments += len(inv["adjustments"])
         out[inv["institution_id"]] = {"used": used, "credit": credit,

@@ -30,7 +30,8 @@
 --  5. The interval is clipped to the period; used GPU-ms = GPUs × ms.
 --  6. Outages declared for an allocation (recorded after the allocation; before or after the
 --     usage) credit min(usage GPUs, GPUs out at that instant) × ms of the counted part.
---  GPU-hour caps move usage between `usage` and `beyond_cap` lines but not its GPU-ms, and rate
+--  GPU-hour caps move usage between `usage` and `beyond_cap`, `held` or `refused` lines (by the
+--  programme's over-cap rule) but not its GPU-ms, and rate
 --  or co-pay changes split lines without changing their sum: neither is needed here.
 
 CREATE OR REPLACE TEMP TABLE reg AS SELECT * FROM registry_raw WHERE outcome = 1;

@@ -151,3 +151,36 @@ void Engine::ApplyOutage(uint64_t seq, const std::string& source_id, const v1::U
 }
 
 }  // namespace gpuledger::settlement
+
+namespace gpuledger::settlement {
+
+using namespace internal;  // NOLINT: the engine's own helpers
+
+// Held slices of the allocation's usage move to lines billed at the release's co-pay; their
+// outage credits follow. Closed periods get adjustment lines as for any late change.
+void Engine::Release(const std::string& allocation_id, uint32_t copay_bp) {
+  ledger::OverCapPricing released;
+  released.action = v1::OVER_CAP_BILL_AT;
+  released.copay_bp = copay_bp;
+  for (const std::string& key : IntervalKeysOf(store_, allocation_id)) {
+    auto bytes = store_->Get(key);
+    v1::StoredInterval rec;
+    if (!bytes || !rec.ParseFromString(*bytes)) continue;
+    bool changed = false;
+    for (auto& s : *rec.mutable_slices()) {
+      LineId id;
+      if (!DecodeLine(s.line_key(), &id) || id.kind != v1::LINE_KIND_HELD) continue;
+      const __int128 gpu_ms = GpuMsOf(rec.interval().gpu_count(), s.start_ms(), s.end_ms());
+      AddLine(s.period(), s.line_key(), -gpu_ms);
+      PriceBeyondCap(released, &id);
+      s.set_line_key(EncodeLine(id));
+      AddLine(s.period(), s.line_key(), gpu_ms);
+      changed = true;
+    }
+    if (!changed) continue;
+    Recredit(&rec);
+    store_->Put(key, rec.SerializeAsString());
+  }
+}
+
+}  // namespace gpuledger::settlement

@@ -159,6 +159,9 @@ absl::Status Engine::ApplyRegistry(uint64_t seq, const std::string& bytes) {
       }
     }
   }
+  if (e.has_over_cap_release()) {
+    Release(e.over_cap_release().allocation_id(), e.over_cap_release().copay_bp());
+  }
   return absl::OkStatus();
 }
 

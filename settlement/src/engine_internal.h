@@ -16,6 +16,7 @@
 #include "base/status.h"
 #include "gpuledger/v1/settlement.pb.h"
 #include "keys.h"
+#include "ledger/registry.h"
 #include "settlement/store.h"
 
 namespace gpuledger::settlement {
@@ -37,11 +38,34 @@ using keys::PoolFields;
 using keys::PoolRest;
 
 // The outage-credit line of a usage or beyond-cap line.
+// The credit line of a usage line. Held and refused usage is worth 0 won, so is its credit: a
+// credit line at rate 0 (its GPU-ms shown, no money).
 inline std::string CreditKeyOf(const std::string& usage_key) {
   LineId id;
   if (!DecodeLine(usage_key, &id)) return usage_key;  // never: we wrote it
+  if (id.kind == v1::LINE_KIND_HELD || id.kind == v1::LINE_KIND_REFUSED) id.rate = 0;
   id.kind = v1::LINE_KIND_OUTAGE_CREDIT;
   return EncodeLine(id);
+}
+
+// The line of usage beyond its allocation's cap, by the over-cap rule in force: held or
+// refused (0 won, co-pay 0), or billed at the rule's (or the release's) co-pay.
+inline void PriceBeyondCap(const ledger::OverCapPricing& rule, LineId* line) {
+  switch (rule.action) {
+    case v1::OVER_CAP_REFUSE:
+      line->kind = v1::LINE_KIND_REFUSED;
+      line->copay_bp = 0;
+      return;
+    case v1::OVER_CAP_BILL_AT:
+    case v1::OVER_CAP_BILL_FULL:
+      line->kind = v1::LINE_KIND_BEYOND_CAP;
+      line->copay_bp = rule.copay_bp;
+      return;
+    default:
+      line->kind = v1::LINE_KIND_HELD;
+      line->copay_bp = 0;
+      return;
+  }
 }
 
 // The GPU-ms of `gpus` GPUs over [start_ms, end_ms): 128 bits never overflow here.
@@ -72,7 +96,14 @@ inline std::string OutsideWhy(std::string_view what) {
                       " KST) is not counted");
 }
 
+// List price, co-pay and subsidy of a line; held and refused usage is worth 0 won to anyone.
 inline absl::Status Price(v1::InvoiceLine* line) {
+  if (line->kind() == v1::LINE_KIND_HELD || line->kind() == v1::LINE_KIND_REFUSED) {
+    line->set_list_krw(0);
+    line->set_copay_krw(0);
+    line->set_subsidy_krw(0);
+    return absl::OkStatus();
+  }
   GPULEDGER_ASSIGN_OR_RETURN(base::Krw list, base::ListPrice(base::GpuMs{line->gpu_ms()},
                                                              base::Krw{line->krw_per_gpu_hour()}));
   GPULEDGER_ASSIGN_OR_RETURN(base::Krw copay, base::ApplyBasisPoints(list, line->copay_bp()));

@@ -101,14 +101,14 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
                     &rec);
         continue;
       }
-      const bool beyond_cap = s >= cap_from;
       LineId line{alloc->institution_id(),
                   alloc->allocation_id(),
                   u.gpu_model(),
                   *rate,
-                  beyond_cap ? base::kBasisPointsPerUnit : static_cast<int64_t>(*copay),
+                  static_cast<int64_t>(*copay),
                   inst->type,
-                  beyond_cap ? v1::LINE_KIND_BEYOND_CAP : v1::LINE_KIND_USAGE};
+                  v1::LINE_KIND_USAGE};
+      if (s >= cap_from) PriceBeyondCap(registry_.OverCapAt(*alloc, inst->type, s), &line);
       const std::string key = EncodeLine(line);
       const int n = rec.slices_size();
       if (n > 0 && rec.slices(n - 1).line_key() == key && rec.slices(n - 1).end_ms() == s &&

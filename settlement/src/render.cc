@@ -251,6 +251,10 @@ const char* LineKindName(v1::LineKind kind) {
       return "beyond_cap";
     case v1::LINE_KIND_OUTAGE_CREDIT:
       return "outage_credit";
+    case v1::LINE_KIND_HELD:
+      return "held";
+    case v1::LINE_KIND_REFUSED:
+      return "refused";
     default:
       return "usage";
   }

@@ -35,6 +35,16 @@ const v1::Invoice& OnlyInvoice(const v1::PeriodDocuments& d) {
   return d.invoices(0);
 }
 
+// The one line of `kind` on the invoice (an empty line, and a test failure, if not exactly one).
+v1::InvoiceLine LineOfKind(const v1::Invoice& inv, v1::LineKind kind) {
+  std::vector<v1::InvoiceLine> found;
+  for (const auto& l : inv.lines()) {
+    if (l.kind() == kind) found.push_back(l);
+  }
+  EXPECT_EQ(found.size(), 1u) << v1::LineKind_Name(kind);
+  return found.size() == 1 ? found[0] : v1::InvoiceLine{};
+}
+
 TEST(InvoiceTest, AcademiaPaysNothingAndTheStatePaysAll) {
   Harness h;
   Standard(h);
@@ -161,6 +171,7 @@ TEST(InvoiceTest, RejectedEntriesNeverCount) {
 TEST(InvoiceTest, UsageBeyondTheGpuHourCapIsNotSubsidised) {
   Harness h;
   Standard(h);
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL));
   v1::RegistryEvent capped = Allocation("a-cap", "sme");
   capped.mutable_allocation()->set_gpu_ms_cap(10 * kHour);
   h.Registry(capped);
@@ -191,6 +202,7 @@ TEST(InvoiceTest, UsageBeyondTheGpuHourCapIsNotSubsidised) {
 TEST(InvoiceTest, TheCapIsCrossedAtTheLastWholeMillisecondThatFits) {
   Harness h;
   Standard(h);
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL));
   v1::RegistryEvent capped = Allocation("a-cap", "sme");
   capped.mutable_allocation()->set_gpu_ms_cap(10 * kHour + 1);
   h.Registry(capped);
@@ -211,6 +223,7 @@ TEST(InvoiceTest, TheCapIsCrossedAtTheLastWholeMillisecondThatFits) {
 TEST(InvoiceTest, TheCapCountsUsageOfEarlierPeriodsInLedgerOrder) {
   Harness h;
   Standard(h);
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL));
   v1::RegistryEvent capped = Allocation("a-cap", "sme");
   capped.mutable_allocation()->set_gpu_ms_cap(kHour);
   h.Registry(capped);
@@ -223,6 +236,152 @@ TEST(InvoiceTest, TheCapCountsUsageOfEarlierPeriodsInLedgerOrder) {
   ASSERT_EQ(OnlyInvoice(*d).lines_size(), 1);
   EXPECT_EQ(OnlyInvoice(*d).lines(0).kind(), v1::LINE_KIND_BEYOND_CAP);
   EXPECT_EQ(OnlyInvoice(*d).totals().copay_krw(), 4'500);
+}
+
+// With no programme policy, usage beyond a cap is held: on the invoice with its GPU-ms, worth
+// 0 won to the institution and to the state, for a university and an SME alike.
+TEST(InvoiceTest, UsageBeyondTheCapIsHeldWithoutAPolicy) {
+  Harness h;
+  Standard(h);
+  v1::RegistryEvent capped = Allocation("a-cap", "uni");
+  capped.mutable_allocation()->set_gpu_ms_cap(2 * kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 2, t, t + 3 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_USAGE).gpu_ms(), 2 * kHour);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_USAGE).subsidy_krw(), 9'000);
+  const v1::InvoiceLine held = LineOfKind(inv, v1::LINE_KIND_HELD);
+  EXPECT_EQ(held.gpu_ms(), 4 * kHour);
+  EXPECT_EQ(held.list_krw(), 0);
+  EXPECT_EQ(held.copay_krw(), 0);
+  EXPECT_EQ(held.subsidy_krw(), 0);
+  EXPECT_EQ(inv.totals().gpu_ms(), 6 * kHour);
+  EXPECT_EQ(inv.totals().copay_krw(), 0);
+  EXPECT_EQ(inv.amount_due_krw(), 0);
+  // The CSP's statement shows the held GPU-hours delivered, and no subsidy for them.
+  ASSERT_EQ(d->statements_size(), 1);
+  EXPECT_EQ(d->statements(0).totals().gpu_ms(), 6 * kHour);
+  EXPECT_EQ(d->statements(0).totals().subsidy_krw(), 9'000);
+}
+
+// Each over-cap action on both sides of the cap: within it the co-pay policy applies; beyond it
+// the rule's own co-pay, the list price, or nothing (refused).
+TEST(InvoiceTest, OverCapRulesPriceUsageBeyondTheCapAsThePolicySays) {
+  struct Want {
+    v1::OverCapAction action;
+    uint32_t bp;
+    v1::LineKind kind;
+    int64_t copay_krw;  // of the 4 GPU-hours beyond the cap (list 18,000)
+    int64_t subsidy_krw;
+  };
+  for (const Want& w : {Want{v1::OVER_CAP_BILL_AT, 2'500, v1::LINE_KIND_BEYOND_CAP, 4'500, 13'500},
+                        Want{v1::OVER_CAP_BILL_FULL, 0, v1::LINE_KIND_BEYOND_CAP, 18'000, 0},
+                        Want{v1::OVER_CAP_REFUSE, 0, v1::LINE_KIND_REFUSED, 0, 0},
+                        Want{v1::OVER_CAP_HOLD, 0, v1::LINE_KIND_HELD, 0, 0}}) {
+    SCOPED_TRACE(v1::OverCapAction_Name(w.action));
+    Harness h;
+    Standard(h);
+    h.Registry(OverCap(v1::SME, w.action, w.bp));
+    v1::RegistryEvent capped = Allocation("a-cap", "sme");
+    capped.mutable_allocation()->set_gpu_ms_cap(2 * kHour);
+    h.Registry(capped);
+    const int64_t t = kMarch.StartMs() + 24 * kHour;
+    h.Usage("csp-a", Usage("u1", "a-cap", 2, t, t + 3 * kHour));
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    const v1::Invoice& inv = OnlyInvoice(*d);
+    ASSERT_EQ(inv.lines_size(), 2);
+    EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_USAGE).copay_krw(), 810);  // 9% of 9,000
+    const v1::InvoiceLine beyond = LineOfKind(inv, w.kind);
+    EXPECT_EQ(beyond.gpu_ms(), 4 * kHour);
+    EXPECT_EQ(beyond.copay_krw(), w.copay_krw);
+    EXPECT_EQ(beyond.subsidy_krw(), w.subsidy_krw);
+    EXPECT_EQ(inv.totals().copay_krw(), 810 + w.copay_krw);
+  }
+}
+
+// A rule for another type, or another programme, does not apply: the SME's usage is held.
+TEST(InvoiceTest, AnOverCapRuleAppliesToItsTypeAndProgrammeOnly) {
+  Harness h;
+  Standard(h);
+  h.Registry(OverCap(v1::ACADEMIA, v1::OVER_CAP_BILL_FULL));
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL, 0, 0, v1::LEASE_HPC));
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 1, t, t + 2 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(OnlyInvoice(*d).lines_size(), 2);
+  EXPECT_EQ(LineOfKind(OnlyInvoice(*d), v1::LINE_KIND_HELD).gpu_ms(), kHour);
+}
+
+// A policy that changes mid-interval splits the usage beyond the cap there.
+TEST(InvoiceTest, AnOverCapRuleTakesEffectAtItsDate) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL, 0, t + 2 * kHour));
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(kHour);
+  h.Registry(capped);
+  h.Usage("csp-a", Usage("u1", "a-cap", 1, t, t + 4 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 3);
+  // From t + 2h billed in full; t + 1h to t + 2h held.
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_BEYOND_CAP).gpu_ms(), 2 * kHour);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_HELD).gpu_ms(), kHour);
+  EXPECT_EQ(inv.totals().copay_krw(), 405 + 9'000);
+}
+
+// The operator's release bills held usage at its co-pay: usage recorded before the release
+// (including that of a closed month, as an adjustment) and after it. Outage credits of held usage
+// are worth 0 won until then, and follow the usage when it is released.
+TEST(InvoiceTest, AReleaseBillsHeldUsageAtItsCopay) {
+  Harness h;
+  Standard(h);
+  v1::RegistryEvent capped = Allocation("a-cap", "uni");
+  capped.mutable_allocation()->set_gpu_ms_cap(kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 2, t, t + 2 * kHour));  // 1 h within, 3 h held
+  h.Usage("csp-a", Outage("o1", "a-cap", 1, t + kHour, t + 2 * kHour, "gpu-fault"));
+  {
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(OnlyInvoice(*d).totals().copay_krw(), 0);
+    EXPECT_EQ(OnlyInvoice(*d).totals().list_krw(), 4'500);    // the hour within the cap
+    EXPECT_EQ(OnlyInvoice(*d).totals().gpu_ms(), 3 * kHour);  // 4 used, 1 credited
+  }
+  h.Close(kMarch);
+  h.Registry(Release("a-cap", 1'000));
+  const int64_t a = kApril.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u2", "a-cap", 1, a, a + kHour));
+  auto d = h.Docs(kApril);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 1);
+  EXPECT_EQ(inv.lines(0).kind(), v1::LINE_KIND_BEYOND_CAP);
+  EXPECT_EQ(inv.lines(0).copay_bp(), 1'000u);
+  EXPECT_EQ(inv.lines(0).copay_krw(), 450);
+  // March's 3 held GPU-hours less 1 credited: 2 GPU-hours at 10% of 4,500 won.
+  int64_t adjusted_copay = 0;
+  int64_t adjusted_list = 0;
+  for (const auto& l : inv.adjustments()) {
+    EXPECT_EQ(l.adjusts_period(), "2026-03");
+    adjusted_copay += l.copay_krw();
+    adjusted_list += l.list_krw();
+  }
+  EXPECT_EQ(adjusted_list, 9'000);
+  EXPECT_EQ(adjusted_copay, 900);
+  EXPECT_EQ(inv.totals().copay_krw(), 450 + 900);
 }
 
 // 2 GPUs for 4 hours; 1 GPU of the allocation declared out of service for the middle 2 hours:

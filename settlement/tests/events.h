@@ -61,6 +61,28 @@ inline v1::RegistryEvent Copay(v1::InstitutionType type, uint32_t bp, int64_t fr
   return e;
 }
 
+// A programme policy whose over-cap rule for `type` is `action` (at `bp` for OVER_CAP_BILL_AT).
+inline v1::RegistryEvent OverCap(v1::InstitutionType type, v1::OverCapAction action,
+                                 uint32_t bp = 0, int64_t from = 0,
+                                 v1::Program program = v1::GOV_ADVANCED) {
+  v1::RegistryEvent e;
+  auto* p = e.mutable_programme_policy();
+  p->set_program(program);
+  p->set_effective_from_ms(from);
+  auto* r = p->add_over_cap_rules();
+  r->set_institution_type(type);
+  r->set_action(action);
+  r->set_copay_bp(bp);
+  return e;
+}
+
+inline v1::RegistryEvent Release(const std::string& allocation_id, uint32_t bp) {
+  v1::RegistryEvent e;
+  e.mutable_over_cap_release()->set_allocation_id(allocation_id);
+  e.mutable_over_cap_release()->set_copay_bp(bp);
+  return e;
+}
+
 inline v1::RegistryEvent Pool(const std::string& csp, uint32_t gpus, int64_t from,
                               v1::Program program = v1::GOV_ADVANCED,
                               v1::GpuModel model = v1::H200) {

@@ -455,6 +455,23 @@ class Generator {
     Reg(Copay(v1::STARTUP, 700, 0));
     Reg(Copay(v1::MID_SIZED_ENTERPRISE, 3'000, 0));
     if (Chance(40)) Reg(Copay(v1::STARTUP, 1'000, Instant(lo, hi)));
+    // Usage beyond a cap, by type: SMEs and mid-sized companies pay the list price, startups
+    // 20%, research institutes are refused, academia is held (no rule).
+    for (v1::Program program : {v1::GOV_ADVANCED, v1::LEASE_HPC}) {
+      v1::RegistryEvent e;
+      auto* p = e.mutable_programme_policy();
+      p->set_program(program);
+      for (auto [type, action, bp] : {std::tuple{v1::SME, v1::OVER_CAP_BILL_FULL, 0u},
+                                      {v1::MID_SIZED_ENTERPRISE, v1::OVER_CAP_BILL_FULL, 0u},
+                                      {v1::STARTUP, v1::OVER_CAP_BILL_AT, 2'000u},
+                                      {v1::RESEARCH_INSTITUTE, v1::OVER_CAP_REFUSE, 0u}}) {
+        auto* r = p->add_over_cap_rules();
+        r->set_institution_type(type);
+        r->set_action(action);
+        r->set_copay_bp(bp);
+      }
+      Reg(e);
+    }
     NewRate(4'500, 0, v1::GOV_ADVANCED, v1::H200);
     NewRate(Uniform(4'600, 6'000), Instant(lo, hi), v1::GOV_ADVANCED, v1::H200);
     // B200 is sometimes priced only from some days into March: usage before is unpriced.
@@ -849,15 +866,27 @@ void CheckAddsUp(const v1::PeriodDocuments& d, const std::string& where) {
     Sum sum;
     for (const v1::InvoiceLine& l : inv.lines()) {
       EXPECT_EQ(l.list_krw(), l.copay_krw() + l.subsidy_krw());
+      const bool worthless = l.kind() == v1::LINE_KIND_HELD || l.kind() == v1::LINE_KIND_REFUSED;
       EXPECT_EQ(l.list_krw(),
-                RoundDiv(static_cast<__int128>(l.gpu_ms()) * l.krw_per_gpu_hour(), 3'600'000));
+                worthless ? 0
+                          : RoundDiv(static_cast<__int128>(l.gpu_ms()) * l.krw_per_gpu_hour(),
+                                     3'600'000));
       EXPECT_EQ(l.copay_krw(),
                 RoundDiv(static_cast<__int128>(l.list_krw()) * l.copay_bp(), 10'000));
       EXPECT_EQ(l.adjusts_period(), "");
       EXPECT_NE(l.gpu_ms(), 0);
       EXPECT_EQ(l.gpu_ms() < 0, l.kind() == v1::LINE_KIND_OUTAGE_CREDIT);
+      // The over-cap rule of the line's type (Registry() above).
       if (l.kind() == v1::LINE_KIND_BEYOND_CAP) {
-        EXPECT_EQ(l.copay_bp(), 10'000u);
+        EXPECT_EQ(l.copay_bp(), l.institution_type() == v1::STARTUP ? 2'000u : 10'000u);
+        EXPECT_TRUE(l.institution_type() == v1::SME || l.institution_type() == v1::STARTUP ||
+                    l.institution_type() == v1::MID_SIZED_ENTERPRISE);
+      }
+      if (l.kind() == v1::LINE_KIND_HELD) {
+        EXPECT_EQ(l.institution_type(), v1::ACADEMIA);
+      }
+      if (l.kind() == v1::LINE_KIND_REFUSED) {
+        EXPECT_EQ(l.institution_type(), v1::RESEARCH_INSTITUTE);
       }
       sum.Add(l);
     }
@@ -1020,6 +1049,8 @@ void CheckQuantities(const v1::PeriodDocuments& d, const World& w, const std::st
           got.usage += l.gpu_ms();
           break;
         case v1::LINE_KIND_BEYOND_CAP:
+        case v1::LINE_KIND_HELD:
+        case v1::LINE_KIND_REFUSED:
           got.beyond_cap += l.gpu_ms();
           break;
         case v1::LINE_KIND_OUTAGE_CREDIT:

@@ -1,6 +1,7 @@
 #include "sim/fleet.h"
 
 #include <algorithm>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -16,6 +17,10 @@ namespace {
 constexpr int64_t kMinute = 60'000;
 constexpr int64_t kHour = 60 * kMinute;
 constexpr int64_t kDay = 24 * kHour;
+// The programmes' rules the fleet is drawn under (published as ProgrammePolicy records).
+constexpr int kGpusPerServer = 8;
+constexpr int kHpcMaxServers = 2;
+constexpr int64_t kGovMaxWindowDays = 123;  // 4 calendar months at most
 
 // Integer draws only: std:: distributions differ between standard libraries, and the same seed
 // must give the same month everywhere.
@@ -95,6 +100,44 @@ class Generator {
       e.mutable_copay_policy()->set_institution_type(type);
       e.mutable_copay_policy()->set_copay_bp(bp);
       e.mutable_copay_policy()->set_effective_from_ms(from);
+      Reg(e);
+    }
+    // The programmes' rules (docs/PROGRAMMES.md): who may use what, at most 2 servers of 8 H100s
+    // per institution on the HPC lease, short-term state GPUs (4 months at most), co-pay bounds
+    // (academia and research free, SMEs and startups under 10%), and usage beyond a cap held
+    // for a decision, except industry's, billed in full.
+    for (v1::Program program : {v1::GOV_ADVANCED, v1::LEASE_HPC, v1::LEASE_RESEARCH}) {
+      v1::RegistryEvent e;
+      auto* p = e.mutable_programme_policy();
+      p->set_program(program);
+      p->set_effective_from_ms(from);
+      if (program == v1::LEASE_HPC) {
+        p->add_eligible_types(v1::SME);
+        p->add_eligible_types(v1::STARTUP);
+        p->set_max_servers_per_institution(kHpcMaxServers);
+        auto* size = p->add_server_sizes();
+        size->set_gpu_model(v1::H100);
+        size->set_gpus_per_server(kGpusPerServer);
+      } else if (program == v1::LEASE_RESEARCH) {
+        p->add_eligible_types(v1::ACADEMIA);
+        p->add_eligible_types(v1::RESEARCH_INSTITUTE);
+      } else {
+        p->set_max_window_ms(kGovMaxWindowDays * kDay);
+      }
+      for (auto [type, max_bp] : {std::pair{v1::ACADEMIA, 0u},
+                                  {v1::RESEARCH_INSTITUTE, 0u},
+                                  {v1::SME, 999u},
+                                  {v1::STARTUP, 999u}}) {
+        auto* b = p->add_copay_bounds();
+        b->set_institution_type(type);
+        b->set_max_copay_bp(max_bp);
+      }
+      for (v1::InstitutionType type :
+           {v1::SME, v1::STARTUP, v1::MID_SIZED_ENTERPRISE, v1::LARGE_ENTERPRISE}) {
+        auto* r = p->add_over_cap_rules();
+        r->set_institution_type(type);
+        r->set_action(v1::OVER_CAP_BILL_FULL);
+      }
       Reg(e);
     }
     auto rate = [&](v1::Program p, v1::GpuModel m, int64_t krw, int64_t at) {
@@ -208,6 +251,12 @@ class Generator {
     }
     if (best == nullptr || best->free == 0) return;
     gpus = std::min(gpus, best->free);
+    if (program == v1::LEASE_HPC) {  // at most 2 servers per institution, all allocations
+      int& held = hpc_gpus_[institution];
+      gpus = std::min(gpus, kHpcMaxServers * kGpusPerServer - held);
+      if (gpus <= 0) return;
+      held += gpus;
+    }
     best->free -= gpus;
     Alloc a;
     a.id = absl::StrFormat("alloc-%05d", static_cast<int>(allocs_.size()) + 1);
@@ -401,6 +450,7 @@ class Generator {
   std::vector<Pool> pools_;
   std::vector<Alloc> allocs_;
   std::map<std::string, uint64_t> producer_seq_;
+  std::map<std::string, int> hpc_gpus_;  // GPUs each institution holds on the HPC lease
   std::vector<SimMessage> late_;
 };
 

@@ -144,6 +144,51 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
   });
   reg("r-over-pool", reason::kGrantOverPool,
       [](auto* e) { *e->mutable_allocation() = Alloc("a2", "csp-a", 61); });  // 4 + 61 > 64
+  // Programme policy: the HPC lease admits SMEs, at most 2 servers of 8 H100s, 120 days, and
+  // an SME co-pay under 10%.
+  reg("r-policy", "", [](auto* e) {
+    auto* p = e->mutable_programme_policy();
+    p->set_program(v1::LEASE_HPC);
+    p->add_eligible_types(v1::SME);
+    p->set_max_servers_per_institution(2);
+    auto* size = p->add_server_sizes();
+    size->set_gpu_model(v1::H100);
+    size->set_gpus_per_server(8);
+    p->set_max_window_ms(120 * 24 * kHour);
+    auto* bound = p->add_copay_bounds();
+    bound->set_institution_type(v1::SME);
+    bound->set_max_copay_bp(999);
+  });
+  reg("r-sme", "", [](auto* e) {
+    auto* i = e->mutable_institution();
+    i->set_institution_id("sme");
+    i->set_name("Small company");
+    i->set_type(v1::SME);
+  });
+  auto hpc = [](const char* id, const char* institution, uint32_t gpus, int64_t days) {
+    return [=](v1::RegistryEvent* e) {
+      auto a = Alloc(id, "csp-a", gpus);
+      a.set_institution_id(institution);
+      a.set_program(v1::LEASE_HPC);
+      a.set_gpu_model(v1::H100);
+      a.set_end_ms(kT0 + days * 24 * kHour);
+      *e->mutable_allocation() = a;
+    };
+  };
+  reg("r-hpc-ok", "", hpc("h1", "sme", 16, 120));
+  reg("r-ineligible", reason::kIneligibleInstitution, hpc("h2", "uni", 1, 30));
+  reg("r-servers", reason::kOverServerLimit, hpc("h3", "sme", 1, 30));  // 16 + 1 > 2 x 8
+  reg("r-window", reason::kWindowTooLong, hpc("h4", "sme", 1, 121));
+  reg("r-copay", reason::kCopayOutOfBounds, [](auto* e) {
+    e->mutable_copay_policy()->set_institution_type(v1::SME);
+    e->mutable_copay_policy()->set_copay_bp(1'500);
+  });
+  reg("r-release", "", [](auto* e) {
+    e->mutable_over_cap_release()->set_allocation_id("a1");
+    e->mutable_over_cap_release()->set_copay_bp(0);
+  });
+  reg("r-release-unknown", reason::kUnknownAllocation,
+      [](auto* e) { e->mutable_over_cap_release()->set_allocation_id("nope"); });
   reg("r-no-body", reason::kMissingField, [](auto*) {});
   // Period closes: in order, each after its end.
   auto close = [](const char* period, int64_t emitted_at_ms) {

@@ -54,4 +54,11 @@ inline constexpr int64_t kGpuMsCapMax = int64_t{kGpuCountMax} * 100 * 366 * 86'4
 // as doubles (the CSV and JSON documents carry it).
 inline constexpr uint64_t kProducerSeqMax = uint64_t{1} << 53;
 
+// GPUs per server in a programme policy's server sizes: 1 to 1,024 (an HGX server has 8; a rack
+// counted as one server has at most a few hundred).
+inline constexpr uint32_t kGpusPerServerMax = 1'024;
+
+// A programme policy's longest allocation window: at most 100 years, the span of the instants.
+inline constexpr int64_t kMaxWindowMsMax = int64_t{100} * 366 * 86'400'000;
+
 }  // namespace gpuledger::ingest::limits

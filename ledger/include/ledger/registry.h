@@ -23,6 +23,21 @@ struct InstitutionVersion {
   friend bool operator==(const InstitutionVersion&, const InstitutionVersion&) = default;
 };
 
+// A programme's policy as recorded (compared by its bytes: a second record at the same instant
+// with other terms contradicts the first).
+struct PolicyVersion {
+  gpuledger::v1::ProgrammePolicy policy;
+  friend bool operator==(const PolicyVersion& a, const PolicyVersion& b) {
+    return a.policy.SerializeAsString() == b.policy.SerializeAsString();
+  }
+};
+
+// How usage beyond an allocation's cap is priced at an instant.
+struct OverCapPricing {
+  gpuledger::v1::OverCapAction action = gpuledger::v1::OVER_CAP_HOLD;
+  uint32_t copay_bp = 0;  // for OVER_CAP_BILL_AT (10,000 for OVER_CAP_BILL_FULL)
+};
+
 // Why a registry event cannot be applied: a reason code and a detail for people.
 struct RegistryProblem {
   std::string code;
@@ -35,6 +50,10 @@ inline constexpr char kUnknownInstitution[] = "UNKNOWN_INSTITUTION";
 inline constexpr char kUnknownAllocation[] = "UNKNOWN_ALLOCATION";
 inline constexpr char kInvalidAmendment[] = "INVALID_AMENDMENT";
 inline constexpr char kGrantOverPool[] = "GRANT_OVER_POOL";
+inline constexpr char kIneligibleInstitution[] = "INELIGIBLE_INSTITUTION";
+inline constexpr char kOverServerLimit[] = "OVER_SERVER_LIMIT";
+inline constexpr char kWindowTooLong[] = "WINDOW_TOO_LONG";
+inline constexpr char kCopayOutOfBounds[] = "COPAY_OUT_OF_BOUNDS";
 inline constexpr char kPeriodAlreadyClosed[] = "PERIOD_ALREADY_CLOSED";
 inline constexpr char kPeriodCloseOutOfOrder[] = "PERIOD_CLOSE_OUT_OF_ORDER";
 inline constexpr char kPeriodNotEnded[] = "PERIOD_NOT_ENDED";
@@ -63,6 +82,17 @@ class Registry {
   // Won per GPU-hour in force at t for (program, model).
   std::optional<int64_t> RateAt(gpuledger::v1::Program program, gpuledger::v1::GpuModel model,
                                 int64_t t_ms) const;
+  // The programme's policy in force at t (null: none recorded yet).
+  const gpuledger::v1::ProgrammePolicy* PolicyAt(gpuledger::v1::Program program,
+                                                 int64_t t_ms) const;
+  // How the allocation's usage beyond its cap is priced at t, for an institution of `type`:
+  // the over-cap rule of the programme's policy in force at t (OVER_CAP_HOLD without one); a
+  // held allocation that the operator released (OverCapRelease) is billed at the release's
+  // co-pay.
+  OverCapPricing OverCapAt(const gpuledger::v1::Allocation& allocation,
+                           gpuledger::v1::InstitutionType type, int64_t t_ms) const;
+  // The co-pay of the operator's OverCapRelease of an allocation, if one is recorded.
+  std::optional<uint32_t> ReleaseOf(const std::string& allocation_id) const;
   // Co-pay basis points in force at t for an institution type.
   std::optional<uint32_t> CopayAt(gpuledger::v1::InstitutionType type, int64_t t_ms) const;
   // GPUs a CSP hosts for (program, model) at t.
@@ -81,7 +111,7 @@ class Registry {
   std::optional<base::Period> last_closed() const { return last_closed_; }
 
   // Instants inside (lo, hi) where the price of an allocation's usage may change: its rate
-  // card, its institution's type, or any co-pay policy.
+  // card, its institution's type, any co-pay policy, or its programme's policy.
   std::vector<int64_t> PriceChangesWithin(const gpuledger::v1::Allocation& allocation,
                                           gpuledger::v1::GpuModel model, int64_t lo_ms,
                                           int64_t hi_ms) const;
@@ -89,6 +119,23 @@ class Registry {
  private:
   std::optional<RegistryProblem> CheckAllocation(const gpuledger::v1::Allocation& a) const;
   std::optional<RegistryProblem> CheckAmendment(const gpuledger::v1::AllocationAmendment& a) const;
+  std::optional<RegistryProblem> CheckCopayPolicy(const gpuledger::v1::CopayPolicy& p) const;
+  std::optional<RegistryProblem> CheckProgrammePolicy(
+      const gpuledger::v1::ProgrammePolicy& p) const;
+  // INELIGIBLE_INSTITUTION if the allocation's institution type may not use its programme, under
+  // the policy in force at the allocation's start.
+  std::optional<RegistryProblem> CheckEligible(const gpuledger::v1::Allocation& a) const;
+  // WINDOW_TOO_LONG if [a.start, end_ms) is longer than the policy in force at a.start allows.
+  std::optional<RegistryProblem> CheckWindow(const gpuledger::v1::Allocation& a,
+                                             int64_t end_ms) const;
+  // OVER_SERVER_LIMIT if giving `a` the grant `proposed` over [a.start, proposed_end) instead of
+  // `current` (as in CheckGrantWithinPool) would take its institution over the programme's
+  // server limit at an instant where it grants more than before.
+  std::optional<RegistryProblem> CheckServers(const gpuledger::v1::Allocation& a,
+                                              const Timeline<uint32_t>* current,
+                                              int64_t current_end,
+                                              const Timeline<uint32_t>& proposed,
+                                              int64_t proposed_end) const;
   // GRANT_OVER_POOL if giving allocation `a` the grant `proposed` over [a.start, proposed_end)
   // instead of `current` over [a.start, current_end) (null and a.start for a new allocation)
   // would exceed its pool at an instant where it grants more than before.
@@ -108,6 +155,10 @@ class Registry {
   std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;  // csp, program, model
   // Allocation ids by the pool they draw on (csp, program, model), in ledger order.
   std::map<std::tuple<std::string, int, int>, std::vector<std::string>> pool_allocations_;
+  std::map<int, Timeline<PolicyVersion>> policies_;  // program
+  // Allocation ids by (institution, program), in ledger order.
+  std::map<std::pair<std::string, int>, std::vector<std::string>> institution_allocations_;
+  std::map<std::string, uint32_t> releases_;  // allocation id -> co-pay bp
   std::optional<base::Period> last_closed_;
 };
 

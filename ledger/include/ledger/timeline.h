@@ -23,6 +23,14 @@ class Timeline {
     return std::prev(it)->second;
   }
 
+  // The value in force at `t_ms` without a copy (null before the first record); valid until the
+  // next Set.
+  const T* Find(int64_t t_ms) const {
+    auto it = by_from_.upper_bound(t_ms);
+    if (it == by_from_.begin()) return nullptr;
+    return &std::prev(it)->second;
+  }
+
   // Appends every change instant strictly inside (lo_ms, hi_ms) to `out`.
   void ChangesWithin(int64_t lo_ms, int64_t hi_ms, std::vector<int64_t>* out) const {
     for (auto it = by_from_.upper_bound(lo_ms); it != by_from_.end() && it->first < hi_ms; ++it) {

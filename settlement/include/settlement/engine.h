@@ -110,6 +110,8 @@ class Engine {
   void RemoveInterval(const gpuledger::v1::StoredInterval& rec);
   void Recredit(gpuledger::v1::StoredInterval* rec);
   void Truncate(const std::string& allocation_id, int64_t end_ms);
+  // The operator released the allocation's held usage: its held slices are billed at `copay_bp`.
+  void Release(const std::string& allocation_id, uint32_t copay_bp);
   void AddLine(const std::string& period, const std::string& line_key, __int128 gpu_ms);
   void AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus);
   void AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
