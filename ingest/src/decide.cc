@@ -322,10 +322,23 @@ MaybeVerdict CheckUsageBody(const v1::UsageEvent& e, const ValidationLimits& lim
       if (c.has_replacement()) return CheckUsageInterval(c.replacement(), limits);
       return std::nullopt;
     }
+    case v1::UsageEvent::kOutageWithdrawal: {
+      const auto& w = e.outage_withdrawal();
+      if (auto v = CheckId("outage_withdrawal.target_event_id", w.target_event_id())) return v;
+      if (auto v = CheckOptionalId("outage_withdrawal.allocation_id", w.allocation_id())) return v;
+      if (auto v = CheckPoolFields(w.program(), w.gpu_model(), 1, "outage_withdrawal")) return v;
+      if (auto v = CheckText("outage_withdrawal.reason", w.reason(), limits::kReasonBytesMax)) {
+        return v;
+      }
+      if (w.target_event_id() == e.event_id()) {
+        return Invalid("outage_withdrawal.target_event_id", "an event cannot withdraw itself");
+      }
+      return std::nullopt;
+    }
     case v1::UsageEvent::BODY_NOT_SET:
       break;
   }
-  return Missing("body (one of usage, own_use, outage, correction)");
+  return Missing("body (one of usage, own_use, outage, correction, outage_withdrawal)");
 }
 
 MaybeVerdict CheckUsage(const v1::UsageEvent& e, const std::string& topic_csp,

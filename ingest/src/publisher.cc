@@ -64,6 +64,14 @@ absl::StatusOr<EncodedEvent> EncodeUsageEvent(const v1::UsageEvent& e, const Top
       out.key = absl::StrCat("pool:", v1::Program_Name(e.own_use().program()), ":",
                              v1::GpuModel_Name(e.own_use().gpu_model()));
       break;
+    case v1::UsageEvent::kOutageWithdrawal:  // keyed as the outage: read after it
+      if (!e.outage_withdrawal().allocation_id().empty()) {
+        out.key = e.outage_withdrawal().allocation_id();
+        break;
+      }
+      out.key = absl::StrCat("pool:", v1::Program_Name(e.outage_withdrawal().program()), ":",
+                             v1::GpuModel_Name(e.outage_withdrawal().gpu_model()));
+      break;
     case v1::UsageEvent::BODY_NOT_SET:
       out.key = e.event_id();
       break;

@@ -74,10 +74,13 @@ constexpr ReasonInfo kReasons[] = {
      "Own use of more GPUs than the pool holds, or a pool outage of more GPUs than the pool "
      "holds, alone or with the pool's outages already accepted at the same time.",
      "Report the GPUs actually used or out of service."},
-    {kUnknownCorrectionTarget, "The corrected event id was never accepted from this CSP.",
+    {kUnknownCorrectionTarget,
+     "The corrected event id was never accepted from this CSP (or, for an outage withdrawal, is "
+     "not an accepted outage of this CSP).",
      "Correct only events of yours that were accepted (see ledger show / the rejected topic)."},
-    {kAlreadyCorrected, "The corrected event was already corrected or cancelled.",
-     "Correct the latest correction instead (its event id)."},
+    {kAlreadyCorrected,
+     "The corrected event was already corrected or cancelled, or the outage already withdrawn.",
+     "Correct the latest correction instead (its event id); an outage is withdrawn once."},
     {kRegistryConflict,
      "A registry record contradicts one already recorded (same key and "
      "effective date with another value, or an allocation re-announced "

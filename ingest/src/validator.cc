@@ -202,6 +202,8 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
     case v1::UsageEvent::kCorrection:
       end_ms = e.correction().has_replacement() ? e.correction().replacement().end_ms() : 0;
       break;
+    case v1::UsageEvent::kOutageWithdrawal:
+      break;
     case v1::UsageEvent::BODY_NOT_SET:
       return;
   }
@@ -232,8 +234,33 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
     }
     case v1::UsageEvent::kOutage:
       return CheckOutage(csp, e.outage(), c);
+    case v1::UsageEvent::kOutageWithdrawal:
+      return CheckWithdrawal(e, c);
     case v1::UsageEvent::BODY_NOT_SET:
       return;
+  }
+}
+
+void Validator::CheckWithdrawal(const v1::UsageEvent& e, ledger::Candidate* c) const {
+  const auto& w = e.outage_withdrawal();
+  const auto it = outage_events_.find(Identity{c->source_id, w.target_event_id()});
+  if (it == outage_events_.end()) {
+    return Reject(c, reason::kUnknownCorrectionTarget,
+                  absl::StrCat("no accepted outage ", w.target_event_id(), " of ", c->source_id));
+  }
+  const AcceptedOutage& o = it->second;
+  if (o.withdrawn) {
+    return Reject(c, reason::kAlreadyCorrected,
+                  absl::StrCat("outage ", w.target_event_id(), " was already withdrawn"));
+  }
+  if (o.allocation_id != w.allocation_id() || o.program != w.program() ||
+      o.model != w.gpu_model()) {
+    return Reject(c, reason::kInvalidField,
+                  absl::StrCat("outage_withdrawal names allocation '", w.allocation_id(), "', ",
+                               v1::Program_Name(w.program()), "/", v1::GpuModel_Name(w.gpu_model()),
+                               "; the outage is of '", o.allocation_id, "', ",
+                               v1::Program_Name(static_cast<v1::Program>(o.program)), "/",
+                               v1::GpuModel_Name(static_cast<v1::GpuModel>(o.model))));
   }
 }
 
@@ -507,7 +534,23 @@ void Validator::Recorded(const Decoded& d, uint64_t seq) {
   if (e.has_usage()) Hold(who, e.usage());
   if (e.has_outage()) {
     const auto& o = e.outage();
-    outages_[OutageKey(c.source_id, o)].push_back({o.start_ms(), o.end_ms(), o.gpu_count()});
+    const std::string key = OutageKey(c.source_id, o);
+    const OutageSpan span{o.start_ms(), o.end_ms(), o.gpu_count()};
+    outages_[key].push_back(span);
+    outage_events_[who] =
+        AcceptedOutage{key, span, o.allocation_id(), o.program(), o.gpu_model(), false};
+  }
+  if (e.has_outage_withdrawal()) {
+    auto it = outage_events_.find({c.source_id, e.outage_withdrawal().target_event_id()});
+    if (it != outage_events_.end() && !it->second.withdrawn) {
+      it->second.withdrawn = true;
+      std::vector<OutageSpan>& spans = outages_[it->second.key];
+      const OutageSpan& gone = it->second.span;
+      auto at = std::find_if(spans.begin(), spans.end(), [&](const OutageSpan& s) {
+        return s.start_ms == gone.start_ms && s.end_ms == gone.end_ms && s.gpus == gone.gpus;
+      });
+      if (at != spans.end()) spans.erase(at);
+    }
   }
   if (e.has_correction()) {
     Release({c.source_id, e.correction().target_event_id()});

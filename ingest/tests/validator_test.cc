@@ -640,6 +640,50 @@ TEST(ValidatorTest, OutagesFitTheirAllocationOrPoolAndEachOther) {
   EXPECT_EQ(reason_of(OutageEvent("o9", "a1", 1, t, t + kHour)), reason::kGpusOverGrant);
 }
 
+v1::UsageEvent Withdrawal(const std::string& id, const std::string& target,
+                          const std::string& alloc) {
+  v1::UsageEvent e;
+  e.set_schema_version(1);
+  e.set_event_id(id);
+  e.set_csp_id("csp-a");
+  e.set_producer_id("m");
+  e.set_producer_seq(2000 + id.size());
+  auto* w = e.mutable_outage_withdrawal();
+  w->set_target_event_id(target);
+  w->set_allocation_id(alloc);
+  w->set_program(v1::GOV_ADVANCED);
+  w->set_gpu_model(v1::H200);
+  w->set_reason("declared by mistake");
+  return e;
+}
+
+// Issue 16: a mistaken outage can be withdrawn, once, by the CSP that declared it; its GPUs are
+// then free for another outage, also after a restart.
+TEST(ValidatorTest, AnOutageIsWithdrawnOnceAndFreesItsGpus) {
+  Harness h;
+  h.StandardRegistry();  // a1: 4 GPUs; pool of csp-a: 64 H200
+  const int64_t t = kT0 + kHour;
+  auto reason_of = [&](const v1::UsageEvent& e) { return h.Send(e, false).reason_code(); };
+  ASSERT_EQ(reason_of(OutageEvent("o1", "a1", 4, t, t + kHour)), "");
+  ASSERT_EQ(reason_of(OutageEvent("p1", "", 64, t, t + kHour)), "");
+  EXPECT_EQ(reason_of(OutageEvent("o2", "a1", 1, t, t + kHour)), reason::kGpusOverGrant);
+  EXPECT_EQ(reason_of(Withdrawal("w0", "nope", "a1")), reason::kUnknownCorrectionTarget);
+  EXPECT_EQ(reason_of(Withdrawal("w1", "o1", "other")), reason::kInvalidField);
+  EXPECT_EQ(reason_of(Withdrawal("w2", "o1", "a1")), "");
+  EXPECT_EQ(reason_of(Withdrawal("w3", "o1", "a1")), reason::kAlreadyCorrected);
+  EXPECT_EQ(reason_of(OutageEvent("o3", "a1", 1, t, t + kHour)), "");
+  // A pool outage, after a restart that rebuilds the state from the ledger.
+  h.Restart("", false);
+  EXPECT_EQ(reason_of(Withdrawal("w4", "o1", "a1")), reason::kAlreadyCorrected);
+  EXPECT_EQ(reason_of(OutageEvent("p2", "", 1, t, t + kHour)), reason::kGpusOverPool);
+  EXPECT_EQ(reason_of(Withdrawal("w5", "p1", "")), "");
+  EXPECT_EQ(reason_of(OutageEvent("p3", "", 64, t, t + kHour)), "");
+  // Usage events are not outages: a withdrawal of one is refused.
+  const v1::UsageEvent u = h.Usage("a1", 1, t + 2 * kHour, t + 3 * kHour);
+  ASSERT_EQ(h.UsageReason(u), "");
+  EXPECT_EQ(reason_of(Withdrawal("w6", u.event_id(), "a1")), reason::kUnknownCorrectionTarget);
+}
+
 // The over-grant sweep's order at one instant (a mutant that sorted starts before ends survived
 // every other test): two back-to-back intervals beside one that spans both, exactly at the
 // grant, are accepted; one GPU more at any instant is not.

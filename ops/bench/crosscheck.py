@@ -14,7 +14,8 @@ gpuledger/v1/*_pb2.py modules); --invoices is `gpuledger settle --period P --doc
   sql     DuckDB loads the CSV files and runs ops/bench/crosscheck.sql, which applies the rules
           of docs/SETTLEMENT.md to the accepted entries (see the comments there).
 Then every institution's figures are compared exactly with the invoices: used GPU-ms (lines of
-kind usage + beyond_cap + held + refused), outage-credit GPU-ms (lines of kind outage_credit), net GPU-ms
+kind usage + beyond_cap + held + refused), outage-credit GPU-ms (lines of kind outage_credit),
+GPU-ms that could not be priced (lines of kind unpriced), net GPU-ms
 (totals.gpu_ms) and net GPU-hours as the invoice prints them (totals.gpu_hours). Differing rows
 go to stderr and the exit status is 1. --result writes the counts and times as JSON.
 """
@@ -69,6 +70,8 @@ def usage_row(e, u, v1):
     elif body == "outage":
         o = u.outage
         row[5:10] = [o.allocation_id, o.gpu_model, o.gpu_count, o.start_ms, o.end_ms]
+    elif body == "outage_withdrawal":
+        row[10] = u.outage_withdrawal.target_event_id
     elif body == "own_use":
         o = u.own_use
         row[6:10] = [o.gpu_model, o.gpu_count, o.start_ms, o.end_ms]
@@ -197,13 +200,14 @@ def run_sql(work, period):
     t_loaded = time.monotonic()
     with open(os.path.join(HERE, "crosscheck.sql")) as f:
         con.execute(f.read())
-    rows = con.execute("SELECT institution_id, used_gpu_ms, credit_gpu_ms, net_gpu_ms, "
-                       "net_gpu_hours FROM xcheck ORDER BY institution_id").fetchall()
+    rows = con.execute("SELECT institution_id, used_gpu_ms, credit_gpu_ms, unpriced_gpu_ms, "
+                       "net_gpu_ms, net_gpu_hours FROM xcheck ORDER BY institution_id").fetchall()
     closes = con.execute("SELECT count(*) FROM registry_raw WHERE outcome = 1 AND "
                          "body = 'period_close'").fetchone()[0]
     con.close()
-    return t_loaded, {r[0]: {"used": int(r[1]), "credit": int(r[2]), "net": int(r[3]), "hours": r[4]}
-            for r in rows}, closes
+    return t_loaded, {r[0]: {"used": int(r[1]), "credit": int(r[2]), "unpriced": int(r[3]),
+                             "net": int(r[4]), "hours": r[5]}
+                      for r in rows}, closes
 
 
 def _struct(types):
@@ -218,8 +222,9 @@ def invoice_figures(path):
     for inv in doc["invoices"]:
         used = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] in ("usage", "beyond_cap", "held", "refused"))
         credit = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] == "outage_credit")
+        unpriced_ms = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] == "unpriced")
         adjustments += len(inv["adjustments"])
-        out[inv["institution_id"]] = {"used": used, "credit": credit,
+        out[inv["institution_id"]] = {"used": used, "credit": credit, "unpriced": unpriced_ms,
                                       "net": int(inv["totals"]["gpu_ms"]),
                                       "hours": inv["totals"]["gpu_hours"]}
     return out, doc.get("status"), adjustments, len(doc.get("unpriced", []))
@@ -251,16 +256,17 @@ def main():
     t2 = time.monotonic()
     inv, status, adjustments, unpriced = invoice_figures(args.invoices)
 
-    zero = {"used": 0, "credit": 0, "net": 0, "hours": "0.000"}
+    zero = {"used": 0, "credit": 0, "unpriced": 0, "net": 0, "hours": "0.000"}
     mismatches = []
     for inst in sorted(set(duck) | set(inv)):
         d, g = duck.get(inst, zero), inv.get(inst, zero)
         if d != g:
             mismatches.append((inst, d, g))
     for inst, d, g in mismatches:
-        print("MISMATCH %s: duckdb used=%d credit=%d net=%d hours=%s | gpuledger used=%d "
-              "credit=%d net=%d hours=%s" % (inst, d["used"], d["credit"], d["net"], d["hours"],
-                                             g["used"], g["credit"], g["net"], g["hours"]),
+        print("MISMATCH %s: duckdb used=%d credit=%d unpriced=%d net=%d hours=%s | gpuledger "
+              "used=%d credit=%d unpriced=%d net=%d hours=%s"
+              % (inst, d["used"], d["credit"], d["unpriced"], d["net"], d["hours"], g["used"],
+                 g["credit"], g["unpriced"], g["net"], g["hours"]),
               file=sys.stderr)
     # The SQL's hours and this file's must agree too (two implementations of one rule).
     bad_hours = [i for i, d in duck.items() if d["hours"] != hours(d["net"])]
@@ -282,7 +288,9 @@ def main():
         "decode_s": max(round(t1 - t0, 3), 0.001), "sql_s": round(t2 - t1, 3),
         "sql_load_s": round(t_loaded - t1, 3), "sql_aggregate_s": round(t2 - t_loaded, 3),
     })
-    for k in ("used", "credit", "net"):
+    result["unpriced_gpu_ms"] = sum(d["unpriced"] for d in duck.values())
+    result["unpriced_gpu_ms_gpuledger"] = sum(g["unpriced"] for g in inv.values())
+    for k in ("used", "credit", "unpriced", "net"):
         result[k + "_gpu_hours"] = hours(result[k + "_gpu_ms"])
         result[k + "_gpu_hours_gpuledger"] = hours(result[k + "_gpu_ms_gpuledger"])
     if args.result:

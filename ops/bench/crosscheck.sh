@@ -142,10 +142,12 @@ TABLE=$WORK/table.md
     "$(r institutions_gpuledger)" "$(r institutions_duckdb)"
   printf '| institutions that differ, of %s compared | %s | %s |\n' \
     "$(r institutions_compared)" "$VERDICT" "$VERDICT"
-  printf '| GPU-hours used (lines `usage` + `beyond_cap`), sum over institutions | %s | %s |\n' \
+  printf '| GPU-hours used (lines `usage` + `beyond_cap` + `held` + `refused`), sum over institutions | %s | %s |\n' \
     "$(r used_gpu_hours_gpuledger)" "$(r used_gpu_hours)"
   printf '| GPU-hours of outage credits (lines `outage_credit`), sum | %s | %s |\n' \
     "$(r credit_gpu_hours_gpuledger)" "$(r credit_gpu_hours)"
+  printf '| GPU-hours that could not be priced (lines `unpriced`), sum | %s | %s |\n' \
+    "$(r unpriced_gpu_hours_gpuledger)" "$(r unpriced_gpu_hours)"
   printf '| GPU-hours net (`totals.gpu_ms`), sum | %s | %s |\n' \
     "$(r net_gpu_hours_gpuledger)" "$(r net_gpu_hours)"
   printf '| `ledger export` (wall) | %.2f s | |\n' "$EXPORT_SECS"
@@ -159,8 +161,9 @@ TABLE=$WORK/table.md
     "$("$PY" -c 'import duckdb; print(duckdb.__version__)')" "$(r sql_load_s)" "$(r sql_aggregate_s)"
   printf '| total (settle vs decode + SQL) | %.2f s | %.2f s |\n' "$SETTLE_SECS" "$DUCK_SECS"
   echo
-  echo 'Compared per institution, exactly: GPU-ms of the lines of kind `usage` + `beyond_cap` (used),'
-  echo 'of kind `outage_credit`, the invoice total `totals.gpu_ms` (net) and `totals.gpu_hours` as'
+  echo 'Compared per institution, exactly: GPU-ms of the lines of kind `usage` + `beyond_cap` +'
+  echo '`held` + `refused` (used), of kind `outage_credit`, of kind `unpriced`, the invoice total'
+  echo '`totals.gpu_ms` (net) and `totals.gpu_hours` as'
   echo 'printed (three decimals, half away from zero). Rules in ops/bench/crosscheck.sql.'
 } >"$TABLE"
 echo

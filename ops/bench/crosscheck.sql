@@ -6,7 +6,8 @@
 -- Input: usage_raw and registry_raw, one row per ledger entry whose payload decodes (every
 -- outcome; outcome 1 = ACCEPTED), with the fields of crosscheck.py's USAGE_COLUMNS and
 -- REGISTRY_COLUMNS; variables p0, p1: the period [p0, p1) in UTC ms (a KST calendar month).
--- Output: table xcheck(institution_id, used_gpu_ms, credit_gpu_ms, net_gpu_ms, net_gpu_hours).
+-- Output: table xcheck(institution_id, used_gpu_ms, credit_gpu_ms, unpriced_gpu_ms, net_gpu_ms,
+-- net_gpu_hours).
 --
 -- Rules applied (docs/SETTLEMENT.md):
 --  1. Only ACCEPTED entries count. Rejected entries (conflicting duplicates, overlaps, malformed
@@ -29,7 +30,8 @@
 --     extension does not bring usage back).
 --  5. The interval is clipped to the period; used GPU-ms = GPUs × ms.
 --  6. Outages declared for an allocation (recorded after the allocation; before or after the
---     usage) credit min(usage GPUs, GPUs out at that instant) × ms of the counted part.
+--     usage) and not withdrawn later (an OutageWithdrawal naming it) credit
+--     min(usage GPUs, GPUs out at that instant) × ms of the counted part.
 --  GPU-hour caps move usage between `usage` and `beyond_cap`, `held` or `refused` lines (by the
 --  programme's over-cap rule) but not its GPU-ms, and rate
 --  or co-pay changes split lines without changing their sum: neither is needed here.
@@ -123,12 +125,34 @@ LEFT JOIN cut ON cut.seq = l.seq;
 
 CREATE OR REPLACE TEMP TABLE counted AS SELECT * FROM priced WHERE hi > lo;
 
+-- Rule 3b: what cannot be priced is not dropped: the invoice of the allocation's institution shows
+-- it as an `unpriced` line (GPU-ms, 0 won). It is the live interval's stretch in the period (cut
+-- as in rule 4) less its priced stretch; no outage credits it.
+CREATE OR REPLACE TEMP TABLE unpriced AS
+WITH whole AS (
+  SELECT l.seq, al.institution_id, l.gpu_count,
+         greatest(l.start_ms, getvariable('p0')) AS lo,
+         least(l.end_ms, getvariable('p1'), coalesce(cut.cut_ms, l.end_ms)) AS hi
+  FROM live l
+  JOIN alloc al ON al.allocation_id = l.allocation_id AND al.seq < l.seq
+  LEFT JOIN cut ON cut.seq = l.seq
+)
+SELECT w.institution_id,
+       sum(w.gpu_count * ((w.hi - w.lo) - greatest(coalesce(p.hi - p.lo, 0), 0)))::BIGINT
+         AS unpriced_gpu_ms
+FROM whole w LEFT JOIN priced p ON p.seq = w.seq
+WHERE w.hi > w.lo
+GROUP BY w.institution_id;
+
 -- Rule 6: outage levels per allocation as stretches [s, e) with the GPUs out.
 CREATE OR REPLACE TEMP TABLE outage_levels AS
 WITH o AS (
   SELECT o.allocation_id, o.gpu_count, o.start_ms, o.end_ms
   FROM acc o JOIN alloc al ON al.allocation_id = o.allocation_id AND al.seq < o.seq
   WHERE o.body = 'outage'
+    AND NOT EXISTS (SELECT 1 FROM acc w
+                    WHERE w.body = 'outage_withdrawal' AND w.source_id = o.source_id
+                      AND w.target_event_id = o.event_id AND w.seq > o.seq)
 ), pts AS (
   SELECT allocation_id, t, sum(d) AS d FROM (
     SELECT allocation_id, start_ms AS t, gpu_count AS d FROM o
@@ -149,19 +173,25 @@ FROM counted c JOIN outage_levels v
 GROUP BY c.seq;
 
 CREATE OR REPLACE TABLE xcheck AS
-WITH per AS (
+WITH priced_per AS (
   SELECT c.institution_id,
          sum(c.gpu_count * (c.hi - c.lo))::BIGINT AS used_gpu_ms,
          (-coalesce(sum(cr.credit_gpu_ms), 0))::BIGINT AS credit_gpu_ms
   FROM counted c LEFT JOIN credits cr USING (seq)
   GROUP BY c.institution_id
+), per AS (
+  SELECT coalesce(p.institution_id, u.institution_id) AS institution_id,
+         coalesce(p.used_gpu_ms, 0) AS used_gpu_ms, coalesce(p.credit_gpu_ms, 0) AS credit_gpu_ms,
+         coalesce(u.unpriced_gpu_ms, 0) AS unpriced_gpu_ms
+  FROM priced_per p FULL OUTER JOIN (SELECT * FROM unpriced WHERE unpriced_gpu_ms <> 0) u
+    ON u.institution_id = p.institution_id
 ), net AS (
-  SELECT *, used_gpu_ms + credit_gpu_ms AS net_gpu_ms FROM per
+  SELECT *, used_gpu_ms + credit_gpu_ms + unpriced_gpu_ms AS net_gpu_ms FROM per
 ), milli AS (
   -- thousandths of a GPU-hour, rounded half away from zero
   SELECT *, sign(net_gpu_ms) * ((abs(net_gpu_ms) + 1800) // 3600) AS mh FROM net
 )
-SELECT institution_id, used_gpu_ms, credit_gpu_ms, net_gpu_ms,
+SELECT institution_id, used_gpu_ms, credit_gpu_ms, unpriced_gpu_ms, net_gpu_ms,
        CASE WHEN mh < 0 THEN '-' ELSE '' END || (abs(mh) // 1000)::VARCHAR || '.' ||
        lpad((abs(mh) % 1000)::VARCHAR, 3, '0') AS net_gpu_hours
 FROM milli;

@@ -11,7 +11,8 @@ What is in it (one CSP, csp-x; KST month from p0 = 2026-03-01T00:00+09:00):
         boundary, then 24 × 6 h (the cap is crossed); phase 2: u1-3 corrected (c1), c1 corrected
         (c2), u1-3 corrected again (c3: refused, already corrected), u1-5 cancelled (c4), a
         correction of an unknown event (c5) and of the cancellation (c6), both refused; two
-        overlapping outages (6 and 4 GPUs out of 8) and one across the period boundary.
+        overlapping outages (6 and 4 GPUs out of 8) and one across the period boundary; a
+        fourth outage withdrawn (w1), and withdrawn again (w2: refused).
   al-2  inst-b (SME), LEASE_HPC H100 × 4, p0+1d..p0+8d; the rate card starts at p0+5d (the part
         before it cannot be priced); an outage of 3 GPUs over p0+4d..p0+6d.
   al-3  inst-c, whose only institution record is effective from p0+10d; usage p0+9d..p0+12d.
@@ -148,6 +149,12 @@ def build():
     outage("o3", "al-2", "LEASE_HPC", "H100", 3, P0 + 4 * DAY, P0 + 6 * DAY)
     outage("o4", "al-4", "GOV_ADVANCED", "H200", 1, P0 + 19 * DAY, P0 + 22 * DAY)
     outage("o5", "al-1", "GOV_ADVANCED", "H200", 8, P0 - 3 * HOUR, P0 + HOUR)
+    # A mistaken outage, withdrawn (its credit goes); withdrawn again: refused.
+    outage("o6", "al-1", "GOV_ADVANCED", "H200", 2, t10 + 6 * HOUR, t10 + 12 * HOUR)
+    for w in ("w1", "w2"):
+        s.use("phase2", w, "outageWithdrawal",
+              {"targetEventId": "o6", "allocationId": "al-1", "program": "GOV_ADVANCED",
+               "gpuModel": "H200", "reason": "declared by mistake"})
     return s
 
 

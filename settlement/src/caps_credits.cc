@@ -52,6 +52,8 @@ void Engine::Recredit(v1::StoredInterval* rec) {
   const int64_t gpus = rec->interval().gpu_count();
   std::map<std::pair<std::string, std::string>, __int128> credits;
   for (const auto& s : rec->slices()) {
+    LineId id;
+    if (DecodeLine(s.line_key(), &id) && id.kind == v1::LINE_KIND_UNPRICED) continue;  // no price
     std::vector<int64_t> cuts{s.start_ms(), s.end_ms()};
     for (const auto& o : outages) {
       for (int64_t t : {o.start_ms(), o.end_ms()}) {
@@ -80,7 +82,7 @@ void Engine::Recredit(v1::StoredInterval* rec) {
   }
 }
 
-// Usage of an allocation after its (amended) end stops counting.
+// Usage of an allocation after its (amended) end stops counting, and gives back its cap.
 void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
   for (const std::string& key : IntervalKeysOf(store_, allocation_id)) {
     auto bytes = store_->Get(key);
@@ -89,6 +91,18 @@ void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
     if (rec.interval().end_ms() <= end_ms) continue;
     const int64_t gpus = rec.interval().gpu_count();
     v1::StoredInterval kept = rec;
+    // What it took from the cap after the new end is given back: the cap counts usage that is
+    // billed, not usage taken back. (It took [start, start + cap_gpu_ms / gpus) whole.)
+    if (rec.cap_gpu_ms() > 0 && gpus > 0) {
+      const int64_t within_end = rec.interval().start_ms() + rec.cap_gpu_ms() / gpus;
+      const int64_t from = std::max(rec.interval().start_ms(), end_ms);
+      if (within_end > from) {
+        const int64_t back = gpus * (within_end - from);  // at most cap_gpu_ms: fits
+        counters_->Add(KeyBuilder(keys::kCapUsed).Str(allocation_id).Take(),
+                       -static_cast<__int128>(back));
+        kept.set_cap_gpu_ms(rec.cap_gpu_ms() - back);
+      }
+    }
     kept.clear_slices();
     for (const auto& s : rec.slices()) {
       if (s.end_ms() <= end_ms) {
@@ -109,26 +123,49 @@ void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
   }
 }
 
+// An outage's GPU-ms on its pool's statement rows, per period (adjustments for closed ones).
+void Engine::CountOutage(const std::string& source_id, const v1::OutageInterval& o, int sign) {
+  v1::Program program = o.program();
+  v1::GpuModel model = o.gpu_model();
+  if (!o.allocation_id().empty()) {
+    if (const v1::Allocation* alloc = registry_.FindAllocation(o.allocation_id())) {
+      program = alloc->program();
+      model = alloc->gpu_model();
+    }
+  }
+  const std::string scope = o.allocation_id().empty() ? "pool" : "allocation";
+  base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
+    const std::string rest = OutageRest(p.ToString(), source_id, program, model, scope, o.cause());
+    const std::string key = absl::StrCat(keys::kOutage, rest);
+    counters_->Add(key, sign * GpuMsOf(o.gpu_count(), lo, hi));
+    if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOutage, rest), "");
+  });
+}
+
+void Engine::RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms) {
+  for (const std::string& key : IntervalKeysOf(store_, allocation_id)) {
+    auto bytes = store_->Get(key);
+    v1::StoredInterval rec;
+    if (!bytes || !rec.ParseFromString(*bytes)) continue;
+    if (rec.interval().end_ms() <= start_ms || rec.interval().start_ms() >= end_ms) continue;
+    Recredit(&rec);
+    store_->Put(key, rec.SerializeAsString());
+  }
+}
+
 // An outage counts on its pool's statement; one declared for an allocation also credits the
 // usage it overlaps, recorded before or after it.
 void Engine::ApplyOutage(uint64_t seq, const std::string& source_id, const v1::UsageEvent& event) {
   const auto& o = event.outage();
-  v1::Program program = o.program();
-  v1::GpuModel model = o.gpu_model();
+  NoteOutside(seq, source_id, event.event_id(), "an outage", o.start_ms(), o.end_ms());
+  CountOutage(source_id, o, 1);
+  v1::StoredOutageEvent by_id;
+  by_id.set_seq(seq);
+  *by_id.mutable_outage() = o;
+  store_->Put(KeyBuilder(keys::kOutageById).Str(source_id).Str(event.event_id()).key(),
+              by_id.SerializeAsString());
   const v1::Allocation* alloc =
       o.allocation_id().empty() ? nullptr : registry_.FindAllocation(o.allocation_id());
-  if (alloc != nullptr) {
-    program = alloc->program();
-    model = alloc->gpu_model();
-  }
-  const std::string scope = o.allocation_id().empty() ? "pool" : "allocation";
-  NoteOutside(seq, source_id, event.event_id(), "an outage", o.start_ms(), o.end_ms());
-  base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
-    const std::string rest = OutageRest(p.ToString(), source_id, program, model, scope, o.cause());
-    const std::string key = absl::StrCat(keys::kOutage, rest);
-    counters_->Add(key, GpuMsOf(o.gpu_count(), lo, hi));
-    if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOutage, rest), "");
-  });
   if (alloc == nullptr) return;
   v1::StoredOutage stored;
   stored.set_seq(seq);
@@ -138,16 +175,35 @@ void Engine::ApplyOutage(uint64_t seq, const std::string& source_id, const v1::U
   store_->Put(KeyBuilder(keys::kOutageRecord).Str(alloc->allocation_id()).U64(seq).key(),
               stored.SerializeAsString());
   allocations_with_outages_.insert(alloc->allocation_id());
-  for (const std::string& key : IntervalKeysOf(store_, alloc->allocation_id())) {
-    auto bytes = store_->Get(key);
-    v1::StoredInterval rec;
-    if (!bytes || !rec.ParseFromString(*bytes)) continue;
-    if (rec.interval().end_ms() <= o.start_ms() || rec.interval().start_ms() >= o.end_ms()) {
-      continue;
-    }
-    Recredit(&rec);
-    store_->Put(key, rec.SerializeAsString());
+  RecreditWithin(alloc->allocation_id(), o.start_ms(), o.end_ms());
+}
+
+// A withdrawn outage stops counting: its statement rows and the credits it gave are taken back
+// (closed periods: adjustments). Ingest accepts a withdrawal only of an accepted outage, once.
+void Engine::WithdrawOutage(uint64_t seq, const std::string& source_id,
+                            const v1::UsageEvent& event) {
+  const std::string by_id_key = KeyBuilder(keys::kOutageById)
+                                    .Str(source_id)
+                                    .Str(event.outage_withdrawal().target_event_id())
+                                    .Take();
+  auto bytes = store_->Get(by_id_key);
+  v1::StoredOutageEvent target;
+  if (!bytes || !target.ParseFromString(*bytes)) {
+    AddUnpriced(base::PeriodOf(event.emitted_at_ms()).ToString(), seq, source_id, event.event_id(),
+                absl::StrCat("withdrawal of unknown outage '",
+                             event.outage_withdrawal().target_event_id(), "'"),
+                nullptr);
+    return;
   }
+  const v1::OutageInterval& o = target.outage();
+  CountOutage(source_id, o, -1);
+  store_->Delete(by_id_key);
+  const v1::Allocation* alloc =
+      o.allocation_id().empty() ? nullptr : registry_.FindAllocation(o.allocation_id());
+  if (alloc == nullptr) return;
+  store_->Delete(
+      KeyBuilder(keys::kOutageRecord).Str(alloc->allocation_id()).U64(target.seq()).key());
+  RecreditWithin(alloc->allocation_id(), o.start_ms(), o.end_ms());
 }
 
 }  // namespace gpuledger::settlement

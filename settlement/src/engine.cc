@@ -180,6 +180,9 @@ absl::Status Engine::ApplyUsage(uint64_t seq, const std::string& source_id,
     case v1::UsageEvent::kOutage:
       ApplyOutage(seq, source_id, event);
       break;
+    case v1::UsageEvent::kOutageWithdrawal:
+      WithdrawOutage(seq, source_id, event);
+      break;
     default:
       break;
   }

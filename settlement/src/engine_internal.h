@@ -96,9 +96,11 @@ inline std::string OutsideWhy(std::string_view what) {
                       " KST) is not counted");
 }
 
-// List price, co-pay and subsidy of a line; held and refused usage is worth 0 won to anyone.
+// List price, co-pay and subsidy of a line; held, refused and unpriced usage is worth 0 won to
+// anyone.
 inline absl::Status Price(v1::InvoiceLine* line) {
-  if (line->kind() == v1::LINE_KIND_HELD || line->kind() == v1::LINE_KIND_REFUSED) {
+  if (line->kind() == v1::LINE_KIND_HELD || line->kind() == v1::LINE_KIND_REFUSED ||
+      line->kind() == v1::LINE_KIND_UNPRICED) {
     line->set_list_krw(0);
     line->set_copay_krw(0);
     line->set_subsidy_krw(0);

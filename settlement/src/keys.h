@@ -48,8 +48,9 @@ namespace gpuledger::settlement::keys {
 
 inline constexpr char kFormatKey[] = "s/format";
 // 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: typed keys, 128-bit
-// counters, s/applied with the hash in hex. 3: this file (s/applied with the raw hash).
-inline constexpr char kFormatValue[] = "gpuledger-settlement/3";
+// counters, s/applied with the hash in hex. 3: s/applied with the raw hash. 4: this file
+// (over-cap rules: held, refused and unpriced lines; outages by event id, for withdrawals).
+inline constexpr char kFormatValue[] = "gpuledger-settlement/4";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
 
@@ -65,6 +66,7 @@ inline constexpr char kInterval[] = "i/";
 inline constexpr char kCapUsed[] = "k/";
 inline constexpr char kAllocationIndex[] = "x/";
 inline constexpr char kOutageRecord[] = "o/";
+inline constexpr char kOutageById[] = "oe/";  // source, event id -> StoredOutageEvent
 inline constexpr char kOwnUse[] = "w/";
 inline constexpr char kTouchedOwnUse[] = "tw/";
 inline constexpr char kBilledOwnUse[] = "bw/";

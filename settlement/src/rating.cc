@@ -40,8 +40,9 @@ void Engine::AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, 
 
 void Engine::AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
                          const std::string& event_id, const std::string& why,
-                         v1::StoredInterval* rec) {
+                         v1::StoredInterval* rec, __int128 gpu_ms) {
   v1::Unpriced u;
+  u.set_gpu_ms(static_cast<int64_t>(gpu_ms));  // one interval's, in one period: fits
   u.set_seq(seq);
   u.set_source_id(source_id);
   u.set_event_id(event_id);
@@ -62,15 +63,20 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
   *rec.mutable_interval() = u;
   const std::string id_key = KeyBuilder(keys::kInterval).Str(source_id).Str(event_id).Take();
   if (base::OutsideKnownPeriods(u.start_ms(), u.end_ms())) {
+    const int64_t before = std::min(u.end_ms(), base::kFirstPeriodStartMs) - u.start_ms();
+    const int64_t after = u.end_ms() - std::max(u.start_ms(), base::kLastPeriod.EndMs());
     AddUnpriced((u.start_ms() < base::kFirstPeriodStartMs ? base::kFirstPeriod : base::kLastPeriod)
                     .ToString(),
-                seq, source_id, event_id, OutsideWhy("usage"), &rec);
+                seq, source_id, event_id, OutsideWhy("usage"), &rec,
+                static_cast<__int128>(u.gpu_count()) *
+                    (std::max<int64_t>(0, before) + std::max<int64_t>(0, after)));
   }
   const v1::Allocation* alloc = registry_.FindAllocation(u.allocation_id());
   if (alloc == nullptr) {
-    base::ForEachPeriodWithin(u.start_ms(), u.end_ms(), [&](Period p, int64_t, int64_t) {
+    base::ForEachPeriodWithin(u.start_ms(), u.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
       AddUnpriced(p.ToString(), seq, source_id, event_id,
-                  absl::StrCat("unknown allocation '", u.allocation_id(), "'"), &rec);
+                  absl::StrCat("unknown allocation '", u.allocation_id(), "'"), &rec,
+                  GpuMsOf(u.gpu_count(), lo, hi));
     });
     store_->Put(id_key, rec.SerializeAsString());
     return;
@@ -92,23 +98,27 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
       const auto inst = registry_.InstitutionAt(alloc->institution_id(), s);
       const auto rate = registry_.RateAt(alloc->program(), u.gpu_model(), s);
       const auto copay = inst ? registry_.CopayAt(inst->type, s) : std::nullopt;
+      LineId line{alloc->institution_id(),
+                  alloc->allocation_id(),
+                  u.gpu_model(),
+                  0,
+                  0,
+                  inst ? inst->type : v1::INSTITUTION_TYPE_UNSPECIFIED,
+                  v1::LINE_KIND_UNPRICED};
       if (!inst || !rate || !copay) {
+        // Listed with the reason, and on the invoice as an unpriced line: GPU-ms, 0 won.
         AddUnpriced(period, seq, source_id, event_id,
                     absl::StrCat(!inst   ? "no institution record for '"
                                  : !rate ? "no rate card for the usage of '"
                                          : "no co-pay policy for the type of '",
                                  alloc->institution_id(), "' at ", base::FormatKst(s)),
-                    &rec);
-        continue;
+                    &rec, GpuMsOf(gpus, s, e));
+      } else {
+        line.rate = *rate;
+        line.copay_bp = static_cast<int64_t>(*copay);
+        line.kind = v1::LINE_KIND_USAGE;
+        if (s >= cap_from) PriceBeyondCap(registry_.OverCapAt(*alloc, inst->type, s), &line);
       }
-      LineId line{alloc->institution_id(),
-                  alloc->allocation_id(),
-                  u.gpu_model(),
-                  *rate,
-                  static_cast<int64_t>(*copay),
-                  inst->type,
-                  v1::LINE_KIND_USAGE};
-      if (s >= cap_from) PriceBeyondCap(registry_.OverCapAt(*alloc, inst->type, s), &line);
       const std::string key = EncodeLine(line);
       const int n = rec.slices_size();
       if (n > 0 && rec.slices(n - 1).line_key() == key && rec.slices(n - 1).end_ms() == s &&

@@ -255,6 +255,8 @@ const char* LineKindName(v1::LineKind kind) {
       return "held";
     case v1::LINE_KIND_REFUSED:
       return "refused";
+    case v1::LINE_KIND_UNPRICED:
+      return "unpriced";
     default:
       return "usage";
   }
@@ -276,7 +278,8 @@ std::string PeriodJson(const v1::PeriodDocuments& docs) {
     unpriced.push_back({{"seq", u.seq()},
                         {"source_id", u.source_id()},
                         {"event_id", u.event_id()},
-                        {"why", u.why()}});
+                        {"why", u.why()},
+                        {"gpu_hours", Hours(u.gpu_ms())}});
   }
   json digests = json::array();
   for (const auto& d : docs.digests()) {
@@ -362,8 +365,8 @@ std::string RenderTable(const v1::PeriodDocuments& docs) {
   if (docs.unpriced_size() > 0) {
     absl::StrAppendFormat(&out, "\n%d usage event(s) could not be priced:\n", docs.unpriced_size());
     for (const auto& u : docs.unpriced()) {
-      absl::StrAppendFormat(&out, "  seq %d %s/%s: %s\n", u.seq(), u.source_id(), u.event_id(),
-                            u.why());
+      absl::StrAppendFormat(&out, "  seq %d %s/%s: %s GPU-hours: %s\n", u.seq(), u.source_id(),
+                            u.event_id(), Hours(u.gpu_ms()), u.why());
     }
   }
   if (docs.errors_size() > 0) {

@@ -384,6 +384,31 @@ TEST(InvoiceTest, AReleaseBillsHeldUsageAtItsCopay) {
   EXPECT_EQ(inv.totals().copay_krw(), 450 + 900);
 }
 
+// Usage taken back by a shortening gives its cap back: an interval recorded later, at an earlier
+// time, is within the cap again.
+TEST(InvoiceTest, UsageTakenBackGivesItsCapBack) {
+  Harness h;
+  Standard(h);
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL));
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(3 * kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 2, t + kHour, t + 3 * kHour));  // 3 within, 1 beyond
+  v1::RegistryEvent shorten;
+  shorten.mutable_allocation_amendment()->set_allocation_id("a-cap");
+  shorten.mutable_allocation_amendment()->set_effective_from_ms(t);
+  shorten.mutable_allocation_amendment()->set_new_end_ms(t + 2 * kHour);
+  h.Registry(shorten);  // u1 keeps [t + 1 h, t + 2 h): 2 GPU-hours of the cap, 1 given back
+  h.Usage("csp-a", Usage("u2", "a-cap", 1, t, t + 2 * kHour));  // 1 within, 1 beyond
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_USAGE).gpu_ms(), 3 * kHour);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_BEYOND_CAP).gpu_ms(), kHour);
+  EXPECT_EQ(inv.totals().gpu_ms(), 4 * kHour);
+}
+
 // 2 GPUs for 4 hours; 1 GPU of the allocation declared out of service for the middle 2 hours:
 // 2 GPU-hours are credited at the same prices. The outage is recorded after the usage.
 TEST(InvoiceTest, UsageDuringADeclaredOutageIsCredited) {
@@ -467,6 +492,41 @@ TEST(InvoiceTest, AnOutageBeforeTheUsageCreditsItToo) {
   EXPECT_EQ(OnlyInvoice(*h.Docs(kMarch)).totals().list_krw(), 27'000);
 }
 
+// A withdrawn outage stops counting: the credit it gave goes (an adjustment once the month is
+// closed), and so does its row on the CSP's statement.
+TEST(InvoiceTest, AWithdrawnOutageTakesBackItsCreditsAndStatementRows) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  h.Usage("csp-a", Outage("o1", "a-sme", 1, t + kHour, t + 3 * kHour, "gpu-fault"));
+  {
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(OnlyInvoice(*d).totals().list_krw(), 27'000);
+    ASSERT_EQ(d->statements_size(), 1);
+    EXPECT_EQ(d->statements(0).outages_size(), 1);
+  }
+  h.Close(kMarch);
+  v1::UsageEvent w;
+  w.set_event_id("w1");
+  w.mutable_outage_withdrawal()->set_target_event_id("o1");
+  w.mutable_outage_withdrawal()->set_allocation_id("a-sme");
+  w.mutable_outage_withdrawal()->set_program(v1::GOV_ADVANCED);
+  w.mutable_outage_withdrawal()->set_gpu_model(v1::H200);
+  h.Usage("csp-a", w);
+  auto d = h.Docs(kApril);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.adjustments_size(), 1);
+  EXPECT_EQ(inv.adjustments(0).kind(), v1::LINE_KIND_OUTAGE_CREDIT);
+  EXPECT_EQ(inv.adjustments(0).gpu_ms(), 2 * kHour);  // the credit taken back
+  EXPECT_EQ(inv.adjustments(0).list_krw(), 9'000);
+  ASSERT_EQ(d->statements_size(), 1);
+  ASSERT_EQ(d->statements(0).outage_adjustments_size(), 1);
+  EXPECT_EQ(d->statements(0).outage_adjustments(0).gpu_ms(), -2 * kHour);
+}
+
 TEST(InvoiceTest, UnpricedUsageIsListedNotDropped) {
   Harness h;
   Standard(h);
@@ -479,6 +539,38 @@ TEST(InvoiceTest, UnpricedUsageIsListedNotDropped) {
   EXPECT_EQ(d->unpriced(0).seq(), seq);
   EXPECT_NE(d->unpriced(0).why().find("no-such-allocation"), std::string::npos);
   EXPECT_NE(RenderTable(*d).find("could not be priced"), std::string::npos);
+  EXPECT_EQ(d->unpriced(0).gpu_ms(), kHour);
+}
+
+// Usage of a known allocation that no rate card prices yet is on its institution's invoice as an
+// `unpriced` line with its GPU-ms and 0 won, and in the list with the reason; once a rate card is
+// in force, usage from then on is priced. No outage credit applies to the unpriced part.
+TEST(InvoiceTest, UsageThatCannotBePricedIsOnTheInvoiceWithItsGpuMs) {
+  Harness h;
+  Standard(h);  // no rate card for B200
+  v1::RegistryEvent b200 = Allocation("a-b200", "sme");
+  b200.mutable_allocation()->set_gpu_model(v1::B200);
+  h.Registry(b200);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Registry(Rate(9'000, t + 2 * kHour, v1::GOV_ADVANCED, v1::B200));
+  h.Usage("csp-a", Outage("o1", "a-b200", 2, t, t + 3 * kHour, "fan"));
+  h.Usage("csp-a", Usage("u1", "a-b200", 2, t, t + 3 * kHour, v1::B200));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  const v1::InvoiceLine unpriced = LineOfKind(inv, v1::LINE_KIND_UNPRICED);
+  EXPECT_EQ(unpriced.gpu_ms(), 4 * kHour);
+  EXPECT_EQ(unpriced.list_krw(), 0);
+  EXPECT_EQ(unpriced.copay_krw(), 0);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_USAGE).gpu_ms(), 2 * kHour);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_USAGE).list_krw(), 18'000);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_OUTAGE_CREDIT).gpu_ms(), -2 * kHour);  // priced hour
+  EXPECT_EQ(inv.totals().gpu_ms(), 4 * kHour);
+  EXPECT_EQ(inv.totals().list_krw(), 0);
+  ASSERT_EQ(d->unpriced_size(), 1);
+  EXPECT_EQ(d->unpriced(0).gpu_ms(), 4 * kHour);
+  EXPECT_NE(d->unpriced(0).why().find("no rate card"), std::string::npos);
+  EXPECT_NE(InvoiceJson(inv).find("\"unpriced\""), std::string::npos);
 }
 
 TEST(InvoiceTest, JsonIsCanonicalAndCsvHasOneRowPerLine) {

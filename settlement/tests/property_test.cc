@@ -288,11 +288,13 @@ struct World {
     int64_t usage = 0;
     int64_t beyond_cap = 0;
     int64_t credit = 0;
+    int64_t unpriced = 0;
   };
   Quantities Expected(Period p) const {
     Quantities q;
     for (const auto& [who, r] : live) {
       const int64_t from = std::max(r.start, r.priced_from);
+      q.unpriced += r.gpus * Overlap(r.start, std::min(r.end, r.priced_from), p);
       if (from >= r.end) continue;
       q.usage += r.gpus * Overlap(from, std::min(r.end, r.cap_from), p);
       q.beyond_cap += r.gpus * Overlap(std::max(from, r.cap_from), r.end, p);
@@ -866,7 +868,8 @@ void CheckAddsUp(const v1::PeriodDocuments& d, const std::string& where) {
     Sum sum;
     for (const v1::InvoiceLine& l : inv.lines()) {
       EXPECT_EQ(l.list_krw(), l.copay_krw() + l.subsidy_krw());
-      const bool worthless = l.kind() == v1::LINE_KIND_HELD || l.kind() == v1::LINE_KIND_REFUSED;
+      const bool worthless = l.kind() == v1::LINE_KIND_HELD || l.kind() == v1::LINE_KIND_REFUSED ||
+                             l.kind() == v1::LINE_KIND_UNPRICED;
       EXPECT_EQ(l.list_krw(),
                 worthless ? 0
                           : RoundDiv(static_cast<__int128>(l.gpu_ms()) * l.krw_per_gpu_hour(),
@@ -1056,6 +1059,9 @@ void CheckQuantities(const v1::PeriodDocuments& d, const World& w, const std::st
         case v1::LINE_KIND_OUTAGE_CREDIT:
           got.credit -= l.gpu_ms();
           break;
+        case v1::LINE_KIND_UNPRICED:
+          got.unpriced += l.gpu_ms();
+          break;
         default:
           ADD_FAILURE() << "line kind " << l.kind();
       }
@@ -1066,6 +1072,7 @@ void CheckQuantities(const v1::PeriodDocuments& d, const World& w, const std::st
   EXPECT_EQ(got.usage, want.usage) << "usage within the cap";
   EXPECT_EQ(got.beyond_cap, want.beyond_cap) << "beyond the cap";
   EXPECT_EQ(got.credit, want.credit) << "outage credits";
+  EXPECT_EQ(got.unpriced, want.unpriced) << "usage that could not be priced, on the invoices";
   // Usage that no rate card prices is listed, not dropped.
   std::set<std::pair<std::string, std::string>> unpriced;
   for (const v1::Unpriced& u : d.unpriced()) unpriced.insert({u.source_id(), u.event_id()});

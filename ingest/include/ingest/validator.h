@@ -110,6 +110,9 @@ class Validator {
                                     gpuledger::v1::GpuModel model, int64_t at_ms,
                                     ledger::Candidate* c) const;
   void CheckCorrection(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
+  // An outage withdrawal: its target is an accepted outage of the same CSP, not withdrawn yet,
+  // with the same allocation (or pool) as the withdrawal names.
+  void CheckWithdrawal(const gpuledger::v1::UsageEvent& e, ledger::Candidate* c) const;
   // The allocation `allocation_id` if it is announced, hosted by `csp`, of `model`, and its
   // window holds [start_ms, end_ms); otherwise parks `c` (not announced yet) or rejects it, and
   // returns nullptr.
@@ -149,6 +152,16 @@ class Validator {
   // Accepted outages by what they hit (OutageKey): [start, end) and GPUs. Outages are few (a
   // handful per pool and month) next to usage, so they stay in memory; Load rebuilds them.
   std::map<std::string, std::vector<OutageSpan>> outages_;
+  // The same outages by (CSP, event id), for withdrawals; withdrawn ones stay, marked.
+  struct AcceptedOutage {
+    std::string key;  // in outages_
+    OutageSpan span;
+    std::string allocation_id;
+    int program = 0;
+    int model = 0;
+    bool withdrawn = false;
+  };
+  std::map<Identity, AcceptedOutage> outage_events_;
   int64_t latest_record_ms_ = -1;  // the latest time of record seen (parking's clock)
 };
 

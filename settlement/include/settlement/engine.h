@@ -101,6 +101,12 @@ class Engine {
                    const gpuledger::v1::UsageEvent& event);
   void ApplyOutage(uint64_t seq, const std::string& source_id,
                    const gpuledger::v1::UsageEvent& event);
+  void WithdrawOutage(uint64_t seq, const std::string& source_id,
+                      const gpuledger::v1::UsageEvent& event);
+  // Adds (sign 1) or takes back (sign -1) an outage's GPU-ms on its pool's statement rows.
+  void CountOutage(const std::string& source_id, const gpuledger::v1::OutageInterval& o, int sign);
+  // Recomputes the outage credits of the allocation's usage that overlaps [start_ms, end_ms).
+  void RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms);
   void AddInterval(uint64_t seq, const std::string& source_id, const std::string& event_id,
                    const gpuledger::v1::UsageInterval& interval);
   // Takes what fits of `interval` from its allocation's GPU-hour cap (recorded in `rec`); returns
@@ -116,7 +122,7 @@ class Engine {
   void AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus);
   void AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
                    const std::string& event_id, const std::string& why,
-                   gpuledger::v1::StoredInterval* rec);
+                   gpuledger::v1::StoredInterval* rec, __int128 gpu_ms = 0);
   void NoteOutside(uint64_t seq, const std::string& source_id, const std::string& event_id,
                    std::string_view what, int64_t start_ms, int64_t end_ms);
   absl::Status Close(uint64_t seq, const gpuledger::v1::RegistryEvent& event);

@@ -30,7 +30,7 @@ std::string RenderCsv(const gpuledger::v1::PeriodDocuments& docs, const std::str
 // document in `docs`, each starting on a new page.
 std::string RenderHtml(const gpuledger::v1::PeriodDocuments& docs);
 
-// "usage", "beyond_cap", "held", "refused", "outage_credit".
+// "usage", "beyond_cap", "held", "refused", "unpriced", "outage_credit".
 const char* LineKindName(gpuledger::v1::LineKind kind);
 
 }  // namespace gpuledger::settlement
