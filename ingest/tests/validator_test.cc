@@ -832,12 +832,12 @@ class PolicyTest : public ::testing::Test {
  protected:
   void SetUp() override {
     h_.StandardRegistry();  // uni (ACADEMIA) and a1 on GOV_ADVANCED
-    for (auto [id, type] :
+    for (const auto& institution :
          {std::pair{"sme", v1::SME}, {"sme2", v1::SME}, {"lab", v1::RESEARCH_INSTITUTE}}) {
       ASSERT_EQ(h_.Reg([&](auto* e) {
         auto* i = e->mutable_institution();
-        i->set_institution_id(id);
-        i->set_type(type);
+        i->set_institution_id(institution.first);
+        i->set_type(institution.second);
       }),
                 "");
     }

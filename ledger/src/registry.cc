@@ -199,13 +199,13 @@ std::optional<RegistryProblem> Registry::CheckCopayPolicy(const v1::CopayPolicy&
       if (problem || b == nullptr) return;
       if (p.copay_bp() >= b->min_copay_bp() && p.copay_bp() <= b->max_copay_bp()) return;
       problem = RegistryProblem{
-          kCopayOutOfBounds, absl::StrCat("a co-pay of ", Percent(p.copay_bp()), " for ",
-                                          v1::InstitutionType_Name(p.institution_type()), " from ",
-                                          base::FormatKst(from), " is outside ",
-                                          v1::Program_Name(static_cast<v1::Program>(program)),
-                                          "'s bounds of ", Percent(b->min_copay_bp()), " to ",
-                                          Percent(b->max_copay_bp()), " (its policy in force from ",
-                                          base::FormatKst(lo), "); publish a co-pay within them")};
+          kCopayOutOfBounds,
+          absl::StrCat("a co-pay of ", Percent(p.copay_bp()), " for ",
+                       v1::InstitutionType_Name(p.institution_type()), " from ",
+                       base::FormatKst(from), " is outside ", v1::Program_Name(v.policy.program()),
+                       "'s bounds of ", Percent(b->min_copay_bp()), " to ",
+                       Percent(b->max_copay_bp()), " (its policy in force from ",
+                       base::FormatKst(lo), "); publish a co-pay within them")};
     });
     if (problem) return problem;
   }
