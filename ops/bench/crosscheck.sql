@@ -30,8 +30,8 @@
 --     extension does not bring usage back).
 --  5. The interval is clipped to the period; used GPU-ms = GPUs × ms.
 --  6. Outages declared for an allocation (recorded after the allocation; before or after the
---     usage) and not withdrawn later (an OutageWithdrawal naming it) credit
---     min(usage GPUs, GPUs out at that instant) × ms of the counted part.
+--     usage) and not withdrawn later (an OutageWithdrawal naming it) credit, per allocation,
+--     min(GPUs of its counted usage, GPUs out at that instant) × ms: each GPU out once.
 --  GPU-hour caps move usage between `usage` and `beyond_cap`, `held` or `refused` lines (by the
 --  programme's over-cap rule) but not its GPU-ms, and rate
 --  or co-pay changes split lines without changing their sum: neither is needed here.
@@ -165,20 +165,38 @@ WITH o AS (
 )
 SELECT * FROM lv WHERE e IS NOT NULL AND out_gpus > 0;
 
+-- Rule 6: usage levels per allocation (the GPUs of its counted usage at each instant), and the
+-- credit: min(usage GPUs, GPUs out) over time, per allocation, so that a GPU out is credited
+-- once however many intervals ran on the allocation then.
+CREATE OR REPLACE TEMP TABLE usage_levels AS
+WITH pts AS (
+  SELECT allocation_id, t, sum(d) AS d FROM (
+    SELECT allocation_id, lo AS t, gpu_count AS d FROM counted
+    UNION ALL SELECT allocation_id, hi, -gpu_count FROM counted
+  ) GROUP BY allocation_id, t
+), lv AS (
+  SELECT allocation_id, t AS s, lead(t) OVER w AS e,
+         sum(d) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS used_gpus
+  FROM pts WINDOW w AS (PARTITION BY allocation_id ORDER BY t)
+)
+SELECT * FROM lv WHERE e IS NOT NULL AND used_gpus > 0;
+
 CREATE OR REPLACE TEMP TABLE credits AS
-SELECT c.seq, sum(least(c.gpu_count, v.out_gpus) * (least(c.hi, v.e) - greatest(c.lo, v.s)))
+SELECT al.institution_id,
+       sum(least(u.used_gpus, v.out_gpus) * (least(u.e, v.e) - greatest(u.s, v.s)))
          AS credit_gpu_ms
-FROM counted c JOIN outage_levels v
-  ON v.allocation_id = c.allocation_id AND v.s < c.hi AND v.e > c.lo
-GROUP BY c.seq;
+FROM usage_levels u JOIN outage_levels v
+  ON v.allocation_id = u.allocation_id AND v.s < u.e AND v.e > u.s
+JOIN alloc al ON al.allocation_id = u.allocation_id
+GROUP BY al.institution_id;
 
 CREATE OR REPLACE TABLE xcheck AS
 WITH priced_per AS (
-  SELECT c.institution_id,
-         sum(c.gpu_count * (c.hi - c.lo))::BIGINT AS used_gpu_ms,
-         (-coalesce(sum(cr.credit_gpu_ms), 0))::BIGINT AS credit_gpu_ms
-  FROM counted c LEFT JOIN credits cr USING (seq)
-  GROUP BY c.institution_id
+  SELECT u.institution_id, u.used_gpu_ms,
+         (-coalesce(cr.credit_gpu_ms, 0))::BIGINT AS credit_gpu_ms
+  FROM (SELECT institution_id, sum(gpu_count * (hi - lo))::BIGINT AS used_gpu_ms
+        FROM counted GROUP BY institution_id) u
+  LEFT JOIN credits cr USING (institution_id)
 ), per AS (
   SELECT coalesce(p.institution_id, u.institution_id) AS institution_id,
          coalesce(p.used_gpu_ms, 0) AS used_gpu_ms, coalesce(p.credit_gpu_ms, 0) AS credit_gpu_ms,

@@ -20,6 +20,8 @@ What is in it (one CSP, csp-x; KST month from p0 = 2026-03-01T00:00+09:00):
         covers p0+19d..p0+22d (no credit after the revocation).
   al-5  inst-b, 2 GPUs, usage p0+10d..p0+20d; phase 2 moves its end to p0+15d 03:00, then
         extends it to p0+40d (the usage cut off does not come back), and corrects u5-2.
+  al-6  inst-b, 6 GPUs: two 3-GPU intervals at once (nodes n1, n2) under one 2-GPU outage (o7):
+        each GPU out is credited once (4 GPU-hours), not once per interval (8).
   u99   usage of an allocation that is never announced (parked, never counted).
 Deterministic: no randomness, no clock.
 """
@@ -82,7 +84,8 @@ def build():
             ("al-2", "inst-b", "LEASE_HPC", "H100", 4, 0),
             ("al-3", "inst-c", "GOV_ADVANCED", "H200", 4, 0),
             ("al-4", "inst-a", "GOV_ADVANCED", "H200", 2, 0),
-            ("al-5", "inst-b", "GOV_ADVANCED", "H200", 2, 0)):
+            ("al-5", "inst-b", "GOV_ADVANCED", "H200", 2, 0),
+            ("al-6", "inst-b", "GOV_ADVANCED", "H200", 6, 0)):
         a = {"allocationId": alloc, "institutionId": inst, "program": program, "cspId": "csp-x",
              "gpuModel": model, "gpuCount": gpus, "startMs": P0 - 10 * DAY,
              "endMs": P0 + 60 * DAY}
@@ -107,6 +110,9 @@ def build():
     for i in range(10):
         t = P0 + 10 * DAY + i * DAY
         s.use("phase1", "u5-%d" % i, "usage", interval("al-5", "H200", 2, t, t + DAY))
+    for node in ("n1", "n2"):  # two 3-GPU intervals at once on one allocation
+        s.use("phase1", "u6-" + node, "usage",
+              interval("al-6", "H200", 3, P0 + 25 * DAY, P0 + 25 * DAY + 4 * HOUR, node))
     s.use("phase1", "u99", "usage", interval("al-99", "H200", 1, P0 + 3 * DAY,
                                              P0 + 3 * DAY + HOUR))
 
@@ -149,6 +155,8 @@ def build():
     outage("o3", "al-2", "LEASE_HPC", "H100", 3, P0 + 4 * DAY, P0 + 6 * DAY)
     outage("o4", "al-4", "GOV_ADVANCED", "H200", 1, P0 + 19 * DAY, P0 + 22 * DAY)
     outage("o5", "al-1", "GOV_ADVANCED", "H200", 8, P0 - 3 * HOUR, P0 + HOUR)
+    # 2 GPUs out under both al-6 intervals: credited 2 GPUs × 2 h once, not once per interval.
+    outage("o7", "al-6", "GOV_ADVANCED", "H200", 2, P0 + 25 * DAY + HOUR, P0 + 25 * DAY + 3 * HOUR)
     # A mistaken outage, withdrawn (its credit goes); withdrawn again: refused.
     outage("o6", "al-1", "GOV_ADVANCED", "H200", 2, t10 + 6 * HOUR, t10 + 12 * HOUR)
     for w in ("w1", "w2"):

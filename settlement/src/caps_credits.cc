@@ -35,29 +35,35 @@ int64_t Engine::TakeCap(const v1::Allocation& alloc, const v1::UsageInterval& u,
   return static_cast<int64_t>(u.start_ms() + within_ms);
 }
 
-// Recomputes the outage credits of an interval from its slices and every outage declared for
-// its allocation so far: a slice's GPUs are credited up to the GPUs declared out at each instant.
-void Engine::Recredit(v1::StoredInterval* rec) {
-  for (const auto& c : rec->credits()) AddLine(c.period(), c.line_key(), -PartGpuMs(c));
-  rec->clear_credits();
-  if (!allocations_with_outages_.contains(rec->interval().allocation_id())) return;
-  std::vector<v1::StoredOutage> outages;
-  store_->Scan(KeyBuilder(keys::kOutageRecord).Str(rec->interval().allocation_id()).key(),
-               [&](std::string_view, std::string_view value) {
-                 v1::StoredOutage o;
-                 if (o.ParseFromString(std::string(value))) outages.push_back(o);
-                 return true;
-               });
-  if (outages.empty()) return;
-  const int64_t gpus = rec->interval().gpu_count();
-  std::map<std::pair<std::string, std::string>, __int128> credits;
-  for (const auto& s : rec->slices()) {
-    LineId id;
-    if (DecodeLine(s.line_key(), &id) && id.kind == v1::LINE_KIND_UNPRICED) continue;  // no price
-    std::vector<int64_t> cuts{s.start_ms(), s.end_ms()};
+namespace {
+
+// Which usage an allocation's out-of-service GPUs credit first at an instant: usage billed
+// within the cap, then usage billed beyond it, then held or refused usage (0 won either way).
+// Unpriced usage is never credited: -1.
+int CreditRank(const std::string& line_key) {
+  LineId id;
+  if (!DecodeLine(line_key, &id)) return -1;  // never: we wrote it
+  switch (id.kind) {
+    case v1::LINE_KIND_USAGE:
+      return 0;
+    case v1::LINE_KIND_BEYOND_CAP:
+      return 1;
+    case v1::LINE_KIND_HELD:
+    case v1::LINE_KIND_REFUSED:
+      return 2;
+    default:
+      return -1;
+  }
+}
+
+// The GPUs still to credit over time: a step function, value from each key to the next.
+class OutLevels {
+ public:
+  OutLevels(const std::vector<v1::StoredOutage>& outages, int64_t lo, int64_t hi) {
+    std::vector<int64_t> cuts{lo, hi};
     for (const auto& o : outages) {
       for (int64_t t : {o.start_ms(), o.end_ms()}) {
-        if (t > s.start_ms() && t < s.end_ms()) cuts.push_back(t);
+        if (t > lo && t < hi) cuts.push_back(t);
       }
     }
     std::sort(cuts.begin(), cuts.end());
@@ -67,18 +73,126 @@ void Engine::Recredit(v1::StoredInterval* rec) {
       for (const auto& o : outages) {
         if (o.start_ms() <= cuts[i] && cuts[i] < o.end_ms()) out += o.gpu_count();
       }
-      const int64_t credited = std::min(gpus, out);
-      if (credited > 0) {
-        credits[{s.period(), CreditKeyOf(s.line_key())}] -= GpuMsOf(credited, cuts[i], cuts[i + 1]);
-      }
+      level_[cuts[i]] = out;
+    }
+    level_[hi] = 0;
+  }
+
+  // Takes up to `gpus` GPUs at each instant of [s, e) (within [lo, hi)); returns the GPU-ms
+  // taken.
+  __int128 Take(int64_t gpus, int64_t s, int64_t e) {
+    Split(s);
+    Split(e);
+    __int128 taken = 0;
+    for (auto it = level_.find(s); it != level_.end() && it->first < e; ++it) {
+      const int64_t next = std::next(it)->first;
+      const int64_t credited = std::min(gpus, it->second);
+      if (credited <= 0) continue;
+      it->second -= credited;
+      taken += GpuMsOf(credited, it->first, next);
+    }
+    return taken;
+  }
+
+ private:
+  void Split(int64_t t) {
+    auto it = level_.upper_bound(t);
+    if (it == level_.begin()) return;  // before lo: never (callers clip)
+    const auto prev = std::prev(it);
+    if (prev->first != t) level_.emplace_hint(it, t, prev->second);
+  }
+  std::map<int64_t, int64_t> level_;
+};
+
+}  // namespace
+
+// Recomputes the outage credits of the allocation's usage over [start_ms, end_ms), after an
+// outage, a withdrawal, new or removed usage or a change of line. At each instant the GPUs
+// declared out are credited at most once across all the allocation's usage: to usage billed
+// within the cap first, then beyond it, then held or refused usage; among equals in the order
+// of (CSP, event id). Unpriced usage is neither credited nor uses a credit.
+void Engine::RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms) {
+  if (end_ms <= start_ms || !allocations_with_outages_.contains(allocation_id)) return;
+  struct Entry {
+    std::string key;
+    int64_t start_ms = 0, end_ms = 0;
+    v1::StoredInterval rec;
+    bool loaded = false;
+  };
+  std::vector<Entry> entries;
+  const std::string prefix = KeyBuilder(keys::kAllocationIndex).Str(allocation_id).Take();
+  store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
+    KeyReader r(value);
+    Entry e;
+    if (!r.I64(&e.start_ms) || !r.I64(&e.end_ms)) return true;  // never: we wrote it
+    e.key = absl::StrCat(keys::kInterval, std::string(key.substr(prefix.size())));
+    entries.push_back(std::move(e));
+    return true;
+  });
+  // The usage whose credits may change, and the stretch it spans: every credit it gets is
+  // decided by usage overlapping that stretch.
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (const auto& e : entries) {
+    if (e.end_ms <= start_ms || e.start_ms >= end_ms) continue;
+    lo = std::min(lo, e.start_ms);
+    hi = std::max(hi, e.end_ms);
+  }
+  if (lo >= hi) return;
+  std::vector<v1::StoredOutage> outages;
+  store_->Scan(KeyBuilder(keys::kOutageRecord).Str(allocation_id).key(),
+               [&](std::string_view, std::string_view value) {
+                 v1::StoredOutage o;
+                 if (o.ParseFromString(std::string(value))) outages.push_back(o);
+                 return true;
+               });
+  std::erase_if(entries, [&](const Entry& e) { return e.end_ms <= lo || e.start_ms >= hi; });
+  for (auto& e : entries) {
+    auto bytes = store_->Get(e.key);
+    e.loaded = bytes && e.rec.ParseFromString(*bytes);
+    if (!e.loaded) e.rec.Clear();
+  }
+  struct SliceRef {
+    int rank;
+    size_t entry;
+    int slice;
+  };
+  std::vector<SliceRef> order;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& slices = entries[i].rec.slices();
+    for (int j = 0; j < slices.size(); ++j) {
+      const int rank = CreditRank(slices[j].line_key());
+      if (rank >= 0) order.push_back({rank, i, j});
     }
   }
-  for (const auto& [where, gpu_ms] : credits) {
-    v1::StoredPart* part = rec->add_credits();
-    part->set_period(where.first);
-    part->set_line_key(where.second);
-    part->set_gpu_ms_i128(keys::EncodeI128(gpu_ms));
-    AddLine(where.first, where.second, gpu_ms);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const SliceRef& a, const SliceRef& b) { return a.rank < b.rank; });
+  OutLevels levels(outages, lo, hi);
+  std::vector<std::map<std::pair<std::string, std::string>, __int128>> credits(entries.size());
+  for (const SliceRef& ref : order) {
+    const auto& rec = entries[ref.entry].rec;
+    const auto& s = rec.slices(ref.slice);
+    const int64_t from = std::max(s.start_ms(), lo);
+    const int64_t to = std::min(s.end_ms(), hi);
+    if (from >= to) continue;
+    const __int128 taken = levels.Take(rec.interval().gpu_count(), from, to);
+    if (taken != 0) credits[ref.entry][{s.period(), CreditKeyOf(s.line_key())}] -= taken;
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    auto& e = entries[i];
+    if (e.end_ms <= start_ms || e.start_ms >= end_ms || !e.loaded) continue;
+    std::map<std::pair<std::string, std::string>, __int128> old;
+    for (const auto& c : e.rec.credits()) old[{c.period(), c.line_key()}] += PartGpuMs(c);
+    if (old == credits[i]) continue;
+    for (const auto& c : e.rec.credits()) AddLine(c.period(), c.line_key(), -PartGpuMs(c));
+    e.rec.clear_credits();
+    for (const auto& [where, gpu_ms] : credits[i]) {
+      v1::StoredPart* part = e.rec.add_credits();
+      part->set_period(where.first);
+      part->set_line_key(where.second);
+      part->set_gpu_ms_i128(keys::EncodeI128(gpu_ms));
+      AddLine(where.first, where.second, gpu_ms);
+    }
+    store_->Put(e.key, e.rec.SerializeAsString());
   }
 }
 
@@ -118,9 +232,9 @@ void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
         t->set_end_ms(end_ms);
       }
     }
-    Recredit(&kept);
     store_->Put(key, kept.SerializeAsString());
   }
+  RecreditWithin(allocation_id, end_ms, INT64_MAX);
 }
 
 // An outage's GPU-ms on its pool's statement rows, per period (adjustments for closed ones).
@@ -140,17 +254,6 @@ void Engine::CountOutage(const std::string& source_id, const v1::OutageInterval&
     counters_->Add(key, sign * GpuMsOf(o.gpu_count(), lo, hi));
     if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOutage, rest), "");
   });
-}
-
-void Engine::RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms) {
-  for (const std::string& key : IntervalKeysOf(store_, allocation_id)) {
-    auto bytes = store_->Get(key);
-    v1::StoredInterval rec;
-    if (!bytes || !rec.ParseFromString(*bytes)) continue;
-    if (rec.interval().end_ms() <= start_ms || rec.interval().start_ms() >= end_ms) continue;
-    Recredit(&rec);
-    store_->Put(key, rec.SerializeAsString());
-  }
 }
 
 // An outage counts on its pool's statement; one declared for an allocation also credits the
@@ -218,6 +321,7 @@ void Engine::Release(const std::string& allocation_id, uint32_t copay_bp) {
   ledger::OverCapPricing released;
   released.action = v1::OVER_CAP_BILL_AT;
   released.copay_bp = copay_bp;
+  int64_t from = INT64_MAX, to = INT64_MIN;
   for (const std::string& key : IntervalKeysOf(store_, allocation_id)) {
     auto bytes = store_->Get(key);
     v1::StoredInterval rec;
@@ -234,9 +338,11 @@ void Engine::Release(const std::string& allocation_id, uint32_t copay_bp) {
       changed = true;
     }
     if (!changed) continue;
-    Recredit(&rec);
     store_->Put(key, rec.SerializeAsString());
+    from = std::min(from, rec.interval().start_ms());
+    to = std::max(to, rec.interval().end_ms());
   }
+  RecreditWithin(allocation_id, from, to);
 }
 
 }  // namespace gpuledger::settlement

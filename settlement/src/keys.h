@@ -29,7 +29,8 @@
 //   u/ period u64 seq u32 n                    → Unpriced
 //   i/ source event                            → StoredInterval
 //   k/ allocation                              → i128 GPU-ms taken from the allocation's cap
-//   x/ allocation source event                 → "" (index: intervals of an allocation)
+//   x/ allocation source event                 → i64 start_ms, i64 end_ms (index: intervals of
+//                                                an allocation, with their stretch)
 //   o/ allocation u64 seq                      → StoredOutage
 //   w/ pool                                    → i128 own-use GPU-ms
 //   tw/ pool, bw/ pool                         → "", OwnUseRow as billed
@@ -48,9 +49,10 @@ namespace gpuledger::settlement::keys {
 
 inline constexpr char kFormatKey[] = "s/format";
 // 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: typed keys, 128-bit
-// counters, s/applied with the hash in hex. 3: s/applied with the raw hash. 4: this file
-// (over-cap rules: held, refused and unpriced lines; outages by event id, for withdrawals).
-inline constexpr char kFormatValue[] = "gpuledger-settlement/4";
+// counters, s/applied with the hash in hex. 3: s/applied with the raw hash. 4: over-cap rules
+// (held, refused and unpriced lines; outages by event id, for withdrawals). 5: this file (the
+// allocation index carries each interval's stretch; credits capped per allocation and instant).
+inline constexpr char kFormatValue[] = "gpuledger-settlement/5";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
 

@@ -135,14 +135,16 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
       AddDaily(source_id, s, e, gpus);
     }
   });
-  Recredit(&rec);
   store_->Put(id_key, rec.SerializeAsString());
+  // The index carries the interval's stretch, so that credits find the usage an outage overlaps
+  // without reading every interval of the allocation.
   store_->Put(KeyBuilder(keys::kAllocationIndex)
                   .Str(alloc->allocation_id())
                   .Str(source_id)
                   .Str(event_id)
                   .key(),
-              "");
+              KeyBuilder().I64(u.start_ms()).I64(u.end_ms()).key());
+  RecreditWithin(alloc->allocation_id(), u.start_ms(), u.end_ms());
 }
 
 void Engine::RemoveInterval(const v1::StoredInterval& rec) {
@@ -164,6 +166,10 @@ void Engine::RemoveInterval(const v1::StoredInterval& rec) {
                      .Str(rec.source_id())
                      .Str(rec.event_id())
                      .key());
+  // Usage at the same instants may take the credits this interval had.
+  if (!rec.credits().empty()) {
+    RecreditWithin(allocation_id, rec.interval().start_ms(), rec.interval().end_ms());
+  }
 }
 
 // Own use or an outage partly outside the known periods: listed (with the period nearest it)

@@ -460,6 +460,93 @@ TEST(InvoiceTest, AnOutageCreditsAtMostTheGpusInUse) {
   EXPECT_EQ(inv.totals().gpu_ms(), 2 * kHour);
 }
 
+// An outage credits at most the GPUs it took out, across all the allocation's usage at each
+// instant: two 3-GPU intervals under one 2-GPU outage of 2 hours are credited 2 GPUs × 2 h =
+// 4 GPU-hours, not 8 (issue 16). One more GPU out credits 3 and not 4; and a 2-GPU outage
+// over two 1-GPU intervals credits both. (Kills the mutant that caps credits per interval.)
+TEST(InvoiceTest, AnOutageCreditsEachGpuOutOnceAcrossTheAllocationsUsage) {
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  struct Case {
+    int64_t usage_gpus;
+    int64_t out_gpus;
+    int64_t credited_gpus;
+  };
+  for (const Case c : {Case{3, 2, 2}, Case{3, 3, 3}, Case{1, 2, 2}, Case{1, 1, 1}}) {
+    SCOPED_TRACE(absl::StrCat(c.usage_gpus, " GPUs twice, ", c.out_gpus, " out"));
+    Harness h;
+    Standard(h);
+    h.Usage("csp-a", Usage("u1", "a-sme", c.usage_gpus, t, t + 4 * kHour));
+    h.Usage("csp-a", Usage("u2", "a-sme", c.usage_gpus, t, t + 4 * kHour));
+    h.Usage("csp-a", Outage("o1", "a-sme", c.out_gpus, t + kHour, t + 3 * kHour, "fan"));
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    const v1::InvoiceLine credit = LineOfKind(OnlyInvoice(*d), v1::LINE_KIND_OUTAGE_CREDIT);
+    EXPECT_EQ(credit.gpu_ms(), -c.credited_gpus * 2 * kHour);
+    EXPECT_EQ(OnlyInvoice(*d).totals().gpu_ms(),
+              (2 * c.usage_gpus * 4 - c.credited_gpus * 2) * kHour);
+  }
+}
+
+// The order of arrival does not change the credits: the outage first, then the usage; and usage
+// taken back by a correction leaves the credit to the usage still there.
+TEST(InvoiceTest, CreditsPerAllocationDoNotDependOnArrivalAndFollowCorrections) {
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  Harness h;
+  Standard(h);
+  h.Usage("csp-a", Outage("o1", "a-sme", 2, t + kHour, t + 3 * kHour, "fan"));
+  h.Usage("csp-a", Usage("u2", "a-sme", 3, t, t + 4 * kHour));
+  h.Usage("csp-a", Usage("u1", "a-sme", 3, t, t + 4 * kHour));
+  {
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(LineOfKind(OnlyInvoice(*d), v1::LINE_KIND_OUTAGE_CREDIT).gpu_ms(), -4 * kHour);
+  }
+  // u1 (first by event id) had the credit; cancelled, u2 takes it.
+  h.Usage("csp-a", Correction("c1", "u1", "a-sme", nullptr));
+  {
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(LineOfKind(OnlyInvoice(*d), v1::LINE_KIND_OUTAGE_CREDIT).gpu_ms(), -4 * kHour);
+    EXPECT_EQ(OnlyInvoice(*d).totals().gpu_ms(), (12 - 4) * kHour);
+  }
+  // Cut short by a revocation after 2 hours: the credit is 2 GPUs × 1 h.
+  v1::RegistryEvent revoke;
+  revoke.mutable_allocation_amendment()->set_allocation_id("a-sme");
+  revoke.mutable_allocation_amendment()->set_effective_from_ms(t + 2 * kHour);
+  revoke.mutable_allocation_amendment()->set_revoke(true);
+  h.Registry(revoke);
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(LineOfKind(OnlyInvoice(*d), v1::LINE_KIND_OUTAGE_CREDIT).gpu_ms(), -2 * kHour);
+  EXPECT_EQ(OnlyInvoice(*d).totals().gpu_ms(), (6 - 2) * kHour);
+}
+
+// Billed usage is credited before held usage at the same instant: a cap of 4 GPU-hours; u1
+// (1 GPU × 4 h) fills it; u2 (1 GPU × 4 h, same hours) is held; 1 GPU out for 2 h credits u1.
+TEST(InvoiceTest, BilledUsageTakesTheCreditBeforeHeldUsage) {
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  Harness h;
+  Standard(h);
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(4 * kHour);
+  h.Registry(capped);
+  h.Usage("csp-a", Outage("o1", "a-cap", 1, t + kHour, t + 3 * kHour, "fan"));
+  h.Usage("csp-a", Usage("z-first", "a-cap", 1, t, t + 4 * kHour));
+  h.Usage("csp-a", Usage("a-second", "a-cap", 1, t, t + 4 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  int64_t billed_credit = 0, held_credit = 0;
+  for (const auto& l : inv.lines()) {
+    if (l.kind() != v1::LINE_KIND_OUTAGE_CREDIT) continue;
+    (l.krw_per_gpu_hour() == 0 ? held_credit : billed_credit) += l.gpu_ms();
+  }
+  EXPECT_EQ(billed_credit, -2 * kHour);
+  EXPECT_EQ(held_credit, 0);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_HELD).gpu_ms(), 4 * kHour);
+  EXPECT_EQ(inv.totals().list_krw(), 2 * 4'500);
+}
+
 // VAT is computed once, on the invoice's co-pay total, and rounded once: three lines of 5 won
 // co-pay (9% of 56 won) make 15 won, VAT 1.5 -> 2 won; rounding each line's 0.5 won would give 3.
 // (Kills the mutant that sums per-line VAT.)

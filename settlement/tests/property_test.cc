@@ -292,6 +292,7 @@ struct World {
   };
   Quantities Expected(Period p) const {
     Quantities q;
+    std::map<std::string, std::vector<Span>> priced;  // by allocation, clipped to `p`
     for (const auto& [who, r] : live) {
       const int64_t from = std::max(r.start, r.priced_from);
       q.unpriced += r.gpus * Overlap(r.start, std::min(r.end, r.priced_from), p);
@@ -300,24 +301,29 @@ struct World {
       q.beyond_cap += r.gpus * Overlap(std::max(from, r.cap_from), r.end, p);
       const int64_t lo = std::max(from, p.StartMs());
       const int64_t hi = std::min(r.end, p.EndMs());
-      if (lo >= hi) continue;
-      std::vector<int64_t> cuts{lo, hi};
+      if (lo < hi)
+        priced[r.allocation_id].push_back(Span{"", r.allocation_id, 0, 0, r.gpus, lo, hi});
+    }
+    // Credits per allocation and instant: min(GPUs of its priced usage, GPUs declared out).
+    for (const auto& [allocation_id, spans] : priced) {
+      std::vector<int64_t> cuts;
+      for (const Span& u : spans) cuts.insert(cuts.end(), {u.start, u.end});
       for (const Span& o : outages) {
-        if (o.allocation_id != r.allocation_id) continue;
-        for (int64_t t : {o.start, o.end}) {
-          if (t > lo && t < hi) cuts.push_back(t);
-        }
+        if (o.allocation_id == allocation_id) cuts.insert(cuts.end(), {o.start, o.end});
       }
       std::sort(cuts.begin(), cuts.end());
       cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
       for (size_t i = 0; i + 1 < cuts.size(); ++i) {
-        int64_t out = 0;
+        int64_t used = 0, out = 0;
+        for (const Span& u : spans) {
+          if (u.start <= cuts[i] && cuts[i] < u.end) used += u.gpus;
+        }
         for (const Span& o : outages) {
-          if (o.allocation_id == r.allocation_id && o.start <= cuts[i] && cuts[i] < o.end) {
+          if (o.allocation_id == allocation_id && o.start <= cuts[i] && cuts[i] < o.end) {
             out += o.gpus;
           }
         }
-        q.credit += std::min(r.gpus, out) * (cuts[i + 1] - cuts[i]);
+        q.credit += std::min(used, out) * (cuts[i + 1] - cuts[i]);
       }
     }
     return q;
@@ -1413,7 +1419,7 @@ TEST(PropertyTest, LateOwnUseAndOutagesAreAdjustedNotLost) {
 
 // 5. Quantity is conserved: the GPU-ms on a period's usage and beyond-cap lines are those of
 // the live intervals (after corrections) where they are priced, split at the cap in ledger
-// order; outage credits are min(usage GPUs, GPUs declared out) over time.
+// order; outage credits are min(the allocation's usage GPUs, GPUs declared out) over time.
 TEST(PropertyTest, QuantityIsConserved) {
   int64_t beyond = 0, credited = 0;
   for (const Outcome& o : Outcomes()) {

@@ -114,7 +114,6 @@ class Engine {
   int64_t TakeCap(const gpuledger::v1::Allocation& allocation,
                   const gpuledger::v1::UsageInterval& interval, gpuledger::v1::StoredInterval* rec);
   void RemoveInterval(const gpuledger::v1::StoredInterval& rec);
-  void Recredit(gpuledger::v1::StoredInterval* rec);
   void Truncate(const std::string& allocation_id, int64_t end_ms);
   // The operator released the allocation's held usage: its held slices are billed at `copay_bp`.
   void Release(const std::string& allocation_id, uint32_t copay_bp);
