@@ -97,8 +97,10 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd = settle->add_subcommand(
       "close",
-      "Close a billing period: publish a PeriodClose event on the registry topic, wait until\n"
-      "ingest has recorded it in the ledger (ingest seals it with a signed checkpoint), then\n"
+      "Close a billing period: publish a PeriodClose event on the registry topic naming the\n"
+      "end offsets of every usage partition now, wait until ingest has recorded it in the\n"
+      "ledger (ingest records it only once it has recorded every usage message before those\n"
+      "offsets, and none after them; it seals it with a signed checkpoint), then\n"
       "freeze the period's invoices, CSP statements and programme summaries as of the entry\n"
       "before the close, and print the covered sequence number and each document's digest.\n"
       "Periods close in order, after they end. A closed period never changes: events\n"
@@ -138,14 +140,34 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
       return;
     }
     const std::string event_id = absl::StrCat("close-", period->ToString(), "-", now_ms);
-    std::istringstream line(absl::StrFormat(
-        R"({"schemaVersion":1,"eventId":"%s","emittedAtMs":"%d","periodClose":{"period":"%s"}})",
-        event_id, now_ms, period->ToString()));
-    auto encoded = ingest::EncodeJsonLines(line, ingest::EventKind::kRegistry, args->publish);
-    if (!encoded.ok()) {
-      *exit_code = Report(encoded.status());
+    // The close covers the usage on the topics now, and no usage published after it, in any
+    // ledger built from these topics: ingest records it once it has read up to these offsets.
+    auto ends = ingest::UsageEndOffsets(args->publish.brokers, args->publish.kafka_config,
+                                        args->publish.topics);
+    if (!ends.ok()) {
+      *exit_code = Report(ends.status());
       return;
     }
+    v1::RegistryEvent close;
+    close.set_schema_version(1);
+    close.set_event_id(event_id);
+    close.set_emitted_at_ms(now_ms);
+    close.mutable_period_close()->set_period(period->ToString());
+    for (const auto& end : *ends) {
+      v1::UsageOffset* o = close.mutable_period_close()->add_usage_offsets();
+      o->set_topic(end.topic);
+      o->set_partition(end.partition);
+      o->set_offset(end.offset);
+    }
+    spdlog::info("the close covers the usage now on {} usage partition(s), up to their end offsets",
+                 ends->size());
+    auto one = ingest::EncodeRegistryEvent(close, args->publish.topics);
+    if (!one.ok()) {
+      *exit_code = Report(one.status());
+      return;
+    }
+    absl::StatusOr<std::vector<ingest::EncodedEvent>> encoded =
+        std::vector<ingest::EncodedEvent>{*std::move(one)};
     auto published = ingest::Publish(*encoded, args->publish);
     if (!published.ok()) {
       *exit_code = Report(published.status());

@@ -365,6 +365,31 @@ MaybeVerdict CheckUsage(const v1::UsageEvent& e, const std::string& topic_csp,
   return CheckUsageBody(e, limits);
 }
 
+// The usage offsets of a close: each a partition of a usage topic (a CSP's), named once, at an
+// offset from 0. Ingest waits for them: a partition it never reads would hold the close forever.
+MaybeVerdict CheckCloseOffsets(const v1::PeriodClose& close, const TopicNames& topics) {
+  if (static_cast<size_t>(close.usage_offsets_size()) > limits::kCloseUsageOffsetsMax) {
+    return Invalid("period_close.usage_offsets",
+                   absl::StrCat("more than ", limits::kCloseUsageOffsetsMax, " partitions"));
+  }
+  std::set<std::pair<std::string, int32_t>> seen;
+  for (const auto& o : close.usage_offsets()) {
+    const std::optional<std::string> csp = topics.CspOfUsage(o.topic());
+    if (!csp || !IsCspId(*csp)) {
+      return Invalid("period_close.usage_offsets.topic",
+                     absl::StrCat("'", absl::CHexEscape(o.topic().substr(0, 200)),
+                                  "' is not a usage topic (", topics.UsagePrefix(), "<csp>)"));
+    }
+    if (o.partition() < 0) return Invalid("period_close.usage_offsets.partition", "negative");
+    if (o.offset() < 0) return Invalid("period_close.usage_offsets.offset", "negative");
+    if (!seen.insert({o.topic(), o.partition()}).second) {
+      return Invalid("period_close.usage_offsets",
+                     absl::StrCat(o.topic(), "[", o.partition(), "] named twice"));
+    }
+  }
+  return std::nullopt;
+}
+
 MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   switch (e.body_case()) {
     case v1::RegistryEvent::kInstitution: {
@@ -565,6 +590,7 @@ Decoded Decode(RawMessage m, const ValidationLimits& limits, int64_t recorded_at
     } else if (!(v = CheckEventId(e.event_id(), limits))) {
       c.event_id = e.event_id();
       if (!(v = CheckOptionalTime("emitted_at_ms", e.emitted_at_ms()))) v = CheckRegistryBody(e);
+      if (!v && e.has_period_close()) v = CheckCloseOffsets(e.period_close(), limits.topics);
     }
     if (v) Reject(&c, *v);
     d.event = std::move(e);

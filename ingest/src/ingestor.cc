@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -59,7 +61,17 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
 
  private:
   absl::Status Setup();
+  // Handles a consumed message, or holds it while a period close waits for usage offsets.
+  absl::Status Offer(std::unique_ptr<RdKafka::Message> msg);
   absl::Status Handle(const RdKafka::Message& msg);
+  // True when `msg` must wait for the pending close: any registry message after it, and usage at
+  // or after the close's offset of its partition (or of a partition the close does not name).
+  bool MustWait(const RdKafka::Message& msg) const;
+  // Records the pending close once every usage partition it names is read up to its offset,
+  // then handles the messages held behind it.
+  absl::Status RecordCloseIfReached();
+  bool CloseReached() const;
+  void PauseForClose(const std::string& topic, int32_t partition);
   // Appends one decided message (a consumed one or a resolution of a parked one) and counts it.
   absl::Status Record(const Decoded& decoded);
   absl::Status CheckpointIfClose(const Decoded& decoded, uint64_t seq);
@@ -87,6 +99,15 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   std::set<ledger::TopicPartition> assigned_;
   std::set<ledger::TopicPartition> at_end_;
   std::set<ledger::TopicPartition> paused_;  // usage waiting for the registry's end
+  // The next offset to handle per partition (from the ledger, then as messages are handled).
+  std::map<ledger::TopicPartition, int64_t> next_offset_;
+  // A period close read before ingest reached its usage offsets, and the messages held behind
+  // it (in the order consumed) on partitions paused until it is recorded.
+  std::optional<Decoded> pending_close_;
+  std::map<ledger::TopicPartition, int64_t> close_offsets_;
+  std::vector<std::unique_ptr<RdKafka::Message>> held_;
+  std::set<ledger::TopicPartition> held_paused_;
+  int64_t last_close_note_ms_ = 0;
   ledger::OffsetMap batch_offsets_;
   size_t batch_messages_ = 0;  // consumed messages in the batch in flight
   // Rejected entries of the batch in flight, republished once it is committed.
@@ -175,6 +196,7 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
       tp->set_offset(it != stored.end() ? it->second : RdKafka::Topic::OFFSET_BEGINNING);
       assigned_.insert(key);
       at_end_.erase(key);
+      if (it != stored.end()) next_offset_[key] = it->second;
       spdlog::info("assigned {}[{}] from offset {}", key.topic, key.partition,
                    it != stored.end() ? absl::StrCat(it->second) : std::string("beginning"));
     }
@@ -200,7 +222,9 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
       spdlog::warn("rebalance error: {}", RdKafka::err2str(err));
     }
     paused_.clear();
+    held_paused_.clear();
     for (RdKafka::TopicPartition* tp : partitions) {
+      next_offset_.erase({tp->topic(), tp->partition()});
       assigned_.erase({tp->topic(), tp->partition()});
       at_end_.erase({tp->topic(), tp->partition()});
       metrics_.RemoveLag(tp->topic(), tp->partition());
@@ -255,6 +279,24 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   Decoded decoded = Decode(std::move(raw), options_.limits, NowMs());
   validator_.Check(&decoded);
   GPULEDGER_RETURN_IF_ERROR(validator_.status());
+  next_offset_[{decoded.candidate.topic, decoded.candidate.partition}] =
+      decoded.candidate.offset + 1;
+  if (const v1::RegistryEvent* r = decoded.registry(); r != nullptr && r->has_period_close() &&
+                                                       !r->period_close().usage_offsets().empty() &&
+                                                       decoded.candidate.reason_code.empty()) {
+    // A close takes effect when ingest has read the usage it covers, and before any usage after
+    // it: it waits here (its registry offset not advanced) until then.
+    close_offsets_.clear();
+    for (const auto& o : r->period_close().usage_offsets()) {
+      close_offsets_[{o.topic(), o.partition()}] = o.offset();
+    }
+    spdlog::info("period {} close read: recorded once the usage it covers is read ({} partitions)",
+                 r->period_close().period(), close_offsets_.size());
+    pending_close_ = std::move(decoded);
+    PauseForClose(msg.topic_name(), msg.partition());
+    ResumeUsage();
+    return RecordCloseIfReached();
+  }
   ++stats_.consumed;
   metrics_.OnConsumed();
   ++batch_messages_;
@@ -269,6 +311,100 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
     validator_.Check(&resolution);
     GPULEDGER_RETURN_IF_ERROR(validator_.status());
     GPULEDGER_RETURN_IF_ERROR(Record(resolution));
+  }
+  return pending_close_ ? RecordCloseIfReached() : absl::OkStatus();
+}
+
+absl::Status IngestLoop::Offer(std::unique_ptr<RdKafka::Message> msg) {
+  const ledger::TopicPartition tp{msg->topic_name(), msg->partition()};
+  // Already handled (a partition resumed after a pause may deliver again what it had fetched).
+  if (auto it = next_offset_.find(tp); it != next_offset_.end() && msg->offset() < it->second) {
+    return absl::OkStatus();
+  }
+  if (pending_close_ && MustWait(*msg)) {
+    next_offset_[tp] = msg->offset() + 1;
+    PauseForClose(tp.topic, tp.partition);
+    held_.push_back(std::move(msg));
+    return absl::OkStatus();
+  }
+  return Handle(*msg);
+}
+
+bool IngestLoop::MustWait(const RdKafka::Message& msg) const {
+  if (msg.topic_name() == options_.limits.topics.Registry()) return true;
+  auto it = close_offsets_.find({msg.topic_name(), msg.partition()});
+  return it == close_offsets_.end() || msg.offset() >= it->second;
+}
+
+void IngestLoop::PauseForClose(const std::string& topic, int32_t partition) {
+  if (!held_paused_.insert({topic, partition}).second) return;
+  std::vector<RdKafka::TopicPartition*> parts{RdKafka::TopicPartition::create(topic, partition)};
+  const RdKafka::ErrorCode err = consumer_->pause(parts);
+  RdKafka::TopicPartition::destroy(parts);
+  if (err != RdKafka::ERR_NO_ERROR)
+    spdlog::warn("pausing {}[{}]: {}", topic, partition, RdKafka::err2str(err));
+}
+
+bool IngestLoop::CloseReached() const {
+  for (const auto& [tp, offset] : close_offsets_) {
+    if (offset == 0) continue;
+    auto it = next_offset_.find(tp);
+    if (it == next_offset_.end() || it->second < offset) return false;
+  }
+  return true;
+}
+
+absl::Status IngestLoop::RecordCloseIfReached() {
+  if (!pending_close_) return absl::OkStatus();
+  if (!CloseReached()) {
+    const int64_t now = MonotonicMs();
+    if (now - last_close_note_ms_ >= 10'000) {
+      last_close_note_ms_ = now;
+      for (const auto& [tp, offset] : close_offsets_) {
+        auto it = next_offset_.find(tp);
+        const int64_t at = it == next_offset_.end() ? 0 : it->second;
+        if (at < offset) {
+          spdlog::info("period close waits for {}[{}]: read to offset {} of {}", tp.topic,
+                       tp.partition, at, offset);
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+  Decoded close = *std::move(pending_close_);
+  pending_close_.reset();
+  close_offsets_.clear();
+  ++stats_.consumed;
+  metrics_.OnConsumed();
+  ++batch_messages_;
+  GPULEDGER_RETURN_IF_ERROR(Record(close));
+  const ledger::TopicPartition tp{close.candidate.topic, close.candidate.partition};
+  GPULEDGER_RETURN_IF_ERROR(ledger_.AdvanceOffset(tp, close.candidate.offset + 1));
+  if (batch_offsets_.empty()) batch_opened_ms_ = MonotonicMs();
+  batch_offsets_[tp] = close.candidate.offset + 1;
+  // Resume what waited, then handle what was held, in the order it came (a later close may
+  // hold some of it again).
+  if (!held_paused_.empty()) {
+    std::vector<RdKafka::TopicPartition*> parts;
+    for (const auto& p : held_paused_) {
+      parts.push_back(RdKafka::TopicPartition::create(p.topic, p.partition));
+    }
+    const RdKafka::ErrorCode err = consumer_->resume(parts);
+    RdKafka::TopicPartition::destroy(parts);
+    if (err != RdKafka::ERR_NO_ERROR)
+      spdlog::warn("resuming after a close: {}", RdKafka::err2str(err));
+    held_paused_.clear();
+  }
+  std::vector<std::unique_ptr<RdKafka::Message>> held = std::move(held_);
+  held_.clear();
+  for (auto& m : held) {
+    const ledger::TopicPartition at{m->topic_name(), m->partition()};
+    if (pending_close_ && MustWait(*m)) {
+      PauseForClose(at.topic, at.partition);
+      held_.push_back(std::move(m));
+      continue;
+    }
+    GPULEDGER_RETURN_IF_ERROR(Handle(*m));
   }
   return absl::OkStatus();
 }
@@ -398,8 +534,16 @@ absl::Status IngestLoop::CommitBatch() {
 
 bool IngestLoop::AllAtEnd() const {
   if (assigned_.empty() || !batch_offsets_.empty()) return false;
+  // A partition paused behind a pending close has nothing to read until the close is recorded;
+  // a run that stops then leaves the close and what it held unrecorded, to be read again.
   for (const auto& tp : assigned_) {
-    if (!at_end_.contains(tp)) return false;
+    if (!at_end_.contains(tp) && !held_paused_.contains(tp)) return false;
+  }
+  if (pending_close_) {
+    spdlog::warn(
+        "stopping at the end of the topics with period {} close unrecorded: the usage it covers "
+        "is not all on the topics yet (it is read again on the next start)",
+        pending_close_->registry()->period_close().period());
   }
   return true;
 }
@@ -503,14 +647,16 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
       result = callback_error_;
       break;
     }
-    switch (msg->err()) {
+    const RdKafka::ErrorCode consumed = msg->err();
+    switch (consumed) {
       case RdKafka::ERR_NO_ERROR:
         if (batch_offsets_.empty()) batch_opened_ms_ = MonotonicMs();
-        result = Handle(*msg);
+        result = Offer(std::move(msg));
         break;
       case RdKafka::ERR__PARTITION_EOF:
         at_end_.insert({msg->topic_name(), msg->partition()});
         if (msg->topic_name() == options_.limits.topics.Registry()) ResumeUsage();
+        if (pending_close_) result = RecordCloseIfReached();
         break;
       case RdKafka::ERR__TIMED_OUT:
         break;
@@ -522,7 +668,7 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
     const bool batch_full =
         ledger_.PendingEntries() >= options_.batch_max_messages ||
         (!batch_offsets_.empty() && MonotonicMs() - batch_opened_ms_ >= options_.batch_max_ms);
-    if (batch_full || (options_.stop_at_end && msg->err() == RdKafka::ERR__PARTITION_EOF)) {
+    if (batch_full || (options_.stop_at_end && consumed == RdKafka::ERR__PARTITION_EOF)) {
       result = CommitBatch();
       if (!result.ok()) break;
     }

@@ -243,6 +243,62 @@ TEST(DecideTest, RegistryEventsAreCheckedToo) {
             reason::kMissingField);
 }
 
+// A close's usage offsets: partitions of usage topics, each once, from 0. One that names another
+// topic would hold the close forever (ingest waits for offsets it never reads).
+TEST(DecideTest, ACloseNamesUsagePartitionsOnce) {
+  auto decide = [](const std::function<void(v1::PeriodClose*)>& mutate) {
+    v1::RegistryEvent r;
+    r.set_schema_version(1);
+    r.set_event_id("close-1");
+    v1::PeriodClose* c = r.mutable_period_close();
+    c->set_period("2026-03");
+    for (int p : {0, 1}) {
+      v1::UsageOffset* o = c->add_usage_offsets();
+      o->set_topic(TopicNames().Usage("csp-a"));
+      o->set_partition(p);
+      o->set_offset(p == 0 ? 0 : 1'000);
+    }
+    mutate(c);
+    return Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0);
+  };
+  EXPECT_EQ(decide([](v1::PeriodClose*) {}).reason_code, "");
+  EXPECT_EQ(decide([](v1::PeriodClose* c) { c->clear_usage_offsets(); }).reason_code, "");
+  EXPECT_EQ(decide([](v1::PeriodClose* c) {
+              c->mutable_usage_offsets(1)->set_topic(TopicNames().Registry());
+            }).reason_code,
+            reason::kInvalidField);
+  EXPECT_EQ(decide([](v1::PeriodClose* c) {
+              c->mutable_usage_offsets(1)->set_topic(TopicNames().Usage("operator"));
+            }).reason_code,
+            reason::kInvalidField);
+  EXPECT_EQ(
+      decide([](v1::PeriodClose* c) { c->mutable_usage_offsets(1)->set_partition(0); }).reason_code,
+      reason::kInvalidField);
+  EXPECT_EQ(decide([](v1::PeriodClose* c) {
+              c->mutable_usage_offsets(1)->set_partition(-1);
+            }).reason_code,
+            reason::kInvalidField);
+  EXPECT_EQ(
+      decide([](v1::PeriodClose* c) { c->mutable_usage_offsets(1)->set_offset(-1); }).reason_code,
+      reason::kInvalidField);
+  EXPECT_EQ(decide([](v1::PeriodClose* c) {
+              for (int p = 2; p < 10'000; ++p) {
+                v1::UsageOffset* o = c->add_usage_offsets();
+                o->set_topic(TopicNames().Usage("csp-b"));
+                o->set_partition(p);
+              }
+            }).reason_code,
+            "");
+  EXPECT_EQ(decide([](v1::PeriodClose* c) {
+              for (int p = 2; p < 10'001; ++p) {
+                v1::UsageOffset* o = c->add_usage_offsets();
+                o->set_topic(TopicNames().Usage("csp-b"));
+                o->set_partition(p);
+              }
+            }).reason_code,
+            reason::kInvalidField);
+}
+
 TEST(DecideTest, EveryReasonHasMeaningAndAdvice) {
   for (const auto& r : reason::AllReasons()) {
     EXPECT_FALSE(r.meaning.empty()) << r.code;

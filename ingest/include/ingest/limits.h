@@ -61,4 +61,8 @@ inline constexpr uint32_t kGpusPerServerMax = 1'024;
 // A programme policy's longest allocation window: at most 100 years, the span of the instants.
 inline constexpr int64_t kMaxWindowMsMax = int64_t{100} * 366 * 86'400'000;
 
+// Usage partitions a period close names (PeriodClose.usage_offsets): at most 10,000 (a few
+// dozen CSPs with a few partitions each; a close is one message).
+inline constexpr size_t kCloseUsageOffsetsMax = 10'000;
+
 }  // namespace gpuledger::ingest::limits
