@@ -22,6 +22,7 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
   struct Args {
     sim::FleetOptions fleet;
     std::string period = "2026-03";
+    std::string series_start;
     double scale = 1.0;
     std::string out;
     ingest::PublishOptions publish;
@@ -43,6 +44,11 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
       "CSPs would) or to JSON-lines files (--out DIR: registry.jsonl, usage.jsonl for\n"
       "`gpuledger publish`; malformed bytes cannot be written as JSON and are left out).");
   cmd->add_option("--period", args->period, "Month, YYYY-MM (KST)")->capture_default_str();
+  cmd->add_option("--series-start", args->series_start,
+                  "First month, YYYY-MM, of a series of months taken into one ledger: the\n"
+                  "registry is drawn for it (and published again, as exact duplicates), the\n"
+                  "usage for --period. Run each month with the same --series-start, seed and\n"
+                  "scale (default: --period, a month on its own)");
   cmd->add_option("--seed", args->fleet.seed, "Random seed")->capture_default_str();
   cmd->add_option("--scale", args->scale,
                   "Multiply every GPU count and the institutions by this (e.g. 0.01)")
@@ -90,6 +96,20 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
     }
     sim::FleetOptions fleet = sim::Scaled(args->fleet, args->scale);
     fleet.period = *period;
+    if (!args->series_start.empty()) {
+      auto first = base::ParsePeriod(args->series_start);
+      if (!first.ok()) {
+        *exit_code = Report(first.status());
+        return;
+      }
+      if (*period < *first) {
+        *exit_code = Report(absl::InvalidArgumentError(absl::StrCat(
+            "--series-start ", first->ToString(), " is after --period ", period->ToString(),
+            ": a series starts at or before the month simulated")));
+        return;
+      }
+      fleet.series_start = *first;
+    }
     args->publish.topics = ingest::TopicNames(args->topic_prefix);
     const bool tty = ::isatty(STDERR_FILENO) != 0;
     auto last = std::chrono::steady_clock::now();

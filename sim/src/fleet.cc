@@ -62,6 +62,8 @@ class Generator {
 
   SimStats Run() {
     Registry();
+    // A later month of a series draws its own usage: the registry's draws are the first month's.
+    if (Later()) rng_ = Rng(o_.seed + 0x9E3779B97F4A7C15ULL * MonthsAfterFirst());
     Usage();
     for (const SimMessage& m : late_) Emit(m);
     stats_.late = late_.size();
@@ -70,6 +72,16 @@ class Generator {
   }
 
  private:
+  base::Period First() const { return o_.series_start.value_or(o_.period); }
+  bool Later() const { return First() != o_.period; }
+  uint64_t MonthsAfterFirst() const {
+    return static_cast<uint64_t>((o_.period.year - First().year) * 12 + o_.period.month -
+                                 First().month);
+  }
+  // Ids of the month's own producers and events in a later month of a series (the first month
+  // keeps the names a single month has).
+  std::string MonthTag() const { return Later() ? absl::StrCat("-", o_.period.ToString()) : ""; }
+
   void Emit(const SimMessage& m) {
     ++stats_.messages;
     emit_(m);
@@ -78,7 +90,7 @@ class Generator {
   void Reg(v1::RegistryEvent e) {
     e.set_schema_version(1);
     e.set_event_id(absl::StrFormat("sim-reg-%06d", ++reg_seq_));
-    e.set_emitted_at_ms(o_.period.StartMs() - 100 * kDay);
+    e.set_emitted_at_ms(First().StartMs() - 100 * kDay);
     SimMessage m;
     m.registry = true;
     m.key = e.event_id();
@@ -88,7 +100,7 @@ class Generator {
   }
 
   void Registry() {
-    const int64_t from = o_.period.StartMs() - 365 * kDay;
+    const int64_t from = First().StartMs() - 365 * kDay;
     for (auto [type, bp] : {std::pair{v1::ACADEMIA, 0},
                             {v1::RESEARCH_INSTITUTE, 0},
                             {v1::PUBLIC_AGENCY, 0},
@@ -154,7 +166,7 @@ class Generator {
     rate(v1::LEASE_HPC, v1::H100, 3'600, from);
     rate(v1::LEASE_RESEARCH, v1::H200, 5'100, from);
     // A mid-month price change: usage is split there.
-    rate(v1::GOV_ADVANCED, v1::H200, 5'000, o_.period.StartMs() + 15 * kDay);
+    rate(v1::GOV_ADVANCED, v1::H200, 5'000, First().StartMs() + 15 * kDay);
 
     const int csps = std::max(1, o_.csps);
     for (int c = 0; c < csps; ++c) {
@@ -265,10 +277,10 @@ class Generator {
     a.model = want;
     a.gpus = gpus;
     if (program == v1::GOV_ADVANCED) {  // short-term calls: at most 4 months
-      a.start_ms = o_.period.StartMs() - rng_.Between(0, 60) * kDay;
+      a.start_ms = First().StartMs() - rng_.Between(0, 60) * kDay;
       a.end_ms = a.start_ms + rng_.Between(30, 120) * kDay;
     } else {
-      a.start_ms = o_.period.StartMs() - rng_.Between(0, 120) * kDay;
+      a.start_ms = First().StartMs() - rng_.Between(0, 120) * kDay;
       a.end_ms = a.start_ms + rng_.Between(90, 365) * kDay;
     }
     v1::RegistryEvent e;
@@ -326,7 +338,7 @@ class Generator {
       const int64_t w0 = std::max(a.start_ms, p0);
       const int64_t w1 = std::min(a.end_ms, p1);
       if (w0 >= w1) continue;
-      const std::string producer = absl::StrCat(a.csp, "-meter-", a.id);
+      const std::string producer = absl::StrCat(a.csp, "-meter-", a.id, MonthTag());
       const int nodes = (a.gpus + 7) / 8;
       for (int k = 0; k < nodes && !Done(); ++k) {
         const uint32_t gpus = static_cast<uint32_t>(std::min(8, a.gpus - 8 * k));
@@ -402,7 +414,7 @@ class Generator {
     }
     // Own use of the government GPUs each CSP hosts, and pool outages.
     for (const Pool& p : pools_) {
-      const std::string producer = absl::StrCat(p.csp, "-meter-pools");
+      const std::string producer = absl::StrCat(p.csp, "-meter-pools", MonthTag());
       const std::string key =
           absl::StrCat("pool:", v1::Program_Name(p.program), ":", v1::GpuModel_Name(p.model));
       if (p.program == v1::GOV_ADVANCED) {
@@ -426,7 +438,7 @@ class Generator {
         const int64_t s = p0 + rng_.Between(0, 27) * kDay + rng_.Between(0, 23) * kHour;
         v1::UsageEvent ev = Base(p.csp, producer, s + 12 * kHour);
         ev.set_event_id(absl::StrCat(p.csp, "-pool-outage-", v1::Program_Name(p.program), "-",
-                                     v1::GpuModel_Name(p.model), "-", i));
+                                     v1::GpuModel_Name(p.model), MonthTag(), "-", i));
         auto* o = ev.mutable_outage();
         o->set_program(p.program);
         o->set_gpu_model(p.model);

@@ -91,6 +91,64 @@ TEST(FleetTest, TheMonthIsConsistentWithItsRegistryExceptTheInjectedFaults) {
   EXPECT_EQ(stats.messages, messages.size());
 }
 
+// A later month of a series: the same registry, byte for byte; usage of that month only, inside
+// the first month's allocations; no usage, own-use or outage id and no producer of the first.
+TEST(FleetTest, ALaterMonthOfASeriesExtendsTheFirst) {
+  FleetOptions first = Small();
+  FleetOptions later = Small();
+  later.period = base::Period{2026, 4};
+  later.series_start = first.period;
+  SimStats a, b;
+  const auto m1 = Simulate(first, &a);
+  const auto m2 = Simulate(later, &b);
+  std::vector<std::string> reg1, reg2;
+  std::set<std::string> ids1, producers1;
+  for (const auto& m : m1) {
+    if (m.registry) {
+      reg1.push_back(m.value);
+      continue;
+    }
+    v1::UsageEvent e;
+    if (e.ParseFromString(m.value) && !e.event_id().empty()) {
+      ids1.insert(e.event_id());
+      producers1.insert(e.producer_id());
+    }
+  }
+  ledger::Registry registry;
+  const base::Period april{2026, 4};
+  uint64_t usage = 0;
+  for (const auto& m : m2) {
+    if (m.registry) {
+      reg2.push_back(m.value);
+      v1::RegistryEvent e;
+      ASSERT_TRUE(e.ParseFromString(m.value));
+      registry.Apply(e);
+      continue;
+    }
+    v1::UsageEvent e;
+    if (!e.ParseFromString(m.value) || e.event_id().empty()) continue;
+    EXPECT_FALSE(ids1.contains(e.event_id())) << e.event_id();
+    EXPECT_FALSE(producers1.contains(e.producer_id())) << e.producer_id();
+    if (!e.has_usage()) continue;
+    const v1::Allocation* alloc = registry.FindAllocation(e.usage().allocation_id());
+    ASSERT_NE(alloc, nullptr);
+    EXPECT_GE(e.usage().start_ms(), std::max(alloc->start_ms(), april.StartMs()));
+    EXPECT_LE(e.usage().end_ms(), std::min(alloc->end_ms(), april.EndMs()));
+    ++usage;
+  }
+  EXPECT_EQ(reg1, reg2);
+  EXPECT_GT(usage, 100u);
+  // On its own, April draws another fleet: its registry differs.
+  FleetOptions alone = later;
+  alone.series_start.reset();
+  SimStats c;
+  std::vector<std::string> reg3;
+  for (const auto& m : Simulate(alone, &c)) {
+    if (m.registry) reg3.push_back(m.value);
+  }
+  EXPECT_NE(reg1, reg3);
+}
+
 TEST(FleetTest, MaxEventsBoundsTheRun) {
   FleetOptions o = Small();
   o.max_usage_events = 500;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "base/period.h"
@@ -18,6 +19,12 @@ namespace gpuledger::sim {
 
 struct FleetOptions {
   base::Period period{2026, 3};
+  // The first month of a series that one ledger takes in month after month (unset: `period`
+  // alone). The registry (institutions, allocations, pools, policies, rates) is drawn for it and
+  // is the same, byte for byte, in every month of the series, so that a later month's registry
+  // events are exact duplicates and its usage falls inside the same allocations; its producers,
+  // pool outages and random draws are the month's own. Never after `period`.
+  std::optional<base::Period> series_start;
   uint64_t seed = 1;
   int csps = 4;
   // Government-owned GPUs hosted by the CSPs (gov-advanced), and GPUs leased from them.
