@@ -484,6 +484,18 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       if (r.copay_bp() > 10'000) return Invalid("over_cap_release.copay_bp", "over 10,000 (100%)");
       return std::nullopt;
     }
+    case v1::RegistryEvent::kRerating: {
+      const auto& r = e.rerating();
+      if (r.program() == v1::PROGRAM_UNSPECIFIED) return Missing("rerating.program");
+      if (!v1::Program_IsValid(r.program())) return Invalid("rerating.program", "unknown");
+      if (!v1::GpuModel_IsValid(r.gpu_model())) return Invalid("rerating.gpu_model", "unknown");
+      if (auto v = CheckTime("rerating.from_ms", r.from_ms())) return v;
+      if (auto v = CheckTime("rerating.to_ms", r.to_ms())) return v;
+      if (r.to_ms() <= r.from_ms()) {
+        return Verdict{reason::kEmptyInterval, "rerating to_ms is not after from_ms"};
+      }
+      return CheckText("rerating.reason", r.reason(), limits::kReasonBytesMax);
+    }
     case v1::RegistryEvent::kPeriodClose: {
       if (e.period_close().period().empty()) return Missing("period_close.period");
       if (!base::ParsePeriod(e.period_close().period()).ok()) {
@@ -496,7 +508,7 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   }
   return Missing(
       "body (one of institution, allocation, allocation_amendment, rate_card, copay_policy, "
-      "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release)");
+      "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release, rerating)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

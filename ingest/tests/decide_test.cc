@@ -299,6 +299,33 @@ TEST(DecideTest, ACloseNamesUsagePartitionsOnce) {
             reason::kInvalidField);
 }
 
+TEST(DecideTest, AReratingIsCheckedWhenDecoded) {
+  auto decide = [](const std::function<void(v1::Rerating*)>& mutate) {
+    v1::RegistryEvent r;
+    r.set_schema_version(1);
+    r.set_event_id("rerate-1");
+    v1::Rerating* x = r.mutable_rerating();
+    x->set_program(v1::GOV_ADVANCED);
+    x->set_from_ms(kT0);
+    x->set_to_ms(kT0 + 1);
+    x->set_reason("late rate card");
+    mutate(x);
+    return Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code;
+  };
+  EXPECT_EQ(decide([](v1::Rerating*) {}), "");
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_gpu_model(v1::B200); }), "");
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_program(v1::PROGRAM_UNSPECIFIED); }),
+            reason::kMissingField);
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_gpu_model(static_cast<v1::GpuModel>(99)); }),
+            reason::kInvalidField);
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_to_ms(kT0); }), reason::kEmptyInterval);
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_from_ms(0); }), reason::kTimeOutOfRange);
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_reason(std::string(1'024, 'a')); }), "");
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_reason(std::string(1'025, 'a')); }),
+            reason::kInvalidField);
+  EXPECT_EQ(decide([](v1::Rerating* x) { x->set_reason("bad\x01"); }), reason::kInvalidField);
+}
+
 TEST(DecideTest, EveryReasonHasMeaningAndAdvice) {
   for (const auto& r : reason::AllReasons()) {
     EXPECT_FALSE(r.meaning.empty()) << r.code;

@@ -430,6 +430,8 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
       }
       return std::nullopt;
     }
+    case v1::RegistryEvent::kRerating:  // re-prices what is recorded; contradicts nothing
+      return std::nullopt;
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
       return Contradicts(
@@ -497,6 +499,8 @@ void Registry::Apply(const v1::RegistryEvent& e) {
       if (period.ok()) last_closed_ = *period;
       break;
     }
+    case v1::RegistryEvent::kRerating:  // settlement re-prices; nothing to remember
+      break;
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
       pools_[{p.csp_id(), p.program(), p.gpu_model()}].Set(p.effective_from_ms(), p.gpu_count());
@@ -505,6 +509,17 @@ void Registry::Apply(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::BODY_NOT_SET:
       break;
   }
+}
+
+std::vector<const v1::Allocation*> Registry::AllocationsOn(v1::Program program,
+                                                           v1::GpuModel model) const {
+  std::vector<const v1::Allocation*> out;
+  for (const auto& [id, a] : allocations_) {
+    if (a.program() == program && (model == v1::GPU_MODEL_UNSPECIFIED || a.gpu_model() == model)) {
+      out.push_back(&a);
+    }
+  }
+  return out;
 }
 
 const Timeline<uint32_t>* Registry::OwnUseCaps(const std::string& csp_id) const {

@@ -162,6 +162,7 @@ absl::Status Engine::ApplyRegistry(uint64_t seq, const std::string& bytes) {
   if (e.has_over_cap_release()) {
     Release(e.over_cap_release().allocation_id(), e.over_cap_release().copay_bp());
   }
+  if (e.has_rerating()) Rerate(e.rerating());
   return absl::OkStatus();
 }
 

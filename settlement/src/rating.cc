@@ -54,6 +54,18 @@ void Engine::AddUnpriced(const std::string& period, uint64_t seq, const std::str
   if (rec != nullptr) rec->add_unpriced_keys(key);
 }
 
+// Usage partly outside the periods settlement knows: listed with the period nearest it.
+void Engine::NoteUsageOutside(v1::StoredInterval* rec) {
+  const v1::UsageInterval& u = rec->interval();
+  const int64_t before = std::min(u.end_ms(), base::kFirstPeriodStartMs) - u.start_ms();
+  const int64_t after = u.end_ms() - std::max(u.start_ms(), base::kLastPeriod.EndMs());
+  AddUnpriced((u.start_ms() < base::kFirstPeriodStartMs ? base::kFirstPeriod : base::kLastPeriod)
+                  .ToString(),
+              rec->seq(), rec->source_id(), rec->event_id(), OutsideWhy("usage"), rec,
+              static_cast<__int128>(u.gpu_count()) *
+                  (std::max<int64_t>(0, before) + std::max<int64_t>(0, after)));
+}
+
 void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::string& event_id,
                          const v1::UsageInterval& u) {
   v1::StoredInterval rec;
@@ -62,15 +74,7 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
   rec.set_event_id(event_id);
   *rec.mutable_interval() = u;
   const std::string id_key = KeyBuilder(keys::kInterval).Str(source_id).Str(event_id).Take();
-  if (base::OutsideKnownPeriods(u.start_ms(), u.end_ms())) {
-    const int64_t before = std::min(u.end_ms(), base::kFirstPeriodStartMs) - u.start_ms();
-    const int64_t after = u.end_ms() - std::max(u.start_ms(), base::kLastPeriod.EndMs());
-    AddUnpriced((u.start_ms() < base::kFirstPeriodStartMs ? base::kFirstPeriod : base::kLastPeriod)
-                    .ToString(),
-                seq, source_id, event_id, OutsideWhy("usage"), &rec,
-                static_cast<__int128>(u.gpu_count()) *
-                    (std::max<int64_t>(0, before) + std::max<int64_t>(0, after)));
-  }
+  if (base::OutsideKnownPeriods(u.start_ms(), u.end_ms())) NoteUsageOutside(&rec);
   const v1::Allocation* alloc = registry_.FindAllocation(u.allocation_id());
   if (alloc == nullptr) {
     base::ForEachPeriodWithin(u.start_ms(), u.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
@@ -81,60 +85,9 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
     store_->Put(id_key, rec.SerializeAsString());
     return;
   }
-  const int64_t gpus = u.gpu_count();
   // The instant from which this interval is beyond its allocation's cap (end: never).
   const int64_t cap_from = TakeCap(*alloc, u, &rec);
-  base::ForEachPeriodWithin(u.start_ms(), u.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
-    const std::string period = p.ToString();
-    std::vector<int64_t> cuts = registry_.PriceChangesWithin(*alloc, u.gpu_model(), lo, hi);
-    if (cap_from > lo && cap_from < hi) cuts.push_back(cap_from);
-    std::sort(cuts.begin(), cuts.end());
-    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
-    cuts.insert(cuts.begin(), lo);
-    cuts.push_back(hi);
-    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
-      const int64_t s = cuts[i];
-      const int64_t e = cuts[i + 1];
-      const auto inst = registry_.InstitutionAt(alloc->institution_id(), s);
-      const auto rate = registry_.RateAt(alloc->program(), u.gpu_model(), s);
-      const auto copay = inst ? registry_.CopayAt(inst->type, s) : std::nullopt;
-      LineId line{alloc->institution_id(),
-                  alloc->allocation_id(),
-                  u.gpu_model(),
-                  0,
-                  0,
-                  inst ? inst->type : v1::INSTITUTION_TYPE_UNSPECIFIED,
-                  v1::LINE_KIND_UNPRICED};
-      if (!inst || !rate || !copay) {
-        // Listed with the reason, and on the invoice as an unpriced line: GPU-ms, 0 won.
-        AddUnpriced(period, seq, source_id, event_id,
-                    absl::StrCat(!inst   ? "no institution record for '"
-                                 : !rate ? "no rate card for the usage of '"
-                                         : "no co-pay policy for the type of '",
-                                 alloc->institution_id(), "' at ", base::FormatKst(s)),
-                    &rec, GpuMsOf(gpus, s, e));
-      } else {
-        line.rate = *rate;
-        line.copay_bp = static_cast<int64_t>(*copay);
-        line.kind = v1::LINE_KIND_USAGE;
-        if (s >= cap_from) PriceBeyondCap(registry_.OverCapAt(*alloc, inst->type, s), &line);
-      }
-      const std::string key = EncodeLine(line);
-      const int n = rec.slices_size();
-      if (n > 0 && rec.slices(n - 1).line_key() == key && rec.slices(n - 1).end_ms() == s &&
-          rec.slices(n - 1).period() == period) {
-        rec.mutable_slices(n - 1)->set_end_ms(e);
-      } else {
-        v1::StoredSlice* slice = rec.add_slices();
-        slice->set_period(period);
-        slice->set_start_ms(s);
-        slice->set_end_ms(e);
-        slice->set_line_key(key);
-      }
-      AddLine(period, key, GpuMsOf(gpus, s, e));
-      AddDaily(source_id, s, e, gpus);
-    }
-  });
+  PriceStretch(*alloc, cap_from, u.start_ms(), u.end_ms(), true, &rec);
   store_->Put(id_key, rec.SerializeAsString());
   // The index carries the interval's stretch, so that credits find the usage an outage overlaps
   // without reading every interval of the allocation.
@@ -145,6 +98,139 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
                   .key(),
               KeyBuilder().I64(u.start_ms()).I64(u.end_ms()).key());
   RecreditWithin(alloc->allocation_id(), u.start_ms(), u.end_ms());
+}
+
+// Why usage of `alloc` at `t` cannot be priced with the registry as it is now.
+std::string Engine::UnpricedWhy(const v1::Allocation& alloc, v1::GpuModel model, int64_t t) const {
+  const auto inst = registry_.InstitutionAt(alloc.institution_id(), t);
+  const auto rate = registry_.RateAt(alloc.program(), model, t);
+  return absl::StrCat(!inst   ? "no institution record for '"
+                      : !rate ? "no rate card for the usage of '"
+                              : "no co-pay policy for the type of '",
+                      alloc.institution_id(), "' at ", base::FormatKst(t));
+}
+
+// Prices [lo, hi) of the interval in `rec` (of allocation `alloc`, beyond its cap from `cap_from`)
+// with the registry as it is now, period by period and at every price change: appends the slices
+// to `rec` and adds their GPU-ms to their lines (and, with `daily`, to the daily chart); a stretch
+// that cannot be priced is listed with its reason and counts on an unpriced line.
+void Engine::PriceStretch(const v1::Allocation& alloc, int64_t cap_from, int64_t lo_ms,
+                          int64_t hi_ms, bool daily, v1::StoredInterval* rec) {
+  const v1::UsageInterval& u = rec->interval();
+  const int64_t gpus = u.gpu_count();
+  base::ForEachPeriodWithin(lo_ms, hi_ms, [&](Period p, int64_t lo, int64_t hi) {
+    const std::string period = p.ToString();
+    std::vector<int64_t> cuts = registry_.PriceChangesWithin(alloc, u.gpu_model(), lo, hi);
+    if (cap_from > lo && cap_from < hi) cuts.push_back(cap_from);
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+    cuts.insert(cuts.begin(), lo);
+    cuts.push_back(hi);
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+      const int64_t s = cuts[i];
+      const int64_t e = cuts[i + 1];
+      const auto inst = registry_.InstitutionAt(alloc.institution_id(), s);
+      const auto rate = registry_.RateAt(alloc.program(), u.gpu_model(), s);
+      const auto copay = inst ? registry_.CopayAt(inst->type, s) : std::nullopt;
+      LineId line{alloc.institution_id(),
+                  alloc.allocation_id(),
+                  u.gpu_model(),
+                  0,
+                  0,
+                  inst ? inst->type : v1::INSTITUTION_TYPE_UNSPECIFIED,
+                  v1::LINE_KIND_UNPRICED};
+      if (!inst || !rate || !copay) {
+        // Listed with the reason, and on the invoice as an unpriced line: GPU-ms, 0 won.
+        AddUnpriced(period, rec->seq(), rec->source_id(), rec->event_id(),
+                    UnpricedWhy(alloc, u.gpu_model(), s), rec, GpuMsOf(gpus, s, e));
+      } else {
+        line.rate = *rate;
+        line.copay_bp = static_cast<int64_t>(*copay);
+        line.kind = v1::LINE_KIND_USAGE;
+        if (s >= cap_from) PriceBeyondCap(registry_.OverCapAt(alloc, inst->type, s), &line);
+      }
+      const std::string key = EncodeLine(line);
+      const int n = rec->slices_size();
+      if (n > 0 && rec->slices(n - 1).line_key() == key && rec->slices(n - 1).end_ms() == s &&
+          rec->slices(n - 1).period() == period) {
+        rec->mutable_slices(n - 1)->set_end_ms(e);
+      } else {
+        v1::StoredSlice* slice = rec->add_slices();
+        slice->set_period(period);
+        slice->set_start_ms(s);
+        slice->set_end_ms(e);
+        slice->set_line_key(key);
+      }
+      AddLine(period, key, GpuMsOf(gpus, s, e));
+      if (daily) AddDaily(rec->source_id(), s, e, gpus);
+    }
+  });
+}
+
+// The operator's re-rating: the usage of the programme (and model) over [from, to) is priced
+// again with the registry as it is now. What it took from its cap stays; credits follow.
+void Engine::Rerate(const v1::Rerating& r) {
+  for (const v1::Allocation* alloc : registry_.AllocationsOn(r.program(), r.gpu_model())) {
+    const std::string prefix =
+        KeyBuilder(keys::kAllocationIndex).Str(alloc->allocation_id()).Take();
+    std::vector<std::string> keys;
+    store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
+      KeyReader span(value);
+      int64_t start = 0, end = 0;
+      if (span.I64(&start) && span.I64(&end) && start < r.to_ms() && end > r.from_ms()) {
+        keys.push_back(absl::StrCat(keys::kInterval, std::string(key.substr(prefix.size()))));
+      }
+      return true;
+    });
+    for (const std::string& key : keys) {
+      auto bytes = store_->Get(key);
+      v1::StoredInterval rec;
+      if (!bytes || !rec.ParseFromString(*bytes)) continue;
+      RerateInterval(*alloc, r.from_ms(), r.to_ms(), &rec);
+      store_->Put(key, rec.SerializeAsString());
+    }
+    if (!keys.empty()) RecreditWithin(alloc->allocation_id(), r.from_ms(), r.to_ms());
+  }
+}
+
+void Engine::RerateInterval(const v1::Allocation& alloc, int64_t from, int64_t to,
+                            v1::StoredInterval* rec) {
+  const v1::UsageInterval& u = rec->interval();
+  const int64_t gpus = u.gpu_count();
+  // It took [start, start + cap_gpu_ms / gpus) from the cap, whole (TakeCap); no cap: never
+  // beyond it.
+  const int64_t cap_from =
+      alloc.gpu_ms_cap() <= 0 ? u.end_ms() : u.start_ms() + rec->cap_gpu_ms() / gpus;
+  const v1::StoredInterval old = *rec;
+  // Its unpriced records are written again below, from its slices as they now are.
+  for (const auto& k : old.unpriced_keys()) store_->Delete(k);
+  rec->clear_unpriced_keys();
+  rec->clear_slices();
+  if (base::OutsideKnownPeriods(u.start_ms(), u.end_ms())) NoteUsageOutside(rec);
+  for (const auto& s : old.slices()) {
+    auto keep = [&](int64_t a, int64_t b) {
+      if (a >= b) return;
+      v1::StoredSlice* t = rec->add_slices();
+      *t = s;
+      t->set_start_ms(a);
+      t->set_end_ms(b);
+      LineId id;
+      if (DecodeLine(s.line_key(), &id) && id.kind == v1::LINE_KIND_UNPRICED) {
+        AddUnpriced(s.period(), rec->seq(), rec->source_id(), rec->event_id(),
+                    UnpricedWhy(alloc, u.gpu_model(), a), rec, GpuMsOf(gpus, a, b));
+      }
+    };
+    const int64_t a = std::max(s.start_ms(), from);
+    const int64_t b = std::min(s.end_ms(), to);
+    if (a >= b) {
+      keep(s.start_ms(), s.end_ms());
+      continue;
+    }
+    keep(s.start_ms(), a);
+    AddLine(s.period(), s.line_key(), -GpuMsOf(gpus, a, b));
+    PriceStretch(alloc, cap_from, a, b, false, rec);
+    keep(b, s.end_ms());
+  }
 }
 
 void Engine::RemoveInterval(const v1::StoredInterval& rec) {

@@ -660,6 +660,110 @@ TEST(InvoiceTest, UsageThatCannotBePricedIsOnTheInvoiceWithItsGpuMs) {
   EXPECT_NE(InvoiceJson(inv).find("\"unpriced\""), std::string::npos);
 }
 
+v1::RegistryEvent Rerating(int64_t from, int64_t to, v1::GpuModel model = v1::H200) {
+  v1::RegistryEvent e;
+  auto* r = e.mutable_rerating();
+  r->set_program(v1::GOV_ADVANCED);
+  r->set_gpu_model(model);
+  r->set_from_ms(from);
+  r->set_to_ms(to);
+  r->set_reason("rate card 2026-03 recorded late");
+  return e;
+}
+
+// A rate card effective earlier but recorded after the usage does not reprice it by itself (the
+// usage was priced when recorded); the operator's re-rating does, over its range only. The SME
+// used 2 GPUs × 4 h at 4,500 won; a 6,000-won card effective from the usage's start is recorded
+// later; a re-rating of the first 2 hours prices them at 6,000: 4 GPU-hours at 6,000 and 4 at
+// 4,500. A re-rating of another model changes nothing.
+TEST(InvoiceTest, AReratingRepricesItsRangeWithTheRegistryAsItIsNow) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  h.Registry(Rate(6'000, t));
+  auto before = h.Docs(kMarch);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(OnlyInvoice(*before).totals().list_krw(), 36'000);
+  h.Registry(Rerating(t, t + 2 * kHour, v1::B200));
+  EXPECT_EQ(OnlyInvoice(*h.Docs(kMarch)).totals().list_krw(), 36'000);
+  h.Registry(Rerating(t - kHour, t + 2 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.lines_size(), 2);
+  std::map<int64_t, int64_t> gpu_ms_by_rate;
+  for (const auto& l : inv.lines()) gpu_ms_by_rate[l.krw_per_gpu_hour()] += l.gpu_ms();
+  EXPECT_EQ(gpu_ms_by_rate[6'000], 4 * kHour);
+  EXPECT_EQ(gpu_ms_by_rate[4'500], 4 * kHour);
+  EXPECT_EQ(inv.totals().list_krw(), 24'000 + 18'000);
+  EXPECT_EQ(inv.totals().gpu_ms(), 8 * kHour);
+}
+
+// Re-rating keeps what the usage took from its cap (the split stays at the same instant), and an
+// outage credit follows the new price. Usage that could not be priced becomes priced once the
+// missing record exists and a re-rating covers it.
+TEST(InvoiceTest, AReratingKeepsTheCapSplitMovesCreditsAndPricesUnpricedUsage) {
+  Harness h;
+  h.Registry(Institution("sme", v1::SME, 0));
+  h.Registry(Copay(v1::SME, 900, 0));
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL));
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(3 * kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 1, t, t + 4 * kHour));  // no rate card: unpriced
+  h.Usage("csp-a", Outage("o1", "a-cap", 1, t + 3 * kHour, t + 4 * kHour, "fan"));
+  h.Registry(Rate(4'500, 0));
+  {
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(LineOfKind(OnlyInvoice(*d), v1::LINE_KIND_UNPRICED).gpu_ms(), 4 * kHour);
+    EXPECT_GT(d->unpriced_size(), 0);
+  }
+  h.Registry(Rerating(t, t + 4 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_USAGE).gpu_ms(), 3 * kHour);
+  EXPECT_EQ(LineOfKind(inv, v1::LINE_KIND_BEYOND_CAP).gpu_ms(), kHour);
+  const v1::InvoiceLine credit = LineOfKind(inv, v1::LINE_KIND_OUTAGE_CREDIT);
+  EXPECT_EQ(credit.gpu_ms(), -kHour);
+  EXPECT_EQ(credit.krw_per_gpu_hour(), 4'500);
+  EXPECT_EQ(credit.copay_bp(), 10'000u);  // the credited hour is the one beyond the cap
+  EXPECT_EQ(d->unpriced_size(), 0);
+  for (const auto& l : inv.lines()) EXPECT_NE(l.kind(), v1::LINE_KIND_UNPRICED);
+  EXPECT_EQ(inv.totals().list_krw(), 3 * 4'500);
+}
+
+// A re-rating of a closed month leaves its documents as frozen and puts the difference on the
+// first open month as adjustments.
+TEST(CloseTest, AReratingOfAClosedMonthIsAnAdjustment) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 48 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-sme", 2, t, t + 4 * kHour));
+  h.Close(kMarch);
+  auto frozen = h.Docs(kMarch);
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
+  h.Registry(Rate(6'000, t));
+  h.Registry(Rerating(t, t + 4 * kHour));
+  auto march = h.Docs(kMarch);
+  ASSERT_TRUE(march.ok()) << march.status();
+  EXPECT_EQ(RenderCsv(*march, "invoices"), RenderCsv(*frozen, "invoices"));
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok()) << april.status();
+  const v1::Invoice& inv = OnlyInvoice(*april);
+  int64_t list = 0, gpu_ms = 0;
+  for (const auto& a : inv.adjustments()) {
+    EXPECT_EQ(a.adjusts_period(), "2026-03");
+    list += a.list_krw();
+    gpu_ms += a.gpu_ms();
+  }
+  EXPECT_EQ(gpu_ms, 0);              // the same hours, at another price
+  EXPECT_EQ(list, 48'000 - 36'000);  // 8 GPU-hours at 6,000 instead of 4,500
+}
+
 TEST(InvoiceTest, JsonIsCanonicalAndCsvHasOneRowPerLine) {
   Harness h;
   Standard(h);

@@ -72,6 +72,10 @@ class Registry {
   void Apply(const gpuledger::v1::RegistryEvent& event);
 
   const gpuledger::v1::Allocation* FindAllocation(const std::string& allocation_id) const;
+  // The allocations on `program` of `model` (GPU_MODEL_UNSPECIFIED: of every model), in order of
+  // allocation id.
+  std::vector<const gpuledger::v1::Allocation*> AllocationsOn(gpuledger::v1::Program program,
+                                                              gpuledger::v1::GpuModel model) const;
   // The allocation's exclusive end after every amendment so far (revocations, extensions).
   int64_t AllocationEndMs(const gpuledger::v1::Allocation& allocation) const;
   // The fewest GPUs granted at any instant in [from_ms, to_ms).

@@ -113,6 +113,14 @@ class Engine {
   // the instant from which the interval is beyond the cap (its end: never).
   int64_t TakeCap(const gpuledger::v1::Allocation& allocation,
                   const gpuledger::v1::UsageInterval& interval, gpuledger::v1::StoredInterval* rec);
+  void NoteUsageOutside(gpuledger::v1::StoredInterval* rec);
+  std::string UnpricedWhy(const gpuledger::v1::Allocation& alloc, gpuledger::v1::GpuModel model,
+                          int64_t t) const;
+  void PriceStretch(const gpuledger::v1::Allocation& alloc, int64_t cap_from, int64_t lo_ms,
+                    int64_t hi_ms, bool daily, gpuledger::v1::StoredInterval* rec);
+  void Rerate(const gpuledger::v1::Rerating& r);
+  void RerateInterval(const gpuledger::v1::Allocation& alloc, int64_t from, int64_t to,
+                      gpuledger::v1::StoredInterval* rec);
   void RemoveInterval(const gpuledger::v1::StoredInterval& rec);
   void Truncate(const std::string& allocation_id, int64_t end_ms);
   // The operator released the allocation's held usage: its held slices are billed at `copay_bp`.
