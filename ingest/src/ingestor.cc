@@ -223,6 +223,11 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
     }
     paused_.clear();
     held_paused_.clear();
+    // A close waiting for usage, and what it held, were not recorded (their offsets were not
+    // advanced): they are consumed again once partitions are assigned again.
+    pending_close_.reset();
+    close_offsets_.clear();
+    held_.clear();
     for (RdKafka::TopicPartition* tp : partitions) {
       next_offset_.erase({tp->topic(), tp->partition()});
       assigned_.erase({tp->topic(), tp->partition()});
