@@ -17,6 +17,7 @@
 #include "base/status.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/metrics.h"
+#include "ingest/reasons.h"
 #include "ingest/topics.h"
 #include "ingest/validator.h"
 #include "kafka_status.h"
@@ -71,6 +72,10 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   // then handles the messages held behind it.
   absl::Status RecordCloseIfReached();
   bool CloseReached() const;
+  std::optional<int64_t> EndReached(const ledger::TopicPartition& tp) const;
+  // Records the pending close (accepted, or refused by RecordCloseIfReached) and handles what it
+  // held.
+  absl::Status RecordPendingClose();
   void PauseForClose(const std::string& topic, int32_t partition);
   // Appends one decided message (a consumed one or a resolution of a parked one) and counts it.
   absl::Status Record(const Decoded& decoded);
@@ -350,11 +355,26 @@ void IngestLoop::PauseForClose(const std::string& topic, int32_t partition) {
     spdlog::warn("pausing {}[{}]: {}", topic, partition, RdKafka::err2str(err));
 }
 
+// The end of a partition ingest has read to its end (its high watermark then), or nullopt.
+std::optional<int64_t> IngestLoop::EndReached(const ledger::TopicPartition& tp) const {
+  if (!at_end_.contains(tp)) return std::nullopt;
+  int64_t low = 0, high = 0;
+  if (consumer_->get_watermark_offsets(tp.topic, tp.partition, &low, &high) !=
+      RdKafka::ERR_NO_ERROR) {
+    return std::nullopt;
+  }
+  return high;
+}
+
 bool IngestLoop::CloseReached() const {
   for (const auto& [tp, offset] : close_offsets_) {
     if (offset == 0) continue;
     auto it = next_offset_.find(tp);
-    if (it == next_offset_.end() || it->second < offset) return false;
+    if (it != next_offset_.end() && it->second >= offset) continue;
+    // Read to its end, and the end is at or past the offset: every message before it was read
+    // (or removed by the topic's retention before ingest could read it).
+    if (auto end = EndReached(tp); end && *end >= offset) continue;
+    return false;
   }
   return true;
 }
@@ -362,6 +382,20 @@ bool IngestLoop::CloseReached() const {
 absl::Status IngestLoop::RecordCloseIfReached() {
   if (!pending_close_) return absl::OkStatus();
   if (!CloseReached()) {
+    // A partition read to its end that ends before the close's offset can never reach it (a
+    // usage topic deleted and created again, or a close not written by `settle close`): the
+    // close is refused rather than waited for forever, and what it held goes on.
+    for (const auto& [tp, offset] : close_offsets_) {
+      auto end = EndReached(tp);
+      if (!end || *end >= offset) continue;
+      pending_close_->candidate.reason_code = reason::kInvalidField;
+      pending_close_->candidate.reason_detail = absl::StrCat(
+          "period_close.usage_offsets: ", tp.topic, "[", tp.partition, "] ends at offset ", *end,
+          ", before the close's ", offset,
+          " (a usage topic created again, or a close not written by `gpuledger settle close`)");
+      spdlog::warn("period close refused: {}", pending_close_->candidate.reason_detail);
+      return RecordPendingClose();
+    }
     const int64_t now = MonotonicMs();
     if (now - last_close_note_ms_ >= 10'000) {
       last_close_note_ms_ = now;
@@ -376,6 +410,10 @@ absl::Status IngestLoop::RecordCloseIfReached() {
     }
     return absl::OkStatus();
   }
+  return RecordPendingClose();
+}
+
+absl::Status IngestLoop::RecordPendingClose() {
   Decoded close = *std::move(pending_close_);
   pending_close_.reset();
   close_offsets_.clear();

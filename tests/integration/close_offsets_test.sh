@@ -61,4 +61,30 @@ for l in "ab":
 PY
 cmp -s "$WORK/a-2026-03.json" "$WORK/b-2026-03.json" || fail "March differs between ledgers A and B"
 cmp -s "$WORK/a-2026-04.json" "$WORK/b-2026-04.json" || fail "April differs between ledgers A and B"
+# A close naming an offset past a partition's end (not written by `settle close`) would wait
+# forever; once ingest has read that partition to its end it refuses it (INVALID_FIELD), and the
+# registry event after it is recorded.
+topic="${GPULEDGER_TOPIC_PREFIX}gpuledger.usage.csp-alpha"
+cat >"$WORK/bad-close.jsonl" <<JSON
+{"schemaVersion":1,"eventId":"close-2026-04-by-hand","emittedAtMs":"1785510000000","periodClose":{"period":"2026-04","usageOffsets":[{"topic":"$topic","partition":0,"offset":"999999"}]}}
+{"schemaVersion":1,"eventId":"after-the-bad-close","institution":{"institutionId":"inst-late","name":"Late","type":"SME"}}
+JSON
+"$G" publish --kind registry "$WORK/bad-close.jsonl" 2>/dev/null
+"$G" ingest --db "$WORK/a" --until-end --unsigned >"$WORK/a2.log" 2>&1 \
+  || { cat "$WORK/a2.log" >&2; fail "ingest A (bad close) failed"; }
+grep -q 'period close refused: period_close.usage_offsets: .*ends at offset' "$WORK/a2.log" \
+  || fail "the unreachable close was not refused: $(grep -i close "$WORK/a2.log")"
+"$G" ledger stats --db "$WORK/a" --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert s["rejected_by_reason"].get("INVALID_FIELD", 0) >= 1, s["rejected_by_reason"]' \
+  || fail "no INVALID_FIELD entry for the unreachable close"
+grep -q 'done: consumed 2 .*accepted 1, rejected 1,' "$WORK/a2.log" \
+  || fail "the registry event after the refused close was not recorded: $(grep 'done:' "$WORK/a2.log")"
+"$G" settle --db "$WORK/a" --store "$WORK/a.store" --period 2026-04 --format json \
+  -o "$WORK/a-april-after.json" 2>/dev/null || fail "settle April after the bad close failed"
+python3 -c '
+import json, sys
+assert json.load(open(sys.argv[1]))["status"] != "closed", "April closed by a refused close"' \
+  "$WORK/a-april-after.json" || fail "April is closed"
 echo "close offsets test: OK"
