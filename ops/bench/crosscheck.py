@@ -110,6 +110,10 @@ def registry_row(e, r):
         row[14] = "true" if change == "revoke" and a.revoke else "false"
     elif body == "period_close":
         row[15] = r.period_close.period
+    elif body == "rerating":
+        x = r.rerating
+        row[6:8] = [x.program, x.gpu_model]  # gpu_model 0: every model
+        row[10:12] = [x.from_ms, x.to_ms]
     return row
 
 

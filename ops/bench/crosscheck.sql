@@ -25,6 +25,9 @@
 --     of the institution's type are all in force is not priced either.
 --     Not modelled: an institution whose type changes inside an interval to a type without a
 --     co-pay policy (the type taken is that of the institution's first record).
+--  3c. A Rerating recorded after the interval, of its programme and model (or every model),
+--     prices the part of it inside [from_ms, to_ms) with the registry recorded before the
+--     re-rating: that part is priced if it is priced in either view.
 --  4. An AllocationAmendment that revokes (end = its effective_from_ms) or sets a new end, recorded
 --     after an interval, cuts the interval at that end; the earliest such end wins (a later
 --     extension does not bring usage back).
@@ -94,34 +97,67 @@ SELECT l.seq, min(a.end_ms) AS cut_ms
 FROM live l JOIN amend a ON a.allocation_id = l.allocation_id AND a.seq > l.seq
 GROUP BY l.seq;
 
--- Rule 3: the first instant from which the interval can be priced.
-CREATE OR REPLACE TEMP TABLE priced AS
+-- Rule 3c: the operator's re-rating recorded after the interval, of its programme and model (or
+-- every model): the earliest one (the scenario has at most one per interval; with several only
+-- the earliest is modelled).
+CREATE OR REPLACE TEMP TABLE rerate AS
+SELECT l.seq, min(r.seq) AS r_seq, arg_min(r.start_ms, r.seq) AS r_from,
+       arg_min(r.end_ms, r.seq) AS r_to
+FROM live l JOIN alloc al ON al.allocation_id = l.allocation_id
+JOIN reg r ON r.body = 'rerating' AND r.program = al.program
+           AND (r.gpu_model = 0 OR r.gpu_model = l.gpu_model) AND r.seq > l.seq
+GROUP BY l.seq;
+
+-- The registries that price an interval: its own (recorded before it) over all of it, and a
+-- re-rating's (recorded before the re-rating) over the re-rating's range.
+CREATE OR REPLACE TEMP TABLE views AS
+SELECT seq, seq AS asof, 0 AS is_rerate, -9223372036854775807 AS v_from,
+       9223372036854775807 AS v_to FROM live
+UNION ALL
+SELECT seq, r_seq, 1, r_from, r_to FROM rerate;
+
+-- Rule 3: the first instant from which the interval can be priced, in each view.
+CREATE OR REPLACE TEMP TABLE priced_views AS
 WITH inst AS (
-  SELECT l.seq, min(r.effective_from_ms) AS from_ms,
+  SELECT v.seq, v.asof, min(r.effective_from_ms) AS from_ms,
          arg_min(r.inst_type, r.effective_from_ms) AS inst_type
-  FROM live l JOIN alloc al ON al.allocation_id = l.allocation_id
-  JOIN reg r ON r.body = 'institution' AND r.institution_id = al.institution_id AND r.seq < l.seq
-  GROUP BY l.seq
+  FROM views v JOIN live l ON l.seq = v.seq JOIN alloc al ON al.allocation_id = l.allocation_id
+  JOIN reg r ON r.body = 'institution' AND r.institution_id = al.institution_id AND r.seq < v.asof
+  GROUP BY v.seq, v.asof
 ), rate AS (
-  SELECT l.seq, min(r.effective_from_ms) AS from_ms
-  FROM live l JOIN alloc al ON al.allocation_id = l.allocation_id
+  SELECT v.seq, v.asof, min(r.effective_from_ms) AS from_ms
+  FROM views v JOIN live l ON l.seq = v.seq JOIN alloc al ON al.allocation_id = l.allocation_id
   JOIN reg r ON r.body = 'rate_card' AND r.program = al.program AND r.gpu_model = l.gpu_model
-             AND r.seq < l.seq
-  GROUP BY l.seq
+             AND r.seq < v.asof
+  GROUP BY v.seq, v.asof
 ), copay AS (
-  SELECT i.seq, min(r.effective_from_ms) AS from_ms
-  FROM inst i JOIN reg r ON r.body = 'copay_policy' AND r.inst_type = i.inst_type AND r.seq < i.seq
-  GROUP BY i.seq
+  SELECT i.seq, i.asof, min(r.effective_from_ms) AS from_ms
+  FROM inst i JOIN reg r ON r.body = 'copay_policy' AND r.inst_type = i.inst_type
+                        AND r.seq < i.asof
+  GROUP BY i.seq, i.asof
 )
-SELECT l.seq, al.institution_id, l.allocation_id, l.gpu_count,
-       greatest(l.start_ms, getvariable('p0'), inst.from_ms, rate.from_ms, copay.from_ms) AS lo,
-       least(l.end_ms, getvariable('p1'), coalesce(cut.cut_ms, l.end_ms)) AS hi
-FROM live l
+SELECT v.seq, v.is_rerate, al.institution_id, l.allocation_id, l.gpu_count,
+       greatest(l.start_ms, getvariable('p0'), inst.from_ms, rate.from_ms, copay.from_ms, v.v_from)
+         AS lo,
+       least(l.end_ms, getvariable('p1'), coalesce(cut.cut_ms, l.end_ms), v.v_to) AS hi
+FROM views v
+JOIN live l ON l.seq = v.seq
 JOIN alloc al ON al.allocation_id = l.allocation_id AND al.seq < l.seq
-JOIN inst ON inst.seq = l.seq
-JOIN rate ON rate.seq = l.seq
-JOIN copay ON copay.seq = l.seq
+JOIN inst ON inst.seq = v.seq AND inst.asof = v.asof
+JOIN rate ON rate.seq = v.seq AND rate.asof = v.asof
+JOIN copay ON copay.seq = v.seq AND copay.asof = v.asof
 LEFT JOIN cut ON cut.seq = l.seq;
+
+-- The priced stretches, disjoint: the own view's [lo, hi) (a suffix of the interval), and what a
+-- re-rating prices before it.
+CREATE OR REPLACE TEMP TABLE priced AS
+WITH own AS (SELECT * FROM priced_views WHERE is_rerate = 0 AND hi > lo)
+SELECT seq, institution_id, allocation_id, gpu_count, lo, hi FROM own
+UNION ALL
+SELECT r.seq, r.institution_id, r.allocation_id, r.gpu_count, r.lo,
+       CASE WHEN o.seq IS NULL THEN r.hi ELSE least(r.hi, o.lo) END AS hi
+FROM priced_views r LEFT JOIN own o ON o.seq = r.seq
+WHERE r.is_rerate = 1;
 
 CREATE OR REPLACE TEMP TABLE counted AS SELECT * FROM priced WHERE hi > lo;
 
@@ -138,9 +174,10 @@ WITH whole AS (
   LEFT JOIN cut ON cut.seq = l.seq
 )
 SELECT w.institution_id,
-       sum(w.gpu_count * ((w.hi - w.lo) - greatest(coalesce(p.hi - p.lo, 0), 0)))::BIGINT
-         AS unpriced_gpu_ms
-FROM whole w LEFT JOIN priced p ON p.seq = w.seq
+       sum(w.gpu_count * ((w.hi - w.lo) - coalesce(p.ms, 0)))::BIGINT AS unpriced_gpu_ms
+FROM whole w
+LEFT JOIN (SELECT seq, sum(greatest(hi - lo, 0)) AS ms FROM priced GROUP BY seq) p
+  ON p.seq = w.seq
 WHERE w.hi > w.lo
 GROUP BY w.institution_id;
 

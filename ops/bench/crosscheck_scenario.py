@@ -14,7 +14,9 @@ What is in it (one CSP, csp-x; KST month from p0 = 2026-03-01T00:00+09:00):
         overlapping outages (6 and 4 GPUs out of 8) and one across the period boundary; a
         fourth outage withdrawn (w1), and withdrawn again (w2: refused).
   al-2  inst-b (SME), LEASE_HPC H100 × 4, p0+1d..p0+8d; the rate card starts at p0+5d (the part
-        before it cannot be priced); an outage of 3 GPUs over p0+4d..p0+6d.
+        before it cannot be priced); an outage of 3 GPUs over p0+4d..p0+6d. Phase 2 records a
+        rate card effective before the month and re-rates p0+1d..p0+4d 12:00: that part is
+        priced, p0+4d 12:00..p0+5d stays unpriced.
   al-3  inst-c, whose only institution record is effective from p0+10d; usage p0+9d..p0+12d.
   al-4  inst-a, 2 GPUs, usage p0+15d..p0+25d; phase 2 revokes it from p0+20d 06:00, and an outage
         covers p0+19d..p0+22d (no credit after the revocation).
@@ -125,6 +127,15 @@ def build():
     s.reg("phase2", "allocationAmendment", {"allocationId": "al-5",
                                             "effectiveFromMs": P0 + 14 * DAY,
                                             "newEndMs": P0 + 40 * DAY})
+
+    # A rate card effective before the month but recorded after the usage changes nothing by
+    # itself; the operator's re-rating of [p0+1d, p0+4d 12:00) prices that part of al-2's usage,
+    # and with it part of the o3 outage's credit.
+    s.reg("phase2", "rateCard", {"program": "LEASE_HPC", "gpuModel": "H100",
+                                 "krwPerGpuHour": 3500, "effectiveFromMs": BEFORE})
+    s.reg("phase2", "rerating", {"program": "LEASE_HPC", "gpuModel": "H100",
+                                 "fromMs": P0 + DAY, "toMs": P0 + 4 * DAY + 12 * HOUR,
+                                 "reason": "rate card recorded late"})
 
     def correction(event_id, target, alloc, replacement=None):
         c = {"targetEventId": target, "reason": "scenario", "allocationId": alloc}
