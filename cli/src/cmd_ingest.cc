@@ -64,15 +64,18 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 60'000))
       ->capture_default_str();
   cmd->add_option("--max-interval-ms", args->options.limits.max_interval_ms,
-                  "Longest accepted usage interval, ms")
+                  "Longest accepted usage interval, ms (until the ledger records a\n"
+                  "ValidationSettings registry event: then the ledger's limits decide)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--max-future-skew-ms", args->options.limits.max_future_skew_ms,
-                  "How far past its Kafka timestamp an interval may end (FUTURE_TIMESTAMP), ms")
+                  "How far past its Kafka timestamp an interval may end (FUTURE_TIMESTAMP), ms\n"
+                  "(until the ledger records a ValidationSettings)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--park-grace-ms", args->options.limits.park_grace_ms,
-                  "How long usage for an unannounced allocation waits (Kafka time), ms")
+                  "How long usage for an unannounced allocation waits (Kafka time), ms (until\n"
+                  "the ledger records a ValidationSettings)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   auto* key_opt =

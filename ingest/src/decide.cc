@@ -484,6 +484,32 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       if (r.copay_bp() > 10'000) return Invalid("over_cap_release.copay_bp", "over 10,000 (100%)");
       return std::nullopt;
     }
+    case v1::RegistryEvent::kValidationSettings: {
+      const auto& v = e.validation_settings();
+      constexpr int64_t kDayMs = 86'400'000;
+      auto within = [](const char* field, int64_t ms, int64_t max_ms) -> MaybeVerdict {
+        if (ms < 0 || ms > max_ms) {
+          return Invalid(field, absl::StrCat("must be 0 (unchanged) or 1 to ", max_ms, " ms"));
+        }
+        return std::nullopt;
+      };
+      if (auto x =
+              within("validation_settings.max_interval_ms", v.max_interval_ms(), 366 * kDayMs)) {
+        return x;
+      }
+      if (auto x = within("validation_settings.max_future_skew_ms", v.max_future_skew_ms(),
+                          7 * kDayMs)) {
+        return x;
+      }
+      if (auto x = within("validation_settings.park_grace_ms", v.park_grace_ms(), 30 * kDayMs)) {
+        return x;
+      }
+      if (v.max_event_id_bytes() > limits::kIdBytesMax) {
+        return Invalid("validation_settings.max_event_id_bytes",
+                       absl::StrCat("must be 0 (unchanged) or 1 to ", limits::kIdBytesMax));
+      }
+      return std::nullopt;
+    }
     case v1::RegistryEvent::kRerating: {
       const auto& r = e.rerating();
       if (r.program() == v1::PROGRAM_UNSPECIFIED) return Missing("rerating.program");
@@ -508,7 +534,8 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   }
   return Missing(
       "body (one of institution, allocation, allocation_amendment, rate_card, copay_policy, "
-      "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release, rerating)");
+      "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release, rerating, "
+      "validation_settings)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

@@ -286,7 +286,7 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   if (msg.payload() != nullptr)
     raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
 
-  Decoded decoded = Decode(std::move(raw), options_.limits, NowMs());
+  Decoded decoded = Decode(std::move(raw), validator_.limits(), NowMs());
   validator_.Check(&decoded);
   GPULEDGER_RETURN_IF_ERROR(validator_.status());
   next_offset_[{decoded.candidate.topic, decoded.candidate.partition}] =
@@ -674,6 +674,20 @@ void IngestLoop::LogProgress(bool final) {
 absl::StatusOr<IngestStats> IngestLoop::Run() {
   // The validator's state is the ledger's: rebuild it before deciding anything new.
   GPULEDGER_RETURN_IF_ERROR(validator_.Load(ledger_, options_.state_dir));
+  {
+    const ValidationLimits& l = validator_.limits();
+    const std::string limits = absl::StrCat(
+        "longest interval ", l.max_interval_ms, " ms, future skew ", l.max_future_skew_ms,
+        " ms, park grace ", l.park_grace_ms, " ms, event id ", l.max_event_id_bytes, " bytes");
+    if (validator_.limits_from_seq() == 0) {
+      spdlog::info("validation limits from the command line (the ledger records none): {}", limits);
+    } else {
+      spdlog::info(
+          "validation limits recorded in the ledger at entry {} (they decide, not the "
+          "command line): {}",
+          validator_.limits_from_seq(), limits);
+    }
+  }
   GPULEDGER_RETURN_IF_ERROR(Setup());
   const int64_t started = MonotonicMs();
   last_progress_ms_ = started;

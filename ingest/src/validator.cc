@@ -523,6 +523,14 @@ void Validator::Recorded(const Decoded& d, uint64_t seq) {
   if (!c.reason_code.empty()) return;
   if (c.source == v1::SOURCE_REGISTRY) {
     if (const v1::RegistryEvent* e = d.registry()) {
+      if (e->has_validation_settings()) {
+        const auto& v = e->validation_settings();
+        if (v.max_interval_ms() > 0) limits_.max_interval_ms = v.max_interval_ms();
+        if (v.max_future_skew_ms() > 0) limits_.max_future_skew_ms = v.max_future_skew_ms();
+        if (v.park_grace_ms() > 0) limits_.park_grace_ms = v.park_grace_ms();
+        if (v.max_event_id_bytes() > 0) limits_.max_event_id_bytes = v.max_event_id_bytes();
+        limits_from_seq_ = seq;
+      }
       registry_.Apply(*e);
       ++registry_generation_;
     }

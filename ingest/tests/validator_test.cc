@@ -46,7 +46,7 @@ class Harness {
     RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
                    kafka_ms, event.SerializeAsString()};
     raw.kafka_timestamp_type = registry ? v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME : usage_ts_type_;
-    Decoded c = Decode(raw, Limits(), now_ms_);
+    Decoded c = Decode(raw, validator_->limits(), now_ms_);
     validator_->Check(&c);
     const uint64_t seq = Append(c);
     for (Decoded& r : validator_->TakeResolvable()) {
@@ -183,6 +183,37 @@ TEST(ValidatorTest, RejectsUsageThatDoesNotFitTheAllocation) {
   // Ends after its message was written plus the allowed skew.
   const int64_t late = kT0 + 48 * kHour;
   EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, late, late + kHour, "n6")), reason::kFutureTimestamp);
+}
+
+// The limits that decide are data in the ledger (issue 16, item 6): a ValidationSettings record
+// changes them from its position, for this run and for any validator rebuilt from the ledger,
+// whatever its command line says. 0 keeps a limit.
+TEST(ValidatorTest, ValidationSettingsInTheLedgerDecide) {
+  Harness h;
+  h.StandardRegistry();
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, kT0, kT0 + 3 * kHour)), "");  // 31 days allowed
+  ASSERT_EQ(h.Reg([](auto* e) {
+    e->mutable_validation_settings()->set_max_interval_ms(2 * kHour);
+    e->mutable_validation_settings()->set_park_grace_ms(0);  // unchanged
+  }),
+            "");
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 + 3 * kHour, kT0 + 5 * kHour)), "");  // 2 h
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 + 5 * kHour, kT0 + 7 * kHour + 1)),
+            reason::kDurationTooLong);
+  // A validator rebuilt from the ledger, with the command line's 31 days, decides the same.
+  h.Restart("", false);
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 + 8 * kHour, kT0 + 11 * kHour)),
+            reason::kDurationTooLong);
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 + 11 * kHour, kT0 + 13 * kHour)), "");
+  // Out of bounds: refused when decoded, and the limit in force stays.
+  EXPECT_EQ(h.Reg([](auto* e) {
+    e->mutable_validation_settings()->set_max_interval_ms(367LL * 24 * kHour);
+  }),
+            reason::kInvalidField);
+  EXPECT_EQ(h.Reg([](auto* e) { e->mutable_validation_settings()->set_max_event_id_bytes(129); }),
+            reason::kInvalidField);
+  EXPECT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 + 13 * kHour, kT0 + 16 * kHour)),
+            reason::kDurationTooLong);
 }
 
 TEST(ValidatorTest, RejectsUsageOfAnotherCspsAllocation) {

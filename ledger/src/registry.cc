@@ -430,7 +430,8 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
       }
       return std::nullopt;
     }
-    case v1::RegistryEvent::kRerating:  // re-prices what is recorded; contradicts nothing
+    case v1::RegistryEvent::kRerating:            // re-prices what is recorded; contradicts nothing
+    case v1::RegistryEvent::kValidationSettings:  // ingest's own limits, from their position
       return std::nullopt;
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
@@ -499,7 +500,8 @@ void Registry::Apply(const v1::RegistryEvent& e) {
       if (period.ok()) last_closed_ = *period;
       break;
     }
-    case v1::RegistryEvent::kRerating:  // settlement re-prices; nothing to remember
+    case v1::RegistryEvent::kRerating:            // settlement re-prices; nothing to remember
+    case v1::RegistryEvent::kValidationSettings:  // the validator keeps them (ingest)
       break;
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();

@@ -67,6 +67,12 @@ class Validator {
   ledger::StoreMemory StateStoreMemory() const;
   size_t RecentIntervalsBytes() const;
 
+  // The limits that decide now: the constructor's, changed by the ValidationSettings records
+  // in the ledger (accepted, in ledger order; Load replays them), and the entry of the last one
+  // (0: none). Decode() takes them too.
+  const ValidationLimits& limits() const { return limits_; }
+  uint64_t limits_from_seq() const { return limits_from_seq_; }
+
   // The first error reading the state store, if any: the decisions since are not to be trusted
   // (the caller stops without committing them).
   const absl::Status& status() const { return error_; }
@@ -130,6 +136,7 @@ class Validator {
   void NoteError(const absl::Status& st) const;
 
   ValidationLimits limits_;
+  uint64_t limits_from_seq_ = 0;  // the ValidationSettings entry in force (0: none)
   ledger::Registry registry_;
   // Accepted intervals, their holders and the retired (corrected or cancelled) events.
   std::unique_ptr<HoldStore> store_;
