@@ -111,33 +111,9 @@ class OutLevels {
 // declared out are credited at most once across all the allocation's usage: to usage billed
 // within the cap first, then beyond it, then held or refused usage; among equals in the order
 // of (CSP, event id). Unpriced usage is neither credited nor uses a credit.
-void Engine::RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms) {
+void Engine::RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms,
+                            bool outages_changed) {
   if (end_ms <= start_ms || !allocations_with_outages_.contains(allocation_id)) return;
-  struct Entry {
-    std::string key;
-    int64_t start_ms = 0, end_ms = 0;
-    v1::StoredInterval rec;
-    bool loaded = false;
-  };
-  std::vector<Entry> entries;
-  const std::string prefix = KeyBuilder(keys::kAllocationIndex).Str(allocation_id).Take();
-  store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
-    KeyReader r(value);
-    Entry e;
-    if (!r.I64(&e.start_ms) || !r.I64(&e.end_ms)) return true;  // never: we wrote it
-    e.key = absl::StrCat(keys::kInterval, std::string(key.substr(prefix.size())));
-    entries.push_back(std::move(e));
-    return true;
-  });
-  // The usage whose credits may change, and the stretch it spans: every credit it gets is
-  // decided by usage overlapping that stretch.
-  int64_t lo = INT64_MAX, hi = INT64_MIN;
-  for (const auto& e : entries) {
-    if (e.end_ms <= start_ms || e.start_ms >= end_ms) continue;
-    lo = std::min(lo, e.start_ms);
-    hi = std::max(hi, e.end_ms);
-  }
-  if (lo >= hi) return;
   std::vector<v1::StoredOutage> outages;
   store_->Scan(KeyBuilder(keys::kOutageRecord).Str(allocation_id).key(),
                [&](std::string_view, std::string_view value) {
@@ -145,6 +121,35 @@ void Engine::RecreditWithin(const std::string& allocation_id, int64_t start_ms, 
                  if (o.ParseFromString(std::string(value))) outages.push_back(o);
                  return true;
                });
+  // Usage changed where no outage is declared: no credit there changes (none is due there, and
+  // none was given, unless an outage there was just withdrawn).
+  if (!outages_changed &&
+      std::none_of(outages.begin(), outages.end(), [&](const v1::StoredOutage& o) {
+        return o.start_ms() < end_ms && o.end_ms() > start_ms;
+      })) {
+    return;
+  }
+  struct Entry {
+    std::string key;
+    int64_t start_ms = 0, end_ms = 0;
+    v1::StoredInterval rec;
+    bool loaded = false;
+  };
+  // The usage whose credits may change, and the stretch it spans: every credit it gets is
+  // decided by usage overlapping that stretch.
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (const auto& e : IndexedOverlapping(store_, allocation_id, start_ms, end_ms)) {
+    lo = std::min(lo, e.start_ms);
+    hi = std::max(hi, e.end_ms);
+  }
+  if (lo >= hi) return;
+  std::vector<Entry> entries;
+  for (auto& e : IndexedOverlapping(store_, allocation_id, lo, hi)) {
+    entries.push_back(Entry{std::move(e.key), e.start_ms, e.end_ms, {}, false});
+  }
+  // Among usage of the same kind, credits go in the order of (CSP, event id): the i/ key's.
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.key < b.key; });
   std::erase_if(entries, [&](const Entry& e) { return e.end_ms <= lo || e.start_ms >= hi; });
   for (auto& e : entries) {
     auto bytes = store_->Get(e.key);
@@ -278,7 +283,7 @@ void Engine::ApplyOutage(uint64_t seq, const std::string& source_id, const v1::U
   store_->Put(KeyBuilder(keys::kOutageRecord).Str(alloc->allocation_id()).U64(seq).key(),
               stored.SerializeAsString());
   allocations_with_outages_.insert(alloc->allocation_id());
-  RecreditWithin(alloc->allocation_id(), o.start_ms(), o.end_ms());
+  RecreditWithin(alloc->allocation_id(), o.start_ms(), o.end_ms(), true);
 }
 
 // A withdrawn outage stops counting: its statement rows and the credits it gave are taken back
@@ -306,7 +311,7 @@ void Engine::WithdrawOutage(uint64_t seq, const std::string& source_id,
   if (alloc == nullptr) return;
   store_->Delete(
       KeyBuilder(keys::kOutageRecord).Str(alloc->allocation_id()).U64(target.seq()).key());
-  RecreditWithin(alloc->allocation_id(), o.start_ms(), o.end_ms());
+  RecreditWithin(alloc->allocation_id(), o.start_ms(), o.end_ms(), true);
 }
 
 }  // namespace gpuledger::settlement

@@ -78,15 +78,61 @@ inline __int128 PartGpuMs(const v1::StoredPart& part) {
   return keys::DecodeI128(part.gpu_ms_i128()).value_or(0);  // we wrote it: 16 bytes
 }
 
-// The keys of the stored intervals of an allocation (x/ allocation source event → i/ source
-// event).
-inline std::vector<std::string> IntervalKeysOf(Store* store, const std::string& allocation_id) {
+// The allocation index: x/ allocation i64 start source event → i64 end, in order of start, and
+// xl/ allocation → the longest interval it ever indexed (so that a scan by time knows how far
+// back an interval overlapping an instant can start).
+struct IndexedInterval {
+  std::string key;  // i/ source event
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+};
+
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t out = 0;
+  if (__builtin_add_overflow(a, b, &out)) return b > 0 ? INT64_MAX : INT64_MIN;
+  return out;
+}
+
+// The intervals of an allocation that start in [from_ms, to_ms), in order of start.
+inline std::vector<IndexedInterval> IndexedStarting(Store* store, const std::string& allocation_id,
+                                                    int64_t from_ms, int64_t to_ms) {
   const std::string prefix = KeyBuilder(keys::kAllocationIndex).Str(allocation_id).Take();
+  std::vector<IndexedInterval> out;
+  store->Scan(prefix, KeyBuilder(prefix).I64(from_ms).key(),
+              [&](std::string_view key, std::string_view value) {
+                KeyReader k(key.substr(prefix.size()));
+                KeyReader v(value);
+                IndexedInterval e;
+                if (!k.I64(&e.start_ms) || !v.I64(&e.end_ms)) return true;  // never: we wrote it
+                if (e.start_ms >= to_ms) return false;
+                e.key = absl::StrCat(keys::kInterval, std::string(k.rest()));
+                out.push_back(std::move(e));
+                return true;
+              });
+  return out;
+}
+
+// The intervals of an allocation that overlap [from_ms, to_ms), in order of start.
+inline std::vector<IndexedInterval> IndexedOverlapping(Store* store,
+                                                       const std::string& allocation_id,
+                                                       int64_t from_ms, int64_t to_ms) {
+  int64_t longest = 0;
+  if (auto v = store->Get(KeyBuilder(keys::kLongestIndexed).Str(allocation_id).key())) {
+    KeyReader r(*v);
+    if (!r.I64(&longest)) longest = 0;  // never: we wrote it
+  }
+  std::vector<IndexedInterval> out =
+      IndexedStarting(store, allocation_id, SaturatingAdd(from_ms, -longest), to_ms);
+  std::erase_if(out, [&](const IndexedInterval& e) { return e.end_ms <= from_ms; });
+  return out;
+}
+
+// The keys of the stored intervals of an allocation.
+inline std::vector<std::string> IntervalKeysOf(Store* store, const std::string& allocation_id) {
   std::vector<std::string> out;
-  store->Scan(prefix, [&](std::string_view key, std::string_view) {
-    out.push_back(absl::StrCat(keys::kInterval, std::string(key.substr(prefix.size()))));
-    return true;
-  });
+  for (auto& e : IndexedStarting(store, allocation_id, INT64_MIN, INT64_MAX)) {
+    out.push_back(std::move(e.key));
+  }
   return out;
 }
 

@@ -29,8 +29,9 @@
 //   u/ period u64 seq u32 n                    → Unpriced
 //   i/ source event                            → StoredInterval
 //   k/ allocation                              → i128 GPU-ms taken from the allocation's cap
-//   x/ allocation source event                 → i64 start_ms, i64 end_ms (index: intervals of
-//                                                an allocation, with their stretch)
+//   x/ allocation i64 start source event       → i64 end_ms (index: intervals of an allocation,
+//                                                in order of start)
+//   xl/ allocation                             → i64 the longest interval x/ ever held for it
 //   o/ allocation u64 seq                      → StoredOutage
 //   w/ pool                                    → i128 own-use GPU-ms
 //   tw/ pool, bw/ pool                         → "", OwnUseRow as billed
@@ -51,7 +52,8 @@ inline constexpr char kFormatKey[] = "s/format";
 // 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: typed keys, 128-bit
 // counters, s/applied with the hash in hex. 3: s/applied with the raw hash. 4: over-cap rules
 // (held, refused and unpriced lines; outages by event id, for withdrawals). 5: this file (the
-// allocation index carries each interval's stretch; credits capped per allocation and instant).
+// allocation index in order of start, with the longest interval; credits capped per allocation
+// and instant).
 inline constexpr char kFormatValue[] = "gpuledger-settlement/5";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
@@ -67,6 +69,7 @@ inline constexpr char kUnpriced[] = "u/";
 inline constexpr char kInterval[] = "i/";
 inline constexpr char kCapUsed[] = "k/";
 inline constexpr char kAllocationIndex[] = "x/";
+inline constexpr char kLongestIndexed[] = "xl/";
 inline constexpr char kOutageRecord[] = "o/";
 inline constexpr char kOutageById[] = "oe/";  // source, event id -> StoredOutageEvent
 inline constexpr char kOwnUse[] = "w/";

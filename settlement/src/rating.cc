@@ -89,14 +89,27 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
   const int64_t cap_from = TakeCap(*alloc, u, &rec);
   PriceStretch(*alloc, cap_from, u.start_ms(), u.end_ms(), true, &rec);
   store_->Put(id_key, rec.SerializeAsString());
-  // The index carries the interval's stretch, so that credits find the usage an outage overlaps
-  // without reading every interval of the allocation.
+  // The index orders the allocation's intervals by start, so that credits and re-ratings read
+  // only the usage near the instants they change.
   store_->Put(KeyBuilder(keys::kAllocationIndex)
                   .Str(alloc->allocation_id())
+                  .I64(u.start_ms())
                   .Str(source_id)
                   .Str(event_id)
                   .key(),
-              KeyBuilder().I64(u.start_ms()).I64(u.end_ms()).key());
+              KeyBuilder().I64(u.end_ms()).key());
+  {
+    const std::string longest_key =
+        KeyBuilder(keys::kLongestIndexed).Str(alloc->allocation_id()).Take();
+    int64_t longest = 0;
+    if (auto v = store_->Get(longest_key)) {
+      KeyReader r(*v);
+      if (!r.I64(&longest)) longest = 0;
+    }
+    if (u.end_ms() - u.start_ms() > longest) {
+      store_->Put(longest_key, KeyBuilder().I64(u.end_ms() - u.start_ms()).key());
+    }
+  }
   RecreditWithin(alloc->allocation_id(), u.start_ms(), u.end_ms());
 }
 
@@ -171,17 +184,10 @@ void Engine::PriceStretch(const v1::Allocation& alloc, int64_t cap_from, int64_t
 // again with the registry as it is now. What it took from its cap stays; credits follow.
 void Engine::Rerate(const v1::Rerating& r) {
   for (const v1::Allocation* alloc : registry_.AllocationsOn(r.program(), r.gpu_model())) {
-    const std::string prefix =
-        KeyBuilder(keys::kAllocationIndex).Str(alloc->allocation_id()).Take();
     std::vector<std::string> keys;
-    store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
-      KeyReader span(value);
-      int64_t start = 0, end = 0;
-      if (span.I64(&start) && span.I64(&end) && start < r.to_ms() && end > r.from_ms()) {
-        keys.push_back(absl::StrCat(keys::kInterval, std::string(key.substr(prefix.size()))));
-      }
-      return true;
-    });
+    for (auto& e : IndexedOverlapping(store_, alloc->allocation_id(), r.from_ms(), r.to_ms())) {
+      keys.push_back(std::move(e.key));
+    }
     for (const std::string& key : keys) {
       auto bytes = store_->Get(key);
       v1::StoredInterval rec;
@@ -249,6 +255,7 @@ void Engine::RemoveInterval(const v1::StoredInterval& rec) {
   store_->Delete(KeyBuilder(keys::kInterval).Str(rec.source_id()).Str(rec.event_id()).key());
   store_->Delete(KeyBuilder(keys::kAllocationIndex)
                      .Str(allocation_id)
+                     .I64(rec.interval().start_ms())
                      .Str(rec.source_id())
                      .Str(rec.event_id())
                      .key());

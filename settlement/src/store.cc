@@ -116,13 +116,19 @@ void Store::Delete(std::string_view key) {
 // a staged delete hides it altogether).
 void Store::Scan(std::string_view prefix,
                  const std::function<bool(std::string_view, std::string_view)>& visit) {
+  Scan(prefix, prefix, visit);
+}
+
+void Store::Scan(std::string_view prefix, std::string_view from,
+                 const std::function<bool(std::string_view, std::string_view)>& visit) {
+  if (from < prefix) from = prefix;
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions()));
   const rocksdb::Slice p(prefix.data(), prefix.size());
-  auto staged = impl_->staged.lower_bound(prefix);
+  auto staged = impl_->staged.lower_bound(from);
   auto staged_in_prefix = [&] {
     return staged != impl_->staged.end() && std::string_view(staged->first).starts_with(prefix);
   };
-  it->Seek(p);
+  it->Seek(rocksdb::Slice(from.data(), from.size()));
   while (true) {
     const bool stored = it->Valid() && it->key().starts_with(p);
     const bool pending = staged_in_prefix();

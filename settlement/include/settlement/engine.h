@@ -105,8 +105,11 @@ class Engine {
                       const gpuledger::v1::UsageEvent& event);
   // Adds (sign 1) or takes back (sign -1) an outage's GPU-ms on its pool's statement rows.
   void CountOutage(const std::string& source_id, const gpuledger::v1::OutageInterval& o, int sign);
-  // Recomputes the outage credits of the allocation's usage that overlaps [start_ms, end_ms).
-  void RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms);
+  // Recomputes the outage credits of the allocation's usage that overlaps [start_ms, end_ms):
+  // after its usage changed there (nothing to do where no outage is declared), or, with
+  // `outages_changed`, after an outage there was declared or withdrawn.
+  void RecreditWithin(const std::string& allocation_id, int64_t start_ms, int64_t end_ms,
+                      bool outages_changed = false);
   void AddInterval(uint64_t seq, const std::string& source_id, const std::string& event_id,
                    const gpuledger::v1::UsageInterval& interval);
   // Takes what fits of `interval` from its allocation's GPU-hour cap (recorded in `rec`); returns

@@ -40,6 +40,9 @@ class Store {
   // false.
   void Scan(std::string_view prefix,
             const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  // The same, from the first key at or after `from` (which starts with `prefix`).
+  void Scan(std::string_view prefix, std::string_view from,
+            const std::function<bool(std::string_view key, std::string_view value)>& visit);
 
   // Counters: 16-byte big-endian signed 128-bit values (settlement/src/keys.h). A value of
   // another size is a read error (reported at Commit) and reads as 0.
