@@ -106,9 +106,10 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
       KeyReader r(*v);
       if (!r.I64(&longest)) longest = 0;
     }
-    if (u.end_ms() - u.start_ms() > longest) {
-      store_->Put(longest_key, KeyBuilder().I64(u.end_ms() - u.start_ms()).key());
-    }
+    // In 128 bits: the ledger may hold any int64 times (settlement takes what ingest recorded).
+    const __int128 duration = static_cast<__int128>(u.end_ms()) - u.start_ms();
+    const int64_t d = duration > INT64_MAX ? INT64_MAX : static_cast<int64_t>(duration);
+    if (d > longest) store_->Put(longest_key, KeyBuilder().I64(d).key());
   }
   RecreditWithin(alloc->allocation_id(), u.start_ms(), u.end_ms());
 }
