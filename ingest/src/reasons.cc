@@ -71,9 +71,16 @@ constexpr ReasonInfo kReasons[] = {
      "host according to the registry.",
      "Check program and model; the operator announces pools."},
     {kGpusOverPool,
-     "Own use of more GPUs than the pool holds, or a pool outage of more GPUs than the pool "
-     "holds, alone or with the pool's outages already accepted at the same time.",
+     "Own use of more GPUs than the pool holds, alone or with the CSP's own use already "
+     "accepted at the same time; or a pool outage of more GPUs than the pool holds, alone or "
+     "with the pool's outages already accepted at the same time.",
      "Report the GPUs actually used or out of service."},
+    {kOwnUseDisplacesProgramme,
+     "Own use that would displace programme users: at some instant the usage recorded on the "
+     "pool's allocations, the own use already accepted and this own use are more GPUs than the "
+     "pool holds (the state's users come first).",
+     "Use for yourself only the GPUs programme users leave free; the detail names the instant "
+     "and how many fit."},
     {kUnknownCorrectionTarget,
      "The corrected event id was never accepted from this CSP (or, for an outage withdrawal, is "
      "not an accepted outage of this CSP).",

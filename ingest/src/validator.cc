@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "base/period.h"
 #include "base/status.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "hold_store.h"
@@ -226,11 +227,7 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
       const auto& o = e.own_use();
       auto pool = KnownPool(csp, o.program(), o.gpu_model(), o.start_ms(), c);
       if (!pool.has_value()) return;
-      if (o.gpu_count() > *pool) {
-        return Reject(c, reason::kGpusOverPool,
-                      absl::StrCat(o.gpu_count(), " GPUs, the pool holds ", *pool));
-      }
-      return;
+      return CheckOwnUse(csp, o, *pool, c);
     }
     case v1::UsageEvent::kOutage:
       return CheckOutage(csp, e.outage(), c);
@@ -443,6 +440,85 @@ void Validator::CheckInterval(const std::string& csp, const v1::UsageInterval& u
   }
 }
 
+void Validator::CheckOwnUse(const std::string& csp, const v1::OwnUseInterval& o, uint32_t pool_gpus,
+                            ledger::Candidate* c) const {
+  if (o.gpu_count() > pool_gpus) {
+    return Reject(c, reason::kGpusOverPool,
+                  absl::StrCat(o.gpu_count(), " GPUs, the pool holds ", pool_gpus));
+  }
+  const int64_t lo = o.start_ms(), hi = o.end_ms();
+  // What else runs on the pool within [lo, hi), as changes at instants: (instant, programme
+  // GPUs, own-use GPUs). Instants where the pool's size changes carry no change of their own.
+  struct Change {
+    int64_t at;
+    int64_t programme;
+    int64_t own;
+  };
+  std::vector<Change> changes{{lo, 0, 0}};
+  auto add = [&](int64_t from, int64_t to, int64_t programme, int64_t own) {
+    from = std::max(from, lo);
+    to = std::min(to, hi);
+    if (from >= to) return;
+    changes.push_back({from, programme, own});
+    changes.push_back({to, -programme, -own});
+  };
+  const PoolIndexKey key{csp, o.program(), o.gpu_model()};
+  if (auto it = own_use_.find(key); it != own_use_.end()) {
+    for (const OutageSpan& s : it->second) add(s.start_ms, s.end_ms, 0, s.gpus);
+  }
+  if (const auto* ids = registry_.AllocationIdsOnPool(csp, o.program(), o.gpu_model())) {
+    for (const std::string& id : *ids) {
+      const v1::Allocation* alloc = registry_.FindAllocation(id);
+      if (alloc == nullptr || alloc->start_ms() >= hi || registry_.AllocationEndMs(*alloc) <= lo) {
+        continue;
+      }
+      const auto longest = longest_held_.find(id);
+      if (longest == longest_held_.end()) continue;  // no usage recorded on it
+      // Only intervals that start within the longest one held can reach into [lo, hi).
+      absl::Status st =
+          recent_->Scan(*store_, id, lo - longest->second, hi, [&](const RecentIntervals::View& h) {
+            add(h.start_ms, h.end_ms, h.gpus, 0);
+            return true;
+          });
+      if (!st.ok()) {
+        NoteError(st);
+        return Reject(c, reason::kOwnUseDisplacesProgramme, "validator state store unreadable");
+      }
+    }
+  }
+  std::vector<int64_t> pool_changes;
+  if (const auto* pool = registry_.Pool(csp, o.program(), o.gpu_model())) {
+    pool->ChangesWithin(lo, hi, &pool_changes);
+  }
+  for (int64_t t : pool_changes) changes.push_back({t, 0, 0});
+  std::sort(changes.begin(), changes.end(),
+            [](const Change& a, const Change& b) { return a.at < b.at; });
+  int64_t programme = 0, own = 0;
+  for (size_t i = 0; i < changes.size();) {
+    const int64_t t = changes[i].at;
+    if (t >= hi) break;
+    // Every change at t first: [a, b) and [b, c) are not at once.
+    for (; i < changes.size() && changes[i].at == t; ++i) {
+      programme += changes[i].programme;
+      own += changes[i].own;
+    }
+    const int64_t holds = registry_.PoolAt(csp, o.program(), o.gpu_model(), t).value_or(0);
+    const int64_t gpus = o.gpu_count();
+    if (own + gpus > holds) {
+      return Reject(c, reason::kGpusOverPool,
+                    absl::StrCat(gpus, " GPUs with the ", own, " of own use already accepted at ",
+                                 base::FormatKst(t), ", the pool holds ", holds));
+    }
+    if (programme + own + gpus > holds) {
+      return Reject(c, reason::kOwnUseDisplacesProgramme,
+                    absl::StrCat("at ", base::FormatKst(t), " programme users ran ", programme,
+                                 " GPUs and own use already accepted is ", own, " of the pool's ",
+                                 holds, ": at most ", std::max<int64_t>(0, holds - programme - own),
+                                 " GPUs of own use fit there (the state's users come first)"));
+    }
+  }
+}
+
 void Validator::Hold(const Identity& who, const v1::UsageInterval& u) {
   int64_t& longest = longest_held_[u.allocation_id()];
   if (u.end_ms() - u.start_ms() > longest) {
@@ -540,6 +616,11 @@ void Validator::Recorded(const Decoded& d, uint64_t seq) {
   const v1::UsageEvent& e = *d.usage();
   const Identity who{c.source_id, c.event_id};
   if (e.has_usage()) Hold(who, e.usage());
+  if (e.has_own_use()) {
+    const auto& o = e.own_use();
+    own_use_[PoolIndexKey{c.source_id, o.program(), o.gpu_model()}].push_back(
+        OutageSpan{o.start_ms(), o.end_ms(), o.gpu_count()});
+  }
   if (e.has_outage()) {
     const auto& o = e.outage();
     const std::string key = OutageKey(c.source_id, o);

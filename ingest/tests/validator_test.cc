@@ -326,6 +326,69 @@ TEST(ValidatorTest, OwnUseAndOutagesNeedAPool) {
   EXPECT_EQ(resolution->entry.reason_code(), reason::kUnknownPool);
 }
 
+// The state's users come first (issue 16, item 3): own use is checked at every instant against
+// the pool less the programme usage recorded on the pool's allocations and the own use already
+// accepted, on both sides of the limit, and after a restart rebuilt from the ledger.
+TEST(ValidatorTest, OwnUseNeverDisplacesProgrammeUsers) {
+  Harness h;
+  h.StandardRegistry();  // a 64-GPU pool; a1 is granted 4 GPUs
+  ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("a2", 8); }), "");
+  int own_seq = 0;
+  auto own = [&](uint32_t gpus, int64_t start, int64_t end) {
+    v1::UsageEvent e;
+    e.set_schema_version(1);
+    e.set_event_id(absl::StrCat("own-", ++own_seq));
+    e.set_csp_id("csp-a");
+    e.set_producer_id("pools");
+    e.set_producer_seq(own_seq);
+    auto* o = e.mutable_own_use();
+    o->set_program(v1::GOV_ADVANCED);
+    o->set_gpu_model(v1::H200);
+    o->set_gpu_count(gpus);
+    o->set_start_ms(start);
+    o->set_end_ms(end);
+    o->set_node_id("own");
+    return h.UsageReason(e);
+  };
+  const int64_t t = kT0;
+  // Programme users: 4 GPUs on a1 for 2 hours, 8 on a2 in the second hour.
+  ASSERT_EQ(h.UsageReason(h.Usage("a1", 4, t, t + 2 * kHour)), "");
+  ASSERT_EQ(h.UsageReason(h.Usage("a2", 8, t + kHour, t + 2 * kHour)), "");
+  // First hour: 64 − 4 = 60 GPUs are free; 61 would displace a user, and 61 with a 30-minute
+  // stretch before a1's usage starts too.
+  EXPECT_EQ(own(61, t, t + kHour), reason::kOwnUseDisplacesProgramme);
+  EXPECT_EQ(own(61, t - kHour / 2, t + kHour / 2), reason::kOwnUseDisplacesProgramme);
+  EXPECT_EQ(own(60, t, t + kHour), "");
+  // Now full in the first hour; the second hour has 64 − 12 = 52 free (back to back is not at
+  // once), and own use already accepted counts.
+  EXPECT_EQ(own(1, t + kHour - 1, t + kHour + 1), reason::kOwnUseDisplacesProgramme);
+  EXPECT_EQ(own(53, t + kHour, t + 2 * kHour), reason::kOwnUseDisplacesProgramme);
+  EXPECT_EQ(own(52, t + kHour, t + 2 * kHour), "");
+  // Reaching past the users' end does not help: the first instant decides.
+  EXPECT_EQ(own(5, t + 90 * 60'000, t + 3 * kHour), reason::kOwnUseDisplacesProgramme);
+  // After t + 2 h no programme user runs: the CSP's own use alone over the pool is
+  // GPUS_OVER_POOL, not a displacement.
+  EXPECT_EQ(own(13, t + 2 * kHour, t + 3 * kHour), "");
+  EXPECT_EQ(own(52, t + 2 * kHour, t + 3 * kHour), reason::kGpusOverPool);
+  EXPECT_EQ(own(51, t + 2 * kHour, t + 3 * kHour), "");
+  // A correction that takes usage back frees its GPUs for own use.
+  v1::UsageEvent cancel;
+  cancel.set_schema_version(1);
+  cancel.set_event_id("cancel-a2");
+  cancel.set_csp_id("csp-a");
+  cancel.set_producer_id("m");
+  cancel.set_producer_seq(100);
+  cancel.mutable_correction()->set_target_event_id("u-2");
+  cancel.mutable_correction()->set_allocation_id("a2");
+  ASSERT_EQ(h.UsageReason(cancel), "");
+  EXPECT_EQ(own(9, t + kHour, t + 2 * kHour), reason::kOwnUseDisplacesProgramme);  // 4+52+9
+  EXPECT_EQ(own(8, t + kHour, t + 2 * kHour), "");
+  // A validator rebuilt from the ledger decides the same: own use and usage both count.
+  h.Restart("", false);
+  EXPECT_EQ(own(1, t, t + 2 * kHour), reason::kOwnUseDisplacesProgramme);
+  EXPECT_EQ(own(1, t + 3 * kHour, t + 4 * kHour), "");
+}
+
 // Programme rule (issue 16): the grants on a pool never exceed what it holds at any instant.
 TEST(ValidatorTest, GrantsFitTheirPoolAtEveryInstant) {
   Harness h;

@@ -524,6 +524,12 @@ std::vector<const v1::Allocation*> Registry::AllocationsOn(v1::Program program,
   return out;
 }
 
+const std::vector<std::string>* Registry::AllocationIdsOnPool(const std::string& csp_id,
+                                                              v1::Program program,
+                                                              v1::GpuModel model) const {
+  return Find(pool_allocations_, std::tuple<std::string, int, int>{csp_id, program, model});
+}
+
 const Timeline<uint32_t>* Registry::OwnUseCaps(const std::string& csp_id) const {
   return Find(own_use_caps_, csp_id);
 }

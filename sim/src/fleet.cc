@@ -419,8 +419,11 @@ class Generator {
           absl::StrCat("pool:", v1::Program_Name(p.program), ":", v1::GpuModel_Name(p.model));
       if (p.program == v1::GOV_ADVANCED) {
         const int pct = static_cast<int>(rng_.Between(3, 12));
-        const uint32_t gpus = static_cast<uint32_t>(std::max(1, p.gpus * pct / 100));
-        for (int64_t d = p0; d < p1; d += kDay) {
+        // The state's users come first: only GPUs no allocation was granted are the CSP's to
+        // use (OWN_USE_DISPLACES_PROGRAMME otherwise).
+        const uint32_t gpus =
+            static_cast<uint32_t>(std::min(std::max(1, p.gpus * pct / 100), p.free));
+        for (int64_t d = p0; gpus > 0 && d < p1; d += kDay) {
           v1::UsageEvent ev = Base(p.csp, producer, d + 20 * kHour);
           ev.set_event_id(absl::StrCat(p.csp, "-own-", v1::GpuModel_Name(p.model), "-", d / kDay));
           auto* o = ev.mutable_own_use();

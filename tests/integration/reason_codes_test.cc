@@ -271,6 +271,15 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
     o->set_start_ms(kT0);
     o->set_end_ms(kT0 + kHour);
   });
+  // ok-1 runs 1 GPU of the 64-GPU pool at kT0 + 1 h: all 64 for the CSP would displace it.
+  use("own-displaces", reason::kOwnUseDisplacesProgramme, [](auto* e) {
+    auto* o = e->mutable_own_use();
+    o->set_program(v1::GOV_ADVANCED);
+    o->set_gpu_model(v1::H200);
+    o->set_gpu_count(64);
+    o->set_start_ms(kT0);
+    o->set_end_ms(kT0 + 3 * kHour);
+  });
   auto correct = [](const std::string& target) {
     return [target](v1::UsageEvent* e) {
       auto replacement = e->usage();

@@ -26,6 +26,7 @@ inline constexpr char kOverlappingInterval[] = "OVERLAPPING_INTERVAL";
 inline constexpr char kGpusOverGrant[] = "GPUS_OVER_GRANT";
 inline constexpr char kUnknownPool[] = "UNKNOWN_POOL";
 inline constexpr char kGpusOverPool[] = "GPUS_OVER_POOL";
+inline constexpr char kOwnUseDisplacesProgramme[] = "OWN_USE_DISPLACES_PROGRAMME";
 inline constexpr char kUnknownCorrectionTarget[] = "UNKNOWN_CORRECTION_TARGET";
 inline constexpr char kAlreadyCorrected[] = "ALREADY_CORRECTED";
 // Registry events (codes defined with the registry in ledger/registry.h).

@@ -33,7 +33,7 @@ namespace gpuledger::ingest {
 class HoldStore;
 class RecentIntervals;
 
-// An accepted outage's [start, end) and GPUs out of service.
+// An accepted outage's (or own use's) [start, end) and GPUs.
 struct OutageSpan {
   int64_t start_ms;
   int64_t end_ms;
@@ -131,6 +131,12 @@ class Validator {
   // of service at once than there are.
   void CheckOutage(const std::string& csp, const gpuledger::v1::OutageInterval& o,
                    ledger::Candidate* c) const;
+  // Own use of a pool holding `pool_gpus` at its start: with the CSP's own use already accepted
+  // on the pool, never more than the pool holds (GPUS_OVER_POOL); and the state's priority: at
+  // every instant, the programme usage recorded on the pool's allocations, the own use already
+  // accepted and this one fit the pool (OWN_USE_DISPLACES_PROGRAMME).
+  void CheckOwnUse(const std::string& csp, const gpuledger::v1::OwnUseInterval& o,
+                   uint32_t pool_gpus, ledger::Candidate* c) const;
   void Hold(const Identity& who, const gpuledger::v1::UsageInterval& u);
   void Release(const Identity& who);
   void NoteError(const absl::Status& st) const;
@@ -169,6 +175,9 @@ class Validator {
     bool withdrawn = false;
   };
   std::map<Identity, AcceptedOutage> outage_events_;
+  // Accepted own use by pool (CSP, program, model). Like outages, a handful per pool and day;
+  // Load rebuilds them.
+  std::map<PoolIndexKey, std::vector<OutageSpan>> own_use_;
   int64_t latest_record_ms_ = -1;  // the latest time of record seen (parking's clock)
 };
 

@@ -76,6 +76,11 @@ class Registry {
   // allocation id.
   std::vector<const gpuledger::v1::Allocation*> AllocationsOn(gpuledger::v1::Program program,
                                                               gpuledger::v1::GpuModel model) const;
+  // The ids of the allocations on a CSP's (program, model) pool, in the order announced (null:
+  // none).
+  const std::vector<std::string>* AllocationIdsOnPool(const std::string& csp_id,
+                                                      gpuledger::v1::Program program,
+                                                      gpuledger::v1::GpuModel model) const;
   // The allocation's exclusive end after every amendment so far (revocations, extensions).
   int64_t AllocationEndMs(const gpuledger::v1::Allocation& allocation) const;
   // The fewest GPUs granted at any instant in [from_ms, to_ms).
