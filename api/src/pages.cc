@@ -346,6 +346,13 @@ HttpResponse StatementPage(Service& svc, const Principal& who, const std::string
             ? absl::StrCat("<p class=\"flag\">Over the cap by ", Hours(s.own_use_excess_gpu_ms()),
                            " GPU-hours, worth ", Won(s.own_use_excess_value_krw()), " KRW.</p>")
             : "<p class=\"ok\">Within the cap.</p>",
+        "<p>Own use valued at ", Won(s.own_use_value_krw()),
+        " KRW at the rates in force when used. ",
+        s.own_use_netted_krw() != 0
+            ? absl::StrCat("The contract nets the excess: ", Won(s.own_use_netted_krw()),
+                           " KRW off the subsidy. ")
+            : "",
+        "Payable by the state: <b>", Won(s.payable_krw()), " KRW</b>.</p>",
         "\n<h2>The statement</h2>\n");
     std::string doc = settlement::RenderHtml(*docs);
     // Embed the printable document's body.

@@ -357,6 +357,7 @@ HttpResponse StatementList(Service& svc, const Principal& p, base::Period period
       list.push_back({{"csp_id", s.csp_id()},
                       {"totals", TotalsJson(s.totals())},
                       {"subsidy_owed_krw", s.totals().subsidy_krw()},
+                      {"payable_krw", s.payable_krw()},
                       {"own_use_share_bp", s.own_use_share_bp()},
                       {"own_use_cap_bp", s.own_use_cap_bp()},
                       {"own_use_excess_value_krw", s.own_use_excess_value_krw()},

@@ -465,6 +465,10 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       if (c.own_use_cap_bp() > 10'000) {
         return Invalid("csp_contract.own_use_cap_bp", "over 10,000 (100%)");
       }
+      if (!v1::OwnUseExcess_IsValid(c.own_use_excess())) {
+        return Invalid("csp_contract.own_use_excess",
+                       "not OWN_USE_EXCESS_REPORTED or OWN_USE_EXCESS_NETTED");
+      }
       return CheckOptionalTime("csp_contract.effective_from_ms", c.effective_from_ms());
     }
     case v1::RegistryEvent::kGpuPool: {

@@ -238,6 +238,20 @@ TEST(DecideTest, RegistryEventsAreCheckedToo) {
   r.mutable_copay_policy()->set_copay_bp(10'001);
   EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,
             reason::kInvalidField);
+  // A contract: a cap up to 100%, and how its excess is settled, one of the two rules.
+  auto* contract = r.mutable_csp_contract();
+  contract->set_csp_id("csp-a");
+  contract->set_own_use_cap_bp(10'000);
+  contract->set_own_use_excess(v1::OWN_USE_EXCESS_NETTED);
+  EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code, "");
+  contract->set_own_use_excess(static_cast<v1::OwnUseExcess>(2));
+  auto bad = Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0);
+  EXPECT_EQ(bad.reason_code, reason::kInvalidField);
+  EXPECT_NE(bad.reason_detail.find("own_use_excess"), std::string::npos) << bad.reason_detail;
+  contract->set_own_use_excess(v1::OWN_USE_EXCESS_REPORTED);
+  contract->set_own_use_cap_bp(10'001);
+  EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,
+            reason::kInvalidField);
   r.clear_body();
   EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,
             reason::kMissingField);

@@ -278,6 +278,19 @@ TEST(ValidatorTest, RefusesContradictoryRegistryRecords) {
   EXPECT_EQ(h.Reg(rate(4'500)), "");
   EXPECT_EQ(h.Reg(rate(4'500)), "");
   EXPECT_EQ(h.Reg(rate(5'000)), reason::kRegistryConflict);
+  // A contract with the same cap but the other rule for its excess, from the same instant.
+  auto contract = [](v1::OwnUseExcess rule) {
+    return [rule](v1::RegistryEvent* e) {
+      auto* c = e->mutable_csp_contract();
+      c->set_csp_id("csp-a");
+      c->set_own_use_cap_bp(1'000);
+      c->set_own_use_excess(rule);
+      c->set_effective_from_ms(kT0);
+    };
+  };
+  EXPECT_EQ(h.Reg(contract(v1::OWN_USE_EXCESS_NETTED)), "");
+  EXPECT_EQ(h.Reg(contract(v1::OWN_USE_EXCESS_NETTED)), "");
+  EXPECT_EQ(h.Reg(contract(v1::OWN_USE_EXCESS_REPORTED)), reason::kRegistryConflict);
 }
 
 TEST(ValidatorTest, OwnUseAndOutagesNeedAPool) {

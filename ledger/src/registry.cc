@@ -405,8 +405,13 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
     }
     case v1::RegistryEvent::kCspContract: {
       const auto& c = e.csp_contract();
-      return Contradicts(Find(own_use_caps_, c.csp_id()), c.effective_from_ms(), c.own_use_cap_bp(),
-                         absl::StrCat("contract of ", c.csp_id()));
+      if (auto p = Contradicts(Find(own_use_caps_, c.csp_id()), c.effective_from_ms(),
+                               c.own_use_cap_bp(), absl::StrCat("contract of ", c.csp_id()))) {
+        return p;
+      }
+      return Contradicts(Find(own_use_excess_, c.csp_id()), c.effective_from_ms(),
+                         static_cast<int>(c.own_use_excess()),
+                         absl::StrCat("contract of ", c.csp_id(), " (own_use_excess)"));
     }
     case v1::RegistryEvent::kPeriodClose: {
       auto period = base::ParsePeriod(e.period_close().period());
@@ -485,6 +490,7 @@ void Registry::Apply(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::kCspContract: {
       const auto& c = e.csp_contract();
       own_use_caps_[c.csp_id()].Set(c.effective_from_ms(), c.own_use_cap_bp());
+      own_use_excess_[c.csp_id()].Set(c.effective_from_ms(), static_cast<int>(c.own_use_excess()));
       break;
     }
     case v1::RegistryEvent::kProgrammePolicy: {
@@ -532,6 +538,15 @@ const std::vector<std::string>* Registry::AllocationIdsOnPool(const std::string&
 
 const Timeline<uint32_t>* Registry::OwnUseCaps(const std::string& csp_id) const {
   return Find(own_use_caps_, csp_id);
+}
+
+bool Registry::NetsOwnUseExcessAt(const std::string& csp_id, int64_t t_ms) const {
+  const Timeline<int>* t = Find(own_use_excess_, csp_id);
+  return t != nullptr && t->At(t_ms).value_or(0) == v1::OWN_USE_EXCESS_NETTED;
+}
+
+const Timeline<int64_t>* Registry::Rates(v1::Program program, v1::GpuModel model) const {
+  return Find(rates_, std::pair<int, int>{program, model});
 }
 
 const Timeline<uint32_t>* Registry::Pool(const std::string& csp_id, v1::Program program,

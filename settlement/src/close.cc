@@ -87,11 +87,15 @@ absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
       b.clear_own_use_gpu_ms();
       b.clear_excess_gpu_ms();
       b.clear_excess_value_krw();
+      b.clear_value_krw();
+      b.clear_unpriced_gpu_ms();
       b.clear_adjusts_period();
     }
     b.set_own_use_gpu_ms(b.own_use_gpu_ms() + row.own_use_gpu_ms());
     b.set_excess_gpu_ms(b.excess_gpu_ms() + row.excess_gpu_ms());
     b.set_excess_value_krw(b.excess_value_krw() + row.excess_value_krw());
+    b.set_value_krw(b.value_krw() + row.value_krw());
+    b.set_unpriced_gpu_ms(b.unpriced_gpu_ms() + row.unpriced_gpu_ms());
     store_->Put(key, b.SerializeAsString());
   };
   auto bill_outage = [&](const std::string& period, const std::string& csp,

@@ -110,8 +110,24 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Documents(Period period, const Docum
   return docs;
 }
 
+absl::Status ValueOwnUse(const OwnUseValue& value, v1::OwnUseRow* row);
+
+absl::StatusOr<OwnUseValue> Engine::ReadOwnUseValue(const std::string& pool_rest) const {
+  const auto num = keys::DecodeI128(
+      store_->Get(absl::StrCat(keys::kOwnUseValue, pool_rest)).value_or(keys::EncodeI128(0)));
+  const auto unpriced = keys::DecodeI128(
+      store_->Get(absl::StrCat(keys::kOwnUseUnpriced, pool_rest)).value_or(keys::EncodeI128(0)));
+  if (!num || !unpriced) return absl::DataLossError("settlement store: unreadable own-use value");
+  OwnUseValue out;
+  out.numerator = *num;
+  GPULEDGER_ASSIGN_OR_RETURN(out.unpriced_gpu_ms,
+                             base::CheckedNarrow(*unpriced, "unpriced own-use GPU-ms"));
+  return out;
+}
+
 absl::StatusOr<v1::OwnUseRow> Engine::OwnUseRowFor(const std::string& csp, int program, int model,
-                                                   Period period, int64_t own) const {
+                                                   Period period, int64_t own,
+                                                   const OwnUseValue& value) const {
   const auto prog = static_cast<v1::Program>(program);
   const auto gpu_model = static_cast<v1::GpuModel>(model);
   const int64_t last_ms = period.EndMs() - 1;
@@ -145,17 +161,38 @@ absl::StatusOr<v1::OwnUseRow> Engine::OwnUseRowFor(const std::string& csp, int p
   row.set_share_bp(static_cast<uint32_t>(share));
   row.set_cap_bp(caps != nullptr ? caps->At(last_ms).value_or(0) : 0);
   row.set_allowed_gpu_ms(allowed);
-  GPULEDGER_ASSIGN_OR_RETURN(int64_t over,
-                             base::CheckedSub(own, allowed, "own use beyond the cap"));
-  row.set_excess_gpu_ms(std::max<int64_t>(0, over));
-  const auto rate = registry_.RateAt(prog, gpu_model, last_ms);
-  row.set_krw_per_gpu_hour(rate.value_or(0));
-  if (rate) {
-    GPULEDGER_ASSIGN_OR_RETURN(base::Krw value,
-                               base::ListPrice(base::GpuMs{row.excess_gpu_ms()}, base::Krw{*rate}));
-    row.set_excess_value_krw(value.won);
-  }
+  row.set_netted(registry_.NetsOwnUseExcessAt(csp, last_ms));
+  GPULEDGER_RETURN_IF_ERROR(ValueOwnUse(value, &row));
   return row;
+}
+
+// The row's excess from its own use and allowance, and the values of its own use and excess
+// (docs/SETTLEMENT.md, "CSP settlement statements"): own use slice by slice at the rate in
+// force when it was recorded; the excess as the same share of that value as of the own use, so
+// that no slice of the month counts as more "over the cap" than another.
+absl::Status ValueOwnUse(const OwnUseValue& value, v1::OwnUseRow* row) {
+  GPULEDGER_ASSIGN_OR_RETURN(
+      int64_t over,
+      base::CheckedSub(row->own_use_gpu_ms(), row->allowed_gpu_ms(), "own use beyond the cap"));
+  row->set_excess_gpu_ms(std::max<int64_t>(0, over));
+  GPULEDGER_ASSIGN_OR_RETURN(int64_t krw, DivRound(value.numerator, base::kMsPerHour));
+  row->set_value_krw(krw);
+  row->set_unpriced_gpu_ms(value.unpriced_gpu_ms);
+  int64_t excess_krw = 0;
+  if (row->excess_gpu_ms() > 0 && row->own_use_gpu_ms() > 0 && value.numerator > 0) {
+    __int128 num = 0;
+    if (__builtin_mul_overflow(value.numerator, static_cast<__int128>(row->excess_gpu_ms()),
+                               &num)) {
+      return absl::OutOfRangeError("the value of own use beyond the cap does not fit");
+    }
+    // Half away from zero; the denominator is below 2^86 and num is positive.
+    const __int128 den = static_cast<__int128>(row->own_use_gpu_ms()) * base::kMsPerHour;
+    const __int128 rounded = num / den + (2 * (num % den) >= den ? 1 : 0);
+    GPULEDGER_ASSIGN_OR_RETURN(excess_krw,
+                               base::CheckedNarrow(rounded, "the value of own use beyond the cap"));
+  }
+  row->set_excess_value_krw(excess_krw);
+  return absl::OkStatus();
 }
 
 namespace {
@@ -518,6 +555,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
             store_->Get(absl::StrCat(keys::kOwnUse, rest)).value_or(keys::EncodeI128(0)));
         if (!own128) return absl::DataLossError("settlement store: unreadable own use");
         GPULEDGER_ASSIGN_OR_RETURN(int64_t own_now, base::CheckedNarrow(*own128, "own-use GPU-ms"));
+        GPULEDGER_ASSIGN_OR_RETURN(OwnUseValue value_now, ReadOwnUseValue(rest));
         v1::OwnUseRow billed;
         v1::OwnUseRow row;
         if (auto bytes = store_->Get(absl::StrCat(keys::kBilledOwnUse, rest))) {
@@ -527,10 +565,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
           }
           row = billed;
           row.set_own_use_gpu_ms(own_now);
-          GPULEDGER_ASSIGN_OR_RETURN(
-              int64_t over,
-              base::CheckedSub(own_now, billed.allowed_gpu_ms(), "own use beyond the cap"));
-          row.set_excess_gpu_ms(std::max<int64_t>(0, over));
+          GPULEDGER_RETURN_IF_ERROR(ValueOwnUse(value_now, &row));
           int64_t share = 0;
           if (billed.capacity_gpu_ms() > 0) {
             GPULEDGER_ASSIGN_OR_RETURN(
@@ -538,13 +573,9 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
                                 billed.capacity_gpu_ms()));
           }
           row.set_share_bp(static_cast<uint32_t>(share));
-          GPULEDGER_ASSIGN_OR_RETURN(base::Krw value,
-                                     base::ListPrice(base::GpuMs{row.excess_gpu_ms()},
-                                                     base::Krw{billed.krw_per_gpu_hour()}));
-          row.set_excess_value_krw(value.won);
         } else {
           GPULEDGER_ASSIGN_OR_RETURN(
-              row, OwnUseRowFor(f.csp, f.program, f.model, closed_period, own_now));
+              row, OwnUseRowFor(f.csp, f.program, f.model, closed_period, own_now, value_now));
         }
         GPULEDGER_ASSIGN_OR_RETURN(
             int64_t own_delta,
@@ -555,11 +586,22 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
         GPULEDGER_ASSIGN_OR_RETURN(
             int64_t value_delta, base::CheckedSub(row.excess_value_krw(), billed.excess_value_krw(),
                                                   "the value of own use beyond the cap"));
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t own_value_delta,
+            base::CheckedSub(row.value_krw(), billed.value_krw(), "the value of own use"));
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t unpriced_delta,
+                                   base::CheckedSub(row.unpriced_gpu_ms(), billed.unpriced_gpu_ms(),
+                                                    "unpriced own-use GPU-ms"));
         row.set_own_use_gpu_ms(own_delta);
         row.set_excess_gpu_ms(excess_delta);
         row.set_excess_value_krw(value_delta);
+        row.set_value_krw(own_value_delta);
+        row.set_unpriced_gpu_ms(unpriced_delta);
         row.set_adjusts_period(f.period);
-        if (own_delta == 0 && excess_delta == 0 && value_delta == 0) return std::nullopt;
+        if (own_delta == 0 && excess_delta == 0 && value_delta == 0 && own_value_delta == 0 &&
+            unpriced_delta == 0) {
+          return std::nullopt;
+        }
         return row;
       }();
       if (!row.ok()) {
@@ -684,8 +726,11 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
         // reported own use on.
         if (own == 0 && prog != v1::GOV_ADVANCED) continue;
         if (own == 0 && cap == 0) continue;
+        GPULEDGER_ASSIGN_OR_RETURN(OwnUseValue own_value,
+                                   ReadOwnUseValue(PoolRest(p, csp, static_cast<v1::Program>(prog),
+                                                            static_cast<v1::GpuModel>(model))));
         GPULEDGER_ASSIGN_OR_RETURN(v1::OwnUseRow own_row,
-                                   OwnUseRowFor(csp, prog, model, period, own));
+                                   OwnUseRowFor(csp, prog, model, period, own, own_value));
         v1::OwnUseRow* ou = st.add_own_use();
         *ou = std::move(own_row);
         GPULEDGER_ASSIGN_OR_RETURN(int64_t own_sum,
@@ -702,6 +747,10 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
             int64_t value, base::CheckedAdd(st.own_use_excess_value_krw(), ou->excess_value_krw(),
                                             "the value of own use beyond the cap"));
         st.set_own_use_excess_value_krw(value);
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t worth,
+            base::CheckedAdd(st.own_use_value_krw(), ou->value_krw(), "the value of own use"));
+        st.set_own_use_value_krw(worth);
       }
       if (st.hosted_capacity_gpu_ms() > 0) {
         GPULEDGER_ASSIGN_OR_RETURN(
@@ -718,6 +767,26 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
     }
     for (auto& row : own_use_adjusted[csp]) *st.add_own_use_adjustments() = std::move(row);
     for (auto& row : outage_adjusted[csp]) *st.add_outage_adjustments() = std::move(row);
+    // What the state pays: the subsidy less the excess values its contracts net.
+    absl::Status netted = [&st = st]() -> absl::Status {
+      int64_t sum = 0;
+      for (const auto* rows : {&st.own_use(), &st.own_use_adjustments()}) {
+        for (const v1::OwnUseRow& r : *rows) {
+          if (!r.netted()) continue;
+          GPULEDGER_ASSIGN_OR_RETURN(
+              sum, base::CheckedAdd(sum, r.excess_value_krw(), "the own-use excess netted"));
+        }
+      }
+      st.set_own_use_netted_krw(sum);
+      GPULEDGER_ASSIGN_OR_RETURN(int64_t payable,
+                                 base::CheckedSub(st.totals().subsidy_krw(), sum, "the payable"));
+      st.set_payable_krw(payable);
+      return absl::OkStatus();
+    }();
+    if (!netted.ok()) {
+      statement_error(csp, netted);
+      continue;
+    }
     if (filter.statements && (!filter.csp_id || csp == *filter.csp_id)) {
       *docs->add_statements() = st;
     }

@@ -3,6 +3,7 @@
 // names of documents in `errors`. Private to the settlement module.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <string_view>
@@ -91,6 +92,25 @@ inline int64_t SaturatingAdd(int64_t a, int64_t b) {
   int64_t out = 0;
   if (__builtin_add_overflow(a, b, &out)) return b > 0 ? INT64_MAX : INT64_MIN;
   return out;
+}
+
+// Money numerators (GPU-ms × won per GPU-hour) are kept below 2^100, far above any real month
+// (10^6 GPUs × a month × 10^8 won is under 2^80) and far below where sums of them could
+// overflow 128 bits; a hostile value saturates there, and the document that would show it fails
+// as "does not fit" instead.
+inline constexpr __int128 kMoneyNumeratorMax = static_cast<__int128>(1) << 100;
+
+inline __int128 SaturatingMul(__int128 a, int64_t b) {
+  __int128 out = 0;
+  if (__builtin_mul_overflow(a, static_cast<__int128>(b), &out) || out > kMoneyNumeratorMax) {
+    return kMoneyNumeratorMax;
+  }
+  return out < -kMoneyNumeratorMax ? -kMoneyNumeratorMax : out;
+}
+
+inline __int128 SaturatingAdd(__int128 a, __int128 b) {
+  const __int128 out = a + b;  // both within ±2^100: cannot overflow
+  return std::clamp(out, -kMoneyNumeratorMax, kMoneyNumeratorMax);
 }
 
 // The intervals of an allocation that start in [from_ms, to_ms), in order of start.

@@ -34,6 +34,8 @@
 //   xl/ allocation                             → i64 the longest interval x/ ever held for it
 //   o/ allocation u64 seq                      → StoredOutage
 //   w/ pool                                    → i128 own-use GPU-ms
+//   wv/ pool                                   → i128 Σ own-use GPU-ms × won per GPU-hour
+//   wu/ pool                                   → i128 own-use GPU-ms with no rate in force
 //   tw/ pool, bw/ pool                         → "", OwnUseRow as billed
 //   d/ pool scope cause                        → i128 outage GPU-ms
 //   td/ pool scope cause, bd/ pool scope cause → "", i128 as billed
@@ -51,10 +53,10 @@ namespace gpuledger::settlement::keys {
 inline constexpr char kFormatKey[] = "s/format";
 // 1 (no marker): keys joined with 0x1f, counters as decimal text. 2: typed keys, 128-bit
 // counters, s/applied with the hash in hex. 3: s/applied with the raw hash. 4: over-cap rules
-// (held, refused and unpriced lines; outages by event id, for withdrawals). 5: this file (the
+// (held, refused and unpriced lines; outages by event id, for withdrawals). 5: the
 // allocation index in order of start, with the longest interval; credits capped per allocation
-// and instant).
-inline constexpr char kFormatValue[] = "gpuledger-settlement/5";
+// and instant). 6: this file (own use valued slice by slice, wv/ and wu/).
+inline constexpr char kFormatValue[] = "gpuledger-settlement/6";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
 
@@ -73,6 +75,10 @@ inline constexpr char kLongestIndexed[] = "xl/";
 inline constexpr char kOutageRecord[] = "o/";
 inline constexpr char kOutageById[] = "oe/";  // source, event id -> StoredOutageEvent
 inline constexpr char kOwnUse[] = "w/";
+// Own use's value, slice by slice at the rate in force when recorded: Σ GPU-ms × won per
+// GPU-hour (i128, not yet divided by 3,600,000); and the own-use GPU-ms with no rate then.
+inline constexpr char kOwnUseValue[] = "wv/";
+inline constexpr char kOwnUseUnpriced[] = "wu/";
 inline constexpr char kTouchedOwnUse[] = "tw/";
 inline constexpr char kBilledOwnUse[] = "bw/";
 inline constexpr char kOutage[] = "d/";

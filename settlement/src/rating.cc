@@ -301,6 +301,17 @@ void Engine::ApplyOwnUse(uint64_t seq, const std::string& source_id, const v1::U
     const std::string rest = PoolRest(p.ToString(), source_id, o.program(), o.gpu_model());
     const std::string key = absl::StrCat(keys::kOwnUse, rest);
     counters_->Add(key, GpuMsOf(o.gpu_count(), lo, hi));
+    // Its value, slice by slice at the pool's rate card as recorded so far.
+    __int128 value = 0, unpriced = GpuMsOf(o.gpu_count(), lo, hi);
+    if (const auto* rates = registry_.Rates(o.program(), o.gpu_model())) {
+      rates->ForEachWithin(lo, hi, [&](int64_t from, int64_t to, int64_t krw) {
+        const __int128 gpu_ms = GpuMsOf(o.gpu_count(), from, to);
+        unpriced -= gpu_ms;
+        value = SaturatingAdd(value, SaturatingMul(gpu_ms, krw));
+      });
+    }
+    counters_->Add(absl::StrCat(keys::kOwnUseValue, rest), value);
+    counters_->Add(absl::StrCat(keys::kOwnUseUnpriced, rest), unpriced);
     // Own use of a closed period: an adjustment on the first open period's statement.
     if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOwnUse, rest), "");
   });

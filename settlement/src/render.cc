@@ -98,8 +98,10 @@ json OwnUseObj(const v1::OwnUseRow& r) {
   o["allowed_gpu_ms"] = r.allowed_gpu_ms();
   o["excess_gpu_ms"] = r.excess_gpu_ms();
   o["excess_gpu_hours"] = Hours(r.excess_gpu_ms());
-  o["krw_per_gpu_hour"] = r.krw_per_gpu_hour();
   o["excess_value_krw"] = r.excess_value_krw();
+  o["value_krw"] = r.value_krw();
+  o["unpriced_gpu_ms"] = r.unpriced_gpu_ms();
+  o["netted"] = r.netted();
   return o;
 }
 
@@ -139,13 +141,14 @@ json StatementObj(const v1::CspStatement& s) {
                         {"idle_gpu_ms", r.idle_gpu_ms()},
                         {"oversubscribed", r.oversubscribed()}});
   }
-  return {{"format", "gpuledger.csp_statement/1"},
+  return {{"format", "gpuledger.csp_statement/2"},
           {"period", s.period()},
           {"csp_id", s.csp_id()},
           {"delivered", delivered},
           {"adjustments", adjustments},
           {"totals", TotalsObj(s.totals())},
           {"subsidy_owed_krw", s.totals().subsidy_krw()},
+          {"payable_krw", s.payable_krw()},
           {"outages", outages},
           {"own_use",
            {{"gpu_ms", s.own_use_gpu_ms()},
@@ -155,6 +158,8 @@ json StatementObj(const v1::CspStatement& s) {
             {"cap_bp", s.own_use_cap_bp()},
             {"excess_gpu_ms", s.own_use_excess_gpu_ms()},
             {"excess_value_krw", s.own_use_excess_value_krw()},
+            {"value_krw", s.own_use_value_krw()},
+            {"netted_krw", s.own_use_netted_krw()},
             {"pools", pools}}},
           {"capacity", capacity},
           {"own_use_adjustments", own_use_adjustments},
@@ -392,7 +397,7 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
         "period,csp_id,section,program,gpu_model,institution_id,adjusts_period,scope,cause,gpu_ms,"
         "gpu_hours,list_krw,copay_krw,subsidy_krw,capacity_gpu_ms,own_use_gpu_ms,outage_gpu_ms,"
         "idle_gpu_ms,oversubscribed,share_bp,cap_bp,allowed_gpu_ms,excess_gpu_ms,excess_value_"
-        "krw\r\n";
+        "krw,own_use_value_krw,own_use_unpriced_gpu_ms,netted\r\n";
     for (const auto& s : docs.statements()) {
       auto row = [&](const char* section, const std::string& program, const std::string& model,
                      const std::string& rest) {
@@ -406,40 +411,46 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
               v1::Program_Name(r.program()), v1::GpuModel_Name(r.gpu_model()),
               absl::StrCat(CsvField(r.institution_id()), ",", r.adjusts_period(), ",,,", t.gpu_ms(),
                            ",", Hours(t.gpu_ms()), ",", t.list_krw(), ",", t.copay_krw(), ",",
-                           t.subsidy_krw(), ",,,,,,,,,,"));
+                           t.subsidy_krw(), ",,,,,,,,,,,,,"));
         }
       }
       for (const auto& o : s.outage_adjustments()) {
         row("outage_adjustment", v1::Program_Name(o.program()), v1::GpuModel_Name(o.gpu_model()),
             absl::StrCat(",", o.adjusts_period(), ",", o.scope(), ",", CsvField(o.cause()), ",",
-                         o.gpu_ms(), ",", Hours(o.gpu_ms()), ",,,,,,,,,,,,,"));
+                         o.gpu_ms(), ",", Hours(o.gpu_ms()), ",,,,,,,,,,,,,,,,"));
       }
       for (const auto& u : s.own_use_adjustments()) {
         row("own_use_adjustment", v1::Program_Name(u.program()), v1::GpuModel_Name(u.gpu_model()),
             absl::StrCat(",", u.adjusts_period(), ",,,", u.own_use_gpu_ms(), ",",
                          Hours(u.own_use_gpu_ms()), ",,,,", u.capacity_gpu_ms(), ",",
                          u.own_use_gpu_ms(), ",,,,", u.share_bp(), ",", u.cap_bp(), ",",
-                         u.allowed_gpu_ms(), ",", u.excess_gpu_ms(), ",", u.excess_value_krw()));
+                         u.allowed_gpu_ms(), ",", u.excess_gpu_ms(), ",", u.excess_value_krw(), ",",
+                         u.value_krw(), ",", u.unpriced_gpu_ms(), ",",
+                         u.netted() ? "true" : "false"));
       }
       for (const auto& o : s.outages()) {
         row("outage", v1::Program_Name(o.program()), v1::GpuModel_Name(o.gpu_model()),
             absl::StrCat(",,", o.scope(), ",", CsvField(o.cause()), ",", o.gpu_ms(), ",",
-                         Hours(o.gpu_ms()), ",,,,,,,,,,,,,"));
+                         Hours(o.gpu_ms()), ",,,,,,,,,,,,,,,,"));
       }
       for (const auto& u : s.own_use()) {
         row("own_use", v1::Program_Name(u.program()), v1::GpuModel_Name(u.gpu_model()),
             absl::StrCat(",,,,", u.own_use_gpu_ms(), ",", Hours(u.own_use_gpu_ms()), ",,,,",
                          u.capacity_gpu_ms(), ",", u.own_use_gpu_ms(), ",,,,", u.share_bp(), ",",
                          u.cap_bp(), ",", u.allowed_gpu_ms(), ",", u.excess_gpu_ms(), ",",
-                         u.excess_value_krw()));
+                         u.excess_value_krw(), ",", u.value_krw(), ",", u.unpriced_gpu_ms(), ",",
+                         u.netted() ? "true" : "false"));
       }
       for (const auto& c : s.capacity()) {
         row("capacity", v1::Program_Name(c.program()), v1::GpuModel_Name(c.gpu_model()),
             absl::StrCat(",,,,", c.program_usage_gpu_ms(), ",", Hours(c.program_usage_gpu_ms()),
                          ",,,,", c.capacity_gpu_ms(), ",", c.own_use_gpu_ms(), ",",
                          c.outage_gpu_ms(), ",", c.idle_gpu_ms(), ",",
-                         c.oversubscribed() ? "true" : "false", ",,,,,"));
+                         c.oversubscribed() ? "true" : "false", ",,,,,,,,"));
       }
+      // What the state pays: the subsidy less the own-use excess its contracts net.
+      row("payable", "", "",
+          absl::StrCat(",,,,,,,,", s.payable_krw(), ",,,,,,,,,,", s.own_use_netted_krw(), ",,,"));
     }
     return out;
   }
@@ -580,12 +591,16 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
                     Hours(s.totals().gpu_ms()), "</td><td class=\"n\">", Won(s.totals().list_krw()),
                     "</td><td class=\"n\">", Won(s.totals().copay_krw()), "</td><td class=\"n\">",
                     Won(s.totals().subsidy_krw()), "</td></tr>\n</table>\n");
-    absl::StrAppend(
-        &out, "<h2>Own use</h2>\n<p>", Hours(s.own_use_gpu_ms()), " GPU-hours of ",
-        Hours(s.hosted_capacity_gpu_ms()), " hosted: share ", Bp(s.own_use_share_bp()),
-        ", contract cap ", Bp(s.own_use_cap_bp()), ", excess ", Hours(s.own_use_excess_gpu_ms()),
-        " GPU-hours worth ", Won(s.own_use_excess_value_krw()), " KRW",
-        s.own_use_excess_gpu_ms() > 0 ? " <span class=\"flag\">OVER CAP</span>" : "", "</p>\n");
+    absl::StrAppend(&out, "<h2>Own use</h2>\n<p>", Hours(s.own_use_gpu_ms()), " GPU-hours of ",
+                    Hours(s.hosted_capacity_gpu_ms()), " hosted: share ", Bp(s.own_use_share_bp()),
+                    ", contract cap ", Bp(s.own_use_cap_bp()), ", excess ",
+                    Hours(s.own_use_excess_gpu_ms()), " GPU-hours worth ",
+                    Won(s.own_use_excess_value_krw()), " KRW",
+                    s.own_use_excess_gpu_ms() > 0 ? " <span class=\"flag\">OVER CAP</span>" : "",
+                    "<br>own use valued at ", Won(s.own_use_value_krw()),
+                    " KRW (at the rate in force at each hour of use); netted against the subsidy: ",
+                    Won(s.own_use_netted_krw()),
+                    " KRW; payable by the state: ", Won(s.payable_krw()), " KRW</p>\n");
     absl::StrAppend(&out,
                     "<h2>Capacity</h2>\n<table>\n<tr><th>programme / model</th><th "
                     "class=\"n\">capacity h</th><th class=\"n\">programme use h</th><th "

@@ -927,6 +927,81 @@ TEST(CloseTest, ARevocationAfterCloseTakesBackUsageAfterIt) {
   EXPECT_EQ(OnlyInvoice(*april).adjustments(0).gpu_ms(), -3 * kHour);
 }
 
+// Own use is valued slice by slice at the rate in force then, its excess is that value's share
+// (excess / own use), and a contract that nets the excess takes it off what the state pays.
+// March: 10 H200s, 10% cap (744 GPU-hours allowed); the H200 rate is 4,500 won until 16 March
+// 00:00 KST and 6,000 after. 2 GPUs of own use all month: 720 GPU-hours at 4,500 and 768 at
+// 6,000 = 7,848,000 won; 744 of 1,488 GPU-hours over the cap: half of it, 3,924,000 won. 4 B200s
+// hosted with no B200 rate card: their own use is unpriced, valued 0.
+TEST(StatementTest, OwnUseIsValuedSliceBySliceAndItsExcessNettedByContract) {
+  for (bool net : {false, true}) {
+    SCOPED_TRACE(net ? "netted" : "reported");
+    Harness h;
+    Standard(h);
+    const int64_t t = kMarch.StartMs();
+    const int64_t mid = t + 15 * 24 * kHour;
+    h.Registry(Rate(6'000, mid));
+    h.Registry(Pool("csp-a", 10, 0));
+    h.Registry(Pool("csp-a", 4, 0, v1::GOV_ADVANCED, v1::B200));
+    v1::RegistryEvent contract = Contract("csp-a", 1'000, 0);
+    if (net) contract.mutable_csp_contract()->set_own_use_excess(v1::OWN_USE_EXCESS_NETTED);
+    h.Registry(contract);
+    h.Usage("csp-a", OwnUse("own", 2, t, kMarch.EndMs()));
+    h.Usage("csp-a", OwnUse("own-b", 1, t, t + 10 * kHour, v1::GOV_ADVANCED, v1::B200));
+    h.Usage("csp-a", Usage("u1", "a-uni", 8, t, t + 100 * kHour));
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    ASSERT_EQ(d->statements_size(), 1);
+    const v1::CspStatement& s = d->statements(0);
+    ASSERT_EQ(s.own_use_size(), 2);
+    const v1::OwnUseRow& h200 = s.own_use(1).gpu_model() == v1::H200 ? s.own_use(1) : s.own_use(0);
+    const v1::OwnUseRow& b200 = s.own_use(1).gpu_model() == v1::H200 ? s.own_use(0) : s.own_use(1);
+    EXPECT_EQ(h200.value_krw(), 720 * 4'500 + 768 * 6'000);
+    EXPECT_EQ(h200.unpriced_gpu_ms(), 0);
+    EXPECT_EQ(h200.excess_gpu_ms(), 744 * kHour);
+    EXPECT_EQ(h200.excess_value_krw(), (720 * 4'500 + 768 * 6'000) / 2);
+    EXPECT_EQ(h200.netted(), net);
+    EXPECT_EQ(b200.value_krw(), 0);
+    EXPECT_EQ(b200.unpriced_gpu_ms(), 10 * kHour);
+    EXPECT_EQ(s.own_use_value_krw(), 7'848'000);
+    EXPECT_EQ(s.totals().subsidy_krw(), 800 * 4'500);
+    // B200: 4 GPUs × 744 h × 10% = 297.6 GPU-hours allowed, 10 used: no excess there.
+    EXPECT_EQ(s.own_use_excess_value_krw(), 3'924'000);
+    EXPECT_EQ(s.own_use_netted_krw(), net ? 3'924'000 : 0);
+    // Netted, the CSP owes the state 324,000 won for March.
+    EXPECT_EQ(s.payable_krw(), net ? 3'600'000 - 3'924'000 : 3'600'000);
+    const std::string json = StatementJson(s);
+    EXPECT_NE(json.find(absl::StrCat("\"payable_krw\": ", s.payable_krw())), std::string::npos)
+        << json;
+  }
+}
+
+// One GPU-ms of own use over the cap at the highest rate rounds to a won, half away from zero;
+// a numerator that does not fit fails the statement alone, never wraps.
+TEST(StatementTest, TheExcessValueRoundsOnceAndNeverWraps) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs();
+  h.Registry(Pool("csp-a", 10, 0));
+  h.Registry(Contract("csp-a", 0, 0));                   // nothing allowed: all own use is excess
+  h.Usage("csp-a", OwnUse("own", 1, t, t + 1'800'000));  // half an hour at 4,500: 2,250 won
+  h.Usage("csp-a", OwnUse("own-2", 1, t + kHour, t + kHour + 400));  // 0.5 won: rounds up
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->statements(0).own_use(0).value_krw(), 2'251);
+  EXPECT_EQ(d->statements(0).own_use(0).excess_value_krw(), 2'251);
+  // Three billion GPUs for ten days: the value fits, value × excess does not fit 128 bits.
+  h.Usage("csp-a", OwnUse("huge", 3'000'000'000u, t + 2 * kHour, t + 2 * kHour + 240 * kHour));
+  d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->statements_size(), 0);
+  ASSERT_EQ(d->errors_size(), 1);
+  EXPECT_EQ(d->errors(0).document(), "statement/csp-a");
+  EXPECT_NE(d->errors(0).message().find("does not fit"), std::string::npos)
+      << d->errors(0).message();
+  EXPECT_EQ(d->programs_size(), 1);  // the programme's summary is unaffected
+}
+
 // March: 10 H200s hosted, 10% cap (744 GPU-hours allowed), 700 GPU-hours of own use billed.
 // After the close, csp-a reports 100 more GPU-hours of own use in March and a 5 GPU-hour pool
 // outage: April's statement carries them, with the excess they add (56 GPU-hours, 252,000 won).

@@ -116,6 +116,9 @@ struct Span {
   int64_t gpus = 0;
   int64_t start = 0;
   int64_t end = 0;
+  // Own use: [from, to) stretches with the won per GPU-hour in force there when it was
+  // recorded (0: no rate card yet).
+  std::vector<std::tuple<int64_t, int64_t, int64_t>> rated;
 };
 
 int64_t Overlap(int64_t start, int64_t end, Period p) {
@@ -129,6 +132,7 @@ struct World {
   std::map<std::pair<int, int>, std::map<int64_t, int64_t>> rates;  // (programme, model)
   std::map<PoolKey, std::map<int64_t, int64_t>> pools;
   std::map<std::string, std::map<int64_t, int64_t>> contracts;   // own-use cap by CSP
+  std::map<std::string, std::map<int64_t, int64_t>> netting;     // OwnUseExcess by CSP
   std::map<std::string, int64_t> cap_used;                       // by allocation
   std::map<std::pair<std::string, std::string>, Interval> live;  // by (CSP, event id)
   std::vector<Span> own_use;
@@ -149,6 +153,7 @@ struct World {
       if (e.has_csp_contract()) {
         const auto& c = e.csp_contract();
         contracts[c.csp_id()][c.effective_from_ms()] = c.own_use_cap_bp();
+        netting[c.csp_id()][c.effective_from_ms()] = c.own_use_excess();
       }
       if (e.has_gpu_pool()) {
         const auto& p = e.gpu_pool();
@@ -170,13 +175,32 @@ struct World {
     }
     if (e.has_own_use()) {
       const auto& o = e.own_use();
-      own_use.push_back(
-          {s.csp, "", o.program(), o.gpu_model(), o.gpu_count(), o.start_ms(), o.end_ms()});
+      Span span{s.csp, "", o.program(), o.gpu_model(), o.gpu_count(), o.start_ms(), o.end_ms(), {}};
+      // Valued with the rate cards recorded so far, cut where they change.
+      std::vector<int64_t> cuts{o.start_ms(), o.end_ms()};
+      auto rate = rates.find({o.program(), o.gpu_model()});
+      if (rate != rates.end()) {
+        for (const auto& [t, krw] : rate->second) {
+          if (t > o.start_ms() && t < o.end_ms()) cuts.push_back(t);
+        }
+      }
+      std::sort(cuts.begin(), cuts.end());
+      for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+        const int64_t krw = rate == rates.end() ? 0 : At(rate->second, cuts[i]).value_or(0);
+        span.rated.emplace_back(cuts[i], cuts[i + 1], krw);
+      }
+      own_use.push_back(std::move(span));
     }
     if (e.has_outage()) {
       const auto& o = e.outage();
-      outages.push_back({s.csp, o.allocation_id(), o.program(), o.gpu_model(), o.gpu_count(),
-                         o.start_ms(), o.end_ms()});
+      outages.push_back({s.csp,
+                         o.allocation_id(),
+                         o.program(),
+                         o.gpu_model(),
+                         o.gpu_count(),
+                         o.start_ms(),
+                         o.end_ms(),
+                         {}});
     }
   }
 
@@ -265,6 +289,24 @@ struct World {
     return total;
   }
 
+  // Σ GPU-ms × won per GPU-hour of a pool's own use in `p`, and its GPU-ms with no rate.
+  std::pair<__int128, int64_t> OwnValue(const PoolKey& key, Period p) const {
+    __int128 value = 0;
+    int64_t unpriced = 0;
+    for (const Span& s : own_use) {
+      if (PoolKey{s.csp, s.program, s.model} != key) continue;
+      for (const auto& [from, to, krw] : s.rated) {
+        const int64_t gpu_ms = s.gpus * Overlap(from, to, p);
+        value += static_cast<__int128>(gpu_ms) * krw;
+        if (krw == 0) unpriced += gpu_ms;
+      }
+    }
+    return {value, unpriced};
+  }
+  bool Nets(const std::string& csp, int64_t t) const {
+    return At(netting, csp, t).value_or(0) == v1::OWN_USE_EXCESS_NETTED;
+  }
+
   static int64_t Total(const std::vector<Span>& spans, const PoolKey& key, Period p) {
     int64_t total = 0;
     for (const Span& s : spans) {
@@ -302,7 +344,7 @@ struct World {
       const int64_t lo = std::max(from, p.StartMs());
       const int64_t hi = std::min(r.end, p.EndMs());
       if (lo < hi)
-        priced[r.allocation_id].push_back(Span{"", r.allocation_id, 0, 0, r.gpus, lo, hi});
+        priced[r.allocation_id].push_back(Span{"", r.allocation_id, 0, 0, r.gpus, lo, hi, {}});
     }
     // Credits per allocation and instant: min(GPUs of its priced usage, GPUs declared out).
     for (const auto& [allocation_id, spans] : priced) {
@@ -494,8 +536,14 @@ class Generator {
       }
       // Sometimes a cap so low that own use goes beyond it, late own use too.
       const int64_t cap_bp = Chance(40) ? Uniform(0, 100) : Uniform(500, 2'001);
-      Reg(Contract(csp, static_cast<uint32_t>(cap_bp), 0));
-      if (Chance(30)) Reg(Contract(csp, static_cast<uint32_t>(Uniform(0, 2'001)), Instant(lo, hi)));
+      // Odd caps net the excess against the subsidy (no draw of its own: the stream stays).
+      auto contract = [&](int64_t bp, int64_t from) {
+        v1::RegistryEvent e = Contract(csp, static_cast<uint32_t>(bp), from);
+        if (bp % 2 == 1) e.mutable_csp_contract()->set_own_use_excess(v1::OWN_USE_EXCESS_NETTED);
+        Reg(e);
+      };
+      contract(cap_bp, 0);
+      if (Chance(30)) contract(Uniform(0, 2'001), Instant(lo, hi));
     }
   }
 
@@ -820,17 +868,22 @@ struct OwnUseSum {
   int64_t own_use_gpu_ms = 0;
   int64_t excess_gpu_ms = 0;
   int64_t excess_value_krw = 0;
+  int64_t value_krw = 0;
+  int64_t unpriced_gpu_ms = 0;
 
   void Add(const v1::OwnUseRow& r) {
     own_use_gpu_ms += r.own_use_gpu_ms();
     excess_gpu_ms += r.excess_gpu_ms();
     excess_value_krw += r.excess_value_krw();
+    value_krw += r.value_krw();
+    unpriced_gpu_ms += r.unpriced_gpu_ms();
   }
   bool zero() const { return *this == OwnUseSum{}; }
   friend bool operator==(const OwnUseSum&, const OwnUseSum&) = default;
   friend std::ostream& operator<<(std::ostream& os, const OwnUseSum& s) {
     return os << "{own use " << s.own_use_gpu_ms << ", excess " << s.excess_gpu_ms
-              << ", excess KRW " << s.excess_value_krw << "}";
+              << ", excess KRW " << s.excess_value_krw << ", value KRW " << s.value_krw
+              << ", unpriced " << s.unpriced_gpu_ms << "}";
   }
 };
 
@@ -850,6 +903,14 @@ int64_t RoundDiv(__int128 num, int64_t den) {
   const __int128 r = num % den;
   if (2 * (r < 0 ? -r : r) >= den) q += num < 0 ? -1 : 1;
   return static_cast<int64_t>(q);
+}
+
+// The excess's share of the own use's value: round(value × excess / (own × 3,600,000)).
+int64_t ExcessValue(__int128 value, int64_t excess, int64_t own) {
+  if (own <= 0 || excess <= 0) return 0;
+  const __int128 num = value * excess;
+  const __int128 den = static_cast<__int128>(own) * kHour;
+  return static_cast<int64_t>(num / den + (2 * (num % den) >= den ? 1 : 0));
 }
 
 // Where two texts first differ, with a little context, for failure messages.
@@ -980,7 +1041,7 @@ void CheckCapacity(const v1::PeriodDocuments& d, const World* w, const std::stri
     SCOPED_TRACE(st.csp_id());
     const int64_t cap_bp = World::At(w->contracts, st.csp_id(), last_ms).value_or(0);
     EXPECT_EQ(static_cast<int64_t>(st.own_use_cap_bp()), cap_bp);
-    int64_t own = 0, hosted = 0, excess = 0, excess_krw = 0;
+    int64_t own = 0, hosted = 0, excess = 0, excess_krw = 0, own_value = 0, netted = 0;
     std::set<PoolKey> with_rows;
     for (const v1::OwnUseRow& r : st.own_use()) {
       const PoolKey key{st.csp_id(), r.program(), r.gpu_model()};
@@ -996,11 +1057,13 @@ void CheckCapacity(const v1::PeriodDocuments& d, const World* w, const std::stri
           r.capacity_gpu_ms() > 0
               ? RoundDiv(static_cast<__int128>(r.own_use_gpu_ms()) * 10'000, r.capacity_gpu_ms())
               : 0);
-      const int64_t rate =
-          World::At(w->rates, std::pair<int, int>{r.program(), r.gpu_model()}, last_ms).value_or(0);
-      EXPECT_EQ(r.krw_per_gpu_hour(), rate);
-      EXPECT_EQ(r.excess_value_krw(),
-                RoundDiv(static_cast<__int128>(r.excess_gpu_ms()) * rate, 3'600'000));
+      const auto [value, unpriced] = w->OwnValue(key, p);
+      EXPECT_EQ(r.value_krw(), RoundDiv(value, kHour));
+      EXPECT_EQ(r.unpriced_gpu_ms(), unpriced);
+      EXPECT_EQ(r.excess_value_krw(), ExcessValue(value, r.excess_gpu_ms(), r.own_use_gpu_ms()));
+      EXPECT_EQ(r.netted(), w->Nets(std::get<0>(key), last_ms));
+      own_value += r.value_krw();
+      if (r.netted()) netted += r.excess_value_krw();
       own += r.own_use_gpu_ms();
       hosted += r.capacity_gpu_ms();
       excess += r.excess_gpu_ms();
@@ -1010,6 +1073,12 @@ void CheckCapacity(const v1::PeriodDocuments& d, const World* w, const std::stri
     EXPECT_EQ(st.hosted_capacity_gpu_ms(), hosted);
     EXPECT_EQ(st.own_use_excess_gpu_ms(), excess);
     EXPECT_EQ(st.own_use_excess_value_krw(), excess_krw);
+    EXPECT_EQ(st.own_use_value_krw(), own_value);
+    for (const v1::OwnUseRow& r : st.own_use_adjustments()) {
+      if (r.netted()) netted += r.excess_value_krw();
+    }
+    EXPECT_EQ(st.own_use_netted_krw(), netted);
+    EXPECT_EQ(st.payable_krw(), st.totals().subsidy_krw() - netted);
     EXPECT_EQ(static_cast<int64_t>(st.own_use_share_bp()),
               hosted > 0 ? RoundDiv(static_cast<__int128>(own) * 10'000, hosted) : 0);
     for (const auto& [key, timeline] : w->pools) {
@@ -1354,8 +1423,10 @@ TEST(PropertyTest, LateOwnUseAndOutagesAreAdjustedNotLost) {
         e.own_use_gpu_ms = own_now(key);
         if (with == nullptr) return e;
         e.excess_gpu_ms = std::max<int64_t>(0, e.own_use_gpu_ms - with->allowed_gpu_ms());
-        e.excess_value_krw =
-            RoundDiv(static_cast<__int128>(e.excess_gpu_ms) * with->krw_per_gpu_hour(), kHour);
+        const auto [value, unpriced] = o.world.OwnValue(key, p);
+        e.excess_value_krw = ExcessValue(value, e.excess_gpu_ms, e.own_use_gpu_ms);
+        e.value_krw = RoundDiv(value, kHour);
+        e.unpriced_gpu_ms = unpriced;
         return e;
       };
       std::set<PoolKey> pools;
@@ -1402,7 +1473,7 @@ TEST(PropertyTest, LateOwnUseAndOutagesAreAdjustedNotLost) {
         EXPECT_EQ(r->capacity_gpu_ms(), with->capacity_gpu_ms());
         EXPECT_EQ(r->cap_bp(), with->cap_bp());
         EXPECT_EQ(r->allowed_gpu_ms(), with->allowed_gpu_ms());
-        EXPECT_EQ(r->krw_per_gpu_hour(), with->krw_per_gpu_hour());
+        EXPECT_EQ(r->netted(), with->netted());
         const int64_t share =
             with->capacity_gpu_ms() > 0
                 ? RoundDiv(static_cast<__int128>(own_then[key]) * 10'000, with->capacity_gpu_ms())

@@ -110,6 +110,11 @@ class Registry {
 
   // Own-use cap of a CSP's contract, basis points, over time (null: no contract recorded).
   const Timeline<uint32_t>* OwnUseCaps(const std::string& csp_id) const;
+  // Whether the CSP's contract in force at t nets the own-use excess against the subsidy.
+  bool NetsOwnUseExcessAt(const std::string& csp_id, int64_t t_ms) const;
+  // Won per GPU-hour of (program, model) over time (null: no rate card recorded).
+  const Timeline<int64_t>* Rates(gpuledger::v1::Program program,
+                                 gpuledger::v1::GpuModel model) const;
   // GPUs a CSP hosts for (program, model) over time (null: no such pool).
   const Timeline<uint32_t>* Pool(const std::string& csp_id, gpuledger::v1::Program program,
                                  gpuledger::v1::GpuModel model) const;
@@ -158,9 +163,10 @@ class Registry {
   std::map<std::string, int64_t> allocation_end_;              // after amendments
   std::map<std::string, Timeline<uint32_t>> allocation_gpus_;  // effective-dated grant
   std::map<std::string, Timeline<InstitutionVersion>> institutions_;
-  std::map<std::pair<int, int>, Timeline<int64_t>> rates_;                 // (program, model)
-  std::map<int, Timeline<uint32_t>> copay_;                                // institution type
-  std::map<std::string, Timeline<uint32_t>> own_use_caps_;                 // csp id
+  std::map<std::pair<int, int>, Timeline<int64_t>> rates_;  // (program, model)
+  std::map<int, Timeline<uint32_t>> copay_;                 // institution type
+  std::map<std::string, Timeline<uint32_t>> own_use_caps_;  // csp id
+  std::map<std::string, Timeline<int>> own_use_excess_;     // csp id → OwnUseExcess
   std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;  // csp, program, model
   // Allocation ids by the pool they draw on (csp, program, model), in ledger order.
   std::map<std::tuple<std::string, int, int>, std::vector<std::string>> pool_allocations_;

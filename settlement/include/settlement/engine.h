@@ -56,6 +56,13 @@ struct DocumentFilter {
   bool programs = true;
 };
 
+// The value of a pool's own use in a period as recorded (rating.cc): Σ GPU-ms × won per
+// GPU-hour at the rate in force at each slice, and the GPU-ms with no rate in force.
+struct OwnUseValue {
+  __int128 numerator = 0;
+  int64_t unpriced_gpu_ms = 0;
+};
+
 class Engine {
  public:
   // Loads the engine's state from `store` (which it does not own). A new store is stamped with
@@ -139,7 +146,10 @@ class Engine {
   // The own-use row of a pool for a period with `own_use_gpu_ms` of own use.
   absl::StatusOr<gpuledger::v1::OwnUseRow> OwnUseRowFor(const std::string& csp, int program,
                                                         int model, base::Period period,
-                                                        int64_t own_use_gpu_ms) const;
+                                                        int64_t own_use_gpu_ms,
+                                                        const OwnUseValue& value) const;
+  // The own-use value of a pool and period (keys::PoolRest) as stored.
+  absl::StatusOr<OwnUseValue> ReadOwnUseValue(const std::string& pool_rest) const;
   absl::StatusOr<gpuledger::v1::PeriodDocuments> Draft(base::Period period,
                                                        const DocumentFilter& filter);
   absl::Status DraftStatements(base::Period period, const DocumentFilter& filter,

@@ -10,7 +10,7 @@
 
 namespace gpuledger::settlement {
 
-// One document, canonical JSON ("gpuledger.invoice/1", "gpuledger.csp_statement/1",
+// One document, canonical JSON ("gpuledger.invoice/1", "gpuledger.csp_statement/2",
 // "gpuledger.program_summary/1").
 std::string InvoiceJson(const gpuledger::v1::Invoice& invoice);
 std::string StatementJson(const gpuledger::v1::CspStatement& statement);
