@@ -418,6 +418,9 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
         return Invalid("allocation.gpu_ms_cap",
                        absl::StrCat("over the limit of ", limits::kGpuMsCapMax, " GPU-ms"));
       }
+      if (auto v = CheckOptionalId("allocation.call_id", a.call_id())) return v;
+      if (auto v = CheckOptionalId("allocation.agency_id", a.agency_id())) return v;
+      if (auto v = CheckOptionalId("allocation.project_id", a.project_id())) return v;
       return std::nullopt;
     }
     case v1::RegistryEvent::kAllocationAmendment: {

@@ -117,6 +117,10 @@ constexpr ReasonInfo kReasons[] = {
      "An allocation, or an extension of one, would run longer than the programme's policy "
      "allows (max_window_ms, counted from the allocation's start, extensions included).",
      "Grant a shorter window; a longer need is a new application."},
+    {kMissingAllocationMetadata,
+     "An allocation names no call, agency or project where its programme's policy in force at "
+     "its start requires all three (allocation_metadata_required).",
+     "Announce the allocation with its call_id, agency_id and project_id."},
     {kCopayOutOfBounds,
      "A co-pay policy is outside a programme's co-pay bounds for its institution type while "
      "both are in force, or a programme policy's bounds exclude a co-pay policy in force: e.g. "

@@ -236,6 +236,24 @@ TEST(FieldLimitsTest, EveryIdFieldRefusesSeparatorsControlsAndLengthWithItsName)
              r.mutable_allocation()->set_csp_id(v);
              return r;
            }},
+          {"allocation.call_id",
+           [](const std::string& v) {
+             auto r = Allocation();
+             r.mutable_allocation()->set_call_id(v);
+             return r;
+           }},
+          {"allocation.agency_id",
+           [](const std::string& v) {
+             auto r = Allocation();
+             r.mutable_allocation()->set_agency_id(v);
+             return r;
+           }},
+          {"allocation.project_id",
+           [](const std::string& v) {
+             auto r = Allocation();
+             r.mutable_allocation()->set_project_id(v);
+             return r;
+           }},
       };
   for (const auto& [field, make] : registry_fields) {
     for (const auto& [bad, want] : kBadIds) {

@@ -1045,6 +1045,39 @@ TEST_F(PolicyTest, AnInstitutionHoldsAtMostItsServersAcrossItsAllocations) {
   EXPECT_EQ(Alloc("m4", "uni", v1::LEASE_HPC, v1::H200, 1, kT0, end), reason::kOverServerLimit);
 }
 
+// Issue 16, item 4: where the programme's policy says so, every allocation names its call,
+// agency and project; each missing one is refused, before the policy's date nothing is.
+TEST_F(PolicyTest, AllocationsNameTheirCallAgencyAndProjectWhereThePolicyRequires) {
+  const int64_t from = kT0 + 10 * kDay;
+  ASSERT_EQ(Policy([&](auto* p) {
+              p->set_program(v1::LEASE_RESEARCH);
+              p->set_effective_from_ms(from);
+              p->set_allocation_metadata_required(true);
+            }),
+            "");
+  auto alloc = [&](const std::string& id, int64_t start, const std::string& call,
+                   const std::string& agency, const std::string& project) {
+    return h_.Reg([&](auto* e) {
+      v1::Allocation a = Harness::Alloc(id, 8);
+      a.set_program(v1::LEASE_RESEARCH);
+      a.set_start_ms(start);
+      a.set_end_ms(start + 30 * kDay);
+      a.set_call_id(call);
+      a.set_agency_id(agency);
+      a.set_project_id(project);
+      *e->mutable_allocation() = a;
+    });
+  };
+  EXPECT_EQ(alloc("m1", from, "research-2026", "NIPA", "proj-1"), "");
+  EXPECT_EQ(alloc("m2", from, "", "NIPA", "proj-2"), reason::kMissingAllocationMetadata);
+  EXPECT_EQ(alloc("m2", from, "research-2026", "", "proj-2"), reason::kMissingAllocationMetadata);
+  EXPECT_EQ(alloc("m2", from, "research-2026", "NIPA", ""), reason::kMissingAllocationMetadata);
+  EXPECT_EQ(alloc("m2", from, "research-2026", "NIPA", "proj-2"), "");
+  // Before the policy's date, and on a programme whose policy does not require it: none needed.
+  EXPECT_EQ(alloc("m3", from - 1, "", "", ""), "");
+  EXPECT_EQ(Alloc("m4", "uni", v1::GOV_ADVANCED, v1::H200, 1, from, from + kDay), "");
+}
+
 TEST_F(PolicyTest, AnAllocationRunsAtMostTheLongestWindowWithItsExtensions) {
   ASSERT_EQ(Policy([](auto* p) {
               p->set_program(v1::GOV_ADVANCED);

@@ -88,6 +88,24 @@ std::optional<RegistryProblem> Registry::CheckEligible(const v1::Allocation& a) 
                    " (its policy in force then); grant it on a programme its type may use")};
 }
 
+std::optional<RegistryProblem> Registry::CheckMetadata(const v1::Allocation& a) const {
+  const v1::ProgrammePolicy* policy = PolicyAt(a.program(), a.start_ms());
+  if (policy == nullptr || !policy->allocation_metadata_required()) return std::nullopt;
+  std::string missing;
+  for (const auto& [name, value] :
+       {std::pair{"call_id", &a.call_id()}, std::pair{"agency_id", &a.agency_id()},
+        std::pair{"project_id", &a.project_id()}}) {
+    if (value->empty()) absl::StrAppend(&missing, missing.empty() ? "" : ", ", name);
+  }
+  if (missing.empty()) return std::nullopt;
+  return RegistryProblem{
+      kMissingAllocationMetadata,
+      absl::StrCat("allocation ", a.allocation_id(), " names no ", missing, "; ",
+                   v1::Program_Name(a.program()), "'s policy in force at ",
+                   base::FormatKst(a.start_ms()),
+                   " requires the call, agency and project of every allocation")};
+}
+
 std::optional<RegistryProblem> Registry::CheckWindow(const v1::Allocation& a,
                                                      int64_t end_ms) const {
   const v1::ProgrammePolicy* policy = PolicyAt(a.program(), a.start_ms());
@@ -256,6 +274,7 @@ std::optional<RegistryProblem> Registry::CheckAllocation(const v1::Allocation& a
     return std::nullopt;  // identical re-announcement: nothing changes
   }
   if (auto p = CheckEligible(a)) return p;
+  if (auto p = CheckMetadata(a)) return p;
   if (auto p = CheckWindow(a, a.end_ms())) return p;
   Timeline<uint32_t> grant;
   grant.Set(a.start_ms(), a.gpu_count());
@@ -538,6 +557,10 @@ const std::vector<std::string>* Registry::AllocationIdsOnPool(const std::string&
 
 const Timeline<uint32_t>* Registry::OwnUseCaps(const std::string& csp_id) const {
   return Find(own_use_caps_, csp_id);
+}
+
+const Timeline<uint32_t>* Registry::Grant(const std::string& allocation_id) const {
+  return Find(allocation_gpus_, allocation_id);
 }
 
 bool Registry::NetsOwnUseExcessAt(const std::string& csp_id, int64_t t_ms) const {

@@ -829,6 +829,48 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
                                                          ps.capacity_gpu_ms()));
           ps.set_utilisation_bp(static_cast<uint32_t>(std::max<int64_t>(0, u)));
         }
+        // By call and agency: the period's own lines, and what each call's allocations granted
+        // in the period (so that a call's GPUs are reported apart from the rest).
+        struct CallSum {
+          v1::Totals totals;
+          __int128 granted = 0;
+          uint32_t allocations = 0;
+        };
+        std::map<std::pair<std::string, std::string>, CallSum> calls;
+        for (const auto& by_institution : invoices) {
+          for (const auto& l : by_institution.second.lines()) {
+            if (l.program() != prog) continue;
+            const v1::Allocation* a = registry_.FindAllocation(l.allocation_id());
+            CallSum& c =
+                calls[{a != nullptr ? a->call_id() : "", a != nullptr ? a->agency_id() : ""}];
+            GPULEDGER_RETURN_IF_ERROR(AddTo(&c.totals, l));
+          }
+        }
+        for (const v1::Allocation* a :
+             registry_.AllocationsOn(static_cast<v1::Program>(prog), v1::GPU_MODEL_UNSPECIFIED)) {
+          const auto* grant = registry_.Grant(a->allocation_id());
+          const int64_t lo = std::max(period.StartMs(), a->start_ms());
+          const int64_t hi = std::min(period.EndMs(), registry_.AllocationEndMs(*a));
+          if (grant == nullptr || lo >= hi) continue;
+          __int128 granted = 0;
+          grant->ForEachWithin(lo, hi, [&](int64_t from, int64_t to, uint32_t gpus) {
+            granted += GpuMsOf(gpus, from, to);
+          });
+          if (granted == 0) continue;
+          CallSum& c = calls[{a->call_id(), a->agency_id()}];
+          c.granted += granted;
+          ++c.allocations;
+        }
+        for (const auto& [key, c] : calls) {
+          v1::CallRow* row = ps.add_by_call();
+          row->set_call_id(key.first);
+          row->set_agency_id(key.second);
+          *row->mutable_totals() = c.totals;
+          GPULEDGER_ASSIGN_OR_RETURN(int64_t granted,
+                                     base::CheckedNarrow(c.granted, "a call's granted GPU-ms"));
+          row->set_granted_gpu_ms(granted);
+          row->set_allocations(c.allocations);
+        }
         return absl::OkStatus();
       }();
       if (!built.ok()) {

@@ -178,11 +178,22 @@ json ProgramObj(const v1::ProgramSummary& p) {
     }
     return out;
   };
+  json by_call = json::array();
+  for (const auto& r : p.by_call()) {
+    json o;
+    o["call_id"] = r.call_id();
+    o["agency_id"] = r.agency_id();
+    AppendTotals(&o, r.totals());
+    o["granted_gpu_ms"] = r.granted_gpu_ms();
+    o["granted_gpu_hours"] = Hours(r.granted_gpu_ms());
+    o["allocations"] = r.allocations();
+    by_call.push_back(o);
+  }
   return {{"format", "gpuledger.program_summary/1"},  {"period", p.period()},
           {"program", v1::Program_Name(p.program())}, {"by_type", rows(p.by_type())},
           {"adjustments", rows(p.adjustments())},     {"totals", TotalsObj(p.totals())},
           {"capacity_gpu_ms", p.capacity_gpu_ms()},   {"usage_gpu_ms", p.usage_gpu_ms()},
-          {"utilisation_bp", p.utilisation_bp()}};
+          {"utilisation_bp", p.utilisation_bp()},     {"by_call", by_call}};
 }
 
 std::string Dump(const json& j) { return j.dump(2) + "\n"; }
@@ -457,7 +468,7 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
   if (which == "programs") {
     out =
         "period,program,section,adjusts_period,institution_type,gpu_ms,gpu_hours,list_krw,copay_"
-        "krw,subsidy_krw\r\n";
+        "krw,subsidy_krw,call_id,agency_id,granted_gpu_ms,allocations\r\n";
     for (const auto& ps : docs.programs()) {
       for (const auto* list : {&ps.by_type(), &ps.adjustments()}) {
         for (const auto& r : *list) {
@@ -466,8 +477,15 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
                           r.adjusts_period().empty() ? "by_type" : "adjustment", ",",
                           r.adjusts_period(), ",", v1::InstitutionType_Name(r.institution_type()),
                           ",", t.gpu_ms(), ",", Hours(t.gpu_ms()), ",", t.list_krw(), ",",
-                          t.copay_krw(), ",", t.subsidy_krw(), "\r\n");
+                          t.copay_krw(), ",", t.subsidy_krw(), ",,,,\r\n");
         }
+      }
+      for (const auto& r : ps.by_call()) {
+        const auto& t = r.totals();
+        absl::StrAppend(&out, p, ",", v1::Program_Name(ps.program()), ",by_call,,,", t.gpu_ms(),
+                        ",", Hours(t.gpu_ms()), ",", t.list_krw(), ",", t.copay_krw(), ",",
+                        t.subsidy_krw(), ",", CsvField(r.call_id()), ",", CsvField(r.agency_id()),
+                        ",", r.granted_gpu_ms(), ",", r.allocations(), "\r\n");
       }
     }
     return out;
@@ -677,8 +695,27 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
         "</td></tr>\n</table>\n<p>Utilisation of "
         "hosted capacity: ",
         Bp(ps.utilisation_bp()), " (", Hours(ps.usage_gpu_ms()), " of ",
-        Hours(ps.capacity_gpu_ms()), " GPU-hours)</p>\n",
-        digest_of(absl::StrCat("program/", v1::Program_Name(ps.program()))), "</section>\n");
+        Hours(ps.capacity_gpu_ms()), " GPU-hours)</p>\n");
+    if (ps.by_call_size() > 0) {
+      absl::StrAppend(&out,
+                      "<h2>By call and agency</h2>\n<table>\n<tr><th>call</th><th>agency</th><th "
+                      "class=\"n\">allocations</th><th class=\"n\">granted GPU-hours</th><th "
+                      "class=\"n\">GPU-hours used</th><th class=\"n\">list KRW</th><th "
+                      "class=\"n\">co-pay KRW</th><th class=\"n\">subsidy KRW</th></tr>\n");
+      for (const auto& r : ps.by_call()) {
+        const auto& t = r.totals();
+        absl::StrAppend(&out, "<tr><td>", r.call_id().empty() ? "(none)" : Html(r.call_id()),
+                        "</td><td>", r.agency_id().empty() ? "(none)" : Html(r.agency_id()),
+                        "</td><td class=\"n\">", r.allocations(), "</td><td class=\"n\">",
+                        Hours(r.granted_gpu_ms()), "</td><td class=\"n\">", Hours(t.gpu_ms()),
+                        "</td><td class=\"n\">", Won(t.list_krw()), "</td><td class=\"n\">",
+                        Won(t.copay_krw()), "</td><td class=\"n\">", Won(t.subsidy_krw()),
+                        "</td></tr>\n");
+      }
+      absl::StrAppend(&out, "</table>\n");
+    }
+    absl::StrAppend(&out, digest_of(absl::StrCat("program/", v1::Program_Name(ps.program()))),
+                    "</section>\n");
   }
   // Only when a document cannot be computed, so that other pages' bytes do not change.
   if (docs.errors_size() > 0) {

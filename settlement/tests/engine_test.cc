@@ -1002,6 +1002,60 @@ TEST(StatementTest, TheExcessValueRoundsOnceAndNeverWraps) {
   EXPECT_EQ(d->programs_size(), 1);  // the programme's summary is unaffected
 }
 
+// The programme summary reports each call apart (issue 16, item 4): the period's own lines by
+// the call and agency of their allocations, with what each call granted in the period. The
+// second call's 8 GPUs start on 11 March (21 days in March); an allocation of no call is blank.
+TEST(SummaryTest, EachCallIsReportedApartWithWhatItGranted) {
+  Harness h;
+  h.Registry(Institution("uni", v1::ACADEMIA, 0));
+  h.Registry(Institution("sme", v1::SME, 0));
+  h.Registry(Rate(4'500, 0));
+  h.Registry(Copay(v1::ACADEMIA, 0, 0));
+  h.Registry(Copay(v1::SME, 900, 0));
+  const int64_t t = kMarch.StartMs();
+  v1::RegistryEvent first = Allocation("a-uni", "uni");  // 16 GPUs all month
+  first.mutable_allocation()->set_call_id("gov-2026-1");
+  first.mutable_allocation()->set_agency_id("NIPA");
+  first.mutable_allocation()->set_project_id("p-1");
+  h.Registry(first);
+  v1::RegistryEvent second = Allocation("a-sme", "sme", "csp-a", 8);
+  second.mutable_allocation()->set_call_id("gov-2026-2");
+  second.mutable_allocation()->set_agency_id("NIPA");
+  second.mutable_allocation()->set_project_id("p-2");
+  second.mutable_allocation()->set_start_ms(t + 10 * 24 * kHour);
+  h.Registry(second);
+  h.Registry(Allocation("a-old", "uni", "csp-a", 2));
+  h.Usage("csp-a", Usage("u1", "a-uni", 4, t, t + 10 * kHour));
+  h.Usage("csp-a", Usage("u2", "a-sme", 2, t + 240 * kHour, t + 250 * kHour));
+  h.Usage("csp-a", Usage("u3", "a-old", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->programs_size(), 1);
+  const v1::ProgramSummary& ps = d->programs(0);
+  ASSERT_EQ(ps.by_call_size(), 3);
+  const v1::CallRow& none = ps.by_call(0);  // sorted by (call, agency): blank first
+  EXPECT_EQ(none.call_id(), "");
+  EXPECT_EQ(none.totals().gpu_ms(), 1 * kHour);
+  EXPECT_EQ(none.granted_gpu_ms(), 2 * 744 * kHour);
+  const v1::CallRow& one = ps.by_call(1);
+  EXPECT_EQ(one.call_id(), "gov-2026-1");
+  EXPECT_EQ(one.agency_id(), "NIPA");
+  EXPECT_EQ(one.allocations(), 1u);
+  EXPECT_EQ(one.totals().gpu_ms(), 40 * kHour);
+  EXPECT_EQ(one.totals().list_krw(), 40 * 4'500);
+  EXPECT_EQ(one.granted_gpu_ms(), 16 * 744 * kHour);
+  const v1::CallRow& two = ps.by_call(2);
+  EXPECT_EQ(two.call_id(), "gov-2026-2");
+  EXPECT_EQ(two.totals().gpu_ms(), 20 * kHour);
+  EXPECT_EQ(two.totals().copay_krw(), 20 * 4'500 * 900 / 10'000);
+  EXPECT_EQ(two.granted_gpu_ms(), 8 * (744 - 240) * kHour);
+  // The rows add up to the summary's own lines.
+  EXPECT_EQ(none.totals().gpu_ms() + one.totals().gpu_ms() + two.totals().gpu_ms(),
+            ps.totals().gpu_ms());
+  const std::string csv = RenderCsv(*d, "programs");
+  EXPECT_NE(csv.find(",by_call,,,72000000,"), std::string::npos) << csv;
+}
+
 // March: 10 H200s hosted, 10% cap (744 GPU-hours allowed), 700 GPU-hours of own use billed.
 // After the close, csp-a reports 100 more GPU-hours of own use in March and a 5 GPU-hour pool
 // outage: April's statement carries them, with the excess they add (56 GPU-hours, 252,000 won).

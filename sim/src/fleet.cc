@@ -150,6 +150,7 @@ class Generator {
         r->set_institution_type(type);
         r->set_action(v1::OVER_CAP_BILL_FULL);
       }
+      p->set_allocation_metadata_required(true);  // every allocation names its call
       Reg(e);
     }
     auto rate = [&](v1::Program p, v1::GpuModel m, int64_t krw, int64_t at) {
@@ -296,6 +297,13 @@ class Generator {
     if (program == v1::GOV_ADVANCED && rng_.Percent(30)) {
       r->set_gpu_ms_cap(static_cast<int64_t>(gpus) * 300 * kHour);
     }
+    // The call it was granted in: on the state's GPUs, SMEs and startups come through the 2026
+    // second call (short-term needs), the others through the first; each lease is its own call.
+    r->set_call_id(program == v1::GOV_ADVANCED ? (industry_small ? "gov-2026-2" : "gov-2026-1")
+                   : program == v1::LEASE_HPC  ? "lease-hpc-2026"
+                                               : "lease-research-2026");
+    r->set_agency_id("NIPA");
+    r->set_project_id(absl::StrCat("proj-", a.id.substr(std::string_view("alloc-").size())));
     Reg(e);
     allocs_.push_back(a);
     ++stats_.allocations;

@@ -179,6 +179,18 @@ TEST_F(ReasonCodesTest, EveryReasonCodeThroughTheRealBroker) {
   reg("r-ineligible", reason::kIneligibleInstitution, hpc("h2", "uni", 1, 30));
   reg("r-servers", reason::kOverServerLimit, hpc("h3", "sme", 1, 30));  // 16 + 1 > 2 x 8
   reg("r-window", reason::kWindowTooLong, hpc("h4", "sme", 1, 121));
+  reg("r-policy-research", "", [](auto* e) {
+    auto* p = e->mutable_programme_policy();
+    p->set_program(v1::LEASE_RESEARCH);
+    p->set_allocation_metadata_required(true);
+  });
+  reg("r-no-call", reason::kMissingAllocationMetadata, [](auto* e) {
+    auto a = Alloc("rs1", "csp-a", 1);
+    a.set_program(v1::LEASE_RESEARCH);
+    a.set_agency_id("NIPA");
+    a.set_project_id("proj-1");
+    *e->mutable_allocation() = a;
+  });
   reg("r-copay", reason::kCopayOutOfBounds, [](auto* e) {
     e->mutable_copay_policy()->set_institution_type(v1::SME);
     e->mutable_copay_policy()->set_copay_bp(1'500);

@@ -37,6 +37,7 @@ inline constexpr char kGrantOverPool[] = "GRANT_OVER_POOL";
 inline constexpr char kIneligibleInstitution[] = "INELIGIBLE_INSTITUTION";
 inline constexpr char kOverServerLimit[] = "OVER_SERVER_LIMIT";
 inline constexpr char kWindowTooLong[] = "WINDOW_TOO_LONG";
+inline constexpr char kMissingAllocationMetadata[] = "MISSING_ALLOCATION_METADATA";
 inline constexpr char kCopayOutOfBounds[] = "COPAY_OUT_OF_BOUNDS";
 inline constexpr char kPeriodAlreadyClosed[] = "PERIOD_ALREADY_CLOSED";
 inline constexpr char kPeriodCloseOutOfOrder[] = "PERIOD_CLOSE_OUT_OF_ORDER";

@@ -53,6 +53,7 @@ inline constexpr char kGrantOverPool[] = "GRANT_OVER_POOL";
 inline constexpr char kIneligibleInstitution[] = "INELIGIBLE_INSTITUTION";
 inline constexpr char kOverServerLimit[] = "OVER_SERVER_LIMIT";
 inline constexpr char kWindowTooLong[] = "WINDOW_TOO_LONG";
+inline constexpr char kMissingAllocationMetadata[] = "MISSING_ALLOCATION_METADATA";
 inline constexpr char kCopayOutOfBounds[] = "COPAY_OUT_OF_BOUNDS";
 inline constexpr char kPeriodAlreadyClosed[] = "PERIOD_ALREADY_CLOSED";
 inline constexpr char kPeriodCloseOutOfOrder[] = "PERIOD_CLOSE_OUT_OF_ORDER";
@@ -81,6 +82,8 @@ class Registry {
   const std::vector<std::string>* AllocationIdsOnPool(const std::string& csp_id,
                                                       gpuledger::v1::Program program,
                                                       gpuledger::v1::GpuModel model) const;
+  // GPUs granted to an allocation over time, with its amendments (null: unknown allocation).
+  const Timeline<uint32_t>* Grant(const std::string& allocation_id) const;
   // The allocation's exclusive end after every amendment so far (revocations, extensions).
   int64_t AllocationEndMs(const gpuledger::v1::Allocation& allocation) const;
   // The fewest GPUs granted at any instant in [from_ms, to_ms).
@@ -140,6 +143,9 @@ class Registry {
   // the policy in force at the allocation's start.
   std::optional<RegistryProblem> CheckEligible(const gpuledger::v1::Allocation& a) const;
   // WINDOW_TOO_LONG if [a.start, end_ms) is longer than the policy in force at a.start allows.
+  // MISSING_ALLOCATION_METADATA if the policy in force at a.start requires a call, agency and
+  // project and `a` lacks one.
+  std::optional<RegistryProblem> CheckMetadata(const gpuledger::v1::Allocation& a) const;
   std::optional<RegistryProblem> CheckWindow(const gpuledger::v1::Allocation& a,
                                              int64_t end_ms) const;
   // OVER_SERVER_LIMIT if giving `a` the grant `proposed` over [a.start, proposed_end) instead of
