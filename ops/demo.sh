@@ -98,6 +98,8 @@ step "auditor: verify an export with the public key, then rebuild every closed p
 "$GPULEDGER" settle status --format json -o "$OUT/closes.json"
 "$GPULEDGER" audit replay --export "$DEMO_DIR/ledger.export" \
   --public-key "$DEMO_DIR/operator-pub.pem" --expect "$OUT/closes.json"
+step "auditor: decide every entry again from the ledger alone and compare with what was recorded"
+"$GPULEDGER" audit decisions
 
 step "final documents of $PERIOD (frozen at its close)"
 "$GPULEDGER" settle --period "$PERIOD"

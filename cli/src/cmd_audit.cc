@@ -11,6 +11,8 @@
 #include "absl/strings/str_format.h"
 #include "base/status.h"
 #include "commands.h"
+#include "ingest/redecide.h"
+#include "ingest/topics.h"
 #include "ledger/export.h"
 #include "ledger/signing.h"
 #include "ledger/verify.h"
@@ -353,6 +355,97 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
                         : absl::StrCat("FAILED: ", problems.size(), " difference(s)\n"));
     }
     if (!problems.empty()) *exit_code = kExitFailed;
+  });
+
+  struct DecisionArgs {
+    std::string db;
+    std::string topic_prefix;
+    std::string format = "table";
+    size_t max_listed = 100;
+  };
+  auto dargs = std::make_shared<DecisionArgs>();
+  CLI::App* decisions = audit->add_subcommand(
+      "decisions",
+      "Decide every ledger entry's input again, from the ledger alone, with the code ingest\n"
+      "runs (decode, field checks, the registry and usage checks), and compare each decision\n"
+      "with the one recorded: accepted, parked, or the reason code. The validation limits are\n"
+      "the ones recorded in the ledger (ValidationSettings), so no configuration is needed; a\n"
+      "ledger that recorded none is decided with the defaults. The validator's state follows\n"
+      "the recorded decisions, so one difference does not cascade.\n"
+      "Exit status: 0 every decision agrees; 1 a difference (each listed, up to --max-listed)\n"
+      "or a failure.");
+  decisions->add_option("--db", dargs->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
+  decisions
+      ->add_option("--topic-prefix", dargs->topic_prefix,
+                   "Namespace prefix of the topics ingest read (as given to ingest)")
+      ->envname("GPULEDGER_TOPIC_PREFIX");
+  decisions->add_option("--max-listed", dargs->max_listed, "Differences listed at most")
+      ->capture_default_str();
+  decisions->add_option("--format", dargs->format, "table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  decisions->callback([dargs, exit_code] {
+    if (absl::Status st = ingest::TopicNames::CheckPrefix(dargs->topic_prefix); !st.ok()) {
+      *exit_code = Report(st);
+      return;
+    }
+    ledger::LedgerOptions lo;
+    lo.read_only = true;
+    lo.create_if_missing = false;
+    auto ledger = ledger::Ledger::Open(dargs->db, lo);
+    if (!ledger.ok()) {
+      *exit_code = Report(ledger.status());
+      return;
+    }
+    ingest::RedecideOptions options;
+    options.topics = ingest::TopicNames(dargs->topic_prefix);
+    options.max_listed = dargs->max_listed;
+    const auto start = std::chrono::steady_clock::now();
+    options.progress = [&](uint64_t done, uint64_t head) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      spdlog::info("decided {} of {} entries again ({:.0f} entries/s)", done, head,
+                   secs > 0 ? done / secs : 0.0);
+    };
+    auto report = ingest::Redecide(**ledger, options);
+    if (!report.ok()) {
+      *exit_code = Report(report.status());
+      return;
+    }
+    if (dargs->format == "json") {
+      nlohmann::ordered_json differences = nlohmann::ordered_json::array();
+      for (const auto& d : report->differences) {
+        differences.push_back({{"seq", d.seq},
+                               {"recorded", d.recorded},
+                               {"decided", d.decided},
+                               {"detail", d.detail}});
+      }
+      nlohmann::ordered_json doc = {{"format", "gpuledger.audit_decisions/1"},
+                                    {"entries", report->entries},
+                                    {"agree", report->agree},
+                                    {"differ", report->differ},
+                                    {"duplicates_checked", report->duplicates_checked},
+                                    {"differences", differences},
+                                    {"ok", report->differ == 0}};
+      std::cout << doc.dump(2) << "\n";
+    } else {
+      std::cout << absl::StrFormat(
+          "Decided %d ledger entries again: %d agree, %d differ (%d conflicting duplicates "
+          "checked against the ledger's identity index)\n",
+          report->entries, report->agree, report->differ, report->duplicates_checked);
+      for (const auto& d : report->differences) {
+        std::cout << "  DIFFERENCE entry " << d.seq << ": recorded " << d.recorded
+                  << ", decided again " << d.decided
+                  << (d.detail.empty() ? "" : absl::StrCat(" (", d.detail, ")")) << "\n";
+      }
+      if (report->differ > report->differences.size()) {
+        std::cout << "  ... and " << report->differ - report->differences.size() << " more\n";
+      }
+      std::cout << (report->differ == 0
+                        ? "OK: every decision agrees\n"
+                        : absl::StrCat("FAILED: ", report->differ, " decision(s) differ\n"));
+    }
+    if (report->differ > 0) *exit_code = kExitFailed;
   });
 }
 

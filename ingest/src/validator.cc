@@ -24,9 +24,11 @@ void Reject(ledger::Candidate* c, const char* code, std::string detail) {
   c->park = false;
 }
 
+}  // namespace
+
 // An entry read back from the ledger, with its event decoded as its source's message type when
 // it counts for something (accepted or parked); rejected entries are not decoded.
-Decoded FromEntry(const v1::LedgerEntry& e) {
+Decoded DecodedFromEntry(const v1::LedgerEntry& e) {
   Decoded d;
   ledger::Candidate& c = d.candidate;
   c.source = e.source();
@@ -53,6 +55,8 @@ Decoded FromEntry(const v1::LedgerEntry& e) {
   }
   return d;
 }
+
+namespace {
 
 // The interval an event would make count, if any: a usage body or a correction's replacement.
 const v1::UsageInterval* IntervalOf(const v1::UsageEvent& e) {
@@ -148,7 +152,7 @@ absl::Status Validator::Load(const ledger::Ledger& ledger, const std::string& st
   GPULEDGER_RETURN_IF_ERROR(
       ledger.Scan(1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
         replaying_stored_ = e.seq <= stored_through;
-        Recorded(FromEntry(e.entry), e.seq);
+        Recorded(DecodedFromEntry(e.entry), e.seq);
         if (e.seq > stored_through && e.seq % kReplayCommitEvery == 0) {
           GPULEDGER_RETURN_IF_ERROR(Persist(ledger::Head{e.seq, e.hash}));
         }

@@ -12,6 +12,7 @@
 #include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/reasons.h"
+#include "ingest/redecide.h"
 #include "ledger/verify.h"
 #include "testsupport/temp_dir.h"
 
@@ -1183,6 +1184,71 @@ TEST_F(PolicyTest, PoliciesAndReleasesAreCheckedWhenDecoded) {
   EXPECT_EQ(release("a1", 1'000), "");
   EXPECT_EQ(release("a1", 1'000), "");  // the same decision again changes nothing
   EXPECT_EQ(release("a1", 2'000), reason::kRegistryConflict);
+}
+
+// Issue 16, item 6: an auditor decides every entry again from the ledger alone and finds the
+// recorded decisions: accepted, each kind of rejection, parked and resolved, a conflicting
+// duplicate, and decisions taken under limits recorded in the ledger. A forged entry (accepted
+// where the grant says no, or rejected as malformed though it decodes) is found, with its seq.
+TEST(RedecideTest, EveryRecordedDecisionIsMadeAgainFromTheLedgerAlone) {
+  Harness h;
+  h.StandardRegistry();
+  ASSERT_EQ(h.UsageReason(h.Usage("a1", 2, kT0, kT0 + kHour)), "");
+  ASSERT_EQ(h.UsageReason(h.Usage("a1", 5, kT0, kT0 + kHour, "n2")), reason::kGpusOverGrant);
+  ASSERT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 + 60 * kHour, kT0 + 61 * kHour, "n3")),
+            reason::kFutureTimestamp);
+  // Usage for an allocation not announced yet waits, and is decided when it is.
+  ASSERT_EQ(h.Send(h.Usage("a2", 1, kT0, kT0 + kHour), false).outcome(), v1::PARKED);
+  ASSERT_EQ(h.Reg([](auto* e) { *e->mutable_allocation() = Harness::Alloc("a2", 2); }), "");
+  // The limits change in the ledger: a 3-hour interval is too long from here on.
+  ASSERT_EQ(
+      h.Reg([](auto* e) { e->mutable_validation_settings()->set_max_interval_ms(2 * kHour); }), "");
+  ASSERT_EQ(h.UsageReason(h.Usage("a1", 1, kT0 + 2 * kHour, kT0 + 5 * kHour)),
+            reason::kDurationTooLong);
+  // The same event id with other content.
+  v1::UsageEvent again = h.Usage("a1", 1, kT0 + 6 * kHour, kT0 + 7 * kHour);
+  ASSERT_EQ(h.UsageReason(again), "");
+  again.mutable_usage()->set_gpu_count(2);
+  ASSERT_EQ(h.UsageReason(again), reason::kConflictingDuplicate);
+  ASSERT_TRUE(h.ledger().Commit().ok());
+
+  RedecideOptions options;
+  auto report = Redecide(h.ledger(), options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->entries, h.ledger().head().seq);
+  EXPECT_EQ(report->differ, 0u) << report->differences[0].seq << ": "
+                                << report->differences[0].recorded << " vs "
+                                << report->differences[0].decided;
+  EXPECT_EQ(report->agree, report->entries);
+  EXPECT_EQ(report->duplicates_checked, 1u);
+
+  // Forged entries, appended as if ingest had decided them.
+  auto forge = [&](const v1::UsageEvent& e, const std::string& reason_code) {
+    RawMessage raw{TopicNames().Usage("csp-a"), 0,
+                   static_cast<int64_t>(9'000 + h.ledger().head().seq), kT0 + 48 * kHour,
+                   e.SerializeAsString()};
+    Decoded d = Decode(raw, ValidationLimits{}, 0);
+    d.candidate.reason_code = reason_code;
+    d.candidate.reason_detail = reason_code.empty() ? "" : "forged";
+    auto appended = h.ledger().Append(d.candidate);
+    EXPECT_TRUE(appended.ok()) << appended.status();
+    EXPECT_TRUE(h.ledger().Commit().ok());
+    return appended.ok() ? appended->seq : 0;
+  };
+  const uint64_t over = forge(h.Usage("a1", 5, kT0 + 8 * kHour, kT0 + 9 * kHour, "n7"), "");
+  const uint64_t malformed =
+      forge(h.Usage("a1", 1, kT0 + 10 * kHour, kT0 + 11 * kHour), reason::kMalformed);
+  report = Redecide(h.ledger(), options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->differ, 2u);
+  ASSERT_EQ(report->differences.size(), 2u);
+  EXPECT_EQ(report->differences[0].seq, over);
+  EXPECT_EQ(report->differences[0].recorded, "ACCEPTED");
+  EXPECT_EQ(report->differences[0].decided, reason::kGpusOverGrant);
+  EXPECT_EQ(report->differences[1].seq, malformed);
+  EXPECT_EQ(report->differences[1].recorded, reason::kMalformed);
+  EXPECT_EQ(report->differences[1].decided, "ACCEPTED");
+  EXPECT_EQ(report->agree, report->entries - 2);
 }
 
 }  // namespace

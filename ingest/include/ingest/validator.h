@@ -40,6 +40,10 @@ struct OutageSpan {
   uint32_t gpus;
 };
 
+// An entry as ingest recorded it: its candidate (with the recorded decision) and, for accepted
+// and parked entries, the event its payload decodes to. What Validator::Recorded takes.
+Decoded DecodedFromEntry(const gpuledger::v1::LedgerEntry& e);
+
 // Owned by the ingest loop; one thread.
 class Validator {
  public:
