@@ -427,17 +427,25 @@ class Generator {
           absl::StrCat("pool:", v1::Program_Name(p.program), ":", v1::GpuModel_Name(p.model));
       if (p.program == v1::GOV_ADVANCED) {
         const int pct = static_cast<int>(rng_.Between(3, 12));
-        // The state's users come first: only GPUs no allocation was granted are the CSP's to
-        // use (OWN_USE_DISPLACES_PROGRAMME otherwise).
-        const uint32_t gpus =
-            static_cast<uint32_t>(std::min(std::max(1, p.gpus * pct / 100), p.free));
-        for (int64_t d = p0; gpus > 0 && d < p1; d += kDay) {
+        const int desired = std::max(1, p.gpus * pct / 100);
+        for (int64_t d = p0; d < p1; d += kDay) {
+          // The state's users come first: only GPUs no allocation holds that day are the CSP's
+          // to use (OWN_USE_DISPLACES_PROGRAMME otherwise).
+          int granted = 0;
+          for (const Alloc& a : allocs_) {
+            if (a.csp == p.csp && a.program == p.program && a.model == p.model &&
+                a.start_ms < d + 20 * kHour && a.end_ms > d + 2 * kHour) {
+              granted += a.gpus;
+            }
+          }
+          const int gpus = std::min(desired, p.gpus - granted);
+          if (gpus <= 0) continue;
           v1::UsageEvent ev = Base(p.csp, producer, d + 20 * kHour);
           ev.set_event_id(absl::StrCat(p.csp, "-own-", v1::GpuModel_Name(p.model), "-", d / kDay));
           auto* o = ev.mutable_own_use();
           o->set_program(p.program);
           o->set_gpu_model(p.model);
-          o->set_gpu_count(gpus);
+          o->set_gpu_count(static_cast<uint32_t>(gpus));
           o->set_start_ms(d + 2 * kHour);
           o->set_end_ms(d + 20 * kHour);
           o->set_node_id(absl::StrCat(p.csp, "-own"));
