@@ -180,11 +180,14 @@ absl::Status ValueOwnUse(const OwnUseValue& value, v1::OwnUseRow* row) {
   row->set_unpriced_gpu_ms(value.unpriced_gpu_ms);
   int64_t excess_krw = 0;
   if (row->excess_gpu_ms() > 0 && row->own_use_gpu_ms() > 0 && value.numerator > 0) {
-    __int128 num = 0;
-    if (__builtin_mul_overflow(value.numerator, static_cast<__int128>(row->excess_gpu_ms()),
-                               &num)) {
+    // value.numerator is at most 2^100 (SaturatingMul) and positive, the excess positive: the
+    // product fits 128 bits exactly when the numerator is at most (2^127 − 1) / excess.
+    constexpr __int128 kI128Max =
+        static_cast<__int128>((static_cast<unsigned __int128>(1) << 127) - 1);
+    if (value.numerator > kI128Max / row->excess_gpu_ms()) {
       return absl::OutOfRangeError("the value of own use beyond the cap does not fit");
     }
+    const __int128 num = value.numerator * row->excess_gpu_ms();
     // Half away from zero; the denominator is below 2^86 and num is positive.
     const __int128 den = static_cast<__int128>(row->own_use_gpu_ms()) * base::kMsPerHour;
     const __int128 rounded = num / den + (2 * (num % den) >= den ? 1 : 0);

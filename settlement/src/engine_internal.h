@@ -100,12 +100,18 @@ inline int64_t SaturatingAdd(int64_t a, int64_t b) {
 // as "does not fit" instead.
 inline constexpr __int128 kMoneyNumeratorMax = static_cast<__int128>(1) << 100;
 
+// a × b, clamped to ±kMoneyNumeratorMax. Checked by division, not __builtin_mul_overflow: on
+// 128 bits clang calls __muloti4 from compiler-rt, which a libgcc link does not have.
 inline __int128 SaturatingMul(__int128 a, int64_t b) {
-  __int128 out = 0;
-  if (__builtin_mul_overflow(a, static_cast<__int128>(b), &out) || out > kMoneyNumeratorMax) {
-    return kMoneyNumeratorMax;
+  if (a == 0 || b == 0) return 0;
+  const bool negative = (a < 0) != (b < 0);
+  const __int128 abs_a = a < 0 ? -a : a;  // callers pass |a| < 2^127
+  const __int128 abs_b = b < 0 ? -static_cast<__int128>(b) : static_cast<__int128>(b);
+  if (abs_a > kMoneyNumeratorMax / abs_b) {
+    return negative ? -kMoneyNumeratorMax : kMoneyNumeratorMax;
   }
-  return out < -kMoneyNumeratorMax ? -kMoneyNumeratorMax : out;
+  const __int128 product = abs_a * abs_b;  // at most 2^100
+  return negative ? -product : product;
 }
 
 inline __int128 SaturatingAdd(__int128 a, __int128 b) {
