@@ -36,6 +36,8 @@
 //   w/ pool                                    → i128 own-use GPU-ms
 //   wv/ pool                                   → i128 Σ own-use GPU-ms × won per GPU-hour
 //   wu/ pool                                   → i128 own-use GPU-ms with no rate in force
+//   ow/ u32 program u32 model i64 start csp u64 seq → StoredOwnUse (an own-use interval's
+//                                                valued slices, for re-rating)
 //   tw/ pool, bw/ pool                         → "", OwnUseRow as billed
 //   d/ pool scope cause                        → i128 outage GPU-ms
 //   td/ pool scope cause, bd/ pool scope cause → "", i128 as billed
@@ -55,8 +57,9 @@ inline constexpr char kFormatKey[] = "s/format";
 // counters, s/applied with the hash in hex. 3: s/applied with the raw hash. 4: over-cap rules
 // (held, refused and unpriced lines; outages by event id, for withdrawals). 5: the
 // allocation index in order of start, with the longest interval; credits capped per allocation
-// and instant). 6: this file (own use valued slice by slice, wv/ and wu/).
-inline constexpr char kFormatValue[] = "gpuledger-settlement/6";
+// and instant). 6: own use valued slice by slice, wv/ and wu/. 7: this file (own-use intervals
+// kept as valued, ow/, so that a re-rating prices them again).
+inline constexpr char kFormatValue[] = "gpuledger-settlement/7";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
 
@@ -79,6 +82,7 @@ inline constexpr char kOwnUse[] = "w/";
 // GPU-hour (i128, not yet divided by 3,600,000); and the own-use GPU-ms with no rate then.
 inline constexpr char kOwnUseValue[] = "wv/";
 inline constexpr char kOwnUseUnpriced[] = "wu/";
+inline constexpr char kOwnUseRecord[] = "ow/";
 inline constexpr char kTouchedOwnUse[] = "tw/";
 inline constexpr char kBilledOwnUse[] = "bw/";
 inline constexpr char kOutage[] = "d/";

@@ -198,6 +198,7 @@ void Engine::Rerate(const v1::Rerating& r) {
     }
     if (!keys.empty()) RecreditWithin(alloc->allocation_id(), r.from_ms(), r.to_ms());
   }
+  RerateOwnUse(r);
 }
 
 void Engine::RerateInterval(const v1::Allocation& alloc, int64_t from, int64_t to,
@@ -297,24 +298,114 @@ void Engine::ApplyCorrection(uint64_t seq, const std::string& source_id,
 void Engine::ApplyOwnUse(uint64_t seq, const std::string& source_id, const v1::UsageEvent& event) {
   const auto& o = event.own_use();
   NoteOutside(seq, source_id, event.event_id(), "own use", o.start_ms(), o.end_ms());
+  v1::StoredOwnUse rec;
+  rec.set_csp_id(source_id);
+  rec.set_program(o.program());
+  rec.set_gpu_model(o.gpu_model());
+  rec.set_gpu_count(o.gpu_count());
   base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
     const std::string rest = PoolRest(p.ToString(), source_id, o.program(), o.gpu_model());
-    const std::string key = absl::StrCat(keys::kOwnUse, rest);
-    counters_->Add(key, GpuMsOf(o.gpu_count(), lo, hi));
-    // Its value, slice by slice at the pool's rate card as recorded so far.
-    __int128 value = 0, unpriced = GpuMsOf(o.gpu_count(), lo, hi);
-    if (const auto* rates = registry_.Rates(o.program(), o.gpu_model())) {
-      rates->ForEachWithin(lo, hi, [&](int64_t from, int64_t to, int64_t krw) {
-        const __int128 gpu_ms = GpuMsOf(o.gpu_count(), from, to);
-        unpriced -= gpu_ms;
-        value = SaturatingAdd(value, SaturatingMul(gpu_ms, krw));
-      });
-    }
-    counters_->Add(absl::StrCat(keys::kOwnUseValue, rest), value);
-    counters_->Add(absl::StrCat(keys::kOwnUseUnpriced, rest), unpriced);
+    counters_->Add(absl::StrCat(keys::kOwnUse, rest), GpuMsOf(o.gpu_count(), lo, hi));
+    ValueOwnUseSlices(&rec, lo, hi);
     // Own use of a closed period: an adjustment on the first open period's statement.
     if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOwnUse, rest), "");
   });
+  if (rec.slices_size() == 0) return;
+  store_->Put(KeyBuilder(keys::kOwnUseRecord)
+                  .U32(o.program())
+                  .U32(o.gpu_model())
+                  .I64(o.start_ms())
+                  .Str(source_id)
+                  .U64(seq)
+                  .Take(),
+              rec.SerializeAsString());
+}
+
+void Engine::ValueOwnUseSlices(v1::StoredOwnUse* rec, int64_t lo, int64_t hi) {
+  const int64_t gpus = rec->gpu_count();
+  __int128 value = 0, unpriced = 0;
+  int64_t at = lo;
+  auto slice = [&](int64_t from, int64_t to, std::optional<int64_t> krw) {
+    if (from >= to) return;
+    const __int128 gpu_ms = GpuMsOf(gpus, from, to);
+    if (krw) {
+      value = SaturatingAdd(value, SaturatingMul(gpu_ms, *krw));
+    } else {
+      unpriced += gpu_ms;
+    }
+    v1::StoredOwnUseSlice* s = rec->add_slices();
+    s->set_start_ms(from);
+    s->set_end_ms(to);
+    s->set_priced(krw.has_value());
+    s->set_krw_per_gpu_hour(krw.value_or(0));
+  };
+  if (const auto* rates = registry_.Rates(rec->program(), rec->gpu_model())) {
+    rates->ForEachWithin(lo, hi, [&](int64_t from, int64_t to, int64_t krw) {
+      slice(at, from, std::nullopt);
+      slice(from, to, krw);
+      at = to;
+    });
+  }
+  slice(at, hi, std::nullopt);
+  const std::string rest =
+      PoolRest(base::PeriodOf(lo).ToString(), rec->csp_id(), rec->program(), rec->gpu_model());
+  counters_->Add(absl::StrCat(keys::kOwnUseValue, rest), value);
+  counters_->Add(absl::StrCat(keys::kOwnUseUnpriced, rest), unpriced);
+}
+
+// The re-rating of own use: each own-use slice of the programme (and model) inside [from, to)
+// is valued again at the rate card as it is now, as usage is priced again. Own use is a few
+// records a month (a CSP's own reports), so the programme's records are read whole.
+void Engine::RerateOwnUse(const v1::Rerating& r) {
+  KeyBuilder prefix(keys::kOwnUseRecord);
+  prefix.U32(r.program());
+  if (r.gpu_model() != v1::GPU_MODEL_UNSPECIFIED) prefix.U32(r.gpu_model());
+  std::vector<std::pair<std::string, v1::StoredOwnUse>> touched;
+  store_->Scan(prefix.key(), [&](std::string_view key, std::string_view value) {
+    v1::StoredOwnUse rec;
+    if (!rec.ParseFromArray(value.data(), static_cast<int>(value.size()))) return true;
+    const auto& slices = rec.slices();
+    if (!slices.empty() && slices[0].start_ms() < r.to_ms() &&
+        slices[slices.size() - 1].end_ms() > r.from_ms()) {
+      touched.emplace_back(std::string(key), std::move(rec));
+    }
+    return true;
+  });
+  for (auto& [key, rec] : touched) {
+    const v1::StoredOwnUse old = rec;
+    rec.clear_slices();
+    for (const auto& s : old.slices()) {
+      const int64_t a = std::max(s.start_ms(), r.from_ms());
+      const int64_t b = std::min(s.end_ms(), r.to_ms());
+      if (a >= b) {
+        *rec.add_slices() = s;
+        continue;
+      }
+      if (s.start_ms() < a) {
+        v1::StoredOwnUseSlice* before = rec.add_slices();
+        *before = s;
+        before->set_end_ms(a);
+      }
+      // Takes back what [a, b) was valued at, then values it again.
+      const std::string period = base::PeriodOf(a).ToString();
+      const std::string rest = PoolRest(period, rec.csp_id(), rec.program(), rec.gpu_model());
+      const __int128 gpu_ms = GpuMsOf(rec.gpu_count(), a, b);
+      if (s.priced()) {
+        counters_->Add(absl::StrCat(keys::kOwnUseValue, rest),
+                       -SaturatingMul(gpu_ms, s.krw_per_gpu_hour()));
+      } else {
+        counters_->Add(absl::StrCat(keys::kOwnUseUnpriced, rest), -gpu_ms);
+      }
+      ValueOwnUseSlices(&rec, a, b);
+      if (IsClosed(period)) store_->Put(absl::StrCat(keys::kTouchedOwnUse, rest), "");
+      if (b < s.end_ms()) {
+        v1::StoredOwnUseSlice* after = rec.add_slices();
+        *after = s;
+        after->set_start_ms(b);
+      }
+    }
+    store_->Put(key, rec.SerializeAsString());
+  }
 }
 
 }  // namespace gpuledger::settlement

@@ -764,6 +764,74 @@ TEST(CloseTest, AReratingOfAClosedMonthIsAnAdjustment) {
   EXPECT_EQ(list, 48'000 - 36'000);  // 8 GPU-hours at 6,000 instead of 4,500
 }
 
+// A re-rating prices own use again too, over its range and for its model only (issue 16, item
+// 5): csp-a's 10 B200 GPU-hours of own use had no rate card when recorded (unpriced); a card of
+// 8,000 won effective from their start, recorded later, values nothing by itself; a re-rating of
+// the first 4 hours values those at 8,000 (32,000 won) and leaves 6 unpriced. Its H200 own use
+// (2 GPU-hours at 4,500) is untouched by a B200 re-rating.
+TEST(StatementTest, AReratingValuesOwnUseAgainOverItsRange) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Registry(Pool("csp-a", 10, 0));
+  h.Registry(Pool("csp-a", 4, 0, v1::GOV_ADVANCED, v1::B200));
+  h.Registry(Contract("csp-a", 1'000, 0));
+  h.Usage("csp-a", OwnUse("own-b", 1, t, t + 10 * kHour, v1::GOV_ADVANCED, v1::B200));
+  h.Usage("csp-a", OwnUse("own-h", 1, t, t + 2 * kHour));
+  auto row = [&](v1::GpuModel model) {
+    auto d = h.Docs(kMarch);
+    EXPECT_TRUE(d.ok()) << d.status();
+    v1::OwnUseRow out;
+    for (const auto& r : d->statements(0).own_use()) {
+      if (r.gpu_model() == model) out = r;
+    }
+    return out;
+  };
+  EXPECT_EQ(row(v1::B200).unpriced_gpu_ms(), 10 * kHour);
+  h.Registry(Rate(8'000, t, v1::GOV_ADVANCED, v1::B200));
+  EXPECT_EQ(row(v1::B200).unpriced_gpu_ms(), 10 * kHour);
+  EXPECT_EQ(row(v1::B200).value_krw(), 0);
+  h.Registry(Rerating(t, t + 4 * kHour, v1::B200));
+  EXPECT_EQ(row(v1::B200).value_krw(), 4 * 8'000);
+  EXPECT_EQ(row(v1::B200).unpriced_gpu_ms(), 6 * kHour);
+  EXPECT_EQ(row(v1::H200).value_krw(), 2 * 4'500);
+  // The same range again changes nothing; the rest of it prices the other 6 hours.
+  h.Registry(Rerating(t, t + 4 * kHour, v1::B200));
+  EXPECT_EQ(row(v1::B200).value_krw(), 4 * 8'000);
+  h.Registry(Rerating(t - kHour, t + 30 * kHour, v1::B200));
+  EXPECT_EQ(row(v1::B200).value_krw(), 10 * 8'000);
+  EXPECT_EQ(row(v1::B200).unpriced_gpu_ms(), 0);
+  EXPECT_EQ(row(v1::B200).own_use_gpu_ms(), 10 * kHour);
+}
+
+// Own use of a closed month re-rated: the month stays as billed; the first open month's
+// statement carries the difference in value as an own-use adjustment (the whole month is over
+// the cap of 0, so the excess value moves with it).
+TEST(CloseTest, AReratingOfClosedOwnUseIsAnAdjustmentOfItsValue) {
+  Harness h;
+  Standard(h);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Registry(Pool("csp-a", 10, 0));
+  h.Registry(Contract("csp-a", 0, 0));
+  h.Usage("csp-a", OwnUse("own", 2, t, t + 5 * kHour));  // 10 GPU-hours at 4,500
+  h.Close(kMarch);
+  auto frozen = h.Docs(kMarch);
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
+  h.Registry(Rate(6'000, t));
+  h.Registry(Rerating(t, t + 5 * kHour));
+  auto march = h.Docs(kMarch);
+  ASSERT_TRUE(march.ok()) << march.status();
+  EXPECT_EQ(StatementJson(march->statements(0)), StatementJson(frozen->statements(0)));
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok()) << april.status();
+  const v1::CspStatement& s = april->statements(0);
+  ASSERT_EQ(s.own_use_adjustments_size(), 1);
+  EXPECT_EQ(s.own_use_adjustments(0).adjusts_period(), "2026-03");
+  EXPECT_EQ(s.own_use_adjustments(0).own_use_gpu_ms(), 0);
+  EXPECT_EQ(s.own_use_adjustments(0).value_krw(), 10 * (6'000 - 4'500));
+  EXPECT_EQ(s.own_use_adjustments(0).excess_value_krw(), 10 * (6'000 - 4'500));
+}
+
 TEST(InvoiceTest, JsonIsCanonicalAndCsvHasOneRowPerLine) {
   Harness h;
   Standard(h);

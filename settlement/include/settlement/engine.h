@@ -128,7 +128,11 @@ class Engine {
                           int64_t t) const;
   void PriceStretch(const gpuledger::v1::Allocation& alloc, int64_t cap_from, int64_t lo_ms,
                     int64_t hi_ms, bool daily, gpuledger::v1::StoredInterval* rec);
+  // Values own use over [lo_ms, hi_ms), inside one period, slice by slice at the pool's rate
+  // card as recorded so far: on the pool's value counters, and its slices to `rec`.
+  void ValueOwnUseSlices(gpuledger::v1::StoredOwnUse* rec, int64_t lo_ms, int64_t hi_ms);
   void Rerate(const gpuledger::v1::Rerating& r);
+  void RerateOwnUse(const gpuledger::v1::Rerating& r);
   void RerateInterval(const gpuledger::v1::Allocation& alloc, int64_t from, int64_t to,
                       gpuledger::v1::StoredInterval* rec);
   void RemoveInterval(const gpuledger::v1::StoredInterval& rec);
