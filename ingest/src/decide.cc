@@ -481,6 +481,16 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       if (auto v = CheckPoolFields(p.program(), p.gpu_model(), p.gpu_count(), "gpu_pool", true)) {
         return v;
       }
+      if (!v1::LeasePricing_IsValid(p.lease_pricing())) {
+        return Invalid("gpu_pool.lease_pricing",
+                       "not LEASE_PRICING_DELIVERED or LEASE_PRICING_RESERVED");
+      }
+      if (p.lease_pricing() == v1::LEASE_PRICING_RESERVED && p.program() != v1::LEASE_HPC &&
+          p.program() != v1::LEASE_RESEARCH) {
+        return Invalid("gpu_pool.lease_pricing",
+                       "reserved-capacity pricing is for leased pools (LEASE_HPC, "
+                       "LEASE_RESEARCH); the state owns GOV_ADVANCED GPUs");
+      }
       return CheckOptionalTime("gpu_pool.effective_from_ms", p.effective_from_ms());
     }
     case v1::RegistryEvent::kProgrammePolicy:

@@ -248,6 +248,32 @@ TEST(DecideTest, RegistryEventsAreCheckedToo) {
   auto bad = Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0);
   EXPECT_EQ(bad.reason_code, reason::kInvalidField);
   EXPECT_NE(bad.reason_detail.find("own_use_excess"), std::string::npos) << bad.reason_detail;
+  // A pool's pricing: per reserved capacity only on the leases (the state owns GOV_ADVANCED's).
+  {
+    v1::RegistryEvent pool_event = r;
+    auto* pool = pool_event.mutable_gpu_pool();
+    pool->set_csp_id("csp-a");
+    pool->set_program(v1::LEASE_HPC);
+    pool->set_gpu_model(v1::H200);
+    pool->set_gpu_count(8);
+    pool->set_lease_pricing(v1::LEASE_PRICING_RESERVED);
+    auto decide = [&] {
+      return Decide(Msg(TopicNames().Registry(), pool_event.SerializeAsString()), {}, 0);
+    };
+    EXPECT_EQ(decide().reason_code, "") << decide().reason_detail;
+    pool->set_program(v1::LEASE_RESEARCH);
+    EXPECT_EQ(decide().reason_code, "") << decide().reason_detail;
+    pool->set_program(v1::GOV_ADVANCED);
+    EXPECT_EQ(decide().reason_code, reason::kInvalidField);
+    EXPECT_NE(decide().reason_detail.find("leased pools"), std::string::npos)
+        << decide().reason_detail;
+    pool->set_lease_pricing(v1::LEASE_PRICING_DELIVERED);
+    EXPECT_EQ(decide().reason_code, "");
+    pool->set_lease_pricing(static_cast<v1::LeasePricing>(2));
+    EXPECT_EQ(decide().reason_code, reason::kInvalidField);
+    EXPECT_NE(decide().reason_detail.find("lease_pricing"), std::string::npos)
+        << decide().reason_detail;
+  }
   contract->set_own_use_excess(v1::OWN_USE_EXCESS_REPORTED);
   contract->set_own_use_cap_bp(10'001);
   EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,

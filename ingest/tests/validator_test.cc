@@ -292,6 +292,21 @@ TEST(ValidatorTest, RefusesContradictoryRegistryRecords) {
   EXPECT_EQ(h.Reg(contract(v1::OWN_USE_EXCESS_NETTED)), "");
   EXPECT_EQ(h.Reg(contract(v1::OWN_USE_EXCESS_NETTED)), "");
   EXPECT_EQ(h.Reg(contract(v1::OWN_USE_EXCESS_REPORTED)), reason::kRegistryConflict);
+  // A pool of the same size priced the other way from the same instant.
+  auto pool = [](v1::LeasePricing pricing) {
+    return [pricing](v1::RegistryEvent* e) {
+      auto* p = e->mutable_gpu_pool();
+      p->set_csp_id("csp-a");
+      p->set_program(v1::LEASE_HPC);
+      p->set_gpu_model(v1::H200);
+      p->set_gpu_count(8);
+      p->set_lease_pricing(pricing);
+      p->set_effective_from_ms(kT0);
+    };
+  };
+  EXPECT_EQ(h.Reg(pool(v1::LEASE_PRICING_RESERVED)), "");
+  EXPECT_EQ(h.Reg(pool(v1::LEASE_PRICING_RESERVED)), "");
+  EXPECT_EQ(h.Reg(pool(v1::LEASE_PRICING_DELIVERED)), reason::kRegistryConflict);
 }
 
 TEST(ValidatorTest, OwnUseAndOutagesNeedAPool) {

@@ -459,9 +459,14 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
       return std::nullopt;
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
-      return Contradicts(
-          Find(pools_, std::tuple<std::string, int, int>{p.csp_id(), p.program(), p.gpu_model()}),
-          p.effective_from_ms(), p.gpu_count(), absl::StrCat("GPU pool of ", p.csp_id()));
+      const std::tuple<std::string, int, int> key{p.csp_id(), p.program(), p.gpu_model()};
+      if (auto problem = Contradicts(Find(pools_, key), p.effective_from_ms(), p.gpu_count(),
+                                     absl::StrCat("GPU pool of ", p.csp_id()))) {
+        return problem;
+      }
+      return Contradicts(Find(pool_pricing_, key), p.effective_from_ms(),
+                         static_cast<int>(p.lease_pricing()),
+                         absl::StrCat("GPU pool of ", p.csp_id(), " (lease_pricing)"));
     }
     case v1::RegistryEvent::BODY_NOT_SET:
       break;
@@ -531,6 +536,8 @@ void Registry::Apply(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
       pools_[{p.csp_id(), p.program(), p.gpu_model()}].Set(p.effective_from_ms(), p.gpu_count());
+      pool_pricing_[{p.csp_id(), p.program(), p.gpu_model()}].Set(
+          p.effective_from_ms(), static_cast<int>(p.lease_pricing()));
       break;
     }
     case v1::RegistryEvent::BODY_NOT_SET:
@@ -566,6 +573,13 @@ const Timeline<uint32_t>* Registry::Grant(const std::string& allocation_id) cons
 bool Registry::NetsOwnUseExcessAt(const std::string& csp_id, int64_t t_ms) const {
   const Timeline<int>* t = Find(own_use_excess_, csp_id);
   return t != nullptr && t->At(t_ms).value_or(0) == v1::OWN_USE_EXCESS_NETTED;
+}
+
+bool Registry::ReservedAt(const std::string& csp_id, v1::Program program, v1::GpuModel model,
+                          int64_t t_ms) const {
+  const Timeline<int>* t =
+      Find(pool_pricing_, std::tuple<std::string, int, int>{csp_id, program, model});
+  return t != nullptr && t->At(t_ms).value_or(0) == v1::LEASE_PRICING_RESERVED;
 }
 
 const Timeline<int64_t>* Registry::Rates(v1::Program program, v1::GpuModel model) const {

@@ -54,8 +54,12 @@ def registry_events(start, end):
     pools = [("csp-alpha", "GOV_ADVANCED", "H200", 64), ("csp-alpha", "GOV_ADVANCED", "B200", 32),
              ("csp-beta", "LEASE_HPC", "H100", 32), ("csp-beta", "LEASE_RESEARCH", "H200", 48)]
     for csp, program, model, n in pools:
-        add("gpuPool", {"cspId": csp, "program": program, "gpuModel": model, "gpuCount": n,
-                        "effectiveFromMs": before})
+        pool = {"cspId": csp, "program": program, "gpuModel": model, "gpuCount": n,
+                "effectiveFromMs": before}
+        # csp-beta's HPC lease is paid per reserved capacity (docs/SETTLEMENT.md).
+        if (csp, program) == ("csp-beta", "LEASE_HPC"):
+            pool["leasePricing"] = "LEASE_PRICING_RESERVED"
+        add("gpuPool", pool)
     institutions = [
         ("inst-hanbit-univ", "Hanbit University", "ACADEMIA"),
         ("inst-seoul-tech", "Seoul Institute of Technology", "ACADEMIA"),

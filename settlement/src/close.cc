@@ -105,7 +105,27 @@ absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
         OutageRest(period, csp, row.program(), row.gpu_model(), row.scope(), row.cause()));
     store_->PutInt(key, store_->GetInt(key) + row.gpu_ms());
   };
+  // Reservations as billed: the month's, plus the changes to closed months it carries.
+  auto bill_reserved = [&](const std::string& period, const std::string& csp,
+                           const v1::ReservedRow& row) {
+    const std::string key =
+        absl::StrCat(keys::kBilledReserved, PoolRest(period, csp, row.program(), row.gpu_model()));
+    v1::ReservedRow b;
+    if (auto bytes = store_->Get(key)) b.ParseFromString(*bytes);
+    b.set_program(row.program());
+    b.set_gpu_model(row.gpu_model());
+    b.set_reserved_gpu_ms(b.reserved_gpu_ms() + row.reserved_gpu_ms());
+    b.set_out_of_service_gpu_ms(b.out_of_service_gpu_ms() + row.out_of_service_gpu_ms());
+    b.set_charged_gpu_ms(b.charged_gpu_ms() + row.charged_gpu_ms());
+    b.set_unpriced_gpu_ms(b.unpriced_gpu_ms() + row.unpriced_gpu_ms());
+    b.set_charge_krw(b.charge_krw() + row.charge_krw());
+    store_->Put(key, b.SerializeAsString());
+  };
   for (const auto& st : docs.statements()) {
+    for (const auto& row : st.reserved()) bill_reserved(p, st.csp_id(), row);
+    for (const auto& row : st.reserved_adjustments()) {
+      bill_reserved(row.adjusts_period(), st.csp_id(), row);
+    }
     for (const auto& row : st.own_use()) bill_own_use(p, st.csp_id(), row);
     for (const auto& row : st.own_use_adjustments()) {
       bill_own_use(row.adjusts_period(), st.csp_id(), row);

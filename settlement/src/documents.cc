@@ -762,6 +762,55 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
                      st.hosted_capacity_gpu_ms()));
         st.set_own_use_share_bp(static_cast<uint32_t>(share));
       }
+      // Reservations (reserved.cc): a reserved pool is paid its charge less the co-pay of its
+      // usage, where its usage's lines carry list − co-pay; the difference is what changes.
+      const std::vector<PoolOutage> pool_outages = OutagesOf(csp);
+      int64_t difference = 0;
+      for (const auto& [prog, model] : pools) {
+        GPULEDGER_ASSIGN_OR_RETURN(auto reserved,
+                                   ReservedRowFor(csp, prog, model, period, pool_outages));
+        if (!reserved) continue;
+        v1::Totals used;
+        for (const auto& [key, totals] : delivered) {
+          if (std::get<0>(key) == csp && std::get<1>(key) == prog && std::get<3>(key) == model) {
+            GPULEDGER_RETURN_IF_ERROR(AddTotals(&used, totals));
+          }
+        }
+        reserved->set_delivered_list_krw(used.list_krw());
+        reserved->set_copay_krw(used.copay_krw());
+        GPULEDGER_ASSIGN_OR_RETURN(
+            int64_t subsidy,
+            base::CheckedSub(reserved->charge_krw(), used.copay_krw(), "a reservation's subsidy"));
+        reserved->set_subsidy_krw(subsidy);
+        GPULEDGER_ASSIGN_OR_RETURN(int64_t more,
+                                   base::CheckedSub(reserved->charge_krw(), used.list_krw(),
+                                                    "the reservation difference"));
+        GPULEDGER_ASSIGN_OR_RETURN(
+            difference, base::CheckedAdd(difference, more, "the reservation difference"));
+        *st.add_reserved() = std::move(*reserved);
+      }
+      // Usage recorded late for a month its pool was reserved: the reservation paid for it.
+      for (const auto& [key, totals] : adjusted) {
+        if (std::get<0>(key) != csp) continue;
+        auto month = base::ParsePeriod(std::get<1>(key));
+        if (!month.ok() || !registry_.ReservedAt(csp, static_cast<v1::Program>(std::get<2>(key)),
+                                                 static_cast<v1::GpuModel>(std::get<4>(key)),
+                                                 month->EndMs() - 1)) {
+          continue;
+        }
+        GPULEDGER_ASSIGN_OR_RETURN(difference, base::CheckedSub(difference, totals.list_krw(),
+                                                                "the reservation difference"));
+      }
+      if (last_closed && period == last_closed->Next()) {
+        GPULEDGER_ASSIGN_OR_RETURN(std::vector<v1::ReservedRow> changed,
+                                   ReservationAdjustments(csp, pool_outages));
+        for (auto& row : changed) {
+          GPULEDGER_ASSIGN_OR_RETURN(difference, base::CheckedAdd(difference, row.charge_krw(),
+                                                                  "the reservation difference"));
+          *st.add_reserved_adjustments() = std::move(row);
+        }
+      }
+      st.set_reservation_difference_krw(difference);
       return absl::OkStatus();
     }();
     if (!built.ok()) {
@@ -783,6 +832,8 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
       st.set_own_use_netted_krw(sum);
       GPULEDGER_ASSIGN_OR_RETURN(int64_t payable,
                                  base::CheckedSub(st.totals().subsidy_krw(), sum, "the payable"));
+      GPULEDGER_ASSIGN_OR_RETURN(
+          payable, base::CheckedAdd(payable, st.reservation_difference_krw(), "the payable"));
       st.set_payable_krw(payable);
       return absl::OkStatus();
     }();

@@ -39,6 +39,8 @@
 //   ow/ u32 program u32 model i64 start csp u64 seq → StoredOwnUse (an own-use interval's
 //                                                valued slices, for re-rating)
 //   tw/ pool, bw/ pool                         → "", OwnUseRow as billed
+//   br/ pool                                   → ReservedRow as billed so far (reserved
+//                                                pools: the month's row and its adjustments)
 //   d/ pool scope cause                        → i128 outage GPU-ms
 //   td/ pool scope cause, bd/ pool scope cause → "", i128 as billed
 // where line = institution allocation u32 model i64 rate i64 copay_bp u32 type u32 kind and
@@ -58,7 +60,7 @@ inline constexpr char kFormatKey[] = "s/format";
 // (held, refused and unpriced lines; outages by event id, for withdrawals). 5: the
 // allocation index in order of start, with the longest interval; credits capped per allocation
 // and instant). 6: own use valued slice by slice, wv/ and wu/. 7: this file (own-use intervals
-// kept as valued, ow/, so that a re-rating prices them again).
+// kept as valued, ow/, so that a re-rating prices them again; reservations as billed, br/).
 inline constexpr char kFormatValue[] = "gpuledger-settlement/7";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
@@ -85,6 +87,7 @@ inline constexpr char kOwnUseUnpriced[] = "wu/";
 inline constexpr char kOwnUseRecord[] = "ow/";
 inline constexpr char kTouchedOwnUse[] = "tw/";
 inline constexpr char kBilledOwnUse[] = "bw/";
+inline constexpr char kBilledReserved[] = "br/";
 inline constexpr char kOutage[] = "d/";
 inline constexpr char kTouchedOutage[] = "td/";
 inline constexpr char kBilledOutage[] = "bd/";

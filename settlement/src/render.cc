@@ -141,6 +141,26 @@ json StatementObj(const v1::CspStatement& s) {
                         {"idle_gpu_ms", r.idle_gpu_ms()},
                         {"oversubscribed", r.oversubscribed()}});
   }
+  auto reserved_rows = [](const auto& list) {
+    json out = json::array();
+    for (const auto& r : list) {
+      json o;
+      if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
+      o["program"] = v1::Program_Name(r.program());
+      o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
+      o["reserved_gpu_ms"] = r.reserved_gpu_ms();
+      o["out_of_service_gpu_ms"] = r.out_of_service_gpu_ms();
+      o["charged_gpu_ms"] = r.charged_gpu_ms();
+      o["charged_gpu_hours"] = Hours(r.charged_gpu_ms());
+      o["unpriced_gpu_ms"] = r.unpriced_gpu_ms();
+      o["charge_krw"] = r.charge_krw();
+      o["delivered_list_krw"] = r.delivered_list_krw();
+      o["copay_krw"] = r.copay_krw();
+      o["subsidy_krw"] = r.subsidy_krw();
+      out.push_back(o);
+    }
+    return out;
+  };
   return {{"format", "gpuledger.csp_statement/2"},
           {"period", s.period()},
           {"csp_id", s.csp_id()},
@@ -163,7 +183,10 @@ json StatementObj(const v1::CspStatement& s) {
             {"pools", pools}}},
           {"capacity", capacity},
           {"own_use_adjustments", own_use_adjustments},
-          {"outage_adjustments", outage_rows(s.outage_adjustments())}};
+          {"outage_adjustments", outage_rows(s.outage_adjustments())},
+          {"reserved", reserved_rows(s.reserved())},
+          {"reserved_adjustments", reserved_rows(s.reserved_adjustments())},
+          {"reservation_difference_krw", s.reservation_difference_krw()}};
 }
 
 json ProgramObj(const v1::ProgramSummary& p) {
@@ -365,6 +388,14 @@ std::string RenderTable(const v1::PeriodDocuments& docs) {
                             Bp(s.own_use_share_bp()), Bp(s.own_use_cap_bp()),
                             Hours(s.own_use_excess_gpu_ms()), Won(s.own_use_excess_value_krw()),
                             over ? "OVERSUBSCRIBED" : "ok");
+      // What the state pays differs from the subsidy when a pool is reserved or excess netted.
+      if (s.reserved_size() + s.reserved_adjustments_size() > 0 || s.own_use_netted_krw() != 0) {
+        absl::StrAppendFormat(&out,
+                              "%-12s payable by the state %s KRW (reserved capacity %s, own-use "
+                              "excess netted %s)\n",
+                              "", Won(s.payable_krw()), Won(s.reservation_difference_krw()),
+                              Won(-s.own_use_netted_krw()));
+      }
     }
   }
   if (docs.programs_size() > 0) {
@@ -408,12 +439,13 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
         "period,csp_id,section,program,gpu_model,institution_id,adjusts_period,scope,cause,gpu_ms,"
         "gpu_hours,list_krw,copay_krw,subsidy_krw,capacity_gpu_ms,own_use_gpu_ms,outage_gpu_ms,"
         "idle_gpu_ms,oversubscribed,share_bp,cap_bp,allowed_gpu_ms,excess_gpu_ms,excess_value_"
-        "krw,own_use_value_krw,own_use_unpriced_gpu_ms,netted\r\n";
+        "krw,own_use_value_krw,own_use_unpriced_gpu_ms,netted,reserved_charge_krw,reserved_"
+        "unpriced_gpu_ms\r\n";
     for (const auto& s : docs.statements()) {
       auto row = [&](const char* section, const std::string& program, const std::string& model,
-                     const std::string& rest) {
+                     const std::string& rest, const std::string& tail = ",,") {
         absl::StrAppend(&out, p, ",", CsvField(s.csp_id()), ",", section, ",", program, ",", model,
-                        ",", rest, "\r\n");
+                        ",", rest, tail, "\r\n");
       };
       for (const auto* list : {&s.delivered(), &s.adjustments()}) {
         for (const auto& r : *list) {
@@ -459,9 +491,22 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
                          c.outage_gpu_ms(), ",", c.idle_gpu_ms(), ",",
                          c.oversubscribed() ? "true" : "false", ",,,,,,,,"));
       }
-      // What the state pays: the subsidy less the own-use excess its contracts net.
+      for (const auto* list : {&s.reserved(), &s.reserved_adjustments()}) {
+        for (const auto& r : *list) {
+          row(r.adjusts_period().empty() ? "reserved" : "reserved_adjustment",
+              v1::Program_Name(r.program()), v1::GpuModel_Name(r.gpu_model()),
+              absl::StrCat(",", r.adjusts_period(), ",,,", r.charged_gpu_ms(), ",",
+                           Hours(r.charged_gpu_ms()), ",", r.delivered_list_krw(), ",",
+                           r.copay_krw(), ",", r.subsidy_krw(), ",", r.reserved_gpu_ms(), ",,",
+                           r.out_of_service_gpu_ms(), ",,,,,,,,,,"),
+              absl::StrCat(",", r.charge_krw(), ",", r.unpriced_gpu_ms()));
+        }
+      }
+      // What the state pays: the subsidy less the own-use excess its contracts net, plus what
+      // reservations change (in the reserved_charge_krw column).
       row("payable", "", "",
-          absl::StrCat(",,,,,,,,", s.payable_krw(), ",,,,,,,,,,", s.own_use_netted_krw(), ",,,"));
+          absl::StrCat(",,,,,,,,", s.payable_krw(), ",,,,,,,,,,", s.own_use_netted_krw(), ",,,"),
+          absl::StrCat(",", s.reservation_difference_krw(), ","));
     }
     return out;
   }
@@ -619,6 +664,30 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
                     " KRW (at the rate in force at each hour of use); netted against the subsidy: ",
                     Won(s.own_use_netted_krw()),
                     " KRW; payable by the state: ", Won(s.payable_krw()), " KRW</p>\n");
+    if (s.reserved_size() + s.reserved_adjustments_size() > 0) {
+      absl::StrAppend(&out,
+                      "<h2>Reserved capacity</h2>\n<table>\n<tr><th>programme / model</th><th "
+                      "class=\"n\">reserved h</th><th class=\"n\">out of service h</th><th "
+                      "class=\"n\">charged h</th><th class=\"n\">charge KRW</th><th "
+                      "class=\"n\">co-pay KRW</th><th class=\"n\">state pays KRW</th></tr>\n");
+      for (const auto* list : {&s.reserved(), &s.reserved_adjustments()}) {
+        for (const auto& r : *list) {
+          absl::StrAppend(
+              &out, "<tr><td>", v1::Program_Name(r.program()), " / ",
+              v1::GpuModel_Name(r.gpu_model()),
+              r.adjusts_period().empty()
+                  ? ""
+                  : absl::StrCat(" (adjusts ", Html(r.adjusts_period()), ")"),
+              "</td><td class=\"n\">", Hours(r.reserved_gpu_ms()), "</td><td class=\"n\">",
+              Hours(r.out_of_service_gpu_ms()), "</td><td class=\"n\">", Hours(r.charged_gpu_ms()),
+              "</td><td class=\"n\">", Won(r.charge_krw()), "</td><td class=\"n\">",
+              Won(r.copay_krw()), "</td><td class=\"n\">", Won(r.subsidy_krw()), "</td></tr>\n");
+        }
+      }
+      absl::StrAppend(&out, "</table>\n<p>Reservations change what the state pays by ",
+                      Won(s.reservation_difference_krw()),
+                      " KRW against the subsidy of the usage on those pools.</p>\n");
+    }
     absl::StrAppend(&out,
                     "<h2>Capacity</h2>\n<table>\n<tr><th>programme / model</th><th "
                     "class=\"n\">capacity h</th><th class=\"n\">programme use h</th><th "

@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_split.h"
 #include "events.h"
 #include "harness.h"
 #include "settlement/render.h"
@@ -830,6 +832,112 @@ TEST(CloseTest, AReratingOfClosedOwnUseIsAnAdjustmentOfItsValue) {
   EXPECT_EQ(s.own_use_adjustments(0).own_use_gpu_ms(), 0);
   EXPECT_EQ(s.own_use_adjustments(0).value_krw(), 10 * (6'000 - 4'500));
   EXPECT_EQ(s.own_use_adjustments(0).excess_value_krw(), 10 * (6'000 - 4'500));
+}
+
+// csp-a's 4 LEASE_HPC H200 GPUs, reserved from the start, at 3,000 won per GPU-hour and 3,600
+// from 16 March; an SME allocation of 2 GPUs on them.
+void ReservedLease(Harness& h, bool reserved) {
+  Standard(h);
+  v1::RegistryEvent pool = Pool("csp-a", 4, 0, v1::LEASE_HPC, v1::H200);
+  if (reserved) pool.mutable_gpu_pool()->set_lease_pricing(v1::LEASE_PRICING_RESERVED);
+  h.Registry(pool);
+  h.Registry(Rate(3'000, 0, v1::LEASE_HPC));
+  h.Registry(Rate(3'600, kMarch.StartMs() + 15 * 24 * kHour, v1::LEASE_HPC));
+  h.Registry(Allocation("a-sme-l", "sme", "csp-a", 2, v1::LEASE_HPC));
+}
+
+// A leased pool priced per reserved capacity (issue 16, item 4): the state pays its GPUs × hours
+// less those out of service, at the rate card, whatever was used. March: a pool outage of 2 GPUs
+// for 10 hours and an allocation outage of 3 GPUs over 5 of them (5 out, at most the pool's 4):
+// 2×5 + 4×5 = 30 GPU-hours out. Charged: 4×360 − 30 = 1,410 GPU-hours at 3,000 before 16 March,
+// 4×384 = 1,536 at 3,600 after: 9,759,600 won. The SME used 2 GPUs × 100 h at 3,600 (list
+// 720,000, co-pay 9% 64,800): the state pays the charge less the co-pay, 9,694,800. Priced per
+// delivered GPU-hour, the same month pays the usage's subsidy, 655,200.
+TEST(StatementTest, AReservedLeasePoolIsPaidItsCapacityLessOutagesAtTheRateCard) {
+  for (bool reserved : {false, true}) {
+    SCOPED_TRACE(reserved ? "reserved" : "delivered");
+    Harness h;
+    ReservedLease(h, reserved);
+    const int64_t t = kMarch.StartMs() + 24 * kHour;
+    h.Usage("csp-a", Outage("out-pool", "", 2, t, t + 10 * kHour, "power", v1::LEASE_HPC));
+    h.Usage("csp-a", Outage("out-alloc", "a-sme-l", 3, t + 5 * kHour, t + 10 * kHour, "gpu-fault",
+                            v1::LEASE_HPC));
+    const int64_t u = kMarch.StartMs() + 20 * 24 * kHour;
+    h.Usage("csp-a", Usage("u1", "a-sme-l", 2, u, u + 100 * kHour));
+    auto d = h.Docs(kMarch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    ASSERT_EQ(d->statements_size(), 1);
+    const v1::CspStatement& s = d->statements(0);
+    EXPECT_EQ(s.totals().subsidy_krw(), 655'200);
+    if (!reserved) {
+      EXPECT_EQ(s.reserved_size(), 0);
+      EXPECT_EQ(s.reservation_difference_krw(), 0);
+      EXPECT_EQ(s.payable_krw(), 655'200);
+      continue;
+    }
+    ASSERT_EQ(s.reserved_size(), 1);
+    const v1::ReservedRow& r = s.reserved(0);
+    EXPECT_EQ(r.program(), v1::LEASE_HPC);
+    EXPECT_EQ(r.reserved_gpu_ms(), 4 * 744 * kHour);
+    EXPECT_EQ(r.out_of_service_gpu_ms(), 30 * kHour);
+    EXPECT_EQ(r.charged_gpu_ms(), (4 * 744 - 30) * kHour);
+    EXPECT_EQ(r.unpriced_gpu_ms(), 0);
+    EXPECT_EQ(r.charge_krw(), 1'410 * 3'000 + 1'536 * 3'600);
+    EXPECT_EQ(r.delivered_list_krw(), 720'000);
+    EXPECT_EQ(r.copay_krw(), 64'800);
+    EXPECT_EQ(r.subsidy_krw(), 9'759'600 - 64'800);
+    EXPECT_EQ(s.reservation_difference_krw(), 9'759'600 - 720'000);
+    EXPECT_EQ(s.payable_krw(), 9'759'600 - 64'800);
+    // The invoice does not change: the SME pays its co-pay on what it used.
+    EXPECT_EQ(OnlyInvoice(*d).totals().copay_krw(), 64'800);
+    const std::string json = StatementJson(s);
+    EXPECT_NE(json.find("\"charge_krw\": 9759600"), std::string::npos) << json;
+    const std::string csv = RenderCsv(*d, "statements");
+    EXPECT_NE(csv.find(",reserved,LEASE_HPC,H200,"), std::string::npos) << csv;
+    // Every row has the header's columns (no field here holds a comma).
+    const std::vector<std::string> rows = absl::StrSplit(csv, "\r\n", absl::SkipEmpty());
+    for (const std::string& line : rows) {
+      EXPECT_EQ(std::count(line.begin(), line.end(), ','),
+                std::count(rows[0].begin(), rows[0].end(), ','))
+          << line;
+    }
+  }
+}
+
+// A closed month's reservation is what its statement billed; an outage recorded after the close
+// (1 GPU for 24 hours at 3,000) comes as a reserved adjustment on April's statement, taking
+// 72,000 won off what the state pays; once April closes, May carries nothing.
+TEST(CloseTest, AReservationChangedAfterItsMonthClosedIsAnAdjustment) {
+  Harness h;
+  ReservedLease(h, true);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Close(kMarch);
+  auto frozen = h.Docs(kMarch);
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
+  ASSERT_EQ(frozen->statements(0).reserved_size(), 1);
+  h.Usage("csp-a", Outage("late", "", 1, t, t + 24 * kHour, "power", v1::LEASE_HPC));
+  auto march = h.Docs(kMarch);
+  ASSERT_TRUE(march.ok()) << march.status();
+  EXPECT_EQ(StatementJson(march->statements(0)), StatementJson(frozen->statements(0)));
+  auto april = h.Docs(kApril);
+  ASSERT_TRUE(april.ok()) << april.status();
+  const v1::CspStatement& s = april->statements(0);
+  ASSERT_EQ(s.reserved_size(), 1);
+  EXPECT_EQ(s.reserved(0).charge_krw(), 4 * 720 * 3'600);
+  ASSERT_EQ(s.reserved_adjustments_size(), 1);
+  const v1::ReservedRow& a = s.reserved_adjustments(0);
+  EXPECT_EQ(a.adjusts_period(), "2026-03");
+  EXPECT_EQ(a.reserved_gpu_ms(), 0);
+  EXPECT_EQ(a.out_of_service_gpu_ms(), 24 * kHour);
+  EXPECT_EQ(a.charged_gpu_ms(), -24 * kHour);
+  EXPECT_EQ(a.charge_krw(), -72'000);
+  EXPECT_EQ(s.reservation_difference_krw(), 4 * 720 * 3'600 - 72'000);
+  EXPECT_EQ(s.payable_krw(), 4 * 720 * 3'600 - 72'000);
+  h.Close(kApril);
+  auto may = h.Docs(Period{2026, 5});
+  ASSERT_TRUE(may.ok()) << may.status();
+  EXPECT_EQ(may->statements(0).reserved_adjustments_size(), 0);
+  EXPECT_EQ(may->statements(0).reserved(0).charge_krw(), 4 * 744 * 3'600);
 }
 
 TEST(InvoiceTest, JsonIsCanonicalAndCsvHasOneRowPerLine) {

@@ -343,6 +343,19 @@ class EndpointTest(ApiTest):
         st = get_json(f"/v1/periods/{NEXT}/statements/csp-beta")
         self.assertTrue(st["adjustments"], st)
         self.assertTrue(all(a["adjusts_period"] == P for a in st["adjustments"]))
+        # csp-beta's HPC lease is reserved: the state pays each month's charge less the co-pay.
+        for period in (P, NEXT):
+            st = get_json(f"/v1/periods/{period}/statements/csp-beta")
+            self.assertEqual([(r["program"], r["gpu_model"]) for r in st["reserved"]],
+                             [("LEASE_HPC", "H100")], st)
+            r = st["reserved"][0]
+            self.assertEqual(r["charged_gpu_ms"], r["reserved_gpu_ms"] - r["out_of_service_gpu_ms"])
+            self.assertEqual(r["subsidy_krw"], r["charge_krw"] - r["copay_krw"])
+            self.assertEqual(st["payable_krw"], st["subsidy_owed_krw"]
+                             - st["own_use"]["netted_krw"] + st["reservation_difference_krw"])
+        # March's 8-GPU, 12-hour maintenance outage is out of service on the reservation.
+        march = get_json(f"/v1/periods/{P}/statements/csp-beta")["reserved"][0]
+        self.assertEqual(march["out_of_service_gpu_ms"], 8 * 12 * 3_600_000)
 
     def test_statements(self):
         d = get_json(f"/v1/periods/{P}/statements")
@@ -365,7 +378,8 @@ class EndpointTest(ApiTest):
             self.assertEqual(st["own_use"]["share_bp"], item["own_use_share_bp"])
             self.assertEqual(st["payable_krw"], item["payable_krw"])
             self.assertEqual(st["payable_krw"],
-                             st["subsidy_owed_krw"] - st["own_use"]["netted_krw"])
+                             st["subsidy_owed_krw"] - st["own_use"]["netted_krw"]
+                             + st["reservation_difference_krw"])
             self.assertEqual(r.header("etag"), '"%s"' % digest[f"statement/{csp}"])
             c = get(f"/v1/periods/{P}/statements/{csp}.csv")
             self.assertEqual(c.header("content-type"), "text/csv; charset=utf-8")

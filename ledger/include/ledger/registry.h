@@ -115,6 +115,10 @@ class Registry {
   const Timeline<uint32_t>* OwnUseCaps(const std::string& csp_id) const;
   // Whether the CSP's contract in force at t nets the own-use excess against the subsidy.
   bool NetsOwnUseExcessAt(const std::string& csp_id, int64_t t_ms) const;
+  // Whether the CSP's (program, model) pool record in force at t prices it per reserved
+  // capacity (LEASE_PRICING_RESERVED).
+  bool ReservedAt(const std::string& csp_id, gpuledger::v1::Program program,
+                  gpuledger::v1::GpuModel model, int64_t t_ms) const;
   // Won per GPU-hour of (program, model) over time (null: no rate card recorded).
   const Timeline<int64_t>* Rates(gpuledger::v1::Program program,
                                  gpuledger::v1::GpuModel model) const;
@@ -173,7 +177,8 @@ class Registry {
   std::map<int, Timeline<uint32_t>> copay_;                 // institution type
   std::map<std::string, Timeline<uint32_t>> own_use_caps_;  // csp id
   std::map<std::string, Timeline<int>> own_use_excess_;     // csp id → OwnUseExcess
-  std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;  // csp, program, model
+  std::map<std::tuple<std::string, int, int>, Timeline<uint32_t>> pools_;    // csp, program, model
+  std::map<std::tuple<std::string, int, int>, Timeline<int>> pool_pricing_;  // LeasePricing
   // Allocation ids by the pool they draw on (csp, program, model), in ledger order.
   std::map<std::tuple<std::string, int, int>, std::vector<std::string>> pool_allocations_;
   std::map<int, Timeline<PolicyVersion>> policies_;  // program

@@ -63,6 +63,15 @@ struct OwnUseValue {
   int64_t unpriced_gpu_ms = 0;
 };
 
+// An accepted outage on a CSP's pool, as reservations count it (reserved.cc).
+struct PoolOutage {
+  int program = 0;
+  int model = 0;
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  int64_t gpus = 0;
+};
+
 class Engine {
  public:
   // Loads the engine's state from `store` (which it does not own). A new store is stamped with
@@ -152,6 +161,17 @@ class Engine {
                                                         int model, base::Period period,
                                                         int64_t own_use_gpu_ms,
                                                         const OwnUseValue& value) const;
+  // Reservations of leased pools (reserved.cc, docs/SETTLEMENT.md "Reserved capacity"). The
+  // accepted outages of a CSP's pools, pool and allocation outages alike.
+  std::vector<PoolOutage> OutagesOf(const std::string& csp) const;
+  // The reserved row of a pool for a period, when its pool record in force at the period's last
+  // millisecond prices it per reserved capacity; without its delivered usage.
+  absl::StatusOr<std::optional<gpuledger::v1::ReservedRow>> ReservedRowFor(
+      const std::string& csp, int program, int model, base::Period period,
+      const std::vector<PoolOutage>& outages) const;
+  // The CSP's reservations of closed periods as they are now less as billed: adjustment rows.
+  absl::StatusOr<std::vector<gpuledger::v1::ReservedRow>> ReservationAdjustments(
+      const std::string& csp, const std::vector<PoolOutage>& outages) const;
   // The own-use value of a pool and period (keys::PoolRest) as stored.
   absl::StatusOr<OwnUseValue> ReadOwnUseValue(const std::string& pool_rest) const;
   absl::StatusOr<gpuledger::v1::PeriodDocuments> Draft(base::Period period,
