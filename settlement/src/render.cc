@@ -105,25 +105,34 @@ json OwnUseObj(const v1::OwnUseRow& r) {
   return o;
 }
 
+// Rows of a pool (outages, reservations): the closed period a row adjusts (if any), its
+// programme and model, then what `fields` adds.
+template <typename List, typename Fields>
+json PoolRows(const List& list, Fields fields) {
+  json out = json::array();
+  for (const auto& r : list) {
+    json o;
+    if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
+    o["program"] = v1::Program_Name(r.program());
+    o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
+    fields(r, &o);
+    out.push_back(o);
+  }
+  return out;
+}
+
 json StatementObj(const v1::CspStatement& s) {
   json delivered = json::array();
   for (const auto& r : s.delivered()) delivered.push_back(DeliveredObj(r));
   json adjustments = json::array();
   for (const auto& r : s.adjustments()) adjustments.push_back(DeliveredObj(r));
   auto outage_rows = [](const auto& list) {
-    json out = json::array();
-    for (const auto& r : list) {
-      json o;
-      if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
-      o["program"] = v1::Program_Name(r.program());
-      o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
-      o["scope"] = r.scope();
-      o["cause"] = r.cause();
-      o["gpu_ms"] = r.gpu_ms();
-      o["gpu_hours"] = Hours(r.gpu_ms());
-      out.push_back(o);
-    }
-    return out;
+    return PoolRows(list, [](const v1::OutageRow& r, json* o) {
+      (*o)["scope"] = r.scope();
+      (*o)["cause"] = r.cause();
+      (*o)["gpu_ms"] = r.gpu_ms();
+      (*o)["gpu_hours"] = Hours(r.gpu_ms());
+    });
   };
   json outages = outage_rows(s.outages());
   json pools = json::array();
@@ -142,24 +151,17 @@ json StatementObj(const v1::CspStatement& s) {
                         {"oversubscribed", r.oversubscribed()}});
   }
   auto reserved_rows = [](const auto& list) {
-    json out = json::array();
-    for (const auto& r : list) {
-      json o;
-      if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
-      o["program"] = v1::Program_Name(r.program());
-      o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
-      o["reserved_gpu_ms"] = r.reserved_gpu_ms();
-      o["out_of_service_gpu_ms"] = r.out_of_service_gpu_ms();
-      o["charged_gpu_ms"] = r.charged_gpu_ms();
-      o["charged_gpu_hours"] = Hours(r.charged_gpu_ms());
-      o["unpriced_gpu_ms"] = r.unpriced_gpu_ms();
-      o["charge_krw"] = r.charge_krw();
-      o["delivered_list_krw"] = r.delivered_list_krw();
-      o["copay_krw"] = r.copay_krw();
-      o["subsidy_krw"] = r.subsidy_krw();
-      out.push_back(o);
-    }
-    return out;
+    return PoolRows(list, [](const v1::ReservedRow& r, json* o) {
+      (*o)["reserved_gpu_ms"] = r.reserved_gpu_ms();
+      (*o)["out_of_service_gpu_ms"] = r.out_of_service_gpu_ms();
+      (*o)["charged_gpu_ms"] = r.charged_gpu_ms();
+      (*o)["charged_gpu_hours"] = Hours(r.charged_gpu_ms());
+      (*o)["unpriced_gpu_ms"] = r.unpriced_gpu_ms();
+      (*o)["charge_krw"] = r.charge_krw();
+      (*o)["delivered_list_krw"] = r.delivered_list_krw();
+      (*o)["copay_krw"] = r.copay_krw();
+      (*o)["subsidy_krw"] = r.subsidy_krw();
+    });
   };
   return {{"format", "gpuledger.csp_statement/2"},
           {"period", s.period()},
