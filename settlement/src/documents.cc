@@ -662,8 +662,26 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
     capacity[{csp, program, model}] = *fits;
   }
 
+  // Each CSP's reservation difference per programme (only of statements that could be built).
+  std::map<std::string, std::map<int, int64_t>> reservations_of;
+  // A statement that cannot be built leaves the summaries of the programmes it reserves pools of
+  // without its part: they cannot be built either.
+  auto reservations_unknown = [&](const std::string& csp) {
+    reservations_of.erase(csp);
+    for (const auto& [c, prog, model] : registry_.Pools()) {
+      if (c == csp && registry_.ReservedAt(c, prog, model, last_ms)) {
+        program_error(prog,
+                      absl::FailedPreconditionError(absl::StrCat("the statement of ", csp,
+                                                                 ", which reserves a pool of the "
+                                                                 "programme, cannot be computed")));
+      }
+    }
+  };
   for (auto& [csp, st] : statements) {
-    if (errors->contains(StatementDoc(csp))) continue;
+    if (errors->contains(StatementDoc(csp))) {
+      reservations_unknown(csp);
+      continue;
+    }
     absl::Status built = [&, &csp = csp, &st = st]() -> absl::Status {
       st.set_period(p);
       st.set_csp_id(csp);
@@ -766,6 +784,13 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
       // usage, where its usage's lines carry list − co-pay; the difference is what changes.
       const std::vector<PoolOutage> pool_outages = OutagesOf(csp);
       int64_t difference = 0;
+      // The same, per programme, for the programme summaries.
+      auto by_program = [&reservations_of = reservations_of, &csp = csp](
+                            int program, int64_t krw) -> absl::Status {
+        int64_t& sum = reservations_of[csp][program];
+        GPULEDGER_ASSIGN_OR_RETURN(sum, base::CheckedAdd(sum, krw, "the reservation difference"));
+        return absl::OkStatus();
+      };
       for (const auto& [prog, model] : pools) {
         GPULEDGER_ASSIGN_OR_RETURN(auto reserved,
                                    ReservedRowFor(csp, prog, model, period, pool_outages));
@@ -787,6 +812,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
                                                     "the reservation difference"));
         GPULEDGER_ASSIGN_OR_RETURN(
             difference, base::CheckedAdd(difference, more, "the reservation difference"));
+        GPULEDGER_RETURN_IF_ERROR(by_program(prog, more));
         *st.add_reserved() = std::move(*reserved);
       }
       // Usage recorded late for a month its pool was reserved: the reservation paid for it.
@@ -800,6 +826,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
         }
         GPULEDGER_ASSIGN_OR_RETURN(difference, base::CheckedSub(difference, totals.list_krw(),
                                                                 "the reservation difference"));
+        GPULEDGER_RETURN_IF_ERROR(by_program(std::get<2>(key), -totals.list_krw()));
       }
       if (last_closed && period == last_closed->Next()) {
         GPULEDGER_ASSIGN_OR_RETURN(std::vector<v1::ReservedRow> changed,
@@ -807,6 +834,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
         for (auto& row : changed) {
           GPULEDGER_ASSIGN_OR_RETURN(difference, base::CheckedAdd(difference, row.charge_krw(),
                                                                   "the reservation difference"));
+          GPULEDGER_RETURN_IF_ERROR(by_program(row.program(), row.charge_krw()));
           *st.add_reserved_adjustments() = std::move(row);
         }
       }
@@ -815,6 +843,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
     }();
     if (!built.ok()) {
       statement_error(csp, built);
+      reservations_unknown(csp);
       continue;
     }
     for (auto& row : own_use_adjusted[csp]) *st.add_own_use_adjustments() = std::move(row);
@@ -876,6 +905,14 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
           GPULEDGER_ASSIGN_OR_RETURN(
               int64_t sum, base::CheckedAdd(ps.capacity_gpu_ms(), cap, "capacity GPU-ms"));
           ps.set_capacity_gpu_ms(sum);
+        }
+        for (const auto& [csp, parts] : reservations_of) {
+          auto it = parts.find(prog);
+          if (it == parts.end()) continue;
+          GPULEDGER_ASSIGN_OR_RETURN(int64_t sum,
+                                     base::CheckedAdd(ps.reservation_difference_krw(), it->second,
+                                                      "the reservation difference"));
+          ps.set_reservation_difference_krw(sum);
         }
         if (ps.capacity_gpu_ms() > 0) {
           GPULEDGER_ASSIGN_OR_RETURN(int64_t u, DivRound(static_cast<__int128>(ps.usage_gpu_ms()) *

@@ -214,11 +214,17 @@ json ProgramObj(const v1::ProgramSummary& p) {
     o["allocations"] = r.allocations();
     by_call.push_back(o);
   }
-  return {{"format", "gpuledger.program_summary/1"},  {"period", p.period()},
-          {"program", v1::Program_Name(p.program())}, {"by_type", rows(p.by_type())},
-          {"adjustments", rows(p.adjustments())},     {"totals", TotalsObj(p.totals())},
-          {"capacity_gpu_ms", p.capacity_gpu_ms()},   {"usage_gpu_ms", p.usage_gpu_ms()},
-          {"utilisation_bp", p.utilisation_bp()},     {"by_call", by_call}};
+  return {{"format", "gpuledger.program_summary/1"},
+          {"period", p.period()},
+          {"program", v1::Program_Name(p.program())},
+          {"by_type", rows(p.by_type())},
+          {"adjustments", rows(p.adjustments())},
+          {"totals", TotalsObj(p.totals())},
+          {"capacity_gpu_ms", p.capacity_gpu_ms()},
+          {"usage_gpu_ms", p.usage_gpu_ms()},
+          {"utilisation_bp", p.utilisation_bp()},
+          {"by_call", by_call},
+          {"reservation_difference_krw", p.reservation_difference_krw()}};
 }
 
 std::string Dump(const json& j) { return j.dump(2) + "\n"; }
@@ -534,6 +540,11 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
                         t.subsidy_krw(), ",", CsvField(r.call_id()), ",", CsvField(r.agency_id()),
                         ",", r.granted_gpu_ms(), ",", r.allocations(), "\r\n");
       }
+      // What reservations change in what the state pays, in the subsidy_krw column.
+      if (ps.reservation_difference_krw() != 0) {
+        absl::StrAppend(&out, p, ",", v1::Program_Name(ps.program()), ",reservations,,,,,,,",
+                        ps.reservation_difference_krw(), ",,,,\r\n");
+      }
     }
     return out;
   }
@@ -767,6 +778,12 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
         "hosted capacity: ",
         Bp(ps.utilisation_bp()), " (", Hours(ps.usage_gpu_ms()), " of ",
         Hours(ps.capacity_gpu_ms()), " GPU-hours)</p>\n");
+    if (ps.reservation_difference_krw() != 0) {
+      absl::StrAppend(&out, "<p>Reserved capacity changes what the state pays by ",
+                      Won(ps.reservation_difference_krw()), " KRW: the programme costs the state ",
+                      Won(ps.totals().subsidy_krw() + ps.reservation_difference_krw()),
+                      " KRW.</p>\n");
+    }
     if (ps.by_call_size() > 0) {
       absl::StrAppend(&out,
                       "<h2>By call and agency</h2>\n<table>\n<tr><th>call</th><th>agency</th><th "

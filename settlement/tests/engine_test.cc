@@ -888,6 +888,11 @@ TEST(StatementTest, AReservedLeasePoolIsPaidItsCapacityLessOutagesAtTheRateCard)
     EXPECT_EQ(r.subsidy_krw(), 9'759'600 - 64'800);
     EXPECT_EQ(s.reservation_difference_krw(), 9'759'600 - 720'000);
     EXPECT_EQ(s.payable_krw(), 9'759'600 - 64'800);
+    // The programme's summary: its cost to the state is the subsidy plus the difference.
+    for (const auto& ps : d->programs()) {
+      EXPECT_EQ(ps.reservation_difference_krw(),
+                ps.program() == v1::LEASE_HPC ? 9'759'600 - 720'000 : 0);
+    }
     // The invoice does not change: the SME pays its co-pay on what it used.
     EXPECT_EQ(OnlyInvoice(*d).totals().copay_krw(), 64'800);
     const std::string json = StatementJson(s);

@@ -399,6 +399,7 @@ class EndpointTest(ApiTest):
         invoices = get_json(f"/v1/periods/{P}/invoices")["invoices"]
         digest = {x["document"]: x["sha256"] for x in self.s.status[P]["digests"]}
         total_list = 0
+        reservations = 0
         for prog in ("GOV_ADVANCED", "LEASE_HPC", "LEASE_RESEARCH"):
             r = get(f"/v1/periods/{P}/programs/{prog}")
             self.assertEqual(r.status, 200, r)
@@ -406,6 +407,7 @@ class EndpointTest(ApiTest):
             self.assertEqual((d["format"], d["program"]), ("gpuledger.program_summary/1", prog))
             self.assertEqual(r.header("etag"), '"%s"' % digest[f"program/{prog}"])
             total_list += d["totals"]["list_krw"]
+            reservations += d["reservation_difference_krw"]
             rows = parse_csv(get(f"/v1/periods/{P}/programs/{prog}.csv").text)
             lines = [x for x in rows if x["section"] in ("by_type", "adjustment")]
             self.assertEqual(sum(int(x["list_krw"]) for x in lines), d["totals"]["list_krw"])
@@ -414,6 +416,12 @@ class EndpointTest(ApiTest):
                 sum(int(x["list_krw"]) for x in rows if x["section"] == "by_call"),
                 sum(int(x["list_krw"]) for x in rows if x["section"] == "by_type"))
         self.assertEqual(total_list, sum(i["totals"]["list_krw"] for i in invoices))
+        # What reservations change is the same over the programmes as over the CSPs.
+        statements = get_json(f"/v1/periods/{P}/statements")["statements"]
+        self.assertNotEqual(reservations, 0)
+        self.assertEqual(reservations,
+                         sum(get_json(f"/v1/periods/{P}/statements/{s['csp_id']}")
+                             ["reservation_difference_krw"] for s in statements))
         # The programme's name is case-insensitive.
         self.assertEqual(get_json(f"/v1/periods/{P}/programs/lease_hpc")["program"], "LEASE_HPC")
 
