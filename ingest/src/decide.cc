@@ -436,10 +436,34 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
           return CheckGpuCount("allocation_amendment.new_gpu_count", a.new_gpu_count());
         case v1::AllocationAmendment::kRevoke:
           return std::nullopt;
+        case v1::AllocationAmendment::kTransfer: {
+          const auto& t = a.transfer();
+          if (auto v = CheckId("allocation_amendment.transfer.new_allocation_id",
+                               t.new_allocation_id())) {
+            return v;
+          }
+          if (!t.to_csp_id().empty()) {
+            if (auto v = CheckCspId("allocation_amendment.transfer.to_csp_id", t.to_csp_id())) {
+              return v;
+            }
+          }
+          if (auto v = CheckOptionalId("allocation_amendment.transfer.to_institution_id",
+                                       t.to_institution_id())) {
+            return v;
+          }
+          if (t.to_csp_id().empty() && t.to_institution_id().empty()) {
+            return Missing("allocation_amendment.transfer.to_csp_id or to_institution_id");
+          }
+          if (t.new_allocation_id() == a.allocation_id()) {
+            return Invalid("allocation_amendment.transfer.new_allocation_id",
+                           "must differ from the allocation transferred");
+          }
+          return std::nullopt;
+        }
         case v1::AllocationAmendment::CHANGE_NOT_SET:
           break;
       }
-      return Missing("allocation_amendment change (new_end_ms, new_gpu_count or revoke)");
+      return Missing("allocation_amendment change (new_end_ms, new_gpu_count, revoke or transfer)");
     }
     case v1::RegistryEvent::kRateCard: {
       const auto& r = e.rate_card();

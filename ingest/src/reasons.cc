@@ -55,7 +55,8 @@ constexpr ReasonInfo kReasons[] = {
      "Report the model the allocation was granted on."},
     {kOutsideAllocationWindow,
      "The interval (usage, or an outage of the allocation) is not inside the "
-     "allocation's window [start, end) as amended (extended, shortened or revoked).",
+     "allocation's window [start, end) as amended (extended, shortened, revoked or "
+     "transferred: after a transfer the allocation continuing it takes the usage).",
      "Report only usage inside the granted period."},
     {kOverlappingInterval,
      "The interval overlaps an accepted interval of the same allocation "
@@ -91,31 +92,38 @@ constexpr ReasonInfo kReasons[] = {
     {kRegistryConflict,
      "A registry record contradicts one already recorded (same key and "
      "effective date with another value, or an allocation re-announced "
-     "with other terms).",
+     "with other terms, or a transfer naming an allocation id already used).",
      "Publish a record with a new effective date, or an AllocationAmendment."},
-    {kUnknownInstitution, "An allocation names an institution never announced.",
+    {kUnknownInstitution,
+     "An allocation, or a transfer of one, names an institution never announced.",
      "Announce the institution first."},
     {kInvalidAmendment,
      "An amendment is impossible: its date is outside the allocation's "
-     "window, the new end is not after it, or it changes nothing.",
+     "window, the new end is not after it, it changes nothing (a transfer to the allocation's "
+     "own CSP and institution), or the allocation was transferred (amend the one continuing "
+     "it).",
      "Fix the amendment's date or change."},
     {kGrantOverPool,
-     "An allocation, a resize or an extension would grant more GPUs on a pool (CSP, program, "
-     "GPU model) than the pool holds at some instant, counting every allocation on it.",
+     "An allocation, a resize, an extension or a transfer would grant more GPUs on a pool "
+     "(CSP, program, GPU model) than the pool holds at some instant, counting every allocation "
+     "on it.",
      "Grant fewer GPUs or a later window, or record a larger pool (GpuPool) first."},
     {kIneligibleInstitution,
-     "An allocation is for an institution whose type the programme's policy (ProgrammePolicy, in "
-     "force at the allocation's start) does not admit: e.g. a university on the HPC lease.",
+     "An allocation (or a transfer) is for an institution whose type the programme's policy "
+     "(ProgrammePolicy, in force at the allocation's start or the transfer's date) does not "
+     "admit: e.g. a university on the HPC lease.",
      "Grant it on a programme the institution's type may use, or correct the institution's type."},
     {kOverServerLimit,
-     "An allocation, a resize or an extension would give one institution more servers on a "
+     "An allocation, a resize, an extension or a transfer would give one institution more "
+     "servers on a "
      "programme than its policy allows at some instant (all the institution's allocations on it "
      "together, GPUs counted in servers by the policy's server sizes), or the policy gives no "
      "server size for the allocation's GPU model.",
      "Grant fewer GPUs, or end another allocation of the institution first."},
     {kWindowTooLong,
      "An allocation, or an extension of one, would run longer than the programme's policy "
-     "allows (max_window_ms, counted from the allocation's start, extensions included).",
+     "allows (max_window_ms, counted from the allocation's start, or from the first start of "
+     "a chain of transfers, extensions included).",
      "Grant a shorter window; a longer need is a new application."},
     {kMissingAllocationMetadata,
      "An allocation names no call, agency or project where its programme's policy in force at "

@@ -274,6 +274,28 @@ TEST(DecideTest, RegistryEventsAreCheckedToo) {
     EXPECT_NE(decide().reason_detail.find("lease_pricing"), std::string::npos)
         << decide().reason_detail;
   }
+  // A transfer names the allocation continuing it, and another CSP, institution or both.
+  {
+    v1::RegistryEvent move = r;
+    auto* a = move.mutable_allocation_amendment();
+    a->set_allocation_id("al-1");
+    a->set_effective_from_ms(1'772'000'000'000);
+    auto* t = a->mutable_transfer();
+    auto decide = [&] {
+      return Decide(Msg(TopicNames().Registry(), move.SerializeAsString()), {}, 0);
+    };
+    EXPECT_EQ(decide().reason_code, reason::kMissingField);  // no new id
+    t->set_new_allocation_id("al-2");
+    EXPECT_EQ(decide().reason_code, reason::kMissingField);  // moves nowhere
+    EXPECT_NE(decide().reason_detail.find("to_csp_id or to_institution_id"), std::string::npos)
+        << decide().reason_detail;
+    t->set_to_institution_id("inst-2");
+    EXPECT_EQ(decide().reason_code, "") << decide().reason_detail;
+    t->set_to_csp_id("csp-b");
+    EXPECT_EQ(decide().reason_code, "") << decide().reason_detail;
+    t->set_to_csp_id(kOperatorSourceId);  // the registry's identity is no CSP
+    EXPECT_EQ(decide().reason_code, reason::kInvalidField);
+  }
   contract->set_own_use_excess(v1::OWN_USE_EXCESS_REPORTED);
   contract->set_own_use_cap_bp(10'001);
   EXPECT_EQ(Decide(Msg(TopicNames().Registry(), r.SerializeAsString()), {}, 0).reason_code,

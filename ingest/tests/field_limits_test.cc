@@ -96,6 +96,18 @@ v1::RegistryEvent Allocation() {
   return r;
 }
 
+// A transfer of alloc-1 to another CSP and institution (both named: a test may clear one).
+v1::RegistryEvent Transfer() {
+  v1::RegistryEvent r = Registry();
+  auto* a = r.mutable_allocation_amendment();
+  a->set_allocation_id("alloc-1");
+  a->set_effective_from_ms(kT0 + kDay);
+  a->mutable_transfer()->set_new_allocation_id("alloc-2");
+  a->mutable_transfer()->set_to_csp_id("csp-b");
+  a->mutable_transfer()->set_to_institution_id("inst-2");
+  return r;
+}
+
 v1::RegistryEvent RateCard() {
   v1::RegistryEvent r = Registry();
   auto* c = r.mutable_rate_card();
@@ -162,6 +174,7 @@ TEST(FieldLimitsTest, TheGoodEventsOfThisTestAreAccepted) {
   EXPECT_EQ(DecideUsage(CorrectionEvent()), "");
   EXPECT_EQ(DecideRegistry(Institution()), "");
   EXPECT_EQ(DecideRegistry(Allocation()), "");
+  EXPECT_EQ(DecideRegistry(Transfer()), "");
   EXPECT_EQ(DecideRegistry(RateCard()), "");
 }
 
@@ -252,6 +265,24 @@ TEST(FieldLimitsTest, EveryIdFieldRefusesSeparatorsControlsAndLengthWithItsName)
            [](const std::string& v) {
              auto r = Allocation();
              r.mutable_allocation()->set_project_id(v);
+             return r;
+           }},
+          {"allocation_amendment.transfer.new_allocation_id",
+           [](const std::string& v) {
+             auto r = Transfer();
+             r.mutable_allocation_amendment()->mutable_transfer()->set_new_allocation_id(v);
+             return r;
+           }},
+          {"allocation_amendment.transfer.to_csp_id",
+           [](const std::string& v) {
+             auto r = Transfer();
+             r.mutable_allocation_amendment()->mutable_transfer()->set_to_csp_id(v);
+             return r;
+           }},
+          {"allocation_amendment.transfer.to_institution_id",
+           [](const std::string& v) {
+             auto r = Transfer();
+             r.mutable_allocation_amendment()->mutable_transfer()->set_to_institution_id(v);
              return r;
            }},
       };

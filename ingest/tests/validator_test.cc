@@ -44,8 +44,8 @@ class Harness {
   // Records one message and any resolutions it triggers; returns the message's entry.
   v1::LedgerEntry Send(const google::protobuf::Message& event, bool registry,
                        int64_t kafka_ms = kT0 + 48 * kHour) {
-    RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage("csp-a"), 0, offset_++,
-                   kafka_ms, event.SerializeAsString()};
+    RawMessage raw{registry ? TopicNames().Registry() : TopicNames().Usage(usage_csp_), 0,
+                   offset_++, kafka_ms, event.SerializeAsString()};
     raw.kafka_timestamp_type = registry ? v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME : usage_ts_type_;
     Decoded c = Decode(raw, validator_->limits(), now_ms_);
     validator_->Check(&c);
@@ -115,7 +115,7 @@ class Harness {
     v1::UsageEvent e;
     e.set_schema_version(1);
     e.set_event_id(absl::StrCat("u-", ++usage_));
-    e.set_csp_id("csp-a");
+    e.set_csp_id(usage_csp_);
     e.set_producer_id("m");
     e.set_producer_seq(usage_);
     auto* u = e.mutable_usage();
@@ -145,6 +145,8 @@ class Harness {
   void SetWallClock(int64_t now_ms) { now_ms_ = now_ms; }
   // How usage messages are stamped from now on (default: the broker's log-append time).
   void SetUsageTimestampType(v1::KafkaTimestampType type) { usage_ts_type_ = type; }
+  // The CSP whose usage topic usage comes from, and who reports it (default csp-a).
+  void SetUsageCsp(const std::string& csp) { usage_csp_ = csp; }
 
   ledger::Ledger& ledger() { return *ledger_; }
   Validator& validator() { return *validator_; }
@@ -157,6 +159,7 @@ class Harness {
   bool persist_ = false;
   int64_t now_ms_ = 0;
   v1::KafkaTimestampType usage_ts_type_ = v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME;
+  std::string usage_csp_ = "csp-a";
   int64_t offset_ = 0;
   int reg_ = 0;
   int usage_ = 0;
@@ -1108,6 +1111,98 @@ TEST_F(PolicyTest, AnAllocationRunsAtMostTheLongestWindowWithItsExtensions) {
             reason::kWindowTooLong);
   EXPECT_EQ(Amend("w2", kT0 + kDay, [](auto* a) { a->set_new_end_ms(kT0 + 120 * kDay); }), "");
   EXPECT_EQ(Amend("w1", kT0 + kDay, [](auto* a) { a->set_new_end_ms(kT0 + 60 * kDay); }), "");
+}
+
+// Issue 16, item 4: a transfer moves an allocation to another CSP or institution from a date.
+// The allocation continuing it is a grant from then on, checked against the receiving pool, the
+// receiving institution's eligibility and servers; the window still counts from the first start.
+TEST_F(PolicyTest, ATransferMovesAnAllocationToAnotherCspOrInstitutionFromItsDate) {
+  auto transfer = [&](const std::string& id, int64_t from, const std::string& next,
+                      const std::string& csp, const std::string& institution) {
+    return Amend(id, from, [&](auto* a) {
+      a->mutable_transfer()->set_new_allocation_id(next);
+      a->mutable_transfer()->set_to_csp_id(csp);
+      a->mutable_transfer()->set_to_institution_id(institution);
+    });
+  };
+  auto pool = [&](const std::string& csp, v1::Program program, v1::GpuModel model, uint32_t gpus) {
+    return h_.Reg([&](auto* e) {
+      auto* p = e->mutable_gpu_pool();
+      p->set_csp_id(csp);
+      p->set_program(program);
+      p->set_gpu_model(model);
+      p->set_gpu_count(gpus);
+    });
+  };
+  const int64_t end = kT0 + 60 * kDay;
+  // To another CSP: csp-b's pool holds 8, and b1 holds 1 of them until day 20.
+  ASSERT_EQ(pool("csp-b", v1::GOV_ADVANCED, v1::H200, 8), "");
+  ASSERT_EQ(h_.Reg([&](auto* e) {
+    v1::Allocation a = Harness::Alloc("b1", 1, "csp-b");
+    a.set_end_ms(kT0 + 20 * kDay);
+    *e->mutable_allocation() = a;
+  }),
+            "");
+  ASSERT_EQ(Alloc("t1", "sme", v1::GOV_ADVANCED, v1::H200, 8, kT0, end), "");
+  EXPECT_EQ(transfer("t1", kT0 + 20 * kDay - 1, "t2", "csp-b", ""), reason::kGrantOverPool);
+  EXPECT_EQ(transfer("t1", kT0 + 20 * kDay, "t1", "csp-b", ""), reason::kInvalidField);
+  EXPECT_EQ(transfer("t1", kT0 + 20 * kDay, "a1", "csp-b", ""), reason::kRegistryConflict);
+  EXPECT_EQ(transfer("t1", kT0 + 20 * kDay, "t2", "csp-a", "sme"), reason::kInvalidAmendment);
+  EXPECT_EQ(transfer("t1", kT0 + 20 * kDay, "t2", "", "nobody"), reason::kUnknownInstitution);
+  EXPECT_EQ(transfer("t1", kT0 + 20 * kDay, "t2", "csp-b", ""), "");  // exactly the 8 free
+  // t1 ends at the transfer; t2 continues it, by csp-b only.
+  const int64_t day21 = kT0 + 21 * kDay;
+  auto use = [&](const v1::UsageEvent& e) {
+    return h_.Send(e, false, kT0 + 22 * kDay).reason_code();
+  };
+  EXPECT_EQ(use(h_.Usage("t1", 8, kT0 + 19 * kDay, kT0 + 20 * kDay)), "");
+  EXPECT_EQ(use(h_.Usage("t1", 1, day21, day21 + kHour)), reason::kOutsideAllocationWindow);
+  EXPECT_EQ(use(h_.Usage("t2", 1, day21, day21 + kHour)), reason::kAllocationOfOtherCsp);
+  h_.SetUsageCsp("csp-b");
+  EXPECT_EQ(use(h_.Usage("t2", 8, day21, day21 + kHour)), "");
+  EXPECT_EQ(use(h_.Usage("t2", 1, kT0 + 19 * kDay, kT0 + 20 * kDay)),
+            reason::kOutsideAllocationWindow);
+  h_.SetUsageCsp("csp-a");
+  // A transferred allocation is amended through the one continuing it.
+  EXPECT_EQ(Amend("t1", kT0 + kDay, [](auto* a) { a->set_new_gpu_count(4); }),
+            reason::kInvalidAmendment);
+  EXPECT_EQ(transfer("t1", kT0 + kDay, "t3", "", "sme2"), reason::kInvalidAmendment);
+  // To another institution on the same CSP: the pool is full, but t2's own GPUs pass on.
+  EXPECT_EQ(transfer("t2", kT0 + 25 * kDay, "t3", "", "sme2"), "");
+  EXPECT_EQ(Amend("t3", kT0 + 30 * kDay, [](auto* a) { a->set_new_gpu_count(9); }),
+            reason::kGrantOverPool);
+
+  // Eligibility of the receiving institution, and the window from the first allocation's start.
+  ASSERT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_RESEARCH);
+              p->add_eligible_types(v1::ACADEMIA);
+              p->add_eligible_types(v1::RESEARCH_INSTITUTE);
+              p->set_max_window_ms(120 * kDay);
+            }),
+            "");
+  ASSERT_EQ(Alloc("r1", "uni", v1::LEASE_RESEARCH, v1::H200, 8, kT0, kT0 + 100 * kDay), "");
+  EXPECT_EQ(transfer("r1", kT0 + 10 * kDay, "r2", "", "sme"), reason::kIneligibleInstitution);
+  EXPECT_EQ(transfer("r1", kT0 + 10 * kDay, "r2", "", "lab"), "");
+  EXPECT_EQ(Amend("r2", kT0 + 20 * kDay, [](auto* a) { a->set_new_end_ms(kT0 + 120 * kDay + 1); }),
+            reason::kWindowTooLong);
+  EXPECT_EQ(Amend("r2", kT0 + 20 * kDay, [](auto* a) { a->set_new_end_ms(kT0 + 120 * kDay); }), "");
+
+  // Servers of the receiving institution; an institution's own allocation moving to another CSP
+  // is not counted twice.
+  ASSERT_EQ(Policy([](auto* p) {
+              p->set_program(v1::LEASE_HPC);
+              p->set_max_servers_per_institution(2);
+              auto* size = p->add_server_sizes();
+              size->set_gpu_model(v1::H100);
+              size->set_gpus_per_server(8);
+            }),
+            "");
+  ASSERT_EQ(Alloc("h1", "sme2", v1::LEASE_HPC, v1::H100, 16, kT0, end), "");
+  ASSERT_EQ(Alloc("h2", "sme", v1::LEASE_HPC, v1::H100, 8, kT0, end), "");
+  ASSERT_EQ(Alloc("h3", "sme", v1::LEASE_HPC, v1::H100, 8, kT0, end), "");
+  EXPECT_EQ(transfer("h2", kT0 + 5 * kDay, "h4", "", "sme2"), reason::kOverServerLimit);
+  EXPECT_EQ(transfer("h3", kT0 + 5 * kDay, "h5", "csp-b", ""), "");
+  EXPECT_EQ(transfer("h2", kT0 + 5 * kDay, "h4", "", "lab"), "");
 }
 
 TEST_F(PolicyTest, CopayPoliciesStayWithinTheProgrammesBounds) {

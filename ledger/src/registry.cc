@@ -106,26 +106,38 @@ std::optional<RegistryProblem> Registry::CheckMetadata(const v1::Allocation& a) 
                    " requires the call, agency and project of every allocation")};
 }
 
+int64_t Registry::WindowStart(const v1::Allocation& a) const {
+  const v1::Allocation* first = FindAllocation(CapHolder(a.allocation_id()));
+  return first == nullptr ? a.start_ms() : first->start_ms();
+}
+
 std::optional<RegistryProblem> Registry::CheckWindow(const v1::Allocation& a,
                                                      int64_t end_ms) const {
-  const v1::ProgrammePolicy* policy = PolicyAt(a.program(), a.start_ms());
+  const int64_t start = WindowStart(a);
+  const v1::ProgrammePolicy* policy = PolicyAt(a.program(), start);
   if (policy == nullptr || policy->max_window_ms() <= 0) return std::nullopt;
-  const int64_t window = end_ms - a.start_ms();
+  const int64_t window = end_ms - start;
   if (window <= policy->max_window_ms()) return std::nullopt;
   return RegistryProblem{
       kWindowTooLong,
-      absl::StrCat("allocation ", a.allocation_id(), " would run from ",
-                   base::FormatKst(a.start_ms()), " to ", base::FormatKst(end_ms), ", ",
-                   Days(window), "; ", v1::Program_Name(a.program()), " allows at most ",
-                   Days(policy->max_window_ms()), " with every extension: end it by ",
-                   base::FormatKst(a.start_ms() + policy->max_window_ms()))};
+      absl::StrCat("allocation ", a.allocation_id(), " would run from ", base::FormatKst(start),
+                   start == a.start_ms() ? "" : " (where the allocation it continues began)",
+                   " to ", base::FormatKst(end_ms), ", ", Days(window), "; ",
+                   v1::Program_Name(a.program()), " allows at most ", Days(policy->max_window_ms()),
+                   " with every extension: end it by ",
+                   base::FormatKst(start + policy->max_window_ms()))};
 }
 
-std::optional<RegistryProblem> Registry::CheckServers(const v1::Allocation& a,
-                                                      const Timeline<uint32_t>* current,
-                                                      int64_t current_end,
-                                                      const Timeline<uint32_t>& proposed,
-                                                      int64_t proposed_end) const {
+int64_t Registry::EndOf(const v1::Allocation& a, const Ending* ending) const {
+  const int64_t end = AllocationEndMs(a);
+  return ending != nullptr && a.allocation_id() == ending->allocation_id
+             ? std::min(end, ending->end_ms)
+             : end;
+}
+
+std::optional<RegistryProblem> Registry::CheckServers(
+    const v1::Allocation& a, const Timeline<uint32_t>* current, int64_t current_end,
+    const Timeline<uint32_t>& proposed, int64_t proposed_end, const Ending* ending) const {
   const Timeline<PolicyVersion>* policies = Find(policies_, static_cast<int>(a.program()));
   if (policies == nullptr) return std::nullopt;
   const int64_t lo = a.start_ms();
@@ -143,7 +155,7 @@ std::optional<RegistryProblem> Registry::CheckServers(const v1::Allocation& a,
     for (const std::string& id : *ids) {
       if (id == a.allocation_id()) continue;
       const v1::Allocation& other = allocations_.at(id);
-      const int64_t other_end = AllocationEndMs(other);
+      const int64_t other_end = EndOf(other, ending);
       if (other_end <= lo || other.start_ms() >= hi) continue;
       allocation_gpus_.at(id).ForEachWithin(
           other.start_ms(), other_end, [&](int64_t from, int64_t to, uint32_t gpus) {
@@ -282,11 +294,9 @@ std::optional<RegistryProblem> Registry::CheckAllocation(const v1::Allocation& a
   return CheckServers(a, nullptr, a.start_ms(), grant, a.end_ms());
 }
 
-std::optional<RegistryProblem> Registry::CheckGrantWithinPool(const v1::Allocation& a,
-                                                              const Timeline<uint32_t>* current,
-                                                              int64_t current_end,
-                                                              const Timeline<uint32_t>& proposed,
-                                                              int64_t proposed_end) const {
+std::optional<RegistryProblem> Registry::CheckGrantWithinPool(
+    const v1::Allocation& a, const Timeline<uint32_t>* current, int64_t current_end,
+    const Timeline<uint32_t>& proposed, int64_t proposed_end, const Ending* ending) const {
   const std::tuple<std::string, int, int> key{a.csp_id(), a.program(), a.gpu_model()};
   const Timeline<uint32_t>* pool = Find(pools_, key);
   if (pool == nullptr) return std::nullopt;
@@ -301,7 +311,7 @@ std::optional<RegistryProblem> Registry::CheckGrantWithinPool(const v1::Allocati
     for (const std::string& id : *ids) {
       if (id == a.allocation_id()) continue;
       const v1::Allocation& other = allocations_.at(id);
-      const int64_t other_end = AllocationEndMs(other);
+      const int64_t other_end = EndOf(other, ending);
       if (other_end <= lo || other.start_ms() >= hi) continue;  // never at the same time
       const Timeline<uint32_t>& g = allocation_gpus_.at(id);
       g.ForEachWithin(other.start_ms(), other_end, [&](int64_t from, int64_t to, uint32_t gpus) {
@@ -349,6 +359,12 @@ std::optional<RegistryProblem> Registry::CheckAmendment(const v1::AllocationAmen
     return RegistryProblem{kUnknownAllocation, absl::StrCat("amendment of unknown allocation '",
                                                             a.allocation_id(), "'")};
   }
+  if (const std::string* next = Find(transferred_to_, alloc->allocation_id())) {
+    return RegistryProblem{
+        kInvalidAmendment,
+        absl::StrCat("allocation ", alloc->allocation_id(), " was transferred to ", *next, " from ",
+                     base::FormatKst(AllocationEndMs(*alloc)), "; amend ", *next, " instead")};
+  }
   const int64_t end = AllocationEndMs(*alloc);
   if (a.effective_from_ms() < alloc->start_ms() || a.effective_from_ms() >= end) {
     return RegistryProblem{
@@ -378,10 +394,73 @@ std::optional<RegistryProblem> Registry::CheckAmendment(const v1::AllocationAmen
     }
     case v1::AllocationAmendment::kRevoke:
       return std::nullopt;
+    case v1::AllocationAmendment::kTransfer:
+      return CheckTransfer(*alloc, a);
     case v1::AllocationAmendment::CHANGE_NOT_SET:
       break;
   }
-  return RegistryProblem{kInvalidAmendment, "no change (new_end_ms, new_gpu_count or revoke)"};
+  return RegistryProblem{kInvalidAmendment,
+                         "no change (new_end_ms, new_gpu_count, revoke or transfer)"};
+}
+
+v1::Allocation Registry::Successor(const v1::Allocation& from,
+                                   const v1::AllocationAmendment& a) const {
+  const v1::AllocationTransfer& t = a.transfer();
+  v1::Allocation next = from;
+  next.set_allocation_id(t.new_allocation_id());
+  if (!t.to_csp_id().empty()) next.set_csp_id(t.to_csp_id());
+  if (!t.to_institution_id().empty()) next.set_institution_id(t.to_institution_id());
+  next.set_start_ms(a.effective_from_ms());
+  next.set_end_ms(AllocationEndMs(from));
+  const Timeline<uint32_t>* grant = Find(allocation_gpus_, from.allocation_id());
+  next.set_gpu_count(grant == nullptr ? from.gpu_count()
+                                      : grant->At(a.effective_from_ms()).value_or(0));
+  return next;
+}
+
+Timeline<uint32_t> Registry::SuccessorGrant(const v1::Allocation& from, int64_t from_ms) const {
+  Timeline<uint32_t> out;
+  const Timeline<uint32_t>* grant = Find(allocation_gpus_, from.allocation_id());
+  if (grant == nullptr) {
+    out.Set(from_ms, from.gpu_count());
+    return out;
+  }
+  grant->ForEachWithin(from_ms, INT64_MAX,
+                       [&](int64_t lo, int64_t, uint32_t gpus) { out.Set(lo, gpus); });
+  return out;
+}
+
+std::optional<RegistryProblem> Registry::CheckTransfer(const v1::Allocation& from,
+                                                       const v1::AllocationAmendment& a) const {
+  const v1::AllocationTransfer& t = a.transfer();
+  if (FindAllocation(t.new_allocation_id()) != nullptr) {
+    return RegistryProblem{
+        kRegistryConflict,
+        absl::StrCat("allocation ", t.new_allocation_id(),
+                     " exists already; a transfer continues the allocation under a new id")};
+  }
+  const v1::Allocation next = Successor(from, a);
+  if (next.csp_id() == from.csp_id() && next.institution_id() == from.institution_id()) {
+    return RegistryProblem{
+        kInvalidAmendment,
+        absl::StrCat("the transfer of ", from.allocation_id(), " names its own CSP (",
+                     from.csp_id(), ") and institution (", from.institution_id(),
+                     "): a transfer moves an allocation to another CSP or institution")};
+  }
+  if (!institutions_.contains(next.institution_id())) {
+    return RegistryProblem{
+        kUnknownInstitution,
+        absl::StrCat("allocation ", from.allocation_id(), " is transferred to institution '",
+                     next.institution_id(), "', which was never announced")};
+  }
+  if (auto p = CheckEligible(next)) return p;
+  const Timeline<uint32_t> grant = SuccessorGrant(from, a.effective_from_ms());
+  const Ending ending{from.allocation_id(), a.effective_from_ms()};
+  if (auto p =
+          CheckGrantWithinPool(next, nullptr, next.start_ms(), grant, next.end_ms(), &ending)) {
+    return p;
+  }
+  return CheckServers(next, nullptr, next.start_ms(), grant, next.end_ms(), &ending);
 }
 
 std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const {
@@ -499,6 +578,22 @@ void Registry::Apply(const v1::RegistryEvent& e) {
       if (a.has_new_gpu_count()) {
         allocation_gpus_[a.allocation_id()].Set(a.effective_from_ms(), a.new_gpu_count());
       }
+      if (a.has_transfer()) {
+        const v1::Allocation* from = FindAllocation(a.allocation_id());
+        if (from == nullptr || allocations_.contains(a.transfer().new_allocation_id())) break;
+        v1::Allocation next = Successor(*from, a);
+        Timeline<uint32_t> grant = SuccessorGrant(*from, a.effective_from_ms());
+        const std::string& id = next.allocation_id();
+        cap_holder_[id] = CapHolder(from->allocation_id());
+        transferred_from_[id] = from->allocation_id();
+        transferred_to_[from->allocation_id()] = id;
+        allocation_end_[from->allocation_id()] = a.effective_from_ms();
+        allocation_end_[id] = next.end_ms();
+        allocation_gpus_[id] = std::move(grant);
+        pool_allocations_[{next.csp_id(), next.program(), next.gpu_model()}].push_back(id);
+        institution_allocations_[{next.institution_id(), next.program()}].push_back(id);
+        allocations_[id] = std::move(next);
+      }
       break;
     }
     case v1::RegistryEvent::kRateCard: {
@@ -602,6 +697,15 @@ std::vector<std::tuple<std::string, v1::Program, v1::GpuModel>> Registry::Pools(
 
 const v1::Allocation* Registry::FindAllocation(const std::string& allocation_id) const {
   return Find(allocations_, allocation_id);
+}
+
+const std::string& Registry::CapHolder(const std::string& allocation_id) const {
+  const std::string* first = Find(cap_holder_, allocation_id);
+  return first == nullptr ? allocation_id : *first;
+}
+
+const std::string* Registry::TransferredFrom(const std::string& allocation_id) const {
+  return Find(transferred_from_, allocation_id);
 }
 
 int64_t Registry::AllocationEndMs(const v1::Allocation& allocation) const {

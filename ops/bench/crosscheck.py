@@ -51,7 +51,8 @@ USAGE_COLUMNS = ["seq", "outcome", "source_id", "event_id", "body", "allocation_
                  "has_replacement"]
 REGISTRY_COLUMNS = ["seq", "outcome", "event_id", "body", "institution_id", "allocation_id",
                     "program", "gpu_model", "inst_type", "gpu_count", "start_ms", "end_ms",
-                    "effective_from_ms", "new_end_ms", "revoke", "period"]
+                    "effective_from_ms", "new_end_ms", "revoke", "period", "new_allocation_id",
+                    "to_institution_id"]
 
 
 def usage_row(e, u, v1):
@@ -80,7 +81,7 @@ def usage_row(e, u, v1):
 
 def registry_row(e, r):
     body = r.WhichOneof("body")
-    row = [e.seq, e.outcome, r.event_id, body or ""] + [""] * 12
+    row = [e.seq, e.outcome, r.event_id, body or ""] + [""] * 14
     if body == "institution":
         i = r.institution
         row[4] = i.institution_id
@@ -107,7 +108,11 @@ def registry_row(e, r):
             row[13] = a.new_end_ms
         elif change == "new_gpu_count":
             row[9] = a.new_gpu_count
-        row[14] = "true" if change == "revoke" and a.revoke else "false"
+        # A transfer ends the allocation at its date, as a revocation does (rule 4), and
+        # names the allocation that continues it (rule 3b).
+        row[14] = "true" if (change == "revoke" and a.revoke) or change == "transfer" else "false"
+        if change == "transfer":
+            row[16:18] = [a.transfer.new_allocation_id, a.transfer.to_institution_id]
     elif body == "period_close":
         row[15] = r.period_close.period
     elif body == "rerating":
@@ -195,7 +200,8 @@ def run_sql(work, period):
                "institution_id": "VARCHAR", "allocation_id": "VARCHAR", "program": "INTEGER",
                "gpu_model": "INTEGER", "inst_type": "INTEGER", "gpu_count": "BIGINT",
                "start_ms": "BIGINT", "end_ms": "BIGINT", "effective_from_ms": "BIGINT",
-               "new_end_ms": "BIGINT", "revoke": "BOOLEAN", "period": "VARCHAR"}
+               "new_end_ms": "BIGINT", "revoke": "BOOLEAN", "period": "VARCHAR",
+               "new_allocation_id": "VARCHAR", "to_institution_id": "VARCHAR"}
     for table, path, types in (("usage_raw", "usage.csv", types_u),
                                ("registry_raw", "registry.csv", types_r)):
         con.execute("CREATE OR REPLACE TABLE %s AS SELECT * FROM read_csv(?, header = true, "

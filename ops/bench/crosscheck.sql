@@ -28,7 +28,10 @@
 --  3c. A Rerating recorded after the interval, of its programme and model (or every model),
 --     prices the part of it inside [from_ms, to_ms) with the registry recorded before the
 --     re-rating: that part is priced if it is priced in either view.
---  4. An AllocationAmendment that revokes (end = its effective_from_ms) or sets a new end, recorded
+--  3b. An AllocationAmendment that transfers an allocation makes its new_allocation_id an
+--     allocation of the receiving institution (or the same one), from the transfer's seq.
+--  4. An AllocationAmendment that revokes or transfers (end = its effective_from_ms) or sets a
+--     new end, recorded
 --     after an interval, cuts the interval at that end; the earliest such end wins (a later
 --     extension does not bring usage back).
 --  5. The interval is clipped to the period; used GPU-ms = GPUs × ms.
@@ -42,11 +45,27 @@
 CREATE OR REPLACE TEMP TABLE reg AS SELECT * FROM registry_raw WHERE outcome = 1;
 CREATE OR REPLACE TEMP TABLE acc AS SELECT * FROM usage_raw WHERE outcome = 1;
 
--- Allocations: the first accepted record (an identical re-announcement changes nothing).
+-- Allocations: the first accepted record (an identical re-announcement changes nothing); and
+-- (rule 3b) those that continue one after an accepted transfer, recorded at the transfer's seq,
+-- with the receiving institution (empty to_institution_id: the same one).
 CREATE OR REPLACE TEMP TABLE alloc AS
-SELECT allocation_id, arg_min(institution_id, seq) AS institution_id,
-       arg_min(program, seq) AS program, min(seq) AS seq
-FROM reg WHERE body = 'allocation' GROUP BY allocation_id;
+WITH RECURSIVE announced AS (
+  SELECT allocation_id, arg_min(institution_id, seq) AS institution_id,
+         arg_min(program, seq) AS program, min(seq) AS seq
+  FROM reg WHERE body = 'allocation' GROUP BY allocation_id
+), moved AS (
+  SELECT allocation_id, new_allocation_id, to_institution_id, seq
+  FROM reg WHERE body = 'allocation_amendment' AND coalesce(new_allocation_id, '') <> ''
+), chain(allocation_id, institution_id, program, seq) AS (
+  SELECT allocation_id, institution_id, program, seq FROM announced
+  UNION ALL
+  SELECT m.new_allocation_id,
+         CASE WHEN coalesce(m.to_institution_id, '') = '' THEN c.institution_id
+              ELSE m.to_institution_id END,
+         c.program, m.seq
+  FROM chain c JOIN moved m ON m.allocation_id = c.allocation_id
+)
+SELECT * FROM chain;
 
 -- Corrections, with the seq of the accepted event they name (NULL: none).
 CREATE OR REPLACE TEMP TABLE corr AS

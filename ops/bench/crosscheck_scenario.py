@@ -24,6 +24,9 @@ What is in it (one CSP, csp-x; KST month from p0 = 2026-03-01T00:00+09:00):
         extends it to p0+40d (the usage cut off does not come back), and corrects u5-2.
   al-6  inst-b, 6 GPUs: two 3-GPU intervals at once (nodes n1, n2) under one 2-GPU outage (o7):
         each GPU out is credited once (4 GPU-hours), not once per interval (8).
+  al-7  inst-a, 2 GPUs, usage p0+2d..p0+6d (one interval a day); phase 2 transfers it to inst-b
+        from p0+4d 12:00 as al-7b (the usage after that leaves inst-a's invoice), and al-7b has
+        usage p0+4d 12:00..p0+7d (inst-b's).
   u99   usage of an allocation that is never announced (parked, never counted).
 Deterministic: no randomness, no clock.
 """
@@ -87,7 +90,8 @@ def build():
             ("al-3", "inst-c", "GOV_ADVANCED", "H200", 4, 0),
             ("al-4", "inst-a", "GOV_ADVANCED", "H200", 2, 0),
             ("al-5", "inst-b", "GOV_ADVANCED", "H200", 2, 0),
-            ("al-6", "inst-b", "GOV_ADVANCED", "H200", 6, 0)):
+            ("al-6", "inst-b", "GOV_ADVANCED", "H200", 6, 0),
+            ("al-7", "inst-a", "GOV_ADVANCED", "H200", 2, 0)):
         a = {"allocationId": alloc, "institutionId": inst, "program": program, "cspId": "csp-x",
              "gpuModel": model, "gpuCount": gpus, "startMs": P0 - 10 * DAY,
              "endMs": P0 + 60 * DAY}
@@ -115,6 +119,9 @@ def build():
     for node in ("n1", "n2"):  # two 3-GPU intervals at once on one allocation
         s.use("phase1", "u6-" + node, "usage",
               interval("al-6", "H200", 3, P0 + 25 * DAY, P0 + 25 * DAY + 4 * HOUR, node))
+    for i in range(4):
+        t = P0 + 2 * DAY + i * DAY
+        s.use("phase1", "u7-%d" % i, "usage", interval("al-7", "H200", 2, t, t + DAY))
     s.use("phase1", "u99", "usage", interval("al-99", "H200", 1, P0 + 3 * DAY,
                                              P0 + 3 * DAY + HOUR))
 
@@ -127,6 +134,13 @@ def build():
     s.reg("phase2", "allocationAmendment", {"allocationId": "al-5",
                                             "effectiveFromMs": P0 + 14 * DAY,
                                             "newEndMs": P0 + 40 * DAY})
+
+    s.reg("phase2", "allocationAmendment",
+          {"allocationId": "al-7", "effectiveFromMs": P0 + 4 * DAY + 12 * HOUR,
+           "transfer": {"newAllocationId": "al-7b", "toInstitutionId": "inst-b"}})
+    for i, (start, end) in enumerate(((P0 + 4 * DAY + 12 * HOUR, P0 + 5 * DAY),
+                                      (P0 + 5 * DAY, P0 + 6 * DAY), (P0 + 6 * DAY, P0 + 7 * DAY))):
+        s.use("phase2", "u7b-%d" % i, "usage", interval("al-7b", "H200", 2, start, end))
 
     # A rate card effective before the month but recorded after the usage changes nothing by
     # itself; the operator's re-rating of [p0+1d, p0+4d 12:00) prices that part of al-2's usage,

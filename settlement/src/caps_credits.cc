@@ -22,7 +22,9 @@ int64_t Engine::TakeCap(const v1::Allocation& alloc, const v1::UsageInterval& u,
   const int64_t gpus = u.gpu_count();
   if (alloc.gpu_ms_cap() <= 0 || gpus <= 0 || u.end_ms() <= u.start_ms()) return u.end_ms();
   // In 128 bits: 2^32 GPUs over the int64 time line never overflow.
-  const std::string cap_key = KeyBuilder(keys::kCapUsed).Str(alloc.allocation_id()).Take();
+  // Allocations continued by a transfer share the cap of the first of their chain.
+  const std::string cap_key =
+      KeyBuilder(keys::kCapUsed).Str(registry_.CapHolder(alloc.allocation_id())).Take();
   const __int128 used = counters_->Get(cap_key);
   const __int128 duration = static_cast<__int128>(u.end_ms()) - u.start_ms();
   const __int128 whole = gpus * duration;
@@ -217,7 +219,7 @@ void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
       const int64_t from = std::max(rec.interval().start_ms(), end_ms);
       if (within_end > from) {
         const int64_t back = gpus * (within_end - from);  // at most cap_gpu_ms: fits
-        counters_->Add(KeyBuilder(keys::kCapUsed).Str(allocation_id).Take(),
+        counters_->Add(KeyBuilder(keys::kCapUsed).Str(registry_.CapHolder(allocation_id)).Take(),
                        -static_cast<__int128>(back));
         kept.set_cap_gpu_ms(rec.cap_gpu_ms() - back);
       }

@@ -153,7 +153,7 @@ absl::Status Engine::ApplyRegistry(uint64_t seq, const std::string& bytes) {
   registry_.Apply(e);
   if (e.has_allocation_amendment()) {
     const auto& a = e.allocation_amendment();
-    if (a.has_revoke() || a.has_new_end_ms()) {
+    if (a.has_revoke() || a.has_new_end_ms() || a.has_transfer()) {
       if (const v1::Allocation* alloc = registry_.FindAllocation(a.allocation_id())) {
         Truncate(alloc->allocation_id(), registry_.AllocationEndMs(*alloc));
       }

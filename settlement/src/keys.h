@@ -29,6 +29,7 @@
 //   u/ period u64 seq u32 n                    → Unpriced
 //   i/ source event                            → StoredInterval
 //   k/ allocation                              → i128 GPU-ms taken from the allocation's cap
+//                                                (the first of a chain of transfers: one cap)
 //   x/ allocation i64 start source event       → i64 end_ms (index: intervals of an allocation,
 //                                                in order of start)
 //   xl/ allocation                             → i64 the longest interval x/ ever held for it

@@ -251,7 +251,8 @@ void Engine::RemoveInterval(const v1::StoredInterval& rec) {
   for (const auto& k : rec.unpriced_keys()) store_->Delete(k);
   const std::string& allocation_id = rec.interval().allocation_id();
   if (rec.cap_gpu_ms() != 0) {
-    const std::string cap_key = KeyBuilder(keys::kCapUsed).Str(allocation_id).Take();
+    const std::string cap_key =
+        KeyBuilder(keys::kCapUsed).Str(registry_.CapHolder(allocation_id)).Take();
     counters_->Add(cap_key, -static_cast<__int128>(rec.cap_gpu_ms()));
   }
   store_->Delete(KeyBuilder(keys::kInterval).Str(rec.source_id()).Str(rec.event_id()).key());

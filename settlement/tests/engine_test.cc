@@ -411,6 +411,49 @@ TEST(InvoiceTest, UsageTakenBackGivesItsCapBack) {
   EXPECT_EQ(inv.totals().gpu_ms(), 4 * kHour);
 }
 
+// Issue 16, item 4: an allocation transferred to another CSP and institution keeps one cap.
+// a-cap (the SME, csp-a) has 6 GPU-hours: u1 takes 4, u2 2 of which the transfer at t + 4 h
+// takes back 1 (it ran after a-cap ended), so a-next (sme2, csp-b) has 1 left: u3's 3 GPU-hours
+// are 1 within the cap and 2 beyond it.
+TEST(InvoiceTest, ATransferKeepsTheCapAcrossCspsAndInstitutions) {
+  Harness h;
+  Standard(h);
+  h.Registry(Institution("sme2", v1::SME, 0));
+  h.Registry(OverCap(v1::SME, v1::OVER_CAP_BILL_FULL));
+  v1::RegistryEvent capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(6 * kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs() + 24 * kHour;
+  h.Usage("csp-a", Usage("u1", "a-cap", 2, t, t + 2 * kHour));
+  h.Usage("csp-a", Usage("u2", "a-cap", 1, t + 3 * kHour, t + 5 * kHour));
+  v1::RegistryEvent move;
+  move.mutable_allocation_amendment()->set_allocation_id("a-cap");
+  move.mutable_allocation_amendment()->set_effective_from_ms(t + 4 * kHour);
+  auto* to = move.mutable_allocation_amendment()->mutable_transfer();
+  to->set_new_allocation_id("a-next");
+  to->set_to_csp_id("csp-b");
+  to->set_to_institution_id("sme2");
+  h.Registry(move);
+  h.Usage("csp-b", Usage("u3", "a-next", 1, t + 4 * kHour, t + 7 * kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->invoices_size(), 2);
+  const v1::Invoice& first = d->invoices(0);
+  const v1::Invoice& next = d->invoices(1);
+  ASSERT_EQ(first.institution_id(), "sme");
+  ASSERT_EQ(next.institution_id(), "sme2");
+  EXPECT_EQ(LineOfKind(first, v1::LINE_KIND_USAGE).gpu_ms(), 5 * kHour);
+  EXPECT_EQ(first.totals().gpu_ms(), 5 * kHour);
+  EXPECT_EQ(LineOfKind(next, v1::LINE_KIND_USAGE).gpu_ms(), kHour);
+  EXPECT_EQ(LineOfKind(next, v1::LINE_KIND_BEYOND_CAP).gpu_ms(), 2 * kHour);
+  EXPECT_EQ(next.totals().gpu_ms(), 3 * kHour);
+  // Each CSP's statement has what it delivered.
+  ASSERT_EQ(d->statements_size(), 2);
+  EXPECT_EQ(d->statements(0).csp_id(), "csp-a");
+  EXPECT_EQ(d->statements(1).csp_id(), "csp-b");
+  EXPECT_EQ(d->statements(1).totals().gpu_ms(), 3 * kHour);
+}
+
 // 2 GPUs for 4 hours; 1 GPU of the allocation declared out of service for the middle 2 hours:
 // 2 GPU-hours are credited at the same prices. The outage is recorded after the usage.
 TEST(InvoiceTest, UsageDuringADeclaredOutageIsCredited) {

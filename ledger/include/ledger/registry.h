@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -84,8 +85,15 @@ class Registry {
                                                       gpuledger::v1::GpuModel model) const;
   // GPUs granted to an allocation over time, with its amendments (null: unknown allocation).
   const Timeline<uint32_t>* Grant(const std::string& allocation_id) const;
-  // The allocation's exclusive end after every amendment so far (revocations, extensions).
+  // The allocation's exclusive end after every amendment so far (revocations, extensions,
+  // transfers).
   int64_t AllocationEndMs(const gpuledger::v1::Allocation& allocation) const;
+  // The allocation whose GPU-hour cap `allocation_id` draws on: the first of its chain of
+  // transfers (AllocationTransfer), itself if it continues none. Usage of every allocation of
+  // a chain counts against one cap.
+  const std::string& CapHolder(const std::string& allocation_id) const;
+  // The allocation that `allocation_id` continues after a transfer (null: none).
+  const std::string* TransferredFrom(const std::string& allocation_id) const;
   // The fewest GPUs granted at any instant in [from_ms, to_ms).
   uint32_t MinGrantWithin(const gpuledger::v1::Allocation& allocation, int64_t from_ms,
                           int64_t to_ms) const;
@@ -140,6 +148,17 @@ class Registry {
  private:
   std::optional<RegistryProblem> CheckAllocation(const gpuledger::v1::Allocation& a) const;
   std::optional<RegistryProblem> CheckAmendment(const gpuledger::v1::AllocationAmendment& a) const;
+  // A transfer of `from` (the amendment `a`): a new id, another CSP or institution, and the
+  // continuing allocation checked as a grant from the transfer's date, `from` ending then.
+  std::optional<RegistryProblem> CheckTransfer(const gpuledger::v1::Allocation& from,
+                                               const gpuledger::v1::AllocationAmendment& a) const;
+  // The allocation that continues `from` after the transfer `a`, and its grant over time.
+  gpuledger::v1::Allocation Successor(const gpuledger::v1::Allocation& from,
+                                      const gpuledger::v1::AllocationAmendment& a) const;
+  Timeline<uint32_t> SuccessorGrant(const gpuledger::v1::Allocation& from, int64_t from_ms) const;
+  // Where the allocation's window began: the start of the first allocation of its chain of
+  // transfers (WINDOW_TOO_LONG counts from there).
+  int64_t WindowStart(const gpuledger::v1::Allocation& a) const;
   std::optional<RegistryProblem> CheckCopayPolicy(const gpuledger::v1::CopayPolicy& p) const;
   std::optional<RegistryProblem> CheckProgrammePolicy(
       const gpuledger::v1::ProgrammePolicy& p) const;
@@ -155,19 +174,29 @@ class Registry {
   // OVER_SERVER_LIMIT if giving `a` the grant `proposed` over [a.start, proposed_end) instead of
   // `current` (as in CheckGrantWithinPool) would take its institution over the programme's
   // server limit at an instant where it grants more than before.
+  // An allocation taken to end earlier than recorded, for a check of the transfer that ends it.
+  struct Ending {
+    std::string_view allocation_id;
+    int64_t end_ms;
+  };
+  // The allocation's end, or `ending`'s if it is the one ending.
+  int64_t EndOf(const gpuledger::v1::Allocation& a, const Ending* ending) const;
   std::optional<RegistryProblem> CheckServers(const gpuledger::v1::Allocation& a,
                                               const Timeline<uint32_t>* current,
                                               int64_t current_end,
                                               const Timeline<uint32_t>& proposed,
-                                              int64_t proposed_end) const;
+                                              int64_t proposed_end,
+                                              const Ending* ending = nullptr) const;
   // GRANT_OVER_POOL if giving allocation `a` the grant `proposed` over [a.start, proposed_end)
   // instead of `current` over [a.start, current_end) (null and a.start for a new allocation)
-  // would exceed its pool at an instant where it grants more than before.
+  // would exceed its pool at an instant where it grants more than before. `ending` (a transfer's
+  // source) counts only until its new end.
   std::optional<RegistryProblem> CheckGrantWithinPool(const gpuledger::v1::Allocation& a,
                                                       const Timeline<uint32_t>* current,
                                                       int64_t current_end,
                                                       const Timeline<uint32_t>& proposed,
-                                                      int64_t proposed_end) const;
+                                                      int64_t proposed_end,
+                                                      const Ending* ending = nullptr) const;
 
   std::map<std::string, gpuledger::v1::Allocation> allocations_;
   std::map<std::string, int64_t> allocation_end_;              // after amendments
@@ -185,6 +214,11 @@ class Registry {
   // Allocation ids by (institution, program), in ledger order.
   std::map<std::pair<std::string, int>, std::vector<std::string>> institution_allocations_;
   std::map<std::string, uint32_t> releases_;  // allocation id -> co-pay bp
+  // Transfers: a continuing allocation's id -> the first of its chain, and -> the one it
+  // continues.
+  std::map<std::string, std::string> cap_holder_;
+  std::map<std::string, std::string> transferred_from_;
+  std::map<std::string, std::string> transferred_to_;  // the reverse
   std::optional<base::Period> last_closed_;
 };
 
