@@ -192,6 +192,9 @@ class Generator {
         g->set_gpu_model(m);
         g->set_gpu_count(static_cast<uint32_t>(gpus));
         g->set_effective_from_ms(from);
+        // The research lease is paid per reserved capacity, the HPC lease per GPU-hour
+        // delivered: both ways the state pays a CSP for a leased pool appear in a month.
+        if (p == v1::LEASE_RESEARCH) g->set_lease_pricing(v1::LEASE_PRICING_RESERVED);
         Reg(e);
         pools_.push_back(pool);
       }
