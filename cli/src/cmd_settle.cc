@@ -1,6 +1,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -97,10 +99,11 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd = settle->add_subcommand(
       "close",
-      "Close a billing period: publish a PeriodClose event on the registry topic naming the\n"
-      "end offsets of every usage partition now, wait until ingest has recorded it in the\n"
-      "ledger (ingest records it only once it has recorded every usage message before those\n"
-      "offsets, and none after them; it seals it with a signed checkpoint), then\n"
+      "Close a billing period: write a close marker to every partition of every usage topic,\n"
+      "publish a PeriodClose event on the registry topic naming the markers' offsets, wait\n"
+      "until ingest has recorded it in the ledger (ingest records it only once it has recorded\n"
+      "every usage message before the markers, and none after them, even those it reads before\n"
+      "the close; it seals it with a signed checkpoint), then\n"
       "freeze the period's invoices, CSP statements and programme summaries as of the entry\n"
       "before the close, and print the covered sequence number and each document's digest.\n"
       "Periods close in order, after they end. A closed period never changes: events\n"
@@ -140,10 +143,12 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
       return;
     }
     const std::string event_id = absl::StrCat("close-", period->ToString(), "-", now_ms);
-    // The close covers the usage on the topics now, and no usage published after it, in any
-    // ledger built from these topics: ingest records it once it has read up to these offsets.
-    auto ends = ingest::UsageEndOffsets(args->publish.brokers, args->publish.kafka_config,
-                                        args->publish.topics);
+    // The close covers the usage before a marker written now to each usage partition, and no
+    // usage after it, in any ledger built from these topics: ingest records it once it has read
+    // up to the markers, and holds a partition at a marker until it has (usage.proto,
+    // CloseMarker).
+    auto ends = ingest::PublishCloseMarkers(args->publish.brokers, args->publish.kafka_config,
+                                            args->publish.topics, period->ToString(), now_ms);
     if (!ends.ok()) {
       *exit_code = Report(ends.status());
       return;
@@ -159,8 +164,18 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
       o->set_partition(end.partition);
       o->set_offset(end.offset);
     }
-    spdlog::info("the close covers the usage now on {} usage partition(s), up to their end offsets",
-                 ends->size());
+    spdlog::info(
+        "close markers written to {} usage partition(s): the close covers the usage "
+        "before them",
+        ends->size());
+    // Tests only (tests/integration/close_offsets_test.sh): wait for a file before publishing
+    // the close, so that usage published after the markers can be read before the close.
+    if (const char* gate = std::getenv("GPULEDGER_TEST_CLOSE_GATE"); gate != nullptr) {
+      spdlog::info("waiting for {} before publishing the close (GPULEDGER_TEST_CLOSE_GATE)", gate);
+      while (!std::filesystem::exists(gate)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
     auto one = ingest::EncodeRegistryEvent(close, args->publish.topics);
     if (!one.ok()) {
       *exit_code = Report(one.status());

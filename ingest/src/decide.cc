@@ -335,10 +335,16 @@ MaybeVerdict CheckUsageBody(const v1::UsageEvent& e, const ValidationLimits& lim
       }
       return std::nullopt;
     }
+    case v1::UsageEvent::kCloseMarker: {
+      auto period = base::ParsePeriod(e.close_marker().period());
+      if (!period.ok()) return Invalid("close_marker.period", "must be a month, YYYY-MM");
+      return std::nullopt;
+    }
     case v1::UsageEvent::BODY_NOT_SET:
       break;
   }
-  return Missing("body (one of usage, own_use, outage, correction, outage_withdrawal)");
+  return Missing(
+      "body (one of usage, own_use, outage, correction, outage_withdrawal, close_marker)");
 }
 
 MaybeVerdict CheckUsage(const v1::UsageEvent& e, const std::string& topic_csp,
@@ -357,7 +363,10 @@ MaybeVerdict CheckUsage(const v1::UsageEvent& e, const std::string& topic_csp,
                                 "' arrived on the topic of '", topic_csp, "'")};
   }
   if (auto v = CheckId("producer_id", e.producer_id())) return v;
-  if (e.producer_seq() == 0) return Invalid("producer_seq", "must start at 1");
+  // A close marker is the operator's, outside every metering sequence: producer_seq 0.
+  if (e.producer_seq() == 0 && !e.has_close_marker()) {
+    return Invalid("producer_seq", "must start at 1");
+  }
   if (e.producer_seq() > limits::kProducerSeqMax) {
     return Invalid("producer_seq", absl::StrCat("over the limit of ", limits::kProducerSeqMax));
   }

@@ -16,6 +16,7 @@
 #include "base/process_memory.h"
 #include "base/status.h"
 #include "gpuledger/v1/registry.pb.h"
+#include "ingest/limits.h"
 #include "ingest/metrics.h"
 #include "ingest/reasons.h"
 #include "ingest/topics.h"
@@ -64,7 +65,14 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   absl::Status Setup();
   // Handles a consumed message, or holds it while a period close waits for usage offsets.
   absl::Status Offer(std::unique_ptr<RdKafka::Message> msg);
-  absl::Status Handle(const RdKafka::Message& msg);
+  // Decides and records `msg`; sets `*hold` instead for a close marker of a period not closed
+  // yet (its partition is paused until that close is recorded; the caller keeps the message).
+  absl::Status Handle(const RdKafka::Message& msg, bool* hold);
+  // A close was recorded: resumes the partitions paused behind it or behind close markers, and
+  // handles what they held, in the order it came (a later close or marker may hold some again).
+  absl::Status ReleaseHeld();
+  // Lets partitions held at a close marker for longer than limits::kCloseMarkerHoldMsMax go on.
+  absl::Status ExpireMarkers();
   // True when `msg` must wait for the pending close: any registry message after it, and usage at
   // or after the close's offset of its partition (or of a partition the close does not name).
   bool MustWait(const RdKafka::Message& msg) const;
@@ -112,6 +120,11 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   std::map<ledger::TopicPartition, int64_t> close_offsets_;
   std::vector<std::unique_ptr<RdKafka::Message>> held_;
   std::set<ledger::TopicPartition> held_paused_;
+  // Partitions held at a close marker of a period not closed yet (CloseMarker, usage.proto), and
+  // since when (MonotonicMs); markers held for longer than limits::kCloseMarkerHoldMsMax, by
+  // partition and offset, which hold no longer.
+  std::map<ledger::TopicPartition, int64_t> marker_held_;
+  std::set<std::pair<ledger::TopicPartition, int64_t>> markers_expired_;
   int64_t last_close_note_ms_ = 0;
   ledger::OffsetMap batch_offsets_;
   size_t batch_messages_ = 0;  // consumed messages in the batch in flight
@@ -228,6 +241,7 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
     }
     paused_.clear();
     held_paused_.clear();
+    marker_held_.clear();
     // A close waiting for usage, and what it held, were not recorded (their offsets were not
     // advanced): they are consumed again once partitions are assigned again.
     pending_close_.reset();
@@ -262,7 +276,8 @@ void IngestLoop::event_cb(RdKafka::Event& event) {
   }
 }
 
-absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
+absl::Status IngestLoop::Handle(const RdKafka::Message& msg, bool* hold) {
+  *hold = false;
   RawMessage raw;
   raw.topic = msg.topic_name();
   raw.partition = msg.partition();
@@ -291,6 +306,29 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
   GPULEDGER_RETURN_IF_ERROR(validator_.status());
   next_offset_[{decoded.candidate.topic, decoded.candidate.partition}] =
       decoded.candidate.offset + 1;
+  if (const v1::UsageEvent* u = decoded.usage();
+      u != nullptr && u->has_close_marker() && decoded.candidate.reason_code.empty()) {
+    // Usage after a marker of a period still open is recorded after that period's close, here
+    // as in a ledger rebuilt from the topics (which reads the close first and holds the
+    // partition at the close's offset, the marker's).
+    auto period = base::ParsePeriod(u->close_marker().period());
+    const auto closed = validator_.registry().last_closed();
+    // With a close pending, its offsets decide instead (a marker left by a `settle close` that
+    // stopped before publishing its close is before the offsets of the one run again).
+    const ledger::TopicPartition tp{decoded.candidate.topic, decoded.candidate.partition};
+    if (!pending_close_ && period.ok() && (!closed || *period > *closed) &&
+        !markers_expired_.contains({tp, decoded.candidate.offset})) {
+      if (marker_held_.emplace(tp, MonotonicMs()).second) {
+        spdlog::info(
+            "close marker of {} at {}[{}] offset {}: the partition waits until that close is "
+            "recorded (published by `gpuledger settle close`)",
+            period->ToString(), tp.topic, tp.partition, decoded.candidate.offset);
+      }
+      PauseForClose(tp.topic, tp.partition);
+      *hold = true;
+      return pending_close_ ? RecordCloseIfReached() : absl::OkStatus();
+    }
+  }
   if (const v1::RegistryEvent* r = decoded.registry(); r != nullptr && r->has_period_close() &&
                                                        !r->period_close().usage_offsets().empty() &&
                                                        decoded.candidate.reason_code.empty()) {
@@ -303,8 +341,12 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
     spdlog::info("period {} close read: recorded once the usage it covers is read ({} partitions)",
                  r->period_close().period(), close_offsets_.size());
     pending_close_ = std::move(decoded);
-    PauseForClose(msg.topic_name(), msg.partition());
     ResumeUsage();
+    // Partitions held at a close marker go on up to the close's offsets (which may record the
+    // close at once).
+    if (!marker_held_.empty()) GPULEDGER_RETURN_IF_ERROR(ReleaseHeld());
+    if (!pending_close_) return absl::OkStatus();
+    PauseForClose(msg.topic_name(), msg.partition());
     return RecordCloseIfReached();
   }
   ++stats_.consumed;
@@ -322,6 +364,12 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg) {
     GPULEDGER_RETURN_IF_ERROR(validator_.status());
     GPULEDGER_RETURN_IF_ERROR(Record(resolution));
   }
+  // A close recorded when read (one without usage offsets) releases the close markers too.
+  if (const v1::RegistryEvent* r = decoded.registry(); r != nullptr && r->has_period_close() &&
+                                                       candidate.reason_code.empty() &&
+                                                       !marker_held_.empty()) {
+    GPULEDGER_RETURN_IF_ERROR(ReleaseHeld());
+  }
   return pending_close_ ? RecordCloseIfReached() : absl::OkStatus();
 }
 
@@ -331,13 +379,16 @@ absl::Status IngestLoop::Offer(std::unique_ptr<RdKafka::Message> msg) {
   if (auto it = next_offset_.find(tp); it != next_offset_.end() && msg->offset() < it->second) {
     return absl::OkStatus();
   }
-  if (pending_close_ && MustWait(*msg)) {
+  if ((pending_close_ && MustWait(*msg)) || marker_held_.contains(tp)) {
     next_offset_[tp] = msg->offset() + 1;
     PauseForClose(tp.topic, tp.partition);
     held_.push_back(std::move(msg));
     return absl::OkStatus();
   }
-  return Handle(*msg);
+  bool hold = false;
+  GPULEDGER_RETURN_IF_ERROR(Handle(*msg, &hold));
+  if (hold) held_.push_back(std::move(msg));
+  return absl::OkStatus();
 }
 
 bool IngestLoop::MustWait(const RdKafka::Message& msg) const {
@@ -425,8 +476,32 @@ absl::Status IngestLoop::RecordPendingClose() {
   GPULEDGER_RETURN_IF_ERROR(ledger_.AdvanceOffset(tp, close.candidate.offset + 1));
   if (batch_offsets_.empty()) batch_opened_ms_ = MonotonicMs();
   batch_offsets_[tp] = close.candidate.offset + 1;
-  // Resume what waited, then handle what was held, in the order it came (a later close may
-  // hold some of it again).
+  return ReleaseHeld();
+}
+
+absl::Status IngestLoop::ExpireMarkers() {
+  const int64_t now = MonotonicMs();
+  bool expired = false;
+  for (const auto& [tp, since] : marker_held_) {
+    if (now - since < limits::kCloseMarkerHoldMsMax) continue;
+    for (const auto& m : held_) {
+      if (m->topic_name() != tp.topic || m->partition() != tp.partition) continue;
+      // The first message held on the partition is its marker.
+      expired = true;
+      markers_expired_.insert({tp, m->offset()});
+      spdlog::warn(
+          "{}[{}]: the close marker at offset {} has waited {} s for its close, which is not on "
+          "the registry topic (`gpuledger settle close` stopped before publishing it, or it was "
+          "refused): the partition goes on; run `settle close` again to close the month",
+          tp.topic, tp.partition, m->offset(), (now - since) / 1000);
+      break;
+    }
+  }
+  return expired ? ReleaseHeld() : absl::OkStatus();
+}
+
+absl::Status IngestLoop::ReleaseHeld() {
+  marker_held_.clear();
   if (!held_paused_.empty()) {
     std::vector<RdKafka::TopicPartition*> parts;
     for (const auto& p : held_paused_) {
@@ -442,12 +517,14 @@ absl::Status IngestLoop::RecordPendingClose() {
   held_.clear();
   for (auto& m : held) {
     const ledger::TopicPartition at{m->topic_name(), m->partition()};
-    if (pending_close_ && MustWait(*m)) {
+    if ((pending_close_ && MustWait(*m)) || marker_held_.contains(at)) {
       PauseForClose(at.topic, at.partition);
       held_.push_back(std::move(m));
       continue;
     }
-    GPULEDGER_RETURN_IF_ERROR(Handle(*m));
+    bool hold = false;
+    GPULEDGER_RETURN_IF_ERROR(Handle(*m, &hold));
+    if (hold) held_.push_back(std::move(m));
   }
   return absl::OkStatus();
 }
@@ -587,6 +664,12 @@ bool IngestLoop::AllAtEnd() const {
         "stopping at the end of the topics with period {} close unrecorded: the usage it covers "
         "is not all on the topics yet (it is read again on the next start)",
         pending_close_->registry()->period_close().period());
+  } else if (!marker_held_.empty()) {
+    spdlog::warn(
+        "stopping at the end of the topics with {} usage partition(s) held at a close marker "
+        "whose close is not on the registry topic yet (`gpuledger settle close` stopped before "
+        "publishing it? run it again); they are read again on the next start",
+        marker_held_.size());
   }
   return true;
 }
@@ -721,6 +804,7 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
         spdlog::warn("consume: {}", msg->errstr());
         break;
     }
+    if (result.ok() && !marker_held_.empty()) result = ExpireMarkers();
     if (!result.ok()) break;
     const bool batch_full =
         ledger_.PendingEntries() >= options_.batch_max_messages ||

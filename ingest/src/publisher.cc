@@ -6,7 +6,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -74,6 +76,7 @@ absl::StatusOr<EncodedEvent> EncodeUsageEvent(const v1::UsageEvent& e, const Top
       out.key = absl::StrCat("pool:", v1::Program_Name(e.outage_withdrawal().program()), ":",
                              v1::GpuModel_Name(e.outage_withdrawal().gpu_model()));
       break;
+    case v1::UsageEvent::kCloseMarker:  // written to a chosen partition, not by key
     case v1::UsageEvent::BODY_NOT_SET:
       out.key = e.event_id();
       break;
@@ -299,6 +302,100 @@ absl::StatusOr<std::vector<PartitionEnd>> UsageEndOffsets(const std::string& bro
     return std::tie(a.topic, a.partition) < std::tie(b.topic, b.partition);
   });
   return out;
+}
+
+namespace {
+
+// Keeps the offset of each delivered close marker, by (topic, partition).
+class MarkerOffsets : public RdKafka::DeliveryReportCb {
+ public:
+  void dr_cb(RdKafka::Message& message) override {
+    if (message.err() != RdKafka::ERR_NO_ERROR) {
+      if (error.ok()) {
+        error = FromKafka(message.err(),
+                          absl::StrCat("writing a close marker to ", message.topic_name(), "[",
+                                       message.partition(), "]"));
+      }
+      return;
+    }
+    offsets[{message.topic_name(), message.partition()}] = message.offset();
+  }
+  std::map<std::pair<std::string, int32_t>, int64_t> offsets;
+  absl::Status error;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<PartitionEnd>> PublishCloseMarkers(const std::string& brokers,
+                                                              const KafkaConfig& kafka_config,
+                                                              const TopicNames& topics,
+                                                              const std::string& period,
+                                                              int64_t now_ms) {
+  constexpr int kTimeoutMs = 30'000;
+  MarkerOffsets delivered;
+  LogForwarder log_forwarder;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  const std::pair<const char*, std::string> settings[] = {
+      {"bootstrap.servers", brokers},
+      {"client.id", "gpuledger-close"},
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+  };
+  for (const auto& [key, value] : settings) {
+    GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), key, value));
+  }
+  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), kafka_config));
+  std::string error;
+  if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(&delivered), error) !=
+          RdKafka::Conf::CONF_OK ||
+      conf->set("event_cb", static_cast<RdKafka::EventCb*>(&log_forwarder), error) !=
+          RdKafka::Conf::CONF_OK) {
+    return absl::InternalError(absl::StrCat("Kafka callbacks: ", error));
+  }
+  std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), error));
+  if (!producer) return absl::InvalidArgumentError(absl::StrCat("Kafka producer: ", error));
+  RdKafka::Metadata* raw = nullptr;
+  const RdKafka::ErrorCode listed = producer->metadata(true, nullptr, &raw, kTimeoutMs);
+  std::unique_ptr<RdKafka::Metadata> metadata(raw);
+  if (listed != RdKafka::ERR_NO_ERROR) {
+    return absl::UnavailableError(absl::StrCat("listing the topics on ", brokers, ": ",
+                                               RdKafka::err2str(listed), "; is the broker up?"));
+  }
+  size_t sent = 0;
+  for (const RdKafka::TopicMetadata* t : *metadata->topics()) {
+    const std::optional<std::string> csp = topics.CspOfUsage(t->topic());
+    if (!csp) continue;
+    for (const RdKafka::PartitionMetadata* p : *t->partitions()) {
+      v1::UsageEvent marker;
+      marker.set_schema_version(1);
+      marker.set_event_id(absl::StrCat("close-marker-", period, "-", now_ms, "-", p->id()));
+      marker.set_csp_id(*csp);
+      marker.set_producer_id("gpuledger-settle-close");
+      marker.set_emitted_at_ms(now_ms);
+      marker.mutable_close_marker()->set_period(period);
+      const std::string value = marker.SerializeAsString();
+      const RdKafka::ErrorCode err = producer->produce(
+          t->topic(), p->id(), RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(value.data()),
+          value.size(), marker.event_id().data(), marker.event_id().size(), 0, nullptr);
+      if (err != RdKafka::ERR_NO_ERROR) {
+        return FromKafka(err,
+                         absl::StrCat("writing a close marker to ", t->topic(), "[", p->id(), "]"));
+      }
+      ++sent;
+    }
+  }
+  producer->flush(kTimeoutMs);
+  GPULEDGER_RETURN_IF_ERROR(log_forwarder.auth_failure);
+  GPULEDGER_RETURN_IF_ERROR(delivered.error);
+  if (delivered.offsets.size() != sent) {
+    return absl::DeadlineExceededError(
+        absl::StrCat(sent - delivered.offsets.size(), " of ", sent,
+                     " close markers were not acknowledged within ", kTimeoutMs / 1000,
+                     " s; nothing was closed: run `gpuledger settle close` again"));
+  }
+  std::vector<PartitionEnd> out;
+  for (const auto& [tp, offset] : delivered.offsets) out.push_back({tp.first, tp.second, offset});
+  return out;  // sorted by topic and partition (the map's order)
 }
 
 struct Publisher::Impl {

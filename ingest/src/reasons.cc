@@ -139,7 +139,9 @@ constexpr ReasonInfo kReasons[] = {
     {kPeriodCloseOutOfOrder,
      "A period close skips a period or names an unreadable period: periods close in order.",
      "Close the earlier open period first (`gpuledger settle status` lists them)."},
-    {kPeriodNotEnded, "A period close was emitted before the period ended (in KST).",
+    {kPeriodNotEnded,
+     "A period close was emitted, or a close marker (CloseMarker, written by `settle close`) "
+     "recorded, before the period ended (in KST).",
      "Wait until the month is over, then close it again."},
 };
 }  // namespace

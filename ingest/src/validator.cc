@@ -209,6 +209,17 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
       break;
     case v1::UsageEvent::kOutageWithdrawal:
       break;
+    case v1::UsageEvent::kCloseMarker: {
+      // Written by `settle close` after the period ended; one from before cuts nothing.
+      auto period = base::ParsePeriod(e.close_marker().period());
+      const int64_t recorded_ms = TimeOfRecord(*c);
+      if (period.ok() && recorded_ms < period->EndMs()) {
+        Reject(c, reason::kPeriodNotEnded,
+               absl::StrCat("a close marker of ", period->ToString(), ", which ends at ",
+                            base::FormatKst(period->EndMs()), ", recorded before that"));
+      }
+      return;
+    }
     case v1::UsageEvent::BODY_NOT_SET:
       return;
   }
@@ -237,6 +248,7 @@ void Validator::CheckUsage(const v1::UsageEvent& e, ledger::Candidate* c) const 
       return CheckOutage(csp, e.outage(), c);
     case v1::UsageEvent::kOutageWithdrawal:
       return CheckWithdrawal(e, c);
+    case v1::UsageEvent::kCloseMarker:
     case v1::UsageEvent::BODY_NOT_SET:
       return;
   }

@@ -307,6 +307,28 @@ TEST(DecideTest, RegistryEventsAreCheckedToo) {
 
 // A close's usage offsets: partitions of usage topics, each once, from 0. One that names another
 // topic would hold the close forever (ingest waits for offsets it never reads).
+// A close marker (written by `settle close` to each usage partition) names a month, and is
+// outside every metering sequence: producer_seq 0 is allowed for it, and for nothing else.
+TEST(DecideTest, CloseMarkersAreTheOperatorsAndNameAMonth) {
+  v1::UsageEvent marker = GoodUsage();
+  marker.set_producer_id("gpuledger-settle-close");
+  marker.set_producer_seq(0);
+  marker.mutable_close_marker()->set_period("2026-03");
+  auto decide = [](const v1::UsageEvent& e) {
+    return Decide(Msg(TopicNames().Usage("csp-a"), e.SerializeAsString()), {}, 7);
+  };
+  EXPECT_EQ(decide(marker).reason_code, "") << decide(marker).reason_detail;
+  EXPECT_EQ(decide(marker).source_id, "csp-a");
+  marker.mutable_close_marker()->set_period("2026-13");
+  EXPECT_EQ(decide(marker).reason_code, reason::kInvalidField);
+  EXPECT_NE(decide(marker).reason_detail.find("close_marker.period"), std::string::npos);
+  marker.mutable_close_marker()->set_period("");
+  EXPECT_EQ(decide(marker).reason_code, reason::kInvalidField);
+  v1::UsageEvent usage = GoodUsage();
+  usage.set_producer_seq(0);
+  EXPECT_EQ(decide(usage).reason_code, reason::kInvalidField);
+}
+
 TEST(DecideTest, ACloseNamesUsagePartitionsOnce) {
   auto decide = [](const std::function<void(v1::PeriodClose*)>& mutate) {
     v1::RegistryEvent r;

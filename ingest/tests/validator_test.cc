@@ -490,6 +490,25 @@ TEST(ValidatorTest, GrantsFitTheirPoolAtEveryInstant) {
             "");
 }
 
+// A close marker is recorded (and settles nothing) once its month has ended by the time of
+// record; one recorded before that cuts nothing: PERIOD_NOT_ENDED.
+TEST(ValidatorTest, ACloseMarkerIsRecordedOnlyAfterItsMonthEnds) {
+  Harness h;
+  h.StandardRegistry();
+  const base::Period march{2026, 3};
+  v1::UsageEvent marker;
+  marker.set_schema_version(1);
+  marker.set_csp_id("csp-a");
+  marker.set_producer_id("gpuledger-settle-close");
+  marker.mutable_close_marker()->set_period(march.ToString());
+  marker.set_event_id("close-marker-early");
+  EXPECT_EQ(h.Send(marker, false, march.EndMs() - 1).reason_code(), reason::kPeriodNotEnded);
+  marker.set_event_id("close-marker-after");
+  const v1::LedgerEntry after = h.Send(marker, false, march.EndMs());
+  EXPECT_EQ(after.reason_code(), "");
+  EXPECT_EQ(after.outcome(), v1::ACCEPTED);
+}
+
 TEST(ValidatorTest, PeriodsCloseInOrderAfterTheyEnd) {
   Harness h;
   h.StandardRegistry();

@@ -27,8 +27,8 @@ python3 "$ROOT/ops/sample/make_sample.py" "$WORK/sample" --period 2026-03 >/dev/
 
 "$G" settle close --db "$WORK/b" --period 2026-03 --wait-s 0 >/dev/null 2>"$WORK/close.err" \
   || { cat "$WORK/close.err" >&2; fail "settle close failed"; }
-grep -q 'the close covers the usage now on [1-9][0-9]* usage partition' "$WORK/close.err" \
-  || fail "the close did not name the usage partitions: $(cat "$WORK/close.err")"
+grep -q 'close markers written to [1-9][0-9]* usage partition' "$WORK/close.err" \
+  || fail "the close did not mark the usage partitions: $(cat "$WORK/close.err")"
 "$G" publish --kind usage "$WORK/sample/late.jsonl" 2>/dev/null
 
 "$G" ingest --db "$WORK/b" --until-end --unsigned >"$WORK/b2.log" 2>&1 \
@@ -87,4 +87,60 @@ python3 -c '
 import json, sys
 assert json.load(open(sys.argv[1]))["status"] != "closed", "April closed by a refused close"' \
   "$WORK/a-april-after.json" || fail "April is closed"
+
+# The race a running ingest meets: usage published after `settle close` wrote its markers, read
+# by ingest before the close itself. Ledger B reads the markers and that usage first (the close
+# is held back by GPULEDGER_TEST_CLOSE_GATE): it must hold the partitions at the markers, record
+# nothing after them, and record the usage only after the close. Ledger A reads the close first.
+# Both must freeze April the same, with the usage as a May adjustment of March.
+"$G" ingest --db "$WORK/b" --until-end --unsigned >"$WORK/b3.log" 2>&1 \
+  || { cat "$WORK/b3.log" >&2; fail "ingest B (bad close) failed"; }
+GPULEDGER_TEST_CLOSE_GATE="$WORK/gate" "$G" settle close --db "$WORK/b" --period 2026-04 \
+  --wait-s 0 >/dev/null 2>"$WORK/close2.err" &
+closer=$!
+for _ in $(seq 1 300); do
+  grep -q 'waiting for .* before publishing the close' "$WORK/close2.err" && break
+  kill -0 $closer 2>/dev/null || break
+  sleep 0.1
+done
+grep -q 'close markers written to [1-9][0-9]* usage partition' "$WORK/close2.err" \
+  || { kill $closer 2>/dev/null; fail "settle close wrote no markers: $(cat "$WORK/close2.err")"; }
+cat >"$WORK/after-markers.jsonl" <<'JSON'
+{"schemaVersion":1,"eventId":"csp-beta-900001","cspId":"csp-beta","producerId":"csp-beta-meter-9","producerSeq":1,"emittedAtMs":1775142000000,"usage":{"allocationId":"alloc-0001","gpuModel":"H200","gpuCount":1,"startMs":1774962000000,"endMs":1774969200000,"nodeId":"csp-beta-node-099"}}
+JSON
+"$G" publish --kind usage "$WORK/after-markers.jsonl" 2>/dev/null
+"$G" ingest --db "$WORK/b" --until-end --unsigned >"$WORK/b4.log" 2>&1 \
+  || { kill $closer 2>/dev/null; cat "$WORK/b4.log" >&2; fail "ingest B (markers) failed"; }
+grep -q 'close marker of 2026-04 at .*: the partition waits until that close is recorded' \
+  "$WORK/b4.log" || { kill $closer 2>/dev/null; fail "ingest B did not hold at a marker"; }
+grep -q 'done: consumed 0 ' "$WORK/b4.log" \
+  || { kill $closer 2>/dev/null; fail "ingest B recorded usage after a marker before the close: $(grep 'done:' "$WORK/b4.log")"; }
+touch "$WORK/gate"
+wait $closer || { cat "$WORK/close2.err" >&2; fail "settle close of April failed"; }
+"$G" ingest --db "$WORK/b" --until-end --unsigned >"$WORK/b5.log" 2>&1 \
+  || { cat "$WORK/b5.log" >&2; fail "ingest B (after the April close) failed"; }
+"$G" ingest --db "$WORK/a" --until-end --unsigned >"$WORK/a3.log" 2>&1 \
+  || { cat "$WORK/a3.log" >&2; fail "ingest A (April close) failed"; }
+for l in a b; do
+  for p in 2026-04 2026-05; do
+    "$G" settle --db "$WORK/$l" --store "$WORK/$l.store" --period $p --format json \
+      -o "$WORK/$l-$p-late.json" 2>/dev/null || fail "settle $l $p (April closed) failed"
+  done
+done
+python3 - "$WORK" <<'PY'
+import json, sys
+w = sys.argv[1]
+for l in "ab":
+    april = json.load(open(f"{w}/{l}-2026-04-late.json"))
+    may = json.load(open(f"{w}/{l}-2026-05-late.json"))
+    assert april["status"] == "closed", f"{l}: April is not closed"
+    adj = [a for i in may.get("invoices", []) for a in i.get("adjustments", [])]
+    gpu_ms = sum(int(a["gpu_ms"]) for a in adj if a["adjusts_period"] == "2026-03")
+    assert gpu_ms == 2 * 3_600_000, f"{l}: May adjusts March by {gpu_ms} GPU-ms, not 2 GPU-hours"
+    print(f"{l}: April closed without the usage after the markers; May adjusts March by {gpu_ms} GPU-ms")
+PY
+cmp -s "$WORK/a-2026-04-late.json" "$WORK/b-2026-04-late.json" \
+  || fail "April differs between ledgers A and B (usage after the markers)"
+cmp -s "$WORK/a-2026-05-late.json" "$WORK/b-2026-05-late.json" \
+  || fail "May differs between ledgers A and B (usage after the markers)"
 echo "close offsets test: OK"

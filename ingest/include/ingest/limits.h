@@ -65,4 +65,10 @@ inline constexpr int64_t kMaxWindowMsMax = int64_t{100} * 366 * 86'400'000;
 // dozen CSPs with a few partitions each; a close is one message).
 inline constexpr size_t kCloseUsageOffsetsMax = 10'000;
 
+// How long ingest holds a usage partition at a close marker whose close it has not read: 10
+// minutes of its own clock. `settle close` publishes the close a moment after its markers; a
+// marker whose close never comes (`settle close` stopped between the two, or its close refused)
+// then lets its partition go on, with a warning, instead of holding it until some later close.
+inline constexpr int64_t kCloseMarkerHoldMsMax = 10 * 60'000;
+
 }  // namespace gpuledger::ingest::limits

@@ -107,4 +107,14 @@ absl::StatusOr<std::vector<PartitionEnd>> UsageEndOffsets(const std::string& bro
                                                           const KafkaConfig& kafka_config,
                                                           const TopicNames& topics);
 
+// Writes a close marker of `period` (UsageEvent.close_marker, producer "gpuledger-settle-close")
+// to every partition of every usage topic on the cluster and waits for each to be acknowledged:
+// returns each marker's offset, sorted by topic and partition. A period close naming these
+// offsets covers exactly the usage before the markers, in any ledger built from the topics.
+absl::StatusOr<std::vector<PartitionEnd>> PublishCloseMarkers(const std::string& brokers,
+                                                              const KafkaConfig& kafka_config,
+                                                              const TopicNames& topics,
+                                                              const std::string& period,
+                                                              int64_t now_ms);
+
 }  // namespace gpuledger::ingest
