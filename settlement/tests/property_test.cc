@@ -94,6 +94,10 @@ struct AllocInfo {
   v1::GpuModel model = v1::H200;
   int64_t gpus = 0;
   int64_t cap = 0;  // GPU-ms, 0: none
+  // Its window, as amended by a transfer (which ends it, and starts the one continuing it).
+  int64_t start = 0;
+  int64_t end = kNever;
+  std::string cap_holder;  // the allocation whose cap it draws on: the first of its transfers
 };
 
 // A live usage interval, with what the rules make of it when it is applied.
@@ -133,7 +137,7 @@ struct World {
   std::map<PoolKey, std::map<int64_t, int64_t>> pools;
   std::map<std::string, std::map<int64_t, int64_t>> contracts;   // own-use cap by CSP
   std::map<std::string, std::map<int64_t, int64_t>> netting;     // OwnUseExcess by CSP
-  std::map<std::string, int64_t> cap_used;                       // by allocation
+  std::map<std::string, int64_t> cap_used;                       // by cap holder
   std::map<std::pair<std::string, std::string>, Interval> live;  // by (CSP, event id)
   std::vector<Span> own_use;
   std::vector<Span> outages;
@@ -143,8 +147,21 @@ struct World {
       const v1::RegistryEvent& e = s.registry;
       if (e.has_allocation() && !allocations.contains(e.allocation().allocation_id())) {
         const auto& a = e.allocation();
-        allocations[a.allocation_id()] = {a.csp_id(), a.program(), a.gpu_model(), a.gpu_count(),
-                                          a.gpu_ms_cap()};
+        allocations[a.allocation_id()] = {a.csp_id(),    a.program(),      a.gpu_model(),
+                                          a.gpu_count(), a.gpu_ms_cap(),   a.start_ms(),
+                                          a.end_ms(),    a.allocation_id()};
+      }
+      if (e.has_allocation_amendment() && e.allocation_amendment().has_transfer()) {
+        const auto& m = e.allocation_amendment();
+        auto from = allocations.find(m.allocation_id());
+        if (from != allocations.end() && !allocations.contains(m.transfer().new_allocation_id())) {
+          AllocInfo next = from->second;  // the same grant, end and cap holder
+          if (!m.transfer().to_csp_id().empty()) next.csp = m.transfer().to_csp_id();
+          next.start = m.effective_from_ms();
+          from->second.end = m.effective_from_ms();
+          allocations[m.transfer().new_allocation_id()] = next;
+          Cut(m.allocation_id(), m.effective_from_ms());
+        }
       }
       if (e.has_rate_card()) {
         const auto& r = e.rate_card();
@@ -168,7 +185,7 @@ struct World {
       auto it = live.find({s.csp, e.correction().target_event_id()});
       if (it != live.end()) {
         const Interval& old = it->second;
-        cap_used[old.allocation_id] -= old.cap_gpu_ms;
+        cap_used[allocations.at(old.allocation_id).cap_holder] -= old.cap_gpu_ms;
         live.erase(it);
       }
       if (e.correction().has_replacement()) Add(s.csp, e.event_id(), e.correction().replacement());
@@ -217,14 +234,34 @@ struct World {
     if (rate != rates.end() && !rate->second.empty()) r.priced_from = rate->second.begin()->first;
     r.cap_from = r.end;
     if (a.cap > 0) {
-      const int64_t remaining = std::max<int64_t>(0, a.cap - cap_used[r.allocation_id]);
+      const int64_t remaining = std::max<int64_t>(0, a.cap - cap_used[a.cap_holder]);
       const int64_t within =
           r.gpus * (r.end - r.start) <= remaining ? r.end - r.start : remaining / r.gpus;
       r.cap_from = r.start + within;
       r.cap_gpu_ms = r.gpus * within;
-      cap_used[r.allocation_id] += r.cap_gpu_ms;
+      cap_used[a.cap_holder] += r.cap_gpu_ms;
     }
     live[{csp, id}] = r;
+  }
+
+  // The allocation ends at `end_ms` (a transfer): its usage after it stops counting, and what
+  // that took from the cap is given back (docs/SETTLEMENT.md, "Revocations", "Transfers").
+  void Cut(const std::string& allocation_id, int64_t end_ms) {
+    const std::string& holder = allocations.at(allocation_id).cap_holder;
+    for (auto& [who, r] : live) {
+      if (r.allocation_id != allocation_id || r.end <= end_ms) continue;
+      const int64_t from = std::max(r.start, end_ms);
+      if (r.cap_gpu_ms > 0) {
+        const int64_t within_end = r.start + r.cap_gpu_ms / r.gpus;
+        if (within_end > from) {
+          const int64_t back = r.gpus * (within_end - from);
+          cap_used[holder] -= back;
+          r.cap_gpu_ms -= back;
+        }
+      }
+      r.end = from;
+      r.cap_from = std::min(r.cap_from, r.end);
+    }
   }
 
   // The most GPUs of `allocation_id` in use at once within [start, end), `except` aside.
@@ -402,6 +439,8 @@ class Generator {
         LateRegistry();
       } else if (r < 95) {
         NewRejected();
+      } else if (r < 96) {
+        NewTransfer();
       } else {
         NewUsage();
       }
@@ -612,18 +651,46 @@ class Generator {
     return {start, end};
   }
 
+  // An allocation moved to the other CSP (and sometimes another institution) from an instant a
+  // few days either side of the clock: usage recorded after that instant is taken back.
+  void NewTransfer() {
+    const std::string id = Pick(allocations_);
+    const AllocInfo& a = world_.allocations.at(id);
+    const int64_t at = Instant(clock_ - 3 * kDay, clock_ + 5 * kDay);
+    if (transferred_.contains(id) || at <= a.start || at >= a.end) return;
+    v1::RegistryEvent e;
+    auto* m = e.mutable_allocation_amendment();
+    m->set_allocation_id(id);
+    m->set_effective_from_ms(at);
+    auto* t = m->mutable_transfer();
+    t->set_new_allocation_id(absl::StrCat(id, "-t", transferred_.size() + 1));
+    t->set_to_csp_id(a.csp == kCsps[0] ? kCsps[1] : kCsps[0]);
+    if (Chance(50)) t->set_to_institution_id(Pick(institutions_));
+    const std::string next = t->new_allocation_id();
+    Reg(std::move(e));
+    transferred_.insert(id);
+    allocations_.push_back(next);
+  }
+
+  // [start, end) within the allocation's window (empty if they do not meet).
+  static std::pair<int64_t, int64_t> Within(const AllocInfo& a, int64_t start, int64_t end) {
+    return {std::max(start, a.start), std::min(end, a.end)};
+  }
+
   void NewUsage() {
     const std::string& id = Pick(allocations_);
     const AllocInfo& a = world_.allocations.at(id);
     auto [start, end] = RandomSpan(3 * kDay);
     int64_t gpus = 0;
-    const int64_t remaining = a.cap - world_.cap_used[id];
+    const int64_t remaining = a.cap - world_.cap_used[a.cap_holder];
     if (a.cap > 0 && remaining > 0 && remaining <= 3 * kDay && Chance(30)) {
       // One GPU for exactly what is left of the cap (or a millisecond more or less).
       end = clock_ - Uniform(0, kDay);
       start = end - remaining - Uniform(-1, 2);
       gpus = 1;
     }
+    std::tie(start, end) = Within(a, start, end);  // ingest refuses usage outside it
+    if (end <= start) return;
     const int64_t free = a.gpus - world_.InUse(id, start, end, nullptr);
     if (free <= 0 || end <= start) return;
     if (gpus == 0) gpus = Uniform(1, free + 1);
@@ -655,7 +722,8 @@ class Generator {
       return;
     }
     int64_t start, end;
-    if (Chance(10)) {  // the very same interval again: nothing changes
+    if (Chance(10)) {                    // the very same interval again: nothing changes
+      if (old.end <= old.start) return;  // all of it taken back by a transfer
       v1::UsageEvent same = Usage(Id("x"), old.allocation_id, static_cast<uint32_t>(old.gpus),
                                   old.start, old.end, a.model);
       same.mutable_usage()->set_node_id(Id("n"));
@@ -670,6 +738,8 @@ class Generator {
     } else {
       std::tie(start, end) = RandomSpan(3 * kDay);
     }
+    std::tie(start, end) = Within(a, start, end);
+    if (end <= start) return;
     const int64_t free = a.gpus - world_.InUse(old.allocation_id, start, end, &target);
     if (free <= 0) return;
     v1::UsageEvent replacement =
@@ -704,8 +774,9 @@ class Generator {
         start = r.start + Uniform(-kHour, r.end - r.start);
         end = std::min(clock_, start + Uniform(kMinute, kDay));
         if (Chance(30)) std::tie(start, end) = std::pair{r.start, r.end};  // exactly over it
-        if (end <= start) return;
       }
+      std::tie(start, end) = Within(a, start, end);
+      if (end <= start) return;
       Use(a.csp, Outage(Id("d"), id, static_cast<uint32_t>(Uniform(1, a.gpus + 1)), start, end,
                         "gpu-fault", a.program, a.model));
       return;
@@ -727,6 +798,7 @@ class Generator {
   std::vector<int64_t> instants_{kMarch.StartMs(), kApril.StartMs(), kMay.StartMs(),
                                  kJune.StartMs()};
   std::set<std::pair<std::string, int64_t>> type_changes_;
+  std::set<std::string> transferred_;
   int64_t clock_ = 0;
   int ids_ = 0;
 };
