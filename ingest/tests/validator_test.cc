@@ -1222,6 +1222,18 @@ TEST_F(PolicyTest, ATransferMovesAnAllocationToAnotherCspOrInstitutionFromItsDat
   EXPECT_EQ(transfer("h2", kT0 + 5 * kDay, "h4", "", "sme2"), reason::kOverServerLimit);
   EXPECT_EQ(transfer("h3", kT0 + 5 * kDay, "h5", "csp-b", ""), "");
   EXPECT_EQ(transfer("h2", kT0 + 5 * kDay, "h4", "", "lab"), "");
+
+  // Usage of the continuing allocation read before the transfer waits for it, then counts.
+  h_.SetUsageCsp("csp-b");
+  const v1::LedgerEntry parked =
+      h_.Send(h_.Usage("r3", 1, kT0 + 30 * kDay, kT0 + 30 * kDay + kHour), false, kT0 + 31 * kDay);
+  EXPECT_EQ(parked.outcome(), v1::PARKED);
+  EXPECT_EQ(transfer("r2", kT0 + 30 * kDay, "r3", "csp-b", ""), "");
+  const v1::LedgerEntry resolved = h_.ledger().Get(h_.ledger().head().seq)->entry;
+  EXPECT_EQ(resolved.resolves_seq(), parked.seq());
+  EXPECT_EQ(resolved.outcome(), v1::ACCEPTED)
+      << resolved.reason_code() << ": " << resolved.reason_detail();
+  h_.SetUsageCsp("csp-a");
 }
 
 TEST_F(PolicyTest, CopayPoliciesStayWithinTheProgrammesBounds) {
