@@ -123,6 +123,7 @@ struct Span {
   // Own use: [from, to) stretches with the won per GPU-hour in force there when it was
   // recorded (0: no rate card yet).
   std::vector<std::tuple<int64_t, int64_t, int64_t>> rated;
+  std::string event_id;  // outages: what a withdrawal names
 };
 
 int64_t Overlap(int64_t start, int64_t end, Period p) {
@@ -138,6 +139,7 @@ struct World {
   std::map<std::string, std::map<int64_t, int64_t>> contracts;   // own-use cap by CSP
   std::map<std::string, std::map<int64_t, int64_t>> netting;     // OwnUseExcess by CSP
   std::map<std::string, int64_t> cap_used;                       // by cap holder
+  std::map<std::string, uint32_t> releases;                      // OverCapRelease co-pay
   std::map<std::pair<std::string, std::string>, Interval> live;  // by (CSP, event id)
   std::vector<Span> own_use;
   std::vector<Span> outages;
@@ -162,6 +164,9 @@ struct World {
           allocations[m.transfer().new_allocation_id()] = next;
           Cut(m.allocation_id(), m.effective_from_ms());
         }
+      }
+      if (e.has_over_cap_release()) {
+        releases.emplace(e.over_cap_release().allocation_id(), e.over_cap_release().copay_bp());
       }
       if (e.has_rate_card()) {
         const auto& r = e.rate_card();
@@ -192,7 +197,8 @@ struct World {
     }
     if (e.has_own_use()) {
       const auto& o = e.own_use();
-      Span span{s.csp, "", o.program(), o.gpu_model(), o.gpu_count(), o.start_ms(), o.end_ms(), {}};
+      Span span{s.csp,        "",         o.program(), o.gpu_model(), o.gpu_count(),
+                o.start_ms(), o.end_ms(), {},          e.event_id()};
       // Valued with the rate cards recorded so far, cut where they change.
       std::vector<int64_t> cuts{o.start_ms(), o.end_ms()};
       auto rate = rates.find({o.program(), o.gpu_model()});
@@ -217,7 +223,13 @@ struct World {
                          o.gpu_count(),
                          o.start_ms(),
                          o.end_ms(),
-                         {}});
+                         {},
+                         e.event_id()});
+    }
+    if (e.has_outage_withdrawal()) {  // the outage was never declared: no credit, no row
+      std::erase_if(outages, [&](const Span& o) {
+        return o.csp == s.csp && o.event_id == e.outage_withdrawal().target_event_id();
+      });
     }
   }
 
@@ -381,7 +393,7 @@ struct World {
       const int64_t lo = std::max(from, p.StartMs());
       const int64_t hi = std::min(r.end, p.EndMs());
       if (lo < hi)
-        priced[r.allocation_id].push_back(Span{"", r.allocation_id, 0, 0, r.gpus, lo, hi, {}});
+        priced[r.allocation_id].push_back(Span{"", r.allocation_id, 0, 0, r.gpus, lo, hi, {}, ""});
     }
     // Credits per allocation and instant: min(GPUs of its priced usage, GPUs declared out).
     for (const auto& [allocation_id, spans] : priced) {
@@ -441,6 +453,10 @@ class Generator {
         NewRejected();
       } else if (r < 96) {
         NewTransfer();
+      } else if (r < 97) {
+        NewRelease();
+      } else if (r < 98) {
+        NewWithdrawal();
       } else {
         NewUsage();
       }
@@ -672,6 +688,29 @@ class Generator {
     allocations_.push_back(next);
   }
 
+  // The operator's decision on an allocation's held usage (at most one per allocation): billed
+  // at a co-pay from 0% to 29%. Moves GPU-ms between line kinds, not in or out of them.
+  void NewRelease() {
+    const std::string& id = Pick(allocations_);
+    if (!released_.insert(id).second) return;
+    Reg(Release(id, static_cast<uint32_t>(Uniform(0, 30) * 100)));
+  }
+
+  // A declared outage withdrawn (a mistake): its credits and statement rows go.
+  void NewWithdrawal() {
+    if (world_.outages.empty()) return;
+    const Span o = Pick(world_.outages);
+    v1::UsageEvent e;
+    e.set_event_id(Id("ow"));
+    auto* w = e.mutable_outage_withdrawal();
+    w->set_target_event_id(o.event_id);
+    w->set_allocation_id(o.allocation_id);
+    w->set_program(static_cast<v1::Program>(o.program));
+    w->set_gpu_model(static_cast<v1::GpuModel>(o.model));
+    w->set_reason("declared by mistake");
+    Use(o.csp, std::move(e));
+  }
+
   // [start, end) within the allocation's window (empty if they do not meet).
   static std::pair<int64_t, int64_t> Within(const AllocInfo& a, int64_t start, int64_t end) {
     return {std::max(start, a.start), std::min(end, a.end)};
@@ -799,6 +838,7 @@ class Generator {
                                  kJune.StartMs()};
   std::set<std::pair<std::string, int64_t>> type_changes_;
   std::set<std::string> transferred_;
+  std::set<std::string> released_;
   int64_t clock_ = 0;
   int ids_ = 0;
 };
@@ -999,7 +1039,7 @@ std::string Where(const Outcome& o, const std::string& what, Period p) {
 }
 
 // Property 1 on one set of documents.
-void CheckAddsUp(const v1::PeriodDocuments& d, const std::string& where) {
+void CheckAddsUp(const v1::PeriodDocuments& d, const std::string& where, const World& w) {
   SCOPED_TRACE(where);
   Sum invoices, statements, programs;
   for (const v1::Invoice& inv : d.invoices()) {
@@ -1019,7 +1059,15 @@ void CheckAddsUp(const v1::PeriodDocuments& d, const std::string& where) {
       EXPECT_NE(l.gpu_ms(), 0);
       EXPECT_EQ(l.gpu_ms() < 0, l.kind() == v1::LINE_KIND_OUTAGE_CREDIT);
       // The over-cap rule of the line's type (Registry() above).
-      if (l.kind() == v1::LINE_KIND_BEYOND_CAP) {
+      // Academia has no rule (held): billed only once the operator released the allocation's
+      // held usage, at the release's co-pay.
+      if (l.kind() == v1::LINE_KIND_BEYOND_CAP && l.institution_type() == v1::ACADEMIA) {
+        auto release = w.releases.find(l.allocation_id());
+        EXPECT_TRUE(release != w.releases.end()) << l.allocation_id();
+        if (release != w.releases.end()) {
+          EXPECT_EQ(l.copay_bp(), release->second);
+        }
+      } else if (l.kind() == v1::LINE_KIND_BEYOND_CAP) {
         EXPECT_EQ(l.copay_bp(), l.institution_type() == v1::STARTUP ? 2'000u : 10'000u);
         EXPECT_TRUE(l.institution_type() == v1::SME || l.institution_type() == v1::STARTUP ||
                     l.institution_type() == v1::MID_SIZED_ENTERPRISE);
@@ -1232,10 +1280,10 @@ void CheckQuantities(const v1::PeriodDocuments& d, const World& w, const std::st
 TEST(PropertyTest, EveryDocumentAddsUp) {
   for (const Outcome& o : Outcomes()) {
     for (const auto* docs : {&o.live, &o.replay, &o.open}) {
-      for (const auto& [p, d] : *docs) CheckAddsUp(d, Where(o, "end", p));
+      for (const auto& [p, d] : *docs) CheckAddsUp(d, Where(o, "end", p), o.world);
     }
     for (const auto& d : o.reads)
-      CheckAddsUp(d, absl::StrCat("seed ", o.seed, ", read ", d.period()));
+      CheckAddsUp(d, absl::StrCat("seed ", o.seed, ", read ", d.period()), o.world);
   }
 }
 
