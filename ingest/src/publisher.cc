@@ -266,44 +266,6 @@ absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_c
   return status;
 }
 
-absl::StatusOr<std::vector<PartitionEnd>> UsageEndOffsets(const std::string& brokers,
-                                                          const KafkaConfig& kafka_config,
-                                                          const TopicNames& topics) {
-  constexpr int kTimeoutMs = 30'000;
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", brokers));
-  GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", "gpuledger-close"));
-  GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), kafka_config));
-  std::string error;
-  std::unique_ptr<RdKafka::Producer> client(RdKafka::Producer::create(conf.get(), error));
-  if (!client) return absl::InvalidArgumentError(absl::StrCat("Kafka client: ", error));
-  RdKafka::Metadata* raw = nullptr;
-  const RdKafka::ErrorCode err = client->metadata(true, nullptr, &raw, kTimeoutMs);
-  std::unique_ptr<RdKafka::Metadata> metadata(raw);
-  if (err != RdKafka::ERR_NO_ERROR) {
-    return absl::UnavailableError(absl::StrCat("listing the topics on ", brokers, ": ",
-                                               RdKafka::err2str(err), "; is the broker up?"));
-  }
-  std::vector<PartitionEnd> out;
-  for (const RdKafka::TopicMetadata* t : *metadata->topics()) {
-    if (!topics.CspOfUsage(t->topic())) continue;
-    for (const RdKafka::PartitionMetadata* p : *t->partitions()) {
-      int64_t low = 0, high = 0;
-      const RdKafka::ErrorCode e =
-          client->query_watermark_offsets(t->topic(), p->id(), &low, &high, kTimeoutMs);
-      if (e != RdKafka::ERR_NO_ERROR) {
-        return absl::UnavailableError(absl::StrCat("reading the end offset of ", t->topic(), "[",
-                                                   p->id(), "]: ", RdKafka::err2str(e)));
-      }
-      out.push_back({t->topic(), p->id(), high});
-    }
-  }
-  std::sort(out.begin(), out.end(), [](const PartitionEnd& a, const PartitionEnd& b) {
-    return std::tie(a.topic, a.partition) < std::tie(b.topic, b.partition);
-  });
-  return out;
-}
-
 namespace {
 
 // Keeps the offset of each delivered close marker, by (topic, partition).

@@ -96,16 +96,12 @@ absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_c
 absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::string>& topics,
                           int partitions);
 
-// The end offset (high watermark: the next offset to be written) of every partition of every
-// usage topic on the cluster, sorted by topic and partition: what a period close covers.
+// Where a period close cuts a partition of a usage topic.
 struct PartitionEnd {
   std::string topic;
   int32_t partition = 0;
   int64_t offset = 0;
 };
-absl::StatusOr<std::vector<PartitionEnd>> UsageEndOffsets(const std::string& brokers,
-                                                          const KafkaConfig& kafka_config,
-                                                          const TopicNames& topics);
 
 // Writes a close marker of `period` (UsageEvent.close_marker, producer "gpuledger-settle-close")
 // to every partition of every usage topic on the cluster and waits for each to be acknowledged:
