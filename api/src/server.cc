@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
@@ -472,6 +473,24 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, Slot& slot, const 
   }
 }
 
+// Closes the sending side, then reads and discards what the client still sends (a request never
+// read, the rest of a refused body) until it closes too, for at most a second and 64 KiB: a
+// socket closed with unread input makes the kernel reset the connection, and a client that had
+// not read the response yet would lose it (it reads "connection reset" instead of a 503 or 413).
+awaitable<void> LingeringClose(beast::tcp_stream& stream) {
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) co_return;
+  stream.expires_after(std::chrono::seconds(1));
+  std::array<char, 4096> sink;
+  for (size_t total = 0; total < 64 * 1024;) {
+    const size_t n = co_await stream.async_read_some(asio::buffer(sink),
+                                                     asio::redirect_error(use_awaitable, ec));
+    if (ec || n == 0) break;
+    total += n;
+  }
+}
+
 // Clears the handle's stream before the stream is destroyed (declared after it).
 struct StreamRegistration {
   Connections::Handle& handle;
@@ -512,8 +531,7 @@ awaitable<void> Session(tcp::socket socket, Shared& shared, asio::ssl::context* 
       beast::tcp_stream stream(std::move(socket));
       StreamRegistration reg(*slot.handle, stream);
       co_await ServeRequests(stream, shared, slot, client, false);
-      beast::error_code ec;
-      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      co_await LingeringClose(stream);
     }
   } catch (const std::exception& e) {
     spdlog::debug("connection closed: {}", e.what());
@@ -542,8 +560,7 @@ awaitable<void> Refuse(tcp::socket socket, Shared& shared, asio::ssl::context* t
     } else {
       beast::tcp_stream stream(std::move(socket));
       co_await WriteResponse(stream, shared, res, false, 11, false, false);
-      beast::error_code ec;
-      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      co_await LingeringClose(stream);
     }
   } catch (const std::exception&) {
   }
