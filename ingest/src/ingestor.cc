@@ -326,7 +326,7 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg, bool* hold) {
       }
       PauseForClose(tp.topic, tp.partition);
       *hold = true;
-      return pending_close_ ? RecordCloseIfReached() : absl::OkStatus();
+      return absl::OkStatus();  // no close is pending here: nothing more to record
     }
   }
   if (const v1::RegistryEvent* r = decoded.registry(); r != nullptr && r->has_period_close() &&
