@@ -15,6 +15,7 @@
 #include "base/limits.h"
 #include "base/process_memory.h"
 #include "base/status.h"
+#include "decode_ahead.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/limits.h"
 #include "ingest/metrics.h"
@@ -43,7 +44,9 @@ int64_t MonotonicMs() {
 }
 
 // Owns the consumer and the batch in flight. Runs on the calling thread; librdkafka calls the
-// rebalance and event callbacks from inside consume(), on this same thread.
+// rebalance and event callbacks from inside consume(), on this same thread. It consumes a window
+// of messages ahead of the one it handles, which DecodeAhead decodes on the second core
+// meanwhile (limits::kIngestWindowMessagesMax, kIngestWindowBytesMax).
 class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
  public:
   IngestLoop(const IngestOptions& options, ledger::Ledger& ledger, const std::atomic<bool>& stop,
@@ -63,11 +66,18 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
 
  private:
   absl::Status Setup();
+  // Consumes into `*window` what the consumer has: waits up to `wait_ms` for the first result,
+  // then takes what is ready, up to the window's bounds.
+  void Fill(std::vector<Consumed>* window, int64_t wait_ms);
+  // Handles one result of consume() (skipped when a rebalance came after it was consumed);
+  // commits the batch when it is full.
+  absl::Status Step(Consumed& c);
   // Handles a consumed message, or holds it while a period close waits for usage offsets.
-  absl::Status Offer(std::unique_ptr<RdKafka::Message> msg);
+  // `ahead`: the message decoded by DecodeAhead, or null.
+  absl::Status Offer(std::unique_ptr<RdKafka::Message> msg, Consumed* ahead);
   // Decides and records `msg`; sets `*hold` instead for a close marker of a period not closed
   // yet (its partition is paused until that close is recorded; the caller keeps the message).
-  absl::Status Handle(const RdKafka::Message& msg, bool* hold);
+  absl::Status Handle(const RdKafka::Message& msg, Consumed* ahead, bool* hold);
   // A close was recorded: resumes the partitions paused behind it or behind close markers, and
   // handles what they held, in the order it came (a later close or marker may hold some again).
   absl::Status ReleaseHeld();
@@ -135,6 +145,8 @@ class IngestLoop : public RdKafka::RebalanceCb, public RdKafka::EventCb {
   int64_t last_memory_log_ms_ = 0;
   uint64_t consumed_at_last_progress_ = 0;
   bool ever_assigned_ = false;
+  // Counts rebalances: what was consumed before the latest is not handled (Consumed::generation).
+  uint64_t generation_ = 0;
   uint64_t staged_notice_cursor_ = 0;
   std::set<std::string> create_time_topics_;  // warned about by NoteProducerTimestamps
 };
@@ -204,8 +216,10 @@ absl::Status IngestLoop::Setup() {
 void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
                               std::vector<RdKafka::TopicPartition*>& partitions) {
   // Whatever happens, the batch in flight is made durable first: its offsets belong to the
-  // partitions that may be about to move.
+  // partitions that may be about to move. What was consumed and not handled yet is dropped: it is
+  // consumed again from the ledger's offsets once partitions are assigned again.
   if (absl::Status st = CommitBatch(); !st.ok() && callback_error_.ok()) callback_error_ = st;
+  ++generation_;
   if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
     const ledger::OffsetMap stored = ledger_.Offsets();
     for (RdKafka::TopicPartition* tp : partitions) {
@@ -276,32 +290,16 @@ void IngestLoop::event_cb(RdKafka::Event& event) {
   }
 }
 
-absl::Status IngestLoop::Handle(const RdKafka::Message& msg, bool* hold) {
+absl::Status IngestLoop::Handle(const RdKafka::Message& msg, Consumed* ahead, bool* hold) {
   *hold = false;
-  RawMessage raw;
-  raw.topic = msg.topic_name();
-  raw.partition = msg.partition();
-  raw.offset = msg.offset();
-  const RdKafka::MessageTimestamp ts = msg.timestamp();
-  switch (ts.type) {
-    case RdKafka::MessageTimestamp::MSG_TIMESTAMP_LOG_APPEND_TIME:
-      raw.kafka_timestamp_type = v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME;
-      raw.kafka_timestamp_ms = ts.timestamp;
-      break;
-    case RdKafka::MessageTimestamp::MSG_TIMESTAMP_CREATE_TIME:
-      raw.kafka_timestamp_type = v1::KAFKA_TIMESTAMP_CREATE_TIME;
-      raw.kafka_timestamp_ms = ts.timestamp;
-      NoteProducerTimestamps(raw.topic);
-      break;
-    case RdKafka::MessageTimestamp::MSG_TIMESTAMP_NOT_AVAILABLE:
-      raw.kafka_timestamp_type = v1::KAFKA_TIMESTAMP_NONE;
-      raw.kafka_timestamp_ms = -1;
-      break;
+  if (msg.timestamp().type == RdKafka::MessageTimestamp::MSG_TIMESTAMP_CREATE_TIME) {
+    NoteProducerTimestamps(msg.topic_name());
   }
-  if (msg.payload() != nullptr)
-    raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
-
-  Decoded decoded = Decode(std::move(raw), validator_.limits(), NowMs());
+  // Decoded ahead with the limits in force now, or decoded here.
+  Decoded decoded = ahead != nullptr && ahead->decoded.has_value() &&
+                            ahead->limits_seq == validator_.limits_from_seq()
+                        ? *std::move(ahead->decoded)
+                        : DecodeMessage(msg, validator_.limits(), NowMs());
   validator_.Check(&decoded);
   GPULEDGER_RETURN_IF_ERROR(validator_.status());
   next_offset_[{decoded.candidate.topic, decoded.candidate.partition}] =
@@ -373,7 +371,7 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg, bool* hold) {
   return pending_close_ ? RecordCloseIfReached() : absl::OkStatus();
 }
 
-absl::Status IngestLoop::Offer(std::unique_ptr<RdKafka::Message> msg) {
+absl::Status IngestLoop::Offer(std::unique_ptr<RdKafka::Message> msg, Consumed* ahead) {
   const ledger::TopicPartition tp{msg->topic_name(), msg->partition()};
   // Already handled (a partition resumed after a pause may deliver again what it had fetched).
   if (auto it = next_offset_.find(tp); it != next_offset_.end() && msg->offset() < it->second) {
@@ -386,7 +384,7 @@ absl::Status IngestLoop::Offer(std::unique_ptr<RdKafka::Message> msg) {
     return absl::OkStatus();
   }
   bool hold = false;
-  GPULEDGER_RETURN_IF_ERROR(Handle(*msg, &hold));
+  GPULEDGER_RETURN_IF_ERROR(Handle(*msg, ahead, &hold));
   if (hold) held_.push_back(std::move(msg));
   return absl::OkStatus();
 }
@@ -523,7 +521,7 @@ absl::Status IngestLoop::ReleaseHeld() {
       continue;
     }
     bool hold = false;
-    GPULEDGER_RETURN_IF_ERROR(Handle(*m, &hold));
+    GPULEDGER_RETURN_IF_ERROR(Handle(*m, nullptr, &hold));
     if (hold) held_.push_back(std::move(m));
   }
   return absl::OkStatus();
@@ -754,6 +752,48 @@ void IngestLoop::LogProgress(bool final) {
   consumed_at_last_progress_ = stats_.consumed;
 }
 
+void IngestLoop::Fill(std::vector<Consumed>* window, int64_t wait_ms) {
+  size_t bytes = 0;
+  while (window->size() < gpuledger::limits::kIngestWindowMessagesMax &&
+         bytes < gpuledger::limits::kIngestWindowBytesMax) {
+    std::unique_ptr<RdKafka::Message> msg(
+        consumer_->consume(window->empty() ? static_cast<int>(wait_ms) : 0));
+    if (msg->err() == RdKafka::ERR__TIMED_OUT) break;
+    bytes += msg->len();
+    window->push_back(Consumed{std::move(msg), generation_, std::nullopt, 0});
+    if (!callback_error_.ok()) break;
+  }
+}
+
+absl::Status IngestLoop::Step(Consumed& c) {
+  if (c.generation != generation_) return absl::OkStatus();
+  absl::Status result;
+  const RdKafka::ErrorCode consumed = c.msg->err();
+  switch (consumed) {
+    case RdKafka::ERR_NO_ERROR:
+      if (batch_offsets_.empty()) batch_opened_ms_ = MonotonicMs();
+      result = Offer(std::move(c.msg), &c);
+      break;
+    case RdKafka::ERR__PARTITION_EOF:
+      at_end_.insert({c.msg->topic_name(), c.msg->partition()});
+      if (c.msg->topic_name() == options_.limits.topics.Registry()) ResumeUsage();
+      if (pending_close_) result = RecordCloseIfReached();
+      break;
+    default:
+      spdlog::warn("consume: {}", c.msg->errstr());
+      break;
+  }
+  GPULEDGER_RETURN_IF_ERROR(result);
+  const bool batch_full =
+      ledger_.PendingEntries() >= options_.batch_max_messages ||
+      (!batch_offsets_.empty() && MonotonicMs() - batch_opened_ms_ >= options_.batch_max_ms);
+  if (batch_full || (options_.stop_at_end && consumed == RdKafka::ERR__PARTITION_EOF)) {
+    GPULEDGER_RETURN_IF_ERROR(CommitBatch());
+  }
+  LogProgress(false);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<IngestStats> IngestLoop::Run() {
   // The validator's state is the ledger's: rebuild it before deciding anything new.
   GPULEDGER_RETURN_IF_ERROR(validator_.Load(ledger_, options_.state_dir));
@@ -775,46 +815,46 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
   const int64_t started = MonotonicMs();
   last_progress_ms_ = started;
   absl::Status result;
+  // Two windows: `current` is handled here while DecodeAhead decodes `next`, consumed just before.
+  std::vector<Consumed> current;
+  std::vector<Consumed> next;
+  DecodeAhead decoder;
   while (!stop_.load()) {
-    const int64_t now = MonotonicMs();
-    int64_t wait_ms = 100;
-    if (!batch_offsets_.empty()) {
-      wait_ms = std::max<int64_t>(0, batch_opened_ms_ + options_.batch_max_ms - now);
+    int64_t wait_ms = 0;
+    if (current.empty()) {
+      wait_ms = 100;
+      if (!batch_offsets_.empty()) {
+        wait_ms = std::max<int64_t>(0, batch_opened_ms_ + options_.batch_max_ms - MonotonicMs());
+      }
     }
-    std::unique_ptr<RdKafka::Message> msg(consumer_->consume(static_cast<int>(wait_ms)));
+    Fill(&next, wait_ms);
     notifier_.Poll();
     if (!callback_error_.ok()) {
       result = callback_error_;
       break;
     }
-    const RdKafka::ErrorCode consumed = msg->err();
-    switch (consumed) {
-      case RdKafka::ERR_NO_ERROR:
-        if (batch_offsets_.empty()) batch_opened_ms_ = MonotonicMs();
-        result = Offer(std::move(msg));
-        break;
-      case RdKafka::ERR__PARTITION_EOF:
-        at_end_.insert({msg->topic_name(), msg->partition()});
-        if (msg->topic_name() == options_.limits.topics.Registry()) ResumeUsage();
-        if (pending_close_) result = RecordCloseIfReached();
-        break;
-      case RdKafka::ERR__TIMED_OUT:
-        break;
-      default:
-        spdlog::warn("consume: {}", msg->errstr());
-        break;
+    decoder.Start(&next, validator_.limits(), validator_.limits_from_seq());
+    for (Consumed& c : current) {
+      result = Step(c);
+      if (!result.ok()) break;
+    }
+    decoder.Wait();
+    if (!result.ok()) break;
+    current.swap(next);
+    next.clear();
+    if (current.empty()) {
+      // Nothing consumed in time: a batch open for long enough is committed all the same.
+      if (!batch_offsets_.empty() && MonotonicMs() - batch_opened_ms_ >= options_.batch_max_ms) {
+        result = CommitBatch();
+        if (!result.ok()) break;
+      }
+      LogProgress(false);
     }
     if (result.ok() && !marker_held_.empty()) result = ExpireMarkers();
     if (!result.ok()) break;
-    const bool batch_full =
-        ledger_.PendingEntries() >= options_.batch_max_messages ||
-        (!batch_offsets_.empty() && MonotonicMs() - batch_opened_ms_ >= options_.batch_max_ms);
-    if (batch_full || (options_.stop_at_end && consumed == RdKafka::ERR__PARTITION_EOF)) {
-      result = CommitBatch();
-      if (!result.ok()) break;
-    }
-    LogProgress(false);
-    if (options_.stop_at_end) {
+    // Only with nothing consumed and unhandled: a partition's end is not the end while messages
+    // read after it wait in the window.
+    if (options_.stop_at_end && current.empty()) {
       if (AllAtEnd()) break;
       if (!ever_assigned_ && MonotonicMs() - started > options_.assignment_timeout_ms) {
         result = absl::DeadlineExceededError(absl::StrCat(
@@ -825,6 +865,8 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
       }
     }
   }
+  // What was consumed and not handled is consumed again on the next start (its offsets were not
+  // advanced).
   // A graceful stop finishes the batch in flight; after an error nothing staged is written
   // (the messages are consumed again from the stored offsets on the next start).
   if (result.ok()) result = CommitBatch();

@@ -694,6 +694,10 @@ absl::Status Ledger::Impl::CatchUp(const std::string& at) {
   }
 }
 
+void SetContentHash(Candidate* c) {
+  c->content_hash = Sha256(c->canonical.empty() ? c->payload : c->canonical);
+}
+
 absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
   if (c.source_id.find('\0') != std::string::npos) {
@@ -722,7 +726,8 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   // deduplicated, even though its source (the CSP of its topic) is known.
   const bool has_identity = !c.event_id.empty();
   const std::string dedup_key = keys::DedupKey(c.source_id, c.event_id);
-  const Digest content_hash = Sha256(c.canonical.empty() ? c.payload : c.canonical);
+  const Digest content_hash =
+      c.content_hash ? *c.content_hash : Sha256(c.canonical.empty() ? c.payload : c.canonical);
   if (has_identity && c.resolves_seq == 0) {
     std::optional<DedupRecord> known;
     if (auto it = impl_->pending_dedup.find(dedup_key); it != impl_->pending_dedup.end()) {

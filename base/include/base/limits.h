@@ -71,15 +71,25 @@ inline constexpr size_t kSettlementBlockCacheBytes = 32 * kMiB;
 // --- Kafka (ingest) -----------------------------------------------------------------------------
 
 // librdkafka's prefetch per consumed partition: at most this many KiB
-// (`queued.max.messages.kbytes`) and, once this many messages are queued, no further fetch
-// (`queued.min.messages`); both set in ingest/src/ingestor.cc. librdkafka's defaults (64 MiB and
-// 100,000 messages) and our earlier 16 MiB were most of ingest's growth: a heap profile of a
-// 3M-event ingest had 171 MiB in librdkafka (queued messages and fetch buffers, 13 partitions),
-// and its peak RSS at 4M events was 574 MiB. 4 MiB and 20,000 messages gave 429 MiB at the same
-// speed; 2 MiB and 10,000 gave 388 MiB but 15-20% longer walls (the consumer waited on fetches).
-// A partition's queue is then about 2 s of ingest (docs/BENCHMARKS.md, "Memory").
+// (`queued.max.messages.kbytes`, which wins over the count) and, once this many messages are
+// queued, no further fetch (`queued.min.messages`); both set in ingest/src/ingestor.cc.
+// librdkafka's defaults (64 MiB and 100,000 messages) and our earlier 16 MiB were most of
+// ingest's growth: a heap profile of a 3M-event ingest had 171 MiB in librdkafka (queued messages
+// and fetch buffers, 13 partitions), and its peak RSS at 4M events was 574 MiB. 4 MiB gave 429 MiB
+// at the same speed then. With the loop faster (decode on the second core), a count of 20,000
+// starved it: the same 1M-event ingest took 17.9 s with 20,000 and 16.9 s with 100,000, at the
+// same peak (docs/BENCHMARKS.md, "Ingest: decode on the second core"); 16 MiB took 14.9 s but
+// 35 MiB more at 1M events, which the 512 MiB target cannot spare.
 inline constexpr size_t kKafkaPrefetchKiBPerPartitionMax = 4'096;
-inline constexpr int kKafkaPrefetchMessagesPerPartitionMax = 20'000;
+inline constexpr int kKafkaPrefetchMessagesPerPartitionMax = 100'000;
+
+// The ingest loop consumes a window of messages ahead of the one it decides and records, which a
+// second thread decodes meanwhile (ingest/src/decode_ahead.h): two windows are in memory, each
+// at most this many messages and, counting their payloads, about this many bytes (a window is
+// closed once it reaches it; the decoded events add about as much again). 1,024 messages are
+// some 20 ms of the loop's work, so the hand-over (a lock and a wake-up) is rare next to it.
+inline constexpr size_t kIngestWindowMessagesMax = 1'024;
+inline constexpr size_t kIngestWindowBytesMax = 4 * kMiB;
 
 // Rejected-event notices waiting for delivery to gpuledger.rejected
 // (ingest/src/rejected_notifier.h); beyond it Send() waits, bounded, for room.

@@ -89,6 +89,10 @@ struct Candidate {
   // The bytes whose SHA-256 identifies the event's content for duplicate detection (a
   // deterministic re-serialization of the decoded event). Empty: `payload` is used.
   std::string canonical;
+  // SHA-256 of `canonical` (or of `payload` when it is empty), when computed ahead of Append
+  // (SetContentHash, on ingest's decode thread); unset: Append computes it. Whoever changes
+  // `canonical` or `payload` after SetContentHash resets it.
+  std::optional<Digest> content_hash;
   // Empty when ingest accepts the event; otherwise the reason code and a detail for people.
   std::string reason_code;
   std::string reason_detail;
@@ -99,6 +103,9 @@ struct Candidate {
   // It is never a duplicate; the dedup index then points at it.
   uint64_t resolves_seq = 0;
 };
+
+// Sets `c->content_hash` from its canonical bytes (or payload), as Append would compute it.
+void SetContentHash(Candidate* c);
 
 enum class AppendKind {
   kAppended,   // a new entry, with the candidate's decision
