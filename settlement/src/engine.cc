@@ -4,8 +4,13 @@
 #include "settlement/engine.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/limits.h"
 #include "base/process_memory.h"
 #include "base/status.h"
 #include "counters.h"
@@ -208,21 +213,119 @@ std::vector<CloseRecord> Engine::Closes() {
   return out;
 }
 
+namespace {
+
+// Reads the source's entries (the ledger's RocksDB scan and the parse of each entry) on a second
+// thread, in batches, ahead of the engine that applies them: at most
+// limits::kCatchUpReadAheadBytesMax in the queue between the two.
+class ReadAhead {
+ public:
+  ReadAhead(const EntrySource& source, uint64_t from_seq, uint64_t target)
+      : thread_([this, &source, from_seq, target] { Read(source, from_seq, target); }) {}
+  ~ReadAhead() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // The next batch, in seq order; false at the source's end or after an error (status()).
+  bool Next(std::vector<ledger::StoredEntry>* batch) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !queue_.empty() || done_; });
+    if (queue_.empty()) return false;
+    *batch = std::move(queue_.front().first);
+    queued_bytes_ -= queue_.front().second;
+    queue_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  absl::Status status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+
+ private:
+  void Read(const EntrySource& source, uint64_t from_seq, uint64_t target) {
+    std::vector<ledger::StoredEntry> batch;
+    size_t bytes = 0;
+    absl::Status st = source(from_seq, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+      if (target != 0 && e.seq > target) return false;
+      batch.push_back(e);
+      // The serialized entry, and about as much again for its parsed copy.
+      bytes += sizeof(ledger::StoredEntry) + 2 * e.bytes.size();
+      if (batch.size() < gpuledger::limits::kCatchUpReadAheadBatchEntries) return true;
+      const bool more = Push(&batch, bytes);
+      bytes = 0;
+      return more;
+    });
+    if (st.ok() && !batch.empty()) Push(&batch, bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = st;
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  // Queues `*batch` once there is room; false when the engine stopped reading.
+  bool Push(std::vector<ledger::StoredEntry>* batch, size_t bytes) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] {
+      return stop_ || queue_.empty() ||
+             queued_bytes_ + bytes <= gpuledger::limits::kCatchUpReadAheadBytesMax;
+    });
+    if (stop_) return false;
+    queue_.emplace_back(std::move(*batch), bytes);
+    batch->clear();
+    queued_bytes_ += bytes;
+    cv_.notify_all();
+    return true;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::vector<ledger::StoredEntry>, size_t>> queue_;
+  size_t queued_bytes_ = 0;
+  bool stop_ = false;  // the engine stopped (an error, or the end)
+  bool done_ = false;  // the source returned, with status_
+  absl::Status status_;
+  std::thread thread_;  // last: started once the rest is initialised
+};
+
+}  // namespace
+
 absl::StatusOr<uint64_t> CatchUp(const EntrySource& source, uint64_t target, Engine* engine,
                                  const CatchUpOptions& options) {
   const uint64_t batch = std::max<uint64_t>(1, options.batch);
+  const uint64_t from = engine->applied_through() + 1;
   uint64_t applied = 0;
-  GPULEDGER_RETURN_IF_ERROR(source(engine->applied_through() + 1,
-                                   [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
-                                     if (target != 0 && e.seq > target) return false;
-                                     GPULEDGER_RETURN_IF_ERROR(engine->Apply(e));
-                                     if (++applied % batch == 0) {
-                                       GPULEDGER_RETURN_IF_ERROR(engine->Commit());
-                                       base::ReleaseFreeMemory();
-                                       if (options.progress) options.progress(e.seq, target);
-                                     }
-                                     return true;
-                                   }));
+  auto apply = [&](const ledger::StoredEntry& e) -> absl::Status {
+    GPULEDGER_RETURN_IF_ERROR(engine->Apply(e));
+    if (++applied % batch == 0) {
+      GPULEDGER_RETURN_IF_ERROR(engine->Commit());
+      base::ReleaseFreeMemory();
+      if (options.progress) options.progress(e.seq, target);
+    }
+    return absl::OkStatus();
+  };
+  // A few entries (serve's refreshes) are applied as they are read; more are read ahead.
+  const bool read_ahead = options.read_ahead && (target == 0 || target >= from + kReadAheadMin);
+  if (read_ahead) {
+    ReadAhead reader(source, from, target);
+    std::vector<ledger::StoredEntry> entries;
+    while (reader.Next(&entries)) {
+      for (const ledger::StoredEntry& e : entries) GPULEDGER_RETURN_IF_ERROR(apply(e));
+    }
+    GPULEDGER_RETURN_IF_ERROR(reader.status());
+  } else {
+    GPULEDGER_RETURN_IF_ERROR(
+        source(from, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
+          if (target != 0 && e.seq > target) return false;
+          GPULEDGER_RETURN_IF_ERROR(apply(e));
+          return true;
+        }));
+  }
   GPULEDGER_RETURN_IF_ERROR(engine->Commit());
   if (options.progress) options.progress(engine->applied_through(), target);
   return applied;

@@ -68,6 +68,12 @@ inline constexpr int kSettlementMemtables = 2;
 // outside any cache with the store.
 inline constexpr size_t kSettlementBlockCacheBytes = 32 * kMiB;
 
+// A catch-up of the settlement store (settle, serve, audit replay; settlement/src/engine.cc) reads
+// the ledger on a second thread ahead of the engine, in batches of this many entries, with at most
+// this many bytes of entries (serialized and parsed) queued between the two threads.
+inline constexpr size_t kCatchUpReadAheadBatchEntries = 1'024;
+inline constexpr size_t kCatchUpReadAheadBytesMax = 8 * kMiB;
+
 // --- Kafka (ingest) -----------------------------------------------------------------------------
 
 // librdkafka's prefetch per consumed partition: at most this many KiB

@@ -206,7 +206,14 @@ struct CatchUpOptions {
   // Called after each commit and once at the end with the last applied entry and the target
   // (0 if the source's end is not known in advance, as with an export stream).
   std::function<void(uint64_t applied, uint64_t target)> progress;
+  // Read the source on a second thread ahead of the engine, when it has kReadAheadMin entries or
+  // more to apply (or an end not known in advance). Default: true; false applies each entry as
+  // the source hands it over, on the calling thread.
+  bool read_ahead = true;
 };
+
+// Catch-ups shorter than this apply on the calling thread (a thread costs more than it saves).
+inline constexpr uint64_t kReadAheadMin = 1'000;
 
 // Visits entries in seq order from `from_seq`; stops when `visit` returns false.
 using EntryVisitor = std::function<absl::StatusOr<bool>(const ledger::StoredEntry&)>;
