@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/process_memory.h"
 #include "base/status.h"
 #include "commands.h"
 #include "ingest/redecide.h"
@@ -61,6 +62,24 @@ std::string RenderCloses(const std::vector<settlement::CloseRecord>& closes,
 }
 
 namespace {
+
+// What a replay holds, every 10 s and at its end: a long replay's peak broken down by part, as
+// ingest's `memory (MiB)` lines do (ops/bench/memory.sh keeps them). `ledger` is null when the
+// replay reads an export.
+void LogReplayMemory(const ledger::Ledger* ledger, const settlement::Store* store) {
+  const base::ProcessMemory proc = base::ReadProcessMemory();
+  const ledger::StoreMemory s = store->Memory();
+  const ledger::StoreMemory l = ledger != nullptr ? ledger->Memory() : ledger::StoreMemory{};
+  auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+  spdlog::info(
+      "memory (MiB): resident {:.0f}, heap in use {:.0f} and free {:.0f}; settlement store "
+      "memtables {:.0f}, table readers {:.1f}, block cache {:.0f} ({:.0f} pinned), staged writes "
+      "{:.1f}; ledger memtables {:.0f}, table readers {:.1f}, block cache {:.0f} ({:.0f} pinned)",
+      mib(proc.rss), mib(proc.heap_in_use), mib(proc.heap_free), mib(s.memtables),
+      mib(s.table_readers), mib(s.block_cache), mib(s.block_cache_pinned),
+      mib(store->staged_bytes()), mib(l.memtables), mib(l.table_readers), mib(l.block_cache),
+      mib(l.block_cache_pinned));
+}
 
 struct Recorded {
   uint64_t close_seq = 0;
@@ -263,10 +282,15 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
     settlement::CatchUpOptions catch_up;
     catch_up.batch = 50'000;
     uint64_t logged = 0;
+    auto memory_logged = start;
     catch_up.progress = [&](uint64_t applied, uint64_t) {
       if (applied % catch_up.batch != 0 || applied == logged) return;  // not the end of the run
       logged = applied;
       spdlog::info("replayed {} entries", applied);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - memory_logged < std::chrono::seconds(10)) return;
+      memory_logged = now;
+      LogReplayMemory(ledger.get(), store->get());
     };
     absl::StatusOr<uint64_t> replayed_count;
     if (ledger) {
@@ -293,6 +317,7 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     spdlog::info("replayed {} entries in {:.2f} s", applied, secs);
+    LogReplayMemory(ledger.get(), store->get());
     auto replayed = FromCloses((*engine)->Closes());
     // 4. Compare.
     std::vector<std::string> problems;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "base/process_memory.h"
 #include "commands.h"
 #include "ledger/export.h"
 #include "ledger/ledger.h"
@@ -33,11 +34,17 @@ std::function<void(std::string_view, uint64_t, uint64_t)> VerifyProgressLog() {
     state->last_log = now;
     const double secs = std::chrono::duration<double>(now - state->stage_start).count();
     const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    const base::ProcessMemory mem = base::ReadProcessMemory();
+    const double resident = static_cast<double>(mem.rss) / (1 << 20);
+    const double heap = static_cast<double>(mem.heap_in_use) / (1 << 20);
     if (total != 0) {
-      spdlog::info("verify {}: {} of {} ({:.1f}%), {:.0f}/s", stage, done, total,
-                   100.0 * static_cast<double>(done) / static_cast<double>(total), rate);
+      spdlog::info(
+          "verify {}: {} of {} ({:.1f}%), {:.0f}/s; resident {:.0f} MiB, heap in use {:.0f}", stage,
+          done, total, 100.0 * static_cast<double>(done) / static_cast<double>(total), rate,
+          resident, heap);
     } else {
-      spdlog::info("verify {}: {}, {:.0f}/s", stage, done, rate);
+      spdlog::info("verify {}: {}, {:.0f}/s; resident {:.0f} MiB, heap in use {:.0f}", stage, done,
+                   rate, resident, heap);
     }
   };
 }

@@ -12,7 +12,9 @@
 #   5. deletes the ledger.
 # Writes docs/bench/scaling.csv (one row per size), docs/bench/ingest-timeseries.csv (ingest
 # throughput over time, from the largest size's progress log) and docs/bench/ingest-rss.csv
-# (its RSS over time); makes the PNG plots with ops/bench/plot.py when the Python venv has
+# (its RSS over time), docs/bench/replay-rss.csv (the largest replay's RSS over time) and
+# docs/bench/memory-{ingest,replay}-N.log (each run's `memory (MiB)` lines: what it held, part
+# by part); makes the PNG plots with ops/bench/plot.py when the Python venv has
 # matplotlib (ops/python-env.sh); prints one Markdown table and appends it to
 # docs/BENCHMARKS.md unless --no-append. The default scale, 1.5, gives a month of about 60M
 # usage events, so every size is a prefix of the same fleet.
@@ -91,7 +93,14 @@ for N in $SIZES; do
   echo '{"format": "gpuledger.closes/1", "closes": []}' >"$WORK/no-closes.json"
   /usr/bin/time -v -o "$WORK/replay.time" "$GPULEDGER" audit replay --db "$LEDGER" \
     --expect "$WORK/no-closes.json" \
-    >"$WORK/replay.out" 2>"$WORK/replay-$N.log" || rc=$?
+    >"$WORK/replay.out" 2>"$WORK/replay-$N.log" &
+  tpid=$!
+  rpid=
+  for _ in $(seq 50); do rpid=$(pgrep -P "$tpid" || true); [ -n "$rpid" ] && break; sleep 0.1; done
+  [ -n "$rpid" ] && sample_rss "$rpid" "$WORK/replay-rss-$N.csv" &
+  spid=$!
+  wait "$tpid" || rc=$?
+  wait "$spid" 2>/dev/null || true
   line=$(grep -o 'replayed [0-9]* entries in [0-9.]* s' "$WORK/replay-$N.log" | tail -1 || true)
   [ -n "$line" ] || { tail -20 "$WORK/replay-$N.log" >&2; die "audit replay did not report its replay"; }
   [ "$rc" = 0 ] || { tail -20 "$WORK/replay-$N.log" >&2; die "audit replay exited $rc at $N events"; }
@@ -109,12 +118,18 @@ for N in $SIZES; do
     LARGEST=$N
     cp "$WORK/ingest-$N.log" "$WORK/ingest-largest.log"
     [ -f "$WORK/ingest-rss-$N.csv" ] && cp "$WORK/ingest-rss-$N.csv" "$WORK/ingest-rss-largest.csv"
+    [ -f "$WORK/replay-rss-$N.csv" ] && cp "$WORK/replay-rss-$N.csv" "$WORK/replay-rss-largest.csv"
   fi
+  # What each run held, part by part (the `memory (MiB)` lines of ingest and of the replay, and
+  # the replay's verify lines with their resident set).
+  grep -h 'memory (MiB)' "$WORK/ingest-$N.log" >"$OUT/memory-ingest-$N.log" || true
+  grep -h 'memory (MiB)\|verify .*resident' "$WORK/replay-$N.log" >"$OUT/memory-replay-$N.log" || true
   rm -rf "$LEDGER" "$LEDGER.validator" "$LEDGER.settlement"
 done
 
 cp "$ROWS" "$OUT/scaling.csv"
 [ -f "$WORK/ingest-rss-largest.csv" ] && cp "$WORK/ingest-rss-largest.csv" "$OUT/ingest-rss.csv"
+[ -f "$WORK/replay-rss-largest.csv" ] && cp "$WORK/replay-rss-largest.csv" "$OUT/replay-rss.csv"
 PY=$(bash "$ROOT/ops/python-env.sh" 2>/dev/null || true)
 if [ -n "$PY" ] && [ -f "$ROOT/ops/bench/progress_to_csv.py" ]; then
   "$PY" "$ROOT/ops/bench/progress_to_csv.py" "$WORK/ingest-largest.log" "$OUT/ingest-timeseries.csv" ||

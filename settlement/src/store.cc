@@ -202,6 +202,17 @@ void Store::Rollback() {
 
 size_t Store::staged() const { return impl_->staged.size(); }
 
+ledger::StoreMemory Store::Memory() const {
+  return ledger::MemoryOf(impl_->db.get(), {impl_->db->DefaultColumnFamily()});
+}
+
+uint64_t Store::staged_bytes() const {
+  // Walks the staged writes: for a progress line now and then, not for every entry.
+  uint64_t bytes = 0;
+  for (const auto& [key, value] : impl_->staged) bytes += key.size() + (value ? value->size() : 0);
+  return bytes;
+}
+
 const std::string& Store::path() const { return impl_->path; }
 
 }  // namespace gpuledger::settlement

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "ledger/rocks_options.h"
 
 namespace gpuledger::settlement {
 
@@ -56,6 +57,9 @@ class Store {
   // Drops every staged change and any read error noted since the last Commit.
   void Rollback();
   size_t staged() const;
+  // What RocksDB holds in memory for the store, and the staged writes' keys and values in bytes.
+  ledger::StoreMemory Memory() const;
+  uint64_t staged_bytes() const;
   const std::string& path() const;
 
  private:
