@@ -25,6 +25,9 @@ PACKAGES=(
   kcat openjdk-17-jre-headless maven clang-format
   clang libclang-rt-14-dev
   python3-venv chromium openssl curl
+  # A Korean face for the pages and their PDFs (NanumGothic); Gnumeric's ssconvert, the
+  # spreadsheet the CSV test opens every CSV with; pdffonts, which names a PDF's embedded fonts.
+  fonts-nanum gnumeric poppler-utils
 )
 
 missing=()

@@ -26,8 +26,7 @@ std::string Won(int64_t w) { return base::FormatWon(base::Krw{w}); }
 std::string Hours(int64_t ms) { return base::FormatGpuHours(base::GpuMs{ms}); }
 std::string Bp(int64_t bp) { return absl::StrFormat("%d.%02d%%", bp / 100, bp % 100); }
 
-constexpr char kStyle[] =
-    "body{font-family:'DejaVu Sans',Arial,sans-serif;font-size:10pt;margin:1.5em;color:#111}"
+constexpr char kStyleRest[] =
     "nav a{margin-right:1em}nav{border-bottom:1px solid #bbb;padding-bottom:.5em;margin-bottom:"
     "1em}table{border-collapse:collapse;width:100%;margin:.5em 0 1em}th,td{border-bottom:1px "
     "solid #ccc;padding:3px 6px;text-align:left}td.n,th.n{text-align:right;font-variant-numeric:"
@@ -39,7 +38,9 @@ std::string Page(const std::string& title, const std::optional<Principal>& who,
                  const std::string& body) {
   return absl::StrCat(
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>", H(title),
-      " - gpuledger</title><style>", kStyle, "</style></head><body>\n<nav><b>gpuledger</b> ",
+      " - gpuledger</title><style>body{font-family:", settlement::kHtmlFontFamily,
+      ";font-size:10pt;margin:1.5em;color:#111}", kStyleRest,
+      "</style></head><body>\n<nav><b>gpuledger</b> ",
       "<a href=\"/ui/invoices\">Invoices</a><a href=\"/ui/statements\">CSP statements</a>"
       "<a href=\"/ui/audit\">Audit</a>",
       who ? absl::StrCat("<span>signed in as ", H(who->name), " (", H(who->RoleString()),

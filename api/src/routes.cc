@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "api/limits.h"
 #include "base/money.h"
@@ -190,12 +191,52 @@ std::string DocumentKey(const char* kind, base::Period period, const std::string
   return absl::StrCat(kind, "\n", period.ToString(), "\n", id, "\n", format);
 }
 
+// A CSV as a download: "gpuledger-2026-03-invoice-inst-nari.csv". Ids are the registry's
+// (printable ASCII); anything else in a name becomes '_', so the header stays a plain token.
+void CsvDownload(const v1::PeriodDocuments& docs, const std::string& what, HttpResponse* r) {
+  std::string name = absl::StrCat("gpuledger-", docs.period(), "-", what, ".csv");
+  for (char& c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {
+      c = '_';
+    }
+  }
+  r->headers.emplace_back("Content-Disposition",
+                          absl::StrCat("attachment; filename=\"", name, "\""));
+}
+
+// The period's documents as one CSV (the lists' `.csv`), with a download name.
+HttpResponse CsvOfList(const v1::PeriodDocuments& docs, const std::string& which,
+                       const std::string& what) {
+  HttpResponse r = Text(settlement::RenderCsv(docs, which), "text/csv; charset=utf-8");
+  r.headers.emplace_back("X-Gpuledger-Status", docs.closed() ? "closed" : "draft");
+  r.headers.emplace_back("X-Gpuledger-Covered-Seq", absl::StrCat(docs.covered_seq()));
+  CsvDownload(docs, what, &r);
+  return r;
+}
+
+// A list endpoint's format: CSV for "invoices.csv" or an Accept of text/csv without text/html
+// (what a browser sends), else JSON. `segment` loses its ".csv" or ".json".
+bool ListAsCsv(std::string* segment, const HttpRequest& req) {
+  if (segment->ends_with(".csv")) {
+    segment->resize(segment->size() - 4);
+    return true;
+  }
+  if (segment->ends_with(".json")) {
+    segment->resize(segment->size() - 5);
+    return false;
+  }
+  return req.accept.find("text/csv") != std::string::npos &&
+         req.accept.find("text/html") == std::string::npos;
+}
+
 HttpResponse RenderDocs(const v1::PeriodDocuments& docs, const std::string& format,
                         const std::string& csv_kind, std::string single_json,
                         const std::string& digest_name) {
   HttpResponse r;
   if (format == "csv") {
     r = Text(settlement::RenderCsv(docs, csv_kind), "text/csv; charset=utf-8");
+    // "invoice/inst-nari" → "invoice-inst-nari".
+    CsvDownload(docs, absl::StrReplaceAll(digest_name, {{"/", "-"}}), &r);
   } else if (format == "html") {
     r = Text(settlement::RenderHtml(docs), "text/html; charset=utf-8");
   } else {
@@ -293,7 +334,7 @@ HttpResponse PeriodStatus(Service& svc, base::Period period) {
   });
 }
 
-HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period) {
+HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period, bool csv) {
   if (p.role == Role::kCsp) return Forbidden(p, "invoices");
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
@@ -301,6 +342,7 @@ HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period) 
     if (p.role == Role::kInstitution) f.institution_id = p.scope_id;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    if (csv) return CsvOfList(*docs, "invoices", "invoices");
     json list = json::array();
     for (const auto& inv : docs->invoices()) {
       list.push_back({{"institution_id", inv.institution_id()},
@@ -342,7 +384,7 @@ HttpResponse OneInvoice(Service& svc, const Principal& p, base::Period period,
   });
 }
 
-HttpResponse StatementList(Service& svc, const Principal& p, base::Period period) {
+HttpResponse StatementList(Service& svc, const Principal& p, base::Period period, bool csv) {
   if (p.role == Role::kInstitution) return Forbidden(p, "CSP statements");
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
@@ -350,6 +392,7 @@ HttpResponse StatementList(Service& svc, const Principal& p, base::Period period
     if (p.role == Role::kCsp) f.csp_id = p.scope_id;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    if (csv) return CsvOfList(*docs, "statements", "statements");
     json list = json::array();
     for (const auto& s : docs->statements()) {
       bool over = false;
@@ -419,6 +462,31 @@ HttpResponse OneProgram(Service& svc, const Principal& p, base::Period period, s
       return RenderDocs(*docs, format, "programs", settlement::ProgramJson(docs->programs(0)),
                         absl::StrCat("program/", v1::Program_Name(prog)));
     });
+  });
+}
+
+HttpResponse ProgramList(Service& svc, const Principal& p, base::Period period, bool csv) {
+  if (!IsStaff(p)) return Forbidden(p, "programme summaries");
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.invoices = f.statements = false;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+    if (csv) return CsvOfList(*docs, "programs", "programs");
+    json list = json::array();
+    for (const auto& s : docs->programs()) {
+      list.push_back({{"program", v1::Program_Name(s.program())},
+                      {"totals", TotalsJson(s.totals())},
+                      {"capacity_gpu_ms", s.capacity_gpu_ms()},
+                      {"usage_gpu_ms", s.usage_gpu_ms()},
+                      {"utilisation_bp", s.utilisation_bp()},
+                      {"adjustments", s.adjustments_size()},
+                      {"reservation_difference_krw", s.reservation_difference_krw()}});
+    }
+    return Json({{"period", period.ToString()},
+                 {"status", docs->closed() ? "closed" : "draft"},
+                 {"covered_seq", docs->covered_seq()},
+                 {"programs", list}});
   });
 }
 
@@ -761,6 +829,9 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
     return true;
   };
   base::Period period;
+  // A list's last segment without its ".csv" or ".json", and whether it goes out as CSV.
+  std::string list = seg.size() == 4 ? seg[3] : std::string();
+  const bool list_csv = ListAsCsv(&list, req);
   if (seg[1] == "periods") {
     if (seg.size() == 2) {
       r = Periods(svc);
@@ -770,15 +841,18 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
     } else if (seg.size() == 3) {
       r = PeriodStatus(svc, period);
       r.route = "/v1/periods/{period}";
-    } else if (seg.size() == 4 && seg[3] == "invoices") {
-      r = InvoiceList(svc, p, period);
+    } else if (seg.size() == 4 && list == "invoices") {
+      r = InvoiceList(svc, p, period, list_csv);
       r.route = "/v1/periods/{period}/invoices";
     } else if (seg.size() == 5 && seg[3] == "invoices") {
       r = OneInvoice(svc, p, period, seg[4], req);
       r.route = "/v1/periods/{period}/invoices/{institution}";
-    } else if (seg.size() == 4 && seg[3] == "statements") {
-      r = StatementList(svc, p, period);
+    } else if (seg.size() == 4 && list == "statements") {
+      r = StatementList(svc, p, period, list_csv);
       r.route = "/v1/periods/{period}/statements";
+    } else if (seg.size() == 4 && list == "programs") {
+      r = ProgramList(svc, p, period, list_csv);
+      r.route = "/v1/periods/{period}/programs";
     } else if (seg.size() == 5 && seg[3] == "statements") {
       r = OneStatement(svc, p, period, seg[4], req);
       r.route = "/v1/periods/{period}/statements/{csp}";

@@ -61,20 +61,20 @@ def registry_events(start, end):
             pool["leasePricing"] = "LEASE_PRICING_RESERVED"
         add("gpuPool", pool)
     institutions = [
-        ("inst-hanbit-univ", "Hanbit University", "ACADEMIA"),
-        ("inst-seoul-tech", "Seoul Institute of Technology", "ACADEMIA"),
-        ("inst-nari", "National AI Research Institute", "RESEARCH_INSTITUTE"),
-        ("inst-daehan-bio", "Daehan Bio Co., Ltd.", "SME"),
-        ("inst-mirae-robot", "Mirae Robotics", "STARTUP"),
-        ("inst-nuri-vision", "Nuri Vision", "STARTUP"),
-        ("inst-kangnam-semi", "Kangnam Semiconductor", "MID_SIZED_ENTERPRISE"),
-        ("inst-pyeong-llm", "Pyeong LLM Lab", "SME"),
+        ("inst-hanbit-univ", "한빛대학교", "ACADEMIA"),
+        ("inst-seoul-tech", "서울과학기술원", "ACADEMIA"),
+        ("inst-nari", "국립인공지능연구원", "RESEARCH_INSTITUTE"),
+        ("inst-daehan-bio", "(주)대한바이오", "SME"),
+        ("inst-mirae-robot", "미래로보틱스(주)", "STARTUP"),
+        ("inst-nuri-vision", "누리비전", "STARTUP"),
+        ("inst-kangnam-semi", "강남반도체(주)", "MID_SIZED_ENTERPRISE"),
+        ("inst-pyeong-llm", "평LLM연구소", "SME"),
     ]
     for iid, name, t in institutions:
         add("institution", {"institutionId": iid, "name": name, "type": t,
                             "effectiveFromMs": before})
-    # Pyeong LLM Lab becomes a research institute on the 20th: its co-pay drops to 0%.
-    add("institution", {"institutionId": "inst-pyeong-llm", "name": "Pyeong LLM Lab",
+    # 평LLM연구소 (Pyeong LLM Lab) becomes a research institute on the 20th: its co-pay drops to 0%.
+    add("institution", {"institutionId": "inst-pyeong-llm", "name": "평LLM연구소",
                         "type": "RESEARCH_INSTITUTE", "effectiveFromMs": start + 19 * DAY})
     allocations = [
         ("alloc-0001", "inst-hanbit-univ", "LEASE_RESEARCH", "csp-beta", "H200", 16),

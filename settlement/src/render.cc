@@ -1,5 +1,6 @@
 #include "settlement/render.h"
 
+#include <array>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -242,6 +243,27 @@ std::string CsvField(const std::string& text) {
   return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
 }
 
+// A period in a CSV cell: "2026-03" as 202603, the year-and-month (귀속연월) form that a
+// spreadsheet reads as a plain number, where it would turn "2026-03" into a date.
+std::string CsvPeriod(const std::string& period) {
+  if (period.size() == 7 && period[4] == '-')
+    return absl::StrCat(period.substr(0, 4), period.substr(5));
+  return CsvField(period);
+}
+
+// Basis points as a percentage with two decimals ("9.00%", "0.01%", "-1.50%"): what a spreadsheet
+// reads as the number 0.09 shown as a percentage, beside the exact basis points.
+std::string Percent(int64_t bp) {
+  const uint64_t m = bp < 0 ? 0 - static_cast<uint64_t>(bp) : static_cast<uint64_t>(bp);
+  return absl::StrFormat("%s%d.%02d%%", bp < 0 ? "-" : "", m / 100, m % 100);
+}
+
+std::string CsvPeriodOrEmpty(const std::string& period) {
+  return period.empty() ? std::string() : CsvPeriod(period);
+}
+
+constexpr char kUtf8Bom[] = "\xEF\xBB\xBF";
+
 std::string Html(const std::string& s) {
   return absl::StrReplaceAll(
       s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
@@ -440,87 +462,167 @@ std::string RenderTable(const v1::PeriodDocuments& docs) {
 }
 
 std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which) {
-  std::string out;
-  const std::string& p = docs.period();
+  // A UTF-8 byte-order mark first: without it, Excel reads the file in the system's code page
+  // (CP949 on Korean Windows) and Hangul turns to mojibake.
+  std::string out = kUtf8Bom;
+  const std::string p = CsvPeriod(docs.period());
   if (which == "statements") {
-    out =
-        "period,csp_id,section,program,gpu_model,institution_id,adjusts_period,scope,cause,gpu_ms,"
-        "gpu_hours,list_krw,copay_krw,subsidy_krw,capacity_gpu_ms,own_use_gpu_ms,outage_gpu_ms,"
-        "idle_gpu_ms,oversubscribed,share_bp,cap_bp,allowed_gpu_ms,excess_gpu_ms,excess_value_"
-        "krw,own_use_value_krw,own_use_unpriced_gpu_ms,netted,reserved_charge_krw,reserved_"
-        "unpriced_gpu_ms\r\n";
+    // One row per statement row; each section fills its own columns and leaves the rest empty.
+    enum Col {
+      kPeriod,
+      kCsp,
+      kSection,
+      kProgram,
+      kModel,
+      kInstitution,
+      kAdjusts,
+      kScope,
+      kCause,
+      kGpuMs,
+      kGpuHours,
+      kList,
+      kCopay,
+      kSubsidy,
+      kCapacity,
+      kOwnUse,
+      kOutage,
+      kIdle,
+      kOversubscribed,
+      kShareBp,
+      kSharePercent,
+      kCapBp,
+      kCapPercent,
+      kAllowed,
+      kExcess,
+      kExcessValue,
+      kOwnUseValue,
+      kOwnUseUnpriced,
+      kNetted,
+      kReservedCharge,
+      kReservedUnpriced,
+      kColumns
+    };
+    out +=
+        "period_yyyymm,csp_id,section,program,gpu_model,institution_id,adjusts_period_yyyymm,scope,"
+        "cause,gpu_ms,gpu_hours,list_krw,copay_krw,subsidy_krw,capacity_gpu_ms,own_use_gpu_ms,"
+        "outage_gpu_ms,idle_gpu_ms,oversubscribed,share_bp,share_percent,cap_bp,cap_percent,"
+        "allowed_gpu_ms,excess_gpu_ms,excess_value_krw,own_use_value_krw,own_use_unpriced_gpu_ms,"
+        "netted,reserved_charge_krw,reserved_unpriced_gpu_ms\r\n";
+    using Row = std::array<std::string, kColumns>;
+    auto emit = [&](const Row& row) {
+      for (int c = 0; c < kColumns; ++c) absl::StrAppend(&out, c == 0 ? "" : ",", row[c]);
+      out += "\r\n";
+    };
+    auto flag = [](bool b) -> std::string { return b ? "true" : "false"; };
+    auto quantity = [](Row* row, int64_t gpu_ms) {
+      (*row)[kGpuMs] = absl::StrCat(gpu_ms);
+      (*row)[kGpuHours] = Hours(gpu_ms);
+    };
     for (const auto& s : docs.statements()) {
-      auto row = [&](const char* section, const std::string& program, const std::string& model,
-                     const std::string& rest, const std::string& tail = ",,") {
-        absl::StrAppend(&out, p, ",", CsvField(s.csp_id()), ",", section, ",", program, ",", model,
-                        ",", rest, tail, "\r\n");
+      auto start = [&](const char* section, v1::Program program, v1::GpuModel model) {
+        Row row;
+        row[kPeriod] = p;
+        row[kCsp] = CsvField(s.csp_id());
+        row[kSection] = section;
+        row[kProgram] = v1::Program_Name(program);
+        row[kModel] = v1::GpuModel_Name(model);
+        return row;
       };
       for (const auto* list : {&s.delivered(), &s.adjustments()}) {
         for (const auto& r : *list) {
           const auto& t = r.totals();
-          row(r.adjusts_period().empty() ? "delivered" : "adjustment",
-              v1::Program_Name(r.program()), v1::GpuModel_Name(r.gpu_model()),
-              absl::StrCat(CsvField(r.institution_id()), ",", r.adjusts_period(), ",,,", t.gpu_ms(),
-                           ",", Hours(t.gpu_ms()), ",", t.list_krw(), ",", t.copay_krw(), ",",
-                           t.subsidy_krw(), ",,,,,,,,,,,,,"));
+          Row row = start(r.adjusts_period().empty() ? "delivered" : "adjustment", r.program(),
+                          r.gpu_model());
+          row[kInstitution] = CsvField(r.institution_id());
+          row[kAdjusts] = CsvPeriodOrEmpty(r.adjusts_period());
+          quantity(&row, t.gpu_ms());
+          row[kList] = absl::StrCat(t.list_krw());
+          row[kCopay] = absl::StrCat(t.copay_krw());
+          row[kSubsidy] = absl::StrCat(t.subsidy_krw());
+          emit(row);
         }
       }
       for (const auto& o : s.outage_adjustments()) {
-        row("outage_adjustment", v1::Program_Name(o.program()), v1::GpuModel_Name(o.gpu_model()),
-            absl::StrCat(",", o.adjusts_period(), ",", o.scope(), ",", CsvField(o.cause()), ",",
-                         o.gpu_ms(), ",", Hours(o.gpu_ms()), ",,,,,,,,,,,,,,,,"));
+        Row row = start("outage_adjustment", o.program(), o.gpu_model());
+        row[kAdjusts] = CsvPeriodOrEmpty(o.adjusts_period());
+        row[kScope] = CsvField(o.scope());
+        row[kCause] = CsvField(o.cause());
+        quantity(&row, o.gpu_ms());
+        emit(row);
       }
+      auto own_use = [&](const char* section, const auto& u) {
+        Row row = start(section, u.program(), u.gpu_model());
+        quantity(&row, u.own_use_gpu_ms());
+        row[kCapacity] = absl::StrCat(u.capacity_gpu_ms());
+        row[kOwnUse] = absl::StrCat(u.own_use_gpu_ms());
+        row[kShareBp] = absl::StrCat(u.share_bp());
+        row[kSharePercent] = Percent(u.share_bp());
+        row[kCapBp] = absl::StrCat(u.cap_bp());
+        row[kCapPercent] = Percent(u.cap_bp());
+        row[kAllowed] = absl::StrCat(u.allowed_gpu_ms());
+        row[kExcess] = absl::StrCat(u.excess_gpu_ms());
+        row[kExcessValue] = absl::StrCat(u.excess_value_krw());
+        row[kOwnUseValue] = absl::StrCat(u.value_krw());
+        row[kOwnUseUnpriced] = absl::StrCat(u.unpriced_gpu_ms());
+        row[kNetted] = flag(u.netted());
+        return row;
+      };
       for (const auto& u : s.own_use_adjustments()) {
-        row("own_use_adjustment", v1::Program_Name(u.program()), v1::GpuModel_Name(u.gpu_model()),
-            absl::StrCat(",", u.adjusts_period(), ",,,", u.own_use_gpu_ms(), ",",
-                         Hours(u.own_use_gpu_ms()), ",,,,", u.capacity_gpu_ms(), ",",
-                         u.own_use_gpu_ms(), ",,,,", u.share_bp(), ",", u.cap_bp(), ",",
-                         u.allowed_gpu_ms(), ",", u.excess_gpu_ms(), ",", u.excess_value_krw(), ",",
-                         u.value_krw(), ",", u.unpriced_gpu_ms(), ",",
-                         u.netted() ? "true" : "false"));
+        Row row = own_use("own_use_adjustment", u);
+        row[kAdjusts] = CsvPeriodOrEmpty(u.adjusts_period());
+        emit(row);
       }
       for (const auto& o : s.outages()) {
-        row("outage", v1::Program_Name(o.program()), v1::GpuModel_Name(o.gpu_model()),
-            absl::StrCat(",,", o.scope(), ",", CsvField(o.cause()), ",", o.gpu_ms(), ",",
-                         Hours(o.gpu_ms()), ",,,,,,,,,,,,,,,,"));
+        Row row = start("outage", o.program(), o.gpu_model());
+        row[kScope] = CsvField(o.scope());
+        row[kCause] = CsvField(o.cause());
+        quantity(&row, o.gpu_ms());
+        emit(row);
       }
-      for (const auto& u : s.own_use()) {
-        row("own_use", v1::Program_Name(u.program()), v1::GpuModel_Name(u.gpu_model()),
-            absl::StrCat(",,,,", u.own_use_gpu_ms(), ",", Hours(u.own_use_gpu_ms()), ",,,,",
-                         u.capacity_gpu_ms(), ",", u.own_use_gpu_ms(), ",,,,", u.share_bp(), ",",
-                         u.cap_bp(), ",", u.allowed_gpu_ms(), ",", u.excess_gpu_ms(), ",",
-                         u.excess_value_krw(), ",", u.value_krw(), ",", u.unpriced_gpu_ms(), ",",
-                         u.netted() ? "true" : "false"));
-      }
+      for (const auto& u : s.own_use()) emit(own_use("own_use", u));
       for (const auto& c : s.capacity()) {
-        row("capacity", v1::Program_Name(c.program()), v1::GpuModel_Name(c.gpu_model()),
-            absl::StrCat(",,,,", c.program_usage_gpu_ms(), ",", Hours(c.program_usage_gpu_ms()),
-                         ",,,,", c.capacity_gpu_ms(), ",", c.own_use_gpu_ms(), ",",
-                         c.outage_gpu_ms(), ",", c.idle_gpu_ms(), ",",
-                         c.oversubscribed() ? "true" : "false", ",,,,,,,,"));
+        Row row = start("capacity", c.program(), c.gpu_model());
+        quantity(&row, c.program_usage_gpu_ms());
+        row[kCapacity] = absl::StrCat(c.capacity_gpu_ms());
+        row[kOwnUse] = absl::StrCat(c.own_use_gpu_ms());
+        row[kOutage] = absl::StrCat(c.outage_gpu_ms());
+        row[kIdle] = absl::StrCat(c.idle_gpu_ms());
+        row[kOversubscribed] = flag(c.oversubscribed());
+        emit(row);
       }
       for (const auto* list : {&s.reserved(), &s.reserved_adjustments()}) {
         for (const auto& r : *list) {
-          row(r.adjusts_period().empty() ? "reserved" : "reserved_adjustment",
-              v1::Program_Name(r.program()), v1::GpuModel_Name(r.gpu_model()),
-              absl::StrCat(",", r.adjusts_period(), ",,,", r.charged_gpu_ms(), ",",
-                           Hours(r.charged_gpu_ms()), ",", r.delivered_list_krw(), ",",
-                           r.copay_krw(), ",", r.subsidy_krw(), ",", r.reserved_gpu_ms(), ",,",
-                           r.out_of_service_gpu_ms(), ",,,,,,,,,,"),
-              absl::StrCat(",", r.charge_krw(), ",", r.unpriced_gpu_ms()));
+          Row row = start(r.adjusts_period().empty() ? "reserved" : "reserved_adjustment",
+                          r.program(), r.gpu_model());
+          row[kAdjusts] = CsvPeriodOrEmpty(r.adjusts_period());
+          quantity(&row, r.charged_gpu_ms());
+          row[kList] = absl::StrCat(r.delivered_list_krw());
+          row[kCopay] = absl::StrCat(r.copay_krw());
+          row[kSubsidy] = absl::StrCat(r.subsidy_krw());
+          row[kCapacity] = absl::StrCat(r.reserved_gpu_ms());
+          row[kOutage] = absl::StrCat(r.out_of_service_gpu_ms());
+          row[kReservedCharge] = absl::StrCat(r.charge_krw());
+          row[kReservedUnpriced] = absl::StrCat(r.unpriced_gpu_ms());
+          emit(row);
         }
       }
-      // What the state pays: the subsidy less the own-use excess its contracts net, plus what
-      // reservations change (in the reserved_charge_krw column).
-      row("payable", "", "",
-          absl::StrCat(",,,,,,,,", s.payable_krw(), ",,,,,,,,,,", s.own_use_netted_krw(), ",,,"),
-          absl::StrCat(",", s.reservation_difference_krw(), ","));
+      // What the state pays: the subsidy less the own-use excess its contracts net (in the
+      // excess_value_krw column), plus what reservations change (reserved_charge_krw).
+      Row row;
+      row[kPeriod] = p;
+      row[kCsp] = CsvField(s.csp_id());
+      row[kSection] = "payable";
+      row[kSubsidy] = absl::StrCat(s.payable_krw());
+      row[kExcessValue] = absl::StrCat(s.own_use_netted_krw());
+      row[kReservedCharge] = absl::StrCat(s.reservation_difference_krw());
+      emit(row);
     }
     return out;
   }
   if (which == "programs") {
-    out =
-        "period,program,section,adjusts_period,institution_type,gpu_ms,gpu_hours,list_krw,copay_"
+    out +=
+        "period_yyyymm,program,section,adjusts_period_yyyymm,institution_type,gpu_ms,gpu_hours,"
+        "list_krw,copay_"
         "krw,subsidy_krw,call_id,agency_id,granted_gpu_ms,allocations\r\n";
     for (const auto& ps : docs.programs()) {
       for (const auto* list : {&ps.by_type(), &ps.adjustments()}) {
@@ -528,9 +630,10 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
           const auto& t = r.totals();
           absl::StrAppend(&out, p, ",", v1::Program_Name(ps.program()), ",",
                           r.adjusts_period().empty() ? "by_type" : "adjustment", ",",
-                          r.adjusts_period(), ",", v1::InstitutionType_Name(r.institution_type()),
-                          ",", t.gpu_ms(), ",", Hours(t.gpu_ms()), ",", t.list_krw(), ",",
-                          t.copay_krw(), ",", t.subsidy_krw(), ",,,,\r\n");
+                          CsvPeriodOrEmpty(r.adjusts_period()), ",",
+                          v1::InstitutionType_Name(r.institution_type()), ",", t.gpu_ms(), ",",
+                          Hours(t.gpu_ms()), ",", t.list_krw(), ",", t.copay_krw(), ",",
+                          t.subsidy_krw(), ",,,,\r\n");
         }
       }
       for (const auto& r : ps.by_call()) {
@@ -548,20 +651,22 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
     }
     return out;
   }
-  out =
-      "period,institution_id,institution_name,adjusts_period,allocation_id,kind,program,csp_id,"
-      "gpu_model,institution_type,krw_per_gpu_hour,copay_bp,gpu_ms,gpu_hours,list_krw,copay_krw,"
+  out +=
+      "period_yyyymm,institution_id,institution_name,adjusts_period_yyyymm,allocation_id,kind,"
+      "program,csp_id,gpu_model,institution_type,krw_per_gpu_hour,copay_bp,copay_percent,gpu_ms,"
+      "gpu_hours,list_krw,copay_krw,"
       "subsidy_krw\r\n";
   for (const auto& inv : docs.invoices()) {
     for (const auto* list : {&inv.lines(), &inv.adjustments()}) {
       for (const auto& l : *list) {
         absl::StrAppend(
             &out, p, ",", CsvField(inv.institution_id()), ",", CsvField(inv.institution_name()),
-            ",", l.adjusts_period(), ",", CsvField(l.allocation_id()), ",", LineKindName(l.kind()),
-            ",", v1::Program_Name(l.program()), ",", CsvField(l.csp_id()), ",",
-            v1::GpuModel_Name(l.gpu_model()), ",", v1::InstitutionType_Name(l.institution_type()),
-            ",", l.krw_per_gpu_hour(), ",", l.copay_bp(), ",", l.gpu_ms(), ",", Hours(l.gpu_ms()),
-            ",", l.list_krw(), ",", l.copay_krw(), ",", l.subsidy_krw(), "\r\n");
+            ",", CsvPeriodOrEmpty(l.adjusts_period()), ",", CsvField(l.allocation_id()), ",",
+            LineKindName(l.kind()), ",", v1::Program_Name(l.program()), ",", CsvField(l.csp_id()),
+            ",", v1::GpuModel_Name(l.gpu_model()), ",",
+            v1::InstitutionType_Name(l.institution_type()), ",", l.krw_per_gpu_hour(), ",",
+            l.copay_bp(), ",", Percent(l.copay_bp()), ",", l.gpu_ms(), ",", Hours(l.gpu_ms()), ",",
+            l.list_krw(), ",", l.copay_krw(), ",", l.subsidy_krw(), "\r\n");
       }
     }
   }
@@ -575,7 +680,9 @@ std::string RenderHtml(const v1::PeriodDocuments& docs) {
       Html(docs.period()), " ", status,
       "</title>\n<style>\n"
       "@page { size: A4; margin: 15mm; }\n"
-      "body { font-family: 'DejaVu Sans', Arial, sans-serif; font-size: 10pt; color: #111; }\n"
+      "body { font-family: ",
+      kHtmlFontFamily,
+      "; font-size: 10pt; color: #111; }\n"
       "section { page-break-after: always; margin-bottom: 2em; }\n"
       "section:last-of-type { page-break-after: auto; }\n"
       "h1 { font-size: 15pt; margin: 0 0 .3em; } h2 { font-size: 12pt; margin: 1em 0 .3em; }\n"

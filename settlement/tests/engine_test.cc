@@ -1004,6 +1004,15 @@ TEST(InvoiceTest, JsonIsCanonicalAndCsvHasOneRowPerLine) {
   EXPECT_EQ(doc["status"], "draft");
   const std::string csv = RenderCsv(*d, "invoices");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3);  // header + 2 lines
+  // For a spreadsheet: a UTF-8 byte-order mark, the period as 202603 (never a date), the co-pay
+  // rate as a percentage beside its basis points.
+  EXPECT_TRUE(csv.starts_with("\xEF\xBB\xBFperiod_yyyymm,institution_id,")) << csv;
+  EXPECT_NE(csv.find("\r\n202603,sme,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",900,9.00%,3600000,1.000,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",0,0.00%,3600000,1.000,"), std::string::npos) << csv;
+  for (const char* which : {"statements", "programs"}) {
+    EXPECT_TRUE(RenderCsv(*d, which).starts_with("\xEF\xBB\xBFperiod_yyyymm,")) << which;
+  }
 }
 
 TEST(InvoiceTest, StateSurvivesReopeningTheStore) {

@@ -135,7 +135,14 @@ def body_of(raw):
 
 
 def parse_csv(text):
-    return list(csv.DictReader(io.StringIO(text)))
+    """Rows of one of gpuledger's CSVs, which start with a UTF-8 byte-order mark."""
+    assert text.startswith("\ufeff"), text[:40]
+    return list(csv.DictReader(io.StringIO(text[1:])))
+
+
+def yyyymm(period):
+    """'2026-03' as the CSVs write it: 202603."""
+    return period.replace("-", "")
 
 
 def wait_until(predicate, what, limit_s=LIVENESS_S, every_s=0.1):
@@ -291,12 +298,15 @@ class EndpointTest(ApiTest):
         csv_ = get(base + ".csv")
         self.assertEqual(csv_.status, 200)
         self.assertEqual(csv_.header("content-type"), "text/csv; charset=utf-8")
-        self.assertTrue(csv_.text.startswith("period,institution_id,institution_name,"))
+        self.assertTrue(csv_.body.startswith(
+            b"\xef\xbb\xbfperiod_yyyymm,institution_id,institution_name,"), csv_.body[:80])
+        self.assertEqual(csv_.header("content-disposition"),
+                         f'attachment; filename="gpuledger-{P}-invoice-inst-nari.csv"')
         self.assertEqual(get(base, headers={"Accept": "text/csv"}).body, csv_.body)
         html = get(base + ".html")
         self.assertEqual(html.status, 200)
         self.assertEqual(html.header("content-type"), "text/html; charset=utf-8")
-        self.assertIn("Co-pay invoice: National AI Research Institute", html.text)
+        self.assertIn("Co-pay invoice: 국립인공지능연구원", html.text)
         self.assertIn("FINAL", html.text)
         browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
         self.assertEqual(get(base, headers={"Accept": browser_accept}).body, html.body)
@@ -316,7 +326,10 @@ class EndpointTest(ApiTest):
                 rows = parse_csv(get(f"/v1/periods/{period}/invoices/{iid}.csv").text)
                 self.assertEqual(len(rows), len(inv["lines"]) + len(inv["adjustments"]), iid)
                 for row in rows:
-                    self.assertEqual((row["period"], row["institution_id"]), (period, iid))
+                    self.assertEqual((row["period_yyyymm"], row["institution_id"]),
+                                     (yyyymm(period), iid))
+                    self.assertEqual(row["copay_percent"],
+                                     "%d.%02d%%" % divmod(int(row["copay_bp"]), 100))
                 for k in ("gpu_ms", "list_krw", "copay_krw", "subsidy_krw"):
                     self.assertEqual(sum(int(r[k]) for r in rows), inv["totals"][k],
                                      f"{period} {iid} {k}")
@@ -339,7 +352,7 @@ class EndpointTest(ApiTest):
                 self.assertEqual(line["adjusts_period"], P)
         csv_rows = parse_csv(get(f"/v1/periods/{NEXT}/invoices/{adjusted[0]['institution_id']}"
                                  ".csv").text)
-        self.assertTrue(all(r["adjusts_period"] == P for r in csv_rows), csv_rows)
+        self.assertTrue(all(r["adjusts_period_yyyymm"] == yyyymm(P) for r in csv_rows), csv_rows)
         st = get_json(f"/v1/periods/{NEXT}/statements/csp-beta")
         self.assertTrue(st["adjustments"], st)
         self.assertTrue(all(a["adjusts_period"] == P for a in st["adjustments"]))
@@ -424,6 +437,45 @@ class EndpointTest(ApiTest):
                              ["reservation_difference_krw"] for s in statements))
         # The programme's name is case-insensitive.
         self.assertEqual(get_json(f"/v1/periods/{P}/programs/lease_hpc")["program"], "LEASE_HPC")
+
+    def test_list_csvs_hold_every_document_the_role_may_see(self):
+        """The lists as CSV (a suffix or Accept: text/csv): the rows of every single document's
+        CSV, once, with a download name; an institution's list holds its own invoice only."""
+        for kind, ids, key in (("invoices", [i["institution_id"] for i in get_json(
+                f"/v1/periods/{P}/invoices")["invoices"]], "invoice"),
+                               ("statements", [s["csp_id"] for s in get_json(
+                                   f"/v1/periods/{P}/statements")["statements"]], "statement")):
+            r = get(f"/v1/periods/{P}/{kind}.csv")
+            self.assertEqual((r.status, r.header("content-type")), (200, "text/csv; charset=utf-8"))
+            self.assertEqual(r.header("content-disposition"),
+                             f'attachment; filename="gpuledger-{P}-{kind}.csv"')
+            self.assertEqual(get(f"/v1/periods/{P}/{kind}", headers={"Accept": "text/csv"}).body,
+                             r.body)
+            rows = parse_csv(r.text)
+            one = []
+            for i in ids:
+                one += parse_csv(get(f"/v1/periods/{P}/{kind}/{i}.csv").text)
+            self.assertEqual(len(rows), len(one), kind)
+            self.assertEqual(sorted(map(str, rows)), sorted(map(str, one)), kind)
+        own = parse_csv(get(f"/v1/periods/{P}/invoices.csv",
+                            token=TOKENS["institution:inst-nari"]).text)
+        self.assertTrue(own and {x["institution_id"] for x in own} == {"inst-nari"}, own)
+        # A browser's Accept (text/html first) still gets the JSON list.
+        self.assertEqual(get(f"/v1/periods/{P}/invoices", headers={
+            "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}).header("content-type"),
+            "application/json")
+
+    def test_program_list(self):
+        d = get_json(f"/v1/periods/{P}/programs")
+        self.assertEqual((d["period"], d["status"]), (P, "closed"))
+        names = [x["program"] for x in d["programs"]]
+        self.assertEqual(names, ["GOV_ADVANCED", "LEASE_HPC", "LEASE_RESEARCH"])
+        for x in d["programs"]:
+            one = get_json(f"/v1/periods/{P}/programs/{x['program']}")
+            self.assertEqual(x["totals"], {k: one["totals"][k] for k in x["totals"]})
+            self.assertEqual(x["reservation_difference_krw"], one["reservation_difference_krw"])
+        rows = parse_csv(get(f"/v1/periods/{P}/programs.csv").text)
+        self.assertEqual({x["program"] for x in rows}, set(names))
 
     def test_ledger_head(self):
         h = get_json("/v1/ledger/head")
@@ -713,6 +765,7 @@ def matrix():
         ("/v1/periods",                                   (200, 200, 200, 200, 200, 200, 200)),
         (f"/v1/periods/{P}",                              (200, 200, 200, 200, 200, 200, 200)),
         (f"/v1/periods/{P}/invoices",                     (200, 200, 200, 403, 403, 200, 200)),
+        (f"/v1/periods/{P}/invoices.csv",                 (200, 200, 200, 403, 403, 200, 200)),
         (f"/v1/periods/{P}/invoices/inst-nari",           (200, 200, 200, 403, 403, 200, 403)),
         (f"/v1/periods/{P}/invoices/inst-nari.csv",       (200, 200, 200, 403, 403, 200, 403)),
         (f"/v1/periods/{P}/invoices/inst-hanbit-univ.html", (200, 200, 200, 403, 403, 403, 200)),
@@ -720,6 +773,9 @@ def matrix():
         # Another institution's id is 403 whether or not it has an invoice.
         (f"/v1/periods/{P}/invoices/inst-nope",           (404, 404, 404, 403, 403, 403, 403)),
         (f"/v1/periods/{P}/statements",                   (200, 200, 200, 200, 200, 403, 403)),
+        (f"/v1/periods/{P}/statements.csv",               (200, 200, 200, 200, 200, 403, 403)),
+        (f"/v1/periods/{P}/programs",                     (200, 200, 200, 403, 403, 403, 403)),
+        (f"/v1/periods/{P}/programs.csv",                 (200, 200, 200, 403, 403, 403, 403)),
         (f"/v1/periods/{P}/statements/csp-alpha",         (200, 200, 200, 200, 403, 403, 403)),
         (f"/v1/periods/{P}/statements/csp-beta.csv",      (200, 200, 200, 403, 200, 403, 403)),
         (f"/v1/periods/{P}/programs/GOV_ADVANCED",        (200, 200, 200, 403, 403, 403, 403)),

@@ -15,6 +15,7 @@ import calendar
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import unittest
@@ -32,6 +33,10 @@ P = "2026-03"
 # An SME: a non-zero co-pay and VAT, so every amount on the invoice means something.
 INSTITUTION = "inst-daehan-bio"
 CSP = "csp-alpha"
+# Faces with Hangul glyphs: NanumGothic (ops/setup.sh installs fonts-nanum), Noto CJK, Windows'
+# and macOS's Korean faces.
+KOREAN_FACE = re.compile(r"Nanum|Noto ?Sans ?(CJK ?)?KR|Noto ?Sans ?CJK|Malgun|AppleSDGothic|"
+                         r"Apple SD Gothic", re.I)
 
 
 def api(path, token):
@@ -217,6 +222,43 @@ class PagesTest(unittest.TestCase):
             shot = os.path.join(OUT, "audit.png")
             page.screenshot(path=shot, full_page=True)
             print(f"\n  screenshot: {shot}", file=sys.stderr)
+        finally:
+            context.close()
+
+    def test_hangul_renders_with_a_korean_face(self):
+        """A Hangul institution name is drawn with a real Korean face, on screen (Chromium's
+        DevTools protocol names the platform fonts that drew a node and how many glyphs each
+        drew) and in the PDF printed from the page (pdffonts names the embedded fonts). Without
+        a Korean font, Chromium falls back to a face without Hangul: empty boxes."""
+        context, page = self.sign_in(ENV["TOKEN_FINANCE"])
+        try:
+            inv = api(f"/v1/periods/{P}/invoices/{INSTITUTION}", ENV["TOKEN_FINANCE"])
+            name = inv["institution_name"]
+            hangul = [c for c in name if "\uac00" <= c <= "\ud7a3"]
+            self.assertTrue(hangul, f"the sample's {INSTITUTION} has no Hangul name: {name!r}")
+            page.goto(f"{URL}/ui/invoices/{P}/{INSTITUTION}")
+            h1 = page.locator("section.invoice h1")
+            self.assertIn(name, h1.inner_text())
+            cdp = context.new_cdp_session(page)
+            cdp.send("DOM.enable")
+            cdp.send("CSS.enable")
+            root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+            node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "section.invoice h1"})
+            fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})["fonts"]
+            korean = [f for f in fonts if KOREAN_FACE.search(f["familyName"])]
+            self.assertTrue(korean, f"no Korean face drew {name!r}: {fonts}")
+            self.assertGreaterEqual(sum(f["glyphCount"] for f in korean), len(hangul), fonts)
+            print(f"\n  {name!r} drawn with {fonts}", file=sys.stderr)
+
+            pdf_path = os.path.join(OUT, f"invoice-{P}-{INSTITUTION}.pdf")
+            with open(pdf_path, "wb") as f:
+                f.write(page.pdf(format="A4", print_background=True))
+            listing = subprocess.run(["pdffonts", pdf_path], check=True, capture_output=True,
+                                     text=True).stdout
+            embedded = [ln for ln in listing.splitlines()[2:]
+                        if KOREAN_FACE.search(ln.split()[0]) and " yes " in ln]
+            self.assertTrue(embedded, f"no Korean face embedded in {pdf_path}:\n{listing}")
+            print(f"  {pdf_path}: {embedded[0].split()[0]} embedded", file=sys.stderr)
         finally:
             context.close()
 

@@ -30,6 +30,12 @@ std::string RenderCsv(const gpuledger::v1::PeriodDocuments& docs, const std::str
 // document in `docs`, each starting on a new page.
 std::string RenderHtml(const gpuledger::v1::PeriodDocuments& docs);
 
+// The pages' and documents' font stack: Korean faces first (Hangul names and, in time, Korean
+// text; ops/setup.sh installs NanumGothic on the server), each with Latin glyphs of its own.
+inline constexpr char kHtmlFontFamily[] =
+    "'Noto Sans KR','Noto Sans CJK KR','NanumGothic','Malgun Gothic','Apple SD Gothic Neo',"
+    "'DejaVu Sans',sans-serif";
+
 // "usage", "beyond_cap", "held", "refused", "unpriced", "outage_credit".
 const char* LineKindName(gpuledger::v1::LineKind kind);
 
