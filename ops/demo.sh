@@ -83,6 +83,7 @@ OUT=$DEMO_DIR/documents
 mkdir -p "$OUT"
 "$GPULEDGER" settle --period "$PERIOD" --format json -o "$OUT/$PERIOD.json"
 "$GPULEDGER" settle --period "$PERIOD" --format html -o "$OUT/$PERIOD.html"
+"$GPULEDGER" settle --period "$PERIOD" --format html --lang en -o "$OUT/$PERIOD.en.html"
 for doc in invoices statements programs; do
   "$GPULEDGER" settle --period "$PERIOD" --format csv --document "$doc" -o "$OUT/$PERIOD-$doc.csv"
 done
@@ -103,8 +104,10 @@ step "auditor: decide every entry again from the ledger alone and compare with w
 
 step "final documents of $PERIOD (frozen at its close)"
 "$GPULEDGER" settle --period "$PERIOD"
-printf '\nDocuments written to %s: %s.json (canonical), %s.html (printable),\n' "$OUT" "$PERIOD" "$PERIOD"
-printf '%s-{invoices,statements,programs}.csv, %s-draft.json and closes.json (digests).\n' "$PERIOD" "$NEXT"
+printf '\nDocuments written to %s: %s.json (canonical), %s.html (printable, Korean; %s.en.html in\n' \
+  "$OUT" "$PERIOD" "$PERIOD" "$PERIOD"
+printf 'English), %s-{invoices,statements,programs}.csv, %s-draft.json and closes.json (digests).\n' \
+  "$PERIOD" "$NEXT"
 step "pages and API for people and systems"
 TOKENS=$DEMO_DIR/tokens
 FINANCE_TOKEN=$("$GPULEDGER" tokens add --file "$TOKENS" --role finance --name "demo finance" 2>/dev/null)

@@ -28,6 +28,8 @@ PACKAGES=(
   # A Korean face for the pages and their PDFs (NanumGothic); Gnumeric's ssconvert, the
   # spreadsheet the CSV test opens every CSV with; pdffonts, which names a PDF's embedded fonts.
   fonts-nanum gnumeric poppler-utils
+  # Boost.Locale reads the message catalogs; GNU gettext's msgfmt compiles them at build time.
+  libboost-locale-dev gettext
 )
 
 missing=()

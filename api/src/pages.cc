@@ -9,12 +9,15 @@
 #include "api/routes.h"
 #include "base/money.h"
 #include "base/period.h"
+#include "i18n/i18n.h"
 #include "ledger/hash.h"
 #include "settlement/render.h"
 
 namespace gpuledger::api {
 
 namespace v1 = gpuledger::v1;
+using i18n::Lang;
+using i18n::Tr;
 
 namespace {
 
@@ -22,9 +25,7 @@ std::string H(const std::string& s) {
   return absl::StrReplaceAll(
       s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
 }
-std::string Won(int64_t w) { return base::FormatWon(base::Krw{w}); }
-std::string Hours(int64_t ms) { return base::FormatGpuHours(base::GpuMs{ms}); }
-std::string Bp(int64_t bp) { return absl::StrFormat("%d.%02d%%", bp / 100, bp % 100); }
+std::string Hours(int64_t ms) { return i18n::GpuHours(ms); }
 
 constexpr char kStyleRest[] =
     "nav a{margin-right:1em}nav{border-bottom:1px solid #bbb;padding-bottom:.5em;margin-bottom:"
@@ -34,19 +35,22 @@ constexpr char kStyleRest[] =
     "input,form select{margin-right:.6em}form.out{display:inline}@media "
     "print{nav,form{display:none}}";
 
-std::string Page(const std::string& title, const std::optional<Principal>& who,
+std::string Page(Lang lang, const std::string& title, const std::optional<Principal>& who,
                  const std::string& body) {
   return absl::StrCat(
-      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>", H(title),
+      "<!DOCTYPE html>\n<html lang=\"", i18n::Code(lang),
+      "\"><head><meta charset=\"utf-8\"><title>", H(title),
       " - gpuledger</title><style>body{font-family:", settlement::kHtmlFontFamily,
       ";font-size:10pt;margin:1.5em;color:#111}", kStyleRest,
-      "</style></head><body>\n<nav><b>gpuledger</b> ",
-      "<a href=\"/ui/invoices\">Invoices</a><a href=\"/ui/statements\">CSP statements</a>"
-      "<a href=\"/ui/audit\">Audit</a>",
-      who ? absl::StrCat("<span>signed in as ", H(who->name), " (", H(who->RoleString()),
-                         ")</span> <form class=\"out\" method=\"post\" action=\"/ui/logout\">"
-                         "<button type=\"submit\">sign out</button></form>")
-          : "<a href=\"/ui/login\">sign in</a>",
+      "</style></head><body>\n<nav><b>gpuledger</b> ", "<a href=\"/ui/invoices\">",
+      Tr(lang, "Invoices"), "</a><a href=\"/ui/statements\">", Tr(lang, "CSP statements"),
+      "</a><a href=\"/ui/audit\">", Tr(lang, "Audit"), "</a>",
+      who ? absl::StrCat("<span>",
+                         Tr(lang, "signed in as {1} ({2})", {H(who->name), H(who->RoleString())}),
+                         "</span> <form class=\"out\" method=\"post\" action=\"/ui/logout\">"
+                         "<button type=\"submit\">",
+                         Tr(lang, "sign out"), "</button></form>")
+          : absl::StrCat("<a href=\"/ui/login\">", Tr(lang, "sign in"), "</a>"),
       "</nav>\n<h1>", H(title), "</h1>\n", body, "\n</body></html>\n");
 }
 
@@ -58,11 +62,16 @@ HttpResponse Html(std::string body, int status = 200) {
   return r;
 }
 
-HttpResponse HtmlError(int status, const std::optional<Principal>& who, const std::string& text) {
-  return Html(Page(status == 401 ? "Sign in required" : "Not available", who,
-                   absl::StrCat("<p>", H(text), "</p>",
-                                status == 401 ? "<p><a href=\"/ui/login\">Sign in</a></p>" : "")),
-              status);
+// `text` is already in `lang` (a Tr of the caller's message).
+HttpResponse HtmlError(Lang lang, int status, const std::optional<Principal>& who,
+                       const std::string& text) {
+  return Html(
+      Page(lang, status == 401 ? Tr(lang, "Sign in required") : Tr(lang, "Not available"), who,
+           absl::StrCat("<p>", H(text), "</p>",
+                        status == 401 ? absl::StrCat("<p><a href=\"/ui/login\">",
+                                                     Tr(lang, "Sign in"), "</a></p>")
+                                      : "")),
+      status);
 }
 
 base::Period CurrentPeriodOr(const std::map<std::string, std::string>& q) {
@@ -81,63 +90,84 @@ bool Staff(const Principal& p) {
 }
 
 // Daily GPU-hours as an SVG bar chart (server-rendered: no script, prints as it shows).
-std::string DailyChart(const std::vector<int64_t>& days) {
+std::string DailyChart(Lang lang, const std::vector<int64_t>& days) {
   int64_t max = 1;
   for (int64_t v : days) max = std::max(max, v);
   const int w = 700, h = 160, pad = 30;
   const double bw = static_cast<double>(w - pad) / std::max<size_t>(days.size(), 1);
   std::string out = absl::StrFormat(
       "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
-      "aria-label=\"GPU-hours per day\">",
-      w, h + 20, w, h + 20);
+      "aria-label=\"%s\">",
+      w, h + 20, w, h + 20, H(Tr(lang, "GPU-hours per day")));
   for (size_t i = 0; i < days.size(); ++i) {
     // Display geometry only: never money.
     const double bh = static_cast<double>(days[i]) / static_cast<double>(max) * (h - 10);
-    absl::StrAppendFormat(&out,
-                          "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
-                          "fill=\"#3b6ea5\"><title>day %d: %s GPU-hours</title></rect>",
-                          pad + i * bw + 1, h - bh, bw - 2, bh, i + 1, Hours(days[i]));
+    absl::StrAppendFormat(
+        &out,
+        "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+        "fill=\"#3b6ea5\"><title>%s</title></rect>",
+        pad + i * bw + 1, h - bh, bw - 2, bh,
+        H(Tr(lang, "day {1}: {2} GPU-hours", {absl::StrCat(i + 1), i18n::GpuHours(days[i])})));
     if (i % 5 == 0) {
       absl::StrAppendFormat(&out, "<text x=\"%.1f\" y=\"%d\" font-size=\"9\">%d</text>",
                             pad + i * bw + 1, h + 14, i + 1);
     }
   }
-  absl::StrAppendFormat(&out, "<text x=\"0\" y=\"10\" font-size=\"9\">%s h</text></svg>",
-                        Hours(max));
+  absl::StrAppendFormat(&out, "<text x=\"0\" y=\"10\" font-size=\"9\">%s</text></svg>",
+                        H(Tr(lang, "{1} h", {i18n::GpuHours(max)})));
   return out;
 }
 
-// Own-use share against the cap as a horizontal bar.
-std::string ShareBar(uint32_t share_bp, uint32_t cap_bp) {
-  const double scale = 400.0 / std::max<uint32_t>(std::max(share_bp, cap_bp) * 5 / 4, 100);
+// Own-use share against the cap as a horizontal bar; `top_bp` is the value at the bar's full
+// width, the same for every bar of a statement so that they compare at a glance.
+std::string ShareBar(Lang lang, uint32_t share_bp, uint32_t cap_bp, uint32_t top_bp) {
+  const double scale = 400.0 / std::max<uint32_t>(top_bp, 100);
+  const std::string label = H(Tr(lang, "share {1}, contract cap {2} (red line)",
+                                 {i18n::Percent(share_bp), i18n::Percent(cap_bp)}));
   return absl::StrFormat(
-      "<svg width=\"420\" height=\"34\" role=\"img\" aria-label=\"own-use share %s, cap %s\">"
+      "<svg width=\"420\" height=\"34\" role=\"img\" aria-label=\"%s\">"
       "<rect x=\"0\" y=\"6\" width=\"%.1f\" height=\"14\" fill=\"%s\"/>"
       "<line x1=\"%.1f\" y1=\"0\" x2=\"%.1f\" y2=\"26\" stroke=\"#b00\" stroke-width=\"2\"/>"
-      "<text x=\"0\" y=\"33\" font-size=\"9\">share %s, contract cap %s (red line)</text></svg>",
-      Bp(share_bp), Bp(cap_bp), share_bp * scale, share_bp > cap_bp ? "#b00" : "#3b6ea5",
-      cap_bp * scale, cap_bp * scale, Bp(share_bp), Bp(cap_bp));
+      "<text x=\"0\" y=\"33\" font-size=\"9\">%s</text></svg>",
+      label, share_bp * scale, share_bp > cap_bp ? "#b00" : "#3b6ea5", cap_bp * scale,
+      cap_bp * scale, label);
 }
 
-// The cap applies to each pool: one bar per pool, then the CSP's overall share.
-std::string OwnUseBars(const v1::CspStatement& s) {
+// The cap applies to each pool: one bar per pool, all on one scale, then the CSP's overall
+// share of the state-owned GPUs it hosts (own use is counted on those pools only).
+std::string OwnUseBars(Lang lang, const v1::CspStatement& s) {
+  uint32_t top = 0;
+  for (const auto& r : s.own_use()) top = std::max({top, r.share_bp(), r.cap_bp()});
+  top = top * 5 / 4;
   std::string out = "<table class=\"ownuse\">";
   for (const auto& r : s.own_use()) {
     absl::StrAppend(
-        &out, "<tr><td>", v1::Program_Name(r.program()), " / ", v1::GpuModel_Name(r.gpu_model()),
-        "</td><td>", ShareBar(r.share_bp(), r.cap_bp()), "</td><td>",
-        r.excess_gpu_ms() > 0 ? absl::StrCat("<span class=\"flag\">over by ",
-                                             Hours(r.excess_gpu_ms()), " GPU-hours</span>")
-                              : "<span class=\"ok\">within</span>",
+        &out, "<tr><td>", H(i18n::ProgramName(lang, r.program())), " / ",
+        i18n::GpuModelName(r.gpu_model()), "</td><td>",
+        ShareBar(lang, r.share_bp(), r.cap_bp(), top), "</td><td>",
+        r.excess_gpu_ms() > 0
+            ? absl::StrCat("<span class=\"flag\">",
+                           Tr(lang, "over by {1} GPU-hours", {i18n::GpuHours(r.excess_gpu_ms())}),
+                           "</span>")
+            : absl::StrCat("<span class=\"ok\">", Tr(lang, "within"), "</span>"),
         "</td></tr>");
   }
-  absl::StrAppend(&out, "</table><p>Overall: ", Bp(s.own_use_share_bp()), " of ",
-                  Hours(s.hosted_capacity_gpu_ms()), " hosted GPU-hours.</p>");
+  absl::StrAppend(&out, "</table><p>");
+  if (s.hosted_capacity_gpu_ms() == 0 && s.own_use_gpu_ms() == 0) {
+    absl::StrAppend(&out, Tr(lang,
+                             "No state-owned GPUs hosted in this period: the own-use share "
+                             "applies to state-owned pools only."));
+  } else {
+    absl::StrAppend(&out, Tr(lang, "Overall: {1} of {2} GPU-hours hosted on state-owned pools.",
+                             {i18n::Percent(s.own_use_share_bp()),
+                              i18n::GpuHours(s.hosted_capacity_gpu_ms())}));
+  }
+  absl::StrAppend(&out, "</p>");
   return out;
 }
 
-HttpResponse MethodNotAllowed(const std::optional<Principal>& who, const char* allow) {
-  HttpResponse r = HtmlError(405, who, absl::StrCat("This page answers ", allow, " only."));
+HttpResponse MethodNotAllowed(Lang lang, const std::optional<Principal>& who, const char* allow) {
+  HttpResponse r = HtmlError(lang, 405, who, Tr(lang, "This page answers {1} only.", {allow}));
   r.headers.emplace_back("Allow", allow);
   return r;
 }
@@ -151,28 +181,31 @@ bool CrossSite(const HttpRequest& req) {
   return req.origin != absl::StrCat(req.tls ? "https://" : "http://", req.host);
 }
 
-HttpResponse Login(const HttpRequest& req, Service& svc) {
+HttpResponse Login(Lang lang, const HttpRequest& req, Service& svc) {
   if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
-    return MethodNotAllowed(std::nullopt, "GET, HEAD, POST");
+    return MethodNotAllowed(lang, std::nullopt, "GET, HEAD, POST");
   }
   if (req.method == "POST" && CrossSite(req)) {
-    return HtmlError(403, std::nullopt,
-                     "Sign in from this server's own page: a sign-in sent from another site is "
-                     "refused.");
+    return HtmlError(lang, 403, std::nullopt,
+                     Tr(lang,
+                        "Sign in from this server's own page: a sign-in sent from another "
+                        "site is refused."));
   }
+  const std::string form_html = absl::StrCat(
+      "<form method=\"post\" action=\"/ui/login\"><input type=\"password\" name=\"token\" "
+      "size=\"70\" autofocus><input type=\"submit\" value=\"",
+      H(Tr(lang, "Sign in")), "\"></form>");
   if (req.method == "POST") {
     std::map<std::string, std::string> form;
     if (req.body.size() > 4096 || !ParseQuery(req.body, &form)) {
-      return HtmlError(400, std::nullopt, "The sign-in form could not be read.");
+      return HtmlError(lang, 400, std::nullopt, Tr(lang, "The sign-in form could not be read."));
     }
     const std::string token = form["token"];
     auto who = svc.tokens().Authenticate(token);
     if (!who) {
-      return Html(Page("Sign in", std::nullopt,
-                       "<p class=\"flag\">That token is not valid.</p>"
-                       "<form method=\"post\" action=\"/ui/login\"><input type=\"password\" "
-                       "name=\"token\" size=\"70\" autofocus><input type=\"submit\" "
-                       "value=\"Sign in\"></form>"),
+      return Html(Page(lang, Tr(lang, "Sign in"), std::nullopt,
+                       absl::StrCat("<p class=\"flag\">", Tr(lang, "That token is not valid."),
+                                    "</p>", form_html)),
                   401);
     }
     HttpResponse r = Html("", 303);
@@ -182,28 +215,31 @@ HttpResponse Login(const HttpRequest& req, Service& svc) {
                                    req.tls ? "; Secure" : ""));
     return r;
   }
-  return Html(Page("Sign in", std::nullopt,
-                   "<p>Paste the access token you were given (it is kept in a cookie for this "
-                   "browser only).</p><form method=\"post\" action=\"/ui/login\"><input "
-                   "type=\"password\" name=\"token\" size=\"70\" autofocus><input "
-                   "type=\"submit\" value=\"Sign in\"></form>"));
+  return Html(Page(lang, Tr(lang, "Sign in"), std::nullopt,
+                   absl::StrCat("<p>",
+                                Tr(lang,
+                                   "Paste the access token you were given (it is kept in a "
+                                   "cookie for this browser only)."),
+                                "</p>", form_html)));
 }
 
 // Signing out changes state, so it is a same-site POST: a link or an image on another site
 // cannot sign a user out. GET shows the form (an old bookmark still leads somewhere useful).
-HttpResponse Logout(const HttpRequest& req, const std::optional<Principal>& who) {
+HttpResponse Logout(Lang lang, const HttpRequest& req, const std::optional<Principal>& who) {
   if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
-    return MethodNotAllowed(who, "GET, HEAD, POST");
+    return MethodNotAllowed(lang, who, "GET, HEAD, POST");
   }
   if (req.method != "POST") {
-    return Html(Page("Sign out", who,
-                     "<form method=\"post\" action=\"/ui/logout\"><input type=\"submit\" "
-                     "value=\"Sign out\"></form>"));
+    return Html(Page(lang, Tr(lang, "Sign out"), who,
+                     absl::StrCat("<form method=\"post\" action=\"/ui/logout\"><input "
+                                  "type=\"submit\" value=\"",
+                                  H(Tr(lang, "Sign out")), "\"></form>")));
   }
   if (CrossSite(req)) {
-    return HtmlError(403, who,
-                     "Sign out from this server's own page: a sign-out sent from another site is "
-                     "refused.");
+    return HtmlError(lang, 403, who,
+                     Tr(lang,
+                        "Sign out from this server's own page: a sign-out sent from another "
+                        "site is refused."));
   }
   HttpResponse r = Html("", 303);
   r.headers.emplace_back("Location", "/ui/login");
@@ -211,8 +247,18 @@ HttpResponse Logout(const HttpRequest& req, const std::optional<Principal>& who)
   return r;
 }
 
-HttpResponse InvoiceListPage(const HttpRequest& req, Service& svc, const Principal& who) {
-  if (who.role == Role::kCsp) return HtmlError(403, who, "CSP accounts see CSP statements only.");
+std::string StatusLine(Lang lang, const v1::PeriodDocuments& docs) {
+  return absl::StrCat(Tr(lang, "Status:"), " <b>",
+                      docs.closed() ? Tr(lang, "closed (final)") : Tr(lang, "open (draft)"),
+                      "</b>, ",
+                      Tr(lang, "ledger entries 1..{1}", {absl::StrCat(docs.covered_seq())}));
+}
+
+HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
+                             const Principal& who) {
+  if (who.role == Role::kCsp) {
+    return HtmlError(lang, 403, who, Tr(lang, "CSP accounts see CSP statements only."));
+  }
   const base::Period period = CurrentPeriodOr(req.query);
   auto it = req.query.find("q");
   const std::string filter = it == req.query.end() ? "" : it->second;
@@ -223,23 +269,27 @@ HttpResponse InvoiceListPage(const HttpRequest& req, Service& svc, const Princip
     f.statements = f.programs = false;
     if (who.role == Role::kInstitution) f.institution_id = who.scope_id;
     auto docs = engine.Documents(period, f);
-    if (!docs.ok()) return HtmlError(500, who, std::string(docs.status().message()));
-    std::string body = absl::StrCat(
-        "<form method=\"get\" action=\"/ui/invoices\">Period <input name=\"period\" value=\"",
-        H(period.ToString()), "\" size=\"8\"> Institution <input name=\"q\" value=\"", H(filter),
-        "\" placeholder=\"id or name\"> Type <select name=\"type\"><option value=\"\">any"
-        "</option>");
+    if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
+    std::string body =
+        absl::StrCat("<form method=\"get\" action=\"/ui/invoices\">", Tr(lang, "Period"),
+                     " <input name=\"period\" value=\"", H(period.ToString()), "\" size=\"8\"> ",
+                     Tr(lang, "Institution"), " <input name=\"q\" value=\"", H(filter),
+                     "\" placeholder=\"", H(Tr(lang, "id or name")), "\"> ", Tr(lang, "Type"),
+                     " <select name=\"type\"><option value=\"\">", Tr(lang, "any"), "</option>");
     for (int t = 1; t <= 7; ++t) {
-      const std::string name = v1::InstitutionType_Name(static_cast<v1::InstitutionType>(t));
-      absl::StrAppend(&body, "<option", name == type ? " selected" : "", ">", name, "</option>");
+      const auto ty = static_cast<v1::InstitutionType>(t);
+      const std::string name = v1::InstitutionType_Name(ty);
+      absl::StrAppend(&body, "<option value=\"", name, "\"", name == type ? " selected" : "", ">",
+                      H(i18n::InstitutionTypeName(lang, ty)), "</option>");
     }
-    absl::StrAppend(&body, "</select><input type=\"submit\" value=\"Show\"></form>\n<p>Status: <b>",
-                    docs->closed() ? "closed (final)" : "open (draft)", "</b>, ledger entries 1..",
-                    docs->covered_seq(), "</p>\n",
-                    "<table id=\"invoices\"><tr><th>institution</th><th>type</th><th "
-                    "class=\"n\">GPU-hours</th><th class=\"n\">list KRW</th><th "
-                    "class=\"n\">subsidy KRW</th><th class=\"n\">co-pay KRW</th><th "
-                    "class=\"n\">amount due KRW</th></tr>\n");
+    absl::StrAppend(&body, "</select><input type=\"submit\" value=\"", H(Tr(lang, "Show")),
+                    "\"></form>\n<p>", StatusLine(lang, *docs), " &middot; <a href=\"/v1/periods/",
+                    H(period.ToString()), "/invoices.csv\">", Tr(lang, "Download CSV"),
+                    "</a></p>\n", "<table id=\"invoices\"><tr><th>", Tr(lang, "institution"),
+                    "</th><th>", Tr(lang, "type"), "</th><th class=\"n\">", Tr(lang, "GPU-hours"),
+                    "</th><th class=\"n\">", Tr(lang, "list KRW"), "</th><th class=\"n\">",
+                    Tr(lang, "subsidy KRW"), "</th><th class=\"n\">", Tr(lang, "co-pay KRW"),
+                    "</th><th class=\"n\">", Tr(lang, "amount due KRW"), "</th></tr>\n");
     int shown = 0;
     for (const auto& inv : docs->invoices()) {
       const std::string t = v1::InstitutionType_Name(inv.institution_type());
@@ -251,111 +301,135 @@ HttpResponse InvoiceListPage(const HttpRequest& req, Service& svc, const Princip
       ++shown;
       absl::StrAppend(&body, "<tr><td><a href=\"/ui/invoices/", H(period.ToString()), "/",
                       H(inv.institution_id()), "\">", H(inv.institution_name()), "</a> (",
-                      H(inv.institution_id()), ")</td><td>", t, "</td><td class=\"n\">",
-                      Hours(inv.totals().gpu_ms()), "</td><td class=\"n\">",
-                      Won(inv.totals().list_krw()), "</td><td class=\"n\">",
-                      Won(inv.totals().subsidy_krw()), "</td><td class=\"n\">",
-                      Won(inv.totals().copay_krw()), "</td><td class=\"n\">",
-                      Won(inv.amount_due_krw()), "</td></tr>\n");
+                      H(inv.institution_id()), ")</td><td>",
+                      H(i18n::InstitutionTypeName(lang, inv.institution_type())),
+                      "</td><td class=\"n\">", Hours(inv.totals().gpu_ms()),
+                      "</td><td class=\"n\">", i18n::Grouped(inv.totals().list_krw()),
+                      "</td><td class=\"n\">", i18n::Grouped(inv.totals().subsidy_krw()),
+                      "</td><td class=\"n\">", i18n::Grouped(inv.totals().copay_krw()),
+                      "</td><td class=\"n\">", i18n::Grouped(inv.amount_due_krw()), "</td></tr>\n");
     }
-    absl::StrAppend(&body, "</table><p>", shown, " invoice(s).</p>");
-    return Html(Page(absl::StrCat("Invoices ", period.ToString()), who, body));
+    absl::StrAppend(&body, "</table><p>", Tr(lang, "{1} invoice(s).", {absl::StrCat(shown)}),
+                    "</p>");
+    return Html(
+        Page(lang, Tr(lang, "Invoices {1}", {i18n::Month(lang, period.ToString())}), who, body));
   });
 }
 
-HttpResponse InvoicePage(Service& svc, const Principal& who, const std::string& period_text,
-                         const std::string& institution) {
+HttpResponse InvoicePage(Lang lang, Service& svc, const Principal& who,
+                         const std::string& period_text, const std::string& institution) {
   auto period = base::ParsePeriod(period_text);
-  if (!period.ok()) return HtmlError(400, who, "That is not a period (YYYY-MM).");
+  if (!period.ok()) return HtmlError(lang, 400, who, Tr(lang, "That is not a period (YYYY-MM)."));
   if (!(Staff(who) || (who.role == Role::kInstitution && who.scope_id == institution))) {
-    return HtmlError(403, who, "You may not read this institution's invoices.");
+    return HtmlError(lang, 403, who, Tr(lang, "You may not read this institution's invoices."));
   }
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
     f.institution_id = institution;
     f.statements = f.programs = false;
     auto docs = engine.Documents(*period, f);
-    if (!docs.ok()) return HtmlError(500, who, std::string(docs.status().message()));
-    if (docs->invoices_size() == 0) return HtmlError(404, who, "No invoice for that period.");
+    if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
+    if (docs->invoices_size() == 0) {
+      return HtmlError(lang, 404, who, Tr(lang, "No invoice for that period."));
+    }
     // The printable document itself, with a navigation bar that does not print.
-    std::string html = settlement::RenderHtml(*docs);
+    std::string html = settlement::RenderHtml(*docs, lang);
     const std::string api =
         absl::StrCat("/v1/periods/", period->ToString(), "/invoices/", H(institution));
     absl::StrReplaceAll(
-        {{"<body>\n", absl::StrCat("<body>\n<nav style=\"margin-bottom:1em\" class=\"noprint\"><a "
-                                   "href=\"/ui/invoices?period=",
-                                   period->ToString(), "\">All invoices</a> &middot; <a href=\"",
-                                   api, ".json\">JSON</a> &middot; <a href=\"", api,
-                                   ".csv\">CSV</a></nav><style>@media print{.noprint{display:none}}"
-                                   "</style>\n")}},
+        {{"<body>\n",
+          absl::StrCat("<body>\n<nav style=\"margin-bottom:1em\" class=\"noprint\"><a "
+                       "href=\"/ui/invoices?period=",
+                       period->ToString(), "\">", Tr(lang, "All invoices"),
+                       "</a> &middot; <a href=\"", api, ".json\">JSON</a> &middot; <a href=\"", api,
+                       ".csv\">CSV</a> &middot; <a href=\"?lang=",
+                       lang == Lang::kKo ? "en\">English" : "ko\">한국어",
+                       "</a></nav><style>@media print{.noprint{display:none}}</style>\n")}},
         &html);
     return Html(std::move(html));
   });
 }
 
-HttpResponse StatementListPage(const HttpRequest& req, Service& svc, const Principal& who) {
-  if (who.role == Role::kInstitution) return HtmlError(403, who, "Institutions see invoices only.");
+HttpResponse StatementListPage(Lang lang, const HttpRequest& req, Service& svc,
+                               const Principal& who) {
+  if (who.role == Role::kInstitution) {
+    return HtmlError(lang, 403, who, Tr(lang, "Institutions see invoices only."));
+  }
   const base::Period period = CurrentPeriodOr(req.query);
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
     f.invoices = f.programs = false;
     if (who.role == Role::kCsp) f.csp_id = who.scope_id;
     auto docs = engine.Documents(period, f);
-    if (!docs.ok()) return HtmlError(500, who, std::string(docs.status().message()));
+    if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
     std::string body = absl::StrCat(
-        "<form method=\"get\" action=\"/ui/statements\">Period <input name=\"period\" value=\"",
-        H(period.ToString()), "\" size=\"8\"><input type=\"submit\" value=\"Show\"></form>",
-        "<table><tr><th>CSP</th><th class=\"n\">GPU-hours</th><th class=\"n\">subsidy owed "
-        "KRW</th><th class=\"n\">own-use share</th><th class=\"n\">cap</th></tr>\n");
+        "<form method=\"get\" action=\"/ui/statements\">", Tr(lang, "Period"),
+        " <input name=\"period\" value=\"", H(period.ToString()),
+        "\" size=\"8\"><input type=\"submit\" value=\"", H(Tr(lang, "Show")), "\"></form><p>",
+        StatusLine(lang, *docs), " &middot; <a href=\"/v1/periods/", H(period.ToString()),
+        "/statements.csv\">", Tr(lang, "Download CSV"), "</a></p>",
+        "<table><tr><th>CSP</th><th class=\"n\">", Tr(lang, "GPU-hours"), "</th><th class=\"n\">",
+        Tr(lang, "subsidy owed KRW"), "</th><th class=\"n\">", Tr(lang, "own-use share"),
+        "</th><th class=\"n\">", Tr(lang, "cap"), "</th></tr>\n");
     for (const auto& s : docs->statements()) {
       absl::StrAppend(&body, "<tr><td><a href=\"/ui/statements/", H(period.ToString()), "/",
                       H(s.csp_id()), "\">", H(s.csp_id()), "</a></td><td class=\"n\">",
                       Hours(s.totals().gpu_ms()), "</td><td class=\"n\">",
-                      Won(s.totals().subsidy_krw()), "</td><td class=\"n\">",
-                      Bp(s.own_use_share_bp()), "</td><td class=\"n\">", Bp(s.own_use_cap_bp()),
-                      "</td></tr>\n");
+                      i18n::Grouped(s.totals().subsidy_krw()), "</td><td class=\"n\">",
+                      i18n::Percent(s.own_use_share_bp()), "</td><td class=\"n\">",
+                      i18n::Percent(s.own_use_cap_bp()), "</td></tr>\n");
     }
     absl::StrAppend(&body, "</table>");
-    return Html(Page(absl::StrCat("CSP statements ", period.ToString()), who, body));
+    return Html(Page(lang, Tr(lang, "CSP statements {1}", {i18n::Month(lang, period.ToString())}),
+                     who, body));
   });
 }
 
-HttpResponse StatementPage(Service& svc, const Principal& who, const std::string& period_text,
-                           const std::string& csp) {
+HttpResponse StatementPage(Lang lang, Service& svc, const Principal& who,
+                           const std::string& period_text, const std::string& csp) {
   auto period = base::ParsePeriod(period_text);
-  if (!period.ok()) return HtmlError(400, who, "That is not a period (YYYY-MM).");
+  if (!period.ok()) return HtmlError(lang, 400, who, Tr(lang, "That is not a period (YYYY-MM)."));
   if (!(Staff(who) || (who.role == Role::kCsp && who.scope_id == csp))) {
-    return HtmlError(403, who, "You may not read this CSP's statements.");
+    return HtmlError(lang, 403, who, Tr(lang, "You may not read this CSP's statements."));
   }
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
     f.csp_id = csp;
     f.invoices = f.programs = false;
     auto docs = engine.Documents(*period, f);
-    if (!docs.ok()) return HtmlError(500, who, std::string(docs.status().message()));
-    if (docs->statements_size() == 0) return HtmlError(404, who, "No statement for that period.");
+    if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
+    if (docs->statements_size() == 0) {
+      return HtmlError(lang, 404, who, Tr(lang, "No statement for that period."));
+    }
     const v1::CspStatement& s = docs->statements(0);
+    const auto won = [lang](int64_t krw) { return i18n::Won(lang, krw); };
     std::string body = absl::StrCat(
-        "<p>Status: <b>", docs->closed() ? "closed (final)" : "open (draft)",
-        "</b>. Subsidy owed by the state: <b>", Won(s.totals().subsidy_krw()), " KRW</b> for ",
-        Hours(s.totals().gpu_ms()),
-        " GPU-hours.</p>\n<h2>GPU-hours per day"
-        "</h2>\n",
-        DailyChart(engine.DailyUsage(*period, csp)),
-        "\n<h2>Own use against the contract cap</h2>\n", OwnUseBars(s),
+        "<p>", StatusLine(lang, *docs), ". ",
+        Tr(lang, "Subsidy owed by the state: {1} for {2} GPU-hours.",
+           {absl::StrCat("<b>", won(s.totals().subsidy_krw()), "</b>"),
+            Hours(s.totals().gpu_ms())}),
+        "</p>\n<h2>", Tr(lang, "GPU-hours per day"), "</h2>\n",
+        DailyChart(lang, engine.DailyUsage(*period, csp)), "\n<h2>",
+        Tr(lang, "Own use against the contract cap"), "</h2>\n", OwnUseBars(lang, s),
         s.own_use_excess_gpu_ms() > 0
-            ? absl::StrCat("<p class=\"flag\">Over the cap by ", Hours(s.own_use_excess_gpu_ms()),
-                           " GPU-hours, worth ", Won(s.own_use_excess_value_krw()), " KRW.</p>")
-            : "<p class=\"ok\">Within the cap.</p>",
-        "<p>Own use valued at ", Won(s.own_use_value_krw()),
-        " KRW at the rates in force when used. ",
+            ? absl::StrCat(
+                  "<p class=\"flag\">",
+                  Tr(lang, "Over the cap by {1} GPU-hours, worth {2}.",
+                     {Hours(s.own_use_excess_gpu_ms()), won(s.own_use_excess_value_krw())}),
+                  "</p>")
+            : absl::StrCat("<p class=\"ok\">", Tr(lang, "Within the cap."), "</p>"),
+        "<p>",
+        Tr(lang, "Own use valued at {1} at the rates in force when used.",
+           {won(s.own_use_value_krw())}),
+        " ",
         s.own_use_netted_krw() != 0
-            ? absl::StrCat("The contract nets the excess: ", Won(s.own_use_netted_krw()),
-                           " KRW off the subsidy. ")
+            ? absl::StrCat(Tr(lang, "The contract nets the excess: {1} off the subsidy.",
+                              {won(s.own_use_netted_krw())}),
+                           " ")
             : "",
-        "Payable by the state: <b>", Won(s.payable_krw()), " KRW</b>.</p>",
-        "\n<h2>The statement</h2>\n");
-    std::string doc = settlement::RenderHtml(*docs);
+        Tr(lang, "Payable by the state: {1}.", {absl::StrCat("<b>", won(s.payable_krw()), "</b>")}),
+        "</p>", "\n<h2>", Tr(lang, "The statement"), "</h2>\n");
+    std::string doc = settlement::RenderHtml(*docs, lang);
     // Embed the printable document's body.
     const size_t b = doc.find("<body>\n");
     const size_t e = doc.rfind("</body>");
@@ -367,34 +441,44 @@ HttpResponse StatementPage(Service& svc, const Principal& who, const std::string
     if (b != std::string::npos && e != std::string::npos) {
       absl::StrAppend(&body, doc.substr(b + 7, e - b - 7));
     }
-    return Html(Page(absl::StrCat("Statement ", csp, " ", period->ToString()), who, body));
+    return Html(Page(lang,
+                     Tr(lang, "Statement {1} {2}", {csp, i18n::Month(lang, period->ToString())}),
+                     who, body));
   });
 }
 
-HttpResponse AuditPage(const HttpRequest& req, Service& svc, const Principal& who) {
+HttpResponse AuditPage(Lang lang, const HttpRequest& req, Service& svc, const Principal& who) {
   if (!(who.role == Role::kOperator || who.role == Role::kAuditor)) {
-    return HtmlError(403, who, "The audit view is for auditors and operators.");
+    return HtmlError(lang, 403, who, Tr(lang, "The audit view is for auditors and operators."));
   }
   const ledger::Head head = svc.ledger().head();
   const VerifyStatus v = svc.verify_status();
-  std::string body = absl::StrCat("<h2>Chain head</h2><p>Entry ", head.seq, ", hash <code>",
-                                  ledger::ToHex(head.hash), "</code></p><h2>Verification</h2>");
+  std::string body = absl::StrCat(
+      "<h2>", Tr(lang, "Chain head"), "</h2><p>",
+      Tr(lang, "Entry {1}, hash {2}",
+         {absl::StrCat(head.seq), absl::StrCat("<code>", ledger::ToHex(head.hash), "</code>")}),
+      "</p><h2>", Tr(lang, "Verification"), "</h2>");
   if (!v.done) {
-    absl::StrAppend(&body, "<p>Running...</p>");
+    absl::StrAppend(&body, "<p>", Tr(lang, "Running..."), "</p>");
   } else if (!v.error.empty()) {
-    absl::StrAppend(&body, "<p class=\"flag\">Could not verify: ", H(v.error), "</p>");
+    absl::StrAppend(&body, "<p class=\"flag\">", Tr(lang, "Could not verify: {1}", {H(v.error)}),
+                    "</p>");
   } else if (v.report.ok) {
-    absl::StrAppend(&body, "<p class=\"ok\">VERIFIED</p><p>", v.report.entries_checked,
-                    " entries, ", v.report.checkpoints_verified,
-                    " signed checkpoints (key: ", H(v.report.key_source), "), at ",
-                    H(base::FormatKst(v.finished_at_ms)), ".</p>");
+    absl::StrAppend(
+        &body, "<p class=\"ok\">VERIFIED</p><p>",
+        Tr(lang, "{1} entries, {2} signed checkpoints (key: {3}), at {4}.",
+           {absl::StrCat(v.report.entries_checked), absl::StrCat(v.report.checkpoints_verified),
+            H(v.report.key_source), i18n::KstDateTime(v.finished_at_ms)}),
+        "</p>");
   } else {
-    absl::StrAppend(&body, "<p class=\"flag\">FAILED at entry ", v.report.first_bad_seq, ": ",
-                    H(v.report.problem), "</p>");
+    absl::StrAppend(&body, "<p class=\"flag\">",
+                    Tr(lang, "FAILED at entry {1}: {2}",
+                       {absl::StrCat(v.report.first_bad_seq), H(v.report.problem)}),
+                    "</p>");
   }
-  absl::StrAppend(&body,
-                  "<h2>Latest checkpoints</h2><table><tr><th class=\"n\">seq</th><th>"
-                  "chain hash</th><th>time</th></tr>");
+  absl::StrAppend(&body, "<h2>", Tr(lang, "Latest checkpoints"),
+                  "</h2><table><tr><th class=\"n\">seq</th><th>", Tr(lang, "chain hash"),
+                  "</th><th>", Tr(lang, "time"), "</th></tr>");
   std::vector<v1::Checkpoint> cps;
   (void)svc.ledger().ScanCheckpoints([&](const v1::Checkpoint& cp) {
     cps.push_back(cp);
@@ -405,30 +489,31 @@ HttpResponse AuditPage(const HttpRequest& req, Service& svc, const Principal& wh
     ledger::Digest d{};
     if (ledger::FromBytes(cps[i].head_hash(), &d)) hash_hex = ledger::ToHex(d);
     absl::StrAppend(&body, "<tr><td class=\"n\">", cps[i].seq(), "</td><td><code>", hash_hex,
-                    "</code></td><td>", H(base::FormatKst(cps[i].time_ms())), "</td></tr>");
+                    "</code></td><td>", i18n::KstDateTime(cps[i].time_ms()), "</td></tr>");
   }
-  absl::StrAppend(&body, "</table><h2>Rejected events</h2>");
+  absl::StrAppend(&body, "</table><h2>", Tr(lang, "Rejected events"), "</h2>");
   auto rq = req.query;
   HttpRequest api_req;
   api_req.query = rq;
+  api_req.query.erase("lang");
   if (!api_req.query.contains("limit")) api_req.query["limit"] = "50";
   api_req.path = "/v1/rejected";
   api_req.method = "GET";
-  absl::StrAppend(&body,
-                  "<form method=\"get\" action=\"/ui/audit\">CSP <input name=\"csp\" value=\"",
-                  H(rq["csp"]), "\"> Reason <input name=\"reason\" value=\"", H(rq["reason"]),
-                  "\"><input type=\"submit\" value=\"Filter\"></form>");
+  absl::StrAppend(
+      &body, "<form method=\"get\" action=\"/ui/audit\">CSP <input name=\"csp\" value=\"",
+      H(rq["csp"]), "\"> ", Tr(lang, "Reason"), " <input name=\"reason\" value=\"", H(rq["reason"]),
+      "\"><input type=\"submit\" value=\"", H(Tr(lang, "Filter")), "\"></form>");
   api_req.cookie = req.cookie;
   api_req.authorization = req.authorization;
   HttpResponse rejected = Handle(api_req, svc);
   if (rejected.status != 200) {
     absl::StrAppend(&body, "<p class=\"flag\">", H(rejected.body), "</p>");
-    return Html(Page("Audit", who, body));
+    return Html(Page(lang, Tr(lang, "Audit"), who, body));
   }
   auto j = nlohmann::json::parse(rejected.body, nullptr, false);
-  absl::StrAppend(&body,
-                  "<table id=\"rejected\"><tr><th class=\"n\">seq</th><th>source</th>"
-                  "<th>event</th><th>reason</th><th>detail</th></tr>");
+  absl::StrAppend(&body, "<table id=\"rejected\"><tr><th class=\"n\">seq</th><th>",
+                  Tr(lang, "source"), "</th><th>", Tr(lang, "event"), "</th><th>",
+                  Tr(lang, "reason"), "</th><th>", Tr(lang, "detail"), "</th></tr>");
   int n = 0;
   if (j.is_object() && j["rejected"].is_array()) {
     for (const auto& e : j["rejected"]) {
@@ -439,10 +524,13 @@ HttpResponse AuditPage(const HttpRequest& req, Service& svc, const Principal& wh
                       H(e.value("reason_detail", "")), "</td></tr>");
     }
   }
-  absl::StrAppend(&body, "</table><p>", n,
-                  " shown (first 50 from the start of the ledger; "
-                  "the API pages through all: /v1/rejected).</p>");
-  return Html(Page("Audit", who, body));
+  absl::StrAppend(&body, "</table><p>",
+                  Tr(lang,
+                     "{1} shown (first 50 from the start of the ledger; the API pages through "
+                     "all: /v1/rejected).",
+                     {absl::StrCat(n)}),
+                  "</p>");
+  return Html(Page(lang, Tr(lang, "Audit"), who, body));
 }
 
 }  // namespace
@@ -451,19 +539,21 @@ HttpResponse HandlePage(const HttpRequest& req, Service& svc,
                         const std::optional<Principal>& principal) {
   const std::vector<std::string> seg = absl::StrSplit(req.path, '/', absl::SkipEmpty());
   HttpResponse r;
+  const Lang lang = LanguageOf(req);
   if (seg.size() == 2 && seg[1] == "login") {
-    r = Login(req, svc);
+    r = Login(lang, req, svc);
     r.route = "/ui/login";
     return r;
   }
   if (seg.size() == 2 && seg[1] == "logout") {
-    r = Logout(req, principal);
+    r = Logout(lang, req, principal);
     r.route = "/ui/logout";
     return r;
   }
-  if (req.method != "GET" && req.method != "HEAD") return MethodNotAllowed(principal, "GET, HEAD");
+  if (req.method != "GET" && req.method != "HEAD")
+    return MethodNotAllowed(lang, principal, "GET, HEAD");
   if (!principal) {
-    r = HtmlError(401, principal, "Sign in with your access token first.");
+    r = HtmlError(lang, 401, principal, Tr(lang, "Sign in with your access token first."));
     r.route = "/ui";
     return r;
   }
@@ -475,23 +565,27 @@ HttpResponse HandlePage(const HttpRequest& req, Service& svc,
                                                                     : "/ui/invoices");
     r.route = "/ui";
   } else if (seg[1] == "invoices" && seg.size() == 2) {
-    r = InvoiceListPage(req, svc, who);
+    r = InvoiceListPage(lang, req, svc, who);
     r.route = "/ui/invoices";
   } else if (seg[1] == "invoices" && seg.size() == 4) {
-    r = InvoicePage(svc, who, seg[2], seg[3]);
+    r = InvoicePage(lang, svc, who, seg[2], seg[3]);
     r.route = "/ui/invoices/{period}/{institution}";
   } else if (seg[1] == "statements" && seg.size() == 2) {
-    r = StatementListPage(req, svc, who);
+    r = StatementListPage(lang, req, svc, who);
     r.route = "/ui/statements";
   } else if (seg[1] == "statements" && seg.size() == 4) {
-    r = StatementPage(svc, who, seg[2], seg[3]);
+    r = StatementPage(lang, svc, who, seg[2], seg[3]);
     r.route = "/ui/statements/{period}/{csp}";
   } else if (seg[1] == "audit" && seg.size() == 2) {
-    r = AuditPage(req, svc, who);
+    r = AuditPage(lang, req, svc, who);
     r.route = "/ui/audit";
   } else {
-    r = HtmlError(404, who, "No such page.");
+    r = HtmlError(lang, 404, who, Tr(lang, "No such page."));
     r.route = "error";
+  }
+  if (r.content_type.starts_with("text/html")) {
+    r.headers.emplace_back("Content-Language", i18n::Code(lang));
+    r.headers.emplace_back("Vary", "Accept-Language");
   }
   return r;
 }

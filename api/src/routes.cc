@@ -142,6 +142,17 @@ HttpResponse DocumentFailed(const absl::Status& st) {
   return Error(500, "internal", std::string(st.message()));
 }
 
+}  // namespace
+
+i18n::Lang LanguageOf(const HttpRequest& req) {
+  if (auto it = req.query.find("lang"); it != req.query.end()) {
+    if (std::optional<i18n::Lang> lang = i18n::ParseLang(it->second)) return *lang;
+  }
+  return i18n::FromAcceptLanguage(req.accept_language);
+}
+
+namespace {
+
 // "invoice.csv" → ("invoice", "csv"); no known suffix → the Accept header decides.
 std::string Negotiate(std::string* last_segment, const HttpRequest& req) {
   for (const char* ext : {"json", "csv", "html"}) {
@@ -229,7 +240,12 @@ bool ListAsCsv(std::string* segment, const HttpRequest& req) {
          req.accept.find("text/html") == std::string::npos;
 }
 
-HttpResponse RenderDocs(const v1::PeriodDocuments& docs, const std::string& format,
+// The cache's name for a rendering: HTML differs by language, JSON and CSV do not.
+std::string Variant(const std::string& format, const HttpRequest& req) {
+  return format == "html" ? absl::StrCat(format, "-", i18n::Code(LanguageOf(req))) : format;
+}
+
+HttpResponse RenderDocs(const v1::PeriodDocuments& docs, const std::string& format, i18n::Lang lang,
                         const std::string& csv_kind, std::string single_json,
                         const std::string& digest_name) {
   HttpResponse r;
@@ -238,7 +254,9 @@ HttpResponse RenderDocs(const v1::PeriodDocuments& docs, const std::string& form
     // "invoice/inst-nari" → "invoice-inst-nari".
     CsvDownload(docs, absl::StrReplaceAll(digest_name, {{"/", "-"}}), &r);
   } else if (format == "html") {
-    r = Text(settlement::RenderHtml(docs), "text/html; charset=utf-8");
+    r = Text(settlement::RenderHtml(docs, lang), "text/html; charset=utf-8");
+    r.headers.emplace_back("Content-Language", i18n::Code(lang));
+    r.headers.emplace_back("Vary", "Accept, Accept-Language");
   } else {
     r = Text(std::move(single_json), "application/json");
   }
@@ -368,19 +386,21 @@ HttpResponse OneInvoice(Service& svc, const Principal& p, base::Period period,
     return Forbidden(p, absl::StrCat("the invoices of ", institution));
   }
   return svc.WithEngine([&](settlement::Engine& engine) {
-    return CachedDocument(svc, DocumentKey("invoice", period, institution, format), [&] {
-      settlement::DocumentFilter f;
-      f.institution_id = institution;
-      f.statements = f.programs = false;
-      auto docs = engine.Documents(period, f);
-      if (!docs.ok()) return DocumentFailed(docs.status());
-      if (docs->invoices_size() == 0) {
-        return Error(404, "not_found",
-                     absl::StrCat("no invoice for ", institution, " in ", period.ToString()));
-      }
-      return RenderDocs(*docs, format, "invoices", settlement::InvoiceJson(docs->invoices(0)),
-                        absl::StrCat("invoice/", institution));
-    });
+    return CachedDocument(
+        svc, DocumentKey("invoice", period, institution, Variant(format, req)), [&] {
+          settlement::DocumentFilter f;
+          f.institution_id = institution;
+          f.statements = f.programs = false;
+          auto docs = engine.Documents(period, f);
+          if (!docs.ok()) return DocumentFailed(docs.status());
+          if (docs->invoices_size() == 0) {
+            return Error(404, "not_found",
+                         absl::StrCat("no invoice for ", institution, " in ", period.ToString()));
+          }
+          return RenderDocs(*docs, format, LanguageOf(req), "invoices",
+                            settlement::InvoiceJson(docs->invoices(0)),
+                            absl::StrCat("invoice/", institution));
+        });
   });
 }
 
@@ -418,7 +438,7 @@ HttpResponse OneStatement(Service& svc, const Principal& p, base::Period period,
   const std::string format = Negotiate(&csp, req);
   if (!CanSeeCsp(p, csp)) return Forbidden(p, absl::StrCat("the statements of ", csp));
   return svc.WithEngine([&](settlement::Engine& engine) {
-    return CachedDocument(svc, DocumentKey("statement", period, csp, format), [&] {
+    return CachedDocument(svc, DocumentKey("statement", period, csp, Variant(format, req)), [&] {
       settlement::DocumentFilter f;
       f.csp_id = csp;
       f.invoices = f.programs = false;
@@ -428,7 +448,8 @@ HttpResponse OneStatement(Service& svc, const Principal& p, base::Period period,
         return Error(404, "not_found",
                      absl::StrCat("no statement for ", csp, " in ", period.ToString()));
       }
-      return RenderDocs(*docs, format, "statements", settlement::StatementJson(docs->statements(0)),
+      return RenderDocs(*docs, format, LanguageOf(req), "statements",
+                        settlement::StatementJson(docs->statements(0)),
                         absl::StrCat("statement/", csp));
     });
   });
@@ -445,23 +466,26 @@ HttpResponse OneProgram(Service& svc, const Principal& p, base::Period period, s
                                  "': GOV_ADVANCED, LEASE_HPC or LEASE_RESEARCH"));
   }
   return svc.WithEngine([&](settlement::Engine& engine) {
-    return CachedDocument(svc, DocumentKey("program", period, v1::Program_Name(prog), format), [&] {
-      settlement::DocumentFilter f;
-      f.invoices = f.statements = false;
-      auto docs = engine.Documents(period, f);
-      if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
-      auto* list = docs->mutable_programs();
-      list->erase(std::remove_if(list->begin(), list->end(),
-                                 [&](const v1::ProgramSummary& s) { return s.program() != prog; }),
-                  list->end());
-      if (docs->programs_size() == 0) {
-        return Error(
-            404, "not_found",
-            absl::StrCat("no summary for ", v1::Program_Name(prog), " in ", period.ToString()));
-      }
-      return RenderDocs(*docs, format, "programs", settlement::ProgramJson(docs->programs(0)),
-                        absl::StrCat("program/", v1::Program_Name(prog)));
-    });
+    return CachedDocument(
+        svc, DocumentKey("program", period, v1::Program_Name(prog), Variant(format, req)), [&] {
+          settlement::DocumentFilter f;
+          f.invoices = f.statements = false;
+          auto docs = engine.Documents(period, f);
+          if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
+          auto* list = docs->mutable_programs();
+          list->erase(
+              std::remove_if(list->begin(), list->end(),
+                             [&](const v1::ProgramSummary& s) { return s.program() != prog; }),
+              list->end());
+          if (docs->programs_size() == 0) {
+            return Error(
+                404, "not_found",
+                absl::StrCat("no summary for ", v1::Program_Name(prog), " in ", period.ToString()));
+          }
+          return RenderDocs(*docs, format, LanguageOf(req), "programs",
+                            settlement::ProgramJson(docs->programs(0)),
+                            absl::StrCat("program/", v1::Program_Name(prog)));
+        });
   });
 }
 

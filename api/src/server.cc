@@ -274,6 +274,7 @@ HttpRequest ToRequest(const http::request<http::string_body>& req, bool tls, boo
   *ok = UrlDecode(target.substr(0, q), &r.path) &&
         (q == std::string::npos || ParseQuery(std::string_view(target).substr(q + 1), &r.query));
   r.accept = std::string(req[http::field::accept]);
+  r.accept_language = std::string(req[http::field::accept_language]);
   r.authorization = std::string(req[http::field::authorization]);
   r.cookie = std::string(req[http::field::cookie]);
   r.content_type = std::string(req[http::field::content_type]);

@@ -305,6 +305,7 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
     std::string institution;
     std::string csp;
     std::string output;
+    std::string lang = "ko";
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -333,6 +334,11 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--institution", args->institution, "Only this institution's invoice");
   cmd->add_option("--csp", args->csp, "Only this CSP's statement");
   cmd->add_option("--output,-o", args->output, "Write to this file instead of stdout");
+  cmd->add_option("--lang", args->lang,
+                  "Language of the html format: ko (Korean, the default) or en; json and csv are "
+                  "the same in every language")
+      ->check(CLI::IsMember({"ko", "en"}))
+      ->capture_default_str();
   AddCloseCommand(cmd, exit_code);
   AddStatusCommand(cmd, exit_code);
   cmd->callback([cmd, args, exit_code] {
@@ -387,7 +393,7 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
     } else if (args->format == "csv") {
       text = settlement::RenderCsv(*docs, which == "all" ? "invoices" : which);
     } else if (args->format == "html") {
-      text = settlement::RenderHtml(*docs);
+      text = settlement::RenderHtml(*docs, *i18n::ParseLang(args->lang));
     } else {
       text = settlement::RenderTable(*docs);
     }

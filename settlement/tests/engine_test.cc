@@ -1373,7 +1373,8 @@ TEST(StatementTest, OversubscriptionIsFlagged) {
   EXPECT_TRUE(d->statements(0).capacity(0).oversubscribed());
   EXPECT_EQ(d->statements(0).capacity(0).idle_gpu_ms(), -kHour);
   EXPECT_NE(RenderTable(*d).find("OVERSUBSCRIBED"), std::string::npos);
-  EXPECT_NE(RenderHtml(*d).find("OVERSUBSCRIBED"), std::string::npos);
+  EXPECT_NE(RenderHtml(*d, i18n::Lang::kEn).find("OVERSUBSCRIBED"), std::string::npos);
+  EXPECT_NE(RenderHtml(*d).find("초과 배정"), std::string::npos);
 }
 
 TEST(StatementTest, HtmlIsSelfContainedAndEscapes) {

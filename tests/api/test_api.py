@@ -306,8 +306,20 @@ class EndpointTest(ApiTest):
         html = get(base + ".html")
         self.assertEqual(html.status, 200)
         self.assertEqual(html.header("content-type"), "text/html; charset=utf-8")
-        self.assertIn("Co-pay invoice: 국립인공지능연구원", html.text)
-        self.assertIn("FINAL", html.text)
+        # For people: Korean unless English is asked for (Accept-Language or ?lang=).
+        self.assertIn("자부담금 청구서: 국립인공지능연구원", html.text)
+        self.assertIn("확정", html.text)
+        self.assertIn('<html lang="ko">', html.text)
+        self.assertEqual(html.header("content-language"), "ko")
+        english = get(base + ".html", headers={"Accept-Language": "en-US,en;q=0.9"})
+        self.assertIn("Co-pay invoice: 국립인공지능연구원", english.text)
+        self.assertIn("FINAL", english.text)
+        self.assertEqual(english.header("content-language"), "en")
+        self.assertEqual(get(base + ".html?lang=en").body, english.body)
+        self.assertEqual(get(base + ".html?lang=ko",
+                             headers={"Accept-Language": "en"}).body, html.body)
+        # Only the page's words differ: the JSON, and so the digest, is the same.
+        self.assertEqual(get(base + ".json", headers={"Accept-Language": "en"}).body, js.body)
         browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
         self.assertEqual(get(base, headers={"Accept": browser_accept}).body, html.body)
         # Closed: the document's digest is its ETag, whatever the format.
@@ -403,7 +415,7 @@ class EndpointTest(ApiTest):
                              st["subsidy_owed_krw"])
             h = get(f"/v1/periods/{P}/statements/{csp}", headers={"Accept": "text/html"})
             self.assertEqual(h.header("content-type"), "text/html; charset=utf-8")
-            self.assertIn(f"CSP settlement statement: {csp}", h.text)
+            self.assertIn(f"CSP 정산서: {csp}", h.text)
         # csp-alpha's own use of the H200 pool is over its 15% cap in the sample.
         alpha = get_json(f"/v1/periods/{P}/statements/csp-alpha")
         self.assertGreater(alpha["own_use"]["excess_gpu_ms"], 0)
@@ -865,7 +877,7 @@ class RoleMatrixTest(ApiTest):
             self.assertEqual([i["institution_id"] for i in get_json(
                 f"/v1/periods/{P}/invoices", token=TOKENS[role])["invoices"]], [iid])
             page = get(f"/ui/invoices?period={P}", token=TOKENS[role]).text
-            self.assertIn("1 invoice(s).", page)
+            self.assertIn("청구서 1건.", page)
             self.assertIn(f"({iid})", page)
         # Staff see all eight.
         for role in ("operator", "finance", "auditor"):
@@ -1001,15 +1013,15 @@ class LoginTest(ApiTest):
         page = request("GET", f"/ui/invoices?period={P}",
                        headers={"Cookie": f"gpuledger_token={TOKENS['finance']}"})
         self.assertEqual(page.status, 200)
-        self.assertIn("signed in as api-test finance (finance)", page.text)
-        self.assertIn("8 invoice(s).", page.text)
+        self.assertIn("api-test finance (finance) 로그인 중", page.text)
+        self.assertIn("청구서 8건.", page.text)
 
     def test_login_with_a_wrong_token_is_401(self):
         r = request("POST", "/ui/login", body=b"token=" + b"0" * 64,
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
         self.assertEqual(r.status, 401)
         self.assertIsNone(r.header("set-cookie"))
-        self.assertIn("That token is not valid.", r.text)
+        self.assertIn("유효하지 않은 토큰입니다.", r.text)
 
     def test_pages_need_a_sign_in(self):
         for path in ("/ui", "/ui/invoices", f"/ui/statements/{P}/csp-alpha", "/ui/audit"):

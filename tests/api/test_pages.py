@@ -69,8 +69,11 @@ class PagesTest(unittest.TestCase):
         cls.browser.close()
         cls.pw.stop()
 
-    def sign_in(self, token):
-        context = self.browser.new_context(viewport={"width": 1280, "height": 900})
+    def sign_in(self, token, locale="en-US"):
+        """A signed-in page. The browser's locale sets Accept-Language: en-US asks for English,
+        ko-KR (or none) gets the pages' default, Korean."""
+        context = self.browser.new_context(viewport={"width": 1280, "height": 900},
+                                           locale=locale)
         page = context.new_page()
         page.set_default_timeout(15_000)
         page.goto(URL + "/ui/login")
@@ -94,7 +97,7 @@ class PagesTest(unittest.TestCase):
 
             # The month's invoice list.
             page.goto(f"{URL}/ui/invoices?period={P}")
-            self.assertEqual(page.title(), f"Invoices {P} - gpuledger")
+            self.assertEqual(page.title(), "Invoices March 2026 - gpuledger")
             self.assertIn("closed (final)", page.inner_text("body"))
             rows = page.locator("table#invoices tr:has(td)")
             self.assertEqual(rows.count(), 8)
@@ -158,7 +161,7 @@ class PagesTest(unittest.TestCase):
             page.goto(f"{URL}/ui/statements?period={P}")
             with page.expect_navigation():
                 page.click(f"a[href='/ui/statements/{P}/{CSP}']")
-            self.assertEqual(page.title(), f"Statement {CSP} {P} - gpuledger")
+            self.assertEqual(page.title(), f"Statement {CSP} March 2026 - gpuledger")
             chart = page.locator("svg.chart")
             self.assertEqual(chart.count(), 1)
             self.assertTrue(chart.is_visible())
@@ -230,7 +233,7 @@ class PagesTest(unittest.TestCase):
         DevTools protocol names the platform fonts that drew a node and how many glyphs each
         drew) and in the PDF printed from the page (pdffonts names the embedded fonts). Without
         a Korean font, Chromium falls back to a face without Hangul: empty boxes."""
-        context, page = self.sign_in(ENV["TOKEN_FINANCE"])
+        context, page = self.sign_in(ENV["TOKEN_FINANCE"], locale="ko-KR")
         try:
             inv = api(f"/v1/periods/{P}/invoices/{INSTITUTION}", ENV["TOKEN_FINANCE"])
             name = inv["institution_name"]
@@ -259,6 +262,58 @@ class PagesTest(unittest.TestCase):
                         if KOREAN_FACE.search(ln.split()[0]) and " yes " in ln]
             self.assertTrue(embedded, f"no Korean face embedded in {pdf_path}:\n{listing}")
             print(f"  {pdf_path}: {embedded[0].split()[0]} embedded", file=sys.stderr)
+        finally:
+            context.close()
+
+    def test_korean_by_default_english_on_request(self):
+        """A Korean browser gets Korean pages and documents: words from the catalog, amounts in
+        원, months as 2026년 3월, people's names for types and programmes; the same numbers as
+        the JSON. ?lang=en switches one page to English."""
+        context, page = self.sign_in(ENV["TOKEN_FINANCE"], locale="ko-KR")
+        try:
+            inv = api(f"/v1/periods/{P}/invoices/{INSTITUTION}", ENV["TOKEN_FINANCE"])
+            page.goto(f"{URL}/ui/invoices?period={P}")
+            self.assertEqual(page.title(), "2026년 3월 청구서 - gpuledger")
+            self.assertEqual(page.get_attribute("html", "lang"), "ko")
+            self.assertIn("마감 (확정)", page.inner_text("body"))
+            self.assertIn("청구서 8건.", page.inner_text("body"))
+            nav = page.inner_text("nav")
+            for word in ("청구서", "CSP 정산서", "감사", "로그아웃"):
+                self.assertIn(word, nav)
+            row = page.locator(f"table#invoices tr:has(a[href='/ui/invoices/{P}/{INSTITUTION}'])")
+            cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+            self.assertEqual(cells[1], "중소기업")  # the SME's type, named for people
+            self.assertEqual(cells[-1], won(inv["amount_due_krw"]))
+
+            page.goto(f"{URL}/ui/invoices/{P}/{INSTITUTION}")
+            section = page.locator("section.invoice")
+            self.assertEqual(section.locator("h1").inner_text(),
+                             f"자부담금 청구서: {inv['institution_name']}")
+            text = section.inner_text()
+            self.assertIn("2026년 3월", text)
+            self.assertIn("확정", text)
+            self.assertNotIn("LEASE_HPC", text)  # programmes by their names, not their ids
+
+            def amount(label):
+                cell = section.locator(f"tr:has(td:text-is('{label}')) td.n")
+                self.assertEqual(cell.count(), 1, label)
+                m = re.fullmatch(r"(-?[\d,]+)원", cell.inner_text().strip())
+                self.assertTrue(m, cell.inner_text())
+                return int(m.group(1).replace(",", ""))
+
+            self.assertEqual(amount("청구 금액"), inv["amount_due_krw"])
+            self.assertEqual(amount("자부담금"), inv["totals"]["copay_krw"])
+            self.assertEqual(amount("정부 지원금"), inv["totals"]["subsidy_krw"])
+            self.assertEqual(amount("정가"), inv["totals"]["list_krw"])
+            shot = os.path.join(OUT, f"invoice-{P}-{INSTITUTION}-ko.png")
+            page.screenshot(path=shot, full_page=True)
+            print(f"\n  screenshot: {shot}", file=sys.stderr)
+
+            # One click to English, and the same amounts.
+            with page.expect_navigation():
+                page.click("nav.noprint a:text-is('English')")
+            self.assertEqual(page.get_attribute("html", "lang"), "en")
+            self.assertIn("Co-pay invoice:", page.locator("section.invoice h1").inner_text())
         finally:
             context.close()
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "api/service.h"
+#include "i18n/i18n.h"
 #include "ledger/export.h"
 
 namespace gpuledger::api {
@@ -18,6 +19,7 @@ struct HttpRequest {
   std::string path;  // decoded, without the query
   std::map<std::string, std::string> query;
   std::string accept;
+  std::string accept_language;
   std::string authorization;
   std::string cookie;
   std::string content_type;
@@ -44,6 +46,10 @@ struct HttpResponse {
 bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out);
 // Decodes %XX and '+'; false if malformed.
 bool UrlDecode(std::string_view in, std::string* out);
+
+// The language of pages and printed documents for this request: `?lang=ko|en` when valid, else
+// the Accept-Language header's choice, Korean by default (i18n::FromAcceptLanguage).
+i18n::Lang LanguageOf(const HttpRequest& request);
 
 // Handles one request. Never throws; errors are JSON {"code", "message"} (HTML for pages).
 HttpResponse Handle(const HttpRequest& request, Service& service);

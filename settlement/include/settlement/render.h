@@ -7,6 +7,7 @@
 #include <string>
 
 #include "gpuledger/v1/settlement.pb.h"
+#include "i18n/i18n.h"
 
 namespace gpuledger::settlement {
 
@@ -27,8 +28,12 @@ std::string RenderTable(const gpuledger::v1::PeriodDocuments& docs);
 std::string RenderCsv(const gpuledger::v1::PeriodDocuments& docs, const std::string& which);
 
 // A self-contained printable HTML page (A4, no scripts, no external resources) with every
-// document in `docs`, each starting on a new page.
-std::string RenderHtml(const gpuledger::v1::PeriodDocuments& docs);
+// document in `docs`, each starting on a new page, for people: in Korean unless asked for
+// English (words from i18n/po/ko.po; 1,078,586원, 2026년 3월, KST; people's names for
+// programmes, institution types and line kinds). The documents' digests are of their JSON, so
+// the language changes no digest.
+std::string RenderHtml(const gpuledger::v1::PeriodDocuments& docs,
+                       i18n::Lang lang = i18n::Lang::kKo);
 
 // The pages' and documents' font stack: Korean faces first (Hangul names and, in time, Korean
 // text; ops/setup.sh installs NanumGothic on the server), each with Latin glyphs of its own.
