@@ -1,5 +1,7 @@
 // Pages for people: plain server-rendered HTML and CSS, no scripts. A browser signs in once
 // (/ui/login stores the token in an HttpOnly cookie); the same roles apply as for the API.
+#include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -35,6 +37,29 @@ constexpr char kStyleRest[] =
     "input,form select{margin-right:.6em}form.out{display:inline}@media "
     "print{nav,form{display:none}}";
 
+bool Staff(const Principal& p) {
+  return p.role == Role::kOperator || p.role == Role::kFinance || p.role == Role::kAuditor;
+}
+
+// The links a role can open, and only those (a CSP never sees "Invoices").
+std::string Menu(Lang lang, const std::optional<Principal>& who) {
+  if (!who) return "";
+  // Labels are translated where they are written, so that the catalog check sees each one.
+  auto link = [](const char* href, const std::string& label) {
+    return absl::StrCat("<a href=\"", href, "\">", label, "</a>");
+  };
+  std::string m = link("/ui/periods", Tr(lang, "Periods"));
+  if (who->role != Role::kCsp) absl::StrAppend(&m, link("/ui/invoices", Tr(lang, "Invoices")));
+  if (who->role != Role::kInstitution) {
+    absl::StrAppend(&m, link("/ui/statements", Tr(lang, "CSP statements")));
+  }
+  if (Staff(*who)) absl::StrAppend(&m, link("/ui/programs", Tr(lang, "Programme summaries")));
+  if (who->role == Role::kOperator || who->role == Role::kAuditor) {
+    absl::StrAppend(&m, link("/ui/audit", Tr(lang, "Audit")));
+  }
+  return m;
+}
+
 std::string Page(Lang lang, const std::string& title, const std::optional<Principal>& who,
                  const std::string& body) {
   return absl::StrCat(
@@ -42,9 +67,7 @@ std::string Page(Lang lang, const std::string& title, const std::optional<Princi
       "\"><head><meta charset=\"utf-8\"><title>", H(title),
       " - gpuledger</title><style>body{font-family:", settlement::kHtmlFontFamily,
       ";font-size:10pt;margin:1.5em;color:#111}", kStyleRest,
-      "</style></head><body>\n<nav><b>gpuledger</b> ", "<a href=\"/ui/invoices\">",
-      Tr(lang, "Invoices"), "</a><a href=\"/ui/statements\">", Tr(lang, "CSP statements"),
-      "</a><a href=\"/ui/audit\">", Tr(lang, "Audit"), "</a>",
+      "</style></head><body>\n<nav><b>gpuledger</b> ", Menu(lang, who),
       who ? absl::StrCat("<span>",
                          Tr(lang, "signed in as {1} ({2})", {H(who->name), H(who->RoleString())}),
                          "</span> <form class=\"out\" method=\"post\" action=\"/ui/logout\">"
@@ -74,19 +97,18 @@ HttpResponse HtmlError(Lang lang, int status, const std::optional<Principal>& wh
       status);
 }
 
-base::Period CurrentPeriodOr(const std::map<std::string, std::string>& q) {
+// The period a list page shows: ?period= when valid, else the last closed one (its documents
+// are final: what finance pays and files), else the current month's draft.
+base::Period PeriodToShow(const std::map<std::string, std::string>& q, settlement::Engine& engine) {
   auto it = q.find("period");
   if (it != q.end()) {
     if (auto p = base::ParsePeriod(it->second); p.ok()) return *p;
   }
+  if (std::optional<base::Period> closed = engine.last_closed()) return *closed;
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
   return base::PeriodOf(now);
-}
-
-bool Staff(const Principal& p) {
-  return p.role == Role::kOperator || p.role == Role::kFinance || p.role == Role::kAuditor;
 }
 
 // Daily GPU-hours as an SVG bar chart (server-rendered: no script, prints as it shows).
@@ -259,12 +281,12 @@ HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
   if (who.role == Role::kCsp) {
     return HtmlError(lang, 403, who, Tr(lang, "CSP accounts see CSP statements only."));
   }
-  const base::Period period = CurrentPeriodOr(req.query);
   auto it = req.query.find("q");
   const std::string filter = it == req.query.end() ? "" : it->second;
   auto type_it = req.query.find("type");
   const std::string type = type_it == req.query.end() ? "" : type_it->second;
   return svc.WithEngine([&](settlement::Engine& engine) {
+    const base::Period period = PeriodToShow(req.query, engine);
     settlement::DocumentFilter f;
     f.statements = f.programs = false;
     if (who.role == Role::kInstitution) f.institution_id = who.scope_id;
@@ -355,8 +377,8 @@ HttpResponse StatementListPage(Lang lang, const HttpRequest& req, Service& svc,
   if (who.role == Role::kInstitution) {
     return HtmlError(lang, 403, who, Tr(lang, "Institutions see invoices only."));
   }
-  const base::Period period = CurrentPeriodOr(req.query);
   return svc.WithEngine([&](settlement::Engine& engine) {
+    const base::Period period = PeriodToShow(req.query, engine);
     settlement::DocumentFilter f;
     f.invoices = f.programs = false;
     if (who.role == Role::kCsp) f.csp_id = who.scope_id;
@@ -444,6 +466,124 @@ HttpResponse StatementPage(Lang lang, Service& svc, const Principal& who,
     return Html(Page(lang,
                      Tr(lang, "Statement {1} {2}", {csp, i18n::Month(lang, period->ToString())}),
                      who, body));
+  });
+}
+
+// Every period with documents: the closed ones (final, with when they closed) and the open one
+// after them, each with links to the documents the role may read.
+HttpResponse PeriodsPage(Lang lang, Service& svc, const Principal& who) {
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    std::string body =
+        absl::StrCat("<table id=\"periods\"><tr><th>", Tr(lang, "period"), "</th><th>",
+                     Tr(lang, "status"), "</th><th>", Tr(lang, "documents"), "</th></tr>\n");
+    auto row = [&](const base::Period& period, const std::string& status) {
+      const std::string p = period.ToString();
+      std::string links;
+      auto link = [&](const std::string& href, const std::string& label) {
+        absl::StrAppend(&links, links.empty() ? "" : " &middot; ", "<a href=\"", href, "\">", label,
+                        "</a>");
+      };
+      if (who.role != Role::kCsp)
+        link(absl::StrCat("/ui/invoices?period=", p), Tr(lang, "Invoices"));
+      if (who.role != Role::kInstitution) {
+        link(absl::StrCat("/ui/statements?period=", p), Tr(lang, "CSP statements"));
+      }
+      if (Staff(who))
+        link(absl::StrCat("/ui/programs?period=", p), Tr(lang, "Programme summaries"));
+      absl::StrAppend(&body, "<tr><td>", H(i18n::Month(lang, p)), " (", p, ")</td><td>", status,
+                      "</td><td>", links, "</td></tr>\n");
+    };
+    // Newest first: the open period, then the closed ones.
+    const std::optional<base::Period> last = engine.last_closed();
+    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    const base::Period open = last ? last->Next() : base::PeriodOf(now);
+    row(open, Tr(lang, "open (draft)"));
+    std::vector<settlement::CloseRecord> closes = engine.Closes();
+    for (auto it = closes.rbegin(); it != closes.rend(); ++it) {
+      row(it->period, Tr(lang, "closed (final) at entry {1}, {2}",
+                         {absl::StrCat(it->close_seq), i18n::KstDateTime(it->closed_at_ms)}));
+    }
+    absl::StrAppend(&body, "</table>");
+    return Html(Page(lang, Tr(lang, "Periods"), who, body));
+  });
+}
+
+HttpResponse ProgramListPage(Lang lang, const HttpRequest& req, Service& svc,
+                             const Principal& who) {
+  if (!Staff(who)) {
+    return HtmlError(lang, 403, who, Tr(lang, "Programme summaries are for the agency's staff."));
+  }
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    const base::Period period = PeriodToShow(req.query, engine);
+    settlement::DocumentFilter f;
+    f.invoices = f.statements = false;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
+    std::string body = absl::StrCat(
+        "<form method=\"get\" action=\"/ui/programs\">", Tr(lang, "Period"),
+        " <input name=\"period\" value=\"", H(period.ToString()),
+        "\" size=\"8\"><input type=\"submit\" value=\"", H(Tr(lang, "Show")), "\"></form><p>",
+        StatusLine(lang, *docs), " &middot; <a href=\"/v1/periods/", H(period.ToString()),
+        "/programs.csv\">", Tr(lang, "Download CSV"), "</a></p>", "<table id=\"programs\"><tr><th>",
+        Tr(lang, "programme"), "</th><th class=\"n\">", Tr(lang, "GPU-hours"),
+        "</th><th class=\"n\">", Tr(lang, "list KRW"), "</th><th class=\"n\">",
+        Tr(lang, "co-pay KRW"), "</th><th class=\"n\">", Tr(lang, "subsidy KRW"),
+        "</th><th class=\"n\">", Tr(lang, "utilisation"), "</th></tr>\n");
+    for (const auto& ps : docs->programs()) {
+      const auto& t = ps.totals();
+      absl::StrAppend(&body, "<tr><td><a href=\"/ui/programs/", H(period.ToString()), "/",
+                      v1::Program_Name(ps.program()), "\">",
+                      H(i18n::ProgramName(lang, ps.program())), "</a></td><td class=\"n\">",
+                      Hours(t.gpu_ms()), "</td><td class=\"n\">", i18n::Grouped(t.list_krw()),
+                      "</td><td class=\"n\">", i18n::Grouped(t.copay_krw()),
+                      "</td><td class=\"n\">", i18n::Grouped(t.subsidy_krw()),
+                      "</td><td class=\"n\">", i18n::Percent(ps.utilisation_bp()), "</td></tr>\n");
+    }
+    absl::StrAppend(&body, "</table>");
+    return Html(Page(lang,
+                     Tr(lang, "Programme summaries {1}", {i18n::Month(lang, period.ToString())}),
+                     who, body));
+  });
+}
+
+HttpResponse ProgramPage(Lang lang, Service& svc, const Principal& who,
+                         const std::string& period_text, const std::string& program) {
+  auto period = base::ParsePeriod(period_text);
+  if (!period.ok()) return HtmlError(lang, 400, who, Tr(lang, "That is not a period (YYYY-MM)."));
+  if (!Staff(who)) {
+    return HtmlError(lang, 403, who, Tr(lang, "Programme summaries are for the agency's staff."));
+  }
+  v1::Program prog;
+  if (!v1::Program_Parse(program, &prog) || prog == v1::PROGRAM_UNSPECIFIED) {
+    return HtmlError(lang, 404, who, Tr(lang, "No such programme."));
+  }
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.invoices = f.statements = false;
+    auto docs = engine.Documents(*period, f);
+    if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
+    auto* list = docs->mutable_programs();
+    list->erase(std::remove_if(list->begin(), list->end(),
+                               [&](const v1::ProgramSummary& s) { return s.program() != prog; }),
+                list->end());
+    if (docs->programs_size() == 0) {
+      return HtmlError(lang, 404, who, Tr(lang, "No summary of that programme for that period."));
+    }
+    std::string html = settlement::RenderHtml(*docs, lang);
+    const std::string api = absl::StrCat("/v1/periods/", period->ToString(), "/programs/", program);
+    absl::StrReplaceAll(
+        {{"<body>\n",
+          absl::StrCat("<body>\n<nav style=\"margin-bottom:1em\" class=\"noprint\"><a "
+                       "href=\"/ui/programs?period=",
+                       period->ToString(), "\">", Tr(lang, "All programmes"),
+                       "</a> &middot; <a href=\"", api, ".json\">JSON</a> &middot; <a href=\"", api,
+                       ".csv\">CSV</a> &middot; <a href=\"?lang=",
+                       lang == Lang::kKo ? "en\">English" : "ko\">한국어",
+                       "</a></nav><style>@media print{.noprint{display:none}}</style>\n")}},
+        &html);
+    return Html(std::move(html));
   });
 }
 
@@ -576,6 +716,15 @@ HttpResponse HandlePage(const HttpRequest& req, Service& svc,
   } else if (seg[1] == "statements" && seg.size() == 4) {
     r = StatementPage(lang, svc, who, seg[2], seg[3]);
     r.route = "/ui/statements/{period}/{csp}";
+  } else if (seg[1] == "periods" && seg.size() == 2) {
+    r = PeriodsPage(lang, svc, who);
+    r.route = "/ui/periods";
+  } else if (seg[1] == "programs" && seg.size() == 2) {
+    r = ProgramListPage(lang, req, svc, who);
+    r.route = "/ui/programs";
+  } else if (seg[1] == "programs" && seg.size() == 4) {
+    r = ProgramPage(lang, svc, who, seg[2], seg[3]);
+    r.route = "/ui/programs/{period}/{program}";
   } else if (seg[1] == "audit" && seg.size() == 2) {
     r = AuditPage(lang, req, svc, who);
     r.route = "/ui/audit";

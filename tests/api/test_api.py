@@ -813,6 +813,9 @@ def matrix():
         (f"/ui/statements?period={P}",                    (200, 200, 200, 200, 200, 403, 403)),
         (f"/ui/statements/{P}/csp-alpha",                 (200, 200, 200, 200, 403, 403, 403)),
         ("/ui/audit",                                     (200, 403, 200, 403, 403, 403, 403)),
+        ("/ui/periods",                                   (200, 200, 200, 200, 200, 200, 200)),
+        (f"/ui/programs?period={P}",                      (200, 200, 200, 403, 403, 403, 403)),
+        (f"/ui/programs/{P}/GOV_ADVANCED",                (200, 200, 200, 403, 403, 403, 403)),
     ]
 
 
@@ -883,6 +886,31 @@ class RoleMatrixTest(ApiTest):
         for role in ("operator", "finance", "auditor"):
             self.assertEqual(len(get_json(f"/v1/periods/{P}/invoices",
                                           token=TOKENS[role])["invoices"]), 8)
+
+    def test_menus_show_only_what_the_role_may_open(self):
+        """Each role's navigation links are the pages it may open (the matrix above says which);
+        the periods page lists the closed month and the open one after it."""
+        menus = {
+            "operator": ["/ui/periods", "/ui/invoices", "/ui/statements", "/ui/programs",
+                         "/ui/audit"],
+            "finance": ["/ui/periods", "/ui/invoices", "/ui/statements", "/ui/programs"],
+            "auditor": ["/ui/periods", "/ui/invoices", "/ui/statements", "/ui/programs",
+                        "/ui/audit"],
+            "csp:csp-alpha": ["/ui/periods", "/ui/statements"],
+            "institution:inst-nari": ["/ui/periods", "/ui/invoices"],
+        }
+        for role, want in menus.items():
+            page = get("/ui/periods", token=TOKENS[role]).text
+            nav = page[page.index("<nav>"):page.index("</nav>")]
+            self.assertEqual(re.findall(r'href="(/ui/[a-z]+)"', nav), want, role)
+            for href in want:
+                self.assertEqual(get(href, token=TOKENS[role]).status, 200, (role, href))
+            self.assertIn(f"?period={P}", page)
+            self.assertIn(f"?period={NEXT}", page)
+        # Without ?period=, the lists open on the last closed month, not an empty draft.
+        page = get("/ui/invoices", token=TOKENS["finance"]).text
+        self.assertIn(f'value="{P}"', page)
+        self.assertIn("청구서 8건.", page)
 
     def test_a_csp_sees_only_its_own(self):
         for csp in ("csp-alpha", "csp-beta"):

@@ -278,7 +278,7 @@ class PagesTest(unittest.TestCase):
             self.assertIn("마감 (확정)", page.inner_text("body"))
             self.assertIn("청구서 8건.", page.inner_text("body"))
             nav = page.inner_text("nav")
-            for word in ("청구서", "CSP 정산서", "감사", "로그아웃"):
+            for word in ("기간", "청구서", "CSP 정산서", "사업 요약", "로그아웃"):
                 self.assertIn(word, nav)
             row = page.locator(f"table#invoices tr:has(a[href='/ui/invoices/{P}/{INSTITUTION}'])")
             cells = [c.strip() for c in row.locator("td").all_inner_texts()]
@@ -314,6 +314,46 @@ class PagesTest(unittest.TestCase):
                 page.click("nav.noprint a:text-is('English')")
             self.assertEqual(page.get_attribute("html", "lang"), "en")
             self.assertIn("Co-pay invoice:", page.locator("section.invoice h1").inner_text())
+        finally:
+            context.close()
+
+    def test_korean_documents_on_screen_and_in_print(self):
+        """The three documents a Korean reader files, as a Korean browser shows and prints them:
+        an invoice, a CSP statement and a programme summary, each a screenshot and an A4 PDF
+        under GPULEDGER_TEST_OUT (docs/screenshots/ holds copies). The programme summary is
+        reached from the programme list; its totals are the JSON's."""
+        context, page = self.sign_in(ENV["TOKEN_FINANCE"], locale="ko-KR")
+        try:
+            page.goto(f"{URL}/ui/programs?period={P}")
+            self.assertEqual(page.title(), "2026년 3월 사업 요약 - gpuledger")
+            rows = page.locator("table#programs tr:has(td)")
+            self.assertEqual(rows.count(), 3)
+            with page.expect_navigation():
+                page.click(f"a[href='/ui/programs/{P}/GOV_ADVANCED']")
+            summary = api(f"/v1/periods/{P}/programs/GOV_ADVANCED", ENV["TOKEN_FINANCE"])
+            section = page.locator("section.program")
+            self.assertEqual(section.locator("h1").inner_text(), "사업 요약: 정부 보유 첨단 GPU 지원")
+            total = section.locator("tr.total td.n").all_inner_texts()
+            self.assertEqual(total[1], won(summary["totals"]["list_krw"]))
+            self.assertEqual(total[3], won(summary["totals"]["subsidy_krw"]))
+            saved = []
+            for name, path in (
+                    (f"invoice-{P}-{INSTITUTION}-ko", f"/ui/invoices/{P}/{INSTITUTION}"),
+                    (f"statement-{P}-{CSP}-ko", f"/ui/statements/{P}/{CSP}"),
+                    (f"program-{P}-GOV_ADVANCED-ko", f"/ui/programs/{P}/GOV_ADVANCED")):
+                page.goto(URL + path)
+                self.assertEqual(page.get_attribute("html", "lang"), "ko")
+                png = os.path.join(OUT, name + ".png")
+                page.screenshot(path=png, full_page=True)
+                pdf = os.path.join(OUT, name + ".pdf")
+                with open(pdf, "wb") as f:
+                    f.write(page.pdf(format="A4", print_background=True))
+                listing = subprocess.run(["pdffonts", pdf], check=True, capture_output=True,
+                                         text=True).stdout
+                self.assertTrue(KOREAN_FACE.search(listing), f"{pdf}:\n{listing}")
+                saved.append(name)
+            print(f"\n  Korean screenshots and PDFs in {OUT}: {', '.join(saved)}",
+                  file=sys.stderr)
         finally:
             context.close()
 
