@@ -10,8 +10,8 @@ namespace {
 namespace v1 = gpuledger::v1;
 
 TEST(I18nTest, KoreanComesFromTheEmbeddedCatalogAndEnglishIsTheMessageId) {
-  EXPECT_EQ(Tr(Lang::kKo, "Amount due"), "청구 금액");
-  EXPECT_EQ(Tr(Lang::kEn, "Amount due"), "Amount due");
+  EXPECT_EQ(Tr(Lang::kKo, "Total (amount due)"), "합계금액 (청구 금액)");
+  EXPECT_EQ(Tr(Lang::kEn, "Total (amount due)"), "Total (amount due)");
   // A message the catalog lacks comes back as written (the lint test keeps this from happening).
   EXPECT_EQ(Tr(Lang::kKo, "no such message in the catalog"), "no such message in the catalog");
   // Placeholders are filled where the translation puts them, in its own order.

@@ -140,16 +140,19 @@ class HtmlWriter {
                       T("period"), "</th>", line_head, LineRows(inv.adjustments(), true),
                       "</table>\n");
     }
-    absl::StrAppend(&out_, "<table>\n<tr><td>", T("GPU-hours"), "</td><td class=\"n\">",
-                    H(t.gpu_ms()), "</td></tr>\n<tr><td>", T("List price"), "</td><td class=\"n\">",
-                    Won(t.list_krw()), "</td></tr>\n<tr><td>", T("Paid by the state (subsidy)"),
-                    "</td><td class=\"n\">", Won(t.subsidy_krw()), "</td></tr>\n<tr><td>",
-                    T("Co-pay"), "</td><td class=\"n\">", Won(t.copay_krw()),
-                    "</td></tr>\n<tr><td>", T("VAT {1} on co-pay", {i18n::Percent(inv.vat_bp())}),
-                    "</td><td class=\"n\">", Won(inv.vat_krw()),
-                    "</td></tr>\n<tr class=\"total\"><td>", T("Amount due"),
-                    "</td><td class=\"n\">", Won(inv.amount_due_krw()), "</td></tr>\n</table>\n",
-                    DigestOf(absl::StrCat("invoice/", inv.institution_id())), "</section>\n");
+    // What the usage cost and who pays it, then what is billed in the layout of a Korean tax
+    // invoice: supply value (the co-pay), tax (VAT), total (공급가액 / 세액 / 합계금액).
+    absl::StrAppend(
+        &out_, "<table>\n<tr><td>", T("GPU-hours"), "</td><td class=\"n\">", H(t.gpu_ms()),
+        "</td></tr>\n<tr><td>", T("List price"), "</td><td class=\"n\">", Won(t.list_krw()),
+        "</td></tr>\n<tr><td>", T("Paid by the state (subsidy)"), "</td><td class=\"n\">",
+        Won(t.subsidy_krw()), "</td></tr>\n</table>\n<table class=\"tax\">\n<tr><th class=\"n\">",
+        T("Supply value (co-pay)"), "</th><th class=\"n\">",
+        T("Tax (VAT {1})", {i18n::Percent(inv.vat_bp())}), "</th><th class=\"n\">",
+        T("Total (amount due)"), "</th></tr>\n<tr class=\"total\"><td class=\"n supply\">",
+        Won(t.copay_krw()), "</td><td class=\"n tax\">", Won(inv.vat_krw()),
+        "</td><td class=\"n due\">", Won(inv.amount_due_krw()), "</td></tr>\n</table>\n",
+        DigestOf(absl::StrCat("invoice/", inv.institution_id())), "</section>\n");
   }
 
   void Statement(const v1::CspStatement& s) {

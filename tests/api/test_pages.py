@@ -127,12 +127,14 @@ class PagesTest(unittest.TestCase):
                 return won_of(cell.inner_text())
 
             t = inv["totals"]
-            self.assertEqual(amount("Amount due"), inv["amount_due_krw"])
-            self.assertEqual(amount("Co-pay"), t["copay_krw"])
             self.assertEqual(amount("Paid by the state (subsidy)"), t["subsidy_krw"])
             self.assertEqual(amount("List price"), t["list_krw"])
-            vat = section.locator("tr:has(td:text-matches('^VAT ')) td.n")
-            self.assertEqual(won_of(vat.inner_text()), inv["vat_krw"])
+            # Supply value / tax / total, as on a Korean tax invoice.
+            tax = section.locator("table.tax")
+            self.assertEqual(won_of(tax.locator("td.supply").inner_text()), t["copay_krw"])
+            self.assertEqual(won_of(tax.locator("td.tax").inner_text()), inv["vat_krw"])
+            self.assertEqual(won_of(tax.locator("td.due").inner_text()), inv["amount_due_krw"])
+            self.assertIn("Total (amount due)", tax.inner_text())
             # One table row per invoice line.
             first_table_rows = section.locator("table").first.locator("tr:has(td)")
             self.assertEqual(first_table_rows.count(), len(inv["lines"]))
@@ -301,10 +303,20 @@ class PagesTest(unittest.TestCase):
                 self.assertTrue(m, cell.inner_text())
                 return int(m.group(1).replace(",", ""))
 
-            self.assertEqual(amount("청구 금액"), inv["amount_due_krw"])
-            self.assertEqual(amount("자부담금"), inv["totals"]["copay_krw"])
             self.assertEqual(amount("정부 지원금"), inv["totals"]["subsidy_krw"])
             self.assertEqual(amount("정가"), inv["totals"]["list_krw"])
+
+            def won_ko(locator):
+                m = re.fullmatch(r"(-?[\d,]+)원", locator.inner_text().strip())
+                self.assertTrue(m, locator.inner_text())
+                return int(m.group(1).replace(",", ""))
+
+            tax = section.locator("table.tax")
+            for word in ("공급가액", "세액", "합계금액"):
+                self.assertIn(word, tax.inner_text())
+            self.assertEqual(won_ko(tax.locator("td.supply")), inv["totals"]["copay_krw"])
+            self.assertEqual(won_ko(tax.locator("td.tax")), inv["vat_krw"])
+            self.assertEqual(won_ko(tax.locator("td.due")), inv["amount_due_krw"])
             shot = os.path.join(OUT, f"invoice-{P}-{INSTITUTION}-ko.png")
             page.screenshot(path=shot, full_page=True)
             print(f"\n  screenshot: {shot}", file=sys.stderr)
