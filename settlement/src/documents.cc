@@ -677,6 +677,15 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
       }
     }
   };
+  // Each institution by its name at the period's end (or its last name), as on its invoice.
+  std::map<std::string, std::string> names;
+  auto name_of = [&](const std::string& institution_id) -> const std::string& {
+    auto it = names.find(institution_id);
+    if (it != names.end()) return it->second;
+    auto version = registry_.InstitutionAt(institution_id, period.EndMs() - 1);
+    if (!version) version = registry_.InstitutionAt(institution_id, INT64_MAX);
+    return names.emplace(institution_id, version ? version->name : std::string()).first->second;
+  };
   for (auto& [csp, st] : statements) {
     if (errors->contains(StatementDoc(csp))) {
       reservations_unknown(csp);
@@ -691,6 +700,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
         v1::DeliveredRow* row = st.add_delivered();
         row->set_program(static_cast<v1::Program>(prog));
         row->set_institution_id(inst);
+        row->set_institution_name(name_of(inst));
         row->set_gpu_model(static_cast<v1::GpuModel>(model));
         *row->mutable_totals() = totals;
         GPULEDGER_RETURN_IF_ERROR(AddTotals(st.mutable_totals(), totals));
@@ -701,6 +711,7 @@ absl::Status Engine::DraftStatements(Period period, const DocumentFilter& filter
         v1::DeliveredRow* row = st.add_adjustments();
         row->set_program(static_cast<v1::Program>(prog));
         row->set_institution_id(inst);
+        row->set_institution_name(name_of(inst));
         row->set_gpu_model(static_cast<v1::GpuModel>(model));
         *row->mutable_totals() = totals;
         row->set_adjusts_period(adj_period);

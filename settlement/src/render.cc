@@ -80,6 +80,7 @@ json DeliveredObj(const v1::DeliveredRow& r) {
   if (!r.adjusts_period().empty()) o["adjusts_period"] = r.adjusts_period();
   o["program"] = v1::Program_Name(r.program());
   o["institution_id"] = r.institution_id();
+  o["institution_name"] = r.institution_name();
   o["gpu_model"] = v1::GpuModel_Name(r.gpu_model());
   AppendTotals(&o, r.totals());
   return o;
@@ -470,6 +471,7 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
       kProgram,
       kModel,
       kInstitution,
+      kInstitutionName,
       kAdjusts,
       kScope,
       kCause,
@@ -498,7 +500,8 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
       kColumns
     };
     out +=
-        "period_yyyymm,csp_id,section,program,gpu_model,institution_id,adjusts_period_yyyymm,scope,"
+        "period_yyyymm,csp_id,section,program,gpu_model,institution_id,institution_name,"
+        "adjusts_period_yyyymm,scope,"
         "cause,gpu_ms,gpu_hours,list_krw,copay_krw,subsidy_krw,capacity_gpu_ms,own_use_gpu_ms,"
         "outage_gpu_ms,idle_gpu_ms,oversubscribed,share_bp,share_percent,cap_bp,cap_percent,"
         "allowed_gpu_ms,excess_gpu_ms,excess_value_krw,own_use_value_krw,own_use_unpriced_gpu_ms,"
@@ -529,6 +532,7 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
           Row row = start(r.adjusts_period().empty() ? "delivered" : "adjustment", r.program(),
                           r.gpu_model());
           row[kInstitution] = CsvField(r.institution_id());
+          row[kInstitutionName] = CsvField(r.institution_name());
           row[kAdjusts] = CsvPeriodOrEmpty(r.adjusts_period());
           quantity(&row, t.gpu_ms());
           row[kList] = absl::StrCat(t.list_krw());

@@ -166,12 +166,15 @@ class HtmlWriter {
     for (const auto* list : {&s.delivered(), &s.adjustments()}) {
       for (const auto& r : *list) {
         const auto& t = r.totals();
-        absl::StrAppend(&out_, "<tr><td>", Html(i18n::ProgramName(lang_, r.program())), "</td><td>",
-                        Html(r.institution_id()), Adjusts(r.adjusts_period()), "</td><td>",
-                        i18n::GpuModelName(r.gpu_model()), "</td><td class=\"n\">", H(t.gpu_ms()),
-                        "</td><td class=\"n\">", N(t.list_krw()), "</td><td class=\"n\">",
-                        N(t.copay_krw()), "</td><td class=\"n\">", N(t.subsidy_krw()),
-                        "</td></tr>\n");
+        absl::StrAppend(
+            &out_, "<tr><td>", Html(i18n::ProgramName(lang_, r.program())), "</td><td>",
+            r.institution_name().empty()
+                ? Html(r.institution_id())
+                : absl::StrCat(Html(r.institution_name()), " (", Html(r.institution_id()), ")"),
+            Adjusts(r.adjusts_period()), "</td><td>", i18n::GpuModelName(r.gpu_model()),
+            "</td><td class=\"n\">", H(t.gpu_ms()), "</td><td class=\"n\">", N(t.list_krw()),
+            "</td><td class=\"n\">", N(t.copay_krw()), "</td><td class=\"n\">", N(t.subsidy_krw()),
+            "</td></tr>\n");
       }
     }
     absl::StrAppend(&out_, "<tr class=\"total\"><td colspan=\"3\">",

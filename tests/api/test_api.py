@@ -391,10 +391,14 @@ class EndpointTest(ApiTest):
         self.assertEqual(sum(s["subsidy_owed_krw"] for s in d["statements"]),
                          sum(i["totals"]["subsidy_krw"] for i in invoices))
         digest = {x["document"]: x["sha256"] for x in self.s.status[P]["digests"]}
+        names = {i["institution_id"]: i["institution_name"] for i in invoices}
         for item in d["statements"]:
             csp = item["csp_id"]
             r = get(f"/v1/periods/{P}/statements/{csp}")
             self.assertEqual(r.status, 200)
+            # Each delivered row names its institution as the institution's invoice does.
+            for row in r.json()["delivered"]:
+                self.assertEqual(row["institution_name"], names[row["institution_id"]], row)
             st = r.json()
             self.assertEqual(st["format"], "gpuledger.csp_statement/2")
             self.assertEqual(st["csp_id"], csp)
