@@ -41,6 +41,23 @@ bool Staff(const Principal& p) {
   return p.role == Role::kOperator || p.role == Role::kFinance || p.role == Role::kAuditor;
 }
 
+// A role as people say it: 재무 (finance), CSP csp-alpha, 기관 inst-nari.
+std::string RoleName(Lang lang, const Principal& who) {
+  switch (who.role) {
+    case Role::kOperator:
+      return Tr(lang, "operator");
+    case Role::kFinance:
+      return Tr(lang, "finance");
+    case Role::kAuditor:
+      return Tr(lang, "auditor");
+    case Role::kCsp:
+      return Tr(lang, "CSP {1}", {who.scope_id});
+    case Role::kInstitution:
+      return Tr(lang, "institution {1}", {who.scope_id});
+  }
+  return who.RoleString();
+}
+
 // The links a role can open, and only those (a CSP never sees "Invoices").
 std::string Menu(Lang lang, const std::optional<Principal>& who) {
   if (!who) return "";
@@ -68,11 +85,12 @@ std::string Page(Lang lang, const std::string& title, const std::optional<Princi
       " - gpuledger</title><style>body{font-family:", settlement::kHtmlFontFamily,
       ";font-size:10pt;margin:1.5em;color:#111}", kStyleRest,
       "</style></head><body>\n<nav><b>gpuledger</b> ", Menu(lang, who),
-      who ? absl::StrCat("<span>",
-                         Tr(lang, "signed in as {1} ({2})", {H(who->name), H(who->RoleString())}),
-                         "</span> <form class=\"out\" method=\"post\" action=\"/ui/logout\">"
-                         "<button type=\"submit\">",
-                         Tr(lang, "sign out"), "</button></form>")
+      who ? absl::StrCat(
+                "<span>",
+                Tr(lang, "signed in as {1} ({2})", {H(who->name), H(RoleName(lang, *who))}),
+                "</span> <form class=\"out\" method=\"post\" action=\"/ui/logout\">"
+                "<button type=\"submit\">",
+                Tr(lang, "sign out"), "</button></form>")
           : absl::StrCat("<a href=\"/ui/login\">", Tr(lang, "sign in"), "</a>"),
       "</nav>\n<h1>", H(title), "</h1>\n", body, "\n</body></html>\n");
 }

@@ -1045,7 +1045,7 @@ class LoginTest(ApiTest):
         page = request("GET", f"/ui/invoices?period={P}",
                        headers={"Cookie": f"gpuledger_token={TOKENS['finance']}"})
         self.assertEqual(page.status, 200)
-        self.assertIn("api-test finance (finance) 로그인 중", page.text)
+        self.assertIn("api-test finance (재무) 로그인 중", page.text)
         self.assertIn("청구서 8건.", page.text)
 
     def test_login_with_a_wrong_token_is_401(self):
