@@ -23,10 +23,7 @@ using i18n::Tr;
 
 namespace {
 
-std::string H(const std::string& s) {
-  return absl::StrReplaceAll(
-      s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
-}
+std::string H(const std::string& s) { return settlement::HtmlEscape(s); }
 std::string Hours(int64_t ms) { return i18n::GpuHours(ms); }
 
 constexpr char kStyleRest[] =
@@ -206,6 +203,23 @@ std::string OwnUseBars(Lang lang, const v1::CspStatement& s) {
   return out;
 }
 
+// A printable document as its own page: the document's HTML with a navigation bar that does not
+// print (back to its list, its JSON and CSV at `api`, the other language).
+HttpResponse DocumentPage(Lang lang, const v1::PeriodDocuments& docs, const std::string& back,
+                          const std::string& back_label, const std::string& api) {
+  std::string html = settlement::RenderHtml(docs, lang);
+  absl::StrReplaceAll(
+      {{"<body>\n",
+        absl::StrCat("<body>\n<nav style=\"margin-bottom:1em\" class=\"noprint\"><a href=\"", back,
+                     "\">", back_label, "</a> &middot; <a href=\"", api,
+                     ".json\">JSON</a> &middot; <a href=\"", api,
+                     ".csv\">CSV</a> &middot; <a href=\"?lang=",
+                     lang == Lang::kKo ? "en\">English" : "ko\">한국어",
+                     "</a></nav><style>@media print{.noprint{display:none}}</style>\n")}},
+      &html);
+  return Html(std::move(html));
+}
+
 HttpResponse MethodNotAllowed(Lang lang, const std::optional<Principal>& who, const char* allow) {
   HttpResponse r = HtmlError(lang, 405, who, Tr(lang, "This page answers {1} only.", {allow}));
   r.headers.emplace_back("Allow", allow);
@@ -372,21 +386,10 @@ HttpResponse InvoicePage(Lang lang, Service& svc, const Principal& who,
     if (docs->invoices_size() == 0) {
       return HtmlError(lang, 404, who, Tr(lang, "No invoice for that period."));
     }
-    // The printable document itself, with a navigation bar that does not print.
-    std::string html = settlement::RenderHtml(*docs, lang);
-    const std::string api =
-        absl::StrCat("/v1/periods/", period->ToString(), "/invoices/", H(institution));
-    absl::StrReplaceAll(
-        {{"<body>\n",
-          absl::StrCat("<body>\n<nav style=\"margin-bottom:1em\" class=\"noprint\"><a "
-                       "href=\"/ui/invoices?period=",
-                       period->ToString(), "\">", Tr(lang, "All invoices"),
-                       "</a> &middot; <a href=\"", api, ".json\">JSON</a> &middot; <a href=\"", api,
-                       ".csv\">CSV</a> &middot; <a href=\"?lang=",
-                       lang == Lang::kKo ? "en\">English" : "ko\">한국어",
-                       "</a></nav><style>@media print{.noprint{display:none}}</style>\n")}},
-        &html);
-    return Html(std::move(html));
+    return DocumentPage(
+        lang, *docs, absl::StrCat("/ui/invoices?period=", period->ToString()),
+        Tr(lang, "All invoices"),
+        absl::StrCat("/v1/periods/", period->ToString(), "/invoices/", H(institution)));
   });
 }
 
@@ -589,19 +592,9 @@ HttpResponse ProgramPage(Lang lang, Service& svc, const Principal& who,
     if (docs->programs_size() == 0) {
       return HtmlError(lang, 404, who, Tr(lang, "No summary of that programme for that period."));
     }
-    std::string html = settlement::RenderHtml(*docs, lang);
-    const std::string api = absl::StrCat("/v1/periods/", period->ToString(), "/programs/", program);
-    absl::StrReplaceAll(
-        {{"<body>\n",
-          absl::StrCat("<body>\n<nav style=\"margin-bottom:1em\" class=\"noprint\"><a "
-                       "href=\"/ui/programs?period=",
-                       period->ToString(), "\">", Tr(lang, "All programmes"),
-                       "</a> &middot; <a href=\"", api, ".json\">JSON</a> &middot; <a href=\"", api,
-                       ".csv\">CSV</a> &middot; <a href=\"?lang=",
-                       lang == Lang::kKo ? "en\">English" : "ko\">한국어",
-                       "</a></nav><style>@media print{.noprint{display:none}}</style>\n")}},
-        &html);
-    return Html(std::move(html));
+    return DocumentPage(lang, *docs, absl::StrCat("/ui/programs?period=", period->ToString()),
+                        Tr(lang, "All programmes"),
+                        absl::StrCat("/v1/periods/", period->ToString(), "/programs/", program));
   });
 }
 

@@ -14,10 +14,7 @@ using i18n::Tr;
 
 namespace {
 
-std::string Html(const std::string& s) {
-  return absl::StrReplaceAll(
-      s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
-}
+std::string Html(const std::string& s) { return HtmlEscape(s); }
 
 // One document renderer per call: the language and the period's shared header line.
 class HtmlWriter {
@@ -343,6 +340,11 @@ class HtmlWriter {
 };
 
 }  // namespace
+
+std::string HtmlEscape(const std::string& text) {
+  return absl::StrReplaceAll(
+      text, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
+}
 
 std::string RenderHtml(const v1::PeriodDocuments& docs, i18n::Lang lang) {
   return HtmlWriter(docs, lang).Render();

@@ -41,6 +41,9 @@ inline constexpr char kHtmlFontFamily[] =
     "'Noto Sans KR','Noto Sans CJK KR','NanumGothic','Malgun Gothic','Apple SD Gothic Neo',"
     "'DejaVu Sans',sans-serif";
 
+// Text made safe inside HTML elements and quoted attributes (& < > " ').
+std::string HtmlEscape(const std::string& text);
+
 // "usage", "beyond_cap", "held", "refused", "unpriced", "outage_credit".
 const char* LineKindName(gpuledger::v1::LineKind kind);
 
