@@ -308,6 +308,21 @@ std::string StatusLine(Lang lang, const v1::PeriodDocuments& docs) {
                       Tr(lang, "ledger entries 1..{1}", {absl::StrCat(docs.covered_seq())}));
 }
 
+// A list page's status line and the link to the list as CSV.
+std::string StatusAndCsv(Lang lang, const v1::PeriodDocuments& docs, const char* list) {
+  return absl::StrCat("<p>", StatusLine(lang, docs), " &middot; <a href=\"/v1/periods/",
+                      H(docs.period()), "/", list, ".csv\">", Tr(lang, "Download CSV"),
+                      "</a></p>\n");
+}
+
+// A list page's choice of period (the invoice list adds its filters to its own form).
+std::string PeriodForm(Lang lang, const char* action, const base::Period& period) {
+  return absl::StrCat("<form method=\"get\" action=\"", action, "\">", Tr(lang, "Period"),
+                      " <input name=\"period\" value=\"", H(period.ToString()),
+                      "\" size=\"8\"><input type=\"submit\" value=\"", H(Tr(lang, "Show")),
+                      "\"></form>");
+}
+
 HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
                              const Principal& who) {
   if (who.role == Role::kCsp) {
@@ -337,10 +352,9 @@ HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
                       H(i18n::InstitutionTypeName(lang, ty)), "</option>");
     }
     absl::StrAppend(&body, "</select><input type=\"submit\" value=\"", H(Tr(lang, "Show")),
-                    "\"></form>\n<p>", StatusLine(lang, *docs), " &middot; <a href=\"/v1/periods/",
-                    H(period.ToString()), "/invoices.csv\">", Tr(lang, "Download CSV"),
-                    "</a></p>\n", "<table id=\"invoices\"><tr><th>", Tr(lang, "institution"),
-                    "</th><th>", Tr(lang, "type"), "</th><th class=\"n\">", Tr(lang, "GPU-hours"),
+                    "\"></form>\n", StatusAndCsv(lang, *docs, "invoices"),
+                    "<table id=\"invoices\"><tr><th>", Tr(lang, "institution"), "</th><th>",
+                    Tr(lang, "type"), "</th><th class=\"n\">", Tr(lang, "GPU-hours"),
                     "</th><th class=\"n\">", Tr(lang, "list KRW"), "</th><th class=\"n\">",
                     Tr(lang, "subsidy KRW"), "</th><th class=\"n\">", Tr(lang, "co-pay KRW"),
                     "</th><th class=\"n\">", Tr(lang, "amount due KRW"), "</th></tr>\n");
@@ -406,11 +420,7 @@ HttpResponse StatementListPage(Lang lang, const HttpRequest& req, Service& svc,
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
     std::string body = absl::StrCat(
-        "<form method=\"get\" action=\"/ui/statements\">", Tr(lang, "Period"),
-        " <input name=\"period\" value=\"", H(period.ToString()),
-        "\" size=\"8\"><input type=\"submit\" value=\"", H(Tr(lang, "Show")), "\"></form><p>",
-        StatusLine(lang, *docs), " &middot; <a href=\"/v1/periods/", H(period.ToString()),
-        "/statements.csv\">", Tr(lang, "Download CSV"), "</a></p>",
+        PeriodForm(lang, "/ui/statements", period), StatusAndCsv(lang, *docs, "statements"),
         "<table><tr><th>CSP</th><th class=\"n\">", Tr(lang, "GPU-hours"), "</th><th class=\"n\">",
         Tr(lang, "subsidy owed KRW"), "</th><th class=\"n\">", Tr(lang, "own-use share"),
         "</th><th class=\"n\">", Tr(lang, "cap"), "</th></tr>\n");
@@ -543,15 +553,11 @@ HttpResponse ProgramListPage(Lang lang, const HttpRequest& req, Service& svc,
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
     std::string body = absl::StrCat(
-        "<form method=\"get\" action=\"/ui/programs\">", Tr(lang, "Period"),
-        " <input name=\"period\" value=\"", H(period.ToString()),
-        "\" size=\"8\"><input type=\"submit\" value=\"", H(Tr(lang, "Show")), "\"></form><p>",
-        StatusLine(lang, *docs), " &middot; <a href=\"/v1/periods/", H(period.ToString()),
-        "/programs.csv\">", Tr(lang, "Download CSV"), "</a></p>", "<table id=\"programs\"><tr><th>",
-        Tr(lang, "programme"), "</th><th class=\"n\">", Tr(lang, "GPU-hours"),
-        "</th><th class=\"n\">", Tr(lang, "list KRW"), "</th><th class=\"n\">",
-        Tr(lang, "co-pay KRW"), "</th><th class=\"n\">", Tr(lang, "subsidy KRW"),
-        "</th><th class=\"n\">", Tr(lang, "utilisation"), "</th></tr>\n");
+        PeriodForm(lang, "/ui/programs", period), StatusAndCsv(lang, *docs, "programs"),
+        "<table id=\"programs\"><tr><th>", Tr(lang, "programme"), "</th><th class=\"n\">",
+        Tr(lang, "GPU-hours"), "</th><th class=\"n\">", Tr(lang, "list KRW"),
+        "</th><th class=\"n\">", Tr(lang, "co-pay KRW"), "</th><th class=\"n\">",
+        Tr(lang, "subsidy KRW"), "</th><th class=\"n\">", Tr(lang, "utilisation"), "</th></tr>\n");
     for (const auto& ps : docs->programs()) {
       const auto& t = ps.totals();
       absl::StrAppend(&body, "<tr><td><a href=\"/ui/programs/", H(period.ToString()), "/",

@@ -216,12 +216,12 @@ void CsvDownload(const v1::PeriodDocuments& docs, const std::string& what, HttpR
 }
 
 // The period's documents as one CSV (the lists' `.csv`), with a download name.
-HttpResponse CsvOfList(const v1::PeriodDocuments& docs, const std::string& which,
-                       const std::string& what) {
+// `which`: "invoices", "statements" or "programs", as RenderCsv takes it and as the file is named.
+// A list has no digest of its own: no ETag.
+HttpResponse CsvOfList(const v1::PeriodDocuments& docs, const std::string& which) {
   HttpResponse r = Text(settlement::RenderCsv(docs, which), "text/csv; charset=utf-8");
-  r.headers.emplace_back("X-Gpuledger-Status", docs.closed() ? "closed" : "draft");
-  r.headers.emplace_back("X-Gpuledger-Covered-Seq", absl::StrCat(docs.covered_seq()));
-  CsvDownload(docs, what, &r);
+  DocumentHeaders(docs, /*digest_name=*/"", &r);
+  CsvDownload(docs, which, &r);
   return r;
 }
 
@@ -360,7 +360,7 @@ HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period, 
     if (p.role == Role::kInstitution) f.institution_id = p.scope_id;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
-    if (csv) return CsvOfList(*docs, "invoices", "invoices");
+    if (csv) return CsvOfList(*docs, "invoices");
     json list = json::array();
     for (const auto& inv : docs->invoices()) {
       list.push_back({{"institution_id", inv.institution_id()},
@@ -412,7 +412,7 @@ HttpResponse StatementList(Service& svc, const Principal& p, base::Period period
     if (p.role == Role::kCsp) f.csp_id = p.scope_id;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
-    if (csv) return CsvOfList(*docs, "statements", "statements");
+    if (csv) return CsvOfList(*docs, "statements");
     json list = json::array();
     for (const auto& s : docs->statements()) {
       bool over = false;
@@ -496,7 +496,7 @@ HttpResponse ProgramList(Service& svc, const Principal& p, base::Period period, 
     f.invoices = f.statements = false;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
-    if (csv) return CsvOfList(*docs, "programs", "programs");
+    if (csv) return CsvOfList(*docs, "programs");
     json list = json::array();
     for (const auto& s : docs->programs()) {
       list.push_back({{"program", v1::Program_Name(s.program())},

@@ -252,12 +252,9 @@ std::string CsvPeriod(const std::string& period) {
   return CsvField(period);
 }
 
-// Basis points as a percentage with two decimals ("9.00%", "0.01%", "-1.50%"): what a spreadsheet
-// reads as the number 0.09 shown as a percentage, beside the exact basis points.
-std::string Percent(int64_t bp) {
-  const uint64_t m = bp < 0 ? 0 - static_cast<uint64_t>(bp) : static_cast<uint64_t>(bp);
-  return absl::StrFormat("%s%d.%02d%%", bp < 0 ? "-" : "", m / 100, m % 100);
-}
+// Basis points as a percentage with two decimals ("9.00%"): what a spreadsheet reads as the
+// number 0.09 shown as a percentage, beside the exact basis points.
+std::string Percent(int64_t bp) { return i18n::Percent(bp); }
 
 std::string CsvPeriodOrEmpty(const std::string& period) {
   return period.empty() ? std::string() : CsvPeriod(period);
