@@ -37,6 +37,16 @@ absl::StatusOr<Krw> ApplyBasisPoints(Krw amount, int64_t basis_points) {
   return Krw{*won};
 }
 
+absl::StatusOr<Krw> ApplyBasisPointsTowardZero(Krw amount, int64_t basis_points) {
+  if (basis_points < 0) return absl::InvalidArgumentError("basis points must not be negative");
+  // C++ integer division truncates toward zero; the product of two 64-bit values fits 128.
+  const __int128 won = static_cast<__int128>(amount.won) * basis_points / kBasisPointsPerUnit;
+  if (won > std::numeric_limits<int64_t>::max() || won < std::numeric_limits<int64_t>::min()) {
+    return absl::OutOfRangeError("amount does not fit in 64 bits");
+  }
+  return Krw{static_cast<int64_t>(won)};
+}
+
 namespace {
 absl::Status TooLarge(std::string_view what) {
   return absl::OutOfRangeError(absl::StrCat(std::string(what), " does not fit in 64 bits"));

@@ -84,6 +84,26 @@ Period PeriodOf(int64_t utc_ms) {
 
 std::string FormatKst(int64_t utc_ms) { return FormatWithOffset(utc_ms, kKstOffsetMs, "+09:00"); }
 
+namespace {
+std::chrono::year_month_day KstCivil(int64_t utc_ms, int add_days) {
+  using namespace std::chrono;
+  int64_t t = utc_ms < kFirstPeriodStartMs ? kFirstPeriodStartMs : utc_ms;
+  if (t >= kPeriodsEndMs) t = kPeriodsEndMs - 1;
+  const int64_t local = t + kKstOffsetMs;
+  int64_t day = local / kMsPerDay;
+  if (local % kMsPerDay < 0) --day;
+  return year_month_day{sys_days{std::chrono::days{day + add_days}}};
+}
+}  // namespace
+
+std::string KstDate(int64_t utc_ms, int add_days) {
+  const auto ymd = KstCivil(utc_ms, add_days);
+  return absl::StrFormat("%04d-%02u-%02u", static_cast<int>(ymd.year()),
+                         static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()));
+}
+
+int KstYear(int64_t utc_ms) { return static_cast<int>(KstCivil(utc_ms, 0).year()); }
+
 std::string FormatUtc(int64_t utc_ms) { return FormatWithOffset(utc_ms, 0, "Z"); }
 
 }  // namespace gpuledger::base

@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "base/period.h"
+#include "base/registration_number.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
 #include "ingest/limits.h"
@@ -399,6 +400,70 @@ MaybeVerdict CheckCloseOffsets(const v1::PeriodClose& close, const TopicNames& t
   return std::nullopt;
 }
 
+// A party of invoices: an id, a legal name, a registration number whose check digit is right,
+// printable text of bounded length elsewhere.
+MaybeVerdict CheckParty(const v1::Party& p) {
+  if (auto v = CheckId("party.party_id", p.party_id())) return v;
+  if (p.legal_name().empty()) return Missing("party.legal_name");
+  if (auto v = CheckText("party.legal_name", p.legal_name(), limits::kNameBytesMax)) return v;
+  if (p.registration_number().empty()) return Missing("party.registration_number");
+  if (!base::ParseRegistrationNumber(p.registration_number())) {
+    return Invalid("party.registration_number",
+                   absl::StrCat("'", absl::CHexEscape(p.registration_number().substr(0, 40)),
+                                "' is not a business registration number: ten digits, written "
+                                "123-45-67890 or 1234567890, the last the check digit of the "
+                                "first nine"));
+  }
+  const std::pair<const char*, const std::string*> texts[] = {
+      {"party.representative", &p.representative()},
+      {"party.address", &p.address()},
+      {"party.business_type", &p.business_type()},
+      {"party.business_item", &p.business_item()},
+      {"party.billing_contact.name", &p.billing_contact().name()},
+      {"party.billing_contact.department", &p.billing_contact().department()},
+      {"party.billing_contact.email", &p.billing_contact().email()},
+      {"party.billing_contact.phone", &p.billing_contact().phone()},
+  };
+  for (const auto& [field, text] : texts) {
+    if (auto v = CheckText(field, *text, limits::kNameBytesMax)) return v;
+  }
+  if (!v1::TaxType_IsValid(p.tax_type())) {
+    return Invalid("party.tax_type", "not TAX_TAXABLE, TAX_ZERO_RATED or TAX_EXEMPT");
+  }
+  return CheckOptionalTime("party.effective_from_ms", p.effective_from_ms());
+}
+
+MaybeVerdict CheckBillingTerms(const v1::BillingTerms& t) {
+  if (auto v = CheckId("billing_terms.operator_party_id", t.operator_party_id())) return v;
+  std::set<int> programs;
+  for (const auto& r : t.issuers()) {
+    if (r.program() == v1::PROGRAM_UNSPECIFIED) return Missing("billing_terms.issuers.program");
+    if (!v1::Program_IsValid(r.program()))
+      return Invalid("billing_terms.issuers.program", "unknown");
+    if (!v1::InvoiceIssuer_IsValid(r.issuer())) {
+      return Invalid("billing_terms.issuers.issuer", "not ISSUER_OPERATOR or ISSUER_CSP");
+    }
+    if (!programs.insert(r.program()).second) {
+      return Invalid("billing_terms.issuers",
+                     absl::StrCat(v1::Program_Name(r.program()), " named twice"));
+    }
+  }
+  if (t.vat_bp() == 0) return Missing("billing_terms.vat_bp");
+  if (t.vat_bp() > 10'000) return Invalid("billing_terms.vat_bp", "over 10,000 (100%)");
+  if (!v1::VatRounding_IsValid(t.vat_rounding())) {
+    return Invalid("billing_terms.vat_rounding",
+                   "not VAT_ROUND_HALF_AWAY_FROM_ZERO or VAT_ROUND_TOWARD_ZERO");
+  }
+  if (t.payment_due_days() > 365) {
+    return Invalid("billing_terms.payment_due_days", "over 365 days");
+  }
+  if (auto v = CheckText("billing_terms.payment_instructions", t.payment_instructions(),
+                         limits::kReasonBytesMax)) {
+    return v;
+  }
+  return CheckOptionalTime("billing_terms.effective_from_ms", t.effective_from_ms());
+}
+
 MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   switch (e.body_case()) {
     case v1::RegistryEvent::kInstitution: {
@@ -572,6 +637,10 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       }
       return CheckText("rerating.reason", r.reason(), limits::kReasonBytesMax);
     }
+    case v1::RegistryEvent::kParty:
+      return CheckParty(e.party());
+    case v1::RegistryEvent::kBillingTerms:
+      return CheckBillingTerms(e.billing_terms());
     case v1::RegistryEvent::kPeriodClose: {
       if (e.period_close().period().empty()) return Missing("period_close.period");
       if (!base::ParsePeriod(e.period_close().period()).ok()) {
@@ -585,7 +654,7 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   return Missing(
       "body (one of institution, allocation, allocation_amendment, rate_card, copay_policy, "
       "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release, rerating, "
-      "validation_settings)");
+      "validation_settings, party, billing_terms)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

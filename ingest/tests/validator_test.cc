@@ -220,6 +220,57 @@ TEST(ValidatorTest, ValidationSettingsInTheLedgerDecide) {
             reason::kDurationTooLong);
 }
 
+// Parties of invoices (issue 17): the registration number's check digit is checked, text is
+// printable, a second record at the same instant with other details contradicts the first.
+TEST(ValidatorTest, PartiesNeedARegistrationNumberWithItsCheckDigit) {
+  Harness h;
+  auto party = [](const std::string& number, const std::string& name = "(주)대한바이오") {
+    return [=](v1::RegistryEvent* e) {
+      auto* p = e->mutable_party();
+      p->set_party_id("sme");
+      p->set_legal_name(name);
+      p->set_registration_number(number);
+      p->set_representative("김대한");
+    };
+  };
+  EXPECT_EQ(h.Reg(party("124-81-00999")), reason::kInvalidField);  // check digit is 8
+  EXPECT_EQ(h.Reg(party("12481009")), reason::kInvalidField);
+  EXPECT_EQ(h.Reg(party("")), reason::kMissingField);
+  EXPECT_EQ(h.Reg(party("124-81-00998", "")), reason::kMissingField);
+  EXPECT_EQ(h.Reg(party("124-81-00998", "bad\x1bname")), reason::kInvalidField);
+  EXPECT_EQ(h.Reg(party("124-81-00998")), "");
+  EXPECT_EQ(h.Reg(party("1248100998")), "");  // the same number, written without hyphens
+  EXPECT_EQ(h.Reg(party("1234567891")), ledger::kRegistryConflict);
+}
+
+TEST(ValidatorTest, BillingTermsAreChecked) {
+  Harness h;
+  auto terms = [](std::function<void(v1::BillingTerms*)> change) {
+    return [=](v1::RegistryEvent* e) {
+      auto* t = e->mutable_billing_terms();
+      t->set_operator_party_id("nipa");
+      t->set_vat_bp(1'000);
+      t->set_payment_due_days(30);
+      change(t);
+    };
+  };
+  EXPECT_EQ(h.Reg(terms([](auto* t) { t->set_vat_bp(0); })), reason::kMissingField);
+  EXPECT_EQ(h.Reg(terms([](auto* t) { t->set_vat_bp(10'001); })), reason::kInvalidField);
+  EXPECT_EQ(h.Reg(terms([](auto* t) { t->set_payment_due_days(366); })), reason::kInvalidField);
+  EXPECT_EQ(h.Reg(terms([](auto* t) { t->clear_operator_party_id(); })), reason::kMissingField);
+  EXPECT_EQ(h.Reg(terms([](auto* t) {
+    for (int i = 0; i < 2; ++i) {
+      auto* r = t->add_issuers();
+      r->set_program(v1::GOV_ADVANCED);
+      r->set_issuer(v1::ISSUER_CSP);
+    }
+  })),
+            reason::kInvalidField);
+  EXPECT_EQ(h.Reg(terms([](auto* t) { t->set_vat_rounding(static_cast<v1::VatRounding>(7)); })),
+            reason::kInvalidField);
+  EXPECT_EQ(h.Reg(terms([](auto*) {})), "");
+}
+
 TEST(ValidatorTest, RejectsUsageOfAnotherCspsAllocation) {
   Harness h;
   h.StandardRegistry();

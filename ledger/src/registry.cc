@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "base/registration_number.h"
 
 namespace gpuledger::ledger {
 
@@ -29,6 +30,15 @@ template <typename Map, typename Key>
 const typename Map::mapped_type* Find(const Map& m, const Key& k) {
   auto it = m.find(k);
   return it == m.end() ? nullptr : &it->second;
+}
+
+// A party as kept: its registration number as ten digits (ingest checked it).
+PartyVersion Normalized(const v1::Party& p) {
+  PartyVersion v{p};
+  if (auto digits = base::ParseRegistrationNumber(p.registration_number())) {
+    v.party.set_registration_number(*digits);
+  }
+  return v;
 }
 
 std::string Percent(uint32_t bp) {
@@ -536,6 +546,16 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
     case v1::RegistryEvent::kRerating:            // re-prices what is recorded; contradicts nothing
     case v1::RegistryEvent::kValidationSettings:  // ingest's own limits, from their position
       return std::nullopt;
+    case v1::RegistryEvent::kParty: {
+      const auto& p = e.party();
+      return Contradicts(Find(parties_, p.party_id()), p.effective_from_ms(), Normalized(p),
+                         absl::StrCat("party ", p.party_id()));
+    }
+    case v1::RegistryEvent::kBillingTerms: {
+      const auto& t = e.billing_terms();
+      return Contradicts(&billing_terms_, t.effective_from_ms(), BillingTermsVersion{t},
+                         "the billing terms");
+    }
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
       const std::tuple<std::string, int, int> key{p.csp_id(), p.program(), p.gpu_model()};
@@ -628,6 +648,16 @@ void Registry::Apply(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::kRerating:            // settlement re-prices; nothing to remember
     case v1::RegistryEvent::kValidationSettings:  // the validator keeps them (ingest)
       break;
+    case v1::RegistryEvent::kParty: {
+      const auto& p = e.party();
+      parties_[p.party_id()].Set(p.effective_from_ms(), Normalized(p));
+      break;
+    }
+    case v1::RegistryEvent::kBillingTerms: {
+      const auto& t = e.billing_terms();
+      billing_terms_.Set(t.effective_from_ms(), BillingTermsVersion{t});
+      break;
+    }
     case v1::RegistryEvent::kGpuPool: {
       const auto& p = e.gpu_pool();
       pools_[{p.csp_id(), p.program(), p.gpu_model()}].Set(p.effective_from_ms(), p.gpu_count());
@@ -734,6 +764,18 @@ std::optional<int64_t> Registry::RateAt(v1::Program program, v1::GpuModel model,
                                         int64_t t_ms) const {
   const auto* timeline = Find(rates_, std::pair<int, int>{program, model});
   return timeline == nullptr ? std::nullopt : timeline->At(t_ms);
+}
+
+const v1::Party* Registry::PartyAt(const std::string& party_id, int64_t t_ms) const {
+  const auto* timeline = Find(parties_, party_id);
+  if (timeline == nullptr) return nullptr;
+  const PartyVersion* v = timeline->Find(t_ms);
+  return v == nullptr ? nullptr : &v->party;
+}
+
+const v1::BillingTerms* Registry::BillingTermsAt(int64_t t_ms) const {
+  const BillingTermsVersion* v = billing_terms_.Find(t_ms);
+  return v == nullptr ? nullptr : &v->terms;
 }
 
 const v1::ProgrammePolicy* Registry::PolicyAt(v1::Program program, int64_t t_ms) const {

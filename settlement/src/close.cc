@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "base/status.h"
 #include "counters.h"
 #include "engine_internal.h"
@@ -15,6 +16,28 @@
 namespace gpuledger::settlement {
 
 using namespace internal;  // NOLINT: the engine's own helpers
+
+// Every bill of the closing period gets its issue date (the close's, KST), its due date (the
+// billing terms' days later) and the next number of its issuer for the year of issue: in order
+// of institution id, then issuer id, so that a replay of the ledger numbers them the same.
+void Engine::NumberBills(Period period, int64_t closed_at_ms, v1::PeriodDocuments* docs) {
+  const v1::BillingTerms* terms = registry_.BillingTermsAt(period.EndMs() - 1);
+  const int year = base::KstYear(closed_at_ms);
+  const std::string issue_date = base::KstDate(closed_at_ms);
+  for (auto& inv : *docs->mutable_invoices()) {
+    for (auto& b : *inv.mutable_bills()) {
+      const std::string key =
+          absl::StrCat(keys::kInvoiceNumber, KeyBuilder().Str(b.issuer_party_id()).U32(year).key());
+      const int64_t n = store_->GetInt(key) + 1;
+      store_->PutInt(key, n);
+      b.set_number(absl::StrFormat("%s-%04d-%06d", b.issuer_party_id(), year, n));
+      b.set_issue_date(issue_date);
+      if (terms != nullptr) {
+        b.set_due_date(base::KstDate(closed_at_ms, static_cast<int>(terms->payment_due_days())));
+      }
+    }
+  }
+}
 
 absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
   GPULEDGER_ASSIGN_OR_RETURN(Period period, base::ParsePeriod(event.period_close().period()));
@@ -26,9 +49,15 @@ absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
   docs.set_covered_seq(seq - 1);
   docs.set_close_seq(seq);
   docs.set_closed_at_ms(event.emitted_at_ms());
+  NumberBills(period, event.emitted_at_ms(), &docs);
   for (const auto& inv : docs.invoices()) {
     auto* d = docs.add_digests();
     d->set_document(InvoiceDoc(inv.institution_id()));
+    d->set_sha256(DigestHex(InvoiceJson(inv)));
+  }
+  for (const auto& inv : docs.nothing_owed()) {
+    auto* d = docs.add_digests();
+    d->set_document(UsageDoc(inv.institution_id()));
     d->set_sha256(DigestHex(InvoiceJson(inv)));
   }
   for (const auto& st : docs.statements()) {
@@ -68,9 +97,11 @@ absl::Status Engine::Close(uint64_t seq, const v1::RegistryEvent& event) {
     b.set_subsidy_krw(b.subsidy_krw() + l.subsidy_krw());
     store_->Put(key, b.SerializeAsString());
   };
-  for (const auto& inv : docs.invoices()) {
-    for (const auto& l : inv.lines()) bill(p, inv.institution_id(), l);
-    for (const auto& l : inv.adjustments()) bill(l.adjusts_period(), inv.institution_id(), l);
+  for (const auto* list : {&docs.invoices(), &docs.nothing_owed()}) {
+    for (const auto& inv : *list) {
+      for (const auto& l : inv.lines()) bill(p, inv.institution_id(), l);
+      for (const auto& l : inv.adjustments()) bill(l.adjusts_period(), inv.institution_id(), l);
+    }
   }
   // Own use and outages as billed: this period's, plus the adjustments it carries.
   auto bill_own_use = [&](const std::string& period, const std::string& csp,

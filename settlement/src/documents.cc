@@ -94,10 +94,12 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Documents(Period period, const Docum
       l->erase(std::remove_if(l->begin(), l->end(), [&](const auto& x) { return !pred(x); }),
                l->end());
     };
-    keep(docs.mutable_invoices(), [&](const v1::Invoice& i) {
+    auto wanted = [&](const v1::Invoice& i) {
       return filter.invoices &&
              (!filter.institution_id || i.institution_id() == *filter.institution_id);
-    });
+    };
+    keep(docs.mutable_invoices(), wanted);
+    keep(docs.mutable_nothing_owed(), wanted);
     keep(docs.mutable_statements(), [&](const v1::CspStatement& s) {
       return filter.statements && (!filter.csp_id || s.csp_id() == *filter.csp_id);
     });
@@ -277,7 +279,7 @@ class InvoiceDraft {
   // Each invoice's name, type, totals, VAT and amount due. Returns the invoices that could be
   // computed: lines of one that cannot reach no statement or summary either; they are not billed
   // at close and come back as adjustments of the next open period.
-  std::map<std::string, v1::Invoice> Finish(int64_t vat_bp) {
+  std::map<std::string, v1::Invoice> Finish(int64_t default_vat_bp) {
     const int64_t last_ms = period_.EndMs() - 1;
     for (auto& [institution_id, inv] : invoices_) {
       const std::string doc = InvoiceDoc(institution_id);
@@ -290,7 +292,11 @@ class InvoiceDraft {
         inv.set_institution_name(version->name);
         inv.set_institution_type(version->type);
       }
-      NoteError(errors_, doc, Total(vat_bp, &inv));
+      if (const v1::Party* recipient = registry_.PartyAt(institution_id, last_ms)) {
+        *inv.mutable_recipient() = *recipient;
+      }
+      NoteError(errors_, doc, Total(&inv));
+      if (!errors_->contains(doc)) NoteError(errors_, doc, Bill(default_vat_bp, &inv));
     }
     for (auto it = invoices_.begin(); it != invoices_.end();) {
       it = errors_->contains(InvoiceDoc(it->first)) ? invoices_.erase(it) : std::next(it);
@@ -348,19 +354,87 @@ class InvoiceDraft {
     return out;
   }
 
-  // Totals of lines and adjustments; VAT once per invoice, on its co-pay (docs/SETTLEMENT.md).
-  static absl::Status Total(int64_t vat_bp, v1::Invoice* inv) {
+  // Totals of lines and adjustments.
+  static absl::Status Total(v1::Invoice* inv) {
     v1::Totals* t = inv->mutable_totals();
     for (const auto& l : inv->lines()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
     for (const auto& l : inv->adjustments()) GPULEDGER_RETURN_IF_ERROR(AddTo(t, l));
     GPULEDGER_ASSERT(t->list_krw() == t->copay_krw() + t->subsidy_krw(),
                      "invoice list = co-pay + subsidy");
+    return absl::OkStatus();
+  }
+
+  // The invoice's bills (docs/SETTLEMENT.md, "Invoices"): its co-pay split by who issues each
+  // programme's invoices under the billing terms in force at the period's end, VAT on each
+  // bill by the recipient's tax type and the terms' rounding; bills of 0 won left out unless
+  // the terms ask for them. Without terms: one bill, the operator's, VAT at `default_vat_bp`
+  // rounded half away from zero. Numbers and dates are set at close.
+  absl::Status Bill(int64_t default_vat_bp, v1::Invoice* inv) const {
+    const int64_t last_ms = period_.EndMs() - 1;
+    const v1::BillingTerms* terms = registry_.BillingTermsAt(last_ms);
+    const int64_t vat_bp = terms != nullptr ? terms->vat_bp() : default_vat_bp;
+    const v1::VatRounding rounding =
+        terms != nullptr ? terms->vat_rounding() : v1::VAT_ROUND_HALF_AWAY_FROM_ZERO;
+    const v1::TaxType tax = inv->recipient().tax_type() == v1::TAX_TYPE_UNSPECIFIED
+                                ? v1::TAX_TAXABLE
+                                : inv->recipient().tax_type();
+    const int64_t applied_bp = tax == v1::TAX_TAXABLE ? vat_bp : 0;
     inv->set_vat_bp(static_cast<uint32_t>(vat_bp));
-    GPULEDGER_ASSIGN_OR_RETURN(base::Krw vat,
-                               base::ApplyBasisPoints(base::Krw{t->copay_krw()}, vat_bp));
-    inv->set_vat_krw(vat.won);
-    GPULEDGER_ASSIGN_OR_RETURN(int64_t due,
-                               base::CheckedAdd(t->copay_krw(), vat.won, "the amount due"));
+
+    struct Acc {
+      v1::InvoiceIssuer role = v1::ISSUER_OPERATOR;
+      std::set<int> programs;
+      int64_t supply = 0;
+    };
+    std::map<std::string, Acc> by_issuer;  // issuer party id → its lines' co-pay
+    const std::string operator_party = terms != nullptr ? terms->operator_party_id() : "operator";
+    auto add = [&](const v1::InvoiceLine& l) -> absl::Status {
+      v1::InvoiceIssuer role = v1::ISSUER_OPERATOR;
+      if (terms != nullptr) {
+        for (const auto& r : terms->issuers()) {
+          if (r.program() == l.program()) role = r.issuer();
+        }
+      }
+      if (l.csp_id().empty()) role = v1::ISSUER_OPERATOR;  // a line of no known allocation
+      Acc& acc = by_issuer[role == v1::ISSUER_CSP ? l.csp_id() : operator_party];
+      acc.role = role;
+      acc.programs.insert(l.program());
+      GPULEDGER_ASSIGN_OR_RETURN(acc.supply,
+                                 base::CheckedAdd(acc.supply, l.copay_krw(), "a bill's supply"));
+      return absl::OkStatus();
+    };
+    for (const auto& l : inv->lines()) GPULEDGER_RETURN_IF_ERROR(add(l));
+    for (const auto& l : inv->adjustments()) GPULEDGER_RETURN_IF_ERROR(add(l));
+
+    const bool keep_zero = terms != nullptr && terms->invoice_nothing_owed();
+    int64_t vat_sum = 0;
+    for (const auto& [party_id, acc] : by_issuer) {
+      auto vat = rounding == v1::VAT_ROUND_TOWARD_ZERO
+                     ? base::ApplyBasisPointsTowardZero(base::Krw{acc.supply}, applied_bp)
+                     : base::ApplyBasisPoints(base::Krw{acc.supply}, applied_bp);
+      if (!vat.ok()) return vat.status();
+      if (acc.supply == 0 && vat->won == 0 && !keep_zero) continue;
+      v1::Bill* b = inv->add_bills();
+      b->set_issuer_party_id(party_id);
+      b->set_issuer_role(acc.role);
+      if (const v1::Party* issuer = registry_.PartyAt(party_id, last_ms)) {
+        *b->mutable_issuer() = *issuer;
+      }
+      for (int program : acc.programs) b->add_programs(static_cast<v1::Program>(program));
+      b->set_tax_type(tax);
+      b->set_vat_bp(static_cast<uint32_t>(applied_bp));
+      b->set_vat_rounding(rounding);
+      b->set_supply_krw(acc.supply);
+      b->set_vat_krw(vat->won);
+      GPULEDGER_ASSIGN_OR_RETURN(int64_t total,
+                                 base::CheckedAdd(acc.supply, vat->won, "a bill's total"));
+      b->set_total_krw(total);
+      if (terms != nullptr) b->set_payment_instructions(terms->payment_instructions());
+      GPULEDGER_ASSIGN_OR_RETURN(vat_sum, base::CheckedAdd(vat_sum, vat->won, "the VAT"));
+    }
+    inv->set_vat_krw(vat_sum);
+    GPULEDGER_ASSIGN_OR_RETURN(
+        int64_t due, base::CheckedAdd(inv->totals().copay_krw(), vat_sum, "the amount due"));
     inv->set_amount_due_krw(due);
     return absl::OkStatus();
   }
@@ -403,7 +477,8 @@ absl::StatusOr<v1::PeriodDocuments> Engine::Draft(Period period, const DocumentF
   if (filter.invoices) {
     for (const auto& [id, inv] : invoices) {
       if (filter.institution_id && id != *filter.institution_id) continue;
-      *docs.add_invoices() = inv;
+      // An institution that owes nothing gets no invoice (no bill): its lines are kept apart.
+      *(inv.bills().empty() ? docs.add_nothing_owed() : docs.add_invoices()) = inv;
     }
   }
 

@@ -235,6 +235,10 @@ inline void NoteError(std::map<std::string, std::string>* errors, const std::str
 inline std::string InvoiceDoc(std::string_view institution_id) {
   return absl::StrCat("invoice/", std::string(institution_id));
 }
+// An institution's lines of a period that owe nothing (no invoice issued).
+inline std::string UsageDoc(std::string_view institution_id) {
+  return absl::StrCat("usage/", std::string(institution_id));
+}
 inline std::string StatementDoc(std::string_view csp_id) {
   return absl::StrCat("statement/", std::string(csp_id));
 }

@@ -22,6 +22,7 @@
 //   r/ u64 seq                                 → RegistryEvent bytes, as in the ledger
 //   c/ period                                  → u64 seq of the close
 //   f/ period                                  → PeriodDocuments (frozen at close)
+//   n/ issuer u32 year                         → i128 the last invoice number issued
 //   l/ period line                             → i128 GPU-ms of the line
 //   t/ period line                             → "" (line of a closed period changed since)
 //   b/ period line                             → BilledLine (as billed so far)
@@ -62,13 +63,15 @@ inline constexpr char kFormatKey[] = "s/format";
 // allocation index in order of start, with the longest interval; credits capped per allocation
 // and instant). 6: own use valued slice by slice, wv/ and wu/. 7: this file (own-use intervals
 // kept as valued, ow/, so that a re-rating prices them again; reservations as billed, br/).
-inline constexpr char kFormatValue[] = "gpuledger-settlement/7";
+inline constexpr char kFormatValue[] = "gpuledger-settlement/8";
 inline constexpr char kOptionsKey[] = "s/options";
 inline constexpr char kAppliedKey[] = "s/applied";
 
 inline constexpr char kRegistry[] = "r/";
 inline constexpr char kClose[] = "c/";
 inline constexpr char kFrozen[] = "f/";
+// The last invoice number issued, per (issuer party, year of issue): n/<issuer>/<year> → u64.
+inline constexpr char kInvoiceNumber[] = "n/";
 inline constexpr char kLine[] = "l/";
 inline constexpr char kTouchedLine[] = "t/";
 inline constexpr char kBilledLine[] = "b/";

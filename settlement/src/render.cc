@@ -1,5 +1,6 @@
 #include "settlement/render.h"
 
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_replace.h"
 #include "base/money.h"
 #include "base/period.h"
+#include "base/registration_number.h"
 
 namespace gpuledger::settlement {
 
@@ -57,11 +59,51 @@ json LineObj(const v1::InvoiceLine& l) {
   return o;
 }
 
+// A party as an invoice names it (null: no record).
+json PartyObj(bool has, const v1::Party& p) {
+  if (!has) return nullptr;
+  const v1::TaxType tax = p.tax_type() == v1::TAX_TYPE_UNSPECIFIED ? v1::TAX_TAXABLE : p.tax_type();
+  return {{"party_id", p.party_id()},
+          {"legal_name", p.legal_name()},
+          {"registration_number", base::FormatRegistrationNumber(p.registration_number())},
+          {"representative", p.representative()},
+          {"address", p.address()},
+          {"business_type", p.business_type()},
+          {"business_item", p.business_item()},
+          {"billing_contact",
+           {{"name", p.billing_contact().name()},
+            {"department", p.billing_contact().department()},
+            {"email", p.billing_contact().email()},
+            {"phone", p.billing_contact().phone()}}},
+          {"tax_type", v1::TaxType_Name(tax)}};
+}
+
+json BillObj(const v1::Bill& b) {
+  json programs = json::array();
+  for (int p : b.programs()) programs.push_back(v1::Program_Name(static_cast<v1::Program>(p)));
+  return {{"number", b.number()},
+          {"issue_date", b.issue_date()},
+          {"due_date", b.due_date()},
+          {"issuer_party_id", b.issuer_party_id()},
+          {"issuer_role", v1::InvoiceIssuer_Name(b.issuer_role())},
+          {"issuer", PartyObj(b.has_issuer(), b.issuer())},
+          {"programs", programs},
+          {"tax_type", v1::TaxType_Name(b.tax_type())},
+          {"vat_bp", b.vat_bp()},
+          {"vat_rounding", v1::VatRounding_Name(b.vat_rounding())},
+          {"supply_krw", b.supply_krw()},
+          {"vat_krw", b.vat_krw()},
+          {"total_krw", b.total_krw()},
+          {"payment_instructions", b.payment_instructions()}};
+}
+
 json InvoiceObj(const v1::Invoice& inv) {
   json lines = json::array();
   for (const auto& l : inv.lines()) lines.push_back(LineObj(l));
   json adjustments = json::array();
   for (const auto& l : inv.adjustments()) adjustments.push_back(LineObj(l));
+  json bills = json::array();
+  for (const auto& b : inv.bills()) bills.push_back(BillObj(b));
   return {{"format", "gpuledger.invoice/1"},
           {"period", inv.period()},
           {"institution_id", inv.institution_id()},
@@ -72,7 +114,9 @@ json InvoiceObj(const v1::Invoice& inv) {
           {"totals", TotalsObj(inv.totals())},
           {"vat_bp", inv.vat_bp()},
           {"vat_krw", inv.vat_krw()},
-          {"amount_due_krw", inv.amount_due_krw()}};
+          {"amount_due_krw", inv.amount_due_krw()},
+          {"recipient", PartyObj(inv.has_recipient(), inv.recipient())},
+          {"bills", bills}};
 }
 
 json DeliveredObj(const v1::DeliveredRow& r) {
@@ -262,20 +306,23 @@ std::string CsvPeriodOrEmpty(const std::string& period) {
 
 constexpr char kUtf8Bom[] = "\xEF\xBB\xBF";
 
-// Sums over every invoice of the period, in 128 bits: each invoice fits 64 bits, their sum
-// need not. A sum that does not fit is written as null (docs/FORMATS.md), never wrapped.
+// Sums over every invoice of the period and the institutions that owe nothing, in 128 bits: each
+// invoice fits 64 bits, their sum need not. A sum that does not fit is written as null
+// (docs/FORMATS.md), never wrapped.
 struct RunSums {
   __int128 gpu_ms = 0, list = 0, copay = 0, subsidy = 0, due = 0;
 };
 
 RunSums RunTotals(const v1::PeriodDocuments& docs) {
   RunSums t;
-  for (const auto& inv : docs.invoices()) {
-    t.gpu_ms += inv.totals().gpu_ms();
-    t.list += inv.totals().list_krw();
-    t.copay += inv.totals().copay_krw();
-    t.subsidy += inv.totals().subsidy_krw();
-    t.due += inv.amount_due_krw();
+  for (const auto* list : {&docs.invoices(), &docs.nothing_owed()}) {
+    for (const auto& inv : *list) {
+      t.gpu_ms += inv.totals().gpu_ms();
+      t.list += inv.totals().list_krw();
+      t.copay += inv.totals().copay_krw();
+      t.subsidy += inv.totals().subsidy_krw();
+      t.due += inv.amount_due_krw();
+    }
   }
   return t;
 }
@@ -331,6 +378,8 @@ std::string ProgramJson(const v1::ProgramSummary& p) { return Dump(ProgramObj(p)
 std::string PeriodJson(const v1::PeriodDocuments& docs) {
   json invoices = json::array();
   for (const auto& i : docs.invoices()) invoices.push_back(InvoiceObj(i));
+  json nothing_owed = json::array();
+  for (const auto& i : docs.nothing_owed()) nothing_owed.push_back(InvoiceObj(i));
   json statements = json::array();
   for (const auto& s : docs.statements()) statements.push_back(StatementObj(s));
   json programs = json::array();
@@ -355,6 +404,7 @@ std::string PeriodJson(const v1::PeriodDocuments& docs) {
               {"close_seq", docs.close_seq()},
               {"closed_at_ms", docs.closed_at_ms()},
               {"invoices", invoices},
+              {"nothing_owed", nothing_owed},
               {"statements", statements},
               {"programs", programs},
               {"invoice_totals", t},
@@ -374,23 +424,25 @@ std::string PeriodJson(const v1::PeriodDocuments& docs) {
 std::string RenderTable(const v1::PeriodDocuments& docs) {
   std::string out = absl::StrFormat("Period %s (KST) - %s - ledger entries 1..%d\n", docs.period(),
                                     Status(docs), docs.covered_seq());
-  if (docs.invoices_size() > 0) {
+  if (docs.invoices_size() + docs.nothing_owed_size() > 0) {
     absl::StrAppendFormat(&out, "\nCo-pay invoices\n%-18s %-28s %5s %4s %13s %15s %13s %15s %13s\n",
                           "institution", "name", "lines", "adj", "GPU-hours", "list KRW",
                           "co-pay KRW", "subsidy KRW", "due KRW");
-    for (const auto& inv : docs.invoices()) {
-      const auto& t = inv.totals();
-      absl::StrAppendFormat(&out, "%-18s %-28s %5d %4d %13s %15s %13s %15s %13s\n",
-                            inv.institution_id(), inv.institution_name().substr(0, 28),
-                            inv.lines_size(), inv.adjustments_size(), Hours(t.gpu_ms()),
-                            Won(t.list_krw()), Won(t.copay_krw()), Won(t.subsidy_krw()),
-                            Won(inv.amount_due_krw()));
+    for (const auto* list : {&docs.invoices(), &docs.nothing_owed()}) {
+      for (const auto& inv : *list) {
+        const auto& t = inv.totals();
+        absl::StrAppendFormat(&out, "%-18s %-28s %5d %4d %13s %15s %13s %15s %13s\n",
+                              inv.institution_id(), inv.institution_name().substr(0, 28),
+                              inv.lines_size(), inv.adjustments_size(), Hours(t.gpu_ms()),
+                              Won(t.list_krw()), Won(t.copay_krw()), Won(t.subsidy_krw()),
+                              inv.bills().empty() ? "no invoice" : Won(inv.amount_due_krw()));
+      }
     }
     const RunSums t = RunTotals(docs);
     absl::StrAppendFormat(
         &out, "%-18s %-28s %5s %4s %13s %15s %13s %15s %13s\n", "TOTAL",
-        absl::StrCat(docs.invoices_size(), " invoices"), "", "",
-        Fits(t.gpu_ms) ? Hours(static_cast<int64_t>(t.gpu_ms)) : "(beyond 64 bits)",
+        absl::StrCat(docs.invoices_size(), " invoices, ", docs.nothing_owed_size(), " owe nothing"),
+        "", "", Fits(t.gpu_ms) ? Hours(static_cast<int64_t>(t.gpu_ms)) : "(beyond 64 bits)",
         WonOrTooLarge(t.list), WonOrTooLarge(t.copay), WonOrTooLarge(t.subsidy),
         WonOrTooLarge(t.due));
   }
@@ -652,7 +704,16 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
       "program,csp_id,gpu_model,institution_type,krw_per_gpu_hour,copay_bp,copay_percent,gpu_ms,"
       "gpu_hours,list_krw,copay_krw,"
       "subsidy_krw\r\n";
-  for (const auto& inv : docs.invoices()) {
+  // Institutions that owe nothing have their rows too: the lines are what finance reconciles
+  // against the CSPs' statements.
+  std::vector<const v1::Invoice*> every;
+  for (const auto& inv : docs.invoices()) every.push_back(&inv);
+  for (const auto& inv : docs.nothing_owed()) every.push_back(&inv);
+  std::sort(every.begin(), every.end(), [](const v1::Invoice* a, const v1::Invoice* b) {
+    return a->institution_id() < b->institution_id();
+  });
+  for (const v1::Invoice* invp : every) {
+    const v1::Invoice& inv = *invp;
     for (const auto* list : {&inv.lines(), &inv.adjustments()}) {
       for (const auto& l : *list) {
         absl::StrAppend(

@@ -32,9 +32,10 @@ void Standard(Harness& h) {
   h.Registry(Copay(v1::SME, 900, 0));
 }
 
+// The one institution's lines: its invoice, or (if it owes nothing) its lines kept apart.
 const v1::Invoice& OnlyInvoice(const v1::PeriodDocuments& d) {
-  EXPECT_EQ(d.invoices_size(), 1);
-  return d.invoices(0);
+  EXPECT_EQ(d.invoices_size() + d.nothing_owed_size(), 1);
+  return d.invoices_size() > 0 ? d.invoices(0) : d.nothing_owed(0);
 }
 
 // The one line of `kind` on the invoice (an empty line, and a test failure, if not exactly one).
@@ -1044,7 +1045,14 @@ TEST(CloseTest, AClosedPeriodNeverChangesAndLateUsageIsAnAdjustmentOnTheNextPeri
   EXPECT_EQ(closed->covered_seq(), close_seq - 1);
   EXPECT_EQ(closed->digests_size(),
             closed->invoices_size() + closed->statements_size() + closed->programs_size());
-  EXPECT_EQ(InvoiceJson(closed->invoices(0)), InvoiceJson(before->invoices(0)));
+  // The close numbers and dates the bill; nothing else changes.
+  ASSERT_EQ(closed->invoices(0).bills_size(), 1);
+  EXPECT_EQ(closed->invoices(0).bills(0).number(), "operator-2026-000001");
+  EXPECT_EQ(closed->invoices(0).bills(0).issue_date(), "2026-04-01");
+  v1::Invoice unnumbered = closed->invoices(0);
+  unnumbered.mutable_bills(0)->clear_number();
+  unnumbered.mutable_bills(0)->clear_issue_date();
+  EXPECT_EQ(InvoiceJson(unnumbered), InvoiceJson(before->invoices(0)));
   EXPECT_EQ(closed->digests(0).sha256(), DigestHex(InvoiceJson(closed->invoices(0))));
   DocumentFilter statements_only;
   statements_only.invoices = statements_only.programs = false;
@@ -1408,6 +1416,132 @@ TEST(DocumentTest, OneInvoiceIsReadWithoutTheRest) {
   EXPECT_EQ(OnlyInvoice(*d).institution_id(), "sme");
   auto all = h.Docs(kMarch);
   EXPECT_EQ(InvoiceJson(OnlyInvoice(*d)), InvoiceJson(all->invoices(0)));
+}
+
+// ---- Bills: parties, issuers, numbers, tax (docs/SETTLEMENT.md, "Invoices") ----
+
+const Period kNovember{2026, 11};
+const Period kDecember{2026, 12};
+
+// An SME on the state's GPUs (csp-a issues their invoices) and on a leased pool (the operator
+// issues), a zero-rated SME, a university that owes nothing; November and December closed.
+void BilledMonths(Harness& h) {
+  Standard(h);
+  h.Registry(Rate(3'000, 0, v1::LEASE_HPC));
+  h.Registry(Institution("sme2", v1::SME, 0));
+  h.Registry(Allocation("a-lease", "sme", "csp-b", 4, v1::LEASE_HPC));
+  h.Registry(Allocation("a-sme2", "sme2"));
+  h.Registry(Party("nipa", "정보통신산업진흥원", "220810553"));
+  h.Registry(Party("csp-a", "(주)가온클라우드", "101820000"));
+  h.Registry(Party("sme", "(주)대한바이오", "123456789"));
+  h.Registry(Party("sme2", "(주)수출바이오", "987654321", v1::TAX_ZERO_RATED));
+  h.Registry(
+      Terms("nipa", 1'000, v1::VAT_ROUND_TOWARD_ZERO, 30, {{v1::GOV_ADVANCED, v1::ISSUER_CSP}}));
+  for (const Period& p : {kNovember, kDecember}) {
+    const int64_t t = p.StartMs();
+    h.Usage("csp-a", Usage("s" + p.ToString(), "a-sme", 1, t, t + kHour));    // co-pay 405
+    h.Usage("csp-b", Usage("l" + p.ToString(), "a-lease", 1, t, t + kHour));  // co-pay 270
+    h.Usage("csp-a", Usage("u" + p.ToString(), "a-uni", 1, t, t + kHour));    // co-pay 0
+    h.Usage("csp-a", Usage("z" + p.ToString(), "a-sme2", 2, t, t + kHour));   // co-pay 810
+  }
+}
+
+TEST(BillTest, EachIssuerBillsItsProgrammesWithTheRecipientsTaxAndTheTermsRounding) {
+  Harness h;
+  BilledMonths(h);
+  auto d = h.Docs(kNovember);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->invoices_size(), 2);
+  ASSERT_EQ(d->nothing_owed_size(), 1);  // the university: 0% co-pay, no invoice
+  EXPECT_EQ(d->nothing_owed(0).institution_id(), "uni");
+  EXPECT_EQ(d->nothing_owed(0).totals().list_krw(), 4'500);
+
+  const v1::Invoice& sme = d->invoices(0);
+  EXPECT_EQ(sme.recipient().legal_name(), "(주)대한바이오");
+  EXPECT_EQ(sme.recipient().registration_number(), "1234567891");
+  ASSERT_EQ(sme.bills_size(), 2);
+  const v1::Bill& by_csp = sme.bills(0);  // "csp-a" < "nipa"
+  EXPECT_EQ(by_csp.issuer_party_id(), "csp-a");
+  EXPECT_EQ(by_csp.issuer_role(), v1::ISSUER_CSP);
+  EXPECT_EQ(by_csp.issuer().legal_name(), "(주)가온클라우드");
+  ASSERT_EQ(by_csp.programs_size(), 1);
+  EXPECT_EQ(by_csp.programs(0), v1::GOV_ADVANCED);
+  EXPECT_EQ(by_csp.supply_krw(), 405);
+  EXPECT_EQ(by_csp.vat_krw(), 40);  // 40.5 truncated (절사); half away from zero would be 41
+  EXPECT_EQ(by_csp.total_krw(), 445);
+  EXPECT_TRUE(by_csp.number().empty());  // a draft has no number
+  const v1::Bill& by_operator = sme.bills(1);
+  EXPECT_EQ(by_operator.issuer_party_id(), "nipa");
+  EXPECT_EQ(by_operator.issuer_role(), v1::ISSUER_OPERATOR);
+  EXPECT_EQ(by_operator.supply_krw(), 270);
+  EXPECT_EQ(by_operator.vat_krw(), 27);
+  EXPECT_EQ(sme.vat_krw(), 67);
+  EXPECT_EQ(sme.amount_due_krw(), 405 + 270 + 67);
+  EXPECT_NE(by_operator.payment_instructions().find("국민은행"), std::string::npos);
+
+  const v1::Invoice& zero_rated = d->invoices(1);
+  EXPECT_EQ(zero_rated.institution_id(), "sme2");
+  ASSERT_EQ(zero_rated.bills_size(), 1);
+  EXPECT_EQ(zero_rated.bills(0).tax_type(), v1::TAX_ZERO_RATED);
+  EXPECT_EQ(zero_rated.bills(0).vat_bp(), 0u);
+  EXPECT_EQ(zero_rated.bills(0).supply_krw(), 810);
+  EXPECT_EQ(zero_rated.bills(0).vat_krw(), 0);
+  EXPECT_EQ(zero_rated.amount_due_krw(), 810);
+}
+
+TEST(BillTest, NumbersAreGaplessPerIssuerAndYearAndAReplayGivesTheSame) {
+  Harness live, replay;
+  for (Harness* h : {&live, &replay}) {
+    BilledMonths(*h);
+    h->Close(kNovember);
+    h->Close(kDecember);  // emitted at 2027-01-01 KST: numbers of 2027
+  }
+  replay.Reopen();
+  auto nov = live.Docs(kNovember);
+  auto dec = live.Docs(kDecember);
+  ASSERT_TRUE(nov.ok() && dec.ok());
+  std::vector<std::string> numbers;
+  for (const auto* d : {&*nov, &*dec}) {
+    for (const auto& inv : d->invoices()) {
+      for (const auto& b : inv.bills()) {
+        numbers.push_back(absl::StrCat(inv.institution_id(), " ", b.number(), " ", b.issue_date(),
+                                       " ", b.due_date()));
+      }
+    }
+  }
+  const std::vector<std::string> want = {"sme csp-a-2026-000001 2026-12-01 2026-12-31",
+                                         "sme nipa-2026-000001 2026-12-01 2026-12-31",
+                                         "sme2 csp-a-2026-000002 2026-12-01 2026-12-31",
+                                         "sme csp-a-2027-000001 2027-01-01 2027-01-31",
+                                         "sme nipa-2027-000001 2027-01-01 2027-01-31",
+                                         "sme2 csp-a-2027-000002 2027-01-01 2027-01-31"};
+  EXPECT_EQ(numbers, want);
+  // The university owes nothing: no number is spent on it, and its lines are still audited.
+  EXPECT_EQ(nov->nothing_owed_size(), 1);
+  bool usage_digest = false;
+  for (const auto& dg : nov->digests()) usage_digest |= dg.document() == "usage/uni";
+  EXPECT_TRUE(usage_digest);
+  for (const Period& p : {kNovember, kDecember}) {
+    EXPECT_EQ(PeriodJson(*live.Docs(p)), PeriodJson(*replay.Docs(p))) << p.ToString();
+  }
+}
+
+TEST(BillTest, TermsCanAskForAnInvoiceOfNothingOwed) {
+  Harness h;
+  Standard(h);
+  h.Registry(Terms("nipa", 1'000, v1::VAT_ROUND_HALF_AWAY_FROM_ZERO, 14, {}, true));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("u1", "a-uni", 1, t, t + kHour));
+  h.Close(kMarch);
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->invoices_size(), 1);
+  EXPECT_EQ(d->nothing_owed_size(), 0);
+  ASSERT_EQ(d->invoices(0).bills_size(), 1);
+  EXPECT_EQ(d->invoices(0).bills(0).number(), "nipa-2026-000001");
+  EXPECT_EQ(d->invoices(0).bills(0).total_krw(), 0);
+  EXPECT_EQ(d->invoices(0).bills(0).due_date(), "2026-04-15");
+  EXPECT_FALSE(d->invoices(0).has_recipient());  // no party recorded for it
 }
 
 }  // namespace

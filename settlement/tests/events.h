@@ -2,6 +2,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/period.h"
 #include "gpuledger/v1/registry.pb.h"
@@ -49,6 +51,48 @@ inline v1::RegistryEvent Rate(int64_t krw, int64_t from, v1::Program program = v
   r->set_gpu_model(model);
   r->set_krw_per_gpu_hour(krw);
   r->set_effective_from_ms(from);
+  return e;
+}
+
+// A party with a valid registration number built from `nine` digits.
+inline v1::RegistryEvent Party(const std::string& id, const std::string& legal_name,
+                               const std::string& nine, v1::TaxType tax = v1::TAX_TYPE_UNSPECIFIED,
+                               int64_t from = 0) {
+  v1::RegistryEvent e;
+  auto* p = e.mutable_party();
+  p->set_party_id(id);
+  p->set_legal_name(legal_name);
+  int w[9] = {1, 3, 7, 1, 3, 7, 1, 3, 5}, sum = 0;
+  for (int i = 0; i < 9; ++i) sum += (nine[i] - '0') * w[i];
+  sum += (nine[8] - '0') * 5 / 10;
+  p->set_registration_number(nine + std::to_string((10 - sum % 10) % 10));
+  p->set_representative(legal_name + " 대표");
+  p->set_address("서울특별시 중구 세종대로 110");
+  p->mutable_billing_contact()->set_email("billing@" + id + ".example");
+  p->set_tax_type(tax);
+  p->set_effective_from_ms(from);
+  return e;
+}
+
+inline v1::RegistryEvent Terms(const std::string& operator_party, uint32_t vat_bp,
+                               v1::VatRounding rounding, uint32_t due_days,
+                               std::vector<std::pair<v1::Program, v1::InvoiceIssuer>> issuers = {},
+                               bool invoice_nothing_owed = false, int64_t from = 0) {
+  v1::RegistryEvent e;
+  auto* t = e.mutable_billing_terms();
+  t->set_operator_party_id(operator_party);
+  t->set_vat_bp(vat_bp);
+  t->set_vat_rounding(rounding);
+  t->set_payment_due_days(due_days);
+  t->set_payment_instructions(
+      "국민은행 123-456-789012 (예금주: 운영기관), 청구서 번호를 적어 주십시오");
+  for (const auto& [program, issuer] : issuers) {
+    auto* r = t->add_issuers();
+    r->set_program(program);
+    r->set_issuer(issuer);
+  }
+  t->set_invoice_nothing_owed(invoice_nothing_owed);
+  t->set_effective_from_ms(from);
   return e;
 }
 

@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gpuledger/v1/ledger.pb.h"
@@ -13,11 +15,35 @@
 #include "gpuledger/v1/usage.pb.h"
 #include "ledger/hash.h"
 #include "settlement/engine.h"
+#include "settlement/render.h"
 #include "testsupport/temp_dir.h"
 
 namespace gpuledger::settlement::testing {
 
 namespace v1 = gpuledger::v1;
+
+// Every institution's lines of a period: its invoice, or its lines if it owes nothing (by
+// institution id), for sums that must count every institution.
+inline std::vector<v1::Invoice> AllInvoices(const v1::PeriodDocuments& d) {
+  std::vector<v1::Invoice> out(d.invoices().begin(), d.invoices().end());
+  out.insert(out.end(), d.nothing_owed().begin(), d.nothing_owed().end());
+  std::sort(out.begin(), out.end(), [](const v1::Invoice& a, const v1::Invoice& b) {
+    return a.institution_id() < b.institution_id();
+  });
+  return out;
+}
+
+// An invoice's JSON without what the close adds to its bills (number, issue and due dates):
+// the numbers are a sequence over every institution's invoices, so another tenant's invoice
+// moves them by design.
+inline std::string UnnumberedJson(v1::Invoice inv) {
+  for (auto& b : *inv.mutable_bills()) {
+    b.clear_number();
+    b.clear_issue_date();
+    b.clear_due_date();
+  }
+  return InvoiceJson(inv);
+}
 
 class Harness {
  public:

@@ -860,14 +860,14 @@ struct Outcome {
 void CheckFilters(Harness& h, const std::map<Period, v1::PeriodDocuments>& all,
                   std::vector<std::string>* problems) {
   for (const auto& [p, d] : all) {
-    for (const v1::Invoice& inv : d.invoices()) {
+    for (const v1::Invoice& inv : AllInvoices(d)) {
       DocumentFilter f;
       f.institution_id = inv.institution_id();
       f.statements = false;
       f.programs = false;
       auto one = h.Docs(p, f);
-      if (!one.ok() || one->invoices_size() != 1 || one->statements_size() != 0 ||
-          InvoiceJson(one->invoices(0)) != InvoiceJson(inv)) {
+      if (!one.ok() || AllInvoices(*one).size() != 1 || one->statements_size() != 0 ||
+          InvoiceJson(AllInvoices(*one)[0]) != InvoiceJson(inv)) {
         problems->push_back(absl::StrCat(p.ToString(), " invoice/", inv.institution_id()));
       }
     }
@@ -1042,7 +1042,7 @@ std::string Where(const Outcome& o, const std::string& what, Period p) {
 void CheckAddsUp(const v1::PeriodDocuments& d, const std::string& where, const World& w) {
   SCOPED_TRACE(where);
   Sum invoices, statements, programs;
-  for (const v1::Invoice& inv : d.invoices()) {
+  for (const v1::Invoice& inv : AllInvoices(d)) {
     SCOPED_TRACE(inv.institution_id());
     Sum sum;
     for (const v1::InvoiceLine& l : inv.lines()) {
@@ -1131,7 +1131,7 @@ void CheckCapacity(const v1::PeriodDocuments& d, const World* w, const std::stri
   SCOPED_TRACE(where);
   const Period p = *base::ParsePeriod(d.period());
   std::map<PoolKey, int64_t> usage;  // from the invoice lines of the same documents
-  for (const v1::Invoice& inv : d.invoices()) {
+  for (const v1::Invoice& inv : AllInvoices(d)) {
     for (const v1::InvoiceLine& l : inv.lines()) {
       usage[{l.csp_id(), l.program(), l.gpu_model()}] += l.gpu_ms();
     }
@@ -1240,7 +1240,7 @@ void CheckCapacity(const v1::PeriodDocuments& d, const World* w, const std::stri
 void CheckQuantities(const v1::PeriodDocuments& d, const World& w, const std::string& where) {
   SCOPED_TRACE(where);
   World::Quantities got;
-  for (const v1::Invoice& inv : d.invoices()) {
+  for (const v1::Invoice& inv : AllInvoices(d)) {
     for (const v1::InvoiceLine& l : inv.lines()) {
       switch (l.kind()) {
         case v1::LINE_KIND_USAGE:
@@ -1311,6 +1311,9 @@ TEST(PropertyTest, ReplayEqualsLive) {
         std::map<std::string, std::string> json;
         for (const auto& inv : d->invoices()) {
           json[absl::StrCat("invoice/", inv.institution_id())] = InvoiceJson(inv);
+        }
+        for (const auto& inv : d->nothing_owed()) {
+          json[absl::StrCat("usage/", inv.institution_id())] = InvoiceJson(inv);
         }
         for (const auto& st : d->statements()) {
           json[absl::StrCat("statement/", st.csp_id())] = StatementJson(st);
@@ -1384,20 +1387,20 @@ TEST(PropertyTest, ClosesLoseNothingAndCountNothingTwice) {
       const v1::PeriodDocuments& replay = o.replay.at(p);
       const v1::PeriodDocuments& open = o.open.at(p);
       EXPECT_FALSE(open.closed());
-      for (const auto& inv : open.invoices()) EXPECT_EQ(inv.adjustments_size(), 0);
+      for (const auto& inv : AllInvoices(open)) EXPECT_EQ(inv.adjustments_size(), 0);
       if (!replay.closed()) {
         // Only the first open period after the last close carries adjustments, and an open
         // period's own lines are the never-closed store's.
-        for (const auto& inv : replay.invoices()) {
+        for (const auto& inv : AllInvoices(replay)) {
           if (p != first_open) {
             EXPECT_EQ(inv.adjustments_size(), 0) << inv.institution_id();
           }
         }
         std::map<std::string, std::string> a, b;
-        for (const auto& inv : replay.invoices()) {
+        for (const auto& inv : AllInvoices(replay)) {
           for (const auto& l : inv.lines()) a[inv.institution_id()] += l.SerializeAsString();
         }
-        for (const auto& inv : open.invoices()) {
+        for (const auto& inv : AllInvoices(open)) {
           for (const auto& l : inv.lines()) b[inv.institution_id()] += l.SerializeAsString();
         }
         std::erase_if(a, [](const auto& kv) { return kv.second.empty(); });
@@ -1406,12 +1409,12 @@ TEST(PropertyTest, ClosesLoseNothingAndCountNothingTwice) {
         continue;
       }
       BySum billed, now;
-      for (const auto& inv : replay.invoices()) {
+      for (const auto& inv : AllInvoices(replay)) {
         for (const auto& l : inv.lines()) billed[inv.institution_id()].Add(l);
       }
       for (Period q : kPeriods) {
         if (q <= p || !(o.replay.at(q).closed() || q == first_open)) continue;
-        for (const auto& inv : o.replay.at(q).invoices()) {
+        for (const auto& inv : AllInvoices(o.replay.at(q))) {
           for (const auto& l : inv.adjustments()) {
             if (l.adjusts_period() != p.ToString()) continue;
             billed[inv.institution_id()].Add(l);
@@ -1419,7 +1422,7 @@ TEST(PropertyTest, ClosesLoseNothingAndCountNothingTwice) {
           }
         }
       }
-      for (const auto& inv : open.invoices()) {
+      for (const auto& inv : AllInvoices(open)) {
         for (const auto& l : inv.lines()) now[inv.institution_id()].Add(l);
       }
       DropZeros(&billed);

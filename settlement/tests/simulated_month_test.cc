@@ -40,7 +40,7 @@ TEST(SimulatedMonthTest, AcademiaAndResearchOweNothingUnderTheDefaultPolicies) {
   auto d = h.Docs(o.period);
   ASSERT_TRUE(d.ok()) << d.status();
   int64_t free_tier_invoices = 0, held_gpu_ms = 0;
-  for (const v1::Invoice& inv : d->invoices()) {
+  for (const v1::Invoice& inv : AllInvoices(*d)) {
     for (const auto& l : inv.lines()) {
       if (l.kind() == v1::LINE_KIND_HELD) held_gpu_ms += l.gpu_ms();
     }

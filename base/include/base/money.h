@@ -50,6 +50,10 @@ absl::StatusOr<Krw> ListPrice(GpuMs quantity, Krw per_gpu_hour);
 // share = round(amount × basis_points / 10,000). Used for co-pay and VAT.
 absl::StatusOr<Krw> ApplyBasisPoints(Krw amount, int64_t basis_points);
 
+// share = amount × basis_points / 10,000 truncated toward zero (Korean 절사, for VAT where the
+// billing terms ask for it).
+absl::StatusOr<Krw> ApplyBasisPointsTowardZero(Krw amount, int64_t basis_points);
+
 // Checked arithmetic for every money and quantity sum: the result, or OUT_OF_RANGE naming
 // `what` when it does not fit in 64 bits. Never wraps (signed overflow is undefined behaviour
 // in C++; a wrapped sum is a negative price).

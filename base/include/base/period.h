@@ -56,6 +56,11 @@ Period PeriodOf(int64_t utc_ms);
 // "2026-03-01T00:00:00.000+09:00": an instant as a person in Korea reads it.
 std::string FormatKst(int64_t utc_ms);
 
+// The KST calendar date of `utc_ms` plus `add_days`, "2026-04-01" (clamped to the known
+// periods' dates), and its year.
+std::string KstDate(int64_t utc_ms, int add_days = 0);
+int KstYear(int64_t utc_ms);
+
 // "2026-02-28T15:00:00.000Z".
 std::string FormatUtc(int64_t utc_ms);
 

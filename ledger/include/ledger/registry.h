@@ -33,6 +33,21 @@ struct PolicyVersion {
   }
 };
 
+// A party or the billing terms as recorded (compared by their bytes, as policies are). A
+// party's registration number is kept as its ten digits.
+struct PartyVersion {
+  gpuledger::v1::Party party;
+  friend bool operator==(const PartyVersion& a, const PartyVersion& b) {
+    return a.party.SerializeAsString() == b.party.SerializeAsString();
+  }
+};
+struct BillingTermsVersion {
+  gpuledger::v1::BillingTerms terms;
+  friend bool operator==(const BillingTermsVersion& a, const BillingTermsVersion& b) {
+    return a.terms.SerializeAsString() == b.terms.SerializeAsString();
+  }
+};
+
 // How usage beyond an allocation's cap is priced at an instant.
 struct OverCapPricing {
   gpuledger::v1::OverCapAction action = gpuledger::v1::OVER_CAP_HOLD;
@@ -136,6 +151,10 @@ class Registry {
   // Every (CSP, program, model) that has a pool record, in that order.
   std::vector<std::tuple<std::string, gpuledger::v1::Program, gpuledger::v1::GpuModel>> Pools()
       const;
+  // The party record of `party_id` in force at t (null: none).
+  const gpuledger::v1::Party* PartyAt(const std::string& party_id, int64_t t_ms) const;
+  // The billing terms in force at t (null: none recorded yet).
+  const gpuledger::v1::BillingTerms* BillingTermsAt(int64_t t_ms) const;
   // The last closed billing period, if any (periods close in order).
   std::optional<base::Period> last_closed() const { return last_closed_; }
 
@@ -213,7 +232,9 @@ class Registry {
   std::map<int, Timeline<PolicyVersion>> policies_;  // program
   // Allocation ids by (institution, program), in ledger order.
   std::map<std::pair<std::string, int>, std::vector<std::string>> institution_allocations_;
-  std::map<std::string, uint32_t> releases_;  // allocation id -> co-pay bp
+  std::map<std::string, uint32_t> releases_;               // allocation id -> co-pay bp
+  std::map<std::string, Timeline<PartyVersion>> parties_;  // party id
+  Timeline<BillingTermsVersion> billing_terms_;
   // Transfers: a continuing allocation's id -> the first of its chain, and -> the one it
   // continues.
   std::map<std::string, std::string> cap_holder_;

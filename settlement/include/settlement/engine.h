@@ -156,6 +156,7 @@ class Engine {
   void NoteOutside(uint64_t seq, const std::string& source_id, const std::string& event_id,
                    std::string_view what, int64_t start_ms, int64_t end_ms);
   absl::Status Close(uint64_t seq, const gpuledger::v1::RegistryEvent& event);
+  void NumberBills(base::Period period, int64_t closed_at_ms, gpuledger::v1::PeriodDocuments* docs);
   // The own-use row of a pool for a period with `own_use_gpu_ms` of own use.
   absl::StatusOr<gpuledger::v1::OwnUseRow> OwnUseRowFor(const std::string& csp, int program,
                                                         int model, base::Period period,
