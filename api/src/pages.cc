@@ -359,7 +359,11 @@ HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
                     Tr(lang, "subsidy KRW"), "</th><th class=\"n\">", Tr(lang, "co-pay KRW"),
                     "</th><th class=\"n\">", Tr(lang, "amount due KRW"), "</th></tr>\n");
     int shown = 0;
-    for (const auto& inv : docs->invoices()) {
+    std::vector<const v1::Invoice*> rows;
+    for (const auto& inv : docs->invoices()) rows.push_back(&inv);
+    for (const auto& inv : docs->nothing_owed()) rows.push_back(&inv);
+    for (const v1::Invoice* row : rows) {
+      const v1::Invoice& inv = *row;
       const std::string t = v1::InstitutionType_Name(inv.institution_type());
       if (!type.empty() && t != type) continue;
       if (!filter.empty() && inv.institution_id().find(filter) == std::string::npos &&
@@ -375,7 +379,10 @@ HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
                       "</td><td class=\"n\">", i18n::Grouped(inv.totals().list_krw()),
                       "</td><td class=\"n\">", i18n::Grouped(inv.totals().subsidy_krw()),
                       "</td><td class=\"n\">", i18n::Grouped(inv.totals().copay_krw()),
-                      "</td><td class=\"n\">", i18n::Grouped(inv.amount_due_krw()), "</td></tr>\n");
+                      "</td><td class=\"n\">",
+                      inv.bills().empty() ? Tr(lang, "no invoice (nothing owed)")
+                                          : i18n::Grouped(inv.amount_due_krw()),
+                      "</td></tr>\n");
     }
     absl::StrAppend(&body, "</table><p>", Tr(lang, "{1} invoice(s).", {absl::StrCat(shown)}),
                     "</p>");
@@ -397,7 +404,7 @@ HttpResponse InvoicePage(Lang lang, Service& svc, const Principal& who,
     f.statements = f.programs = false;
     auto docs = engine.Documents(*period, f);
     if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
-    if (docs->invoices_size() == 0) {
+    if (docs->invoices_size() == 0 && docs->nothing_owed_size() == 0) {
       return HtmlError(lang, 404, who, Tr(lang, "No invoice for that period."));
     }
     return DocumentPage(

@@ -362,20 +362,27 @@ HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period, 
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
     if (csv) return CsvOfList(*docs, "invoices");
     json list = json::array();
-    for (const auto& inv : docs->invoices()) {
-      list.push_back({{"institution_id", inv.institution_id()},
-                      {"institution_name", inv.institution_name()},
-                      {"institution_type", v1::InstitutionType_Name(inv.institution_type())},
-                      {"lines", inv.lines_size()},
-                      {"adjustments", inv.adjustments_size()},
-                      {"totals", TotalsJson(inv.totals())},
-                      {"vat_krw", inv.vat_krw()},
-                      {"amount_due_krw", inv.amount_due_krw()}});
-    }
+    auto item = [](const v1::Invoice& inv) {
+      json numbers = json::array();
+      for (const auto& b : inv.bills()) numbers.push_back(b.number());
+      return json{{"institution_id", inv.institution_id()},
+                  {"institution_name", inv.institution_name()},
+                  {"institution_type", v1::InstitutionType_Name(inv.institution_type())},
+                  {"lines", inv.lines_size()},
+                  {"adjustments", inv.adjustments_size()},
+                  {"totals", TotalsJson(inv.totals())},
+                  {"vat_krw", inv.vat_krw()},
+                  {"amount_due_krw", inv.amount_due_krw()},
+                  {"numbers", numbers}};
+    };
+    for (const auto& inv : docs->invoices()) list.push_back(item(inv));
+    json nothing_owed = json::array();
+    for (const auto& inv : docs->nothing_owed()) nothing_owed.push_back(item(inv));
     return Json({{"period", period.ToString()},
                  {"status", docs->closed() ? "closed" : "draft"},
                  {"covered_seq", docs->covered_seq()},
-                 {"invoices", list}});
+                 {"invoices", list},
+                 {"nothing_owed", nothing_owed}});
   });
 }
 
@@ -393,14 +400,42 @@ HttpResponse OneInvoice(Service& svc, const Principal& p, base::Period period,
           f.statements = f.programs = false;
           auto docs = engine.Documents(period, f);
           if (!docs.ok()) return DocumentFailed(docs.status());
-          if (docs->invoices_size() == 0) {
+          // An institution that owes nothing gets its usage statement (no bills, digest
+          // usage/<institution>): its usage is there, but no invoice is issued.
+          if (docs->invoices_size() == 0 && docs->nothing_owed_size() == 0) {
             return Error(404, "not_found",
-                         absl::StrCat("no invoice for ", institution, " in ", period.ToString()));
+                         absl::StrCat("no usage and no invoice for ", institution, " in ",
+                                      period.ToString()));
           }
-          return RenderDocs(*docs, format, LanguageOf(req), "invoices",
-                            settlement::InvoiceJson(docs->invoices(0)),
-                            absl::StrCat("invoice/", institution));
+          const bool issued = docs->invoices_size() > 0;
+          return RenderDocs(
+              *docs, format, LanguageOf(req), "invoices",
+              settlement::InvoiceJson(issued ? docs->invoices(0) : docs->nothing_owed(0)),
+              absl::StrCat(issued ? "invoice/" : "usage/", institution));
         });
+  });
+}
+
+// The period's bills as electronic tax invoice data (settlement::EtaxJson): for the operator's
+// and auditors' finance staff, of closed periods (the close numbers the bills).
+HttpResponse Etax(Service& svc, const Principal& p, base::Period period) {
+  if (!IsStaff(p)) return Forbidden(p, "the tax invoice export");
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    settlement::DocumentFilter f;
+    f.statements = f.programs = false;
+    auto docs = engine.Documents(period, f);
+    if (!docs.ok()) return DocumentFailed(docs.status());
+    if (!docs->closed()) {
+      return Error(409, "period_open",
+                   absl::StrCat(period.ToString(),
+                                " is open: tax invoice data are exported for closed periods only "
+                                "(the close assigns the invoice numbers and dates)"));
+    }
+    HttpResponse r = Text(settlement::EtaxJson(*docs), "application/json");
+    r.headers.emplace_back(
+        "Content-Disposition",
+        absl::StrCat("attachment; filename=\"gpuledger-etax-", period.ToString(), ".json\""));
+    return r;
   });
 }
 
@@ -871,6 +906,9 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
     } else if (seg.size() == 5 && seg[3] == "invoices") {
       r = OneInvoice(svc, p, period, seg[4], req);
       r.route = "/v1/periods/{period}/invoices/{institution}";
+    } else if (seg.size() == 4 && seg[3] == "etax") {
+      r = Etax(svc, p, period);
+      r.route = "/v1/periods/{period}/etax";
     } else if (seg.size() == 4 && list == "statements") {
       r = StatementList(svc, p, period, list_csv);
       r.route = "/v1/periods/{period}/statements";

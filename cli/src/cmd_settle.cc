@@ -323,8 +323,10 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
   AddStoreOptions(cmd, &args->store, false);
   cmd->add_option("--period", args->period, "Billing month, YYYY-MM (KST)");
   cmd->add_option("--format", args->format,
-                  "table (for people), json (canonical, docs/FORMATS.md), csv or html (printable)")
-      ->check(CLI::IsMember({"table", "json", "csv", "html"}))
+                  "table (for people), json (canonical, docs/FORMATS.md), csv, html (printable) "
+                  "or etax (the invoices' bills as electronic tax invoice data, "
+                  "gpuledger.etax/1; closed periods only)")
+      ->check(CLI::IsMember({"table", "json", "csv", "html", "etax"}))
       ->capture_default_str();
   cmd->add_option("--document", args->document,
                   "Which documents: all, invoices, statements or programs (csv: one kind at a "
@@ -388,8 +390,18 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
                       std::chrono::steady_clock::now() - start)
                       .count());
     std::string text;
+    if (args->format == "etax" && !docs->closed()) {
+      *exit_code = Report(absl::FailedPreconditionError(absl::StrCat(
+          args->period,
+          " is open: tax invoice data are exported for closed periods only, because the close "
+          "assigns the invoice numbers and dates (`settle close --period ",
+          args->period, "`, or choose a closed month: `settle status`)")));
+      return;
+    }
     if (args->format == "json") {
       text = settlement::PeriodJson(*docs);
+    } else if (args->format == "etax") {
+      text = settlement::EtaxJson(*docs);
     } else if (args->format == "csv") {
       text = settlement::RenderCsv(*docs, which == "all" ? "invoices" : which);
     } else if (args->format == "html") {

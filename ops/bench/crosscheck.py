@@ -229,7 +229,8 @@ def invoice_figures(path):
         doc = json.load(f)
     out = {}
     adjustments = 0
-    for inv in doc["invoices"]:
+    # Institutions that owe nothing (no invoice issued) have their lines under "nothing_owed".
+    for inv in doc["invoices"] + doc.get("nothing_owed", []):
         used = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] in ("usage", "beyond_cap", "held", "refused"))
         credit = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] == "outage_credit")
         unpriced_ms = sum(int(l["gpu_ms"]) for l in inv["lines"] if l["kind"] == "unpriced")

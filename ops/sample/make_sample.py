@@ -91,7 +91,47 @@ def registry_events(start, end):
         add("allocation", {"allocationId": aid, "institutionId": iid, "program": program,
                            "cspId": csp, "gpuModel": model, "gpuCount": n,
                            "startMs": start - 10 * DAY, "endMs": end + 60 * DAY})
+    # Parties of the invoices (docs/SETTLEMENT.md, "Invoices"): the operator, the CSPs and the
+    # institutions, with registration numbers whose check digits are right (fictitious ones).
+    parties = [
+        ("nipa", "정보통신산업진흥원", "220820001", "박진흥", "충청북도 진천군 덕산읍 정통로 10"),
+        ("csp-alpha", "(주)알파클라우드", "120810002", "이알파", "서울특별시 강남구 테헤란로 101"),
+        ("csp-beta", "베타컴퓨팅(주)", "214860003", "최베타", "경기도 성남시 분당구 판교역로 235"),
+        ("inst-hanbit-univ", "학교법인 한빛학원 한빛대학교", "305820004", "김한빛",
+         "대전광역시 유성구 대학로 99"),
+        ("inst-seoul-tech", "서울과학기술원", "217820005", "정과기", "서울특별시 노원구 공릉로 232"),
+        ("inst-nari", "국립인공지능연구원", "314820006", "윤나리", "대전광역시 유성구 가정로 218"),
+        ("inst-daehan-bio", "(주)대한바이오", "124860007", "한대한", "인천광역시 연수구 송도과학로 32"),
+        ("inst-mirae-robot", "미래로보틱스(주)", "131860008", "오미래", "경기도 안산시 상록구 해안로 705"),
+        ("inst-nuri-vision", "누리비전", "605260009", "강누리", "부산광역시 해운대구 센텀중앙로 48"),
+        ("inst-kangnam-semi", "강남반도체(주)", "211880010", "서강남", "서울특별시 서초구 강남대로 465"),
+        ("inst-pyeong-llm", "평LLM연구소(주)", "110860011", "문평", "서울특별시 마포구 월드컵북로 396"),
+    ]
+    for pid, name, nine, rep, address in parties:
+        contact = {"name": "정산 담당자", "department": "재무팀", "email": f"billing@{pid}.example.kr",
+                   "phone": "02-0000-0000"}
+        add("party", {"partyId": pid, "legalName": name,
+                      "registrationNumber": registration_number(nine), "representative": rep,
+                      "address": address, "businessType": "서비스", "businessItem": "연구개발",
+                      "billingContact": contact, "taxType": "TAX_TAXABLE",
+                      "effectiveFromMs": before})
+    # The operator issues the invoices of the state's own GPUs; each CSP those of its leases.
+    add("billingTerms", {"effectiveFromMs": before, "operatorPartyId": "nipa",
+                         "issuers": [{"program": "LEASE_HPC", "issuer": "ISSUER_CSP"},
+                                     {"program": "LEASE_RESEARCH", "issuer": "ISSUER_CSP"}],
+                         "vatBp": 1000, "vatRounding": "VAT_ROUND_TOWARD_ZERO",
+                         "paymentDueDays": 30,
+                         "paymentInstructions": "기업은행 000-000000-00-000 (예금주: 각 청구서의 공급자). "
+                                                "입금자명에 청구서 번호를 적어 주십시오."})
     return ev, allocations
+
+
+def registration_number(nine):
+    """A business registration number: nine digits and the National Tax Service's check digit."""
+    weights = [1, 3, 7, 1, 3, 7, 1, 3, 5]
+    total = sum(int(d) * w for d, w in zip(nine, weights)) + int(nine[8]) * 5 // 10
+    digits = nine + str((10 - total % 10) % 10)
+    return f"{digits[:3]}-{digits[3:5]}-{digits[5:]}"
 
 
 def usage_events(allocations, start, end, rng):

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -369,6 +372,107 @@ const char* LineKindName(v1::LineKind kind) {
     default:
       return "usage";
   }
+}
+
+namespace {
+
+// A party as the tax invoice names it (KEC TaxInvoice InvoicerParty / InvoiceeParty).
+json EtaxParty(const std::string& id, bool has, const v1::Party& p) {
+  return {{"party_id", id},
+          {"registration_number", has ? p.registration_number() : ""},
+          {"name", has ? p.legal_name() : ""},
+          {"representative", has ? p.representative() : ""},
+          {"address", has ? p.address() : ""},
+          {"business_type", has ? p.business_type() : ""},
+          {"business_item", has ? p.business_item() : ""},
+          {"contact_department", has ? p.billing_contact().department() : ""},
+          {"contact_name", has ? p.billing_contact().name() : ""},
+          {"contact_phone", has ? p.billing_contact().phone() : ""},
+          {"contact_email", has ? p.billing_contact().email() : ""}};
+}
+
+// The bill of `inv` a line belongs to: a CSP's bill of its programme and CSP, else the
+// operator's bill of its programme (documents.cc splits lines the same way).
+int BillOfLine(const v1::Invoice& inv, const v1::InvoiceLine& l) {
+  auto has_program = [&](const v1::Bill& b) {
+    for (int p : b.programs()) {
+      if (p == l.program()) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < inv.bills_size(); ++i) {
+    const auto& b = inv.bills(i);
+    if (b.issuer_role() == v1::ISSUER_CSP && b.issuer_party_id() == l.csp_id() && has_program(b)) {
+      return i;
+    }
+  }
+  for (int i = 0; i < inv.bills_size(); ++i) {
+    const auto& b = inv.bills(i);
+    if (b.issuer_role() == v1::ISSUER_OPERATOR && has_program(b)) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+std::string EtaxJson(const v1::PeriodDocuments& docs) {
+  auto period = base::ParsePeriod(docs.period());
+  const std::string supply_date = period.ok() ? base::KstDate(period->EndMs() - 1) : std::string();
+  json invoices = json::array();
+  for (const auto& inv : docs.invoices()) {
+    // Items per bill: its lines by (the month adjusted, programme, GPU model), in order.
+    // Sums in 128 bits: a subset of a bill's lines need not fit 64 bits as the bill does.
+    std::vector<std::map<std::tuple<std::string, int, int>, std::pair<__int128, __int128>>> items(
+        inv.bills_size());
+    for (const auto* list : {&inv.lines(), &inv.adjustments()}) {
+      for (const auto& l : *list) {
+        const int b = BillOfLine(inv, l);
+        if (b < 0) continue;
+        auto& [gpu_ms, krw] = items[b][{l.adjusts_period(), l.program(), l.gpu_model()}];
+        gpu_ms += l.gpu_ms();
+        krw += l.copay_krw();
+      }
+    }
+    for (int i = 0; i < inv.bills_size(); ++i) {
+      const v1::Bill& b = inv.bills(i);
+      json lines = json::array();
+      int n = 0;
+      for (const auto& [key, sums] : items[i]) {
+        const auto& [adjusts, program, model] = key;
+        std::string name = absl::StrCat("GPU 이용 자기부담금 ", v1::Program_Name(program), " ",
+                                        v1::GpuModel_Name(model));
+        if (!adjusts.empty()) absl::StrAppend(&name, " (", adjusts, " 조정)");
+        lines.push_back(
+            {{"sequence", ++n},
+             {"supply_date", supply_date},
+             {"name", name},
+             {"specification", "GPU-hour"},
+             {"quantity_gpu_hours",
+              Fits(sums.first) ? json(Hours(static_cast<int64_t>(sums.first))) : json(nullptr)},
+             {"supply_krw", Num(sums.second)}});
+      }
+      const char* type_code = b.tax_type() == v1::TAX_EXEMPT       ? "0301"
+                              : b.tax_type() == v1::TAX_ZERO_RATED ? "0102"
+                                                                   : "0101";
+      invoices.push_back(
+          {{"number", b.number()},
+           {"issue_date", b.issue_date()},
+           {"due_date", b.due_date()},
+           {"type_code", type_code},
+           {"purpose_code", "02"},
+           {"tax_type", v1::TaxType_Name(b.tax_type())},
+           {"invoicer", EtaxParty(b.issuer_party_id(), b.has_issuer(), b.issuer())},
+           {"invoicee", EtaxParty(inv.institution_id(), inv.has_recipient(), inv.recipient())},
+           {"supply_krw", b.supply_krw()},
+           {"tax_krw", b.vat_krw()},
+           {"total_krw", b.total_krw()},
+           {"items", lines}});
+    }
+  }
+  return Dump({{"format", "gpuledger.etax/1"},
+               {"period", docs.period()},
+               {"status", docs.closed() ? "closed" : "draft"},
+               {"invoices", invoices}});
 }
 
 std::string InvoiceJson(const v1::Invoice& invoice) { return Dump(InvoiceObj(invoice)); }

@@ -44,12 +44,16 @@ class HtmlWriter {
         "tr.total td { font-weight: bold; border-top: 2px solid #111; }\n"
         ".flag { color: #b00; font-weight: bold; }\n"
         ".digest { font-family: monospace; font-size: 8pt; color: #444; word-break: break-all; }\n"
+        "table.parties th { width: 16%; font-weight: normal; color: #444; }\n"
+        ".bill { border: 1px solid #111; padding: 4px 8px; margin: .6em 0; }\n"
+        ".pay { white-space: pre-wrap; }\n"
         "</style>\n</head>\n<body>\n");
     meta_ = absl::StrCat(
         "<div class=\"meta\">", T("Period {1} (KST)", {Html(i18n::Month(lang_, docs_.period()))}),
         " &middot; <span class=\"status\">", status, "</span> &middot; ", Html(Closing()),
         " &middot; ", T("ledger entries 1..{1}", {absl::StrCat(docs_.covered_seq())}), "</div>\n");
     for (const auto& inv : docs_.invoices()) Invoice(inv);
+    for (const auto& inv : docs_.nothing_owed()) Invoice(inv);
     for (const auto& s : docs_.statements()) Statement(s);
     for (const auto& ps : docs_.programs()) Program(ps);
     // Only when a document cannot be computed, so that other pages' bytes do not change.
@@ -125,13 +129,25 @@ class HtmlWriter {
         "</th><th class=\"n\">", T("GPU-hours"), "</th><th class=\"n\">", T("list KRW"),
         "</th><th class=\"n\">", T("co-pay KRW"), "</th><th class=\"n\">", T("subsidy KRW"),
         "</th></tr>\n");
-    absl::StrAppend(&out_, "<section class=\"invoice\">\n<h1>",
-                    T("Co-pay invoice: {1}", {Html(inv.institution_name())}), "</h1>\n", meta_,
-                    "<div class=\"meta\">",
+    const bool issued = inv.bills_size() > 0;
+    absl::StrAppend(&out_, "<section class=\"", issued ? "invoice" : "invoice nothing-owed",
+                    "\">\n<h1>",
+                    issued ? T("Co-pay invoice: {1}", {Html(inv.institution_name())})
+                           : T("Usage statement: {1}", {Html(inv.institution_name())}),
+                    "</h1>\n", meta_, "<div class=\"meta\">",
                     T("Institution {1} ({2})",
                       {Html(inv.institution_id()),
                        Html(i18n::InstitutionTypeName(lang_, inv.institution_type()))}),
-                    "</div>\n<table>\n<tr>", line_head, LineRows(inv.lines(), false), "</table>\n");
+                    "</div>\n");
+    if (!issued) {
+      absl::StrAppend(&out_, "<p class=\"flag\">",
+                      T("Nothing is owed for this period, so no invoice is issued; the usage "
+                        "below is paid by the state."),
+                      "</p>\n");
+    }
+    for (const auto& b : inv.bills()) Bill(inv, b);
+    absl::StrAppend(&out_, "<h2>", T("Usage by allocation"), "</h2>\n<table class=\"lines\">\n<tr>",
+                    line_head, LineRows(inv.lines(), false), "</table>\n");
     if (inv.adjustments_size() > 0) {
       absl::StrAppend(&out_, "<h2>", T("Adjustments to closed periods"), "</h2>\n<table>\n<tr><th>",
                       T("period"), "</th>", line_head, LineRows(inv.adjustments(), true),
@@ -149,7 +165,88 @@ class HtmlWriter {
         T("Total (amount due)"), "</th></tr>\n<tr class=\"total\"><td class=\"n supply\">",
         Won(t.copay_krw()), "</td><td class=\"n tax\">", Won(inv.vat_krw()),
         "</td><td class=\"n due\">", Won(inv.amount_due_krw()), "</td></tr>\n</table>\n",
-        DigestOf(absl::StrCat("invoice/", inv.institution_id())), "</section>\n");
+        DigestOf(absl::StrCat(issued ? "invoice/" : "usage/", inv.institution_id())),
+        "</section>\n");
+  }
+
+  // One bill: its number and dates, both parties as a Korean tax invoice names them, its supply
+  // value, tax and total, and how to pay.
+  void Bill(const v1::Invoice& inv, const v1::Bill& b) {
+    std::string programs;
+    for (int p : b.programs()) {
+      if (!programs.empty()) programs += ", ";
+      programs += i18n::ProgramName(lang_, static_cast<v1::Program>(p));
+    }
+    const std::string number = b.number().empty() ? T("(numbered at close)") : Html(b.number());
+    absl::StrAppend(&out_, "<div class=\"bill\">\n<h2>", T("Invoice no. {1}", {number}), "</h2>\n",
+                    "<div class=\"meta\">",
+                    T("Issued {1} · due {2} · for {3}",
+                      {b.issue_date().empty() ? "—" : Html(b.issue_date()),
+                       b.due_date().empty() ? "—" : Html(b.due_date()), Html(programs)}),
+                    "</div>\n<table class=\"parties\">\n<tr><th></th><th>", T("Supplier (issuer)"),
+                    "</th><th>", T("Recipient"), "</th></tr>\n");
+    const bool has_issuer = b.has_issuer();
+    const bool has_recipient = inv.has_recipient();
+    const v1::Party& i = b.issuer();
+    const v1::Party& r = inv.recipient();
+    auto row = [&](const std::string& label, const std::string& a, const std::string& c) {
+      absl::StrAppend(&out_, "<tr><th>", label, "</th><td>", a, "</td><td>", c, "</td></tr>\n");
+    };
+    auto or_id = [&](bool has, const v1::Party& p, const std::string& id) {
+      return has ? Html(p.legal_name())
+                 : absl::StrCat(Html(id), " <span class=\"flag\">", T("(no party record)"),
+                                "</span>");
+    };
+    row(T("Legal name"), or_id(has_issuer, i, b.issuer_party_id()),
+        or_id(has_recipient, r, inv.institution_id()));
+    row(T("Registration no."), Html(FormatRegistration(i.registration_number())),
+        Html(FormatRegistration(r.registration_number())));
+    row(T("Representative"), Html(i.representative()), Html(r.representative()));
+    row(T("Address"), Html(i.address()), Html(r.address()));
+    row(T("Business type / item"), Html(Joined(i.business_type(), i.business_item())),
+        Html(Joined(r.business_type(), r.business_item())));
+    row(T("Billing contact"), Html(Contact(i.billing_contact())),
+        Html(Contact(r.billing_contact())));
+    absl::StrAppend(&out_, "</table>\n<table class=\"bill-tax\">\n<tr><th>", T("Tax type"),
+                    "</th><th class=\"n\">", T("Supply value"), "</th><th class=\"n\">",
+                    T("Tax (VAT {1})", {i18n::Percent(b.vat_bp())}), "</th><th class=\"n\">",
+                    T("Total"), "</th></tr>\n<tr class=\"total\"><td>",
+                    Html(TaxTypeName(b.tax_type())), "</td><td class=\"n\">", Won(b.supply_krw()),
+                    "</td><td class=\"n\">", Won(b.vat_krw()), "</td><td class=\"n\">",
+                    Won(b.total_krw()), "</td></tr>\n</table>\n");
+    if (!b.payment_instructions().empty()) {
+      absl::StrAppend(&out_, "<p class=\"pay\">",
+                      T("How to pay: {1}", {Html(b.payment_instructions())}), "</p>\n");
+    }
+    absl::StrAppend(&out_, "</div>\n");
+  }
+
+  static std::string FormatRegistration(const std::string& digits) {
+    if (digits.size() != 10) return digits;
+    return absl::StrCat(digits.substr(0, 3), "-", digits.substr(3, 2), "-", digits.substr(5));
+  }
+  static std::string Joined(const std::string& a, const std::string& b) {
+    if (a.empty() || b.empty()) return a + b;
+    return absl::StrCat(a, " / ", b);
+  }
+  static std::string Contact(const v1::BillingContact& c) {
+    std::string out;
+    for (const std::string* part : {&c.name(), &c.department(), &c.email(), &c.phone()}) {
+      if (part->empty()) continue;
+      if (!out.empty()) out += ", ";
+      out += *part;
+    }
+    return out;
+  }
+  std::string TaxTypeName(v1::TaxType t) const {
+    switch (t) {
+      case v1::TAX_ZERO_RATED:
+        return T("zero-rated");
+      case v1::TAX_EXEMPT:
+        return T("exempt");
+      default:
+        return T("taxable");
+    }
   }
 
   void Statement(const v1::CspStatement& s) {

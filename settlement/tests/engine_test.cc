@@ -1524,6 +1524,28 @@ TEST(BillTest, NumbersAreGaplessPerIssuerAndYearAndAReplayGivesTheSame) {
   for (const Period& p : {kNovember, kDecember}) {
     EXPECT_EQ(PeriodJson(*live.Docs(p)), PeriodJson(*replay.Docs(p))) << p.ToString();
   }
+  // The tax invoice data: one entry per bill, both parties, amounts and items.
+  const auto etax = nlohmann::json::parse(EtaxJson(*nov));
+  ASSERT_EQ(etax["invoices"].size(), 3u);
+  const auto& first = etax["invoices"][0];
+  EXPECT_EQ(first["number"], "csp-a-2026-000001");
+  EXPECT_EQ(first["type_code"], "0101");
+  EXPECT_EQ(first["invoicer"]["name"], "(주)가온클라우드");
+  EXPECT_EQ(first["invoicee"]["registration_number"], "1234567891");
+  EXPECT_EQ(first["supply_krw"], 405);
+  EXPECT_EQ(first["tax_krw"], 40);
+  EXPECT_EQ(first["total_krw"], 445);
+  ASSERT_EQ(first["items"].size(), 1u);
+  EXPECT_EQ(first["items"][0]["supply_date"], "2026-11-30");
+  EXPECT_EQ(first["items"][0]["quantity_gpu_hours"], "1.000");
+  EXPECT_EQ(first["items"][0]["supply_krw"], 405);
+  EXPECT_EQ(etax["invoices"][2]["type_code"], "0102");  // zero-rated
+  // Every bill's items add up to its supply value.
+  for (const auto& inv : etax["invoices"]) {
+    int64_t sum = 0;
+    for (const auto& item : inv["items"]) sum += item["supply_krw"].get<int64_t>();
+    EXPECT_EQ(sum, inv["supply_krw"].get<int64_t>()) << inv["number"];
+  }
 }
 
 TEST(BillTest, TermsCanAskForAnInvoiceOfNothingOwed) {

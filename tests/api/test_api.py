@@ -102,6 +102,11 @@ def get(path, token=OP, **kw):
     return request("GET", path, token=token, **kw)
 
 
+def every_institution(invoice_list):
+    """The invoices and the institutions that owe nothing (no invoice issued) of a list."""
+    return invoice_list["invoices"] + invoice_list["nothing_owed"]
+
+
 def get_json(path, token=OP, **kw):
     r = get(path, token=token, **kw)
     assert r.status == 200, f"GET {path}: {r!r}"
@@ -239,10 +244,13 @@ class EndpointTest(ApiTest):
         close = c["closes"][0]
         self.assertLess(close["covered_seq"], close["close_seq"])
         self.assertLessEqual(close["close_seq"], self.s.head)
-        # 8 invoices, 2 CSP statements, 3 programme summaries.
+        # 5 invoices, 3 institutions that owe nothing (academia and research: 0% co-pay),
+        # 2 CSP statements, 3 programme summaries.
         docs = sorted(d["document"] for d in close["digests"])
         self.assertEqual(len(docs), 13, docs)
-        self.assertEqual(sum(d.startswith("invoice/") for d in docs), 8)
+        self.assertEqual(sum(d.startswith("invoice/") for d in docs), 5)
+        self.assertEqual([d for d in docs if d.startswith("usage/")],
+                         ["usage/inst-hanbit-univ", "usage/inst-nari", "usage/inst-seoul-tech"])
         self.assertEqual([d for d in docs if d.startswith("statement/")],
                          ["statement/csp-alpha", "statement/csp-beta"])
         self.assertEqual(sum(d.startswith("program/") for d in docs), 3)
@@ -272,10 +280,17 @@ class EndpointTest(ApiTest):
         self.assertEqual(d["status"], "closed")
         self.assertEqual(d["covered_seq"], self.s.status[P]["covered_seq"])
         ids = [i["institution_id"] for i in d["invoices"]]
-        self.assertEqual(len(ids), 8)
-        self.assertIn("inst-nari", ids)
-        self.assertIn("inst-hanbit-univ", ids)
+        self.assertEqual(len(ids), 5)
+        self.assertIn("inst-daehan-bio", ids)
+        # Academia and research pay 0%: they owe nothing and get no invoice, only their usage.
+        self.assertEqual([i["institution_id"] for i in d["nothing_owed"]],
+                         ["inst-hanbit-univ", "inst-nari", "inst-seoul-tech"])
+        for inv in d["nothing_owed"]:
+            self.assertEqual((inv["amount_due_krw"], inv["numbers"]), (0, []), inv)
         for inv in d["invoices"]:
+            # Closed: every bill is numbered.
+            self.assertTrue(inv["numbers"] and all(inv["numbers"]), inv)
+        for inv in every_institution(d):
             t = inv["totals"]
             self.assertEqual(t["list_krw"], t["copay_krw"] + t["subsidy_krw"], inv)
             self.assertEqual(inv["amount_due_krw"], t["copay_krw"] + inv["vat_krw"], inv)
@@ -286,13 +301,17 @@ class EndpointTest(ApiTest):
             self.assertEqual(len(one["lines"]), inv["lines"])
 
     def test_invoice_formats_by_suffix_and_accept(self):
-        base = f"/v1/periods/{P}/invoices/inst-nari"
+        base = f"/v1/periods/{P}/invoices/inst-daehan-bio"
         js = get(base)
         self.assertEqual(js.status, 200)
         self.assertEqual(js.header("content-type"), "application/json")
         inv = js.json()
         self.assertEqual(inv["format"], "gpuledger.invoice/1")
-        self.assertEqual((inv["period"], inv["institution_id"]), (P, "inst-nari"))
+        # A Korean billing document: numbered bills with both parties (issue 17).
+        self.assertEqual(inv["recipient"]["registration_number"], "124-86-00071")
+        self.assertTrue(inv["bills"] and all(b["number"] for b in inv["bills"]), inv["bills"])
+        self.assertEqual({b["issuer_party_id"] for b in inv["bills"]}, {"csp-beta"})
+        self.assertEqual((inv["period"], inv["institution_id"]), (P, "inst-daehan-bio"))
         self.assertEqual(get(base + ".json").body, js.body)
         self.assertEqual(get(base, headers={"Accept": "application/json"}).body, js.body)
         csv_ = get(base + ".csv")
@@ -301,18 +320,18 @@ class EndpointTest(ApiTest):
         self.assertTrue(csv_.body.startswith(
             b"\xef\xbb\xbfperiod_yyyymm,institution_id,institution_name,"), csv_.body[:80])
         self.assertEqual(csv_.header("content-disposition"),
-                         f'attachment; filename="gpuledger-{P}-invoice-inst-nari.csv"')
+                         f'attachment; filename="gpuledger-{P}-invoice-inst-daehan-bio.csv"')
         self.assertEqual(get(base, headers={"Accept": "text/csv"}).body, csv_.body)
         html = get(base + ".html")
         self.assertEqual(html.status, 200)
         self.assertEqual(html.header("content-type"), "text/html; charset=utf-8")
         # For people: Korean unless English is asked for (Accept-Language or ?lang=).
-        self.assertIn("자부담금 청구서: 국립인공지능연구원", html.text)
+        self.assertIn("자부담금 청구서: (주)대한바이오", html.text)
         self.assertIn("확정", html.text)
         self.assertIn('<html lang="ko">', html.text)
         self.assertEqual(html.header("content-language"), "ko")
         english = get(base + ".html", headers={"Accept-Language": "en-US,en;q=0.9"})
-        self.assertIn("Co-pay invoice: 국립인공지능연구원", english.text)
+        self.assertIn("Co-pay invoice: (주)대한바이오", english.text)
         self.assertIn("FINAL", english.text)
         self.assertEqual(english.header("content-language"), "en")
         self.assertEqual(get(base + ".html?lang=en").body, english.body)
@@ -328,7 +347,47 @@ class EndpointTest(ApiTest):
             self.assertEqual(r.header("x-gpuledger-status"), "closed")
             self.assertEqual(r.header("x-gpuledger-covered-seq"),
                              str(self.s.status[P]["covered_seq"]))
-            self.assertEqual(r.header("etag"), '"%s"' % digest["invoice/inst-nari"])
+            self.assertEqual(r.header("etag"), '"%s"' % digest["invoice/inst-daehan-bio"])
+
+    def test_an_institution_that_owes_nothing_gets_its_usage_not_an_invoice(self):
+        base = f"/v1/periods/{P}/invoices/inst-nari"
+        js = get(base)
+        self.assertEqual(js.status, 200)
+        inv = js.json()
+        self.assertEqual((inv["bills"], inv["amount_due_krw"]), ([], 0))
+        self.assertGreater(inv["totals"]["subsidy_krw"], 0)
+        digest = {d["document"]: d["sha256"] for d in self.s.status[P]["digests"]}
+        self.assertNotIn("invoice/inst-nari", digest)
+        self.assertEqual(js.header("etag"), '"%s"' % digest["usage/inst-nari"])
+        self.assertEqual(get(base + ".csv").header("content-disposition"),
+                         f'attachment; filename="gpuledger-{P}-usage-inst-nari.csv"')
+        html = get(base + ".html").text
+        self.assertIn("이용 내역서: 국립인공지능연구원", html)
+        self.assertIn("청구서를 발행하지 않습니다", html)
+        self.assertNotIn("청구서 번호", html)
+
+    def test_etax_export_of_a_closed_period(self):
+        r = get(f"/v1/periods/{P}/etax")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("content-disposition"),
+                         f'attachment; filename="gpuledger-etax-{P}.json"')
+        d = r.json()
+        self.assertEqual((d["format"], d["period"], d["status"]), ("gpuledger.etax/1", P, "closed"))
+        numbers = [n for i in get_json(f"/v1/periods/{P}/invoices")["invoices"]
+                   for n in i["numbers"]]
+        self.assertEqual(sorted(x["number"] for x in d["invoices"]), sorted(numbers))
+        self.assertEqual(len(set(numbers)), len(numbers))
+        for x in d["invoices"]:
+            for party in (x["invoicer"], x["invoicee"]):
+                self.assertRegex(party["registration_number"], r"^[0-9]{10}$", x["number"])
+                self.assertTrue(party["name"], x["number"])
+            self.assertEqual(x["total_krw"], x["supply_krw"] + x["tax_krw"])
+            self.assertEqual(sum(i["supply_krw"] for i in x["items"]), x["supply_krw"])
+            self.assertEqual(x["type_code"], "0101")
+        # An open month has no numbers yet; institutions and CSPs do not get the export.
+        self.assertError(get(f"/v1/periods/{NEXT}/etax"), 409, "period_open")
+        self.assertError(get(f"/v1/periods/{P}/etax", token=TOKENS["institution:inst-nari"]),
+                         403, "forbidden")
 
     def test_invoice_json_totals_equal_csv_rows(self):
         for period in (P, NEXT):
@@ -352,7 +411,7 @@ class EndpointTest(ApiTest):
     def test_april_draft_has_adjustments_to_march(self):
         d = get_json(f"/v1/periods/{NEXT}/invoices")
         self.assertEqual(d["status"], "draft")
-        adjusted = [i for i in d["invoices"] if i["adjustments"] > 0]
+        adjusted = [i for i in every_institution(d) if i["adjustments"] > 0]
         self.assertTrue(adjusted, d)
         for item in adjusted:
             r = get(f"/v1/periods/{NEXT}/invoices/{item['institution_id']}")
@@ -386,8 +445,8 @@ class EndpointTest(ApiTest):
         d = get_json(f"/v1/periods/{P}/statements")
         self.assertEqual(d["status"], "closed")
         self.assertEqual([s["csp_id"] for s in d["statements"]], ["csp-alpha", "csp-beta"])
-        invoices = get_json(f"/v1/periods/{P}/invoices")["invoices"]
-        # What the state owes the CSPs is what the invoices say it pays.
+        invoices = every_institution(get_json(f"/v1/periods/{P}/invoices"))
+        # What the state owes the CSPs is what the invoices (and usage owing nothing) say it pays.
         self.assertEqual(sum(s["subsidy_owed_krw"] for s in d["statements"]),
                          sum(i["totals"]["subsidy_krw"] for i in invoices))
         digest = {x["document"]: x["sha256"] for x in self.s.status[P]["digests"]}
@@ -425,7 +484,7 @@ class EndpointTest(ApiTest):
         self.assertGreater(alpha["own_use"]["excess_gpu_ms"], 0)
 
     def test_programs(self):
-        invoices = get_json(f"/v1/periods/{P}/invoices")["invoices"]
+        invoices = every_institution(get_json(f"/v1/periods/{P}/invoices"))
         digest = {x["document"]: x["sha256"] for x in self.s.status[P]["digests"]}
         total_list = 0
         reservations = 0
@@ -457,8 +516,8 @@ class EndpointTest(ApiTest):
     def test_list_csvs_hold_every_document_the_role_may_see(self):
         """The lists as CSV (a suffix or Accept: text/csv): the rows of every single document's
         CSV, once, with a download name; an institution's list holds its own invoice only."""
-        for kind, ids, key in (("invoices", [i["institution_id"] for i in get_json(
-                f"/v1/periods/{P}/invoices")["invoices"]], "invoice"),
+        for kind, ids, key in (("invoices", [i["institution_id"] for i in every_institution(
+                get_json(f"/v1/periods/{P}/invoices"))], "invoice"),
                                ("statements", [s["csp_id"] for s in get_json(
                                    f"/v1/periods/{P}/statements")["statements"]], "statement")):
             r = get(f"/v1/periods/{P}/{kind}.csv")
@@ -881,15 +940,16 @@ class RoleMatrixTest(ApiTest):
                 d = get_json(f"/v1/periods/{period}/invoices", token=TOKENS[role])
                 ids = [i["institution_id"] for i in d["invoices"]]
                 self.assertTrue(set(ids) <= {iid}, (role, period, ids))
-            self.assertEqual([i["institution_id"] for i in get_json(
-                f"/v1/periods/{P}/invoices", token=TOKENS[role])["invoices"]], [iid])
+            self.assertEqual([i["institution_id"] for i in every_institution(get_json(
+                f"/v1/periods/{P}/invoices", token=TOKENS[role]))], [iid])
             page = get(f"/ui/invoices?period={P}", token=TOKENS[role]).text
             self.assertIn("청구서 1건.", page)
             self.assertIn(f"({iid})", page)
-        # Staff see all eight.
+            self.assertIn("청구 없음", page)  # academia and research owe nothing
+        # Staff see all eight: five invoices, three institutions that owe nothing.
         for role in ("operator", "finance", "auditor"):
-            self.assertEqual(len(get_json(f"/v1/periods/{P}/invoices",
-                                          token=TOKENS[role])["invoices"]), 8)
+            d = get_json(f"/v1/periods/{P}/invoices", token=TOKENS[role])
+            self.assertEqual((len(d["invoices"]), len(d["nothing_owed"])), (5, 3))
 
     def test_menus_show_only_what_the_role_may_open(self):
         """Each role's navigation links are the pages it may open (the matrix above says which);

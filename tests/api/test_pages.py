@@ -136,8 +136,20 @@ class PagesTest(unittest.TestCase):
             self.assertEqual(won_of(tax.locator("td.due").inner_text()), inv["amount_due_krw"])
             self.assertIn("Total (amount due)", tax.inner_text())
             # One table row per invoice line.
-            first_table_rows = section.locator("table").first.locator("tr:has(td)")
-            self.assertEqual(first_table_rows.count(), len(inv["lines"]))
+            line_rows = section.locator("table.lines").first.locator("tr:has(td)")
+            self.assertEqual(line_rows.count(), len(inv["lines"]))
+            # Each bill: its number, both parties with registration numbers, supply / tax / total.
+            bills = section.locator("div.bill")
+            self.assertEqual(bills.count(), len(inv["bills"]))
+            for k, b in enumerate(inv["bills"]):
+                bill = bills.nth(k)
+                self.assertIn(f"Invoice no. {b['number']}", bill.locator("h2").inner_text())
+                parties = bill.locator("table.parties").inner_text()
+                self.assertIn(inv["recipient"]["registration_number"], parties)
+                self.assertIn(b["issuer"]["legal_name"], parties)
+                cells = bill.locator("table.bill-tax tr.total td.n")
+                self.assertEqual([won_of(cells.nth(i).inner_text()) for i in range(3)],
+                                 [b["supply_krw"], b["vat_krw"], b["total_krw"]])
             # The page's own JSON link, fetched with the browser's cookie, says the same.
             href = page.get_attribute("nav.noprint a:text-is('JSON')", "href")
             self.assertEqual(href, f"/v1/periods/{P}/invoices/{INSTITUTION}.json")

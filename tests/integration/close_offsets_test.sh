@@ -54,7 +54,8 @@ for l in "ab":
     assert march["status"] == "closed", f"{l}: March is not closed"
     due = int(march["invoice_totals"]["list_krw"])
     assert due > 0, f"{l}: March closed with no usage (list {due} won)"
-    adj = [a for i in april.get("invoices", []) for a in i.get("adjustments", [])]
+    adj = [a for i in april.get("invoices", []) + april.get("nothing_owed", [])
+           for a in i.get("adjustments", [])]
     assert adj and all(a["adjusts_period"] == "2026-03" for a in adj), \
         f"{l}: the late usage is not an April adjustment of March"
     print(f"{l}: March closed, list {due} won; {len(adj)} adjustment line(s) on April")
@@ -134,7 +135,8 @@ for l in "ab":
     april = json.load(open(f"{w}/{l}-2026-04-late.json"))
     may = json.load(open(f"{w}/{l}-2026-05-late.json"))
     assert april["status"] == "closed", f"{l}: April is not closed"
-    adj = [a for i in may.get("invoices", []) for a in i.get("adjustments", [])]
+    adj = [a for i in may.get("invoices", []) + may.get("nothing_owed", [])
+           for a in i.get("adjustments", [])]
     gpu_ms = sum(int(a["gpu_ms"]) for a in adj if a["adjusts_period"] == "2026-03")
     assert gpu_ms == 2 * 3_600_000, f"{l}: May adjusts March by {gpu_ms} GPU-ms, not 2 GPU-hours"
     print(f"{l}: April closed without the usage after the markers; May adjusts March by {gpu_ms} GPU-ms")

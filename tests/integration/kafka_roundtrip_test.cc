@@ -218,15 +218,19 @@ TEST_F(KafkaRoundTripTest, DuplicatesCountedOnceOffsetsAtEndAndInvoiceTotalsExac
   auto docs = settled->engine->Documents(kPeriod);
   ASSERT_TRUE(docs.ok()) << docs.status();
   int64_t list = 0, copay = 0, subsidy = 0;
-  for (const auto& inv : docs->invoices()) {
-    list += inv.totals().list_krw();
-    copay += inv.totals().copay_krw();
-    subsidy += inv.totals().subsidy_krw();
+  // Every institution's lines: the invoices, and those of institutions that owe nothing.
+  for (const auto* invoices : {&docs->invoices(), &docs->nothing_owed()}) {
+    for (const auto& inv : *invoices) {
+      list += inv.totals().list_krw();
+      copay += inv.totals().copay_krw();
+      subsidy += inv.totals().subsidy_krw();
+    }
   }
   EXPECT_EQ(list, want_list);
   EXPECT_EQ(copay, want_copay);
   EXPECT_EQ(subsidy, want_list - want_copay);
-  EXPECT_EQ(docs->invoices_size(), static_cast<int>(std::size(kGrants)));
+  EXPECT_EQ(docs->invoices_size() + docs->nothing_owed_size(),
+            static_cast<int>(std::size(kGrants)));
   EXPECT_EQ(docs->unpriced_size(), 0);
 
   // A restart reads nothing again; a CSP resending old events adds nothing.

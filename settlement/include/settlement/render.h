@@ -17,6 +17,11 @@ std::string InvoiceJson(const gpuledger::v1::Invoice& invoice);
 std::string StatementJson(const gpuledger::v1::CspStatement& statement);
 std::string ProgramJson(const gpuledger::v1::ProgramSummary& summary);
 
+// The period's bills as electronic tax invoice data ("gpuledger.etax/1", docs/FORMATS.md maps
+// each field to the National Tax Service's standard XML): one entry per bill with both parties,
+// supply value, tax, total and items. Numbers are those of a closed period (empty on drafts).
+std::string EtaxJson(const gpuledger::v1::PeriodDocuments& docs);
+
 // Every document of a period with its status ("gpuledger.period/1").
 std::string PeriodJson(const gpuledger::v1::PeriodDocuments& docs);
 
