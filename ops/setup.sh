@@ -30,6 +30,8 @@ PACKAGES=(
   fonts-nanum gnumeric poppler-utils
   # Boost.Locale reads the message catalogs; GNU gettext's msgfmt compiles them at build time.
   libboost-locale-dev gettext
+  # The documents' HTML is rendered from Mustache templates (settlement/templates/).
+  libkainjow-mustache-dev
 )
 
 missing=()

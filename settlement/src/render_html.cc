@@ -1,74 +1,93 @@
-// The printable HTML of a period's documents, in Korean or English (settlement/render.h). Every
-// word comes from the message catalog through i18n::Tr; amounts, hours, months and times from
-// i18n's exact formatters. Class names and structure are the same in both languages.
+// The printable HTML of a period's documents, in Korean or English (settlement/render.h): the
+// markup is in Mustache templates (settlement/templates/*.mustache, embedded in the library),
+// the words come from the message catalog through i18n::Tr, and amounts, hours, months and
+// times from i18n's exact formatters. So a language is a strings file: the templates hold no
+// words, and class names and structure are the same in every language. Every value is escaped
+// by the template ({{x}}, with HtmlEscape); nothing the data holds is inserted as markup.
+#include <kainjow/mustache.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "i18n/i18n.h"
 #include "settlement/render.h"
+
+// The templates, embedded by settlement/CMakeLists.txt (i18n/embed.cmake).
+#define GPULEDGER_TEMPLATE(name)                 \
+  extern const unsigned char kTemplate_##name[]; \
+  extern const unsigned long kTemplate_##name##Size;
+GPULEDGER_TEMPLATE(document)
+GPULEDGER_TEMPLATE(meta)
+GPULEDGER_TEMPLATE(invoice)
+GPULEDGER_TEMPLATE(line_head)
+GPULEDGER_TEMPLATE(line)
+GPULEDGER_TEMPLATE(statement)
+GPULEDGER_TEMPLATE(program)
+#undef GPULEDGER_TEMPLATE
 
 namespace gpuledger::settlement {
 
 namespace v1 = gpuledger::v1;
 using i18n::Lang;
 using i18n::Tr;
+using Data = kainjow::mustache::data;
+using Mustache = kainjow::mustache::mustache;
 
 namespace {
 
-std::string Html(const std::string& s) { return HtmlEscape(s); }
+std::string Template(const unsigned char* bytes, unsigned long size) {
+  return std::string(reinterpret_cast<const char*>(bytes), size);
+}
+#define GPULEDGER_TEXT(name) Template(kTemplate_##name, kTemplate_##name##Size)
 
-// One document renderer per call: the language and the period's shared header line.
+// A list of data.
+Data List() { return Data(Data::type::list); }
+
+// One document renderer per call: the language, the period's header line and the labels.
 class HtmlWriter {
  public:
   HtmlWriter(const v1::PeriodDocuments& docs, Lang lang) : docs_(docs), lang_(lang) {}
 
   std::string Render() {
     const std::string status = Status();
-    absl::StrAppend(
-        &out_, "<!DOCTYPE html>\n<html lang=\"", i18n::Code(lang_),
-        "\">\n<head>\n<meta charset=\"utf-8\">\n<title>gpuledger ", Html(docs_.period()), " ",
-        status,
-        "</title>\n<style>\n"
-        "@page { size: A4; margin: 15mm; }\n"
-        "body { font-family: ",
-        kHtmlFontFamily,
-        "; font-size: 10pt; color: #111; }\n"
-        "section { page-break-after: always; margin-bottom: 2em; }\n"
-        "section:last-of-type { page-break-after: auto; }\n"
-        "h1 { font-size: 15pt; margin: 0 0 .3em; } h2 { font-size: 12pt; margin: 1em 0 .3em; }\n"
-        ".meta { color: #444; margin-bottom: .8em; }\n"
-        ".status { display: inline-block; padding: 1px 8px; border: 1px solid #111; "
-        "font-weight: bold; }\n"
-        "table { border-collapse: collapse; width: 100%; margin: .3em 0 .8em; }\n"
-        "th, td { border-bottom: 1px solid #bbb; padding: 2px 4px; text-align: left; }\n"
-        "td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }\n"
-        "tr.total td { font-weight: bold; border-top: 2px solid #111; }\n"
-        ".flag { color: #b00; font-weight: bold; }\n"
-        ".digest { font-family: monospace; font-size: 8pt; color: #444; word-break: break-all; }\n"
-        "table.parties th { width: 16%; font-weight: normal; color: #444; }\n"
-        ".bill { border: 1px solid #111; padding: 4px 8px; margin: .6em 0; }\n"
-        ".pay { white-space: pre-wrap; }\n"
-        "</style>\n</head>\n<body>\n");
-    meta_ = absl::StrCat(
-        "<div class=\"meta\">", T("Period {1} (KST)", {Html(i18n::Month(lang_, docs_.period()))}),
-        " &middot; <span class=\"status\">", status, "</span> &middot; ", Html(Closing()),
-        " &middot; ", T("ledger entries 1..{1}", {absl::StrCat(docs_.covered_seq())}), "</div>\n");
-    for (const auto& inv : docs_.invoices()) Invoice(inv);
-    for (const auto& inv : docs_.nothing_owed()) Invoice(inv);
-    for (const auto& s : docs_.statements()) Statement(s);
-    for (const auto& ps : docs_.programs()) Program(ps);
-    // Only when a document cannot be computed, so that other pages' bytes do not change.
-    if (docs_.errors_size() > 0) {
-      absl::StrAppend(&out_, "<section>\n<h1>", T("Documents that cannot be computed"), "</h1>\n",
-                      meta_, "<table>\n<tr><th>", T("document"), "</th><th>", T("why"),
-                      "</th></tr>\n");
-      for (const auto& e : docs_.errors()) {
-        absl::StrAppend(&out_, "<tr><td class=\"flag\">", Html(e.document()), "</td><td>",
-                        Html(e.message()), "</td></tr>\n");
-      }
-      absl::StrAppend(&out_, "</table>\n</section>\n");
+    Data m;
+    m.set("period", T("Period {1} (KST)", {i18n::Month(lang_, docs_.period())}));
+    m.set("status", status);
+    m.set("closing", Closing());
+    m.set("entries", T("ledger entries 1..{1}", {absl::StrCat(docs_.covered_seq())}));
+    root_.set("m", m);
+    root_.set("t", Labels());
+    for (const auto& [name, text] : {std::pair{"meta", GPULEDGER_TEXT(meta)},
+                                     std::pair{"line_head", GPULEDGER_TEXT(line_head)},
+                                     std::pair{"line", GPULEDGER_TEXT(line)}}) {
+      std::string partial = text;
+      while (!partial.empty() && partial.back() == '\n') partial.pop_back();  // inline partials
+      root_.set(name, Data(kainjow::mustache::partial([partial] { return partial; })));
     }
-    absl::StrAppend(&out_, "</body>\n</html>\n");
-    return std::move(out_);
+    Data sections = List();
+    for (const auto& inv : docs_.invoices()) sections.push_back(Apply(invoice_, Invoice(inv)));
+    for (const auto& inv : docs_.nothing_owed()) {
+      sections.push_back(Apply(invoice_, Invoice(inv)));
+    }
+    for (const auto& s : docs_.statements()) sections.push_back(Apply(statement_, Statement(s)));
+    for (const auto& ps : docs_.programs()) sections.push_back(Apply(program_, Program(ps)));
+
+    Data page = root_;
+    page.set("lang", std::string(i18n::Code(lang_)));
+    page.set("period", docs_.period());
+    page.set("status", status);
+    page.set("font_family", std::string(kHtmlFontFamily));
+    page.set("sections", sections);
+    // Only when a document cannot be computed, so that other pages' bytes do not change.
+    page.set("has_errors", docs_.errors_size() > 0);
+    Data errors = List();
+    for (const auto& e : docs_.errors()) {
+      Data row;
+      row.set("document", e.document());
+      row.set("message", e.message());
+      errors.push_back(row);
+    }
+    page.set("errors", errors);
+    return Apply(document_, page);
   }
 
  private:
@@ -80,12 +99,11 @@ class HtmlWriter {
   static std::string N(int64_t n) { return i18n::Grouped(n); }
   static std::string H(int64_t gpu_ms) { return i18n::GpuHours(gpu_ms); }
   std::string Model(v1::Program p, v1::GpuModel m) const {
-    return absl::StrCat(Html(i18n::ProgramName(lang_, p)), " / ", i18n::GpuModelName(m));
+    return absl::StrCat(i18n::ProgramName(lang_, p), " / ", i18n::GpuModelName(m));
   }
   std::string Adjusts(const std::string& period) const {
-    return period.empty() ? "" : absl::StrCat(" (", T("adjusts {1}", {Html(period)}), ")");
+    return period.empty() ? "" : absl::StrCat(" (", T("adjusts {1}", {period}), ")");
   }
-
   std::string Status() const { return docs_.closed() ? T("FINAL") : T("DRAFT"); }
   std::string Closing() const {
     return docs_.closed()
@@ -93,132 +111,189 @@ class HtmlWriter {
                    {absl::StrCat(docs_.close_seq()), i18n::KstDateTime(docs_.closed_at_ms())})
                : T("open: draft");
   }
-  std::string DigestOf(const std::string& name) const {
-    for (const auto& d : docs_.digests()) {
-      if (d.document() == name) {
-        return absl::StrCat("<p class=\"digest\">",
-                            T("SHA-256 of canonical JSON: {1}", {d.sha256()}), "</p>\n");
-      }
+  // The digest line of a closed document (absent on drafts).
+  void SetDigest(const std::string& name, Data* d) const {
+    for (const auto& x : docs_.digests()) {
+      if (x.document() == name) d->set("digest", T("SHA-256 of canonical JSON: {1}", {x.sha256()}));
     }
-    return "";
   }
 
-  template <typename Lines>
-  std::string LineRows(const Lines& lines, bool adjustment) const {
-    std::string rows;
-    for (const auto& l : lines) {
-      absl::StrAppend(
-          &rows, "<tr>",
-          adjustment ? absl::StrCat("<td>", Html(i18n::Month(lang_, l.adjusts_period())), "</td>")
-                     : "",
-          "<td>", Html(l.allocation_id()), "</td><td>", Html(i18n::LineKindName(lang_, l.kind())),
-          "</td><td>", Model(l.program(), l.gpu_model()), "</td><td class=\"n\">",
-          N(l.krw_per_gpu_hour()), "</td><td class=\"n\">", i18n::Percent(l.copay_bp()),
-          "</td><td class=\"n\">", H(l.gpu_ms()), "</td><td class=\"n\">", N(l.list_krw()),
-          "</td><td class=\"n\">", N(l.copay_krw()), "</td><td class=\"n\">", N(l.subsidy_krw()),
-          "</td></tr>\n");
-    }
-    return rows;
+  // Every label the templates show, from the catalog (the keys are the templates' names).
+  Data Labels() const {
+    Data t;
+    t.set("errors_title", T("Documents that cannot be computed"));
+    t.set("document", T("document"));
+    t.set("why", T("why"));
+    t.set("nothing_owed",
+          T("Nothing is owed for this period, so no invoice is issued; the usage below is paid by "
+            "the state."));
+    t.set("supplier", T("Supplier (issuer)"));
+    t.set("recipient", T("Recipient"));
+    t.set("no_party", T("(no party record)"));
+    t.set("tax_type", T("Tax type"));
+    t.set("supply_value", T("Supply value"));
+    t.set("total", T("Total"));
+    t.set("usage_by_allocation", T("Usage by allocation"));
+    t.set("adjustments", T("Adjustments to closed periods"));
+    t.set("period", T("period"));
+    t.set("gpu_hours", T("GPU-hours"));
+    t.set("list_price", T("List price"));
+    t.set("subsidy_paid", T("Paid by the state (subsidy)"));
+    t.set("supply_copay", T("Supply value (co-pay)"));
+    t.set("total_due", T("Total (amount due)"));
+    t.set("allocation", T("allocation"));
+    t.set("kind", T("kind"));
+    t.set("programme_model", T("programme / model"));
+    t.set("krw_per_gpu_hour", T("KRW per GPU-hour"));
+    t.set("copay_rate", T("co-pay rate"));
+    t.set("list_krw", T("list KRW"));
+    t.set("copay_krw", T("co-pay KRW"));
+    t.set("subsidy_krw", T("subsidy KRW"));
+    t.set("delivered", T("Delivered to programme users"));
+    t.set("programme", T("programme"));
+    t.set("institution", T("institution"));
+    t.set("model", T("model"));
+    t.set("subsidy_total", T("Total (subsidy owed by the state)"));
+    t.set("own_use", T("Own use"));
+    t.set("no_state_pools",
+          T("No state-owned GPUs hosted in this period: the own-use share applies to state-owned "
+            "pools only."));
+    t.set("over_cap", T("OVER CAP"));
+    t.set("reserved_capacity", T("Reserved capacity"));
+    t.set("reserved_h", T("reserved h"));
+    t.set("out_of_service_h", T("out of service h"));
+    t.set("charged_h", T("charged h"));
+    t.set("charge_krw", T("charge KRW"));
+    t.set("state_pays_krw", T("state pays KRW"));
+    t.set("capacity", T("Capacity"));
+    t.set("capacity_h", T("capacity h"));
+    t.set("programme_use_h", T("programme use h"));
+    t.set("own_use_h", T("own use h"));
+    t.set("outage_h", T("outage h"));
+    t.set("idle_h", T("idle h"));
+    t.set("oversubscribed", T("OVERSUBSCRIBED"));
+    t.set("outages", T("Outages"));
+    t.set("scope", T("scope"));
+    t.set("cause", T("cause"));
+    t.set("late", T("Own use and outages of closed periods, recorded late"));
+    t.set("what", T("what"));
+    t.set("excess_gpu_hours", T("excess GPU-hours"));
+    t.set("excess_krw", T("excess KRW"));
+    t.set("institution_type", T("institution type"));
+    t.set("by_call", T("By call and agency"));
+    t.set("call", T("call"));
+    t.set("agency", T("agency"));
+    t.set("allocations", T("allocations"));
+    t.set("granted_gpu_hours", T("granted GPU-hours"));
+    t.set("gpu_hours_used", T("GPU-hours used"));
+    return t;
   }
 
-  void Invoice(const v1::Invoice& inv) {
+  static std::string Apply(Mustache& tmpl, const Data& d) {
+    if (!tmpl.is_valid())
+      return absl::StrCat("<!-- template error: ", tmpl.error_message(), " -->");
+    return tmpl.render(d);
+  }
+
+  Data Line(const v1::InvoiceLine& l) const {
+    Data d;
+    if (!l.adjusts_period().empty()) d.set("adjusts", i18n::Month(lang_, l.adjusts_period()));
+    d.set("allocation", l.allocation_id());
+    d.set("kind", i18n::LineKindName(lang_, l.kind()));
+    d.set("model", Model(l.program(), l.gpu_model()));
+    d.set("rate", N(l.krw_per_gpu_hour()));
+    d.set("copay_rate", i18n::Percent(l.copay_bp()));
+    d.set("gpu_hours", H(l.gpu_ms()));
+    d.set("list", N(l.list_krw()));
+    d.set("copay", N(l.copay_krw()));
+    d.set("subsidy", N(l.subsidy_krw()));
+    return d;
+  }
+
+  // An invoice, or (no bill) the usage statement of an institution that owes nothing.
+  Data Invoice(const v1::Invoice& inv) const {
     const auto& t = inv.totals();
-    const std::string line_head = absl::StrCat(
-        "<th>", T("allocation"), "</th><th>", T("kind"), "</th><th>", T("programme / model"),
-        "</th><th class=\"n\">", T("KRW per GPU-hour"), "</th><th class=\"n\">", T("co-pay rate"),
-        "</th><th class=\"n\">", T("GPU-hours"), "</th><th class=\"n\">", T("list KRW"),
-        "</th><th class=\"n\">", T("co-pay KRW"), "</th><th class=\"n\">", T("subsidy KRW"),
-        "</th></tr>\n");
     const bool issued = inv.bills_size() > 0;
-    absl::StrAppend(&out_, "<section class=\"", issued ? "invoice" : "invoice nothing-owed",
-                    "\">\n<h1>",
-                    issued ? T("Co-pay invoice: {1}", {Html(inv.institution_name())})
-                           : T("Usage statement: {1}", {Html(inv.institution_name())}),
-                    "</h1>\n", meta_, "<div class=\"meta\">",
-                    T("Institution {1} ({2})",
-                      {Html(inv.institution_id()),
-                       Html(i18n::InstitutionTypeName(lang_, inv.institution_type()))}),
-                    "</div>\n");
-    if (!issued) {
-      absl::StrAppend(&out_, "<p class=\"flag\">",
-                      T("Nothing is owed for this period, so no invoice is issued; the usage "
-                        "below is paid by the state."),
-                      "</p>\n");
-    }
-    for (const auto& b : inv.bills()) Bill(inv, b);
-    absl::StrAppend(&out_, "<h2>", T("Usage by allocation"), "</h2>\n<table class=\"lines\">\n<tr>",
-                    line_head, LineRows(inv.lines(), false), "</table>\n");
-    if (inv.adjustments_size() > 0) {
-      absl::StrAppend(&out_, "<h2>", T("Adjustments to closed periods"), "</h2>\n<table>\n<tr><th>",
-                      T("period"), "</th>", line_head, LineRows(inv.adjustments(), true),
-                      "</table>\n");
-    }
+    Data d = root_;  // the labels, header and partials beneath its own
+    d.set("issued", issued);
+    d.set("title", issued ? T("Co-pay invoice: {1}", {inv.institution_name()})
+                          : T("Usage statement: {1}", {inv.institution_name()}));
+    d.set("institution",
+          T("Institution {1} ({2})",
+            {inv.institution_id(), i18n::InstitutionTypeName(lang_, inv.institution_type())}));
+    Data bills = List();
+    for (const auto& b : inv.bills()) bills.push_back(Bill(inv, b));
+    d.set("bills", bills);
+    Data lines = List();
+    for (const auto& l : inv.lines()) lines.push_back(Line(l));
+    d.set("lines", lines);
+    d.set("has_adjustments", inv.adjustments_size() > 0);
+    Data adjustments = List();
+    for (const auto& l : inv.adjustments()) adjustments.push_back(Line(l));
+    d.set("adjustments", adjustments);
     // What the usage cost and who pays it, then what is billed in the layout of a Korean tax
     // invoice: supply value (the co-pay), tax (VAT), total (공급가액 / 세액 / 합계금액).
-    absl::StrAppend(
-        &out_, "<table>\n<tr><td>", T("GPU-hours"), "</td><td class=\"n\">", H(t.gpu_ms()),
-        "</td></tr>\n<tr><td>", T("List price"), "</td><td class=\"n\">", Won(t.list_krw()),
-        "</td></tr>\n<tr><td>", T("Paid by the state (subsidy)"), "</td><td class=\"n\">",
-        Won(t.subsidy_krw()), "</td></tr>\n</table>\n<table class=\"tax\">\n<tr><th class=\"n\">",
-        T("Supply value (co-pay)"), "</th><th class=\"n\">",
-        T("Tax (VAT {1})", {i18n::Percent(inv.vat_bp())}), "</th><th class=\"n\">",
-        T("Total (amount due)"), "</th></tr>\n<tr class=\"total\"><td class=\"n supply\">",
-        Won(t.copay_krw()), "</td><td class=\"n tax\">", Won(inv.vat_krw()),
-        "</td><td class=\"n due\">", Won(inv.amount_due_krw()), "</td></tr>\n</table>\n",
-        DigestOf(absl::StrCat(issued ? "invoice/" : "usage/", inv.institution_id())),
-        "</section>\n");
+    d.set("gpu_hours", H(t.gpu_ms()));
+    d.set("list", Won(t.list_krw()));
+    d.set("subsidy", Won(t.subsidy_krw()));
+    d.set("vat_label", T("Tax (VAT {1})", {i18n::Percent(inv.vat_bp())}));
+    d.set("supply", Won(t.copay_krw()));
+    d.set("vat", Won(inv.vat_krw()));
+    d.set("due", Won(inv.amount_due_krw()));
+    SetDigest(absl::StrCat(issued ? "invoice/" : "usage/", inv.institution_id()), &d);
+    return d;
   }
 
   // One bill: its number and dates, both parties as a Korean tax invoice names them, its supply
   // value, tax and total, and how to pay.
-  void Bill(const v1::Invoice& inv, const v1::Bill& b) {
+  Data Bill(const v1::Invoice& inv, const v1::Bill& b) const {
     std::string programs;
     for (int p : b.programs()) {
       if (!programs.empty()) programs += ", ";
       programs += i18n::ProgramName(lang_, static_cast<v1::Program>(p));
     }
-    const std::string number = b.number().empty() ? T("(numbered at close)") : Html(b.number());
-    absl::StrAppend(&out_, "<div class=\"bill\">\n<h2>", T("Invoice no. {1}", {number}), "</h2>\n",
-                    "<div class=\"meta\">",
-                    T("Issued {1} · due {2} · for {3}",
-                      {b.issue_date().empty() ? "—" : Html(b.issue_date()),
-                       b.due_date().empty() ? "—" : Html(b.due_date()), Html(programs)}),
-                    "</div>\n<table class=\"parties\">\n<tr><th></th><th>", T("Supplier (issuer)"),
-                    "</th><th>", T("Recipient"), "</th></tr>\n");
-    const bool has_issuer = b.has_issuer();
-    const bool has_recipient = inv.has_recipient();
+    Data d;
+    d.set("heading",
+          T("Invoice no. {1}", {b.number().empty() ? T("(numbered at close)") : b.number()}));
+    d.set("dates", T("Issued {1} · due {2} · for {3}",
+                     {b.issue_date().empty() ? "—" : b.issue_date(),
+                      b.due_date().empty() ? "—" : b.due_date(), programs}));
     const v1::Party& i = b.issuer();
     const v1::Party& r = inv.recipient();
+    Data parties = List();
     auto row = [&](const std::string& label, const std::string& a, const std::string& c) {
-      absl::StrAppend(&out_, "<tr><th>", label, "</th><td>", a, "</td><td>", c, "</td></tr>\n");
+      Data x;
+      x.set("label", label);
+      x.set("issuer", a);
+      x.set("recipient", c);
+      parties.push_back(x);
     };
-    auto or_id = [&](bool has, const v1::Party& p, const std::string& id) {
-      return has ? Html(p.legal_name())
-                 : absl::StrCat(Html(id), " <span class=\"flag\">", T("(no party record)"),
-                                "</span>");
-    };
-    row(T("Legal name"), or_id(has_issuer, i, b.issuer_party_id()),
-        or_id(has_recipient, r, inv.institution_id()));
-    row(T("Registration no."), Html(FormatRegistration(i.registration_number())),
-        Html(FormatRegistration(r.registration_number())));
-    row(T("Representative"), Html(i.representative()), Html(r.representative()));
-    row(T("Address"), Html(i.address()), Html(r.address()));
-    row(T("Business type / item"), Html(Joined(i.business_type(), i.business_item())),
-        Html(Joined(r.business_type(), r.business_item())));
-    row(T("Billing contact"), Html(Contact(i.billing_contact())),
-        Html(Contact(r.billing_contact())));
-    absl::StrAppend(&out_, "</table>\n<table class=\"bill-tax\">\n<tr><th>", T("Tax type"),
-                    "</th><th class=\"n\">", T("Supply value"), "</th><th class=\"n\">",
-                    T("Tax (VAT {1})", {i18n::Percent(b.vat_bp())}), "</th><th class=\"n\">",
-                    T("Total"), "</th></tr>\n<tr class=\"total\"><td>",
-                    Html(TaxTypeName(b.tax_type())), "</td><td class=\"n\">", Won(b.supply_krw()),
-                    "</td><td class=\"n\">", Won(b.vat_krw()), "</td><td class=\"n\">",
-                    Won(b.total_krw()), "</td></tr>\n</table>\n");
-    if (!b.payment_instructions().empty()) {
-      absl::StrAppend(&out_, "<p class=\"pay\">",
-                      T("How to pay: {1}", {Html(b.payment_instructions())}), "</p>\n");
+    {
+      Data x;
+      x.set("label", T("Legal name"));
+      x.set("issuer", b.has_issuer() ? i.legal_name() : b.issuer_party_id());
+      x.set("issuer_missing", !b.has_issuer());
+      x.set("recipient", inv.has_recipient() ? r.legal_name() : inv.institution_id());
+      x.set("recipient_missing", !inv.has_recipient());
+      parties.push_back(x);
     }
-    absl::StrAppend(&out_, "</div>\n");
+    row(T("Registration no."), FormatRegistration(i.registration_number()),
+        FormatRegistration(r.registration_number()));
+    row(T("Representative"), i.representative(), r.representative());
+    row(T("Address"), i.address(), r.address());
+    row(T("Business type / item"), Joined(i.business_type(), i.business_item()),
+        Joined(r.business_type(), r.business_item()));
+    row(T("Billing contact"), Contact(i.billing_contact()), Contact(r.billing_contact()));
+    d.set("parties", parties);
+    d.set("tax_type", TaxTypeName(b.tax_type()));
+    d.set("vat_label", T("Tax (VAT {1})", {i18n::Percent(b.vat_bp())}));
+    d.set("supply", Won(b.supply_krw()));
+    d.set("vat", Won(b.vat_krw()));
+    d.set("total", Won(b.total_krw()));
+    if (!b.payment_instructions().empty()) {
+      d.set("pay", T("How to pay: {1}", {b.payment_instructions()}));
+    }
+    return d;
   }
 
   static std::string FormatRegistration(const std::string& digits) {
@@ -249,191 +324,191 @@ class HtmlWriter {
     }
   }
 
-  void Statement(const v1::CspStatement& s) {
-    absl::StrAppend(&out_, "<section class=\"statement\">\n<h1>",
-                    T("CSP settlement statement: {1}", {Html(s.csp_id())}), "</h1>\n", meta_,
-                    "<h2>", T("Delivered to programme users"), "</h2>\n<table>\n<tr><th>",
-                    T("programme"), "</th><th>", T("institution"), "</th><th>", T("model"),
-                    "</th><th class=\"n\">", T("GPU-hours"), "</th><th class=\"n\">", T("list KRW"),
-                    "</th><th class=\"n\">", T("co-pay KRW"), "</th><th class=\"n\">",
-                    T("subsidy KRW"), "</th></tr>\n");
+  Data Statement(const v1::CspStatement& s) const {
+    Data d = root_;  // the labels, header and partials beneath its own
+    d.set("title", T("CSP settlement statement: {1}", {s.csp_id()}));
+    Data delivered = List();
     for (const auto* list : {&s.delivered(), &s.adjustments()}) {
       for (const auto& r : *list) {
         const auto& t = r.totals();
-        absl::StrAppend(
-            &out_, "<tr><td>", Html(i18n::ProgramName(lang_, r.program())), "</td><td>",
-            r.institution_name().empty()
-                ? Html(r.institution_id())
-                : absl::StrCat(Html(r.institution_name()), " (", Html(r.institution_id()), ")"),
-            Adjusts(r.adjusts_period()), "</td><td>", i18n::GpuModelName(r.gpu_model()),
-            "</td><td class=\"n\">", H(t.gpu_ms()), "</td><td class=\"n\">", N(t.list_krw()),
-            "</td><td class=\"n\">", N(t.copay_krw()), "</td><td class=\"n\">", N(t.subsidy_krw()),
-            "</td></tr>\n");
+        Data x;
+        x.set("programme", i18n::ProgramName(lang_, r.program()));
+        x.set("institution",
+              absl::StrCat(r.institution_name().empty()
+                               ? r.institution_id()
+                               : absl::StrCat(r.institution_name(), " (", r.institution_id(), ")"),
+                           Adjusts(r.adjusts_period())));
+        x.set("model", i18n::GpuModelName(r.gpu_model()));
+        x.set("gpu_hours", H(t.gpu_ms()));
+        x.set("list", N(t.list_krw()));
+        x.set("copay", N(t.copay_krw()));
+        x.set("subsidy", N(t.subsidy_krw()));
+        delivered.push_back(x);
       }
     }
-    absl::StrAppend(&out_, "<tr class=\"total\"><td colspan=\"3\">",
-                    T("Total (subsidy owed by the state)"), "</td><td class=\"n\">",
-                    H(s.totals().gpu_ms()), "</td><td class=\"n\">", N(s.totals().list_krw()),
-                    "</td><td class=\"n\">", N(s.totals().copay_krw()), "</td><td class=\"n\">",
-                    N(s.totals().subsidy_krw()), "</td></tr>\n</table>\n");
-    absl::StrAppend(&out_, "<h2>", T("Own use"), "</h2>\n<p>");
-    if (s.hosted_capacity_gpu_ms() == 0 && s.own_use_gpu_ms() == 0) {
-      // A CSP with leased pools only hosts no state-owned GPUs: the own-use share does not
-      // apply (rather than "0.00% of 0.000 hosted GPU-hours").
-      absl::StrAppend(&out_, T("No state-owned GPUs hosted in this period: the own-use share "
-                               "applies to state-owned pools only."));
-    } else {
-      absl::StrAppend(
-          &out_,
+    d.set("delivered", delivered);
+    Data total;
+    total.set("gpu_hours", H(s.totals().gpu_ms()));
+    total.set("list", N(s.totals().list_krw()));
+    total.set("copay", N(s.totals().copay_krw()));
+    total.set("subsidy", N(s.totals().subsidy_krw()));
+    d.set("total", total);
+    // A CSP with leased pools only hosts no state-owned GPUs: the own-use share does not apply
+    // (rather than "0.00% of 0.000 hosted GPU-hours").
+    d.set("no_state_pools", s.hosted_capacity_gpu_ms() == 0 && s.own_use_gpu_ms() == 0);
+    d.set("own_use",
           T("{1} GPU-hours of {2} hosted on state-owned pools: share {3}, contract cap {4}, excess "
             "{5} GPU-hours worth {6}",
             {H(s.own_use_gpu_ms()), H(s.hosted_capacity_gpu_ms()),
              i18n::Percent(s.own_use_share_bp()), i18n::Percent(s.own_use_cap_bp()),
-             H(s.own_use_excess_gpu_ms()), Won(s.own_use_excess_value_krw())}),
-          s.own_use_excess_gpu_ms() > 0
-              ? absl::StrCat(" <span class=\"flag\">", T("OVER CAP"), "</span>")
-              : "",
-          "<br>",
+             H(s.own_use_excess_gpu_ms()), Won(s.own_use_excess_value_krw())}));
+    d.set("over_cap", s.own_use_excess_gpu_ms() > 0);
+    d.set("own_use_value",
           T("own use valued at {1} (at the rate in force at each hour of use); netted against the "
             "subsidy: {2}",
             {Won(s.own_use_value_krw()), Won(s.own_use_netted_krw())}));
-    }
-    absl::StrAppend(&out_, "<br>", T("payable by the state: {1}", {Won(s.payable_krw())}),
-                    "</p>\n");
-    if (s.reserved_size() + s.reserved_adjustments_size() > 0) {
-      absl::StrAppend(&out_, "<h2>", T("Reserved capacity"), "</h2>\n<table>\n<tr><th>",
-                      T("programme / model"), "</th><th class=\"n\">", T("reserved h"),
-                      "</th><th class=\"n\">", T("out of service h"), "</th><th class=\"n\">",
-                      T("charged h"), "</th><th class=\"n\">", T("charge KRW"),
-                      "</th><th class=\"n\">", T("co-pay KRW"), "</th><th class=\"n\">",
-                      T("state pays KRW"), "</th></tr>\n");
-      for (const auto* list : {&s.reserved(), &s.reserved_adjustments()}) {
-        for (const auto& r : *list) {
-          absl::StrAppend(
-              &out_, "<tr><td>", Model(r.program(), r.gpu_model()), Adjusts(r.adjusts_period()),
-              "</td><td class=\"n\">", H(r.reserved_gpu_ms()), "</td><td class=\"n\">",
-              H(r.out_of_service_gpu_ms()), "</td><td class=\"n\">", H(r.charged_gpu_ms()),
-              "</td><td class=\"n\">", N(r.charge_krw()), "</td><td class=\"n\">", N(r.copay_krw()),
-              "</td><td class=\"n\">", N(r.subsidy_krw()), "</td></tr>\n");
-        }
+    d.set("payable", T("payable by the state: {1}", {Won(s.payable_krw())}));
+    d.set("has_reserved", s.reserved_size() + s.reserved_adjustments_size() > 0);
+    Data reserved = List();
+    for (const auto* list : {&s.reserved(), &s.reserved_adjustments()}) {
+      for (const auto& r : *list) {
+        Data x;
+        x.set("model",
+              absl::StrCat(Model(r.program(), r.gpu_model()), Adjusts(r.adjusts_period())));
+        x.set("reserved", H(r.reserved_gpu_ms()));
+        x.set("out_of_service", H(r.out_of_service_gpu_ms()));
+        x.set("charged", H(r.charged_gpu_ms()));
+        x.set("charge", N(r.charge_krw()));
+        x.set("copay", N(r.copay_krw()));
+        x.set("subsidy", N(r.subsidy_krw()));
+        reserved.push_back(x);
       }
-      absl::StrAppend(&out_, "</table>\n<p>",
-                      T("Reservations change what the state pays by {1} against the subsidy of "
-                        "the usage on those pools.",
-                        {Won(s.reservation_difference_krw())}),
-                      "</p>\n");
     }
-    absl::StrAppend(&out_, "<h2>", T("Capacity"), "</h2>\n<table>\n<tr><th>",
-                    T("programme / model"), "</th><th class=\"n\">", T("capacity h"),
-                    "</th><th class=\"n\">", T("programme use h"), "</th><th class=\"n\">",
-                    T("own use h"), "</th><th class=\"n\">", T("outage h"), "</th><th class=\"n\">",
-                    T("idle h"), "</th><th></th></tr>\n");
+    d.set("reserved", reserved);
+    d.set("reservation_difference",
+          T("Reservations change what the state pays by {1} against the subsidy of the usage on "
+            "those pools.",
+            {Won(s.reservation_difference_krw())}));
+    Data capacity = List();
     for (const auto& c : s.capacity()) {
-      absl::StrAppend(
-          &out_, "<tr><td>", Model(c.program(), c.gpu_model()), "</td><td class=\"n\">",
-          H(c.capacity_gpu_ms()), "</td><td class=\"n\">", H(c.program_usage_gpu_ms()),
-          "</td><td class=\"n\">", H(c.own_use_gpu_ms()), "</td><td class=\"n\">",
-          H(c.outage_gpu_ms()), "</td><td class=\"n\">", H(c.idle_gpu_ms()), "</td><td>",
-          c.oversubscribed() ? absl::StrCat("<span class=\"flag\">", T("OVERSUBSCRIBED"), "</span>")
-                             : "",
-          "</td></tr>\n");
+      Data x;
+      x.set("model", Model(c.program(), c.gpu_model()));
+      x.set("capacity", H(c.capacity_gpu_ms()));
+      x.set("usage", H(c.program_usage_gpu_ms()));
+      x.set("own_use", H(c.own_use_gpu_ms()));
+      x.set("outage", H(c.outage_gpu_ms()));
+      x.set("idle", H(c.idle_gpu_ms()));
+      x.set("oversubscribed", c.oversubscribed());
+      capacity.push_back(x);
     }
-    absl::StrAppend(&out_, "</table>\n");
-    if (s.outages_size() > 0) {
-      absl::StrAppend(&out_, "<h2>", T("Outages"), "</h2>\n<table>\n<tr><th>",
-                      T("programme / model"), "</th><th>", T("scope"), "</th><th>", T("cause"),
-                      "</th><th class=\"n\">", T("GPU-hours"), "</th></tr>\n");
-      for (const auto& o : s.outages()) {
-        absl::StrAppend(&out_, "<tr><td>", Model(o.program(), o.gpu_model()), "</td><td>",
-                        Html(o.scope()), "</td><td>", Html(o.cause()), "</td><td class=\"n\">",
-                        H(o.gpu_ms()), "</td></tr>\n");
-      }
-      absl::StrAppend(&out_, "</table>\n");
+    d.set("capacity", capacity);
+    d.set("has_outages", s.outages_size() > 0);
+    Data outages = List();
+    for (const auto& o : s.outages()) {
+      Data x;
+      x.set("model", Model(o.program(), o.gpu_model()));
+      x.set("scope", o.scope());
+      x.set("cause", o.cause());
+      x.set("gpu_hours", H(o.gpu_ms()));
+      outages.push_back(x);
     }
-    if (s.own_use_adjustments_size() > 0 || s.outage_adjustments_size() > 0) {
-      absl::StrAppend(&out_, "<h2>", T("Own use and outages of closed periods, recorded late"),
-                      "</h2>\n<table>\n<tr><th>", T("period"), "</th><th>", T("programme / model"),
-                      "</th><th>", T("what"), "</th><th class=\"n\">", T("GPU-hours"),
-                      "</th><th class=\"n\">", T("excess GPU-hours"), "</th><th class=\"n\">",
-                      T("excess KRW"), "</th></tr>\n");
-      for (const auto& u : s.own_use_adjustments()) {
-        absl::StrAppend(&out_, "<tr><td>", Html(i18n::Month(lang_, u.adjusts_period())),
-                        "</td><td>", Model(u.program(), u.gpu_model()), "</td><td>", T("own use"),
-                        "</td><td class=\"n\">", H(u.own_use_gpu_ms()), "</td><td class=\"n\">",
-                        H(u.excess_gpu_ms()), "</td><td class=\"n\">", N(u.excess_value_krw()),
-                        "</td></tr>\n");
-      }
-      for (const auto& o : s.outage_adjustments()) {
-        absl::StrAppend(&out_, "<tr><td>", Html(i18n::Month(lang_, o.adjusts_period())),
-                        "</td><td>", Model(o.program(), o.gpu_model()), "</td><td>",
-                        T("{1} outage: {2}", {Html(o.scope()), Html(o.cause())}),
-                        "</td><td class=\"n\">", H(o.gpu_ms()), "</td><td></td><td></td></tr>\n");
-      }
-      absl::StrAppend(&out_, "</table>\n");
+    d.set("outages", outages);
+    d.set("has_late", s.own_use_adjustments_size() > 0 || s.outage_adjustments_size() > 0);
+    Data late = List();
+    for (const auto& u : s.own_use_adjustments()) {
+      Data x;
+      x.set("own", true);
+      x.set("month", i18n::Month(lang_, u.adjusts_period()));
+      x.set("model", Model(u.program(), u.gpu_model()));
+      x.set("what", T("own use"));
+      x.set("gpu_hours", H(u.own_use_gpu_ms()));
+      x.set("excess_hours", H(u.excess_gpu_ms()));
+      x.set("excess_krw", N(u.excess_value_krw()));
+      late.push_back(x);
     }
-    absl::StrAppend(&out_, DigestOf(absl::StrCat("statement/", s.csp_id())), "</section>\n");
+    for (const auto& o : s.outage_adjustments()) {
+      Data x;
+      x.set("own", false);
+      x.set("month", i18n::Month(lang_, o.adjusts_period()));
+      x.set("model", Model(o.program(), o.gpu_model()));
+      x.set("what", T("{1} outage: {2}", {o.scope(), o.cause()}));
+      x.set("gpu_hours", H(o.gpu_ms()));
+      x.set("excess_hours", "");
+      x.set("excess_krw", "");
+      late.push_back(x);
+    }
+    d.set("late", late);
+    SetDigest(absl::StrCat("statement/", s.csp_id()), &d);
+    return d;
   }
 
-  void Program(const v1::ProgramSummary& ps) {
-    absl::StrAppend(&out_, "<section class=\"program\">\n<h1>",
-                    T("Programme summary: {1}", {Html(i18n::ProgramName(lang_, ps.program()))}),
-                    "</h1>\n", meta_, "<table>\n<tr><th>", T("institution type"),
-                    "</th><th class=\"n\">", T("GPU-hours"), "</th><th class=\"n\">", T("list KRW"),
-                    "</th><th class=\"n\">", T("co-pay KRW"), "</th><th class=\"n\">",
-                    T("subsidy KRW"), "</th></tr>\n");
+  Data Program(const v1::ProgramSummary& ps) const {
+    Data d = root_;  // the labels, header and partials beneath its own
+    d.set("title", T("Programme summary: {1}", {i18n::ProgramName(lang_, ps.program())}));
+    Data rows = List();
     for (const auto* list : {&ps.by_type(), &ps.adjustments()}) {
       for (const auto& r : *list) {
         const auto& t = r.totals();
-        absl::StrAppend(
-            &out_, "<tr><td>", Html(i18n::InstitutionTypeName(lang_, r.institution_type())),
-            Adjusts(r.adjusts_period()), "</td><td class=\"n\">", H(t.gpu_ms()),
-            "</td><td class=\"n\">", N(t.list_krw()), "</td><td class=\"n\">", N(t.copay_krw()),
-            "</td><td class=\"n\">", N(t.subsidy_krw()), "</td></tr>\n");
+        Data x;
+        x.set("type", absl::StrCat(i18n::InstitutionTypeName(lang_, r.institution_type()),
+                                   Adjusts(r.adjusts_period())));
+        x.set("gpu_hours", H(t.gpu_ms()));
+        x.set("list", N(t.list_krw()));
+        x.set("copay", N(t.copay_krw()));
+        x.set("subsidy", N(t.subsidy_krw()));
+        rows.push_back(x);
       }
     }
-    absl::StrAppend(
-        &out_, "<tr class=\"total\"><td>", T("Total"), "</td><td class=\"n\">",
-        H(ps.totals().gpu_ms()), "</td><td class=\"n\">", N(ps.totals().list_krw()),
-        "</td><td class=\"n\">", N(ps.totals().copay_krw()), "</td><td class=\"n\">",
-        N(ps.totals().subsidy_krw()), "</td></tr>\n</table>\n<p>",
-        T("Utilisation of hosted capacity: {1} ({2} of {3} GPU-hours)",
-          {i18n::Percent(ps.utilisation_bp()), H(ps.usage_gpu_ms()), H(ps.capacity_gpu_ms())}),
-        "</p>\n");
+    d.set("rows", rows);
+    Data total;
+    total.set("gpu_hours", H(ps.totals().gpu_ms()));
+    total.set("list", N(ps.totals().list_krw()));
+    total.set("copay", N(ps.totals().copay_krw()));
+    total.set("subsidy", N(ps.totals().subsidy_krw()));
+    d.set("total", total);
+    d.set("utilisation",
+          T("Utilisation of hosted capacity: {1} ({2} of {3} GPU-hours)",
+            {i18n::Percent(ps.utilisation_bp()), H(ps.usage_gpu_ms()), H(ps.capacity_gpu_ms())}));
     if (ps.reservation_difference_krw() != 0) {
-      absl::StrAppend(&out_, "<p>",
-                      T("Reserved capacity changes what the state pays by {1}: the programme "
-                        "costs the state {2}.",
-                        {Won(ps.reservation_difference_krw()),
-                         Won(ps.totals().subsidy_krw() + ps.reservation_difference_krw())}),
-                      "</p>\n");
+      d.set("reservations",
+            T("Reserved capacity changes what the state pays by {1}: the programme costs the "
+              "state {2}.",
+              {Won(ps.reservation_difference_krw()),
+               Won(ps.totals().subsidy_krw() + ps.reservation_difference_krw())}));
     }
-    if (ps.by_call_size() > 0) {
-      absl::StrAppend(&out_, "<h2>", T("By call and agency"), "</h2>\n<table>\n<tr><th>", T("call"),
-                      "</th><th>", T("agency"), "</th><th class=\"n\">", T("allocations"),
-                      "</th><th class=\"n\">", T("granted GPU-hours"), "</th><th class=\"n\">",
-                      T("GPU-hours used"), "</th><th class=\"n\">", T("list KRW"),
-                      "</th><th class=\"n\">", T("co-pay KRW"), "</th><th class=\"n\">",
-                      T("subsidy KRW"), "</th></tr>\n");
-      for (const auto& r : ps.by_call()) {
-        const auto& t = r.totals();
-        absl::StrAppend(&out_, "<tr><td>", r.call_id().empty() ? T("(none)") : Html(r.call_id()),
-                        "</td><td>", r.agency_id().empty() ? T("(none)") : Html(r.agency_id()),
-                        "</td><td class=\"n\">", N(r.allocations()), "</td><td class=\"n\">",
-                        H(r.granted_gpu_ms()), "</td><td class=\"n\">", H(t.gpu_ms()),
-                        "</td><td class=\"n\">", N(t.list_krw()), "</td><td class=\"n\">",
-                        N(t.copay_krw()), "</td><td class=\"n\">", N(t.subsidy_krw()),
-                        "</td></tr>\n");
-      }
-      absl::StrAppend(&out_, "</table>\n");
+    d.set("has_calls", ps.by_call_size() > 0);
+    Data calls = List();
+    for (const auto& r : ps.by_call()) {
+      const auto& t = r.totals();
+      Data x;
+      x.set("call", r.call_id().empty() ? T("(none)") : r.call_id());
+      x.set("agency", r.agency_id().empty() ? T("(none)") : r.agency_id());
+      x.set("allocations", N(r.allocations()));
+      x.set("granted", H(r.granted_gpu_ms()));
+      x.set("gpu_hours", H(t.gpu_ms()));
+      x.set("list", N(t.list_krw()));
+      x.set("copay", N(t.copay_krw()));
+      x.set("subsidy", N(t.subsidy_krw()));
+      calls.push_back(x);
     }
-    absl::StrAppend(&out_, DigestOf(absl::StrCat("program/", v1::Program_Name(ps.program()))),
-                    "</section>\n");
+    d.set("calls", calls);
+    SetDigest(absl::StrCat("program/", v1::Program_Name(ps.program())), &d);
+    return d;
+  }
+
+  static Mustache Compile(const std::string& text) {
+    Mustache m(text);
+    m.set_custom_escape([](const std::string& s) { return HtmlEscape(s); });
+    return m;
   }
 
   const v1::PeriodDocuments& docs_;
   const Lang lang_;
-  std::string meta_;
-  std::string out_;
+  Data root_;
+  Mustache document_ = Compile(GPULEDGER_TEXT(document));
+  Mustache invoice_ = Compile(GPULEDGER_TEXT(invoice));
+  Mustache statement_ = Compile(GPULEDGER_TEXT(statement));
+  Mustache program_ = Compile(GPULEDGER_TEXT(program));
 };
 
 }  // namespace

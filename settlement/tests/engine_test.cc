@@ -1548,6 +1548,29 @@ TEST(BillTest, NumbersAreGaplessPerIssuerAndYearAndAReplayGivesTheSame) {
   }
 }
 
+// The page is rendered from Mustache templates: what the data holds is text, never a tag of the
+// template or markup, whatever an institution or party calls itself.
+TEST(BillTest, NamesAreTextInTheTemplates) {
+  Harness h;
+  Standard(h);
+  const std::string evil = "{{t.total}}{{> meta}}<script>x</script>";
+  h.Registry(Institution(evil, v1::SME, 0));
+  h.Registry(Allocation("a-evil", evil));
+  h.Registry(Party(evil, "{{#bills}}&<b>", "123456789"));
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("e1", "a-evil", 1, t, t + kHour));
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  for (i18n::Lang lang : {i18n::Lang::kKo, i18n::Lang::kEn}) {
+    const std::string html = RenderHtml(*d, lang);
+    EXPECT_EQ(html.find("<script>"), std::string::npos);
+    EXPECT_EQ(html.find("<b>"), std::string::npos);
+    EXPECT_NE(html.find("{{t.total}}{{&gt; meta}}&lt;script&gt;x&lt;/script&gt;"),
+              std::string::npos);
+    EXPECT_NE(html.find("{{#bills}}&amp;&lt;b&gt;"), std::string::npos);
+  }
+}
+
 TEST(BillTest, TermsCanAskForAnInvoiceOfNothingOwed) {
   Harness h;
   Standard(h);

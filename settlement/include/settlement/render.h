@@ -33,7 +33,8 @@ std::string RenderTable(const gpuledger::v1::PeriodDocuments& docs);
 std::string RenderCsv(const gpuledger::v1::PeriodDocuments& docs, const std::string& which);
 
 // A self-contained printable HTML page (A4, no scripts, no external resources) with every
-// document in `docs`, each starting on a new page, for people: in Korean unless asked for
+// document in `docs`, each starting on a new page, rendered from the Mustache templates in
+// settlement/templates/ (markup only: no words), for people: in Korean unless asked for
 // English (words from i18n/po/ko.po; 1,078,586원, 2026년 3월, KST; people's names for
 // programmes, institution types and line kinds). The documents' digests are of their JSON, so
 // the language changes no digest.
