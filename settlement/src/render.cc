@@ -806,8 +806,8 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
   out +=
       "period_yyyymm,institution_id,institution_name,adjusts_period_yyyymm,allocation_id,kind,"
       "program,csp_id,gpu_model,institution_type,krw_per_gpu_hour,copay_bp,copay_percent,gpu_ms,"
-      "gpu_hours,list_krw,copay_krw,"
-      "subsidy_krw\r\n";
+      "gpu_hours,list_krw,copay_krw,subsidy_krw,"
+      "invoice_number\r\n";
   // Institutions that owe nothing have their rows too: the lines are what finance reconciles
   // against the CSPs' statements.
   std::vector<const v1::Invoice*> every;
@@ -820,6 +820,9 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
     const v1::Invoice& inv = *invp;
     for (const auto* list : {&inv.lines(), &inv.adjustments()}) {
       for (const auto& l : *list) {
+        // The number of the bill the line is on (empty: a draft, or nothing owed).
+        const int bill = BillOfLine(inv, l);
+        const std::string number = bill < 0 ? "" : CsvField(inv.bills(bill).number());
         absl::StrAppend(
             &out, p, ",", CsvField(inv.institution_id()), ",", CsvField(inv.institution_name()),
             ",", CsvPeriodOrEmpty(l.adjusts_period()), ",", CsvField(l.allocation_id()), ",",
@@ -827,7 +830,7 @@ std::string RenderCsv(const v1::PeriodDocuments& docs, const std::string& which)
             ",", v1::GpuModel_Name(l.gpu_model()), ",",
             v1::InstitutionType_Name(l.institution_type()), ",", l.krw_per_gpu_hour(), ",",
             l.copay_bp(), ",", Percent(l.copay_bp()), ",", l.gpu_ms(), ",", Hours(l.gpu_ms()), ",",
-            l.list_krw(), ",", l.copay_krw(), ",", l.subsidy_krw(), "\r\n");
+            l.list_krw(), ",", l.copay_krw(), ",", l.subsidy_krw(), ",", number, "\r\n");
       }
     }
   }

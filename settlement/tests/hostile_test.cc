@@ -298,7 +298,8 @@ TEST(HostileTest, CsvNeutralisesFormulasButNotNegativeNumbers) {
   const std::string invoices = RenderCsv(*april, "invoices");
   EXPECT_NE(invoices.find(",'=cmd|' /C calc'!A0,'@SUM(1+1),202603,'+alloc,"), std::string::npos)
       << invoices;
-  EXPECT_NE(invoices.find(",-3600000,-1.000,-4500,-405,-4095\r\n"), std::string::npos) << invoices;
+  // A draft: no invoice number yet (the last column).
+  EXPECT_NE(invoices.find(",-3600000,-1.000,-4500,-405,-4095,\r\n"), std::string::npos) << invoices;
   auto march = h.Docs(kMarch);
   const std::string all = RenderCsv(*march, "invoices") + RenderCsv(*march, "statements");
   EXPECT_NE(all.find(",'-csp,"), std::string::npos) << all;

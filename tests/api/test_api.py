@@ -401,6 +401,10 @@ class EndpointTest(ApiTest):
                                      (yyyymm(period), iid))
                     self.assertEqual(row["copay_percent"],
                                      "%d.%02d%%" % divmod(int(row["copay_bp"]), 100))
+                    # The number of the bill the line is on (closed: numbered; drafts: none).
+                    numbers = {b["number"] for b in inv["bills"]}
+                    self.assertIn(row["invoice_number"], numbers, row)
+                    self.assertEqual(bool(row["invoice_number"]), period == P, row)
                 for k in ("gpu_ms", "list_krw", "copay_krw", "subsidy_krw"):
                     self.assertEqual(sum(int(r[k]) for r in rows), inv["totals"][k],
                                      f"{period} {iid} {k}")
