@@ -116,10 +116,11 @@ def registry_events(start, end):
                       "billingContact": contact, "taxType": "TAX_TAXABLE",
                       "effectiveFromMs": before})
     # The operator issues the invoices of the state's own GPUs; each CSP those of its leases.
+    # VAT 10%, rounded half away from zero: the rule of docs/SETTLEMENT.md without terms.
     add("billingTerms", {"effectiveFromMs": before, "operatorPartyId": "nipa",
                          "issuers": [{"program": "LEASE_HPC", "issuer": "ISSUER_CSP"},
                                      {"program": "LEASE_RESEARCH", "issuer": "ISSUER_CSP"}],
-                         "vatBp": 1000, "vatRounding": "VAT_ROUND_TOWARD_ZERO",
+                         "vatBp": 1000, "vatRounding": "VAT_ROUND_HALF_AWAY_FROM_ZERO",
                          "paymentDueDays": 30,
                          "paymentInstructions": "기업은행 000-000000-00-000 (예금주: 각 청구서의 공급자). "
                                                 "입금자명에 청구서 번호를 적어 주십시오."})
