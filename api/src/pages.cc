@@ -2,6 +2,7 @@
 // (/ui/login stores the token in an HttpOnly cookie); the same roles apply as for the API.
 #include <algorithm>
 #include <chrono>
+#include <kainjow/mustache.hpp>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,10 @@
 #include "ledger/hash.h"
 #include "settlement/render.h"
 
+// The pages' frame, embedded by api/CMakeLists.txt (i18n/embed.cmake).
+extern const unsigned char kTemplate_page[];
+extern const unsigned long kTemplate_pageSize;
+
 namespace gpuledger::api {
 
 namespace v1 = gpuledger::v1;
@@ -25,14 +30,6 @@ namespace {
 
 std::string H(const std::string& s) { return settlement::HtmlEscape(s); }
 std::string Hours(int64_t ms) { return i18n::GpuHours(ms); }
-
-constexpr char kStyleRest[] =
-    "nav a{margin-right:1em}nav{border-bottom:1px solid #bbb;padding-bottom:.5em;margin-bottom:"
-    "1em}table{border-collapse:collapse;width:100%;margin:.5em 0 1em}th,td{border-bottom:1px "
-    "solid #ccc;padding:3px 6px;text-align:left}td.n,th.n{text-align:right;font-variant-numeric:"
-    "tabular-nums}.flag{color:#b00;font-weight:bold}.ok{color:#070;font-weight:bold}form "
-    "input,form select{margin-right:.6em}form.out{display:inline}@media "
-    "print{nav,form{display:none}}";
 
 bool Staff(const Principal& p) {
   return p.role == Role::kOperator || p.role == Role::kFinance || p.role == Role::kAuditor;
@@ -56,40 +53,46 @@ std::string RoleName(Lang lang, const Principal& who) {
 }
 
 // The links a role can open, and only those (a CSP never sees "Invoices").
-std::string Menu(Lang lang, const std::optional<Principal>& who) {
-  if (!who) return "";
+kainjow::mustache::data Menu(Lang lang, const Principal& who) {
+  kainjow::mustache::data menu(kainjow::mustache::data::type::list);
   // Labels are translated where they are written, so that the catalog check sees each one.
-  auto link = [](const char* href, const std::string& label) {
-    return absl::StrCat("<a href=\"", href, "\">", label, "</a>");
+  auto link = [&](const char* href, const std::string& label) {
+    kainjow::mustache::data item;
+    item.set("href", href);
+    item.set("label", label);
+    menu.push_back(item);
   };
-  std::string m = link("/ui/periods", Tr(lang, "Periods"));
-  if (who->role != Role::kCsp) absl::StrAppend(&m, link("/ui/invoices", Tr(lang, "Invoices")));
-  if (who->role != Role::kInstitution) {
-    absl::StrAppend(&m, link("/ui/statements", Tr(lang, "CSP statements")));
+  link("/ui/periods", Tr(lang, "Periods"));
+  if (who.role != Role::kCsp) link("/ui/invoices", Tr(lang, "Invoices"));
+  if (who.role != Role::kInstitution) link("/ui/statements", Tr(lang, "CSP statements"));
+  if (Staff(who)) link("/ui/programs", Tr(lang, "Programme summaries"));
+  if (who.role == Role::kOperator || who.role == Role::kAuditor) {
+    link("/ui/audit", Tr(lang, "Audit"));
   }
-  if (Staff(*who)) absl::StrAppend(&m, link("/ui/programs", Tr(lang, "Programme summaries")));
-  if (who->role == Role::kOperator || who->role == Role::kAuditor) {
-    absl::StrAppend(&m, link("/ui/audit", Tr(lang, "Audit")));
-  }
-  return m;
+  return menu;
 }
 
+// A page in its frame (api/templates/page.mustache): `body` is the page's own markup, already
+// escaped where it holds data; everything else is escaped by the template.
 std::string Page(Lang lang, const std::string& title, const std::optional<Principal>& who,
                  const std::string& body) {
-  return absl::StrCat(
-      "<!DOCTYPE html>\n<html lang=\"", i18n::Code(lang),
-      "\"><head><meta charset=\"utf-8\"><title>", H(title),
-      " - gpuledger</title><style>body{font-family:", settlement::kHtmlFontFamily,
-      ";font-size:10pt;margin:1.5em;color:#111}", kStyleRest,
-      "</style></head><body>\n<nav><b>gpuledger</b> ", Menu(lang, who),
-      who ? absl::StrCat(
-                "<span>",
-                Tr(lang, "signed in as {1} ({2})", {H(who->name), H(RoleName(lang, *who))}),
-                "</span> <form class=\"out\" method=\"post\" action=\"/ui/logout\">"
-                "<button type=\"submit\">",
-                Tr(lang, "sign out"), "</button></form>")
-          : absl::StrCat("<a href=\"/ui/login\">", Tr(lang, "sign in"), "</a>"),
-      "</nav>\n<h1>", H(title), "</h1>\n", body, "\n</body></html>\n");
+  static const std::string kFrame(reinterpret_cast<const char*>(kTemplate_page),
+                                  kTemplate_pageSize);
+  kainjow::mustache::mustache frame(kFrame);
+  frame.set_custom_escape([](const std::string& x) { return H(x); });
+  kainjow::mustache::data d;
+  d.set("lang", std::string(i18n::Code(lang)));
+  d.set("title", title);
+  d.set("font_family", std::string(settlement::kHtmlFontFamily));
+  if (who) {
+    d.set("menu", Menu(lang, *who));
+    d.set("signed_in", Tr(lang, "signed in as {1} ({2})", {who->name, RoleName(lang, *who)}));
+    d.set("sign_out", Tr(lang, "sign out"));
+  } else {
+    d.set("sign_in", Tr(lang, "sign in"));
+  }
+  d.set("body", body);
+  return frame.render(d);
 }
 
 HttpResponse Html(std::string body, int status = 200) {
