@@ -19,6 +19,8 @@
 // The pages' frame, embedded by api/CMakeLists.txt (i18n/embed.cmake).
 extern const unsigned char kTemplate_page[];
 extern const unsigned long kTemplate_pageSize;
+extern const unsigned char kTemplate_list[];
+extern const unsigned long kTemplate_listSize;
 
 namespace gpuledger::api {
 
@@ -93,6 +95,80 @@ std::string Page(Lang lang, const std::string& title, const std::optional<Princi
   }
   d.set("body", body);
   return frame.render(d);
+}
+
+using Data = kainjow::mustache::data;
+
+Data List() { return Data(Data::type::list); }
+
+// A table cell: text (a link when `href` is set), right-aligned for numbers.
+Data Cell(const std::string& text, bool number = false, const std::string& href = "",
+          const std::string& suffix = "") {
+  Data c;
+  c.set("text", text);
+  c.set("n", number);
+  if (!href.empty()) c.set("href", href);
+  if (!suffix.empty()) c.set("suffix", suffix);
+  return c;
+}
+Data Num(const std::string& text) { return Cell(text, true); }
+
+// A list page's table: header cells (`n`: a number column) and rows of cells.
+struct Table {
+  std::string id;
+  Data head = List();
+  Data rows = List();
+  void Head(const std::string& text, bool number = false) {
+    Data h;
+    h.set("text", text);
+    h.set("n", number);
+    head.push_back(h);
+  }
+  void Row(std::vector<Data> cells) {
+    Data list = List();
+    for (auto& c : cells) list.push_back(c);
+    Data row;
+    row.set("cells", list);
+    rows.push_back(row);
+  }
+};
+
+// The body of a list page (api/templates/list.mustache): `form` (the period form, or none),
+// the status line with the CSV link, the table, a closing line.
+std::string ListBody(const std::optional<Data>& form, const std::optional<Data>& status,
+                     const Table& table, const std::string& footer = "") {
+  static const std::string kList(reinterpret_cast<const char*>(kTemplate_list), kTemplate_listSize);
+  kainjow::mustache::mustache list(kList);
+  list.set_custom_escape([](const std::string& x) { return H(x); });
+  Data d;
+  if (form) d.set("form", *form);
+  if (status) d.set("status", *status);
+  if (!table.id.empty()) d.set("id", table.id);
+  d.set("head", table.head);
+  d.set("rows", table.rows);
+  if (!footer.empty()) d.set("footer", footer);
+  return list.render(d);
+}
+
+// A list page's choice of period (`filters`: the invoice list's institution and type).
+Data PeriodFormData(Lang lang, const char* action, const base::Period& period) {
+  Data f;
+  f.set("action", action);
+  f.set("period", period.ToString());
+  f.set("t_period", Tr(lang, "Period"));
+  f.set("t_show", Tr(lang, "Show"));
+  return f;
+}
+
+// A list page's status line and the link to the list as CSV.
+Data StatusData(Lang lang, const v1::PeriodDocuments& docs, const char* list) {
+  Data s;
+  s.set("label", Tr(lang, "Status:"));
+  s.set("state", docs.closed() ? Tr(lang, "closed (final)") : Tr(lang, "open (draft)"));
+  s.set("entries", Tr(lang, "ledger entries 1..{1}", {absl::StrCat(docs.covered_seq())}));
+  s.set("csv", absl::StrCat("/v1/periods/", docs.period(), "/", list, ".csv"));
+  s.set("t_csv", Tr(lang, "Download CSV"));
+  return s;
 }
 
 HttpResponse Html(std::string body, int status = 200) {
@@ -311,21 +387,6 @@ std::string StatusLine(Lang lang, const v1::PeriodDocuments& docs) {
                       Tr(lang, "ledger entries 1..{1}", {absl::StrCat(docs.covered_seq())}));
 }
 
-// A list page's status line and the link to the list as CSV.
-std::string StatusAndCsv(Lang lang, const v1::PeriodDocuments& docs, const char* list) {
-  return absl::StrCat("<p>", StatusLine(lang, docs), " &middot; <a href=\"/v1/periods/",
-                      H(docs.period()), "/", list, ".csv\">", Tr(lang, "Download CSV"),
-                      "</a></p>\n");
-}
-
-// A list page's choice of period (the invoice list adds its filters to its own form).
-std::string PeriodForm(Lang lang, const char* action, const base::Period& period) {
-  return absl::StrCat("<form method=\"get\" action=\"", action, "\">", Tr(lang, "Period"),
-                      " <input name=\"period\" value=\"", H(period.ToString()),
-                      "\" size=\"8\"><input type=\"submit\" value=\"", H(Tr(lang, "Show")),
-                      "\"></form>");
-}
-
 HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
                              const Principal& who) {
   if (who.role == Role::kCsp) {
@@ -342,25 +403,36 @@ HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
     if (who.role == Role::kInstitution) f.institution_id = who.scope_id;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
-    std::string body =
-        absl::StrCat("<form method=\"get\" action=\"/ui/invoices\">", Tr(lang, "Period"),
-                     " <input name=\"period\" value=\"", H(period.ToString()), "\" size=\"8\"> ",
-                     Tr(lang, "Institution"), " <input name=\"q\" value=\"", H(filter),
-                     "\" placeholder=\"", H(Tr(lang, "id or name")), "\"> ", Tr(lang, "Type"),
-                     " <select name=\"type\"><option value=\"\">", Tr(lang, "any"), "</option>");
+    Data form = PeriodFormData(lang, "/ui/invoices", period);
+    Data filters;
+    filters.set("t_institution", Tr(lang, "Institution"));
+    filters.set("q", filter);
+    filters.set("t_id_or_name", Tr(lang, "id or name"));
+    filters.set("t_type", Tr(lang, "Type"));
+    Data types = List();
+    auto option = [&](const std::string& value, const std::string& label) {
+      Data o;
+      o.set("value", value);
+      o.set("label", label);
+      o.set("selected", !value.empty() && value == type);
+      types.push_back(o);
+    };
+    option("", Tr(lang, "any"));
     for (int t = 1; t <= 7; ++t) {
       const auto ty = static_cast<v1::InstitutionType>(t);
-      const std::string name = v1::InstitutionType_Name(ty);
-      absl::StrAppend(&body, "<option value=\"", name, "\"", name == type ? " selected" : "", ">",
-                      H(i18n::InstitutionTypeName(lang, ty)), "</option>");
+      option(v1::InstitutionType_Name(ty), i18n::InstitutionTypeName(lang, ty));
     }
-    absl::StrAppend(&body, "</select><input type=\"submit\" value=\"", H(Tr(lang, "Show")),
-                    "\"></form>\n", StatusAndCsv(lang, *docs, "invoices"),
-                    "<table id=\"invoices\"><tr><th>", Tr(lang, "institution"), "</th><th>",
-                    Tr(lang, "type"), "</th><th class=\"n\">", Tr(lang, "GPU-hours"),
-                    "</th><th class=\"n\">", Tr(lang, "list KRW"), "</th><th class=\"n\">",
-                    Tr(lang, "subsidy KRW"), "</th><th class=\"n\">", Tr(lang, "co-pay KRW"),
-                    "</th><th class=\"n\">", Tr(lang, "amount due KRW"), "</th></tr>\n");
+    filters.set("types", types);
+    form.set("filters", filters);
+    Table table;
+    table.id = "invoices";
+    table.Head(Tr(lang, "institution"));
+    table.Head(Tr(lang, "type"));
+    table.Head(Tr(lang, "GPU-hours"), true);
+    table.Head(Tr(lang, "list KRW"), true);
+    table.Head(Tr(lang, "subsidy KRW"), true);
+    table.Head(Tr(lang, "co-pay KRW"), true);
+    table.Head(Tr(lang, "amount due KRW"), true);
     int shown = 0;
     std::vector<const v1::Invoice*> rows;
     for (const auto& inv : docs->invoices()) rows.push_back(&inv);
@@ -374,21 +446,18 @@ HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
         continue;
       }
       ++shown;
-      absl::StrAppend(&body, "<tr><td><a href=\"/ui/invoices/", H(period.ToString()), "/",
-                      H(inv.institution_id()), "\">", H(inv.institution_name()), "</a> (",
-                      H(inv.institution_id()), ")</td><td>",
-                      H(i18n::InstitutionTypeName(lang, inv.institution_type())),
-                      "</td><td class=\"n\">", Hours(inv.totals().gpu_ms()),
-                      "</td><td class=\"n\">", i18n::Grouped(inv.totals().list_krw()),
-                      "</td><td class=\"n\">", i18n::Grouped(inv.totals().subsidy_krw()),
-                      "</td><td class=\"n\">", i18n::Grouped(inv.totals().copay_krw()),
-                      "</td><td class=\"n\">",
-                      inv.bills().empty() ? Tr(lang, "no invoice (nothing owed)")
-                                          : i18n::Grouped(inv.amount_due_krw()),
-                      "</td></tr>\n");
+      table.Row({Cell(inv.institution_name(), false,
+                      absl::StrCat("/ui/invoices/", period.ToString(), "/", inv.institution_id()),
+                      absl::StrCat(" (", inv.institution_id(), ")")),
+                 Cell(i18n::InstitutionTypeName(lang, inv.institution_type())),
+                 Num(Hours(inv.totals().gpu_ms())), Num(i18n::Grouped(inv.totals().list_krw())),
+                 Num(i18n::Grouped(inv.totals().subsidy_krw())),
+                 Num(i18n::Grouped(inv.totals().copay_krw())),
+                 Num(inv.bills().empty() ? Tr(lang, "no invoice (nothing owed)")
+                                         : i18n::Grouped(inv.amount_due_krw()))});
     }
-    absl::StrAppend(&body, "</table><p>", Tr(lang, "{1} invoice(s).", {absl::StrCat(shown)}),
-                    "</p>");
+    const std::string body = ListBody(form, StatusData(lang, *docs, "invoices"), table,
+                                      Tr(lang, "{1} invoice(s).", {absl::StrCat(shown)}));
     return Html(
         Page(lang, Tr(lang, "Invoices {1}", {i18n::Month(lang, period.ToString())}), who, body));
   });
@@ -429,20 +498,20 @@ HttpResponse StatementListPage(Lang lang, const HttpRequest& req, Service& svc,
     if (who.role == Role::kCsp) f.csp_id = who.scope_id;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
-    std::string body = absl::StrCat(
-        PeriodForm(lang, "/ui/statements", period), StatusAndCsv(lang, *docs, "statements"),
-        "<table><tr><th>CSP</th><th class=\"n\">", Tr(lang, "GPU-hours"), "</th><th class=\"n\">",
-        Tr(lang, "subsidy owed KRW"), "</th><th class=\"n\">", Tr(lang, "own-use share"),
-        "</th><th class=\"n\">", Tr(lang, "cap"), "</th></tr>\n");
+    Table table;
+    table.Head("CSP");
+    table.Head(Tr(lang, "GPU-hours"), true);
+    table.Head(Tr(lang, "subsidy owed KRW"), true);
+    table.Head(Tr(lang, "own-use share"), true);
+    table.Head(Tr(lang, "cap"), true);
     for (const auto& s : docs->statements()) {
-      absl::StrAppend(&body, "<tr><td><a href=\"/ui/statements/", H(period.ToString()), "/",
-                      H(s.csp_id()), "\">", H(s.csp_id()), "</a></td><td class=\"n\">",
-                      Hours(s.totals().gpu_ms()), "</td><td class=\"n\">",
-                      i18n::Grouped(s.totals().subsidy_krw()), "</td><td class=\"n\">",
-                      i18n::Percent(s.own_use_share_bp()), "</td><td class=\"n\">",
-                      i18n::Percent(s.own_use_cap_bp()), "</td></tr>\n");
+      table.Row({Cell(s.csp_id(), false,
+                      absl::StrCat("/ui/statements/", period.ToString(), "/", s.csp_id())),
+                 Num(Hours(s.totals().gpu_ms())), Num(i18n::Grouped(s.totals().subsidy_krw())),
+                 Num(i18n::Percent(s.own_use_share_bp())), Num(i18n::Percent(s.own_use_cap_bp()))});
     }
-    absl::StrAppend(&body, "</table>");
+    const std::string body = ListBody(PeriodFormData(lang, "/ui/statements", period),
+                                      StatusData(lang, *docs, "statements"), table);
     return Html(Page(lang, Tr(lang, "CSP statements {1}", {i18n::Month(lang, period.ToString())}),
                      who, body));
   });
@@ -514,15 +583,20 @@ HttpResponse StatementPage(Lang lang, Service& svc, const Principal& who,
 // after them, each with links to the documents the role may read.
 HttpResponse PeriodsPage(Lang lang, Service& svc, const Principal& who) {
   return svc.WithEngine([&](settlement::Engine& engine) {
-    std::string body =
-        absl::StrCat("<table id=\"periods\"><tr><th>", Tr(lang, "period"), "</th><th>",
-                     Tr(lang, "status"), "</th><th>", Tr(lang, "documents"), "</th></tr>\n");
+    Table table;
+    table.id = "periods";
+    table.Head(Tr(lang, "period"));
+    table.Head(Tr(lang, "status"));
+    table.Head(Tr(lang, "documents"));
     auto row = [&](const base::Period& period, const std::string& status) {
       const std::string p = period.ToString();
-      std::string links;
+      Data links = List();
       auto link = [&](const std::string& href, const std::string& label) {
-        absl::StrAppend(&links, links.empty() ? "" : " &middot; ", "<a href=\"", href, "\">", label,
-                        "</a>");
+        Data l;
+        l.set("link", href);
+        l.set("label", label);
+        l.set("first", links.list_value().empty());
+        links.push_back(l);
       };
       if (who.role != Role::kCsp)
         link(absl::StrCat("/ui/invoices?period=", p), Tr(lang, "Invoices"));
@@ -531,8 +605,10 @@ HttpResponse PeriodsPage(Lang lang, Service& svc, const Principal& who) {
       }
       if (Staff(who))
         link(absl::StrCat("/ui/programs?period=", p), Tr(lang, "Programme summaries"));
-      absl::StrAppend(&body, "<tr><td>", H(i18n::Month(lang, p)), " (", p, ")</td><td>", status,
-                      "</td><td>", links, "</td></tr>\n");
+      Data documents;
+      documents.set("n", false);
+      documents.set("links", links);
+      table.Row({Cell(absl::StrCat(i18n::Month(lang, p), " (", p, ")")), Cell(status), documents});
     };
     // Newest first: the open period, then the closed ones.
     const std::optional<base::Period> last = engine.last_closed();
@@ -546,7 +622,7 @@ HttpResponse PeriodsPage(Lang lang, Service& svc, const Principal& who) {
       row(it->period, Tr(lang, "closed (final) at entry {1}, {2}",
                          {absl::StrCat(it->close_seq), i18n::KstDateTime(it->closed_at_ms)}));
     }
-    absl::StrAppend(&body, "</table>");
+    const std::string body = ListBody(std::nullopt, std::nullopt, table);
     return Html(Page(lang, Tr(lang, "Periods"), who, body));
   });
 }
@@ -562,23 +638,25 @@ HttpResponse ProgramListPage(Lang lang, const HttpRequest& req, Service& svc,
     f.invoices = f.statements = false;
     auto docs = engine.Documents(period, f);
     if (!docs.ok()) return HtmlError(lang, 500, who, std::string(docs.status().message()));
-    std::string body = absl::StrCat(
-        PeriodForm(lang, "/ui/programs", period), StatusAndCsv(lang, *docs, "programs"),
-        "<table id=\"programs\"><tr><th>", Tr(lang, "programme"), "</th><th class=\"n\">",
-        Tr(lang, "GPU-hours"), "</th><th class=\"n\">", Tr(lang, "list KRW"),
-        "</th><th class=\"n\">", Tr(lang, "co-pay KRW"), "</th><th class=\"n\">",
-        Tr(lang, "subsidy KRW"), "</th><th class=\"n\">", Tr(lang, "utilisation"), "</th></tr>\n");
+    Table table;
+    table.id = "programs";
+    table.Head(Tr(lang, "programme"));
+    table.Head(Tr(lang, "GPU-hours"), true);
+    table.Head(Tr(lang, "list KRW"), true);
+    table.Head(Tr(lang, "co-pay KRW"), true);
+    table.Head(Tr(lang, "subsidy KRW"), true);
+    table.Head(Tr(lang, "utilisation"), true);
     for (const auto& ps : docs->programs()) {
       const auto& t = ps.totals();
-      absl::StrAppend(&body, "<tr><td><a href=\"/ui/programs/", H(period.ToString()), "/",
-                      v1::Program_Name(ps.program()), "\">",
-                      H(i18n::ProgramName(lang, ps.program())), "</a></td><td class=\"n\">",
-                      Hours(t.gpu_ms()), "</td><td class=\"n\">", i18n::Grouped(t.list_krw()),
-                      "</td><td class=\"n\">", i18n::Grouped(t.copay_krw()),
-                      "</td><td class=\"n\">", i18n::Grouped(t.subsidy_krw()),
-                      "</td><td class=\"n\">", i18n::Percent(ps.utilisation_bp()), "</td></tr>\n");
+      table.Row({Cell(i18n::ProgramName(lang, ps.program()), false,
+                      absl::StrCat("/ui/programs/", period.ToString(), "/",
+                                   v1::Program_Name(ps.program()))),
+                 Num(Hours(t.gpu_ms())), Num(i18n::Grouped(t.list_krw())),
+                 Num(i18n::Grouped(t.copay_krw())), Num(i18n::Grouped(t.subsidy_krw())),
+                 Num(i18n::Percent(ps.utilisation_bp()))});
     }
-    absl::StrAppend(&body, "</table>");
+    const std::string body = ListBody(PeriodFormData(lang, "/ui/programs", period),
+                                      StatusData(lang, *docs, "programs"), table);
     return Html(Page(lang,
                      Tr(lang, "Programme summaries {1}", {i18n::Month(lang, period.ToString())}),
                      who, body));
