@@ -195,6 +195,15 @@ class HtmlWriter {
     return tmpl.render(d);
   }
 
+  // A row's or a total's GPU-hours and money (`d`: the row's other fields).
+  static Data WithTotals(const v1::Totals& t, Data d = Data()) {
+    d.set("gpu_hours", H(t.gpu_ms()));
+    d.set("list", N(t.list_krw()));
+    d.set("copay", N(t.copay_krw()));
+    d.set("subsidy", N(t.subsidy_krw()));
+    return d;
+  }
+
   Data Line(const v1::InvoiceLine& l) const {
     Data d;
     if (!l.adjusts_period().empty()) d.set("adjusts", i18n::Month(lang_, l.adjusts_period()));
@@ -339,20 +348,11 @@ class HtmlWriter {
                                : absl::StrCat(r.institution_name(), " (", r.institution_id(), ")"),
                            Adjusts(r.adjusts_period())));
         x.set("model", i18n::GpuModelName(r.gpu_model()));
-        x.set("gpu_hours", H(t.gpu_ms()));
-        x.set("list", N(t.list_krw()));
-        x.set("copay", N(t.copay_krw()));
-        x.set("subsidy", N(t.subsidy_krw()));
-        delivered.push_back(x);
+        delivered.push_back(WithTotals(t, x));
       }
     }
     d.set("delivered", delivered);
-    Data total;
-    total.set("gpu_hours", H(s.totals().gpu_ms()));
-    total.set("list", N(s.totals().list_krw()));
-    total.set("copay", N(s.totals().copay_krw()));
-    total.set("subsidy", N(s.totals().subsidy_krw()));
-    d.set("total", total);
+    d.set("total", WithTotals(s.totals()));
     // A CSP with leased pools only hosts no state-owned GPUs: the own-use share does not apply
     // (rather than "0.00% of 0.000 hosted GPU-hours").
     d.set("no_state_pools", s.hosted_capacity_gpu_ms() == 0 && s.own_use_gpu_ms() == 0);
@@ -452,20 +452,11 @@ class HtmlWriter {
         Data x;
         x.set("type", absl::StrCat(i18n::InstitutionTypeName(lang_, r.institution_type()),
                                    Adjusts(r.adjusts_period())));
-        x.set("gpu_hours", H(t.gpu_ms()));
-        x.set("list", N(t.list_krw()));
-        x.set("copay", N(t.copay_krw()));
-        x.set("subsidy", N(t.subsidy_krw()));
-        rows.push_back(x);
+        rows.push_back(WithTotals(t, x));
       }
     }
     d.set("rows", rows);
-    Data total;
-    total.set("gpu_hours", H(ps.totals().gpu_ms()));
-    total.set("list", N(ps.totals().list_krw()));
-    total.set("copay", N(ps.totals().copay_krw()));
-    total.set("subsidy", N(ps.totals().subsidy_krw()));
-    d.set("total", total);
+    d.set("total", WithTotals(ps.totals()));
     d.set("utilisation",
           T("Utilisation of hosted capacity: {1} ({2} of {3} GPU-hours)",
             {i18n::Percent(ps.utilisation_bp()), H(ps.usage_gpu_ms()), H(ps.capacity_gpu_ms())}));
@@ -485,11 +476,7 @@ class HtmlWriter {
       x.set("agency", r.agency_id().empty() ? T("(none)") : r.agency_id());
       x.set("allocations", N(r.allocations()));
       x.set("granted", H(r.granted_gpu_ms()));
-      x.set("gpu_hours", H(t.gpu_ms()));
-      x.set("list", N(t.list_krw()));
-      x.set("copay", N(t.copay_krw()));
-      x.set("subsidy", N(t.subsidy_krw()));
-      calls.push_back(x);
+      calls.push_back(WithTotals(t, x));
     }
     d.set("calls", calls);
     SetDigest(absl::StrCat("program/", v1::Program_Name(ps.program())), &d);
