@@ -21,6 +21,16 @@ extern const unsigned char kTemplate_page[];
 extern const unsigned long kTemplate_pageSize;
 extern const unsigned char kTemplate_list[];
 extern const unsigned long kTemplate_listSize;
+extern const unsigned char kTemplate_login[];
+extern const unsigned long kTemplate_loginSize;
+extern const unsigned char kTemplate_statement_page[];
+extern const unsigned long kTemplate_statement_pageSize;
+extern const unsigned char kTemplate_audit[];
+extern const unsigned long kTemplate_auditSize;
+extern const unsigned char kTemplate_message[];
+extern const unsigned long kTemplate_messageSize;
+extern const unsigned char kTemplate_document_nav[];
+extern const unsigned long kTemplate_document_navSize;
 
 namespace gpuledger::api {
 
@@ -133,13 +143,26 @@ struct Table {
   }
 };
 
+// `text` (a translated sentence with kMark where a marked-up value goes) split at the mark:
+// what comes before it and after it, so that a template can wrap the value in <b> or <code>.
+constexpr char kMark[] = "\x01";
+std::pair<std::string, std::string> AroundMark(const std::string& text) {
+  const size_t at = text.find(kMark);
+  if (at == std::string::npos) return {text, ""};
+  return {text.substr(0, at), text.substr(at + 1)};
+}
+
+// Renders one of api/templates/*.mustache with `d`, every value escaped.
+std::string RenderTemplate(const unsigned char* bytes, unsigned long size, const Data& d) {
+  kainjow::mustache::mustache t(std::string(reinterpret_cast<const char*>(bytes), size));
+  t.set_custom_escape([](const std::string& x) { return H(x); });
+  return t.render(d);
+}
+
 // The body of a list page (api/templates/list.mustache): `form` (the period form, or none),
 // the status line with the CSV link, the table, a closing line.
 std::string ListBody(const std::optional<Data>& form, const std::optional<Data>& status,
                      const Table& table, const std::string& footer = "") {
-  static const std::string kList(reinterpret_cast<const char*>(kTemplate_list), kTemplate_listSize);
-  kainjow::mustache::mustache list(kList);
-  list.set_custom_escape([](const std::string& x) { return H(x); });
   Data d;
   if (form) d.set("form", *form);
   if (status) d.set("status", *status);
@@ -147,7 +170,7 @@ std::string ListBody(const std::optional<Data>& form, const std::optional<Data>&
   d.set("head", table.head);
   d.set("rows", table.rows);
   if (!footer.empty()) d.set("footer", footer);
-  return list.render(d);
+  return RenderTemplate(kTemplate_list, kTemplate_listSize, d);
 }
 
 // A list page's choice of period (`filters`: the invoice list's institution and type).
@@ -179,16 +202,26 @@ HttpResponse Html(std::string body, int status = 200) {
   return r;
 }
 
+// A short page's body (api/templates/message.mustache): `text`, a link to sign in (when
+// `sign_in` is its label), a form posting to `action` (when `post` is its button).
+std::string MessageBody(const std::string& text, const std::string& sign_in = "",
+                        const std::string& action = "", const std::string& post = "") {
+  kainjow::mustache::data d;
+  if (!text.empty()) d.set("text", text);
+  if (!sign_in.empty()) d.set("sign_in", sign_in);
+  if (!post.empty()) {
+    d.set("action", action);
+    d.set("post", post);
+  }
+  return RenderTemplate(kTemplate_message, kTemplate_messageSize, d);
+}
+
 // `text` is already in `lang` (a Tr of the caller's message).
 HttpResponse HtmlError(Lang lang, int status, const std::optional<Principal>& who,
                        const std::string& text) {
-  return Html(
-      Page(lang, status == 401 ? Tr(lang, "Sign in required") : Tr(lang, "Not available"), who,
-           absl::StrCat("<p>", H(text), "</p>",
-                        status == 401 ? absl::StrCat("<p><a href=\"/ui/login\">",
-                                                     Tr(lang, "Sign in"), "</a></p>")
-                                      : "")),
-      status);
+  return Html(Page(lang, status == 401 ? Tr(lang, "Sign in required") : Tr(lang, "Not available"),
+                   who, MessageBody(text, status == 401 ? Tr(lang, "Sign in") : "")),
+              status);
 }
 
 // The period a list page shows: ?period= when valid, else the last closed one (its documents
@@ -205,81 +238,58 @@ base::Period PeriodToShow(const std::map<std::string, std::string>& q, settlemen
   return base::PeriodOf(now);
 }
 
-// Daily GPU-hours as an SVG bar chart (server-rendered: no script, prints as it shows).
-std::string DailyChart(Lang lang, const std::vector<int64_t>& days) {
+// The daily chart's bars (display geometry only: never money) for statement_page.mustache.
+Data DailyChart(Lang lang, const std::vector<int64_t>& days) {
   int64_t max = 1;
   for (int64_t v : days) max = std::max(max, v);
   const int w = 700, h = 160, pad = 30;
   const double bw = static_cast<double>(w - pad) / std::max<size_t>(days.size(), 1);
-  std::string out = absl::StrFormat(
-      "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
-      "aria-label=\"%s\">",
-      w, h + 20, w, h + 20, H(Tr(lang, "GPU-hours per day")));
+  auto f = [](double v) { return absl::StrFormat("%.1f", v); };
+  Data bars = List();
   for (size_t i = 0; i < days.size(); ++i) {
-    // Display geometry only: never money.
     const double bh = static_cast<double>(days[i]) / static_cast<double>(max) * (h - 10);
-    absl::StrAppendFormat(
-        &out,
-        "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
-        "fill=\"#3b6ea5\"><title>%s</title></rect>",
-        pad + i * bw + 1, h - bh, bw - 2, bh,
-        H(Tr(lang, "day {1}: {2} GPU-hours", {absl::StrCat(i + 1), i18n::GpuHours(days[i])})));
-    if (i % 5 == 0) {
-      absl::StrAppendFormat(&out, "<text x=\"%.1f\" y=\"%d\" font-size=\"9\">%d</text>",
-                            pad + i * bw + 1, h + 14, i + 1);
-    }
+    Data bar;
+    bar.set("x", f(pad + i * bw + 1));
+    bar.set("y", f(h - bh));
+    bar.set("w", f(bw - 2));
+    bar.set("h", f(bh));
+    bar.set("title",
+            Tr(lang, "day {1}: {2} GPU-hours", {absl::StrCat(i + 1), i18n::GpuHours(days[i])}));
+    if (i % 5 == 0) bar.set("tick", absl::StrCat(i + 1));
+    bars.push_back(bar);
   }
-  absl::StrAppendFormat(&out, "<text x=\"0\" y=\"10\" font-size=\"9\">%s</text></svg>",
-                        H(Tr(lang, "{1} h", {i18n::GpuHours(max)})));
-  return out;
+  Data chart;
+  chart.set("w", absl::StrCat(w));
+  chart.set("h", absl::StrCat(h + 20));
+  chart.set("tick_y", absl::StrCat(h + 14));
+  chart.set("bars", bars);
+  chart.set("top", Tr(lang, "{1} h", {i18n::GpuHours(max)}));
+  return chart;
 }
 
-// Own-use share against the cap as a horizontal bar; `top_bp` is the value at the bar's full
-// width, the same for every bar of a statement so that they compare at a glance.
-std::string ShareBar(Lang lang, uint32_t share_bp, uint32_t cap_bp, uint32_t top_bp) {
-  const double scale = 400.0 / std::max<uint32_t>(top_bp, 100);
-  const std::string label = H(Tr(lang, "share {1}, contract cap {2} (red line)",
-                                 {i18n::Percent(share_bp), i18n::Percent(cap_bp)}));
-  return absl::StrFormat(
-      "<svg width=\"420\" height=\"34\" role=\"img\" aria-label=\"%s\">"
-      "<rect x=\"0\" y=\"6\" width=\"%.1f\" height=\"14\" fill=\"%s\"/>"
-      "<line x1=\"%.1f\" y1=\"0\" x2=\"%.1f\" y2=\"26\" stroke=\"#b00\" stroke-width=\"2\"/>"
-      "<text x=\"0\" y=\"33\" font-size=\"9\">%s</text></svg>",
-      label, share_bp * scale, share_bp > cap_bp ? "#b00" : "#3b6ea5", cap_bp * scale,
-      cap_bp * scale, label);
-}
-
-// The cap applies to each pool: one bar per pool, all on one scale, then the CSP's overall
-// share of the state-owned GPUs it hosts (own use is counted on those pools only).
-std::string OwnUseBars(Lang lang, const v1::CspStatement& s) {
+// Own-use share against the cap, one bar per pool, all on one scale (the largest share or cap
+// and a quarter): the cap applies to each pool; own use is counted on state-owned pools only.
+Data OwnUsePools(Lang lang, const v1::CspStatement& s) {
   uint32_t top = 0;
   for (const auto& r : s.own_use()) top = std::max({top, r.share_bp(), r.cap_bp()});
   top = top * 5 / 4;
-  std::string out = "<table class=\"ownuse\">";
+  const double scale = 400.0 / std::max<uint32_t>(top, 100);
+  Data pools = List();
   for (const auto& r : s.own_use()) {
-    absl::StrAppend(
-        &out, "<tr><td>", H(i18n::ProgramName(lang, r.program())), " / ",
-        i18n::GpuModelName(r.gpu_model()), "</td><td>",
-        ShareBar(lang, r.share_bp(), r.cap_bp(), top), "</td><td>",
-        r.excess_gpu_ms() > 0
-            ? absl::StrCat("<span class=\"flag\">",
-                           Tr(lang, "over by {1} GPU-hours", {i18n::GpuHours(r.excess_gpu_ms())}),
-                           "</span>")
-            : absl::StrCat("<span class=\"ok\">", Tr(lang, "within"), "</span>"),
-        "</td></tr>");
+    Data p;
+    p.set("pool", absl::StrCat(i18n::ProgramName(lang, r.program()), " / ",
+                               i18n::GpuModelName(r.gpu_model())));
+    p.set("label", Tr(lang, "share {1}, contract cap {2} (red line)",
+                      {i18n::Percent(r.share_bp()), i18n::Percent(r.cap_bp())}));
+    p.set("share_w", absl::StrFormat("%.1f", r.share_bp() * scale));
+    p.set("cap_x", absl::StrFormat("%.1f", r.cap_bp() * scale));
+    p.set("over", r.share_bp() > r.cap_bp());
+    p.set("verdict", r.excess_gpu_ms() > 0
+                         ? Tr(lang, "over by {1} GPU-hours", {i18n::GpuHours(r.excess_gpu_ms())})
+                         : Tr(lang, "within"));
+    pools.push_back(p);
   }
-  absl::StrAppend(&out, "</table><p>");
-  if (s.hosted_capacity_gpu_ms() == 0 && s.own_use_gpu_ms() == 0) {
-    absl::StrAppend(&out, Tr(lang,
-                             "No state-owned GPUs hosted in this period: the own-use share "
-                             "applies to state-owned pools only."));
-  } else {
-    absl::StrAppend(&out, Tr(lang, "Overall: {1} of {2} GPU-hours hosted on state-owned pools.",
-                             {i18n::Percent(s.own_use_share_bp()),
-                              i18n::GpuHours(s.hosted_capacity_gpu_ms())}));
-  }
-  absl::StrAppend(&out, "</p>");
-  return out;
+  return pools;
 }
 
 // A printable document as its own page: the document's HTML with a navigation bar that does not
@@ -287,14 +297,15 @@ std::string OwnUseBars(Lang lang, const v1::CspStatement& s) {
 HttpResponse DocumentPage(Lang lang, const v1::PeriodDocuments& docs, const std::string& back,
                           const std::string& back_label, const std::string& api) {
   std::string html = settlement::RenderHtml(docs, lang);
+  kainjow::mustache::data d;
+  d.set("back", back);
+  d.set("back_label", back_label);
+  d.set("api", api);
+  d.set("other", lang == Lang::kKo ? "en" : "ko");
+  d.set("other_label", lang == Lang::kKo ? "English" : "한국어");
   absl::StrReplaceAll(
-      {{"<body>\n",
-        absl::StrCat("<body>\n<nav style=\"margin-bottom:1em\" class=\"noprint\"><a href=\"", back,
-                     "\">", back_label, "</a> &middot; <a href=\"", api,
-                     ".json\">JSON</a> &middot; <a href=\"", api,
-                     ".csv\">CSV</a> &middot; <a href=\"?lang=",
-                     lang == Lang::kKo ? "en\">English" : "ko\">한국어",
-                     "</a></nav><style>@media print{.noprint{display:none}}</style>\n")}},
+      {{"<body>\n", absl::StrCat("<body>\n", RenderTemplate(kTemplate_document_nav,
+                                                            kTemplate_document_navSize, d))}},
       &html);
   return Html(std::move(html));
 }
@@ -324,10 +335,14 @@ HttpResponse Login(Lang lang, const HttpRequest& req, Service& svc) {
                         "Sign in from this server's own page: a sign-in sent from another "
                         "site is refused."));
   }
-  const std::string form_html = absl::StrCat(
-      "<form method=\"post\" action=\"/ui/login\"><input type=\"password\" name=\"token\" "
-      "size=\"70\" autofocus><input type=\"submit\" value=\"",
-      H(Tr(lang, "Sign in")), "\"></form>");
+  // The page's body: a message and the token form (api/templates/login.mustache).
+  auto body = [&](const std::string& message, bool invalid) {
+    Data d;
+    d.set("message", message);
+    d.set("invalid", invalid);
+    d.set("t_sign_in", Tr(lang, "Sign in"));
+    return RenderTemplate(kTemplate_login, kTemplate_loginSize, d);
+  };
   if (req.method == "POST") {
     std::map<std::string, std::string> form;
     if (req.body.size() > 4096 || !ParseQuery(req.body, &form)) {
@@ -337,8 +352,7 @@ HttpResponse Login(Lang lang, const HttpRequest& req, Service& svc) {
     auto who = svc.tokens().Authenticate(token);
     if (!who) {
       return Html(Page(lang, Tr(lang, "Sign in"), std::nullopt,
-                       absl::StrCat("<p class=\"flag\">", Tr(lang, "That token is not valid."),
-                                    "</p>", form_html)),
+                       body(Tr(lang, "That token is not valid."), true)),
                   401);
     }
     HttpResponse r = Html("", 303);
@@ -349,11 +363,10 @@ HttpResponse Login(Lang lang, const HttpRequest& req, Service& svc) {
     return r;
   }
   return Html(Page(lang, Tr(lang, "Sign in"), std::nullopt,
-                   absl::StrCat("<p>",
-                                Tr(lang,
-                                   "Paste the access token you were given (it is kept in a "
-                                   "cookie for this browser only)."),
-                                "</p>", form_html)));
+                   body(Tr(lang,
+                           "Paste the access token you were given (it is kept in a "
+                           "cookie for this browser only)."),
+                        false)));
 }
 
 // Signing out changes state, so it is a same-site POST: a link or an image on another site
@@ -364,9 +377,7 @@ HttpResponse Logout(Lang lang, const HttpRequest& req, const std::optional<Princ
   }
   if (req.method != "POST") {
     return Html(Page(lang, Tr(lang, "Sign out"), who,
-                     absl::StrCat("<form method=\"post\" action=\"/ui/logout\"><input "
-                                  "type=\"submit\" value=\"",
-                                  H(Tr(lang, "Sign out")), "\"></form>")));
+                     MessageBody("", "", "/ui/logout", Tr(lang, "Sign out"))));
   }
   if (CrossSite(req)) {
     return HtmlError(lang, 403, who,
@@ -378,13 +389,6 @@ HttpResponse Logout(Lang lang, const HttpRequest& req, const std::optional<Princ
   r.headers.emplace_back("Location", "/ui/login");
   r.headers.emplace_back("Set-Cookie", "gpuledger_token=; Path=/; Max-Age=0");
   return r;
-}
-
-std::string StatusLine(Lang lang, const v1::PeriodDocuments& docs) {
-  return absl::StrCat(Tr(lang, "Status:"), " <b>",
-                      docs.closed() ? Tr(lang, "closed (final)") : Tr(lang, "open (draft)"),
-                      "</b>, ",
-                      Tr(lang, "ledger entries 1..{1}", {absl::StrCat(docs.covered_seq())}));
 }
 
 HttpResponse InvoiceListPage(Lang lang, const HttpRequest& req, Service& svc,
@@ -482,7 +486,7 @@ HttpResponse InvoicePage(Lang lang, Service& svc, const Principal& who,
     return DocumentPage(
         lang, *docs, absl::StrCat("/ui/invoices?period=", period->ToString()),
         Tr(lang, "All invoices"),
-        absl::StrCat("/v1/periods/", period->ToString(), "/invoices/", H(institution)));
+        absl::StrCat("/v1/periods/", period->ToString(), "/invoices/", institution));
   });
 }
 
@@ -535,44 +539,62 @@ HttpResponse StatementPage(Lang lang, Service& svc, const Principal& who,
     }
     const v1::CspStatement& s = docs->statements(0);
     const auto won = [lang](int64_t krw) { return i18n::Won(lang, krw); };
-    std::string body = absl::StrCat(
-        "<p>", StatusLine(lang, *docs), ". ",
-        Tr(lang, "Subsidy owed by the state: {1} for {2} GPU-hours.",
-           {absl::StrCat("<b>", won(s.totals().subsidy_krw()), "</b>"),
-            Hours(s.totals().gpu_ms())}),
-        "</p>\n<h2>", Tr(lang, "GPU-hours per day"), "</h2>\n",
-        DailyChart(lang, engine.DailyUsage(*period, csp)), "\n<h2>",
-        Tr(lang, "Own use against the contract cap"), "</h2>\n", OwnUseBars(lang, s),
-        s.own_use_excess_gpu_ms() > 0
-            ? absl::StrCat(
-                  "<p class=\"flag\">",
-                  Tr(lang, "Over the cap by {1} GPU-hours, worth {2}.",
-                     {Hours(s.own_use_excess_gpu_ms()), won(s.own_use_excess_value_krw())}),
-                  "</p>")
-            : absl::StrCat("<p class=\"ok\">", Tr(lang, "Within the cap."), "</p>"),
-        "<p>",
-        Tr(lang, "Own use valued at {1} at the rates in force when used.",
-           {won(s.own_use_value_krw())}),
-        " ",
-        s.own_use_netted_krw() != 0
-            ? absl::StrCat(Tr(lang, "The contract nets the excess: {1} off the subsidy.",
-                              {won(s.own_use_netted_krw())}),
-                           " ")
-            : "",
-        Tr(lang, "Payable by the state: {1}.", {absl::StrCat("<b>", won(s.payable_krw()), "</b>")}),
-        "</p>", "\n<h2>", Tr(lang, "The statement"), "</h2>\n");
+    Data d;
+    d.set("status", Tr(lang, "Status:"));
+    d.set("state", docs->closed() ? Tr(lang, "closed (final)") : Tr(lang, "open (draft)"));
+    d.set("entries", Tr(lang, "ledger entries 1..{1}", {absl::StrCat(docs->covered_seq())}));
+    const auto [owed_before, owed_after] =
+        AroundMark(Tr(lang, "Subsidy owed by the state: {1} for {2} GPU-hours.",
+                      {kMark, Hours(s.totals().gpu_ms())}));
+    d.set("owed_before", owed_before);
+    d.set("owed", won(s.totals().subsidy_krw()));
+    d.set("owed_after", owed_after);
+    d.set("t_per_day", Tr(lang, "GPU-hours per day"));
+    d.set("chart", DailyChart(lang, engine.DailyUsage(*period, csp)));
+    d.set("t_own_use", Tr(lang, "Own use against the contract cap"));
+    d.set("pools", OwnUsePools(lang, s));
+    d.set("overall",
+          s.hosted_capacity_gpu_ms() == 0 && s.own_use_gpu_ms() == 0
+              ? Tr(lang,
+                   "No state-owned GPUs hosted in this period: the own-use share applies to "
+                   "state-owned pools only.")
+              : Tr(lang, "Overall: {1} of {2} GPU-hours hosted on state-owned pools.",
+                   {i18n::Percent(s.own_use_share_bp()),
+                    i18n::GpuHours(s.hosted_capacity_gpu_ms())}));
+    d.set("over_cap", s.own_use_excess_gpu_ms() > 0);
+    d.set("cap_verdict",
+          s.own_use_excess_gpu_ms() > 0
+              ? Tr(lang, "Over the cap by {1} GPU-hours, worth {2}.",
+                   {Hours(s.own_use_excess_gpu_ms()), won(s.own_use_excess_value_krw())})
+              : Tr(lang, "Within the cap."));
+    d.set("valued", Tr(lang, "Own use valued at {1} at the rates in force when used.",
+                       {won(s.own_use_value_krw())}));
+    if (s.own_use_netted_krw() != 0) {
+      d.set("netted", Tr(lang, "The contract nets the excess: {1} off the subsidy.",
+                         {won(s.own_use_netted_krw())}));
+    }
+    const auto [payable_before, payable_after] =
+        AroundMark(Tr(lang, "Payable by the state: {1}.", {kMark}));
+    d.set("payable_before", payable_before);
+    d.set("payable", won(s.payable_krw()));
+    d.set("payable_after", payable_after);
+    d.set("t_statement", Tr(lang, "The statement"));
+    // The printable statement's style and body (settlement's templates), embedded as markup.
     std::string doc = settlement::RenderHtml(*docs, lang);
-    // Embed the printable document's body.
+    std::string embedded;
     const size_t b = doc.find("<body>\n");
     const size_t e = doc.rfind("</body>");
     const size_t st = doc.find("<style>");
     const size_t se = doc.find("</style>");
     if (st != std::string::npos && se != std::string::npos) {
-      absl::StrAppend(&body, doc.substr(st, se + 8 - st));
+      embedded = doc.substr(st, se + 8 - st);
     }
     if (b != std::string::npos && e != std::string::npos) {
-      absl::StrAppend(&body, doc.substr(b + 7, e - b - 7));
+      absl::StrAppend(&embedded, doc.substr(b + 7, e - b - 7));
     }
+    d.set("document", embedded);
+    const std::string body =
+        RenderTemplate(kTemplate_statement_page, kTemplate_statement_pageSize, d);
     return Html(Page(lang,
                      Tr(lang, "Statement {1} {2}", {csp, i18n::Month(lang, period->ToString())}),
                      who, body));
@@ -698,84 +720,92 @@ HttpResponse AuditPage(Lang lang, const HttpRequest& req, Service& svc, const Pr
   }
   const ledger::Head head = svc.ledger().head();
   const VerifyStatus v = svc.verify_status();
-  std::string body = absl::StrCat(
-      "<h2>", Tr(lang, "Chain head"), "</h2><p>",
-      Tr(lang, "Entry {1}, hash {2}",
-         {absl::StrCat(head.seq), absl::StrCat("<code>", ledger::ToHex(head.hash), "</code>")}),
-      "</p><h2>", Tr(lang, "Verification"), "</h2>");
+  Data d;
+  d.set("t_head", Tr(lang, "Chain head"));
+  const auto [head_before, head_after] =
+      AroundMark(Tr(lang, "Entry {1}, hash {2}", {absl::StrCat(head.seq), kMark}));
+  d.set("head_before", head_before);
+  d.set("hash", ledger::ToHex(head.hash));
+  d.set("head_after", head_after);
+  d.set("t_verification", Tr(lang, "Verification"));
   if (!v.done) {
-    absl::StrAppend(&body, "<p>", Tr(lang, "Running..."), "</p>");
+    d.set("running", Tr(lang, "Running..."));
   } else if (!v.error.empty()) {
-    absl::StrAppend(&body, "<p class=\"flag\">", Tr(lang, "Could not verify: {1}", {H(v.error)}),
-                    "</p>");
+    d.set("error", Tr(lang, "Could not verify: {1}", {v.error}));
   } else if (v.report.ok) {
-    absl::StrAppend(
-        &body, "<p class=\"ok\">VERIFIED</p><p>",
-        Tr(lang, "{1} entries, {2} signed checkpoints (key: {3}), at {4}.",
-           {absl::StrCat(v.report.entries_checked), absl::StrCat(v.report.checkpoints_verified),
-            H(v.report.key_source), i18n::KstDateTime(v.finished_at_ms)}),
-        "</p>");
+    d.set("verified",
+          Tr(lang, "{1} entries, {2} signed checkpoints (key: {3}), at {4}.",
+             {absl::StrCat(v.report.entries_checked), absl::StrCat(v.report.checkpoints_verified),
+              v.report.key_source, i18n::KstDateTime(v.finished_at_ms)}));
   } else {
-    absl::StrAppend(&body, "<p class=\"flag\">",
-                    Tr(lang, "FAILED at entry {1}: {2}",
-                       {absl::StrCat(v.report.first_bad_seq), H(v.report.problem)}),
-                    "</p>");
+    d.set("failed", Tr(lang, "FAILED at entry {1}: {2}",
+                       {absl::StrCat(v.report.first_bad_seq), v.report.problem}));
   }
-  absl::StrAppend(&body, "<h2>", Tr(lang, "Latest checkpoints"),
-                  "</h2><table><tr><th class=\"n\">seq</th><th>", Tr(lang, "chain hash"),
-                  "</th><th>", Tr(lang, "time"), "</th></tr>");
+  d.set("t_checkpoints", Tr(lang, "Latest checkpoints"));
+  d.set("t_chain_hash", Tr(lang, "chain hash"));
+  d.set("t_time", Tr(lang, "time"));
   std::vector<v1::Checkpoint> cps;
   (void)svc.ledger().ScanCheckpoints([&](const v1::Checkpoint& cp) {
     cps.push_back(cp);
     return absl::OkStatus();
   });
+  Data checkpoints = List();
   for (size_t i = cps.size() > 20 ? cps.size() - 20 : 0; i < cps.size(); ++i) {
     std::string hash_hex;
-    ledger::Digest d{};
-    if (ledger::FromBytes(cps[i].head_hash(), &d)) hash_hex = ledger::ToHex(d);
-    absl::StrAppend(&body, "<tr><td class=\"n\">", cps[i].seq(), "</td><td><code>", hash_hex,
-                    "</code></td><td>", i18n::KstDateTime(cps[i].time_ms()), "</td></tr>");
+    ledger::Digest digest{};
+    if (ledger::FromBytes(cps[i].head_hash(), &digest)) hash_hex = ledger::ToHex(digest);
+    Data cp;
+    cp.set("seq", absl::StrCat(cps[i].seq()));
+    cp.set("hash", hash_hex);
+    cp.set("time", i18n::KstDateTime(cps[i].time_ms()));
+    checkpoints.push_back(cp);
   }
-  absl::StrAppend(&body, "</table><h2>", Tr(lang, "Rejected events"), "</h2>");
+  d.set("checkpoints", checkpoints);
+  d.set("t_rejected", Tr(lang, "Rejected events"));
   auto rq = req.query;
+  d.set("csp", rq["csp"]);
+  d.set("reason", rq["reason"]);
+  d.set("t_reason", Tr(lang, "Reason"));
+  d.set("t_filter", Tr(lang, "Filter"));
   HttpRequest api_req;
   api_req.query = rq;
   api_req.query.erase("lang");
   if (!api_req.query.contains("limit")) api_req.query["limit"] = "50";
   api_req.path = "/v1/rejected";
   api_req.method = "GET";
-  absl::StrAppend(
-      &body, "<form method=\"get\" action=\"/ui/audit\">CSP <input name=\"csp\" value=\"",
-      H(rq["csp"]), "\"> ", Tr(lang, "Reason"), " <input name=\"reason\" value=\"", H(rq["reason"]),
-      "\"><input type=\"submit\" value=\"", H(Tr(lang, "Filter")), "\"></form>");
   api_req.cookie = req.cookie;
   api_req.authorization = req.authorization;
   HttpResponse rejected = Handle(api_req, svc);
   if (rejected.status != 200) {
-    absl::StrAppend(&body, "<p class=\"flag\">", H(rejected.body), "</p>");
-    return Html(Page(lang, Tr(lang, "Audit"), who, body));
-  }
-  auto j = nlohmann::json::parse(rejected.body, nullptr, false);
-  absl::StrAppend(&body, "<table id=\"rejected\"><tr><th class=\"n\">seq</th><th>",
-                  Tr(lang, "source"), "</th><th>", Tr(lang, "event"), "</th><th>",
-                  Tr(lang, "reason"), "</th><th>", Tr(lang, "detail"), "</th></tr>");
-  int n = 0;
-  if (j.is_object() && j["rejected"].is_array()) {
-    for (const auto& e : j["rejected"]) {
-      ++n;
-      absl::StrAppend(&body, "<tr><td class=\"n\">", e.value("seq", uint64_t{0}), "</td><td>",
-                      H(e.value("source_id", "")), "</td><td>", H(e.value("event_id", "")),
-                      "</td><td>", H(e.value("reason_code", "")), "</td><td>",
-                      H(e.value("reason_detail", "")), "</td></tr>");
+    d.set("api_error", rejected.body);
+  } else {
+    d.set("t_source", Tr(lang, "source"));
+    d.set("t_event", Tr(lang, "event"));
+    d.set("t_reason_col", Tr(lang, "reason"));
+    d.set("t_detail", Tr(lang, "detail"));
+    auto j = nlohmann::json::parse(rejected.body, nullptr, false);
+    Data rows = List();
+    int n = 0;
+    if (j.is_object() && j["rejected"].is_array()) {
+      for (const auto& e : j["rejected"]) {
+        ++n;
+        Data row;
+        row.set("seq", absl::StrCat(e.value("seq", uint64_t{0})));
+        row.set("source", e.value("source_id", ""));
+        row.set("event", e.value("event_id", ""));
+        row.set("code", e.value("reason_code", ""));
+        row.set("detail", e.value("reason_detail", ""));
+        rows.push_back(row);
+      }
     }
+    d.set("rejected", rows);
+    d.set("shown", Tr(lang,
+                      "{1} shown (first 50 from the start of the ledger; the API pages through "
+                      "all: /v1/rejected).",
+                      {absl::StrCat(n)}));
   }
-  absl::StrAppend(&body, "</table><p>",
-                  Tr(lang,
-                     "{1} shown (first 50 from the start of the ledger; the API pages through "
-                     "all: /v1/rejected).",
-                     {absl::StrCat(n)}),
-                  "</p>");
-  return Html(Page(lang, Tr(lang, "Audit"), who, body));
+  return Html(
+      Page(lang, Tr(lang, "Audit"), who, RenderTemplate(kTemplate_audit, kTemplate_auditSize, d)));
 }
 
 }  // namespace
