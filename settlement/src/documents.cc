@@ -297,6 +297,7 @@ class InvoiceDraft {
       }
       NoteError(errors_, doc, Total(&inv));
       if (!errors_->contains(doc)) NoteError(errors_, doc, Bill(default_vat_bp, &inv));
+      if (!errors_->contains(doc)) NoteError(errors_, doc, Balances(&inv));
     }
     for (auto it = invoices_.begin(); it != invoices_.end();) {
       it = errors_->contains(InvoiceDoc(it->first)) ? invoices_.erase(it) : std::next(it);
@@ -436,6 +437,35 @@ class InvoiceDraft {
     GPULEDGER_ASSIGN_OR_RETURN(
         int64_t due, base::CheckedAdd(inv->totals().copay_krw(), vat_sum, "the amount due"));
     inv->set_amount_due_krw(due);
+    return absl::OkStatus();
+  }
+
+  // The caps the invoice's allocations draw on: cap, used, remaining (k/ counters, flushed
+  // before drafting).
+  absl::Status Balances(v1::Invoice* inv) const {
+    std::set<std::string> holders;
+    for (const auto* list : {&inv->lines(), &inv->adjustments()}) {
+      for (const auto& l : *list) {
+        if (registry_.FindAllocation(l.allocation_id()) != nullptr) {
+          holders.insert(registry_.CapHolder(l.allocation_id()));
+        }
+      }
+    }
+    for (const std::string& holder : holders) {
+      const v1::Allocation* a = registry_.FindAllocation(holder);
+      if (a == nullptr || a->gpu_ms_cap() <= 0) continue;
+      const auto used = keys::DecodeI128(
+          store_->Get(KeyBuilder(keys::kCapUsed).Str(holder).Take()).value_or(keys::EncodeI128(0)));
+      if (!used) return absl::DataLossError("settlement store: unreadable cap counter");
+      GPULEDGER_ASSIGN_OR_RETURN(int64_t u, base::CheckedNarrow(*used, "a cap's GPU-ms used"));
+      v1::AllocationBalance* b = inv->add_balances();
+      b->set_allocation_id(holder);
+      b->set_cap_gpu_ms(a->gpu_ms_cap());
+      b->set_used_gpu_ms(u);
+      GPULEDGER_ASSIGN_OR_RETURN(int64_t remaining,
+                                 base::CheckedSub(a->gpu_ms_cap(), u, "a cap's GPU-ms remaining"));
+      b->set_remaining_gpu_ms(remaining);
+    }
     return absl::OkStatus();
   }
 

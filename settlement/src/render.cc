@@ -107,6 +107,16 @@ json InvoiceObj(const v1::Invoice& inv) {
   for (const auto& l : inv.adjustments()) adjustments.push_back(LineObj(l));
   json bills = json::array();
   for (const auto& b : inv.bills()) bills.push_back(BillObj(b));
+  json balances = json::array();
+  for (const auto& b : inv.balances()) {
+    balances.push_back({{"allocation_id", b.allocation_id()},
+                        {"cap_gpu_ms", b.cap_gpu_ms()},
+                        {"cap_gpu_hours", Hours(b.cap_gpu_ms())},
+                        {"used_gpu_ms", b.used_gpu_ms()},
+                        {"used_gpu_hours", Hours(b.used_gpu_ms())},
+                        {"remaining_gpu_ms", b.remaining_gpu_ms()},
+                        {"remaining_gpu_hours", Hours(b.remaining_gpu_ms())}});
+  }
   return {{"format", "gpuledger.invoice/1"},
           {"period", inv.period()},
           {"institution_id", inv.institution_id()},
@@ -119,7 +129,8 @@ json InvoiceObj(const v1::Invoice& inv) {
           {"vat_krw", inv.vat_krw()},
           {"amount_due_krw", inv.amount_due_krw()},
           {"recipient", PartyObj(inv.has_recipient(), inv.recipient())},
-          {"bills", bills}};
+          {"bills", bills},
+          {"balances", balances}};
 }
 
 json DeliveredObj(const v1::DeliveredRow& r) {

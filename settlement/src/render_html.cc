@@ -134,6 +134,9 @@ class HtmlWriter {
     t.set("supply_value", T("Supply value"));
     t.set("total", T("Total"));
     t.set("usage_by_allocation", T("Usage by allocation"));
+    t.set("caps", T("GPU-hour caps"));
+    t.set("cap_hours", T("cap GPU-hours"));
+    t.set("remaining_hours", T("remaining GPU-hours"));
     t.set("adjustments", T("Adjustments to closed periods"));
     t.set("period", T("period"));
     t.set("gpu_hours", T("GPU-hours"));
@@ -236,6 +239,17 @@ class HtmlWriter {
     Data lines = List();
     for (const auto& l : inv.lines()) lines.push_back(Line(l));
     d.set("lines", lines);
+    d.set("has_balances", inv.balances_size() > 0);
+    Data balances = List();
+    for (const auto& b : inv.balances()) {
+      Data x;
+      x.set("allocation", b.allocation_id());
+      x.set("cap", H(b.cap_gpu_ms()));
+      x.set("used", H(b.used_gpu_ms()));
+      x.set("remaining", H(b.remaining_gpu_ms()));
+      balances.push_back(x);
+    }
+    d.set("balances", balances);
     d.set("has_adjustments", inv.adjustments_size() > 0);
     Data adjustments = List();
     for (const auto& l : inv.adjustments()) adjustments.push_back(Line(l));

@@ -1571,6 +1571,35 @@ TEST(BillTest, NamesAreTextInTheTemplates) {
   }
 }
 
+// Balances (issue 18): an invoice shows each GPU-hour cap its allocations draw on, used and
+// remaining; an allocation continued by a transfer draws on its first allocation's cap.
+TEST(BillTest, InvoicesShowTheCapsTheirAllocationsDrawOn) {
+  Harness h;
+  Standard(h);
+  auto capped = Allocation("a-cap", "sme");
+  capped.mutable_allocation()->set_gpu_ms_cap(10 * kHour);
+  h.Registry(capped);
+  const int64_t t = kMarch.StartMs();
+  h.Usage("csp-a", Usage("c1", "a-cap", 2, t, t + 3 * kHour));  // 6 of 10 GPU-hours
+  h.Usage("csp-a", Usage("s1", "a-sme", 1, t, t + kHour));      // no cap
+  auto d = h.Docs(kMarch);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::Invoice& inv = OnlyInvoice(*d);
+  ASSERT_EQ(inv.balances_size(), 1);
+  EXPECT_EQ(inv.balances(0).allocation_id(), "a-cap");
+  EXPECT_EQ(inv.balances(0).cap_gpu_ms(), 10 * kHour);
+  EXPECT_EQ(inv.balances(0).used_gpu_ms(), 6 * kHour);
+  EXPECT_EQ(inv.balances(0).remaining_gpu_ms(), 4 * kHour);
+  h.Usage("csp-a", Usage("c2", "a-cap", 2, t + 3 * kHour, t + 6 * kHour));  // 6 more: 2 beyond
+  auto after = h.Docs(kMarch);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(OnlyInvoice(*after).balances(0).used_gpu_ms(), 10 * kHour);
+  EXPECT_EQ(OnlyInvoice(*after).balances(0).remaining_gpu_ms(), 0);
+  const auto json = nlohmann::json::parse(InvoiceJson(OnlyInvoice(*after)));
+  EXPECT_EQ(json["balances"][0]["remaining_gpu_hours"], "0.000");
+  EXPECT_NE(RenderHtml(*after).find("GPU시간 상한"), std::string::npos);
+}
+
 TEST(BillTest, TermsCanAskForAnInvoiceOfNothingOwed) {
   Harness h;
   Standard(h);
