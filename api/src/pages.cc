@@ -16,21 +16,18 @@
 #include "ledger/hash.h"
 #include "settlement/render.h"
 
-// The pages' frame, embedded by api/CMakeLists.txt (i18n/embed.cmake).
-extern const unsigned char kTemplate_page[];
-extern const unsigned long kTemplate_pageSize;
-extern const unsigned char kTemplate_list[];
-extern const unsigned long kTemplate_listSize;
-extern const unsigned char kTemplate_login[];
-extern const unsigned long kTemplate_loginSize;
-extern const unsigned char kTemplate_statement_page[];
-extern const unsigned long kTemplate_statement_pageSize;
-extern const unsigned char kTemplate_audit[];
-extern const unsigned long kTemplate_auditSize;
-extern const unsigned char kTemplate_message[];
-extern const unsigned long kTemplate_messageSize;
-extern const unsigned char kTemplate_document_nav[];
-extern const unsigned long kTemplate_document_navSize;
+// The pages' templates, embedded by api/CMakeLists.txt (i18n/embed.cmake).
+#define GPULEDGER_TEMPLATE(name)                 \
+  extern const unsigned char kTemplate_##name[]; \
+  extern const unsigned long kTemplate_##name##Size;
+GPULEDGER_TEMPLATE(page)
+GPULEDGER_TEMPLATE(list)
+GPULEDGER_TEMPLATE(login)
+GPULEDGER_TEMPLATE(statement_page)
+GPULEDGER_TEMPLATE(audit)
+GPULEDGER_TEMPLATE(message)
+GPULEDGER_TEMPLATE(document_nav)
+#undef GPULEDGER_TEMPLATE
 
 namespace gpuledger::api {
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "base/registration_number.h"
 #include "i18n/i18n.h"
 #include "settlement/render.h"
 
@@ -300,8 +301,8 @@ class HtmlWriter {
       x.set("recipient_missing", !inv.has_recipient());
       parties.push_back(x);
     }
-    row(T("Registration no."), FormatRegistration(i.registration_number()),
-        FormatRegistration(r.registration_number()));
+    row(T("Registration no."), base::FormatRegistrationNumber(i.registration_number()),
+        base::FormatRegistrationNumber(r.registration_number()));
     row(T("Representative"), i.representative(), r.representative());
     row(T("Address"), i.address(), r.address());
     row(T("Business type / item"), Joined(i.business_type(), i.business_item()),
@@ -319,10 +320,6 @@ class HtmlWriter {
     return d;
   }
 
-  static std::string FormatRegistration(const std::string& digits) {
-    if (digits.size() != 10) return digits;
-    return absl::StrCat(digits.substr(0, 3), "-", digits.substr(3, 2), "-", digits.substr(5));
-  }
   static std::string Joined(const std::string& a, const std::string& b) {
     if (a.empty() || b.empty()) return a + b;
     return absl::StrCat(a, " / ", b);
