@@ -306,6 +306,9 @@ MaybeVerdict CheckUsageBody(const v1::UsageEvent& e, const ValidationLimits& lim
       if (auto v = CheckPoolFields(o.program(), o.gpu_model(), o.gpu_count(), "outage")) return v;
       if (auto v = CheckOptionalId("outage.allocation_id", o.allocation_id())) return v;
       if (auto v = CheckText("outage.cause", o.cause(), limits::kCauseBytesMax)) return v;
+      if (!v1::OutageKind_IsValid(o.kind())) {
+        return Invalid("outage.kind", "not OUTAGE_PLANNED or OUTAGE_UNPLANNED");
+      }
       return CheckInterval(o.start_ms(), o.end_ms(), limits);
     }
     case v1::UsageEvent::kCorrection: {
@@ -462,6 +465,34 @@ MaybeVerdict CheckBillingTerms(const v1::BillingTerms& t) {
     return v;
   }
   return CheckOptionalTime("billing_terms.effective_from_ms", t.effective_from_ms());
+}
+
+MaybeVerdict CheckBudget(const v1::Budget& b) {
+  if (b.program() == v1::PROGRAM_UNSPECIFIED) return Missing("budget.program");
+  if (!v1::Program_IsValid(b.program())) return Invalid("budget.program", "unknown");
+  if (b.fiscal_year() == 0) return Missing("budget.fiscal_year");
+  if (b.fiscal_year() < static_cast<uint32_t>(base::kFirstPeriod.year) ||
+      b.fiscal_year() > static_cast<uint32_t>(base::kLastPeriod.year)) {
+    return Invalid("budget.fiscal_year",
+                   absl::StrCat("must be a year from ", base::kFirstPeriod.year, " to ",
+                                base::kLastPeriod.year));
+  }
+  if (auto v = CheckOptionalId("budget.call_id", b.call_id())) return v;
+  if (b.amount_krw() == 0) return Missing("budget.amount_krw");
+  if (b.amount_krw() < 0) return Invalid("budget.amount_krw", "must be above 0 won");
+  if (b.alert_thresholds_bp_size() > 10) {
+    return Invalid("budget.alert_thresholds_bp", "at most 10 thresholds");
+  }
+  uint32_t last = 0;
+  for (uint32_t t : b.alert_thresholds_bp()) {
+    if (t == 0 || t > 10'000) {
+      return Invalid("budget.alert_thresholds_bp", "each must be 1 to 10,000 basis points");
+    }
+    if (t <= last) return Invalid("budget.alert_thresholds_bp", "must be strictly ascending");
+    last = t;
+  }
+  if (auto v = CheckText("budget.note", b.note(), limits::kBudgetNoteBytesMax)) return v;
+  return CheckOptionalTime("budget.effective_from_ms", b.effective_from_ms());
 }
 
 MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
@@ -641,6 +672,8 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       return CheckParty(e.party());
     case v1::RegistryEvent::kBillingTerms:
       return CheckBillingTerms(e.billing_terms());
+    case v1::RegistryEvent::kBudget:
+      return CheckBudget(e.budget());
     case v1::RegistryEvent::kPeriodClose: {
       if (e.period_close().period().empty()) return Missing("period_close.period");
       if (!base::ParsePeriod(e.period_close().period()).ok()) {
@@ -654,7 +687,7 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   return Missing(
       "body (one of institution, allocation, allocation_amendment, rate_card, copay_policy, "
       "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release, rerating, "
-      "validation_settings, party, billing_terms)");
+      "validation_settings, party, billing_terms, budget)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

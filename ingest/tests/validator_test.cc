@@ -271,6 +271,38 @@ TEST(ValidatorTest, BillingTermsAreChecked) {
   EXPECT_EQ(h.Reg(terms([](auto*) {})), "");
 }
 
+// Issue 18: budgets per programme, fiscal year and call; a second record at the same instant
+// with another amount contradicts the first.
+TEST(ValidatorTest, BudgetsAreChecked) {
+  Harness h;
+  auto budget = [](std::function<void(v1::Budget*)> change) {
+    return [=](v1::RegistryEvent* e) {
+      auto* b = e->mutable_budget();
+      b->set_program(v1::GOV_ADVANCED);
+      b->set_fiscal_year(2026);
+      b->set_amount_krw(240'000'000'000);
+      b->add_alert_thresholds_bp(8'000);
+      b->add_alert_thresholds_bp(10'000);
+      change(b);
+    };
+  };
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->clear_program(); })), reason::kMissingField);
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_fiscal_year(0); })), reason::kMissingField);
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_fiscal_year(1969); })), reason::kInvalidField);
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_amount_krw(0); })), reason::kMissingField);
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_amount_krw(-1); })), reason::kInvalidField);
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->add_alert_thresholds_bp(9'000); })),
+            reason::kInvalidField);  // not ascending
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_alert_thresholds_bp(1, 10'001); })),
+            reason::kInvalidField);
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_call_id("bad id"); })), reason::kInvalidField);
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_note(std::string(257, 'x')); })),
+            reason::kInvalidField);
+  EXPECT_EQ(h.Reg(budget([](auto*) {})), "");
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_call_id("gov-2026-2"); })), "");
+  EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_amount_krw(1); })), ledger::kRegistryConflict);
+}
+
 TEST(ValidatorTest, RejectsUsageOfAnotherCspsAllocation) {
   Harness h;
   h.StandardRegistry();
@@ -829,6 +861,13 @@ TEST(ValidatorTest, OutagesFitTheirAllocationOrPoolAndEachOther) {
   EXPECT_EQ(reason_of(OutageEvent("p2", "", 40, t, t + kHour)), "");
   EXPECT_EQ(reason_of(OutageEvent("p3", "", 30, t + kHour / 2, t + kHour)), reason::kGpusOverPool);
   EXPECT_EQ(reason_of(OutageEvent("p4", "", 24, t + kHour / 2, t + kHour)), "");
+  // Its kind: planned, unplanned or unspecified; nothing else.
+  auto odd = OutageEvent("p6", "", 1, t + 2 * kHour, t + 3 * kHour);
+  odd.mutable_outage()->set_kind(static_cast<v1::OutageKind>(3));
+  EXPECT_EQ(reason_of(odd), reason::kInvalidField);
+  auto planned = OutageEvent("p7", "", 1, t + 2 * kHour, t + 3 * kHour);
+  planned.mutable_outage()->set_kind(v1::OUTAGE_PLANNED);
+  EXPECT_EQ(reason_of(planned), "");
   // After a restart the accepted outages still count.
   h.Restart("", false);
   EXPECT_EQ(reason_of(OutageEvent("p5", "", 1, t, t + kHour)), reason::kGpusOverPool);

@@ -551,6 +551,14 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
       return Contradicts(Find(parties_, p.party_id()), p.effective_from_ms(), Normalized(p),
                          absl::StrCat("party ", p.party_id()));
     }
+    case v1::RegistryEvent::kBudget: {
+      const auto& b = e.budget();
+      return Contradicts(
+          Find(budgets_, BudgetKey{b.program(), b.fiscal_year(), b.call_id()}),
+          b.effective_from_ms(), BudgetVersion{b},
+          absl::StrCat("the ", v1::Program_Name(b.program()), " budget of ", b.fiscal_year(),
+                       b.call_id().empty() ? "" : " for call " + b.call_id()));
+    }
     case v1::RegistryEvent::kBillingTerms: {
       const auto& t = e.billing_terms();
       return Contradicts(&billing_terms_, t.effective_from_ms(), BillingTermsVersion{t},
@@ -651,6 +659,12 @@ void Registry::Apply(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::kParty: {
       const auto& p = e.party();
       parties_[p.party_id()].Set(p.effective_from_ms(), Normalized(p));
+      break;
+    }
+    case v1::RegistryEvent::kBudget: {
+      const auto& b = e.budget();
+      budgets_[BudgetKey{b.program(), b.fiscal_year(), b.call_id()}].Set(b.effective_from_ms(),
+                                                                         BudgetVersion{b});
       break;
     }
     case v1::RegistryEvent::kBillingTerms: {

@@ -232,7 +232,7 @@ void Engine::Truncate(const std::string& allocation_id, int64_t end_ms) {
       }
       const int64_t from = std::max(s.start_ms(), end_ms);
       AddLine(s.period(), s.line_key(), -GpuMsOf(gpus, from, s.end_ms()));
-      AddDaily(rec.source_id(), from, s.end_ms(), -gpus);
+      AddDaily(UsageRollup(rec, s.line_key()), from, s.end_ms(), -gpus);
       if (s.start_ms() < end_ms) {
         v1::StoredSlice* t = kept.add_slices();
         *t = s;
@@ -255,11 +255,21 @@ void Engine::CountOutage(const std::string& source_id, const v1::OutageInterval&
     }
   }
   const std::string scope = o.allocation_id().empty() ? "pool" : "allocation";
+  const bool planned = o.kind() == v1::OUTAGE_PLANNED;
   base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
     const std::string rest = OutageRest(p.ToString(), source_id, program, model, scope, o.cause());
     const std::string key = absl::StrCat(keys::kOutage, rest);
     counters_->Add(key, sign * GpuMsOf(o.gpu_count(), lo, hi));
     if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOutage, rest), "");
+    counters_->Add(KeyBuilder(keys::kOutageByKind)
+                       .Raw(PoolRest(p.ToString(), source_id, program, model))
+                       .U32(planned ? v1::OUTAGE_PLANNED : v1::OUTAGE_UNPLANNED)
+                       .Take(),
+                   sign * GpuMsOf(o.gpu_count(), lo, hi));
+    AddDaily(
+        keys::RollupRest(source_id, program, model, "", 0,
+                         planned ? keys::kMeasurePlannedOutage : keys::kMeasureUnplannedOutage),
+        lo, hi, sign * static_cast<int64_t>(o.gpu_count()));
   });
 }
 

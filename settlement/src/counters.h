@@ -1,4 +1,4 @@
-// The store's GPU-ms counters (keys.h: l/ lines, y/ daily usage, k/ cap used, w/ own use,
+// The store's GPU-ms counters (keys.h: l/ lines, rd/ daily roll-up, dk/ outages by kind, k/ cap used, w/ own use,
 // d/ outages), summed in memory between flushes. Applying an entry only adds to a hash map;
 // Flush() writes each counter that changed once, as its stored value plus the sum. The Engine
 // flushes at Commit, before a close freezes documents, and before documents are read, so that

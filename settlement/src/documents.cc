@@ -22,21 +22,23 @@ using namespace internal;  // NOLINT: the engine's own helpers
 
 std::vector<int64_t> Engine::DailyUsage(Period period, const std::string& csp_id) {
   counters_->Flush();
-  constexpr int64_t kDay = 24 * base::kMsPerHour;
-  std::vector<int64_t> out((period.EndMs() - period.StartMs()) / kDay, 0);
-  const std::string prefix = KeyBuilder(keys::kDaily).Str(period.ToString()).Str(csp_id).Take();
-  store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
-    KeyReader r(key.substr(prefix.size()));
-    uint32_t day = 0;
-    const auto v = keys::DecodeI128(value);
-    if (r.U32(&day) && r.Done() && v && day >= 1 && day <= out.size()) {
-      // For charts: a sum beyond 64 bits is shown at the largest value.
-      constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-      constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
-      out[day - 1] = *v > kMax ? kMax : *v < kMin ? kMin : static_cast<int64_t>(*v);
-    }
-    return true;
-  });
+  const int64_t first_day = keys::KstDay(period.StartMs());
+  std::vector<int64_t> out(keys::KstDay(period.EndMs()) - first_day, 0);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const std::string prefix =
+        KeyBuilder(keys::kRollupDay).U32(static_cast<uint32_t>(first_day + i)).Str(csp_id).Take();
+    __int128 sum = 0;
+    store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
+      keys::RollupFields f;
+      const auto v = keys::DecodeI128(value);
+      if (v && keys::DecodeRollup(key, &f) && f.measure == keys::kMeasureUsed) sum += *v;
+      return true;
+    });
+    // For charts: a sum beyond 64 bits is shown at the largest value.
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+    out[i] = sum > kMax ? kMax : sum < kMin ? kMin : static_cast<int64_t>(sum);
+  }
   return out;
 }
 

@@ -26,7 +26,12 @@
 //   l/ period line                             → i128 GPU-ms of the line
 //   t/ period line                             → "" (line of a closed period changed since)
 //   b/ period line                             → BilledLine (as billed so far)
-//   y/ period csp u32 day                      → i128 GPU-ms of usage (charts only)
+//   rd/ u32 day csp u32 program u32 model allocation u32 type u32 measure
+//                                              → i128 GPU-ms: the daily roll-up of the reports
+//                                                (day: days since 1970-01-01 KST; measure:
+//                                                RollupMeasure; own use and outages have no
+//                                                allocation and type 0)
+//   dk/ period csp u32 program u32 model u32 kind → i128 outage GPU-ms by OutageKind (reports)
 //   u/ period u64 seq u32 n                    → Unpriced
 //   i/ source event                            → StoredInterval
 //   k/ allocation                              → i128 GPU-ms taken from the allocation's cap
@@ -75,7 +80,8 @@ inline constexpr char kInvoiceNumber[] = "n/";
 inline constexpr char kLine[] = "l/";
 inline constexpr char kTouchedLine[] = "t/";
 inline constexpr char kBilledLine[] = "b/";
-inline constexpr char kDaily[] = "y/";
+inline constexpr char kRollupDay[] = "rd/";
+inline constexpr char kOutageByKind[] = "dk/";
 inline constexpr char kUnpriced[] = "u/";
 inline constexpr char kInterval[] = "i/";
 inline constexpr char kCapUsed[] = "k/";
@@ -267,6 +273,62 @@ inline bool DecodePool(std::string_view rest, bool outage, PoolFields* out) {
   out->program = static_cast<int>(prog);
   out->model = static_cast<int>(model);
   if (outage && (!r.Str(&out->scope) || !r.Str(&out->cause))) return false;
+  return r.Done();
+}
+
+// ---- The reports' daily roll-up ----
+
+enum RollupMeasure : uint32_t {
+  kMeasureUsed = 1,             // usage of an allocation, every line kind (as reported)
+  kMeasureOwnUse = 2,           // a CSP's own use of a pool
+  kMeasurePlannedOutage = 3,    // outages declared OUTAGE_PLANNED
+  kMeasureUnplannedOutage = 4,  // every other outage
+};
+
+inline constexpr int64_t kMsPerDay = 86'400'000;
+inline constexpr int64_t kKstOffsetMs = 9 * 3'600'000;
+
+// The KST day of an instant, as days since 1970-01-01 KST (floor).
+inline int64_t KstDay(int64_t utc_ms) {
+  const int64_t t = utc_ms + kKstOffsetMs;
+  return t >= 0 ? t / kMsPerDay : -((-t + kMsPerDay - 1) / kMsPerDay);
+}
+inline int64_t KstDayStartMs(int64_t day) { return day * kMsPerDay - kKstOffsetMs; }
+
+// The fields of an rd/ key after its day.
+inline std::string RollupRest(std::string_view csp, int program, int model,
+                              std::string_view allocation, int type, RollupMeasure measure) {
+  return KeyBuilder()
+      .Str(csp)
+      .U32(static_cast<uint32_t>(program))
+      .U32(static_cast<uint32_t>(model))
+      .Str(allocation)
+      .U32(static_cast<uint32_t>(type))
+      .U32(measure)
+      .Take();
+}
+
+struct RollupFields {
+  uint32_t day = 0;
+  std::string csp;
+  int program = 0;
+  int model = 0;
+  std::string allocation;
+  int type = 0;
+  uint32_t measure = 0;
+};
+
+// An rd/ key (with its prefix).
+inline bool DecodeRollup(std::string_view key, RollupFields* out) {
+  KeyReader r(key);
+  uint32_t program = 0, model = 0, type = 0;
+  if (!r.Prefix(kRollupDay) || !r.U32(&out->day) || !r.Str(&out->csp) || !r.U32(&program) ||
+      !r.U32(&model) || !r.Str(&out->allocation) || !r.U32(&type) || !r.U32(&out->measure)) {
+    return false;
+  }
+  out->program = static_cast<int>(program);
+  out->model = static_cast<int>(model);
+  out->type = static_cast<int>(type);
   return r.Done();
 }
 

@@ -22,20 +22,23 @@ void Engine::AddLine(const std::string& period, const std::string& line_key, __i
   if (IsClosed(period)) store_->Put(LineKey(keys::kTouchedLine, period, line_key), "");
 }
 
-void Engine::AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus) {
-  constexpr int64_t kDay = 24 * base::kMsPerHour;
+void Engine::AddDaily(const std::string& rest, int64_t start_ms, int64_t end_ms, int64_t gpus) {
   for (int64_t t = start_ms; t < end_ms;) {
-    const Period p = base::PeriodOf(t);
-    const int64_t day = (t - p.StartMs()) / kDay;
-    const int64_t day_end = std::min(end_ms, p.StartMs() + (day + 1) * kDay);
-    const std::string key = KeyBuilder(keys::kDaily)
-                                .Str(p.ToString())
-                                .Str(csp)
-                                .U32(static_cast<uint32_t>(day + 1))
-                                .Take();
-    counters_->Add(key, GpuMsOf(gpus, t, day_end));
+    const int64_t day = keys::KstDay(t);
+    const int64_t day_end = std::min(end_ms, keys::KstDayStartMs(day + 1));
+    counters_->Add(KeyBuilder(keys::kRollupDay).U32(static_cast<uint32_t>(day)).Raw(rest).Take(),
+                   GpuMsOf(gpus, t, day_end));
     t = day_end;
   }
+}
+
+std::string Engine::UsageRollup(const v1::StoredInterval& rec, const std::string& line_key) const {
+  LineId id;
+  if (!DecodeLine(line_key, &id)) id.allocation_id = rec.interval().allocation_id();  // never
+  const v1::Allocation* alloc = registry_.FindAllocation(id.allocation_id);
+  return keys::RollupRest(rec.source_id(), alloc == nullptr ? 0 : alloc->program(),
+                          rec.interval().gpu_model(), id.allocation_id, id.type,
+                          keys::kMeasureUsed);
 }
 
 void Engine::AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
@@ -87,7 +90,7 @@ void Engine::AddInterval(uint64_t seq, const std::string& source_id, const std::
   }
   // The instant from which this interval is beyond its allocation's cap (end: never).
   const int64_t cap_from = TakeCap(*alloc, u, &rec);
-  PriceStretch(*alloc, cap_from, u.start_ms(), u.end_ms(), true, &rec);
+  PriceStretch(*alloc, cap_from, u.start_ms(), u.end_ms(), &rec);
   store_->Put(id_key, rec.SerializeAsString());
   // The index orders the allocation's intervals by start, so that credits and re-ratings read
   // only the usage near the instants they change.
@@ -126,10 +129,10 @@ std::string Engine::UnpricedWhy(const v1::Allocation& alloc, v1::GpuModel model,
 
 // Prices [lo, hi) of the interval in `rec` (of allocation `alloc`, beyond its cap from `cap_from`)
 // with the registry as it is now, period by period and at every price change: appends the slices
-// to `rec` and adds their GPU-ms to their lines (and, with `daily`, to the daily chart); a stretch
+// to `rec` and adds their GPU-ms to their lines and to the daily roll-up; a stretch
 // that cannot be priced is listed with its reason and counts on an unpriced line.
 void Engine::PriceStretch(const v1::Allocation& alloc, int64_t cap_from, int64_t lo_ms,
-                          int64_t hi_ms, bool daily, v1::StoredInterval* rec) {
+                          int64_t hi_ms, v1::StoredInterval* rec) {
   const v1::UsageInterval& u = rec->interval();
   const int64_t gpus = u.gpu_count();
   base::ForEachPeriodWithin(lo_ms, hi_ms, [&](Period p, int64_t lo, int64_t hi) {
@@ -176,7 +179,9 @@ void Engine::PriceStretch(const v1::Allocation& alloc, int64_t cap_from, int64_t
         slice->set_line_key(key);
       }
       AddLine(period, key, GpuMsOf(gpus, s, e));
-      if (daily) AddDaily(rec->source_id(), s, e, gpus);
+      AddDaily(keys::RollupRest(rec->source_id(), alloc.program(), u.gpu_model(),
+                                alloc.allocation_id(), line.type, keys::kMeasureUsed),
+               s, e, gpus);
     }
   });
 }
@@ -236,7 +241,10 @@ void Engine::RerateInterval(const v1::Allocation& alloc, int64_t from, int64_t t
     }
     keep(s.start_ms(), a);
     AddLine(s.period(), s.line_key(), -GpuMsOf(gpus, a, b));
-    PriceStretch(alloc, cap_from, a, b, false, rec);
+    // The roll-up keeps the institution type of each stretch: taken back here, added again as
+    // it is now priced.
+    AddDaily(UsageRollup(*rec, s.line_key()), a, b, -gpus);
+    PriceStretch(alloc, cap_from, a, b, rec);
     keep(b, s.end_ms());
   }
 }
@@ -245,7 +253,7 @@ void Engine::RemoveInterval(const v1::StoredInterval& rec) {
   const int64_t gpus = rec.interval().gpu_count();
   for (const auto& s : rec.slices()) {
     AddLine(s.period(), s.line_key(), -GpuMsOf(gpus, s.start_ms(), s.end_ms()));
-    AddDaily(rec.source_id(), s.start_ms(), s.end_ms(), -gpus);
+    AddDaily(UsageRollup(rec, s.line_key()), s.start_ms(), s.end_ms(), -gpus);
   }
   for (const auto& c : rec.credits()) AddLine(c.period(), c.line_key(), -PartGpuMs(c));
   for (const auto& k : rec.unpriced_keys()) store_->Delete(k);
@@ -307,6 +315,8 @@ void Engine::ApplyOwnUse(uint64_t seq, const std::string& source_id, const v1::U
   base::ForEachPeriodWithin(o.start_ms(), o.end_ms(), [&](Period p, int64_t lo, int64_t hi) {
     const std::string rest = PoolRest(p.ToString(), source_id, o.program(), o.gpu_model());
     counters_->Add(absl::StrCat(keys::kOwnUse, rest), GpuMsOf(o.gpu_count(), lo, hi));
+    AddDaily(keys::RollupRest(source_id, o.program(), o.gpu_model(), "", 0, keys::kMeasureOwnUse),
+             lo, hi, o.gpu_count());
     ValueOwnUseSlices(&rec, lo, hi);
     // Own use of a closed period: an adjustment on the first open period's statement.
     if (IsClosed(p.ToString())) store_->Put(absl::StrCat(keys::kTouchedOwnUse, rest), "");

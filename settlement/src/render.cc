@@ -14,6 +14,7 @@
 #include "base/money.h"
 #include "base/period.h"
 #include "base/registration_number.h"
+#include "csv.h"
 
 namespace gpuledger::settlement {
 
@@ -21,6 +22,10 @@ namespace v1 = gpuledger::v1;
 using json = nlohmann::ordered_json;
 
 namespace {
+
+using internal::CsvField;
+using internal::CsvPeriod;
+using internal::kUtf8Bom;
 
 std::string Hours(int64_t gpu_ms) { return base::FormatGpuHours(base::GpuMs{gpu_ms}); }
 std::string Won(int64_t won) { return base::FormatWon(base::Krw{won}); }
@@ -289,27 +294,6 @@ json ProgramObj(const v1::ProgramSummary& p) {
 
 std::string Dump(const json& j) { return j.dump(2) + "\n"; }
 
-// A text cell. One that a spreadsheet would read as a formula (first character =, +, -, @, tab
-// or CR: OWASP's CSV injection rule) gets a leading single quote, so that Excel and LibreOffice
-// show it as text. Numbers are written directly, never through here, so a negative amount stays
-// a number (docs/FORMATS.md).
-std::string CsvField(const std::string& text) {
-  std::string s = text;
-  if (!s.empty() && std::string_view("=+-@\t\r").find(s.front()) != std::string_view::npos) {
-    s.insert(0, 1, '\'');
-  }
-  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
-  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
-}
-
-// A period in a CSV cell: "2026-03" as 202603, the year-and-month (귀속연월) form that a
-// spreadsheet reads as a plain number, where it would turn "2026-03" into a date.
-std::string CsvPeriod(const std::string& period) {
-  if (period.size() == 7 && period[4] == '-')
-    return absl::StrCat(period.substr(0, 4), period.substr(5));
-  return CsvField(period);
-}
-
 // Basis points as a percentage with two decimals ("9.00%"): what a spreadsheet reads as the
 // number 0.09 shown as a percentage, beside the exact basis points.
 std::string Percent(int64_t bp) { return i18n::Percent(bp); }
@@ -317,8 +301,6 @@ std::string Percent(int64_t bp) { return i18n::Percent(bp); }
 std::string CsvPeriodOrEmpty(const std::string& period) {
   return period.empty() ? std::string() : CsvPeriod(period);
 }
-
-constexpr char kUtf8Bom[] = "\xEF\xBB\xBF";
 
 // Sums over every invoice of the period and the institutions that owe nothing, in 128 bits: each
 // invoice fits 64 bits, their sum need not. A sum that does not fit is written as null

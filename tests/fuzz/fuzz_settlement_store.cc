@@ -32,8 +32,8 @@ namespace ledger = gpuledger::ledger;
 using gpuledger::fuzz::Require;
 
 constexpr const char* kPrefixes[] = {
-    "s/applied", "r/", "c/", "f/",  "l/",  "t/", "b/",  "y/",  "u/",       "i/",       "k/",
-    "x/",        "o/", "w/", "tw/", "bw/", "d/", "td/", "bd/", "s/format", "s/options"};
+    "s/applied", "r/", "c/",  "f/",  "l/", "t/",  "b/",  "rd/", "u/", "i/",       "k/",       "x/",
+    "o/",        "w/", "tw/", "bw/", "d/", "td/", "bd/", "dk/", "n/", "s/format", "s/options"};
 
 struct Fixture {
   std::unique_ptr<ledger::Ledger> ledger;

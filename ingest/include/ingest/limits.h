@@ -27,9 +27,10 @@ inline constexpr size_t kCspIdBytesMax = 64;
 // valid UTF-8 without control characters (C0, DEL, C1) and without the Unicode bidirectional
 // controls (U+202A..U+202E, U+2066..U+2069) that can make a printed line read differently from
 // its bytes. A name of 100 Hangul syllables is 300 bytes.
-inline constexpr size_t kNameBytesMax = 400;     // Institution.name
-inline constexpr size_t kCauseBytesMax = 128;    // OutageInterval.cause: a short code
-inline constexpr size_t kReasonBytesMax = 1024;  // Correction.reason: a sentence or two
+inline constexpr size_t kNameBytesMax = 400;        // Institution.name
+inline constexpr size_t kBudgetNoteBytesMax = 256;  // Budget.note
+inline constexpr size_t kCauseBytesMax = 128;       // OutageInterval.cause: a short code
+inline constexpr size_t kReasonBytesMax = 1024;     // Correction.reason: a sentence or two
 
 // Instants (every *_ms field that is a point in time): from 2020-01-01T00:00:00Z to
 // 2100-01-01T00:00:00Z, exclusive. The programmes began in 2025; nothing before 2020 is a real

@@ -48,6 +48,16 @@ struct BillingTermsVersion {
   }
 };
 
+// A budget as recorded (compared by its bytes).
+struct BudgetVersion {
+  gpuledger::v1::Budget budget;
+  friend bool operator==(const BudgetVersion& a, const BudgetVersion& b) {
+    return a.budget.SerializeAsString() == b.budget.SerializeAsString();
+  }
+};
+// A budget's identity: programme, fiscal year, call ("" for the programme's whole year).
+using BudgetKey = std::tuple<int, uint32_t, std::string>;
+
 // How usage beyond an allocation's cap is priced at an instant.
 struct OverCapPricing {
   gpuledger::v1::OverCapAction action = gpuledger::v1::OVER_CAP_HOLD;
@@ -155,6 +165,8 @@ class Registry {
   const gpuledger::v1::Party* PartyAt(const std::string& party_id, int64_t t_ms) const;
   // The billing terms in force at t (null: none recorded yet).
   const gpuledger::v1::BillingTerms* BillingTermsAt(int64_t t_ms) const;
+  // Every budget recorded, in key order, each with its versions (oldest first).
+  const std::map<BudgetKey, Timeline<BudgetVersion>>& budgets() const { return budgets_; }
   // The last closed billing period, if any (periods close in order).
   std::optional<base::Period> last_closed() const { return last_closed_; }
 
@@ -235,6 +247,7 @@ class Registry {
   std::map<std::string, uint32_t> releases_;               // allocation id -> co-pay bp
   std::map<std::string, Timeline<PartyVersion>> parties_;  // party id
   Timeline<BillingTermsVersion> billing_terms_;
+  std::map<BudgetKey, Timeline<BudgetVersion>> budgets_;
   // Transfers: a continuing allocation's id -> the first of its chain, and -> the one it
   // continues.
   std::map<std::string, std::string> cap_holder_;

@@ -26,6 +26,7 @@
 #include "gpuledger/v1/usage.pb.h"
 #include "ledger/ledger.h"
 #include "ledger/registry.h"
+#include "settlement/reports.h"
 #include "settlement/store.h"
 
 namespace gpuledger::settlement {
@@ -100,6 +101,13 @@ class Engine {
   // reported (outage credits not subtracted). For charts; never for money.
   std::vector<int64_t> DailyUsage(base::Period period, const std::string& csp_id);
 
+  // Reports over time (reports.h, docs/REPORTS.md), from the roll-ups as of applied_through().
+  // Fails if a sum does not fit 64 bits (OUT_OF_RANGE) or the store is unreadable.
+  absl::StatusOr<UsageReport> Usage(const UsageQuery& query);
+  // The budgets of fiscal year `year` (every programme, or one), drawn down by each month's
+  // documents (frozen if closed, drafts otherwise).
+  absl::StatusOr<BudgetReport> Budgets(uint32_t year, std::optional<int> program = std::nullopt);
+
   // Closed periods, oldest first.
   std::vector<CloseRecord> Closes();
   std::optional<base::Period> last_closed() const { return registry_.last_closed(); }
@@ -136,7 +144,7 @@ class Engine {
   std::string UnpricedWhy(const gpuledger::v1::Allocation& alloc, gpuledger::v1::GpuModel model,
                           int64_t t) const;
   void PriceStretch(const gpuledger::v1::Allocation& alloc, int64_t cap_from, int64_t lo_ms,
-                    int64_t hi_ms, bool daily, gpuledger::v1::StoredInterval* rec);
+                    int64_t hi_ms, gpuledger::v1::StoredInterval* rec);
   // Values own use over [lo_ms, hi_ms), inside one period, slice by slice at the pool's rate
   // card as recorded so far: on the pool's value counters, and its slices to `rec`.
   void ValueOwnUseSlices(gpuledger::v1::StoredOwnUse* rec, int64_t lo_ms, int64_t hi_ms);
@@ -149,7 +157,12 @@ class Engine {
   // The operator released the allocation's held usage: its held slices are billed at `copay_bp`.
   void Release(const std::string& allocation_id, uint32_t copay_bp);
   void AddLine(const std::string& period, const std::string& line_key, __int128 gpu_ms);
-  void AddDaily(const std::string& csp, int64_t start_ms, int64_t end_ms, int64_t gpus);
+  // Adds `gpus` × [start_ms, end_ms) to the daily roll-up (keys.h rd/) under `rest`
+  // (keys::RollupRest), day by day.
+  void AddDaily(const std::string& rest, int64_t start_ms, int64_t end_ms, int64_t gpus);
+  // The roll-up fields of a usage slice of `rec` on line `line_key`.
+  std::string UsageRollup(const gpuledger::v1::StoredInterval& rec,
+                          const std::string& line_key) const;
   void AddUnpriced(const std::string& period, uint64_t seq, const std::string& source_id,
                    const std::string& event_id, const std::string& why,
                    gpuledger::v1::StoredInterval* rec, __int128 gpu_ms = 0);
