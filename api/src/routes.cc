@@ -18,6 +18,7 @@
 #include "gpuledger/v1/usage.pb.h"
 #include "ledger/hash.h"
 #include "settlement/render.h"
+#include "settlement/reports.h"
 
 namespace gpuledger::api {
 
@@ -136,7 +137,8 @@ HttpResponse BadParam(const std::string& message) { return Error(400, "bad_param
 // its own) is that document's failure, said as such: 422 with the reason, while every other
 // document of the period is served as usual. Anything else is the server's own failure.
 HttpResponse DocumentFailed(const absl::Status& st) {
-  if (st.code() == absl::StatusCode::kFailedPrecondition) {
+  if (st.code() == absl::StatusCode::kFailedPrecondition ||
+      st.code() == absl::StatusCode::kOutOfRange) {
     return Error(422, "not_computable", std::string(st.message()));
   }
   return Error(500, "internal", std::string(st.message()));
@@ -435,6 +437,79 @@ HttpResponse Etax(Service& svc, const Principal& p, base::Period period) {
     r.headers.emplace_back(
         "Content-Disposition",
         absl::StrCat("attachment; filename=\"gpuledger-etax-", period.ToString(), ".json\""));
+    return r;
+  });
+}
+
+std::string QueryParam(const HttpRequest& req, const char* name) {
+  auto it = req.query.find(name);
+  return it == req.query.end() ? std::string() : it->second;
+}
+
+// Usage over a range (settlement::Engine::Usage, docs/REPORTS.md): staff may narrow it to an
+// institution or a CSP; an institution sees only its own usage, a CSP only its own usage and
+// pools.
+HttpResponse UsageReport(Service& svc, const Principal& p, const HttpRequest& req, bool csv) {
+  auto q = settlement::ParseUsageQuery(QueryParam(req, "from"), QueryParam(req, "to"),
+                                       QueryParam(req, "granularity"), QueryParam(req, "group_by"));
+  if (!q.ok()) return BadParam(std::string(q.status().message()));
+  const std::string institution = QueryParam(req, "institution");
+  const std::string csp = QueryParam(req, "csp");
+  if (p.role == Role::kInstitution) {
+    if (!csp.empty() || (!institution.empty() && institution != p.scope_id)) {
+      return Forbidden(p, "another institution's or a CSP's usage");
+    }
+    q->institution_id = p.scope_id;
+  } else if (p.role == Role::kCsp) {
+    if (!institution.empty() || (!csp.empty() && csp != p.scope_id)) {
+      return Forbidden(p, "another CSP's or an institution's usage");
+    }
+    q->csp_id = p.scope_id;
+  } else {
+    if (!institution.empty()) q->institution_id = institution;
+    if (!csp.empty()) q->csp_id = csp;
+  }
+  const std::string table = QueryParam(req, "table");
+  if (!table.empty() && table != "rows" && table != "capacity") {
+    return BadParam("query parameter 'table' must be rows or capacity");
+  }
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    auto report = engine.Usage(*q);
+    if (!report.ok()) return DocumentFailed(report.status());
+    if (!csv) return Text(settlement::UsageReportJson(*report), "application/json");
+    HttpResponse r = Text(settlement::UsageReportCsv(*report, table.empty() ? "rows" : table),
+                          "text/csv; charset=utf-8");
+    r.headers.emplace_back(
+        "Content-Disposition",
+        absl::StrCat("attachment; filename=\"gpuledger-usage-", settlement::FormatDay(q->from_day),
+                     "-", settlement::FormatDay(q->to_day), ".csv\""));
+    return r;
+  });
+}
+
+// The year's budgets (settlement::Engine::Budgets): for the operator's, finance and audit staff.
+HttpResponse BudgetReport(Service& svc, const Principal& p, Params& q, bool csv) {
+  if (!IsStaff(p)) return Forbidden(p, "budgets");
+  auto year = q.Uint("year", 0, 1970, 9999);
+  if (!year) return BadParam(q.error);
+  if (*year == 0) return BadParam("query parameter 'year' is required (e.g. year=2026)");
+  std::optional<int> program;
+  if (const std::string name = QueryParam(q.req, "program"); !name.empty()) {
+    v1::Program prog;
+    if (!v1::Program_Parse(name, &prog) || prog == v1::PROGRAM_UNSPECIFIED) {
+      return BadParam(
+          "query parameter 'program' must be GOV_ADVANCED, LEASE_HPC or LEASE_RESEARCH");
+    }
+    program = prog;
+  }
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    auto report = engine.Budgets(static_cast<uint32_t>(*year), program);
+    if (!report.ok()) return DocumentFailed(report.status());
+    if (!csv) return Text(settlement::BudgetReportJson(*report), "application/json");
+    HttpResponse r = Text(settlement::BudgetReportCsv(*report), "text/csv; charset=utf-8");
+    r.headers.emplace_back(
+        "Content-Disposition",
+        absl::StrCat("attachment; filename=\"gpuledger-budget-", *year, ".csv\""));
     return r;
   });
 }
@@ -921,6 +996,18 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
     } else if (seg.size() == 5 && seg[3] == "programs") {
       r = OneProgram(svc, p, period, seg[4], req);
       r.route = "/v1/periods/{period}/programs/{program}";
+    } else {
+      return Error(404, "not_found", absl::StrCat("no such endpoint: ", req.path.substr(0, 100)));
+    }
+  } else if (seg[1] == "reports" && seg.size() == 3) {
+    std::string which = seg[2];
+    const bool csv = ListAsCsv(&which, req);
+    if (which == "usage") {
+      r = UsageReport(svc, p, req, csv);
+      r.route = "/v1/reports/usage";
+    } else if (which == "budget") {
+      r = BudgetReport(svc, p, q, csv);
+      r.route = "/v1/reports/budget";
     } else {
       return Error(404, "not_found", absl::StrCat("no such endpoint: ", req.path.substr(0, 100)));
     }

@@ -56,6 +56,7 @@ int Main(int argc, char** argv) {
   AddPublishCommand(app, &exit_code);
   AddIngestCommand(app, &exit_code);
   AddSettleCommand(app, &exit_code);
+  AddReportCommand(app, &exit_code);
   AddLedgerCommand(app, &exit_code);
   AddKeysCommand(app, &exit_code);
   AddReasonsCommand(app, &exit_code);

@@ -18,6 +18,7 @@ import calendar
 import json
 import os
 import random
+import time
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -124,6 +125,14 @@ def registry_events(start, end):
                          "paymentDueDays": 30,
                          "paymentInstructions": "기업은행 000-000000-00-000 (예금주: 각 청구서의 공급자). "
                                                 "입금자명에 청구서 번호를 적어 주십시오."})
+    # The year's budgets (docs/REPORTS.md): the state's GPUs, and the second call within them;
+    # alerts when half, 80%, 90% and all of it is drawn.
+    year = time.gmtime((start + KST) // 1000).tm_year
+    add("budget", {"program": "GOV_ADVANCED", "fiscalYear": year, "amountKrw": 300000000,
+                   "effectiveFromMs": before, "alertThresholdsBp": [5000, 8000, 9000, 10000],
+                   "note": f"{year}년 본예산"})
+    add("budget", {"program": "LEASE_HPC", "fiscalYear": year, "amountKrw": 40000000,
+                   "effectiveFromMs": before, "alertThresholdsBp": [8000, 10000]})
     return ev, allocations
 
 

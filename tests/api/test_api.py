@@ -389,6 +389,84 @@ class EndpointTest(ApiTest):
         self.assertError(get(f"/v1/periods/{P}/etax", token=TOKENS["institution:inst-nari"]),
                          403, "forbidden")
 
+    def test_usage_report_sums_equal_the_documents(self):
+        # The closed month by institution: each row is that institution's invoice lines (with
+        # the adjustments pending on the next month's drafts) in GPU-ms and won.
+        r = get_json(f"/v1/reports/usage?from={P}&to={P}&group_by=institution")
+        self.assertEqual((r["format"], r["granularity"]), ("gpuledger.usage_report/1", "month"))
+        self.assertEqual(r["periods"], [{"period": P, "closed": True}])
+        expected = {}
+        for item in every_institution(get_json(f"/v1/periods/{P}/invoices")):
+            inv = get_json(f"/v1/periods/{P}/invoices/{item['institution_id']}")
+            expected[inv["institution_id"]] = [sum(l["copay_krw"] for l in inv["lines"]),
+                                               sum(l["subsidy_krw"] for l in inv["lines"])]
+        for item in every_institution(get_json(f"/v1/periods/{NEXT}/invoices")):
+            inv = get_json(f"/v1/periods/{NEXT}/invoices/{item['institution_id']}")
+            for adj in inv["adjustments"]:
+                if adj["adjusts_period"] == P:
+                    e = expected.setdefault(inv["institution_id"], [0, 0])
+                    e[0] += adj["copay_krw"]
+                    e[1] += adj["subsidy_krw"]
+        got = {row["group"]["institution"]: [row["copay_krw"], row["subsidy_krw"]]
+               for row in r["rows"]}
+        self.assertEqual(got, {k: v for k, v in expected.items() if v != [0, 0] or k in got})
+        self.assertGreater(len(got), 3)
+        # By day: GPU-ms only; the days of the month sum to the month.
+        days = get_json(f"/v1/reports/usage?from={P}-01&to={P}-31&granularity=day&group_by=csp")
+        self.assertNotIn("list_krw", days["rows"][0])
+        self.assertEqual(sum(x["used_gpu_ms"] for x in days["rows"]), r["totals"]["used_gpu_ms"])
+        cap = {(c["group"]["csp"]): c for c in get_json(
+            f"/v1/reports/usage?from={P}&to={P}&group_by=csp")["capacity"]}
+        self.assertEqual(set(cap), {"csp-alpha", "csp-beta"})
+        for c in cap.values():
+            self.assertEqual(c["capacity_gpu_ms"],
+                             c["programme_use_gpu_ms"] + c["own_use_gpu_ms"] +
+                             c["planned_outage_gpu_ms"] + c["unplanned_outage_gpu_ms"] +
+                             c["idle_gpu_ms"])
+        csv_text = get(f"/v1/reports/usage.csv?from={P}&to={P}&group_by=institution").text
+        self.assertTrue(csv_text.startswith("\ufeffbucket,institution,used_gpu_ms"))
+        self.assertIn("\r\n202603,", csv_text)
+
+    def test_usage_report_is_scoped_by_role(self):
+        nari = TOKENS["institution:inst-nari"]
+        mine = get_json(f"/v1/reports/usage?from={P}&to={P}&group_by=institution", token=nari)
+        self.assertEqual({row["group"]["institution"] for row in mine["rows"]}, {"inst-nari"})
+        self.assertIsNone(mine["capacity"])
+        self.assertError(get(f"/v1/reports/usage?from={P}&to={P}&institution=inst-hanbit-univ",
+                             token=nari), 403, "forbidden")
+        alpha = TOKENS["csp:csp-alpha"]
+        theirs = get_json(f"/v1/reports/usage?from={P}&to={P}&group_by=csp", token=alpha)
+        self.assertEqual({row["group"]["csp"] for row in theirs["rows"]}, {"csp-alpha"})
+        self.assertEqual({c["group"]["csp"] for c in theirs["capacity"]}, {"csp-alpha"})
+        self.assertError(get(f"/v1/reports/usage?from={P}&to={P}&csp=csp-beta", token=alpha),
+                         403, "forbidden")
+        for bad in ("from=2026-03-05&to=2026-03", "from=2026-03&to=2026-03&granularity=week",
+                    "from=2026-03&to=2026-03&group_by=region", "to=2026-03"):
+            self.assertError(get(f"/v1/reports/usage?{bad}"), 400, "bad_parameter")
+
+    def test_budget_report(self):
+        b = get_json(f"/v1/reports/budget?year=2026")
+        self.assertEqual(b["format"], "gpuledger.budget_report/1")
+        by_program = {x["program"]: x for x in b["budgets"]}
+        self.assertEqual(set(by_program), {"GOV_ADVANCED", "LEASE_HPC"})
+        gov = by_program["GOV_ADVANCED"]
+        periods = [m["period"] for m in gov["months"]]
+        self.assertEqual(periods[:3], ["2026-01", "2026-02", P])
+        programs = {x["program"]: x for x in get_json(f"/v1/periods/{P}/programs")["programs"]}
+        summary = get_json(f"/v1/periods/{P}/programs/GOV_ADVANCED")
+        self.assertEqual(gov["months"][2]["drawdown_krw"],
+                         summary["totals"]["subsidy_krw"] + summary["reservation_difference_krw"])
+        self.assertTrue(gov["months"][2]["closed"])
+        self.assertEqual(gov["remaining_krw"], gov["amount_krw"] - gov["drawn_krw"])
+        self.assertEqual(gov["drawn_krw"], sum(m["drawdown_krw"] for m in gov["months"]))
+        self.assertIn("GOV_ADVANCED", programs)
+        self.assertTrue(get(f"/v1/reports/budget.csv?year=2026").text.startswith("\ufeffyear,"))
+        self.assertEqual(get_json("/v1/reports/budget?year=2027")["budgets"], [])
+        self.assertError(get("/v1/reports/budget"), 400, "bad_parameter")
+        self.assertError(get("/v1/reports/budget?year=2026&program=NOPE"), 400, "bad_parameter")
+        self.assertError(get("/v1/reports/budget?year=2026", token=TOKENS["csp:csp-alpha"]),
+                         403, "forbidden")
+
     def test_invoice_json_totals_equal_csv_rows(self):
         for period in (P, NEXT):
             for item in get_json(f"/v1/periods/{period}/invoices")["invoices"]:
