@@ -1,8 +1,9 @@
-// The store's GPU-ms counters (keys.h: l/ lines, rd/ daily roll-up, dk/ outages by kind, k/ cap used, w/ own use,
-// d/ outages), summed in memory between flushes. Applying an entry only adds to a hash map;
-// Flush() writes each counter that changed once, as its stored value plus the sum. The Engine
-// flushes at Commit, before a close freezes documents, and before documents are read, so that
-// everything that reads the store sees what the old read-modify-write per interval gave.
+// The store's GPU-ms counters (keys.h: l/ lines, rd/ the daily roll-up, dk/ outages by kind,
+// k/ cap used, w/ own use, d/ outages), summed in memory between flushes. Applying an entry only
+// adds to a hash map; Flush() writes each counter that changed once, as its stored value plus
+// the sum. The Engine flushes at Commit, before a close freezes documents, and before documents
+// or reports are read, so that everything that reads the store sees what the old
+// read-modify-write per interval gave.
 //
 // Owned by the Engine, used on the Engine's thread.
 #pragma once
