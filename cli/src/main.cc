@@ -57,6 +57,7 @@ int Main(int argc, char** argv) {
   AddIngestCommand(app, &exit_code);
   AddSettleCommand(app, &exit_code);
   AddReportCommand(app, &exit_code);
+  AddAlertsCommand(app, &exit_code);
   AddLedgerCommand(app, &exit_code);
   AddKeysCommand(app, &exit_code);
   AddReasonsCommand(app, &exit_code);

@@ -467,6 +467,19 @@ MaybeVerdict CheckBillingTerms(const v1::BillingTerms& t) {
   return CheckOptionalTime("billing_terms.effective_from_ms", t.effective_from_ms());
 }
 
+// Thresholds in basis points: each 1 to 10,000, strictly ascending, at most 10.
+MaybeVerdict CheckThresholds(const char* field,
+                             const google::protobuf::RepeatedField<uint32_t>& thresholds) {
+  if (thresholds.size() > 10) return Invalid(field, "at most 10 thresholds");
+  uint32_t last = 0;
+  for (uint32_t t : thresholds) {
+    if (t == 0 || t > 10'000) return Invalid(field, "each must be 1 to 10,000 basis points");
+    if (t <= last) return Invalid(field, "must be strictly ascending");
+    last = t;
+  }
+  return std::nullopt;
+}
+
 MaybeVerdict CheckBudget(const v1::Budget& b) {
   if (b.program() == v1::PROGRAM_UNSPECIFIED) return Missing("budget.program");
   if (!v1::Program_IsValid(b.program())) return Invalid("budget.program", "unknown");
@@ -480,19 +493,23 @@ MaybeVerdict CheckBudget(const v1::Budget& b) {
   if (auto v = CheckOptionalId("budget.call_id", b.call_id())) return v;
   if (b.amount_krw() == 0) return Missing("budget.amount_krw");
   if (b.amount_krw() < 0) return Invalid("budget.amount_krw", "must be above 0 won");
-  if (b.alert_thresholds_bp_size() > 10) {
-    return Invalid("budget.alert_thresholds_bp", "at most 10 thresholds");
-  }
-  uint32_t last = 0;
-  for (uint32_t t : b.alert_thresholds_bp()) {
-    if (t == 0 || t > 10'000) {
-      return Invalid("budget.alert_thresholds_bp", "each must be 1 to 10,000 basis points");
-    }
-    if (t <= last) return Invalid("budget.alert_thresholds_bp", "must be strictly ascending");
-    last = t;
-  }
+  if (auto v = CheckThresholds("budget.alert_thresholds_bp", b.alert_thresholds_bp())) return v;
   if (auto v = CheckText("budget.note", b.note(), limits::kBudgetNoteBytesMax)) return v;
   return CheckOptionalTime("budget.effective_from_ms", b.effective_from_ms());
+}
+
+MaybeVerdict CheckAlertSettings(const v1::AlertSettings& a) {
+  if (auto v = CheckThresholds("alert_settings.allocation_balance_thresholds_bp",
+                               a.allocation_balance_thresholds_bp())) {
+    return v;
+  }
+  if (a.csp_rejection_rate_bp() > 10'000) {
+    return Invalid("alert_settings.csp_rejection_rate_bp", "must be 0 (no alert) to 10,000");
+  }
+  if (a.csp_rejection_min_events() > 1'000'000'000) {
+    return Invalid("alert_settings.csp_rejection_min_events", "at most 1,000,000,000");
+  }
+  return CheckOptionalTime("alert_settings.effective_from_ms", a.effective_from_ms());
 }
 
 MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
@@ -674,6 +691,8 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
       return CheckBillingTerms(e.billing_terms());
     case v1::RegistryEvent::kBudget:
       return CheckBudget(e.budget());
+    case v1::RegistryEvent::kAlertSettings:
+      return CheckAlertSettings(e.alert_settings());
     case v1::RegistryEvent::kPeriodClose: {
       if (e.period_close().period().empty()) return Missing("period_close.period");
       if (!base::ParsePeriod(e.period_close().period()).ok()) {
@@ -687,7 +706,7 @@ MaybeVerdict CheckRegistryBody(const v1::RegistryEvent& e) {
   return Missing(
       "body (one of institution, allocation, allocation_amendment, rate_card, copay_policy, "
       "csp_contract, gpu_pool, period_close, programme_policy, over_cap_release, rerating, "
-      "validation_settings, party, billing_terms, budget)");
+      "validation_settings, party, billing_terms, budget, alert_settings)");
 }
 
 void Reject(ledger::Candidate* c, const Verdict& v) {

@@ -551,6 +551,11 @@ std::optional<RegistryProblem> Registry::Check(const v1::RegistryEvent& e) const
       return Contradicts(Find(parties_, p.party_id()), p.effective_from_ms(), Normalized(p),
                          absl::StrCat("party ", p.party_id()));
     }
+    case v1::RegistryEvent::kAlertSettings: {
+      const auto& a = e.alert_settings();
+      return Contradicts(&alert_settings_, a.effective_from_ms(), AlertSettingsVersion{a},
+                         "the alert settings");
+    }
     case v1::RegistryEvent::kBudget: {
       const auto& b = e.budget();
       return Contradicts(
@@ -659,6 +664,11 @@ void Registry::Apply(const v1::RegistryEvent& e) {
     case v1::RegistryEvent::kParty: {
       const auto& p = e.party();
       parties_[p.party_id()].Set(p.effective_from_ms(), Normalized(p));
+      break;
+    }
+    case v1::RegistryEvent::kAlertSettings: {
+      const auto& a = e.alert_settings();
+      alert_settings_.Set(a.effective_from_ms(), AlertSettingsVersion{a});
       break;
     }
     case v1::RegistryEvent::kBudget: {

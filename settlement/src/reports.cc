@@ -429,6 +429,10 @@ absl::StatusOr<UsageReport> Engine::Usage(const UsageQuery& query) {
   return report;
 }
 
+__int128 Engine::CapUsedGpuMs(const std::string& cap_holder) {
+  return counters_->Get(KeyBuilder(keys::kCapUsed).Str(cap_holder).Take());
+}
+
 absl::StatusOr<BudgetReport> Engine::Budgets(uint32_t year, std::optional<int> program) {
   counters_->Flush();
   BudgetReport report;

@@ -83,6 +83,8 @@ class Harness {
   Engine& engine() { return *engine_; }
   Store& store() { return *store_; }
   uint64_t seq() const { return seq_; }
+  // Every entry applied, in order (a ledger's entries, for readers of the ledger in tests).
+  const std::vector<ledger::StoredEntry>& entries() const { return entries_; }
 
  private:
   void Open() {
@@ -106,6 +108,7 @@ class Harness {
     e.entry.set_outcome(outcome);
     e.bytes = e.entry.SerializeAsString();
     e.hash = ledger::Sha256(absl::StrCat(e.seq, e.bytes));
+    entries_.push_back(e);
     absl::Status st = engine_->Apply(e);
     EXPECT_TRUE(st.ok()) << st;
     return e.seq;
@@ -116,6 +119,7 @@ class Harness {
   std::unique_ptr<Store> store_;
   std::unique_ptr<Engine> engine_;
   uint64_t seq_ = 0;
+  std::vector<ledger::StoredEntry> entries_;
 };
 
 }  // namespace gpuledger::settlement::testing

@@ -23,6 +23,8 @@ class TopicNames {
 
   std::string Registry() const { return prefix_ + "gpuledger.registry"; }
   std::string Rejected() const { return prefix_ + "gpuledger.rejected"; }
+  // Alerts raised by `gpuledger alerts run` (docs/ALERTS.md), keyed by alert id.
+  std::string Alerts() const { return prefix_ + "gpuledger.alerts"; }
   std::string Usage(const std::string& csp_id) const { return UsagePrefix() + csp_id; }
   std::string UsagePrefix() const { return prefix_ + "gpuledger.usage."; }
   // librdkafka subscription pattern for every CSP usage topic (a leading '^' makes it a regex).

@@ -55,6 +55,12 @@ struct BudgetVersion {
     return a.budget.SerializeAsString() == b.budget.SerializeAsString();
   }
 };
+struct AlertSettingsVersion {
+  gpuledger::v1::AlertSettings settings;
+  friend bool operator==(const AlertSettingsVersion& a, const AlertSettingsVersion& b) {
+    return a.settings.SerializeAsString() == b.settings.SerializeAsString();
+  }
+};
 // A budget's identity: programme, fiscal year, call ("" for the programme's whole year).
 using BudgetKey = std::tuple<int, uint32_t, std::string>;
 
@@ -165,6 +171,11 @@ class Registry {
   const gpuledger::v1::Party* PartyAt(const std::string& party_id, int64_t t_ms) const;
   // The billing terms in force at t (null: none recorded yet).
   const gpuledger::v1::BillingTerms* BillingTermsAt(int64_t t_ms) const;
+  // The alert settings in force at t (null: none recorded yet).
+  const gpuledger::v1::AlertSettings* AlertSettingsAt(int64_t t_ms) const {
+    const AlertSettingsVersion* v = alert_settings_.Find(t_ms);
+    return v == nullptr ? nullptr : &v->settings;
+  }
   // Every budget recorded, in key order, each with its versions (oldest first).
   const std::map<BudgetKey, Timeline<BudgetVersion>>& budgets() const { return budgets_; }
   // The last closed billing period, if any (periods close in order).
@@ -248,6 +259,7 @@ class Registry {
   std::map<std::string, Timeline<PartyVersion>> parties_;  // party id
   Timeline<BillingTermsVersion> billing_terms_;
   std::map<BudgetKey, Timeline<BudgetVersion>> budgets_;
+  Timeline<AlertSettingsVersion> alert_settings_;
   // Transfers: a continuing allocation's id -> the first of its chain, and -> the one it
   // continues.
   std::map<std::string, std::string> cap_holder_;

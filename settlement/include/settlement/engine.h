@@ -108,6 +108,10 @@ class Engine {
   // documents (frozen if closed, drafts otherwise).
   absl::StatusOr<BudgetReport> Budgets(uint32_t year, std::optional<int> program = std::nullopt);
 
+  // GPU-ms taken so far from the GPU-hour cap of `cap_holder` (Registry::CapHolder: the first
+  // allocation of a chain of transfers).
+  __int128 CapUsedGpuMs(const std::string& cap_holder);
+
   // Closed periods, oldest first.
   std::vector<CloseRecord> Closes();
   std::optional<base::Period> last_closed() const { return registry_.last_closed(); }
