@@ -181,7 +181,9 @@ void AddAlertsCommand(CLI::App& app, int* exit_code) {
       "signed (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature), retried\n"
       "with doubling backoff, given up after --max-attempts (shown by `alerts list`). SIGTERM\n"
       "or SIGINT stops it.");
-  run->add_option("--db", args->db, "Ledger directory (followed read-only)")->required();
+  run->add_option("--db", args->db, "Ledger directory (followed read-only)")
+      ->required()
+      ->envname("GPULEDGER_DB");
   run->add_option("--store", args->store,
                   "Its own settlement store (default: <db>.alerts.settlement)");
   run->add_option("--state", args->state, "The alert state store (default: <db>.alerts)");
@@ -224,7 +226,8 @@ void AddAlertsCommand(CLI::App& app, int* exit_code) {
   auto largs = std::make_shared<ListArgs>();
   CLI::App* list = alerts->add_subcommand(
       "list", "Every alert raised, and each delivery: delivered, pending or given up");
-  list->add_option("--db", largs->db, "Ledger directory (names the default state store)");
+  list->add_option("--db", largs->db, "Ledger directory (names the default state store)")
+      ->envname("GPULEDGER_DB");
   list->add_option("--state", largs->state, "The alert state store (default: <db>.alerts)");
   list->add_option("--format", largs->format, "table or json")
       ->check(CLI::IsMember({"table", "json"}))

@@ -303,6 +303,26 @@ TEST(ValidatorTest, BudgetsAreChecked) {
   EXPECT_EQ(h.Reg(budget([](auto* b) { b->set_amount_krw(1); })), ledger::kRegistryConflict);
 }
 
+TEST(ValidatorTest, AlertSettingsAreChecked) {
+  Harness h;
+  auto settings = [](std::function<void(v1::AlertSettings*)> change) {
+    return [=](v1::RegistryEvent* e) {
+      auto* a = e->mutable_alert_settings();
+      a->add_allocation_balance_thresholds_bp(8'000);
+      a->set_csp_rejection_rate_bp(500);
+      a->set_csp_rejection_min_events(10);
+      change(a);
+    };
+  };
+  EXPECT_EQ(h.Reg(settings([](auto* a) { a->add_allocation_balance_thresholds_bp(8'000); })),
+            reason::kInvalidField);
+  EXPECT_EQ(h.Reg(settings([](auto* a) { a->set_csp_rejection_rate_bp(10'001); })),
+            reason::kInvalidField);
+  EXPECT_EQ(h.Reg(settings([](auto*) {})), "");
+  EXPECT_EQ(h.Reg(settings([](auto* a) { a->set_csp_rejection_rate_bp(1); })),
+            ledger::kRegistryConflict);
+}
+
 TEST(ValidatorTest, RejectsUsageOfAnotherCspsAllocation) {
   Harness h;
   h.StandardRegistry();
