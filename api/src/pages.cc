@@ -1,10 +1,12 @@
 // Pages for people: plain server-rendered HTML and CSS, no scripts. A browser signs in once
 // (/ui/login stores the token in an HttpOnly cookie); the same roles apply as for the API.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <kainjow/mustache.hpp>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -15,6 +17,7 @@
 #include "i18n/i18n.h"
 #include "ledger/hash.h"
 #include "settlement/render.h"
+#include "settlement/reports.h"
 
 // The pages' templates, embedded by api/CMakeLists.txt (i18n/embed.cmake).
 #define GPULEDGER_TEMPLATE(name)                 \
@@ -27,6 +30,7 @@ GPULEDGER_TEMPLATE(statement_page)
 GPULEDGER_TEMPLATE(audit)
 GPULEDGER_TEMPLATE(message)
 GPULEDGER_TEMPLATE(document_nav)
+GPULEDGER_TEMPLATE(report)
 #undef GPULEDGER_TEMPLATE
 
 namespace gpuledger::api {
@@ -75,6 +79,8 @@ kainjow::mustache::data Menu(Lang lang, const Principal& who) {
   if (who.role != Role::kCsp) link("/ui/invoices", Tr(lang, "Invoices"));
   if (who.role != Role::kInstitution) link("/ui/statements", Tr(lang, "CSP statements"));
   if (Staff(who)) link("/ui/programs", Tr(lang, "Programme summaries"));
+  link("/ui/reports", Tr(lang, "Reports"));
+  if (Staff(who)) link("/ui/budgets", Tr(lang, "Budgets"));
   if (who.role == Role::kOperator || who.role == Role::kAuditor) {
     link("/ui/audit", Tr(lang, "Audit"));
   }
@@ -805,6 +811,249 @@ HttpResponse AuditPage(Lang lang, const HttpRequest& req, Service& svc, const Pr
       Page(lang, Tr(lang, "Audit"), who, RenderTemplate(kTemplate_audit, kTemplate_auditSize, d)));
 }
 
+std::string QueryValue(const HttpRequest& req, const char* name, const std::string& def = "") {
+  auto it = req.query.find(name);
+  return it == req.query.end() ? def : it->second;
+}
+
+Data Field(const std::string& label, const char* name, const std::string& value, int size) {
+  Data f;
+  f.set("label", label);
+  f.set("name", name);
+  f.set("value", value);
+  f.set("size", absl::StrCat(size));
+  return f;
+}
+
+Data Links(const std::vector<std::pair<std::string, std::string>>& links) {
+  Data items = List();
+  for (const auto& [href, label] : links) {
+    Data l;
+    l.set("href", href);
+    l.set("label", label);
+    l.set("first", items.list_value().empty());
+    items.push_back(l);
+  }
+  Data d;
+  d.set("items", items);
+  return d;
+}
+
+std::string UrlEncode(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ',') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += absl::StrFormat("%%%02X", c);
+    }
+  }
+  return out;
+}
+
+// Usage over a range, grouped, with each pool's capacity by use (settlement::Engine::Usage):
+// the form, the chart, the rows and the capacity, and the same report as CSV and JSON. Scoped
+// as /v1/reports/usage is: an institution sees its own usage, a CSP its own.
+HttpResponse ReportPage(Lang lang, const HttpRequest& req, Service& svc, const Principal& who) {
+  const std::string from = QueryValue(req, "from", "2026-01");
+  const std::string to = QueryValue(req, "to", "2026-12");
+  const std::string granularity = QueryValue(req, "granularity", "month");
+  const std::string group_by =
+      QueryValue(req, "group_by", who.role == Role::kInstitution ? "" : "csp,model");
+  Data form;
+  form.set("action", "/ui/reports");
+  form.set("t_show", Tr(lang, "Show"));
+  Data fields = List();
+  fields.push_back(Field(Tr(lang, "From"), "from", from, 10));
+  fields.push_back(Field(Tr(lang, "To"), "to", to, 10));
+  Data g = Field(Tr(lang, "By"), "granularity", granularity, 8);
+  Data options;
+  options.set("name", "granularity");
+  Data choices = List();
+  for (const auto& [value, text] :
+       std::vector<std::pair<std::string, std::string>>{{"day", Tr(lang, "day")},
+                                                        {"month", Tr(lang, "month")},
+                                                        {"quarter", Tr(lang, "quarter")},
+                                                        {"year", Tr(lang, "year")}}) {
+    Data c;
+    c.set("value", value);
+    c.set("text", text);
+    c.set("selected", value == granularity);
+    choices.push_back(c);
+  }
+  options.set("choices", choices);
+  g.set("options", options);
+  fields.push_back(g);
+  fields.push_back(Field(Tr(lang, "Group by"), "group_by", group_by, 24));
+  form.set("fields", fields);
+  auto query = settlement::ParseUsageQuery(from, to, granularity, group_by);
+  if (!query.ok()) {
+    form.set("error", std::string(query.status().message()));
+    return Html(Page(lang, Tr(lang, "Reports"), who,
+                     RenderTemplate(kTemplate_report, kTemplate_reportSize, form)),
+                400);
+  }
+  if (who.role == Role::kInstitution) query->institution_id = who.scope_id;
+  if (who.role == Role::kCsp) query->csp_id = who.scope_id;
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    auto report = engine.Usage(*query);
+    if (!report.ok()) {
+      form.set("error", std::string(report.status().message()));
+      return Html(Page(lang, Tr(lang, "Reports"), who,
+                       RenderTemplate(kTemplate_report, kTemplate_reportSize, form)),
+                  422);
+    }
+    Data charts = List();
+    Data chart;
+    const bool capacity = report->capacity_shown && !report->capacity.empty();
+    chart.set("title", capacity ? Tr(lang, "Capacity by use") : Tr(lang, "GPU-hours used"));
+    chart.set("svg", settlement::UsageReportSvg(*report, lang));
+    charts.push_back(chart);
+    form.set("charts", charts);
+    if (query->granularity == settlement::Granularity::kDay) {
+      form.set("note",
+               Tr(lang, "Money is settled by month: a report by day shows GPU-hours only."));
+    }
+    const std::string q =
+        absl::StrCat("from=", UrlEncode(from), "&to=", UrlEncode(to),
+                     "&granularity=", UrlEncode(granularity), "&group_by=", UrlEncode(group_by));
+    form.set("links", Links({{absl::StrCat("/v1/reports/usage.csv?", q), Tr(lang, "Download CSV")},
+                             {absl::StrCat("/v1/reports/usage.csv?table=capacity&", q),
+                              Tr(lang, "Capacity as CSV")},
+                             {absl::StrCat("/v1/reports/usage?", q), "JSON"}}));
+    std::string body = RenderTemplate(kTemplate_report, kTemplate_reportSize, form);
+    Table rows;
+    rows.id = "usage";
+    rows.Head(Tr(lang, "period"));
+    for (settlement::Dimension d : query->group_by) rows.Head(settlement::DimensionName(d));
+    rows.Head(Tr(lang, "GPU-hours used"), true);
+    const bool money = query->granularity != settlement::Granularity::kDay;
+    if (money) {
+      rows.Head(Tr(lang, "net GPU-hours"), true);
+      rows.Head(Tr(lang, "co-pay"), true);
+      rows.Head(Tr(lang, "subsidy"), true);
+    }
+    auto row = [&](const settlement::UsageRow& r, const std::string& bucket) {
+      std::vector<Data> cells = {Cell(bucket)};
+      for (size_t i = 0; i < query->group_by.size(); ++i) {
+        cells.push_back(Cell(i < r.group.size() ? r.group[i] : ""));
+      }
+      cells.push_back(Num(Hours(r.used_gpu_ms)));
+      if (money) {
+        cells.push_back(Num(Hours(r.net_gpu_ms)));
+        cells.push_back(Num(i18n::Won(lang, r.copay_krw)));
+        cells.push_back(Num(i18n::Won(lang, r.subsidy_krw)));
+      }
+      rows.Row(cells);
+    };
+    for (const auto& r : report->rows) row(r, r.bucket);
+    row(report->totals, Tr(lang, "Total"));
+    body += ListBody(std::nullopt, std::nullopt, rows);
+    if (capacity) {
+      Table cap;
+      cap.id = "capacity";
+      cap.Head(Tr(lang, "period"));
+      for (settlement::Dimension d : query->group_by) {
+        if (d == settlement::Dimension::kProgram || d == settlement::Dimension::kCsp ||
+            d == settlement::Dimension::kModel) {
+          cap.Head(settlement::DimensionName(d));
+        }
+      }
+      for (const std::string& h :
+           {Tr(lang, "capacity"), Tr(lang, "programme use"), Tr(lang, "own use"),
+            Tr(lang, "planned outage"), Tr(lang, "unplanned outage"), Tr(lang, "idle")}) {
+        cap.Head(absl::StrCat(h, " (GPU-h)"), true);
+      }
+      for (const auto& r : report->capacity) {
+        std::vector<Data> cells = {Cell(r.bucket)};
+        for (const auto& v : r.group) cells.push_back(Cell(v));
+        for (int64_t v : {r.capacity_gpu_ms, r.programme_use_gpu_ms, r.own_use_gpu_ms,
+                          r.planned_outage_gpu_ms, r.unplanned_outage_gpu_ms, r.idle_gpu_ms}) {
+          cells.push_back(Num(Hours(v)));
+        }
+        cap.Row(cells);
+      }
+      body += absl::StrCat("<h2>", H(Tr(lang, "Capacity by use")), "</h2>\n");
+      body += ListBody(std::nullopt, std::nullopt, cap);
+    }
+    return Html(Page(lang, Tr(lang, "Reports"), who, body));
+  });
+}
+
+// The year's budgets (staff): each with its burn-down chart against the budget line.
+HttpResponse BudgetPage(Lang lang, const HttpRequest& req, Service& svc, const Principal& who) {
+  if (!Staff(who)) {
+    return HtmlError(lang, 403, who, Tr(lang, "Budgets are for the operator's staff."));
+  }
+  const std::string year_text = QueryValue(req, "year", "2026");
+  Data form;
+  form.set("action", "/ui/budgets");
+  form.set("t_show", Tr(lang, "Show"));
+  Data fields = List();
+  fields.push_back(Field(Tr(lang, "Year"), "year", year_text, 6));
+  form.set("fields", fields);
+  uint32_t year = 0;
+  if (!absl::SimpleAtoi(year_text, &year) || year < 1970 || year > 9999) {
+    form.set("error", Tr(lang, "The year is four digits, e.g. 2026."));
+    return Html(Page(lang, Tr(lang, "Budgets"), who,
+                     RenderTemplate(kTemplate_report, kTemplate_reportSize, form)),
+                400);
+  }
+  return svc.WithEngine([&](settlement::Engine& engine) {
+    auto report = engine.Budgets(year);
+    if (!report.ok()) {
+      form.set("error", std::string(report.status().message()));
+      return Html(Page(lang, Tr(lang, "Budgets"), who,
+                       RenderTemplate(kTemplate_report, kTemplate_reportSize, form)),
+                  422);
+    }
+    if (report->budgets.empty()) {
+      form.set("note", Tr(lang, "No budget is recorded for this year."));
+    }
+    Data charts = List();
+    for (const auto& b : report->budgets) {
+      Data chart;
+      const std::string program = i18n::ProgramName(lang, [&] {
+        v1::Program p = v1::PROGRAM_UNSPECIFIED;
+        v1::Program_Parse(b.program, &p);
+        return p;
+      }());
+      chart.set("title", b.call_id.empty() ? program : absl::StrCat(program, " · ", b.call_id));
+      chart.set("svg", settlement::BudgetBurnDownSvg(b, lang));
+      chart.set("summary",
+                Tr(lang, "Budget {1}, drawn {2} ({3}), remaining {4}, forecast for the year {5}.",
+                   {i18n::Won(lang, b.amount_krw), i18n::Won(lang, b.drawn_krw),
+                    i18n::Percent(b.drawn_bp), i18n::Won(lang, b.remaining_krw),
+                    i18n::Won(lang, b.forecast_krw)}));
+      charts.push_back(chart);
+    }
+    form.set("charts", charts);
+    form.set("links",
+             Links({{absl::StrCat("/v1/reports/budget.csv?year=", year), Tr(lang, "Download CSV")},
+                    {absl::StrCat("/v1/reports/budget?year=", year), "JSON"}}));
+    std::string body = RenderTemplate(kTemplate_report, kTemplate_reportSize, form);
+    Table months;
+    months.id = "budgets";
+    months.Head(Tr(lang, "programme"));
+    months.Head(Tr(lang, "call"));
+    months.Head(Tr(lang, "period"));
+    months.Head(Tr(lang, "status"));
+    months.Head(Tr(lang, "drawdown"), true);
+    months.Head(Tr(lang, "cumulative"), true);
+    months.Head(Tr(lang, "remaining"), true);
+    for (const auto& b : report->budgets) {
+      for (const auto& m : b.months) {
+        months.Row({Cell(b.program), Cell(b.call_id), Cell(i18n::Month(lang, m.period)),
+                    Cell(m.closed ? Tr(lang, "closed (final)") : Tr(lang, "open (draft)")),
+                    Num(i18n::Won(lang, m.drawdown_krw)), Num(i18n::Won(lang, m.cumulative_krw)),
+                    Num(i18n::Won(lang, b.amount_krw - m.cumulative_krw))});
+      }
+    }
+    body += ListBody(std::nullopt, std::nullopt, months);
+    return Html(Page(lang, Tr(lang, "Budgets"), who, body));
+  });
+}
+
 }  // namespace
 
 HttpResponse HandlePage(const HttpRequest& req, Service& svc,
@@ -860,6 +1109,12 @@ HttpResponse HandlePage(const HttpRequest& req, Service& svc,
   } else if (seg[1] == "audit" && seg.size() == 2) {
     r = AuditPage(lang, req, svc, who);
     r.route = "/ui/audit";
+  } else if (seg[1] == "reports" && seg.size() == 2) {
+    r = ReportPage(lang, req, svc, who);
+    r.route = "/ui/reports";
+  } else if (seg[1] == "budgets" && seg.size() == 2) {
+    r = BudgetPage(lang, req, svc, who);
+    r.route = "/ui/budgets";
   } else {
     r = HtmlError(lang, 404, who, Tr(lang, "No such page."));
     r.route = "error";

@@ -2,6 +2,8 @@
 // here: no script, nothing fetched).
 
 #include <algorithm>
+#include <array>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -193,6 +195,82 @@ std::string UsageReportTable(const UsageReport& report) {
     }
   }
   return out;
+}
+
+std::string UsageReportSvg(const UsageReport& report, i18n::Lang lang) {
+  // Per bucket: the stacked values, in order, and the whole.
+  struct Bucket {
+    std::array<__int128, 5> parts{};
+    __int128 whole = 0;
+  };
+  std::map<std::string, Bucket> buckets;
+  const bool capacity = report.capacity_shown && !report.capacity.empty();
+  if (capacity) {
+    for (const CapacityRow& r : report.capacity) {
+      Bucket& b = buckets[r.bucket];
+      b.parts[0] += r.programme_use_gpu_ms;
+      b.parts[1] += r.own_use_gpu_ms;
+      b.parts[2] += r.planned_outage_gpu_ms;
+      b.parts[3] += r.unplanned_outage_gpu_ms;
+      b.parts[4] += std::max<int64_t>(0, r.idle_gpu_ms);
+    }
+  } else {
+    for (const UsageRow& r : report.rows) buckets[r.bucket].parts[0] += r.used_gpu_ms;
+  }
+  __int128 top = 1;
+  for (auto& [name, b] : buckets) {
+    for (__int128 v : b.parts) b.whole += std::max<__int128>(0, v);
+    top = std::max(top, b.whole);
+  }
+  static constexpr const char* kColours[] = {"#2c7fb8", "#7fcdbb", "#fdae61", "#d7191c", "#e0e0e0"};
+  const std::array<std::string, 5> names = {
+      i18n::Tr(lang, "programme use"), i18n::Tr(lang, "own use"), i18n::Tr(lang, "planned outage"),
+      i18n::Tr(lang, "unplanned outage"), i18n::Tr(lang, "idle")};
+  constexpr int kW = 720, kH = 240, kLeft = 10, kTop = 24, kBottom = 30;
+  const int plot_h = kH - kTop - kBottom;
+  const int n = std::max<int>(1, static_cast<int>(buckets.size()));
+  const int slot = std::max(2, (kW - kLeft) / n);
+  std::string svg = absl::StrFormat(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" viewBox=\"0 0 %d %d\" "
+      "width=\"%d\" height=\"%d\" role=\"img\" aria-label=\"%s\">",
+      kW, kH, kW, kH,
+      HtmlEscape(capacity ? i18n::Tr(lang, "Capacity by use") : i18n::Tr(lang, "GPU-hours used")));
+  // The legend.
+  for (int i = 0, x = kLeft; i < (capacity ? 5 : 1); ++i) {
+    absl::StrAppend(
+        &svg, absl::StrFormat("<rect x=\"%d\" y=\"4\" width=\"10\" height=\"10\" "
+                              "fill=\"%s\"/><text x=\"%d\" y=\"13\" "
+                              "font-size=\"11\">%s</text>",
+                              x, kColours[i], x + 14,
+                              HtmlEscape(capacity ? names[i] : i18n::Tr(lang, "GPU-hours used"))));
+    x += 130;
+  }
+  int i = 0;
+  for (const auto& [name, b] : buckets) {
+    const int x = kLeft + i * slot;
+    int64_t y = kTop + plot_h;
+    std::string title = name;
+    for (size_t k = 0; k < b.parts.size(); ++k) {
+      const __int128 v = std::max<__int128>(0, b.parts[k]);
+      if (v == 0) continue;
+      const int h = static_cast<int>(v * plot_h / top);
+      y -= h;
+      const int64_t shown = v > INT64_MAX ? INT64_MAX : static_cast<int64_t>(v);
+      absl::StrAppend(
+          &svg, absl::StrFormat("<rect x=\"%d\" y=\"%d\" width=\"%d\" "
+                                "height=\"%d\" fill=\"%s\"><title>%s %s: %s "
+                                "GPU-h</title></rect>",
+                                x, y, std::max(1, slot - 2), h, kColours[k], HtmlEscape(name),
+                                HtmlEscape(capacity ? names[k] : ""), HtmlEscape(Hours(shown))));
+    }
+    if (n <= 40 || i % (n / 20 + 1) == 0) {
+      absl::StrAppend(&svg, absl::StrFormat("<text x=\"%d\" y=\"%d\" font-size=\"9\">%s</text>", x,
+                                            kH - 14, HtmlEscape(name)));
+    }
+    ++i;
+  }
+  absl::StrAppend(&svg, "</svg>");
+  return svg;
 }
 
 // ---- Budgets ----

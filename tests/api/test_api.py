@@ -444,6 +444,24 @@ class EndpointTest(ApiTest):
                     "from=2026-03&to=2026-03&group_by=region", "to=2026-03"):
             self.assertError(get(f"/v1/reports/usage?{bad}"), 400, "bad_parameter")
 
+    def test_report_pages_draw_their_charts_on_the_server(self):
+        page = get(f"/ui/reports?from={P}&to={P}&granularity=month&group_by=csp,model").text
+        self.assertIn('<svg xmlns="http://www.w3.org/2000/svg" class="chart"', page)
+        self.assertIn('id="capacity"', page)
+        self.assertIn(f"/v1/reports/usage.csv?from={P}", page)
+        self.assertNotIn("<script", page)
+        # Korean by default; an institution's page has no capacity.
+        self.assertIn("용량의 용도별 구분", page)
+        mine = get(f"/ui/reports?from={P}&to={P}", token=TOKENS["institution:inst-nari"]).text
+        self.assertNotIn('id="capacity"', mine)
+        bad = get("/ui/reports?from=2026-03-05&to=2026-03")
+        self.assertEqual(bad.status, 400)
+        self.assertIn("whole months", bad.text)
+        budgets = get("/ui/budgets?year=2026").text
+        self.assertEqual(budgets.count('<svg xmlns="http://www.w3.org/2000/svg" viewBox'), 2)
+        self.assertIn('id="budgets"', budgets)
+        self.assertEqual(get("/ui/budgets?year=20x6").status, 400)
+
     def test_budget_report(self):
         b = get_json(f"/v1/reports/budget?year=2026")
         self.assertEqual(b["format"], "gpuledger.budget_report/1")
@@ -961,6 +979,15 @@ def matrix():
         ("/ui/periods",                                   (200, 200, 200, 200, 200, 200, 200)),
         (f"/ui/programs?period={P}",                      (200, 200, 200, 403, 403, 403, 403)),
         (f"/ui/programs/{P}/GOV_ADVANCED",                (200, 200, 200, 403, 403, 403, 403)),
+        # Reports: every role, each scoped to what it may see; budgets for staff only.
+        (f"/v1/reports/usage?from={P}&to={P}",            (200, 200, 200, 200, 200, 200, 200)),
+        (f"/v1/reports/usage?from={P}&to={P}&csp=csp-beta", (200, 200, 200, 403, 200, 403, 403)),
+        (f"/v1/reports/usage?from={P}&to={P}&institution=inst-nari",
+                                                          (200, 200, 200, 403, 403, 200, 403)),
+        ("/v1/reports/budget?year=2026",                  (200, 200, 200, 403, 403, 403, 403)),
+        ("/v1/reports/budget.csv?year=2026",              (200, 200, 200, 403, 403, 403, 403)),
+        (f"/ui/reports?from={P}&to={P}",                  (200, 200, 200, 200, 200, 200, 200)),
+        ("/ui/budgets?year=2026",                         (200, 200, 200, 403, 403, 403, 403)),
     ]
 
 
@@ -1038,12 +1065,13 @@ class RoleMatrixTest(ApiTest):
         the periods page lists the closed month and the open one after it."""
         menus = {
             "operator": ["/ui/periods", "/ui/invoices", "/ui/statements", "/ui/programs",
-                         "/ui/audit"],
-            "finance": ["/ui/periods", "/ui/invoices", "/ui/statements", "/ui/programs"],
+                         "/ui/reports", "/ui/budgets", "/ui/audit"],
+            "finance": ["/ui/periods", "/ui/invoices", "/ui/statements", "/ui/programs",
+                        "/ui/reports", "/ui/budgets"],
             "auditor": ["/ui/periods", "/ui/invoices", "/ui/statements", "/ui/programs",
-                        "/ui/audit"],
-            "csp:csp-alpha": ["/ui/periods", "/ui/statements"],
-            "institution:inst-nari": ["/ui/periods", "/ui/invoices"],
+                        "/ui/reports", "/ui/budgets", "/ui/audit"],
+            "csp:csp-alpha": ["/ui/periods", "/ui/statements", "/ui/reports"],
+            "institution:inst-nari": ["/ui/periods", "/ui/invoices", "/ui/reports"],
         }
         for role, want in menus.items():
             page = get("/ui/periods", token=TOKENS[role]).text

@@ -94,6 +94,10 @@ std::string UsageReportJson(const UsageReport& report);
 std::string UsageReportCsv(const UsageReport& report, const std::string& which);
 // A fixed-width table for a terminal.
 std::string UsageReportTable(const UsageReport& report);
+// A chart of the report (SVG, drawn here in integers): each bucket's capacity stacked by use
+// (programme use, own use, planned and unplanned outage, idle) when the report has capacity,
+// else each bucket's GPU-hours used.
+std::string UsageReportSvg(const UsageReport& report, i18n::Lang lang);
 
 // ---- Budgets ----
 
