@@ -1,6 +1,7 @@
 // `gpuledger report usage` and `gpuledger report budget`: reports over time (docs/REPORTS.md),
 // read from the settlement store's roll-ups after bringing it up to the ledger's head.
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 #include "gpuledger/v1/common.pb.h"
 #include "settle_common.h"
 #include "settlement/reports.h"
+#include "spdlog/spdlog.h"
 
 namespace gpuledger::cli {
 
@@ -68,11 +70,17 @@ void AddUsageReport(CLI::App* report, int* exit_code) {
       *exit_code = Report(opened.status());
       return;
     }
+    const auto t0 = std::chrono::steady_clock::now();
     auto report = opened->settlement.engine->Usage(*query);
     if (!report.ok()) {
       *exit_code = Report(report.status());
       return;
     }
+    spdlog::debug(
+        "usage report built in {} us: {} roll-up keys read ({} bytes), {} rows",
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count(),
+        report->keys_read, report->bytes_read, report->rows.size());
     const std::string text = args->format == "json"           ? UsageReportJson(*report)
                              : args->format == "csv"          ? UsageReportCsv(*report, "rows")
                              : args->format == "capacity-csv" ? UsageReportCsv(*report, "capacity")

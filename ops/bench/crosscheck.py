@@ -253,6 +253,8 @@ def main():
     ap.add_argument("--pb-dir", required=True)
     ap.add_argument("--export", required=True)
     ap.add_argument("--invoices", required=True)
+    ap.add_argument("--report", help="`gpuledger report usage --by institution --format json` "
+                    "of the period: compared with DuckDB as the invoices are")
     ap.add_argument("--period", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--result")
@@ -279,6 +281,21 @@ def main():
               % (inst, d["used"], d["credit"], d["unpriced"], d["net"], d["hours"], g["used"],
                  g["credit"], g["unpriced"], g["net"], g["hours"]),
               file=sys.stderr)
+    # The usage report (docs/REPORTS.md) per institution: used = every non-credit line (the
+    # invoice's used + unpriced), credited = the credit lines.
+    report_mismatches = 0
+    if args.report:
+        with open(args.report) as f:
+            rep = json.load(f)
+        got = {row["group"]["institution"]: (row["used_gpu_ms"], row["credited_gpu_ms"])
+               for row in rep["rows"]}
+        for inst in sorted(set(duck) | set(got)):
+            d = duck.get(inst, zero)
+            want = (d["used"] + d["unpriced"], d["credit"])
+            if got.get(inst, (0, 0)) != want:
+                report_mismatches += 1
+                print("REPORT %s: duckdb used=%d credit=%d | report %s"
+                      % (inst, want[0], want[1], got.get(inst)), file=sys.stderr)
     # The SQL's hours and this file's must agree too (two implementations of one rule).
     bad_hours = [i for i, d in duck.items() if d["hours"] != hours(d["net"])]
     for i in bad_hours:
@@ -288,6 +305,7 @@ def main():
     result.update({
         "institutions_duckdb": len(duck), "institutions_gpuledger": len(inv),
         "institutions_compared": len(set(duck) | set(inv)), "mismatches": len(mismatches),
+        "report_mismatches": report_mismatches,
         "status": status, "closes": closes, "adjustment_lines": adjustments,
         "unpriced_gpuledger": unpriced,
         "used_gpu_ms": sum(d["used"] for d in duck.values()),
@@ -308,7 +326,7 @@ def main():
         with open(args.result, "w") as f:
             json.dump(result, f, indent=2)
     print(json.dumps(result), file=sys.stderr)
-    return 1 if mismatches or bad_hours else 0
+    return 1 if mismatches or bad_hours or report_mismatches else 0
 
 
 if __name__ == "__main__":

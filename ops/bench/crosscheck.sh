@@ -99,6 +99,12 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 SETTLE_SECS=$(secs "$t0" "$t1")
 
+# The usage report of the month by institution (docs/REPORTS.md), read from the roll-ups of the
+# store just caught up: compared with DuckDB too.
+"$GPULEDGER" report usage --db "$LEDGER" --store "$WORK/store-empty" --from "$PERIOD" \
+  --to "$PERIOD" --by institution --format json -o "$WORK/report.json" >>"$WORK/settle.log" 2>&1 ||
+  { tail -20 "$WORK/settle.log" >&2; die "report usage failed"; }
+
 log "gpuledger audit replay --db LEDGER"
 t0=$(date +%s.%N)
 rc=0
@@ -117,8 +123,8 @@ mkdir -p "$WORK/pb" "$WORK/duck"
 protoc -I "$ROOT/schemas" --python_out="$WORK/pb" "$ROOT"/schemas/gpuledger/v1/*.proto
 rc=0
 "$PY" "$ROOT/ops/bench/crosscheck.py" --pb-dir "$WORK/pb" --export "$WORK/ledger.export" \
-  --invoices "$WORK/invoices.json" --period "$PERIOD" --work "$WORK/duck" \
-  --result "$WORK/result.json" 2>"$WORK/crosscheck.log" || rc=$?
+  --invoices "$WORK/invoices.json" --report "$WORK/report.json" --period "$PERIOD" \
+  --work "$WORK/duck" --result "$WORK/result.json" 2>"$WORK/crosscheck.log" || rc=$?
 [ -s "$WORK/result.json" ] || { tail -30 "$WORK/crosscheck.log" >&2; die "crosscheck.py failed"; }
 r() { jq -r ".$1" "$WORK/result.json"; }
 [ "$(r closes)" = 0 ] && [ "$(r adjustment_lines)" = 0 ] ||
@@ -142,6 +148,8 @@ TABLE=$WORK/table.md
     "$(r institutions_gpuledger)" "$(r institutions_duckdb)"
   printf '| institutions that differ, of %s compared | %s | %s |\n' \
     "$(r institutions_compared)" "$VERDICT" "$VERDICT"
+  printf '| institutions whose usage report (`report usage --by institution`) differs from DuckDB | **%s** | |\n' \
+    "$(r report_mismatches)"
   printf '| GPU-hours used (lines `usage` + `beyond_cap` + `held` + `refused`), sum over institutions | %s | %s |\n' \
     "$(r used_gpu_hours_gpuledger)" "$(r used_gpu_hours)"
   printf '| GPU-hours of outage credits (lines `outage_credit`), sum | %s | %s |\n' \
@@ -169,7 +177,7 @@ TABLE=$WORK/table.md
 echo
 cat "$TABLE"
 if [ "$rc" != 0 ]; then
-  grep -E '^(MISMATCH|HOURS) ' "$WORK/crosscheck.log" >&2 || tail -30 "$WORK/crosscheck.log" >&2
+  grep -E '^(MISMATCH|HOURS|REPORT) ' "$WORK/crosscheck.log" >&2 || tail -30 "$WORK/crosscheck.log" >&2
   die "the cross-check found differences (rows above; BENCH_KEEP=1 keeps $WORK)"
 fi
 TITLE="Cross-check: DuckDB vs gpuledger settle"

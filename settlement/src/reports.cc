@@ -255,6 +255,8 @@ absl::StatusOr<UsageReport> Engine::Usage(const UsageQuery& query) {
       const std::string prefix = KeyBuilder(keys::kLine).Str(period).Take();
       absl::Status failed;
       store_->Scan(prefix, [&](std::string_view key, std::string_view value) {
+        ++report.keys_read;
+        report.bytes_read += key.size() + value.size();
         LineId id;
         const auto gpu_ms = keys::DecodeI128(value);
         if (!DecodeLine(key.substr(prefix.size()), &id) || !gpu_ms) {
@@ -304,10 +306,15 @@ absl::StatusOr<UsageReport> Engine::Usage(const UsageQuery& query) {
               c.capacity += GpuMsOf(n, lo, hi);
             });
           }
-          c.own += store_->GetInt(absl::StrCat(keys::kOwnUse, rest));
           const std::string by_kind = KeyBuilder(keys::kOutageByKind).Raw(rest).Take();
-          c.planned += store_->GetInt(KeyBuilder(by_kind).U32(v1::OUTAGE_PLANNED).key());
-          c.unplanned += store_->GetInt(KeyBuilder(by_kind).U32(v1::OUTAGE_UNPLANNED).key());
+          for (auto [key, sum] :
+               {std::pair{absl::StrCat(keys::kOwnUse, rest), &c.own},
+                std::pair{KeyBuilder(by_kind).U32(v1::OUTAGE_PLANNED).Take(), &c.planned},
+                std::pair{KeyBuilder(by_kind).U32(v1::OUTAGE_UNPLANNED).Take(), &c.unplanned}}) {
+            *sum += store_->GetInt(key);
+            ++report.keys_read;
+            report.bytes_read += key.size() + 16;
+          }
           auto it = pool_use.find({bucket, Pool{csp, program, model}});
           if (it != pool_use.end()) {
             c.use += it->second;
@@ -322,6 +329,8 @@ absl::StatusOr<UsageReport> Engine::Usage(const UsageQuery& query) {
         KeyBuilder(keys::kRollupDay).U32(static_cast<uint32_t>(query.from_day)).Take();
     absl::Status failed;
     store_->Scan(keys::kRollupDay, from, [&](std::string_view key, std::string_view value) {
+      ++report.keys_read;
+      report.bytes_read += key.size() + value.size();
       keys::RollupFields f;
       const auto gpu_ms = keys::DecodeI128(value);
       if (!keys::DecodeRollup(key, &f) || !gpu_ms) {

@@ -83,6 +83,10 @@ struct UsageReport {
   std::vector<CapacityRow> capacity;
   std::vector<std::pair<std::string, bool>> periods;  // the months touched, and whether closed
   uint64_t applied_through = 0;
+  // What it read: roll-up keys and their bytes (keys and values), for the benchmark
+  // (ops/bench/reports.sh); not rendered.
+  uint64_t keys_read = 0;
+  uint64_t bytes_read = 0;
 };
 
 // "2026-03-01" ↔ day numbers (KST).
