@@ -108,6 +108,13 @@ printf '\nDocuments written to %s: %s.json (canonical), %s.html (printable, Kore
   "$OUT" "$PERIOD" "$PERIOD" "$PERIOD"
 printf 'English), %s-{invoices,statements,programs}.csv, %s-draft.json and closes.json (digests).\n' \
   "$PERIOD" "$NEXT"
+step "the year so far: budgets drawn down, usage and capacity by programme (docs/REPORTS.md)"
+"$GPULEDGER" report budget --year "${PERIOD%-*}"
+"$GPULEDGER" report usage --from "$PERIOD" --to "$NEXT" --by program
+step "alerts: each raised once, published to the Kafka alerts topic (docs/ALERTS.md)"
+"$GPULEDGER" alerts run --until-delivered --poll-ms 100 2>"$DEMO_DIR/alerts.log"
+grep -E "alert raised|published" "$DEMO_DIR/alerts.log" >&2 || true
+"$GPULEDGER" alerts list
 step "pages and API for people and systems"
 TOKENS=$DEMO_DIR/tokens
 FINANCE_TOKEN=$("$GPULEDGER" tokens add --file "$TOKENS" --role finance --name "demo finance" 2>/dev/null)

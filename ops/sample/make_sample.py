@@ -131,7 +131,7 @@ def registry_events(start, end):
     add("budget", {"program": "GOV_ADVANCED", "fiscalYear": year, "amountKrw": 300000000,
                    "effectiveFromMs": before, "alertThresholdsBp": [5000, 8000, 9000, 10000],
                    "note": f"{year}년 본예산"})
-    add("budget", {"program": "LEASE_HPC", "fiscalYear": year, "amountKrw": 3000000,
+    add("budget", {"program": "LEASE_HPC", "fiscalYear": year, "amountKrw": 320000000,
                    "effectiveFromMs": before, "alertThresholdsBp": [5000, 8000, 10000]})
     # Alerts beyond the budgets: an allocation's cap 80% and 95% used; a CSP whose rejected
     # events are 5% or more of a day's (at least 10 events).
