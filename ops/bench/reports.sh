@@ -14,7 +14,11 @@
 #   4. `gpuledger serve` on the ledger: R GETs of the same report from /v1/reports/usage with
 #      curl (after one warm-up): median time_total;
 #   5. the limit: db_bench fillseq (untimed), then readseq over as many keys as the report read,
-#      of their average size (key and value): the time RocksDB takes to read them alone.
+#      of their average size (key and value): the time RocksDB takes to read them alone;
+#   6. issue 18's "done when" on the same year: the budgets the simulator records drawn down
+#      (`report budget`), and `alerts run --until-delivered` (its own settlement store) publishing
+#      to the broker and delivering to a local receiver that refuses each alert's first attempt;
+#      then a second run, which must raise, publish and deliver nothing.
 # Prints one Markdown table and appends it (with the machine, commit and command) to
 # docs/BENCHMARKS.md unless --no-append. About 35 minutes at the defaults on this machine.
 set -euo pipefail
@@ -64,6 +68,53 @@ LEDGER=$WORK/ledger
 log "gpuledger ingest --until-end --unsigned"
 bench_ingest "$LEDGER"
 log "ledger: $ING_HEAD entries from $ING_CONSUMED messages in $(printf '%.0f' "$ING_SECS") s"
+
+# --- budgets and alerts (before the timings: the broker is still up) ----------------------
+"$GPULEDGER" report budget --db "$LEDGER" --year 2026 --format json -o "$WORK/budget.json" \
+  >"$WORK/budget.log" 2>&1 || { tail -20 "$WORK/budget.log" >&2; die "report budget failed"; }
+python3 - "$WORK/receiver.port" "$WORK/receiver.json" <<'PY' &
+import http.server, json, sys, threading, time
+attempts, accepted = {}, {}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        i = self.headers["webhook-id"]
+        attempts[i] = attempts.get(i, 0) + 1
+        ok = attempts[i] > 1  # each alert's first attempt is refused
+        if ok:
+            accepted[i] = True
+        self.send_response(204 if ok else 503)
+        self.end_headers()
+        with open(sys.argv[2], "w") as f:
+            json.dump({"attempts": attempts, "accepted": len(accepted)}, f)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+RECEIVER_PID=$!
+trap 'kill $RECEIVER_PID 2>/dev/null || true; bench_cleanup' EXIT
+for _ in $(seq 1 50); do [ -s "$WORK/receiver.port" ] && break; sleep 0.1; done
+printf '{"subscriptions":[{"id":"finance","url":"http://127.0.0.1:%s/hook","secret":"whsec_%s","role":"finance"}]}\n' \
+  "$(cat "$WORK/receiver.port")" "$(printf bench-key | base64)" >"$WORK/subs.json"
+ALERTS=("$GPULEDGER" alerts run --db "$LEDGER" --brokers "$BROKERS" --topic-prefix "$PREFIX"
+        --subscriptions "$WORK/subs.json" --first-backoff-ms 100 --poll-ms 100 --until-delivered)
+log "alerts run (its own settlement store catches up first)"
+t0=$(date +%s.%N)
+"${ALERTS[@]}" >"$WORK/alerts1.log" 2>&1 || { tail -20 "$WORK/alerts1.log" >&2; die "alerts run failed"; }
+ALERTS_SECS=$(echo "$(date +%s.%N) - $t0" | bc -l)
+"${ALERTS[@]}" >"$WORK/alerts2.log" 2>&1 || { tail -20 "$WORK/alerts2.log" >&2; die "alerts run (again) failed"; }
+kill "$RECEIVER_PID" 2>/dev/null || true
+"$GPULEDGER" alerts list --db "$LEDGER" --format json >"$WORK/alerts.json"
+RAISED=$(jq '.alerts | length' "$WORK/alerts.json")
+RAISED_AGAIN=$(grep -c 'alert raised' "$WORK/alerts2.log" || true)
+BY_TYPE=$(jq -r '[.alerts[].type] | group_by(.) | map("\(.[0]) \(length)") | join(", ")' "$WORK/alerts.json")
+DELIVERED=$(jq '[.deliveries[] | select(.status == "delivered")] | length' "$WORK/alerts.json")
+ATTEMPTS=$(jq '[.deliveries[].attempts] | add // 0' "$WORK/alerts.json")
+ON_TOPIC=$(kcat -C -b "$BROKERS" -t "${PREFIX}gpuledger.alerts" -e -q -f '%k\n' | wc -l)
+DISTINCT_ON_TOPIC=$(kcat -C -b "$BROKERS" -t "${PREFIX}gpuledger.alerts" -e -q -f '%k\n' | sort -u | wc -l)
+RECEIVED=$(jq '.accepted' "$WORK/receiver.json" 2>/dev/null || echo 0)
 bash "$ROOT/ops/kafka/stop.sh" --env-file "$WORK/kafka.env" >/dev/null 2>&1 || true
 
 REPORT=(report usage --db "$LEDGER" --from 2026-01 --to "$LAST" --by csp,model --format json)
@@ -141,6 +192,17 @@ TABLE=$WORK/table.md
   echo '|---|---:|---:|---|'
   printf '| a year by CSP and model in under 100 ms | < 100 ms | build %.2f ms, API %.2f ms | %s |\n' \
     "$BUILD_MS" "$API_MS" "$VERDICT"
+  echo
+  echo 'Budgets of 2026 as the simulator records them (`report budget`: each month'"'"'s documents, drafts here):'
+  echo
+  echo '| programme | budget (won) | drawn (won) | drawn | thresholds crossed | forecast (won) |'
+  echo '|---|---:|---:|---:|---|---:|'
+  jq -r '.budgets[] | "| \(.program) | \(.amount_krw) | \(.drawn_krw) | \(.drawn_bp / 100)% | \(.thresholds_crossed_bp | map(. / 100 | tostring + "%") | join(", ")) | \(.forecast_krw) |"' \
+    "$WORK/budget.json"
+  echo
+  printf 'Alerts (`alerts run --until-delivered`, %.0f s with its own settlement store'"'"'s catch-up): %s raised (%s); %s on the Kafka alerts topic (%s distinct keys); %s delivered to a receiver that refused each first attempt, in %s attempts (%s accepted by it); a second run raised %s.\n' \
+    "$ALERTS_SECS" "$RAISED" "$BY_TYPE" "$ON_TOPIC" "$DISTINCT_ON_TOPIC" "$DELIVERED" "$ATTEMPTS" \
+    "$RECEIVED" "$RAISED_AGAIN"
 } >"$TABLE"
 echo
 cat "$TABLE"

@@ -205,6 +205,19 @@ class Generator {
     split(v1::LEASE_RESEARCH, v1::H200, o_.lease_research_h200, csps / 2,
           std::max(1, csps - csps / 2));
 
+    // Alerts (docs/ALERTS.md): allocations' caps 80% and 95% used; a CSP's day with 5% of its
+    // events rejected (100 or more that day).
+    {
+      v1::RegistryEvent e;
+      auto* a = e.mutable_alert_settings();
+      a->set_effective_from_ms(from);
+      a->add_allocation_balance_thresholds_bp(8'000);
+      a->add_allocation_balance_thresholds_bp(9'500);
+      a->set_csp_rejection_rate_bp(500);
+      a->set_csp_rejection_min_events(100);
+      Reg(e);
+    }
+
     // Institutions in the survey's proportions: 273 academia, 115 industry, 17 research/other.
     for (int i = 0; i < o_.institutions; ++i) {
       const uint64_t r = rng_.Below(405);
@@ -234,6 +247,47 @@ class Generator {
       ++stats_.institutions;
       const int n = rng_.Percent(80) ? 1 : 2;
       for (int a = 0; a < n; ++a) Allocate(id, type);
+    }
+    Budgets(from);
+  }
+
+  // The year's budgets (docs/REPORTS.md), sized from what was granted: each programme's
+  // allocations over the fiscal year at their list price, busy utilisation_pct of the time, 90%
+  // of it subsidised (the research lease: its reserved pools in full), plus a tenth. Alerts at
+  // half, 80%, 90% and all of it.
+  void Budgets(int64_t from) {
+    const int year = First().year;
+    const int64_t y0 = base::Period{year, 1}.StartMs(), y1 = base::Period{year, 12}.EndMs();
+    auto rate = [](v1::GpuModel m) -> int64_t {
+      return m == v1::B200 ? 7'900 : m == v1::H100 ? 3'600 : 4'800;
+    };
+    std::map<int, __int128> won;  // program → Σ GPU-ms × won per GPU-hour
+    for (const Alloc& a : allocs_) {
+      const int64_t lo = std::max(a.start_ms, y0), hi = std::min(a.end_ms, y1);
+      if (hi <= lo) continue;
+      won[a.program] += static_cast<__int128>(a.gpus) * (hi - lo) *
+                        (a.program == v1::LEASE_RESEARCH ? 5'100 : rate(a.model));
+    }
+    for (const Pool& p : pools_) {
+      if (p.program == v1::LEASE_RESEARCH) won[p.program] = 0;
+    }
+    for (const Pool& p : pools_) {
+      if (p.program == v1::LEASE_RESEARCH) {
+        won[p.program] += static_cast<__int128>(p.gpus) * (y1 - y0) * 5'100 * 100 /
+                          std::max(1, o_.utilisation_pct * 90 / 100);
+      }
+    }
+    const int64_t share = std::clamp(o_.utilisation_pct, 1, 100) * 90 / 100;
+    for (v1::Program program : {v1::GOV_ADVANCED, v1::LEASE_HPC, v1::LEASE_RESEARCH}) {
+      const __int128 krw = won[program] / kHour * share / 100 * 11 / 10;
+      v1::RegistryEvent e;
+      auto* b = e.mutable_budget();
+      b->set_program(program);
+      b->set_fiscal_year(static_cast<uint32_t>(year));
+      b->set_amount_krw(std::max<int64_t>(1, static_cast<int64_t>(krw)));
+      b->set_effective_from_ms(from);
+      for (uint32_t t : {5'000u, 8'000u, 9'000u, 10'000u}) b->add_alert_thresholds_bp(t);
+      Reg(e);
     }
   }
 
