@@ -54,6 +54,14 @@ std::string KstDayOf(int64_t utc_ms) {
 
 std::string Iso(int64_t ms) { return base::FormatKst(ms); }
 
+// A number of the state store (this file wrote it); a damaged one reads as 0.
+template <typename T>
+T Number(const std::string& text) {
+  T v{};
+  if (!absl::SimpleAtoi(text, &v)) return T{};
+  return v;
+}
+
 json AlertObj(const Alert& a) {
   return {{"id", a.id},
           {"type", a.type},
@@ -139,7 +147,7 @@ struct Monitor::Impl {
 
   uint64_t NextOrder() {
     uint64_t n = 0;
-    if (auto v = store->Get("s/order")) absl::SimpleAtoi(*v, &n);
+    if (auto v = store->Get("s/order")) n = Number<uint64_t>(*v);
     store->Put("s/order", std::to_string(n + 1));
     return n;
   }
@@ -152,8 +160,8 @@ struct Monitor::Impl {
     if (auto v = store->Get(key)) {
       std::vector<std::string> parts = absl::StrSplit(*v, ' ');
       if (parts.size() == 2) {
-        absl::SimpleAtoi(parts[0], &crossings);
-        absl::SimpleAtoi(parts[1], &active);
+        crossings = Number<int>(parts[0]);
+        active = Number<int>(parts[1]);
       }
     }
     if (c.holds == (active == 1)) return std::nullopt;
@@ -282,7 +290,7 @@ absl::StatusOr<std::vector<Alert>> Monitor::Evaluate(settlement::Engine& engine,
 
   // CSPs' rejected share of a KST day's usage events: count the entries not counted yet.
   uint64_t cursor = 0;
-  if (auto v = st.Get("s/cursor")) absl::SimpleAtoi(*v, &cursor);
+  if (auto v = st.Get("s/cursor")) cursor = Number<uint64_t>(*v);
   if (seq > cursor) {
     std::map<std::string, std::pair<int64_t, int64_t>> counts;  // r/ key → accepted, rejected
     absl::Status scanned =
@@ -301,8 +309,8 @@ absl::StatusOr<std::vector<Alert>> Monitor::Evaluate(settlement::Engine& engine,
       if (auto v = st.Get(key)) {
         std::vector<std::string> parts = absl::StrSplit(*v, ' ');
         if (parts.size() == 2) {
-          absl::SimpleAtoi(parts[0], &accepted);
-          absl::SimpleAtoi(parts[1], &rejected);
+          accepted = Number<int64_t>(parts[0]);
+          rejected = Number<int64_t>(parts[1]);
         }
       }
       st.Put(key, absl::StrCat(accepted + add.first, " ", rejected + add.second));
