@@ -1645,7 +1645,11 @@ class ConnectionLimitTest(ApiTest):
             got = {}
 
             def refused():
-                raw = raw_exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", port=server.port)
+                # Connection: close, so that a probe admitted before the idle connections are
+                # counted comes back at once instead of being kept alive until the socket's
+                # timeout (which, on a slow sanitized build, used the whole wait on one probe).
+                raw = raw_exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                   port=server.port)
                 got["raw"] = raw
                 if status_of(raw) == 503:
                     return True
@@ -1668,7 +1672,7 @@ class ConnectionLimitTest(ApiTest):
                 return False
 
             # The idle connections are counted as their sessions start: retry until they are.
-            wait_until(refused, "a connection beyond the limit is refused")
+            wait_until(refused, "a connection beyond the limit is refused", limit_s=3 * LIVENESS_S)
             raw = got["raw"]
             self.assertIn(b"\r\nRetry-After: 1\r\n", raw)
             self.assertEqual(json.loads(body_of(raw))["code"], "busy")
