@@ -22,16 +22,19 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/limits.h"
 #include "api/rate_limiter.h"
 #include "api/routes.h"
+#include "events.h"
 
 namespace gpuledger::api {
 
@@ -46,6 +49,14 @@ namespace {
 
 struct Metrics {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Family<prometheus::Counter>& events =
+      prometheus::BuildCounter()
+          .Name("gpuledger_http_events_total")
+          .Help(
+              "Usage events received over HTTP (POST /v1/events), by outcome: taken "
+              "(acknowledged by the broker), refused (not a usage event of the token's CSP), "
+              "failed (not acknowledged: the sender retries)")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& requests =
       prometheus::BuildCounter()
           .Name("gpuledger_http_requests_total")
@@ -241,9 +252,61 @@ constexpr char kHsts[] = "max-age=31536000";
 
 using RequestParser = http::request_parser<http::string_body>;
 
+// Before the header: the larger body limit, since the target is not known yet (Beast refuses
+// a Content-Length beyond the limit as soon as the header is read).
 void SetLimits(const ServerOptions& options, RequestParser* parser) {
   parser->header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
-  parser->body_limit(options.max_body_bytes);
+  parser->body_limit(std::max(options.max_body_bytes, options.max_events_body_bytes));
+}
+
+bool IsEventsTarget(std::string_view target) {
+  return target == "/v1/events" || target.starts_with("/v1/events?");
+}
+
+// Once the header is read: the body limit of its target. Returns the error for a declared body
+// beyond it (what Beast would say), or nullopt.
+std::optional<beast::error_code> SetBodyLimit(const ServerOptions& options, RequestParser* parser,
+                                              bool* events) {
+  const auto target = parser->get().target();
+  *events = IsEventsTarget(std::string_view(target.data(), target.size()));
+  const size_t limit = *events ? options.max_events_body_bytes : options.max_body_bytes;
+  if (parser->content_length() && *parser->content_length() > limit) {
+    return beast::error_code(http::error::body_limit);
+  }
+  parser->body_limit(limit);
+  return std::nullopt;
+}
+
+// POST /v1/events: answered once the broker has settled every event of the request, awaited
+// without holding a thread (the producer's thread resumes this coroutine on its executor).
+awaitable<HttpResponse> PublishEvents(const HttpRequest& request, Shared& shared) {
+  EventsOptions options;
+  options.enabled = shared.options.event_producer != nullptr;
+  options.topics = shared.options.topics;
+  options.max_events = shared.options.max_events_per_request;
+  EventsCall call = PrepareEvents(request, shared.service, options);
+  if (call.answer) co_return *std::move(call.answer);
+  std::vector<ingest::Delivery> deliveries;
+  if (!call.to_send.empty()) {
+    ingest::EventProducer* producer = shared.options.event_producer;
+    deliveries =
+        co_await asio::async_initiate<decltype(use_awaitable), void(std::vector<ingest::Delivery>)>(
+            [producer, &call](auto handler) {
+              auto h = std::make_shared<decltype(handler)>(std::move(handler));
+              producer->Produce(call.to_send, [h](std::vector<ingest::Delivery> d) {
+                auto executor = asio::get_associated_executor(*h);
+                asio::post(executor, [h, d = std::move(d)]() mutable { (*h)(std::move(d)); });
+              });
+            },
+            use_awaitable);
+  }
+  for (const ingest::Delivery& d : deliveries) {
+    shared.metrics.events.Add({{"outcome", d.status.ok() ? "taken" : "failed"}}).Increment();
+  }
+  for (const ingest::GatewayEvent& e : call.events) {
+    if (!e.reason.empty()) shared.metrics.events.Add({{"outcome", "refused"}}).Increment();
+  }
+  co_return AnswerEvents(call, deliveries);
 }
 
 HttpResponse BadTarget() {
@@ -282,6 +345,13 @@ HttpRequest ToRequest(const http::request<http::string_body>& req, bool tls, boo
   r.sec_fetch_site = std::string(req["Sec-Fetch-Site"]);
   r.host = std::string(req[http::field::host]);
   r.body = req.body();
+  for (const auto& field : req) {
+    const std::string name(field.name_string());
+    if (name.size() > 3 && absl::StartsWithIgnoreCase(name, "ce-")) {
+      r.cloudevent_headers.emplace_back(absl::AsciiStrToLower(name.substr(3)),
+                                        std::string(field.value()));
+    }
+  }
   r.tls = tls;
   return r;
 }
@@ -430,6 +500,10 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, Slot& slot, const 
     co_await http::async_read_header(stream, buffer, parser,
                                      asio::redirect_error(use_awaitable, ec));
     if (!first) slot.connections.GoActive(slot.id, *slot.handle);
+    bool events = false;
+    if (!ec) {
+      if (auto refused = SetBodyLimit(o, &parser, &events)) ec = *refused;
+    }
     if (!ec && !parser.is_done()) {
       if (first) {
         lowest.expires_at(start + std::chrono::seconds(o.read_timeout_s));
@@ -458,7 +532,11 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, Slot& slot, const 
     if (!ok) {
       res = BadTarget();
     } else if (!RateLimited(request, client, shared, &res)) {
-      res = Dispatch(request, shared);
+      if (events) {
+        res = co_await PublishEvents(request, shared);
+      } else {
+        res = Dispatch(request, shared);
+      }
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - handled).count();
@@ -665,9 +743,15 @@ ParsedRequest ParseRequest(std::string_view bytes, const ServerOptions& options,
   RequestParser parser;
   SetLimits(options, &parser);
   beast::error_code ec;
+  bool limited = false;
   while (!parser.is_done()) {
     const size_t used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
     bytes.remove_prefix(used);
+    if (!ec && !limited && parser.is_header_done()) {
+      limited = true;
+      bool events = false;
+      if (auto refused = SetBodyLimit(options, &parser, &events)) ec = *refused;
+    }
     if (ec == http::error::need_more || (!ec && used == 0)) return out;
     if (ec) {
       out.complete = true;

@@ -11,6 +11,7 @@
 #include "api/server.h"
 #include "api/service.h"
 #include "commands.h"
+#include "ingest/gateway.h"
 
 namespace gpuledger::cli {
 
@@ -23,6 +24,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   struct Args {
     api::ServiceOptions service;
     api::ServerOptions server;
+    ingest::EventProducerOptions producer;
+    std::string kafka_config;
+    std::string topic_prefix;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -99,6 +103,28 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--port-file", args->server.port_file,
                   "Write the bound port here once listening (for scripts using port 0)");
+  cmd->add_option("--brokers", args->producer.brokers,
+                  "Kafka bootstrap servers: turns on POST /v1/events, where a CSP's token\n"
+                  "publishes usage to that CSP's topic over HTTP (JSON or CloudEvents; answered\n"
+                  "once the broker acknowledged each event). Without it that endpoint answers 503")
+      ->envname("GPULEDGER_BROKERS");
+  AddKafkaConfigOption(cmd, &args->kafka_config);
+  cmd->add_option("--topic-prefix", args->topic_prefix,
+                  "Namespace prefix of every topic, e.g. 'staging.' (default: none)")
+      ->envname("GPULEDGER_TOPIC_PREFIX");
+  cmd->add_option("--max-events-per-request", args->server.max_events_per_request,
+                  "Most events in one POST /v1/events (beyond: 400)")
+      ->check(CLI::Range(1, 100'000))
+      ->capture_default_str();
+  cmd->add_option("--max-events-body-bytes", args->server.max_events_body_bytes,
+                  "Largest POST /v1/events body, bytes (beyond: 413)")
+      ->check(CLI::Range(1024, 256 << 20))
+      ->capture_default_str();
+  cmd->add_option("--events-delivery-timeout-ms", args->producer.delivery_timeout_ms,
+                  "How long an event over HTTP waits for the broker's acknowledgement before it\n"
+                  "is answered failed (503: send it again)")
+      ->check(CLI::Range(1'000, 300'000))
+      ->capture_default_str();
   cmd->callback([args, exit_code] {
     if (args->server.tls_cert.empty() != args->server.tls_key.empty()) {
       *exit_code = Report(absl::InvalidArgumentError("--tls-cert and --tls-key go together"));
@@ -108,6 +134,29 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     if (!service.ok()) {
       *exit_code = Report(service.status());
       return;
+    }
+    std::unique_ptr<ingest::EventProducer> producer;
+    if (absl::Status st = ingest::TopicNames::CheckPrefix(args->topic_prefix); !st.ok()) {
+      *exit_code = Report(st);
+      return;
+    }
+    args->server.topics = ingest::TopicNames(args->topic_prefix);
+    if (!args->producer.brokers.empty()) {
+      auto kafka_config = LoadKafkaConfig(args->kafka_config);
+      if (!kafka_config.ok()) {
+        *exit_code = Report(kafka_config.status());
+        return;
+      }
+      args->producer.kafka_config = *std::move(kafka_config);
+      auto created = ingest::EventProducer::Create(args->producer);
+      if (!created.ok()) {
+        *exit_code = Report(created.status());
+        return;
+      }
+      producer = *std::move(created);
+      args->server.event_producer = producer.get();
+      spdlog::info("taking usage events over HTTP (POST /v1/events) for {}",
+                   args->producer.brokers);
     }
     (*service)->Start();
     std::signal(SIGTERM, OnServeSignal);

@@ -28,6 +28,8 @@ struct HttpRequest {
   std::string sec_fetch_site;
   std::string host;
   std::string body;
+  // The ce-* headers (a CloudEvent in HTTP binary mode): lower-case names without "ce-".
+  std::vector<std::pair<std::string, std::string>> cloudevent_headers;
   bool tls = false;
 };
 

@@ -12,6 +12,8 @@
 #include "absl/status/status.h"
 #include "api/routes.h"
 #include "api/service.h"
+#include "ingest/gateway.h"
+#include "ingest/topics.h"
 
 namespace gpuledger::api {
 
@@ -37,6 +39,12 @@ struct ServerOptions {
   int write_timeout_s = 60;     // per response chunk
   int keep_alive_s = 30;
   std::string port_file;  // if set, the bound port is written here once listening
+  // POST /v1/events (usage over HTTP, docs/OPERATIONS.md): the producer to the CSPs' topics
+  // (nullptr: answered 503, off), their names, and the bounds of one request.
+  ingest::EventProducer* event_producer = nullptr;
+  ingest::TopicNames topics;
+  size_t max_events_per_request = 1'000;
+  size_t max_events_body_bytes = 4 << 20;  // beyond: 413
 };
 
 // One request parsed from bytes as the server parses what a connection sends (the same HTTP
