@@ -61,44 +61,75 @@ EventsCall PrepareEvents(const HttpRequest& req, Service& svc, const EventsOptio
                         "bad_events", std::string(events.status().message())));
   }
   call.events = *std::move(events);
-  for (const ingest::GatewayEvent& e : call.events) {
-    if (e.reason.empty()) call.to_send.push_back(e.encoded);
+  call.topic = options.topics.Usage(who->scope_id);
+  call.to_send.reserve(call.events.size());
+  for (ingest::GatewayEvent& e : call.events) {
+    if (e.reason.empty()) call.to_send.push_back(std::move(e.encoded));
   }
   return call;
 }
 
+namespace {
+
+// A JSON string literal of `s` (an event id or a message): quotes, backslashes and control
+// characters escaped; bytes that are not UTF-8 replaced (the answer is always valid JSON).
+void AppendJsonString(std::string_view s, std::string* out) {
+  const json j = std::string(s);
+  out->append(j.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+// Most ids need no escaping: copied as they are.
+void AppendId(std::string_view s, std::string* out) {
+  for (const char c : s) {
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20 ||
+        static_cast<unsigned char>(c) >= 0x80) {
+      AppendJsonString(s, out);
+      return;
+    }
+  }
+  out->push_back('"');
+  out->append(s);
+  out->push_back('"');
+}
+
+}  // namespace
+
+// Written by hand rather than through nlohmann::json: for a batch of events this answer was a
+// fifth of the gateway's time (ops/bench/gateway.sh).
 HttpResponse AnswerEvents(const EventsCall& call, const std::vector<ingest::Delivery>& deliveries) {
-  json items = json::array();
   size_t taken = 0, refused = 0, failed = 0, next = 0;
+  std::string items;
+  items.reserve(64 * call.events.size());
   for (const ingest::GatewayEvent& e : call.events) {
-    json item = {{"eventId", e.event_id}};
+    items.append(items.empty() ? "\n  {\"eventId\": " : ",\n  {\"eventId\": ");
+    AppendId(e.event_id, &items);
     if (!e.reason.empty()) {
       ++refused;
-      item["status"] = "refused";
-      item["reason"] = e.reason;
-      item["detail"] = e.detail;
+      absl::StrAppend(&items, ", \"status\": \"refused\", \"reason\": \"", e.reason,
+                      "\", \"detail\": ");
+      AppendJsonString(e.detail, &items);
     } else {
       const ingest::Delivery& d = deliveries.at(next++);
       if (d.status.ok()) {
         ++taken;
-        item["status"] = "taken";
-        item["topic"] = e.encoded.topic;
-        item["partition"] = d.partition;
-        item["offset"] = d.offset;
+        absl::StrAppend(&items, ", \"status\": \"taken\", \"partition\": ", d.partition,
+                        ", \"offset\": ", d.offset);
       } else {
         ++failed;
-        item["status"] = "failed";
-        item["detail"] = absl::StrCat(std::string(d.status.message()),
-                                      "; send it again (an event sent twice is recorded once)");
+        items.append(", \"status\": \"failed\", \"detail\": ");
+        AppendJsonString(absl::StrCat(std::string(d.status.message()),
+                                      "; send it again (an event sent twice is recorded once)"),
+                         &items);
       }
     }
-    items.push_back(std::move(item));
+    items.push_back('}');
   }
   HttpResponse r;
   r.status = failed > 0 ? 503 : refused > 0 ? 422 : 200;
-  r.body = json{{"taken", taken}, {"refused", refused}, {"failed", failed}, {"events", items}}.dump(
-               -1, ' ', false, json::error_handler_t::replace) +
-           "\n";
+  r.body = absl::StrCat("{\"topic\": ");
+  AppendJsonString(call.topic, &r.body);
+  absl::StrAppend(&r.body, ", \"taken\": ", taken, ", \"refused\": ", refused,
+                  ", \"failed\": ", failed, ", \"events\": [", items, "\n]}\n");
   if (failed > 0) r.headers.emplace_back("Retry-After", "1");
   r.route = "/v1/events";
   if (refused + failed > 0) {

@@ -24,6 +24,8 @@ struct EventsCall {
   // Set when the request is answered without producing anything (refused whole).
   std::optional<HttpResponse> answer;
   std::string principal;  // the token's name, for the log
+  std::string topic;      // the CSP's usage topic
+  // Every event of the request; the encoded message of those not refused is moved to to_send.
   std::vector<ingest::GatewayEvent> events;
   std::vector<ingest::EncodedEvent> to_send;  // the events not refused, in order
 };

@@ -22,7 +22,8 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
       "publish",
       "Publish events to Kafka, as a CSP (usage) or the program operator (registry) would.\n"
       "Input: JSON lines, one gpuledger.v1.UsageEvent or RegistryEvent per line in the\n"
-      "protobuf JSON mapping (docs/FORMATS.md). Usage goes to gpuledger.usage.<cspId>, keyed\n"
+      "protobuf JSON mapping (docs/FORMATS.md); a time field (...Ms) may be epoch ms or an\n"
+      "RFC 3339 time such as 2026-03-01T09:00:00+09:00. Usage goes to gpuledger.usage.<cspId>, keyed\n"
       "by allocation id; registry events to gpuledger.registry. The idempotent producer\n"
       "(acks=all) is used. Every line is checked first: if any is bad, nothing is published.");
   cmd->add_option("--brokers", args->options.brokers, "Kafka bootstrap servers, host:port[,...]")

@@ -1,87 +1,18 @@
 #include "ingest/gateway.h"
 
-#include <google/protobuf/util/json_util.h>
-
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/time.h"
 #include "ingest/reasons.h"
+#include "json_message.h"
 
 namespace gpuledger::ingest {
 
 namespace v1 = gpuledger::v1;
-using json = nlohmann::json;
+namespace dom = simdjson::dom;
 
 namespace {
-
-// Milliseconds since the epoch of an RFC 3339 time, refused unless whole milliseconds.
-absl::StatusOr<int64_t> Rfc3339Ms(const std::string& text, const std::string& field) {
-  absl::Time t;
-  std::string err;
-  if (!absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": \"", text.substr(0, 64),
-                     "\" is neither epoch milliseconds nor an RFC 3339 time (", err,
-                     "); write e.g. 2026-03-01T09:00:00+09:00"));
-  }
-  const int64_t ms = absl::ToUnixMillis(t);
-  if (absl::FromUnixMillis(ms) != t) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": \"", text.substr(0, 64),
-                     "\" has a fraction below a millisecond; gpuledger "
-                     "counts whole milliseconds (round it at the source)"));
-  }
-  return ms;
-}
-
-bool IsInteger(const std::string& s) {
-  int64_t unused = 0;
-  return absl::SimpleAtoi(s, &unused);
-}
-
-// Turns every RFC 3339 string in a time field (a name ending in Ms or _ms) into epoch ms.
-absl::Status NormalizeTimes(json* j) {
-  if (j->is_array()) {
-    for (json& e : *j) {
-      if (absl::Status st = NormalizeTimes(&e); !st.ok()) return st;
-    }
-    return absl::OkStatus();
-  }
-  if (!j->is_object()) return absl::OkStatus();
-  for (auto it = j->begin(); it != j->end(); ++it) {
-    json& v = it.value();
-    if (v.is_string() && (absl::EndsWith(it.key(), "Ms") || absl::EndsWith(it.key(), "_ms"))) {
-      const std::string& s = v.get_ref<const std::string&>();
-      if (IsInteger(s)) continue;  // the JSON mapping's own form of an int64
-      absl::StatusOr<int64_t> ms = Rfc3339Ms(s, it.key());
-      if (!ms.ok()) return ms.status();
-      v = *ms;
-    } else if (v.is_object() || v.is_array()) {
-      if (absl::Status st = NormalizeTimes(&v); !st.ok()) return st;
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status FromJson(json* j, v1::UsageEvent* out) {
-  if (!j->is_object()) return absl::InvalidArgumentError("an event must be a JSON object");
-  if (absl::Status st = NormalizeTimes(j); !st.ok()) return st;
-  const std::string text = j->dump();
-  const auto st = google::protobuf::util::JsonStringToMessage(text, out);
-  if (!st.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not a UsageEvent in protobuf's JSON mapping: ", std::string(st.message())));
-  }
-  // The path (/v1/events) and the CloudEvent type name the schema's version.
-  if (out->schema_version() == 0) out->set_schema_version(1);
-  return absl::OkStatus();
-}
 
 // The media type of a Content-Type, lower case, without parameters.
 std::string BaseType(std::string_view content_type) {
@@ -95,13 +26,58 @@ bool IsProtobuf(std::string_view content_type) {
   return base == "application/protobuf" || base == "application/x-protobuf";
 }
 
-std::string StringMember(const json& j, const char* name) {
-  const auto it = j.find(name);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+bool IsJson(std::string_view content_type) {
+  return content_type.empty() || BaseType(content_type) == "application/json";
+}
+
+// The path (/v1/events) and the CloudEvent type name the schema's version.
+void DefaultVersion(v1::UsageEvent* e) {
+  if (e->schema_version() == 0) e->set_schema_version(1);
+}
+
+std::string StringMember(dom::element j, const char* name) {
+  std::string_view s;
+  if (j[name].get(s) != simdjson::SUCCESS) return "";
+  return std::string(s);
+}
+
+// The context attributes onto the event its data decoded to (docs/FORMATS.md, "CloudEvents").
+absl::Status ApplyAttributes(const CloudEventAttributes& a, const std::string& csp,
+                             v1::UsageEvent* out) {
+  DefaultVersion(out);
+  if (out->event_id().empty()) {
+    out->set_event_id(a.id);
+  } else if (out->event_id() != a.id) {
+    return absl::InvalidArgumentError(
+        "the data's eventId differs from the CloudEvent's id; give one or make them equal");
+  }
+  if (out->producer_id().empty()) out->set_producer_id(a.source);
+  if (out->emitted_at_ms() == 0 && !a.time.empty()) {
+    absl::StatusOr<int64_t> ms = Rfc3339Ms(a.time, "time");
+    if (!ms.ok()) return ms.status();
+    out->set_emitted_at_ms(*ms);
+  }
+  if (out->csp_id().empty()) out->set_csp_id(csp);
+  return absl::OkStatus();
+}
+
+absl::Status CheckAttributes(const CloudEventAttributes& a) {
+  if (a.specversion != kCloudEventSpecVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("CloudEvents specversion \"",
+                                                   a.specversion.substr(0, 16), "\": only ",
+                                                   kCloudEventSpecVersion, " is read"));
+  }
+  if (a.type != kCloudEventType) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CloudEvent type \"", a.type.substr(0, 64), "\" is not ", kCloudEventType));
+  }
+  if (a.id.empty()) return absl::InvalidArgumentError("the CloudEvent has no id");
+  if (a.source.empty()) return absl::InvalidArgumentError("the CloudEvent has no source");
+  return absl::OkStatus();
 }
 
 // The UsageEvent of a structured CloudEvent (one member of a batch, or a whole body).
-absl::Status FromStructured(const json& j, const std::string& csp, v1::UsageEvent* out) {
+absl::Status FromStructured(dom::element j, const std::string& csp, v1::UsageEvent* out) {
   if (!j.is_object()) return absl::InvalidArgumentError("a CloudEvent must be a JSON object");
   CloudEventAttributes a;
   a.specversion = StringMember(j, "specversion");
@@ -111,31 +87,33 @@ absl::Status FromStructured(const json& j, const std::string& csp, v1::UsageEven
   a.time = StringMember(j, "time");
   a.datacontenttype = StringMember(j, "datacontenttype");
   a.subject = StringMember(j, "subject");
-  const auto data = j.find("data");
-  const auto data_base64 = j.find("data_base64");
-  if (data != j.end() && data_base64 != j.end()) {
+  dom::element data;
+  const bool has_data = j["data"].get(data) == simdjson::SUCCESS;
+  std::string_view data_base64;
+  const bool has_base64 = j["data_base64"].get(data_base64) == simdjson::SUCCESS;
+  if (has_data && has_base64) {
     return absl::InvalidArgumentError("a CloudEvent has data or data_base64, not both");
   }
-  if (data_base64 != j.end()) {
+  if (has_base64) {
     std::string bytes;
-    if (!data_base64->is_string() ||
-        !absl::Base64Unescape(data_base64->get<std::string>(), &bytes)) {
+    if (!absl::Base64Unescape(absl::string_view(data_base64.data(), data_base64.size()), &bytes)) {
       return absl::InvalidArgumentError("data_base64 is not base64 text");
     }
     return UsageEventFromCloudEvent(a, bytes, csp, out);
   }
-  if (data == j.end()) return absl::InvalidArgumentError("the CloudEvent has no data");
-  if (!a.datacontenttype.empty() && BaseType(a.datacontenttype) != "application/json") {
+  if (!has_data) return absl::InvalidArgumentError("the CloudEvent has no data");
+  if (!IsJson(a.datacontenttype)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "datacontenttype ", a.datacontenttype,
+        "datacontenttype ", a.datacontenttype.substr(0, 64),
         " with JSON data; use application/json, or data_base64 for application/protobuf"));
   }
-  a.datacontenttype = "application/json";
-  return UsageEventFromCloudEvent(a, data->dump(), csp, out);
+  if (absl::Status st = CheckAttributes(a); !st.ok()) return st;
+  if (absl::Status st = MessageFromJson(data, out); !st.ok()) return st;
+  return ApplyAttributes(a, csp, out);
 }
 
-// Reads the event id (for the answer) from what is known of a refused event.
-std::string IdOf(const json& j, bool cloudevent) {
+// The event id (for the answer) of what is known of an event, refused or not.
+std::string IdOf(dom::element j, bool cloudevent) {
   if (!j.is_object()) return "";
   if (cloudevent) return StringMember(j, "id");
   std::string id = StringMember(j, "eventId");
@@ -171,55 +149,49 @@ void Finish(const absl::Status& st, v1::UsageEvent& e, const HttpEventsOptions& 
   g->encoded = std::move(*encoded);
 }
 
+// One event of a JSON body (a plain event or a structured CloudEvent).
+GatewayEvent FromElement(dom::element j, bool cloudevent, const HttpEventsOptions& options) {
+  GatewayEvent g;
+  g.event_id = IdOf(j, cloudevent);
+  v1::UsageEvent e;
+  absl::Status st;
+  if (cloudevent) {
+    st = FromStructured(j, options.csp, &e);
+  } else if (!j.is_object()) {
+    st = absl::InvalidArgumentError("an event must be a JSON object");
+  } else {
+    st = MessageFromJson(j, &e);
+    DefaultVersion(&e);
+  }
+  Finish(st, e, options, &g);
+  return g;
+}
+
 }  // namespace
 
 absl::Status UsageEventFromJsonText(std::string_view text, v1::UsageEvent* out) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError("not JSON text");
-  return FromJson(&j, out);
+  if (absl::Status st = MessageFromJsonText(text, out); !st.ok()) return st;
+  DefaultVersion(out);
+  return absl::OkStatus();
 }
 
 absl::Status UsageEventFromCloudEvent(const CloudEventAttributes& a, std::string_view data,
                                       const std::string& csp, v1::UsageEvent* out) {
-  if (a.specversion != kCloudEventSpecVersion) {
-    return absl::InvalidArgumentError(absl::StrCat("CloudEvents specversion \"",
-                                                   a.specversion.substr(0, 16), "\": only ",
-                                                   kCloudEventSpecVersion, " is read"));
-  }
-  if (a.type != kCloudEventType) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CloudEvent type \"", a.type.substr(0, 64), "\" is not ", kCloudEventType));
-  }
-  if (a.id.empty()) return absl::InvalidArgumentError("the CloudEvent has no id");
-  if (a.source.empty()) return absl::InvalidArgumentError("the CloudEvent has no source");
+  if (absl::Status st = CheckAttributes(a); !st.ok()) return st;
   out->Clear();
   if (IsProtobuf(a.datacontenttype)) {
-    if (!out->ParseFromString(std::string(data))) {
+    if (!out->ParseFromArray(data.data(), static_cast<int>(data.size()))) {
       return absl::InvalidArgumentError("the data is not a UsageEvent in protobuf binary");
     }
-    if (out->schema_version() == 0) out->set_schema_version(1);
-  } else if (a.datacontenttype.empty() || BaseType(a.datacontenttype) == "application/json") {
-    if (absl::Status st = UsageEventFromJsonText(data, out); !st.ok()) return st;
+  } else if (IsJson(a.datacontenttype)) {
+    if (absl::Status st = MessageFromJsonText(data, out); !st.ok()) return st;
   } else {
     return absl::InvalidArgumentError(absl::StrCat("datacontenttype \"",
                                                    a.datacontenttype.substr(0, 64),
                                                    "\": use application/json or "
                                                    "application/protobuf"));
   }
-  if (out->event_id().empty()) {
-    out->set_event_id(a.id);
-  } else if (out->event_id() != a.id) {
-    return absl::InvalidArgumentError(
-        "the data's eventId differs from the CloudEvent's id; give one or make them equal");
-  }
-  if (out->producer_id().empty()) out->set_producer_id(a.source);
-  if (out->emitted_at_ms() == 0 && !a.time.empty()) {
-    absl::StatusOr<int64_t> ms = Rfc3339Ms(a.time, "time");
-    if (!ms.ok()) return ms.status();
-    out->set_emitted_at_ms(*ms);
-  }
-  if (out->csp_id().empty()) out->set_csp_id(csp);
-  return absl::OkStatus();
+  return ApplyAttributes(a, csp, out);
 }
 
 absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
@@ -260,19 +232,27 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
         "\": send application/json, application/x-ndjson, application/cloudevents+json, "
         "application/cloudevents-batch+json, or a CloudEvent in binary mode (ce-* headers)"));
   }
-  std::vector<json> items;
+  dom::parser& parser = ThreadJsonParser();
   if (type == "application/x-ndjson") {
     for (absl::string_view line :
          absl::StrSplit(absl::string_view(body.data(), body.size()), '\n')) {
       if (absl::StripAsciiWhitespace(line).empty()) continue;
-      if (items.size() == options.max_events) return too_many(items.size() + 1);
-      json j = json::parse(line.begin(), line.end(), nullptr, false);
-      items.push_back(std::move(j));  // a bad line stays discarded: refused alone
+      if (out.size() == options.max_events) return too_many(out.size() + 1);
+      dom::element j;
+      if (parser.parse(line.data(), line.size()).get(j) != simdjson::SUCCESS) {
+        GatewayEvent g;  // a line that is not JSON is refused alone
+        g.reason = reason::kMalformed;
+        g.detail = "this line is not JSON text";
+        out.push_back(std::move(g));
+        continue;
+      }
+      out.push_back(FromElement(j, false, options));
     }
   } else {
-    json j = json::parse(body, nullptr, false);
-    if (j.is_discarded()) {
-      return absl::InvalidArgumentError("the body is not JSON text");
+    dom::element j;
+    if (auto err = parser.parse(body.data(), body.size()).get(j); err != simdjson::SUCCESS) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the body is not JSON text (", simdjson::error_message(err), ")"));
     }
     const bool batch = type == "application/cloudevents-batch+json";
     if (batch && !j.is_array()) {
@@ -283,26 +263,16 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
           "a structured CloudEvent is one JSON object; send an array as "
           "application/cloudevents-batch+json");
     }
-    if (j.is_array()) {
-      if (j.size() > options.max_events) return too_many(j.size());
-      items.reserve(j.size());
-      for (json& e : j) items.push_back(std::move(e));
+    dom::array items;
+    if (j.get(items) == simdjson::SUCCESS) {
+      if (items.size() > options.max_events) return too_many(items.size());
+      out.reserve(items.size());
+      for (dom::element e : items) out.push_back(FromElement(e, cloudevents, options));
     } else {
-      items.push_back(std::move(j));
+      out.push_back(FromElement(j, cloudevents, options));
     }
   }
-  if (items.empty()) return absl::InvalidArgumentError("the request holds no events");
-  out.reserve(items.size());
-  for (json& j : items) {
-    GatewayEvent g;
-    g.event_id = IdOf(j, cloudevents);
-    v1::UsageEvent e;
-    absl::Status st = j.is_discarded() ? absl::InvalidArgumentError("this line is not JSON text")
-                      : cloudevents    ? FromStructured(j, options.csp, &e)
-                                       : FromJson(&j, &e);
-    Finish(st, e, options, &g);
-    out.push_back(std::move(g));
-  }
+  if (out.empty()) return absl::InvalidArgumentError("the request holds no events");
   return out;
 }
 

@@ -1,6 +1,5 @@
 #include "ingest/publisher.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 #include <spdlog/spdlog.h>
@@ -18,6 +17,7 @@
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
 #include "ingest/topics.h"
+#include "json_message.h"
 #include "kafka_status.h"
 
 namespace gpuledger::ingest {
@@ -30,16 +30,14 @@ constexpr size_t kMaxReportedBadLines = 20;
 
 absl::StatusOr<EncodedEvent> EncodeUsage(const std::string& line, const TopicNames& topics) {
   v1::UsageEvent e;
-  auto st = google::protobuf::util::JsonStringToMessage(line, &e);
-  if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
+  if (absl::Status st = MessageFromJsonText(line, &e); !st.ok()) return st;
   if (e.csp_id().empty()) return absl::InvalidArgumentError("cspId is required to pick the topic");
   return EncodeUsageEvent(e, topics);
 }
 
 absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line, const TopicNames& topics) {
   v1::RegistryEvent e;
-  auto st = google::protobuf::util::JsonStringToMessage(line, &e);
-  if (!st.ok()) return absl::InvalidArgumentError(std::string(st.message()));
+  if (absl::Status st = MessageFromJsonText(line, &e); !st.ok()) return st;
   return EncodeRegistryEvent(e, topics);
 }
 

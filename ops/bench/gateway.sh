@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# ops/bench/gateway.sh [--events N] [--duration SECS] [--connections C] [--batch B]
+#                      [--profile SECS] [--no-append]
+#
+# Usage over HTTP (POST /v1/events) against `kcat -P` producing to the same topic, in one run:
+#   1. a throwaway broker; a ledger holding the sample month's registry (what serve opens);
+#   2. kcat: N usage events (the sample's JSON, one per line, keyed by allocation) with
+#      `kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4`, timed from start
+#      to exit (kcat waits for every acknowledgement): events/s;
+#   3. the gateway: `gpuledger serve --brokers` with a CSP token, then after a 2 s warm-up
+#      `wrk -t1 -cC -dSECS` POSTing batches of B events (JSON arrays, distinct event ids, cycled):
+#      requests/s × B = events/s, p50 and p99 latency of a request (wrk's histogram); any
+#      non-2xx answer or socket error fails the run. The topic's end offsets are read before and
+#      after (kcat -Q): at least as many messages arrived as the gateway acknowledged.
+#   4. with --profile SECS: another wrk run while `perf record --call-graph dwarf` samples serve
+#      for SECS seconds (not part of the figures); the report goes to stderr.
+# Broker, serve, kcat and wrk share the machine's CPUs (not pinned), the same for both.
+# Prints a Markdown table and appends it (machine, commit, command) to docs/BENCHMARKS.md unless
+# --no-append. Target (issue 19): the gateway sustains >= 50% of kcat's events/s with p99 < 20 ms
+# at 100 events a batch. Figures are from this machine; no test asserts them.
+set -euo pipefail
+PROG=ops/bench/gateway.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+BENCH_CMDLINE="ops/bench/gateway.sh${*:+ $*}"
+
+EVENTS=1000000
+DURATION=20
+CONNS=8
+BATCH=100
+APPEND=1
+PROFILE=0
+WARMUP=2
+usage() {
+  echo "usage: $PROG [--events N] [--duration SECS] [--connections C] [--batch B] [--profile SECS] [--no-append]" >&2
+  exit 2
+}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --events) [ $# -ge 2 ] || usage; EVENTS=$2; shift 2 ;;
+    --duration) [ $# -ge 2 ] || usage; DURATION=$2; shift 2 ;;
+    --connections) [ $# -ge 2 ] || usage; CONNS=$2; shift 2 ;;
+    --batch) [ $# -ge 2 ] || usage; BATCH=$2; shift 2 ;;
+    --no-append) APPEND=0; shift ;;
+    --profile) [ $# -ge 2 ] || usage; PROFILE=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) usage ;;
+  esac
+done
+if ! command -v wrk >/dev/null; then
+  [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null || die "wrk is needed: apt-get install -y wrk"
+  log "installing wrk"
+  env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=600 install \
+    --no-install-recommends wrk >&2 || die "apt-get install wrk failed"
+fi
+
+SERVE_PID=
+gw_cleanup() {
+  [ -n "$SERVE_PID" ] && kill -TERM "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
+  return 0
+}
+bench_setup
+trap 'gw_cleanup; bench_cleanup' EXIT
+bench_broker
+CSP=csp-alpha
+TOPIC=${PREFIX}gpuledger.usage.$CSP
+
+# --- a ledger with the registry, the events, the bodies -----------------------------------
+python3 "$ROOT/ops/sample/make_sample.py" "$WORK/sample" --period 2026-03 >/dev/null
+"$GPULEDGER" publish --brokers "$BROKERS" --topic-prefix "$PREFIX" --kind registry \
+  "$WORK/sample/registry.jsonl" >"$WORK/publish.log" 2>&1 || { cat "$WORK/publish.log" >&2; die "publish failed"; }
+"$GPULEDGER" ingest --brokers "$BROKERS" --topic-prefix "$PREFIX" --db "$WORK/ledger" \
+  --until-end --unsigned >"$WORK/ingest.log" 2>&1 || { tail "$WORK/ingest.log" >&2; die "ingest failed"; }
+# The CSP's topic, created as the gateway and publish create it (3 partitions, log-append time).
+printf '' >"$WORK/empty.jsonl"
+python3 - "$WORK" "$EVENTS" "$BATCH" "$CSP" <<'PY'
+import json, os, sys
+work, n, batch, csp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+base = [json.loads(l) for l in open(os.path.join(work, "sample/usage.jsonl")) if csp in l]
+base = [e for e in base if "usage" in e]
+def event(i):
+    e = json.loads(json.dumps(base[i % len(base)]))
+    e["eventId"] = f"bench-{i}"
+    e["producerSeq"] = i + 1
+    return e
+with open(os.path.join(work, "kcat.in"), "w") as f:
+    for i in range(n):
+        e = event(i)
+        f.write(e["usage"]["allocationId"] + "\t" + json.dumps(e, separators=(",", ":")) + "\n")
+os.makedirs(os.path.join(work, "bodies"))
+for b in range(64):
+    with open(os.path.join(work, "bodies", f"{b}.json"), "w") as f:
+        json.dump([event(n + b * batch + i) for i in range(batch)], f, separators=(",", ":"))
+PY
+
+end_offsets() {  # the sum of the topic's end offsets
+  local args=() p
+  for p in 0 1 2; do args+=(-t "$TOPIC:$p:-1"); done
+  kcat -Q -b "$BROKERS" "${args[@]}" 2>/dev/null | awk '/offset/ {s += $NF} END {print s + 0}'
+}
+
+# --- kcat -P --------------------------------------------------------------------------------
+"$GPULEDGER" publish --brokers "$BROKERS" --topic-prefix "$PREFIX" --kind usage \
+  <(head -1 "$WORK/sample/usage.jsonl" | grep "$CSP" || sed -n "/$CSP/{p;q}" "$WORK/sample/usage.jsonl") \
+  >/dev/null 2>&1 || die "creating $TOPIC failed"
+OFF0=$(end_offsets)
+log "kcat -P: $EVENTS events to $TOPIC"
+t0=$(date +%s.%N)
+kcat -P -b "$BROKERS" -t "$TOPIC" -K $'\t' -X acks=all -X enable.idempotence=true \
+  -X compression.type=lz4 -l "$WORK/kcat.in" 2>"$WORK/kcat.log" || { cat "$WORK/kcat.log" >&2; die "kcat failed"; }
+t1=$(date +%s.%N)
+OFF1=$(end_offsets)
+[ "$((OFF1 - OFF0))" -ge "$EVENTS" ] || die "kcat: only $((OFF1 - OFF0)) of $EVENTS messages on the topic"
+KCAT_SECS=$(echo "$t1 - $t0" | bc -l)
+KCAT_EPS=$(div "$EVENTS" "$KCAT_SECS")
+log "kcat: $(fmt0 "$KCAT_EPS") events/s"
+
+# --- the gateway ----------------------------------------------------------------------------
+TOKEN=$("$GPULEDGER" tokens add --file "$WORK/tokens" --role "csp:$CSP" --name bench 2>/dev/null) ||
+  die "tokens add failed"
+"$GPULEDGER" serve --db "$WORK/ledger" --tokens "$WORK/tokens" --listen 127.0.0.1:0 \
+  --port-file "$WORK/serve.port" --rate-limit 0 --brokers "$BROKERS" --topic-prefix "$PREFIX" \
+  </dev/null >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+for _ in $(seq 1 300); do
+  [ -s "$WORK/serve.port" ] && break
+  kill -0 "$SERVE_PID" 2>/dev/null || { tail -20 "$WORK/serve.log" >&2; die "serve exited at start"; }
+  sleep 0.2
+done
+URL=http://127.0.0.1:$(cat "$WORK/serve.port")/v1/events
+cat >"$WORK/post.lua" <<EOF
+-- POSTs the 64 bodies in turn; one line for ops/bench/gateway.sh at the end
+local bodies, n = {}, 0
+for b = 0, 63 do
+  local f = assert(io.open("$WORK/bodies/" .. b .. ".json"))
+  bodies[b] = f:read("*a")
+  f:close()
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, bodies[n % 64])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d duration_us=%d sock_errors=%d non2xx=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+EOF
+wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk-warmup.log" 2>&1 ||
+  { cat "$WORK/wrk-warmup.log" >&2; die "wrk warm-up failed"; }
+OFF2=$(end_offsets)
+log "wrk: POST $URL, $CONNS connections, $DURATION s, $BATCH events a request"
+wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk.log" 2>&1 ||
+  { cat "$WORK/wrk.log" >&2; die "wrk failed"; }
+OFF3=$(end_offsets)
+line=$(grep '^BENCH ' "$WORK/wrk.log") || { cat "$WORK/wrk.log" >&2; die "wrk printed no BENCH line"; }
+val() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+[ "$(val non2xx)" = 0 ] && [ "$(val sock_errors)" = 0 ] ||
+  { cat "$WORK/wrk.log" >&2; tail -20 "$WORK/serve.log" >&2; die "the gateway answered errors"; }
+REQS=$(val requests)
+GW_EVENTS=$((REQS * BATCH))
+[ "$((OFF3 - OFF2))" -ge "$GW_EVENTS" ] ||
+  die "the gateway acknowledged $GW_EVENTS events but only $((OFF3 - OFF2)) reached the topic"
+GW_EPS=$(div "$GW_EVENTS" "$(echo "$(val duration_us) / 1000000" | bc -l)")
+P50=$(val p50_us)
+P99=$(val p99_us)
+SERVE_RSS_KB=$(sed -n 's/^VmHWM:\s*\([0-9]*\) kB/\1/p' "/proc/$SERVE_PID/status")
+log "gateway: $(fmt0 "$GW_EPS") events/s, p50 $P50 µs, p99 $P99 µs"
+
+# --- table ----------------------------------------------------------------------------------
+met() { if "$@"; then echo met; else echo "**missed**"; fi; }
+lt() { [ "$(echo "$1 < $2" | bc -l)" = 1 ]; }
+ms() { printf '%.2f' "$(echo "$1 / 1000" | bc -l)"; }
+TABLE=$WORK/table.md
+{
+  printf 'One topic (`%s`, 3 partitions, log-append time) on a throwaway local broker. kcat %s: ' \
+    "gpuledger.usage.$CSP" "$(dpkg-query -W -f '${Version}' kcat 2>/dev/null || echo '?')"
+  printf '%s events of the sample month (JSON, %s B a line on average), keyed by allocation. ' \
+    "$(fmt0 "$EVENTS")" "$(( $(wc -c <"$WORK/kcat.in") / EVENTS ))"
+  printf 'Gateway: `gpuledger serve --brokers` (2 I/O threads), `wrk -t1 -c%s -d%ss --latency` POSTing ' \
+    "$CONNS" "$DURATION"
+  printf 'JSON arrays of %s events (%s B a request) after a %s s warm-up; every answer 200 with every event taken. ' \
+    "$BATCH" "$(wc -c <"$WORK/bodies/0.json")" "$WARMUP"
+  printf 'Broker, producer and client share the %s CPUs.\n\n' "$(nproc)"
+  echo '| producer | events/s | p50 a request | p99 a request | as % of kcat |'
+  echo '|---|---:|---:|---:|---:|'
+  printf '| A. `kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4` | %s | — | — | — |\n' \
+    "$(fmt0 "$KCAT_EPS")"
+  printf '| B. POST /v1/events (peak RSS %s MiB) | %s | %s ms | %s ms | %s |\n' \
+    "$(echo "$SERVE_RSS_KB / 1024" | bc)" "$(fmt0 "$GW_EPS")" "$(ms "$P50")" "$(ms "$P99")" \
+    "$(pct "$GW_EPS" "$KCAT_EPS")"
+  echo
+  echo '| target | needed | gateway | verdict |'
+  echo '|---|---:|---:|---|'
+  printf '| ≥ 50%% of kcat'"'"'s events/s | %s events/s | %s events/s (%s) | %s |\n' \
+    "$(fmt0 "$(echo "0.5 * $KCAT_EPS" | bc -l)")" "$(fmt0 "$GW_EPS")" "$(pct "$GW_EPS" "$KCAT_EPS")" \
+    "$(met ge "$GW_EPS" "$(echo "0.5 * $KCAT_EPS" | bc -l)")"
+  printf '| p99 < 20 ms at %s events a batch | < 20.00 ms | %s ms | %s |\n' \
+    "$BATCH" "$(ms "$P99")" "$(met lt "$P99" 20000)"
+} >"$TABLE"
+echo
+cat "$TABLE"
+[ "$APPEND" = 1 ] && bench_append "$TABLE" "Usage over HTTP against kcat (issue 19)"
+if [ "$PROFILE" -gt 0 ]; then
+  command -v perf >/dev/null || die "perf not found (apt-get install -y linux-perf)"
+  log "profile: wrk against the gateway, perf record on serve for $PROFILE s"
+  wrk -t1 -c"$CONNS" -d"$((PROFILE + 3))s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk-profile.log" 2>&1 &
+  wpid=$!
+  sleep 1
+  perf record -F 999 --call-graph dwarf,16384 -o "$WORK/perf.data" -p "$SERVE_PID" \
+    -- sleep "$PROFILE" >"$WORK/perf-record.log" 2>&1 || true
+  wait "$wpid" || true
+  bench_perf_report "$WORK/perf.data" 'nlohmann\|google::protobuf\|rd_kafka'
+fi
+exit 0
