@@ -20,6 +20,10 @@
 #include "settlement/render.h"
 #include "settlement/reports.h"
 
+// docs/openapi.yaml, embedded at build time (api/CMakeLists.txt).
+extern const unsigned char kOpenApiYaml[];
+extern const unsigned long kOpenApiYamlSize;
+
 namespace gpuledger::api {
 
 namespace v1 = gpuledger::v1;
@@ -310,6 +314,14 @@ json EntryJson(const ledger::StoredEntry& e) {
   j["payload"] = ok ? json::parse(decoded, nullptr, false) : json(nullptr);
   return j;
 }
+
+}  // namespace
+
+std::string EntryAsJson(const ledger::StoredEntry& e) {
+  return EntryJson(e).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+namespace {
 
 // ---- handlers ----
 
@@ -823,8 +835,43 @@ HttpResponse Export(Service& svc, const Principal& p, Params& q) {
 
 }  // namespace
 
+namespace {
+
+// The title of each problem type: short, the same for every occurrence (RFC 9457 section 3.1.3);
+// `detail` says what happened this time.
+std::string ProblemTitle(const std::string& code) {
+  static const std::map<std::string, std::string> kTitles = {
+      {"bad_parameter", "A query or path parameter is not valid"},
+      {"bad_request", "The request is not valid HTTP or URL text"},
+      {"bad_events", "The events cannot be read"},
+      {"body_too_large", "The request body is too large"},
+      {"busy", "The server is at its connection limit"},
+      {"forbidden", "This token's role may not do this"},
+      {"headers_too_large", "The request headers are too large"},
+      {"ingest_over_http_off", "This server does not take events over HTTP"},
+      {"internal", "The server failed"},
+      {"method_not_allowed", "This method is not allowed here"},
+      {"not_computable", "This document cannot be computed"},
+      {"not_found", "Not found"},
+      {"period_open", "The period is not closed"},
+      {"rate_limited", "Too many requests"},
+      {"response_too_large", "The answer would be too large"},
+      {"unauthorized", "A valid bearer token is required"},
+  };
+  const auto it = kTitles.find(code);
+  return it == kTitles.end() ? code : it->second;
+}
+
+}  // namespace
+
 HttpResponse Error(int status, const std::string& code, const std::string& message) {
-  HttpResponse r = Json({{"code", code}, {"message", message}}, status);
+  HttpResponse r = Json({{"type", absl::StrCat(kProblemTypePrefix, code)},
+                         {"title", ProblemTitle(code)},
+                         {"status", status},
+                         {"detail", message},
+                         {"code", code}},
+                        status);
+  r.content_type = "application/problem+json";
   r.route = "error";
   return r;
 }
@@ -924,6 +971,15 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
                                          {"settled_through", svc.settled_through()}})
                                  : Json({{"status", "starting"}}, 503);
     r.route = "/readyz";
+    return r;
+  }
+  if (req.path == "/v1/openapi.yaml" && (req.method == "GET" || req.method == "HEAD")) {
+    // The description of this API, public like the health probes: what a client generator or a
+    // CSP's developer reads first.
+    HttpResponse r =
+        Text(std::string(reinterpret_cast<const char*>(kOpenApiYaml), kOpenApiYamlSize),
+             "application/yaml");
+    r.route = "/v1/openapi.yaml";
     return r;
   }
   std::optional<Principal> principal;

@@ -234,8 +234,7 @@ void AddAlertsCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   list->callback([largs, exit_code] {
     if (largs->db.empty() && largs->state.empty()) {
-      Report(absl::InvalidArgumentError("give --db or --state"));
-      *exit_code = kExitUsage;
+      *exit_code = UsageError(absl::InvalidArgumentError("give --db or --state"));
       return;
     }
     const std::string state = largs->state.empty() ? Trimmed(largs->db) + ".alerts" : largs->state;

@@ -182,7 +182,7 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
       std::string path = args->store;
       if (path.empty() && !args->db.empty()) path = DefaultStorePath(args->db);
       if (path.empty()) {
-        *exit_code = Report(absl::InvalidArgumentError(
+        *exit_code = UsageError(absl::InvalidArgumentError(
             "replaying an export needs the recorded digests: --store DIR or --expect FILE"));
         return;
       }
@@ -411,7 +411,7 @@ void AddAuditCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   decisions->callback([dargs, exit_code] {
     if (absl::Status st = ingest::TopicNames::CheckPrefix(dargs->topic_prefix); !st.ok()) {
-      *exit_code = Report(st);
+      *exit_code = UsageError(st);
       return;
     }
     ledger::LedgerOptions lo;

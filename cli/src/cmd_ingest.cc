@@ -97,7 +97,9 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}))
       ->capture_default_str();
   cmd->add_option("--metrics-listen", args->options.metrics_listen,
-                  "Serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9464 "
+                  "Serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9464, and\n"
+                  "the probes /healthz (200 while the process answers) and /readyz (200 while\n"
+                  "partitions are assigned to it, 503 before and while stopping)\n"
                   "(port 0: any free port; default: not served)")
       ->envname("GPULEDGER_METRICS_LISTEN");
   cmd->add_flag_function(
@@ -109,7 +111,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
                 "events)");
   cmd->callback([args, exit_code] {
     if (absl::Status st = ingest::TopicNames::CheckPrefix(args->topic_prefix); !st.ok()) {
-      *exit_code = Report(st);
+      *exit_code = UsageError(st);
       return;
     }
     args->options.limits.topics = ingest::TopicNames(args->topic_prefix);
@@ -124,7 +126,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     lo.sync_commits = !args->no_sync;
     lo.checkpoint_interval = args->checkpoint_interval;
     if (args->signing_key.empty() && !args->unsigned_ledger) {
-      *exit_code = Report(absl::InvalidArgumentError(
+      *exit_code = UsageError(absl::InvalidArgumentError(
           "give --signing-key KEY.pem (create one with `gpuledger keys generate`), or "
           "--unsigned for a ledger without signed checkpoints"));
       return;

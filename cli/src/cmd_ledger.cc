@@ -1,4 +1,3 @@
-#include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -8,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "api/routes.h"
 #include "base/process_memory.h"
 #include "commands.h"
 #include "ledger/export.h"
@@ -154,8 +154,7 @@ void AddVerify(CLI::App& ledger_cmd, int* exit_code) {
       }
       report = ledger::Verify(**l, key.get(), args->options);
     } else {
-      Report(absl::InvalidArgumentError("give --db PATH or --export FILE"));
-      *exit_code = kExitUsage;
+      *exit_code = UsageError(absl::InvalidArgumentError("give --db PATH or --export FILE"));
       return;
     }
     if (!report.ok()) {
@@ -329,7 +328,10 @@ void AddShow(CLI::App& ledger_cmd, int* exit_code) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = ledger_cmd.add_subcommand(
-      "show", "Print one ledger entry as JSON (payload in base64), and its chain hash.");
+      "show",
+      "Print one ledger entry as JSON, as GET /v1/ledger/entries/{seq} shows it: its fields, its\n"
+      "chain hash, and the event it recorded decoded to JSON (`payload`; null when the bytes do\n"
+      "not decode, as for MALFORMED) beside the bytes in base64 (`payload_base64`).");
   cmd->add_option("seq", args->seq, "Sequence number")->required()->check(CLI::PositiveNumber);
   cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
   cmd->callback([args, exit_code] {
@@ -343,12 +345,7 @@ void AddShow(CLI::App& ledger_cmd, int* exit_code) {
       *exit_code = Report(entry.status());
       return;
     }
-    google::protobuf::util::JsonPrintOptions po;
-    po.add_whitespace = true;
-    po.preserve_proto_field_names = true;
-    std::string json;
-    (void)google::protobuf::util::MessageToJsonString(entry->entry, &json, po);
-    std::cout << json << "hash: " << ledger::ToHex(entry->hash) << "\n";
+    std::cout << api::EntryAsJson(*entry);
   });
 }
 

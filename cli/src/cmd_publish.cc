@@ -23,7 +23,8 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
       "Publish events to Kafka, as a CSP (usage) or the program operator (registry) would.\n"
       "Input: JSON lines, one gpuledger.v1.UsageEvent or RegistryEvent per line in the\n"
       "protobuf JSON mapping (docs/FORMATS.md); a time field (...Ms) may be epoch ms or an\n"
-      "RFC 3339 time such as 2026-03-01T09:00:00+09:00. Usage goes to gpuledger.usage.<cspId>, keyed\n"
+      "RFC 3339 time such as 2026-03-01T09:00:00+09:00. Usage goes to gpuledger.usage.<cspId>, "
+      "keyed\n"
       "by allocation id; registry events to gpuledger.registry. The idempotent producer\n"
       "(acks=all) is used. Every line is checked first: if any is bad, nothing is published.");
   cmd->add_option("--brokers", args->options.brokers, "Kafka bootstrap servers, host:port[,...]")
@@ -40,10 +41,14 @@ void AddPublishCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--topic-prefix", args->topic_prefix,
                   "Namespace prefix of every topic, e.g. 'staging.' (default: none)")
       ->envname("GPULEDGER_TOPIC_PREFIX");
+  cmd->add_option("--connect-timeout-ms", args->options.connect_timeout_ms,
+                  "Fail (publishing nothing) when no broker answers within this, ms")
+      ->check(CLI::Range(100, 600'000))
+      ->capture_default_str();
   cmd->add_option("files", args->files, "JSON-lines files to publish ('-' or none: stdin)");
   cmd->callback([args, exit_code] {
     if (absl::Status st = ingest::TopicNames::CheckPrefix(args->topic_prefix); !st.ok()) {
-      *exit_code = Report(st);
+      *exit_code = UsageError(st);
       return;
     }
     args->options.topics = ingest::TopicNames(args->topic_prefix);

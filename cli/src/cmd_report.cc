@@ -59,8 +59,7 @@ void AddUsageReport(CLI::App* report, int* exit_code) {
     auto query =
         settlement::ParseUsageQuery(args->from, args->to, args->granularity, args->group_by);
     if (!query.ok()) {
-      *exit_code = Report(query.status());
-      if (*exit_code == kExitFailed) *exit_code = kExitUsage;
+      *exit_code = UsageError(query.status());
       return;
     }
     if (!args->institution.empty()) query->institution_id = args->institution;
@@ -116,9 +115,8 @@ void AddBudgetReport(CLI::App* report, int* exit_code) {
     if (!args->program.empty()) {
       v1::Program p;
       if (!v1::Program_Parse(args->program, &p) || p == v1::PROGRAM_UNSPECIFIED) {
-        *exit_code = Report(absl::InvalidArgumentError(absl::StrCat(
+        *exit_code = UsageError(absl::InvalidArgumentError(absl::StrCat(
             "--program '", args->program, "' is not GOV_ADVANCED, LEASE_HPC or LEASE_RESEARCH")));
-        *exit_code = kExitUsage;
         return;
       }
       program = p;

@@ -127,7 +127,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->callback([args, exit_code] {
     if (args->server.tls_cert.empty() != args->server.tls_key.empty()) {
-      *exit_code = Report(absl::InvalidArgumentError("--tls-cert and --tls-key go together"));
+      *exit_code = UsageError(absl::InvalidArgumentError("--tls-cert and --tls-key go together"));
       return;
     }
     auto service = api::Service::Open(args->service);
@@ -137,7 +137,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     }
     std::unique_ptr<ingest::EventProducer> producer;
     if (absl::Status st = ingest::TopicNames::CheckPrefix(args->topic_prefix); !st.ok()) {
-      *exit_code = Report(st);
+      *exit_code = UsageError(st);
       return;
     }
     args->server.topics = ingest::TopicNames(args->topic_prefix);

@@ -123,7 +123,7 @@ void AddCloseCommand(CLI::App* settle, int* exit_code) {
   cmd->callback([args, exit_code] {
     auto period = base::ParsePeriod(args->period);
     if (!period.ok()) {
-      *exit_code = Report(period.status());
+      *exit_code = UsageError(period.status());
       return;
     }
     args->publish.topics = ingest::TopicNames(args->topic_prefix);
@@ -346,17 +346,18 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
   cmd->callback([cmd, args, exit_code] {
     if (!cmd->get_subcommands().empty()) return;
     if (args->store.db.empty()) {
-      *exit_code = Report(absl::InvalidArgumentError("--db LEDGER (or GPULEDGER_DB) is required"));
+      *exit_code =
+          UsageError(absl::InvalidArgumentError("--db LEDGER (or GPULEDGER_DB) is required"));
       return;
     }
     if (args->period.empty()) {
-      *exit_code = Report(absl::InvalidArgumentError(
+      *exit_code = UsageError(absl::InvalidArgumentError(
           "--period YYYY-MM is required (or use `settle close` / `settle status`)"));
       return;
     }
     auto period = base::ParsePeriod(args->period);
     if (!period.ok()) {
-      *exit_code = Report(period.status());
+      *exit_code = UsageError(period.status());
       return;
     }
     auto opened = OpenAndCatchUp(args->store);

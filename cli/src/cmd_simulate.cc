@@ -86,12 +86,13 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
       ->envname("GPULEDGER_TOPIC_PREFIX");
   cmd->callback([args, exit_code] {
     if (args->out.empty() == args->publish.brokers.empty()) {
-      *exit_code = Report(absl::InvalidArgumentError("give exactly one of --out DIR or --brokers"));
+      *exit_code =
+          UsageError(absl::InvalidArgumentError("give exactly one of --out DIR or --brokers"));
       return;
     }
     auto period = base::ParsePeriod(args->period);
     if (!period.ok()) {
-      *exit_code = Report(period.status());
+      *exit_code = UsageError(period.status());
       return;
     }
     sim::FleetOptions fleet = sim::Scaled(args->fleet, args->scale);
@@ -99,11 +100,11 @@ void AddSimulateCommand(CLI::App& app, int* exit_code) {
     if (!args->series_start.empty()) {
       auto first = base::ParsePeriod(args->series_start);
       if (!first.ok()) {
-        *exit_code = Report(first.status());
+        *exit_code = UsageError(first.status());
         return;
       }
       if (*period < *first) {
-        *exit_code = Report(absl::InvalidArgumentError(absl::StrCat(
+        *exit_code = UsageError(absl::InvalidArgumentError(absl::StrCat(
             "--series-start ", first->ToString(), " is after --period ", period->ToString(),
             ": a series starts at or before the month simulated")));
         return;

@@ -45,5 +45,9 @@ std::function<void(std::string_view, uint64_t, uint64_t)> VerifyProgressLog();
 
 // Logs `status` as the reason a command failed and returns kExitFailed.
 int Report(const absl::Status& status);
+// Logs `status` as what is wrong with the command line and returns kExitUsage (2): every
+// command's options that CLI11 cannot check by themselves (one needs another, a value's form)
+// end here, so a wrong command line exits 2 whichever command it is.
+int UsageError(const absl::Status& status);
 
 }  // namespace gpuledger::cli

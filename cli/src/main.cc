@@ -3,6 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <iostream>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 #include "json_log.h"
@@ -25,7 +29,72 @@ int Report(const absl::Status& status) {
   return kExitFailed;
 }
 
+int UsageError(const absl::Status& status) {
+  spdlog::error("{} (see --help)", std::string(status.message()));
+  return kExitUsage;
+}
+
 namespace {
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// For a command line CLI11 refused: the first word that is neither an option, an option's
+// value nor a subcommand where the command expects one, and the subcommands it may be a typo of
+// ("gpuledger setle" -> settle). Empty when the error is something else.
+std::string SubcommandSuggestion(CLI::App& app, int argc, char** argv) {
+  CLI::App* cur = &app;
+  bool value_next = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string t = argv[i];
+    if (value_next) {
+      value_next = false;
+      continue;
+    }
+    if (t.starts_with("-")) {
+      const std::string name = t.substr(0, t.find('='));
+      const CLI::Option* o = cur->get_option_no_throw(name);
+      value_next = o != nullptr && o->get_expected_min() > 0 && t.find('=') == std::string::npos;
+      continue;
+    }
+    const std::vector<CLI::App*> subs = cur->get_subcommands({});
+    const auto sub =
+        std::find_if(subs.begin(), subs.end(), [&](CLI::App* a) { return a->check_name(t); });
+    if (sub != subs.end()) {
+      cur = *sub;
+      continue;
+    }
+    if (subs.empty()) return "";
+    std::vector<std::string> close;
+    for (const CLI::App* sub : subs) {
+      const std::string& n = sub->get_name();
+      if (EditDistance(t, n) <= std::max<size_t>(1, n.size() / 3) || n.starts_with(t)) {
+        close.push_back("'" + n + "'");
+      }
+    }
+    std::string command = cur == &app ? "gpuledger" : "gpuledger " + cur->get_name();
+    std::string out = "'" + t + "' is not a command of `" + command + "`";
+    if (!close.empty()) {
+      out += "; did you mean " + close[0];
+      for (size_t k = 1; k < close.size(); ++k) out += " or " + close[k];
+      out += "?";
+    }
+    return out + " (`" + command + " --help` lists them)";
+  }
+  return "";
+}
 
 int Main(int argc, char** argv) {
   CLI::App app{
@@ -78,6 +147,12 @@ int Main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() != 0) {
+      if (const std::string hint = SubcommandSuggestion(app, argc, argv); !hint.empty()) {
+        std::cerr << "gpuledger: " << hint << "\n";
+        return kExitUsage;
+      }
+    }
     const int code = app.exit(e);
     return code == 0 ? kExitOk : kExitUsage;
   } catch (const std::exception& e) {

@@ -269,6 +269,7 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
     }
     consumer->unassign();
   }
+  metrics_.SetAssignedPartitions(assigned_.size());
 }
 
 void IngestLoop::event_cb(RdKafka::Event& event) {
@@ -878,6 +879,7 @@ absl::StatusOr<IngestStats> IngestLoop::Run() {
     batch_messages_ = 0;
   }
   LogProgress(true);
+  metrics_.SetStopping();
   consumer_->close();
   notifier_.Flush(static_cast<int>(options_.rejected_flush_timeout_ms));
   if (result.ok()) {

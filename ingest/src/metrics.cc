@@ -1,15 +1,18 @@
 #include "ingest/metrics.h"
 
+#include <CivetServer.h>
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <atomic>
 #include <exception>
+#include <functional>
 #include <map>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -25,13 +28,41 @@ const prometheus::Histogram::BucketBoundaries kBatchSizeBuckets = {
 const prometheus::Histogram::BucketBoundaries kCommitSecondsBuckets = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
+// One GET path of the metrics listener: status, content type and body, computed per request.
+class Endpoint : public CivetHandler {
+ public:
+  using Answer = std::function<std::tuple<int, std::string, std::string>()>;
+  explicit Endpoint(Answer answer) : answer_(std::move(answer)) {}
+  bool handleGet(CivetServer*, mg_connection* c) override { return Write(c, true); }
+  bool handleHead(CivetServer*, mg_connection* c) override { return Write(c, false); }
+
+ private:
+  bool Write(mg_connection* c, bool body) {
+    const auto [status, type, text] = answer_();
+    const std::string head =
+        absl::StrCat("HTTP/1.1 ", status, status == 200 ? " OK" : " Service Unavailable",
+                     "\r\nContent-Type: ", type, "\r\nContent-Length: ", text.size(),
+                     "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n");
+    mg_write(c, head.data(), head.size());
+    if (body) mg_write(c, text.data(), text.size());
+    return true;
+  }
+  Answer answer_;
+};
+
 }  // namespace
 
 struct IngestMetrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;  // null when not serving
+  // Serves /metrics, /healthz and /readyz; null when not serving. Declared after its handlers,
+  // so that it stops before they are destroyed.
+  std::vector<std::unique_ptr<Endpoint>> endpoints;
+  std::unique_ptr<CivetServer> server;
   std::string host;
   int port = 0;
+  std::atomic<size_t> assigned_partitions{0};
+  std::atomic<bool> stopping{false};
+  prometheus::Gauge* assigned = nullptr;
 
   prometheus::Counter* consumed = nullptr;
   prometheus::Counter* accepted = nullptr;
@@ -107,6 +138,13 @@ struct IngestMetrics::Impl {
                     .Help("Sequence number of the last committed ledger entry.")
                     .Register(r)
                     .Add({});
+    assigned = &prometheus::BuildGauge()
+                    .Name("gpuledger_ingest_assigned_partitions")
+                    .Help(
+                        "Topic partitions assigned to this consumer (0: not in the group yet, "
+                        "or the broker is unreachable since the last rebalance).")
+                    .Register(r)
+                    .Add({});
   }
 };
 
@@ -121,14 +159,41 @@ absl::StatusOr<std::unique_ptr<IngestMetrics>> IngestMetrics::Create(
     }
     impl->host = listen_address.substr(0, colon);
     try {
-      // One server thread: scrapes are rare and cheap.
-      impl->exposer = std::make_unique<prometheus::Exposer>(listen_address, 1);
+      // One server thread: scrapes and probes are rare and cheap.
+      impl->server = std::make_unique<CivetServer>(
+          std::vector<std::string>{"listening_ports", listen_address, "num_threads", "1"});
     } catch (const std::exception& e) {
       return absl::UnavailableError(
           absl::StrCat("cannot serve metrics on ", listen_address, ": ", e.what()));
     }
-    impl->exposer->RegisterCollectable(impl->registry);
-    const std::vector<int> ports = impl->exposer->GetListeningPorts();
+    Impl* raw = impl.get();
+    auto add = [&](const char* path, Endpoint::Answer answer) {
+      impl->endpoints.push_back(std::make_unique<Endpoint>(std::move(answer)));
+      impl->server->addHandler(path, impl->endpoints.back().get());
+    };
+    add("/metrics", [raw] {
+      std::ostringstream out;
+      prometheus::TextSerializer().Serialize(out, raw->registry->Collect());
+      return std::make_tuple(200, std::string("text/plain; version=0.0.4"), out.str());
+    });
+    // Alive while this process answers at all.
+    add("/healthz", [] {
+      return std::make_tuple(200, std::string("application/json"),
+                             std::string("{\"status\": \"ok\"}\n"));
+    });
+    // Ready while partitions are assigned to it (it is in the consumer group, reading), and it
+    // is not stopping.
+    add("/readyz", [raw] {
+      const size_t n = raw->assigned_partitions.load();
+      const bool ready = n > 0 && !raw->stopping.load();
+      return std::make_tuple(ready ? 200 : 503, std::string("application/json"),
+                             absl::StrCat("{\"status\": \"",
+                                          ready           ? "ready"
+                                          : raw->stopping ? "stopping"
+                                                          : "starting",
+                                          "\", \"assigned_partitions\": ", n, "}\n"));
+    });
+    const std::vector<int> ports = impl->server->getListeningPorts();
     impl->port = ports.empty() ? 0 : ports.front();
   }
   return std::unique_ptr<IngestMetrics>(new IngestMetrics(std::move(impl)));
@@ -195,10 +260,17 @@ void IngestMetrics::OnRejectedNotice(bool delivered) {
   (delivered ? impl_->notices_delivered : impl_->notices_failed)->Increment();
 }
 
+void IngestMetrics::SetAssignedPartitions(size_t partitions) {
+  impl_->assigned_partitions.store(partitions);
+  impl_->assigned->Set(static_cast<double>(partitions));
+}
+
+void IngestMetrics::SetStopping() { impl_->stopping.store(true); }
+
 int IngestMetrics::port() const { return impl_->port; }
 
 std::string IngestMetrics::url() const {
-  if (impl_->exposer == nullptr) return "";
+  if (impl_->server == nullptr) return "";
   return absl::StrCat("http://", impl_->host, ":", impl_->port, "/metrics");
 }
 

@@ -401,6 +401,19 @@ absl::StatusOr<std::unique_ptr<Publisher>> Publisher::Create(const PublishOption
 
 absl::Status Publisher::PrepareTopics(const std::vector<std::string>& topics) {
   const PublishOptions& options = impl_->options;
+  // Fail fast when no broker answers: topic creation and delivery would otherwise each wait
+  // their own minute.
+  RdKafka::Metadata* raw = nullptr;
+  const RdKafka::ErrorCode listed =
+      impl_->producer->metadata(false, nullptr, &raw, static_cast<int>(options.connect_timeout_ms));
+  delete raw;
+  GPULEDGER_RETURN_IF_ERROR(impl_->log_forwarder.auth_failure);
+  if (listed != RdKafka::ERR_NO_ERROR) {
+    return absl::UnavailableError(
+        absl::StrCat("no Kafka broker answered at ", options.brokers, " within ",
+                     options.connect_timeout_ms / 1000, " s (", RdKafka::err2str(listed),
+                     "): is the broker up and --brokers right? nothing was published"));
+  }
   // The registry is one ordered stream (an institution before its allocations): one partition.
   std::vector<std::string> usage_topics;
   bool registry = false;

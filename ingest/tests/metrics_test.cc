@@ -133,6 +133,29 @@ TEST(IngestMetricsTest, UpdatesAreVisibleInTheNextScrapeAndRevokedPartitionsDisa
   EXPECT_EQ(text.find("gpuledger_ingest_consumer_lag{"), std::string::npos) << text;
 }
 
+TEST(IngestMetricsTest, ProbesSayAliveAlwaysAndReadyOnlyWhilePartitionsAreAssigned) {
+  auto metrics = IngestMetrics::Create("127.0.0.1:0");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  IngestMetrics& m = **metrics;
+  auto status_of = [&](const std::string& path) {
+    const std::string r = HttpGet(m.port(), path);
+    return r.substr(0, r.find("\r\n"));
+  };
+  EXPECT_EQ(status_of("/healthz"), "HTTP/1.1 200 OK");
+  EXPECT_EQ(status_of("/readyz"), "HTTP/1.1 503 Service Unavailable");  // not in the group yet
+  EXPECT_NE(HttpGet(m.port(), "/readyz").find("\"starting\""), std::string::npos);
+  m.SetAssignedPartitions(4);
+  EXPECT_EQ(status_of("/readyz"), "HTTP/1.1 200 OK");
+  EXPECT_NE(HttpGet(m.port(), "/readyz").find("\"assigned_partitions\": 4"), std::string::npos);
+  EXPECT_TRUE(HasLine(m.Render(), "gpuledger_ingest_assigned_partitions 4"));
+  m.SetAssignedPartitions(0);  // revoked, e.g. the broker went away and the group rebalanced
+  EXPECT_EQ(status_of("/readyz"), "HTTP/1.1 503 Service Unavailable");
+  m.SetAssignedPartitions(2);
+  m.SetStopping();
+  EXPECT_EQ(status_of("/readyz"), "HTTP/1.1 503 Service Unavailable");
+  EXPECT_EQ(status_of("/healthz"), "HTTP/1.1 200 OK");
+}
+
 TEST(IngestMetricsTest, WithoutListenAddressKeepsMetricsButServesNothing) {
   auto metrics = IngestMetrics::Create("");
   ASSERT_TRUE(metrics.ok()) << metrics.status();

@@ -165,13 +165,16 @@ class ApiTest(unittest.TestCase):
     maxDiff = 4000
 
     def assertError(self, r, status, code=None):
-        """An API error: the status, and a JSON object {code, message}."""
+        """An API error: the status, and RFC 9457 problem details with gpuledger's code."""
         self.assertEqual(r.status, status, r)
-        self.assertEqual(r.header("content-type"), "application/json", r)
+        self.assertEqual(r.header("content-type"), "application/problem+json", r)
         body = r.json()
-        self.assertEqual(sorted(body), ["code", "message"], body)
-        self.assertIsInstance(body["message"], str)
-        self.assertTrue(body["message"], body)
+        self.assertEqual(sorted(body), ["code", "detail", "status", "title", "type"], body)
+        self.assertEqual(body["status"], status, body)
+        self.assertEqual(body["type"], "tag:gpuledger,2026:problem/" + body["code"], body)
+        self.assertIsInstance(body["detail"], str)
+        self.assertTrue(body["detail"], body)
+        self.assertTrue(body["title"], body)
         if code is not None:
             self.assertEqual(body["code"], code, body)
         return body
@@ -221,6 +224,14 @@ class EndpointTest(ApiTest):
         self.assertEqual(ready["ledger_head"], self.s.head)
         self.assertEqual(ready["settled_through"], self.s.head)
         self.assertEqual(self.s.head, int(ENV["API_LEDGER_HEAD"]))
+
+    def test_openapi_is_served_as_built(self):
+        r = request("GET", "/v1/openapi.yaml")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("content-type"), "application/yaml")
+        spec = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../docs/openapi.yaml")
+        with open(spec, "rb") as f:
+            self.assertEqual(r.body, f.read())
 
     def test_root_redirects_to_pages(self):
         r = request("GET", "/")

@@ -53,11 +53,21 @@ bool UrlDecode(std::string_view in, std::string* out);
 // the Accept-Language header's choice, Korean by default (i18n::FromAcceptLanguage).
 i18n::Lang LanguageOf(const HttpRequest& request);
 
-// Handles one request. Never throws; errors are JSON {"code", "message"} (HTML for pages).
+// Handles one request. Never throws; errors are problem details (HTML for pages).
 HttpResponse Handle(const HttpRequest& request, Service& service);
 
-// JSON error body.
+// The `type` of every problem is this prefix and its code: "tag:gpuledger,2026:problem/not_found".
+inline constexpr char kProblemTypePrefix[] = "tag:gpuledger,2026:problem/";
+
+// An error as RFC 9457 problem details (application/problem+json): {"type", "title", "status",
+// "detail", "code"}; `code` (an extension member) is the problem type's last segment, for
+// clients that switch on it, and `detail` is `message`.
 HttpResponse Error(int status, const std::string& code, const std::string& message);
+
+// One ledger entry as the API shows it (GET /v1/ledger/entries/{seq}) and `gpuledger ledger
+// show` prints it: its fields, its chain hash, the payload in base64 and decoded to JSON (null
+// when it does not decode).
+std::string EntryAsJson(const ledger::StoredEntry& entry);
 
 // Pages under /ui (api/src/pages.cc).
 HttpResponse HandlePage(const HttpRequest& request, Service& service,

@@ -53,6 +53,10 @@ class IngestMetrics {
   // Rejection notices delivered to, or failed to be delivered to, the rejected topic.
   void OnRejectedNotice(bool delivered);
 
+  // Partitions assigned to the consumer now: /readyz answers 200 while there are some.
+  void SetAssignedPartitions(size_t partitions);
+  // Ingest is stopping: /readyz answers 503 from now on.
+  void SetStopping();
   // The bound TCP port; 0 when not serving.
   int port() const;
   // "http://host:port/metrics", or "" when not serving.

@@ -30,6 +30,9 @@ struct PublishOptions {
   int partitions_if_created = 3;
   // How long to wait for every message to be acknowledged before failing, ms. Default: 60,000.
   int64_t flush_timeout_ms = 60'000;
+  // How long to wait for a broker to answer at all before failing (nothing published), ms.
+  // Default: 10,000.
+  int64_t connect_timeout_ms = 10'000;
   // Longest accepted input line, bytes. Default: 1 MiB.
   size_t max_line_bytes = 1 << 20;
 };
