@@ -32,6 +32,8 @@ PACKAGES=(
   libboost-locale-dev gettext
   # The documents' HTML is rendered from Mustache templates (settlement/templates/).
   libkainjow-mustache-dev
+  # systemd-analyze checks the service units of ops/systemd/ (tests/cli/test_cli.py).
+  systemd
 )
 
 missing=()

@@ -4,6 +4,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <set>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -96,6 +99,39 @@ std::string SubcommandSuggestion(CLI::App& app, int argc, char** argv) {
   return "";
 }
 
+// The config file's values, but none that a GPULEDGER_* variable set in the environment gives
+// too: CLI11 applies a config file before the environment and would let the file win. The
+// order of precedence is then the command line, the environment, the file, the defaults.
+class EnvironmentFirstConfig : public CLI::ConfigTOML {
+ public:
+  explicit EnvironmentFirstConfig(std::set<std::string> given_by_environment)
+      : given_by_environment_(std::move(given_by_environment)) {}
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
+    std::vector<CLI::ConfigItem> items = CLI::ConfigTOML::from_config(input);
+    std::erase_if(items, [&](const CLI::ConfigItem& item) {
+      return given_by_environment_.contains(item.fullname());
+    });
+    return items;
+  }
+
+ private:
+  std::set<std::string> given_by_environment_;
+};
+
+// "serve.db", "ingest.brokers", ...: every option (by its long names, under its subcommands'
+// names) whose environment variable is set now.
+void OptionsGivenByEnvironment(const CLI::App* app, const std::string& prefix,
+                               std::set<std::string>* out) {
+  for (const CLI::Option* o : app->get_options()) {
+    const std::string env = o->get_envname();
+    if (env.empty() || std::getenv(env.c_str()) == nullptr) continue;
+    for (const std::string& name : o->get_lnames()) out->insert(prefix + name);
+  }
+  for (const CLI::App* sub : app->get_subcommands({})) {
+    OptionsGivenByEnvironment(sub, prefix + sub->get_name() + ".", out);
+  }
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{
       "gpuledger: the system of record for shared GPU programs.\n"
@@ -105,6 +141,8 @@ int Main(int argc, char** argv) {
       "them over HTTP; `ledger verify` and `audit replay` prove nothing was changed.",
       "gpuledger"};
   app.require_subcommand(1);
+  // A key in the config file that no option has is an error (a typo must not pass silently).
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.set_version_flag("--version", "gpuledger 0.1.0");
   std::string log_level = "info";
   std::string log_format = "text";
@@ -134,6 +172,21 @@ int Main(int argc, char** argv) {
   AddServeCommand(app, &exit_code);
   AddTokensCommand(app, &exit_code);
   AddSimulateCommand(app, &exit_code);
+  // $GPULEDGER_CONFIG names the file when --config does not (CLI11 reads the file before the
+  // environment, so the variable is read here); a file named there must exist.
+  const char* config_env = std::getenv("GPULEDGER_CONFIG");
+  app.set_config("--config", config_env != nullptr ? config_env : "",
+                 "Read options from this TOML (or INI) file (default: $GPULEDGER_CONFIG):\n"
+                 "top-level keys for the global options, a [command] section per command\n"
+                 "([serve], [ingest], [settle.close], ...), keys named as the long options\n"
+                 "without dashes (db = \"/var/lib/gpuledger/ledger\"). The command line and\n"
+                 "GPULEDGER_* variables override it (docs/OPERATIONS.md)",
+                 config_env != nullptr && *config_env != '\0');
+  {
+    std::set<std::string> from_environment;
+    OptionsGivenByEnvironment(&app, "", &from_environment);
+    app.config_formatter(std::make_shared<EnvironmentFirstConfig>(std::move(from_environment)));
+  }
   app.parse_complete_callback([&] {
     auto logger = spdlog::stderr_color_mt("gpuledger");
     spdlog::set_default_logger(logger);

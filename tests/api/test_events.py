@@ -210,6 +210,11 @@ class EventsOverHttpTest(unittest.TestCase):
             self.assertEqual(statement["csp_id"], csp)
         # The same decisions as through Kafka: entries accepted, rejected by reason, parked.
         self.assertEqual(self.decisions(self.db_a), self.decisions(self.db_b))
+        # `ledger show` prints an entry with its event decoded (not base64 alone).
+        shown = json.loads(run("ledger", "show", "--db", self.db_b, str(self.decisions(self.db_b)["head_seq"])))
+        self.assertEqual(shown["source"], "SOURCE_USAGE")
+        self.assertEqual(shown["payload"]["event_id"], shown["event_id"])
+        self.assertIn("payload_base64", shown)
 
     def decisions(self, db):
         s = json.loads(run("ledger", "stats", "--db", db, "--json"))
