@@ -5,9 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdlib>
+#include <iostream>
 #include <memory>
 #include <set>
-#include <iostream>
 #include <string>
 #include <vector>
 
