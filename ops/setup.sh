@@ -20,7 +20,7 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 PACKAGES=(
   build-essential cmake ninja-build pkg-config python3
   librdkafka-dev librocksdb-dev rocksdb-tools libprotobuf-dev protobuf-compiler
-  libboost-dev libssl-dev libgtest-dev libgmock-dev googletest libabsl-dev
+  libboost-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev googletest libabsl-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libsimdjson-dev prometheus-cpp-dev libcivetweb-dev libjemalloc-dev
   kcat openjdk-17-jre-headless maven clang-format
   clang libclang-rt-14-dev

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -9,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "api/limits.h"
@@ -168,21 +170,39 @@ std::string Negotiate(std::string* last_segment, const HttpRequest& req) {
       return ext;
     }
   }
-  if (req.accept.find("text/html") != std::string::npos) return "html";
-  if (req.accept.find("text/csv") != std::string::npos) return "csv";
-  return "json";
+  return ChooseFormat(req.accept, {"json", "html", "csv"});
+}
+
+// 406: the Accept header refuses every format the endpoint has.
+HttpResponse NotAcceptable(const std::vector<std::string>& media) {
+  return Error(
+      406, "not_acceptable",
+      absl::StrCat("the Accept header accepts none of what this endpoint serves: ",
+                   absl::StrJoin(media, ", "), " (or name the format: .json, .csv, .html)"));
 }
 
 absl::StatusOr<base::Period> PeriodParam(const std::string& text) {
   return base::ParsePeriod(text);
 }
 
+// A closed period's document never changes: a client or its own cache may keep it a day (it is
+// private: every answer needs a token). Drafts change with every ledger entry: never stored.
+constexpr char kFrozenCacheControl[] = "private, max-age=86400";
+
+// Status and coverage headers; for a closed period's document, its ETag and Cache-Control. The
+// ETag is per representation (RFC 9110 section 8.8.3): the JSON's is the digest recorded at the
+// close (SHA-256 of exactly these bytes), a CSV's or an HTML page's the SHA-256 of its own bytes
+// (an HTML page's differs by language, as its Vary says). A list has no digest: no ETag.
 void DocumentHeaders(const v1::PeriodDocuments& docs, const std::string& digest_name,
-                     HttpResponse* r) {
+                     const std::string& format, HttpResponse* r) {
   r->headers.emplace_back("X-Gpuledger-Status", docs.closed() ? "closed" : "draft");
   r->headers.emplace_back("X-Gpuledger-Covered-Seq", absl::StrCat(docs.covered_seq()));
+  if (!docs.closed() || digest_name.empty()) return;
   for (const auto& d : docs.digests()) {
-    if (d.document() == digest_name) r->headers.emplace_back("ETag", "\"" + d.sha256() + "\"");
+    if (d.document() != digest_name) continue;
+    const std::string tag = format == "json" ? d.sha256() : ledger::ToHex(ledger::Sha256(r->body));
+    r->headers.emplace_back("ETag", "\"" + tag + "\"");
+    r->headers.emplace_back("Cache-Control", kFrozenCacheControl);
   }
 }
 
@@ -226,7 +246,7 @@ void CsvDownload(const v1::PeriodDocuments& docs, const std::string& what, HttpR
 // A list has no digest of its own: no ETag.
 HttpResponse CsvOfList(const v1::PeriodDocuments& docs, const std::string& which) {
   HttpResponse r = Text(settlement::RenderCsv(docs, which), "text/csv; charset=utf-8");
-  DocumentHeaders(docs, /*digest_name=*/"", &r);
+  DocumentHeaders(docs, /*digest_name=*/"", "csv", &r);
   CsvDownload(docs, which, &r);
   return r;
 }
@@ -242,8 +262,7 @@ bool ListAsCsv(std::string* segment, const HttpRequest& req) {
     segment->resize(segment->size() - 5);
     return false;
   }
-  return req.accept.find("text/csv") != std::string::npos &&
-         req.accept.find("text/html") == std::string::npos;
+  return ChooseFormat(req.accept, {"json", "csv"}) == "csv";
 }
 
 // The cache's name for a rendering: HTML differs by language, JSON and CSV do not.
@@ -262,11 +281,10 @@ HttpResponse RenderDocs(const v1::PeriodDocuments& docs, const std::string& form
   } else if (format == "html") {
     r = Text(settlement::RenderHtml(docs, lang), "text/html; charset=utf-8");
     r.headers.emplace_back("Content-Language", i18n::Code(lang));
-    r.headers.emplace_back("Vary", "Accept, Accept-Language");
   } else {
     r = Text(std::move(single_json), "application/json");
   }
-  DocumentHeaders(docs, digest_name, &r);
+  DocumentHeaders(docs, digest_name, format, &r);
   return r;
 }
 
@@ -403,6 +421,7 @@ HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period, 
 HttpResponse OneInvoice(Service& svc, const Principal& p, base::Period period,
                         std::string institution, const HttpRequest& req) {
   const std::string format = Negotiate(&institution, req);
+  if (format.empty()) return NotAcceptable({"application/json", "text/csv", "text/html"});
   if (!CanSeeInstitution(p, institution)) {
     return Forbidden(p, absl::StrCat("the invoices of ", institution));
   }
@@ -558,6 +577,7 @@ HttpResponse StatementList(Service& svc, const Principal& p, base::Period period
 HttpResponse OneStatement(Service& svc, const Principal& p, base::Period period, std::string csp,
                           const HttpRequest& req) {
   const std::string format = Negotiate(&csp, req);
+  if (format.empty()) return NotAcceptable({"application/json", "text/csv", "text/html"});
   if (!CanSeeCsp(p, csp)) return Forbidden(p, absl::StrCat("the statements of ", csp));
   return svc.WithEngine([&](settlement::Engine& engine) {
     return CachedDocument(svc, DocumentKey("statement", period, csp, Variant(format, req)), [&] {
@@ -580,6 +600,7 @@ HttpResponse OneStatement(Service& svc, const Principal& p, base::Period period,
 HttpResponse OneProgram(Service& svc, const Principal& p, base::Period period, std::string program,
                         const HttpRequest& req) {
   const std::string format = Negotiate(&program, req);
+  if (format.empty()) return NotAcceptable({"application/json", "text/csv", "text/html"});
   if (!IsStaff(p)) return Forbidden(p, "programme summaries");
   v1::Program prog;
   if (!v1::Program_Parse(absl::AsciiStrToUpper(program), &prog) ||
@@ -816,6 +837,47 @@ HttpResponse Checkpoints(Service& svc, const Principal& p, Params& q) {
   return Json({{"checkpoints", std::move(page.items())}, {"bytes_limited", page.bytes_limited()}});
 }
 
+// Who read which invoice (the server's record, ServerOptions::invoice_read_log), oldest first:
+// lines after `after` (a line number), those whose path names `period` and `institution` when
+// given. Operators and auditors.
+HttpResponse InvoiceReads(Service& svc, const Principal& p, Params& q) {
+  if (!CanAudit(p)) return Forbidden(p, "the record of invoice reads");
+  const std::string period = q.Str("period");
+  const std::string institution = q.Str("institution");
+  auto after = q.Uint("after", 0, 0, UINT64_MAX - 1);
+  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
+  if (!after || !limit) return BadParam(q.error);
+  const std::string& path = svc.options().invoice_read_log;
+  if (path.empty()) {
+    return Error(404, "not_found",
+                 "this server keeps no record of invoice reads (serve --invoice-read-log off)");
+  }
+  ListPage page(*limit);
+  uint64_t line_no = 0, next = 0;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    if (++line_no <= *after) continue;
+    if (page.full()) {
+      next = line_no - 1;
+      break;
+    }
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_object()) continue;  // a line cut by a crash mid-write
+    const std::string read_path = j.value("path", "");
+    if (!period.empty() && read_path.find("/" + period) == std::string::npos) continue;
+    if (!institution.empty() && read_path.find("/" + institution) == std::string::npos) continue;
+    j["line"] = line_no;
+    if (!page.Add(std::move(j))) {
+      next = line_no - 1;
+      break;
+    }
+  }
+  // next_after: pass it as `after` to read on (0: nothing more now).
+  return Json({{"reads", std::move(page.items())},
+               {"next_after", next},
+               {"bytes_limited", page.bytes_limited()}});
+}
+
 HttpResponse Export(Service& svc, const Principal& p, Params& q) {
   if (!CanAudit(p)) return Forbidden(p, "the ledger export");
   auto from = q.Uint("from_seq", 1, 1, UINT64_MAX);
@@ -853,6 +915,7 @@ std::string ProblemTitle(const std::string& code) {
       {"method_not_allowed", "This method is not allowed here"},
       {"not_computable", "This document cannot be computed"},
       {"not_found", "Not found"},
+      {"not_acceptable", "None of the formats this endpoint serves is acceptable"},
       {"period_open", "The period is not closed"},
       {"rate_limited", "Too many requests"},
       {"response_too_large", "The answer would be too large"},
@@ -876,7 +939,7 @@ HttpResponse Error(int status, const std::string& code, const std::string& messa
   return r;
 }
 
-bool UrlDecode(std::string_view in, std::string* out) {
+bool UrlDecode(std::string_view in, std::string* out, bool plus_is_space) {
   out->clear();
   for (size_t i = 0; i < in.size(); ++i) {
     if (in[i] == '%') {
@@ -891,13 +954,68 @@ bool UrlDecode(std::string_view in, std::string* out) {
       }
       out->push_back(static_cast<char>(v));
       i += 2;
-    } else if (in[i] == '+') {
+    } else if (in[i] == '+' && plus_is_space) {
       out->push_back(' ');
     } else {
       out->push_back(in[i]);
     }
   }
   return true;
+}
+
+std::string ChooseFormat(std::string_view accept, const std::vector<std::string>& offered) {
+  auto media = [](const std::string& f) -> std::string {
+    return f == "csv" ? "text/csv" : f == "html" ? "text/html" : "application/json";
+  };
+  if (absl::StripAsciiWhitespace(absl::string_view(accept.data(), accept.size())).empty()) {
+    return offered.empty() ? "" : offered.front();
+  }
+  struct Range {
+    std::string type, subtype;
+    double q = 1;
+  };
+  std::vector<Range> ranges;
+  for (absl::string_view part :
+       absl::StrSplit(absl::string_view(accept.data(), accept.size()), ',')) {
+    std::vector<absl::string_view> params = absl::StrSplit(part, ';');
+    const std::string range = absl::AsciiStrToLower(absl::StripAsciiWhitespace(params[0]));
+    const size_t slash = range.find('/');
+    if (slash == std::string::npos) continue;  // not a media range: ignored
+    Range r{range.substr(0, slash), range.substr(slash + 1)};
+    for (size_t i = 1; i < params.size(); ++i) {
+      const std::string p = absl::AsciiStrToLower(absl::StripAsciiWhitespace(params[i]));
+      double q = 0;
+      if (p.starts_with("q=") && absl::SimpleAtod(p.substr(2), &q) && q >= 0 && q <= 1) r.q = q;
+    }
+    ranges.push_back(std::move(r));
+  }
+  std::string best;
+  double best_q = 0;
+  for (const std::string& f : offered) {
+    const std::string m = media(f);
+    const std::string type = m.substr(0, m.find('/')), subtype = m.substr(m.find('/') + 1);
+    int specificity = -1;
+    double q = 0;
+    for (const Range& r : ranges) {
+      int s = -1;
+      if (r.type == type && r.subtype == subtype) {
+        s = 2;
+      } else if (r.type == type && r.subtype == "*") {
+        s = 1;
+      } else if (r.type == "*" && r.subtype == "*") {
+        s = 0;
+      }
+      if (s > specificity) {
+        specificity = s;
+        q = r.q;
+      }
+    }
+    if (specificity >= 0 && q > best_q) {
+      best = f;
+      best_q = q;
+    }
+  }
+  return best;
 }
 
 bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out) {
@@ -925,14 +1043,16 @@ std::optional<std::string> TokenOf(const HttpRequest& req) {
 }
 
 namespace {
-HttpResponse Unbounded(const HttpRequest& req, Service& svc);
+HttpResponse Unbounded(const HttpRequest& req, Service& svc, std::string* principal_name);
 }  // namespace
 
 // Every answer that is built whole in memory is bounded in bytes: pages stop at kPageBytesMax,
 // the export streams, and anything else beyond the service's response_bytes_max is refused with
 // what to ask for instead.
 HttpResponse Handle(const HttpRequest& req, Service& svc) {
-  HttpResponse r = Unbounded(req, svc);
+  std::string principal;
+  HttpResponse r = Unbounded(req, svc, &principal);
+  r.principal = principal;
   const size_t max = svc.options().response_bytes_max;
   if (r.stream || r.body.size() <= max) return r;
   const std::string route = r.route;
@@ -946,12 +1066,13 @@ HttpResponse Handle(const HttpRequest& req, Service& svc) {
                          "list, JSON or CSV rather than HTML, or a page (limit=); or write the "
                          "documents to files with `gpuledger settle` beside the settlement "
                          "store"));
+  r.principal = principal;
   r.route = route.empty() ? "error" : route;
   return r;
 }
 
 namespace {
-HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
+HttpResponse Unbounded(const HttpRequest& req, Service& svc, std::string* principal_name) {
   const std::vector<std::string> seg = absl::StrSplit(req.path, '/', absl::SkipEmpty());
   if ((req.path == "/healthz" || req.path == "/readyz") && req.method != "GET" &&
       req.method != "HEAD") {
@@ -984,6 +1105,8 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
   }
   std::optional<Principal> principal;
   if (auto token = TokenOf(req)) principal = svc.tokens().Authenticate(*token);
+  if (principal)
+    *principal_name = principal->name.empty() ? principal->RoleString() : principal->name;
   if (!seg.empty() && seg[0] == "ui") return HandlePage(req, svc, principal);
   if (req.path == "/") {
     HttpResponse r = Text("", "text/plain", 302);
@@ -1082,6 +1205,9 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc) {
   } else if (seg[1] == "ledger" && seg.size() == 3 && seg[2] == "export") {
     r = Export(svc, p, q);
     r.route = "/v1/ledger/export";
+  } else if (seg[1] == "audit" && seg.size() == 3 && seg[2] == "invoice-reads") {
+    r = InvoiceReads(svc, p, q);
+    r.route = "/v1/audit/invoice-reads";
   } else if (seg[1] == "rejected" && seg.size() == 2) {
     r = Rejected(svc, p, q);
     r.route = "/v1/rejected";

@@ -5,7 +5,9 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -17,12 +19,15 @@
 #include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -31,10 +36,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "api/limits.h"
 #include "api/rate_limiter.h"
 #include "api/routes.h"
 #include "events.h"
+#include "ingest/process_metrics.h"
 
 namespace gpuledger::api {
 
@@ -229,6 +238,10 @@ struct Shared {
   Connections connections{metrics};
   std::atomic<size_t> refusing{0};  // connections being answered 503 (kRefusingConnectionsMax)
   RateLimiter limiter{options.rate_limit_per_s, options.rate_burst};
+  std::shared_ptr<spdlog::logger> access{};         // null: no access log
+  std::shared_ptr<spdlog::logger> invoice_reads{};  // null: no record
+  std::atomic<uint64_t> next_request{1};
+  std::string request_prefix{};  // per process: request ids are <prefix>-<n>
 };
 
 // A session's place in Connections, for as long as it runs.
@@ -285,7 +298,10 @@ awaitable<HttpResponse> PublishEvents(const HttpRequest& request, Shared& shared
   options.topics = shared.options.topics;
   options.max_events = shared.options.max_events_per_request;
   EventsCall call = PrepareEvents(request, shared.service, options);
-  if (call.answer) co_return *std::move(call.answer);
+  if (call.answer) {
+    call.answer->principal = call.principal;
+    co_return *std::move(call.answer);
+  }
   std::vector<ingest::Delivery> deliveries;
   if (!call.to_send.empty()) {
     ingest::EventProducer* producer = shared.options.event_producer;
@@ -306,7 +322,9 @@ awaitable<HttpResponse> PublishEvents(const HttpRequest& request, Shared& shared
   for (const ingest::GatewayEvent& e : call.events) {
     if (!e.reason.empty()) shared.metrics.events.Add({{"outcome", "refused"}}).Increment();
   }
-  co_return AnswerEvents(call, deliveries);
+  HttpResponse answer = AnswerEvents(call, deliveries);
+  answer.principal = call.principal;
+  co_return answer;
 }
 
 HttpResponse BadTarget() {
@@ -334,10 +352,13 @@ HttpRequest ToRequest(const http::request<http::string_body>& req, bool tls, boo
   r.method = std::string(req.method_string());
   const std::string target(req.target());
   const size_t q = target.find('?');
-  *ok = UrlDecode(target.substr(0, q), &r.path) &&
+  *ok = UrlDecode(target.substr(0, q), &r.path, /*plus_is_space=*/false) &&
         (q == std::string::npos || ParseQuery(std::string_view(target).substr(q + 1), &r.query));
   r.accept = std::string(req[http::field::accept]);
   r.accept_language = std::string(req[http::field::accept_language]);
+  r.accept_encoding = std::string(req[http::field::accept_encoding]);
+  r.if_none_match = std::string(req[http::field::if_none_match]);
+  r.request_id = std::string(req["X-Request-Id"]);
   r.authorization = std::string(req[http::field::authorization]);
   r.cookie = std::string(req[http::field::cookie]);
   r.content_type = std::string(req[http::field::content_type]);
@@ -384,7 +405,11 @@ HttpResponse Dispatch(const HttpRequest& req, Shared& shared) {
         .Set(static_cast<double>(shared.service.settled_through()));
     HttpResponse r;
     r.content_type = "text/plain; version=0.0.4";
-    r.body = prometheus::TextSerializer().Serialize(shared.metrics.registry->Collect());
+    std::vector<prometheus::MetricFamily> families = shared.metrics.registry->Collect();
+    for (prometheus::MetricFamily& f : ingest::ProcessCollector().Collect()) {
+      families.push_back(std::move(f));
+    }
+    r.body = prometheus::TextSerializer().Serialize(families);
     r.route = "/metrics";
     return r;
   }
@@ -396,12 +421,152 @@ HttpResponse Dispatch(const HttpRequest& req, Shared& shared) {
   }
 }
 
+// The value of header `name` in `res`, or "".
+std::string HeaderOf(const HttpResponse& res, std::string_view name) {
+  for (const auto& [k, v] : res.headers) {
+    if (absl::EqualsIgnoreCase(k, absl::string_view(name.data(), name.size()))) return v;
+  }
+  return "";
+}
+
+void SetHeader(HttpResponse* res, const std::string& name, std::string value) {
+  for (auto& [k, v] : res->headers) {
+    if (absl::EqualsIgnoreCase(k, name)) {
+      v = std::move(value);
+      return;
+    }
+  }
+  res->headers.emplace_back(name, std::move(value));
+}
+
+// If-None-Match against an answer's ETag, by the weak comparison (RFC 9110 section 13.1.2).
+bool NoneMatchFails(const std::string& if_none_match, const std::string& etag) {
+  if (if_none_match.empty() || etag.empty()) return false;
+  auto opaque = [](absl::string_view t) {
+    t = absl::StripAsciiWhitespace(t);
+    if (absl::StartsWith(t, "W/")) t.remove_prefix(2);
+    return std::string(t);
+  };
+  const std::string mine = opaque(etag);
+  for (absl::string_view candidate : absl::StrSplit(if_none_match, ',')) {
+    const std::string c = opaque(candidate);
+    if (c == "*" || c == mine) return true;
+  }
+  return false;
+}
+
+// Whether Accept-Encoding takes gzip (q > 0).
+bool AcceptsGzip(const std::string& accept_encoding) {
+  for (absl::string_view part : absl::StrSplit(accept_encoding, ',')) {
+    std::vector<absl::string_view> params = absl::StrSplit(part, ';');
+    const std::string coding = absl::AsciiStrToLower(absl::StripAsciiWhitespace(params[0]));
+    if (coding != "gzip" && coding != "x-gzip") continue;
+    double q = 1;
+    for (size_t i = 1; i < params.size(); ++i) {
+      const std::string p = absl::AsciiStrToLower(absl::StripAsciiWhitespace(params[i]));
+      if (p.starts_with("q=") && !absl::SimpleAtod(p.substr(2), &q)) q = 0;
+    }
+    return q > 0;
+  }
+  return false;
+}
+
+// gzip of `in` (zlib's deflate with a gzip wrapper), or nullopt if zlib fails.
+std::optional<std::string> Gzip(const std::string& in) {
+  z_stream z{};
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return std::nullopt;
+  }
+  std::string out(deflateBound(&z, in.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) return std::nullopt;
+  return out;
+}
+
+// What HTTP adds to an answer built by the routes: 304 for a GET whose If-None-Match names the
+// answer's ETag, and gzip when the client takes it (bodies of 1 KiB or more, text and JSON;
+// the ETag then becomes weak: the bytes differ, the content does not).
+void Conditional(const HttpRequest& req, HttpResponse* res) {
+  if (res->stream || res->status != 200 || (req.method != "GET" && req.method != "HEAD")) return;
+  if (NoneMatchFails(req.if_none_match, HeaderOf(*res, "ETag"))) {
+    res->status = 304;
+    res->body.clear();
+    return;
+  }
+  constexpr size_t kGzipMinBytes = 1024;
+  const std::string& type = res->content_type;
+  const bool text = type.starts_with("text/") || type.starts_with("application/json") ||
+                    type.starts_with("application/problem+json") ||
+                    type.starts_with("application/yaml") || type.starts_with("image/svg+xml");
+  if (!text || res->body.size() < kGzipMinBytes || !AcceptsGzip(req.accept_encoding)) return;
+  std::optional<std::string> gz = Gzip(res->body);
+  if (!gz) return;
+  res->body = *std::move(gz);
+  res->headers.emplace_back("Content-Encoding", "gzip");
+  if (std::string etag = HeaderOf(*res, "ETag"); !etag.empty() && !etag.starts_with("W/")) {
+    SetHeader(res, "ETag", "W/" + etag);
+  }
+}
+
+// The client's X-Request-Id when it is a plain token of at most 64 characters, else a new one.
+std::string RequestId(const HttpRequest& req, Shared& shared) {
+  const std::string& given = req.request_id;
+  if (!given.empty() && given.size() <= 64 && std::all_of(given.begin(), given.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+               c == '.' || c == ':';
+      })) {
+    return given;
+  }
+  return absl::StrCat(shared.request_prefix, "-", shared.next_request.fetch_add(1));
+}
+
+bool IsInvoiceRead(const std::string& route) {
+  return route.find("/invoices") != std::string::npos || route.ends_with("/etax");
+}
+
+// One access-log line, and for an invoice read the auditors' record too. JSON built with
+// nlohmann (every field escaped); the path is %-decoded, without the query.
+void LogAccess(const HttpRequest& req, const HttpResponse& res, const std::string& id,
+               const std::string& client, double secs, Shared& shared) {
+  if (shared.access == nullptr && (shared.invoice_reads == nullptr || !IsInvoiceRead(res.route))) {
+    return;
+  }
+  const auto now = std::chrono::system_clock::now();
+  nlohmann::json line = {
+      {"ts", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromChrono(now), absl::UTCTimeZone())},
+      {"id", id},
+      {"client", client},
+      {"principal", res.principal},
+      {"method", req.method},
+      {"path", req.path.substr(0, 512)},
+      {"route", res.route},
+      {"status", res.status},
+      {"bytes", res.body.size()},
+      {"ms", std::round(secs * 1e6) / 1e3}};
+  const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (shared.access != nullptr) shared.access->info("{}", text);
+  if (shared.invoice_reads != nullptr && IsInvoiceRead(res.route) &&
+      (res.status == 200 || res.status == 304)) {
+    shared.invoice_reads->info("{}", text);
+  }
+}
+
 // The headers every answer has, streamed or not, to GET or HEAD alike.
 template <typename Message>
 void SetHeaders(const HttpResponse& res, bool tls, Message* m) {
   m->set(http::field::server, "gpuledger");
   m->set(http::field::content_type, res.content_type);
   m->set(http::field::cache_control, "no-store");
+  // Every answer may differ by format, language and encoding asked for (and /ui by cookie, which
+  // is private to each client anyway).
+  m->set(http::field::vary, "Accept, Accept-Encoding, Accept-Language");
   m->set("X-Content-Type-Options", "nosniff");
   m->set("X-Frame-Options", "DENY");
   m->set("Content-Security-Policy", kContentSecurityPolicy);
@@ -536,11 +701,15 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, Slot& slot, const 
         res = co_await PublishEvents(request, shared);
       } else {
         res = Dispatch(request, shared);
+        Conditional(request, &res);
       }
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - handled).count();
     shared.metrics.Observe(res.route, res.status, secs);
+    const std::string id = RequestId(request, shared);
+    res.headers.emplace_back("X-Request-Id", id);
+    LogAccess(request, res, id, client, secs, shared);
     // Never log tokens: the path only (queries may hold filters, not secrets).
     spdlog::debug("{} {} -> {} ({:.3f} ms)", request.method, request.path.substr(0, 200),
                   res.status, secs * 1e3);
@@ -821,6 +990,34 @@ absl::Status RunServer(const ServerOptions& options, Service& service, std::atom
   spdlog::info("serving {}://{}:{}/ (pages under /ui, API under /v1)", tls ? "https" : "http",
                options.listen.substr(0, colon), bound);
   Shared shared{options, service, stop, {}};
+  // Loggers of their own, each line the JSON alone (pattern %v), flushed at once.
+  auto file_logger =
+      [](const std::string& name,
+         const std::string& path) -> absl::StatusOr<std::shared_ptr<spdlog::logger>> {
+    try {
+      auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
+      auto logger = std::make_shared<spdlog::logger>(name, std::move(sink));
+      logger->set_pattern("%v");
+      logger->set_level(spdlog::level::info);
+      logger->flush_on(spdlog::level::info);
+      return logger;
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("cannot open ", path, ": ", e.what()));
+    }
+  };
+  if (options.access_log == "-") {
+    shared.access = spdlog::default_logger();
+  } else if (options.access_log != "off" && !options.access_log.empty()) {
+    auto logger = file_logger("access", options.access_log);
+    if (!logger.ok()) return logger.status();
+    shared.access = *std::move(logger);
+  }
+  if (!options.invoice_read_log.empty()) {
+    auto logger = file_logger("invoice-reads", options.invoice_read_log);
+    if (!logger.ok()) return logger.status();
+    shared.invoice_reads = *std::move(logger);
+  }
+  shared.request_prefix = absl::StrCat(absl::Hex(std::random_device{}(), absl::kZeroPad8));
   asio::co_spawn(io, Listen(acceptor, shared, tls.get()), asio::detached);
   asio::steady_timer ticker(io);
   std::function<void()> watch = [&] {

@@ -103,6 +103,15 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--port-file", args->server.port_file,
                   "Write the bound port here once listening (for scripts using port 0)");
+  cmd->add_option("--access-log", args->server.access_log,
+                  "One JSON line per request (time, request id, client, principal name, method,\n"
+                  "path, status, bytes, ms; never a token): '-' the log (stderr), 'off', or a file")
+      ->capture_default_str();
+  cmd->add_option(
+      "--invoice-read-log", args->server.invoice_read_log,
+      "Who read which invoice (API and pages, lists and e-tax too): one JSON line per\n"
+      "answered read, appended and flushed, for auditors (default <db>.invoice-reads.jsonl;\n"
+      "'off': none)");
   cmd->add_option("--brokers", args->producer.brokers,
                   "Kafka bootstrap servers: turns on POST /v1/events, where a CSP's token\n"
                   "publishes usage to that CSP's topic over HTTP (JSON or CloudEvents; answered\n"
@@ -130,6 +139,12 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       *exit_code = UsageError(absl::InvalidArgumentError("--tls-cert and --tls-key go together"));
       return;
     }
+    if (args->server.invoice_read_log.empty()) {
+      args->server.invoice_read_log = args->service.db + ".invoice-reads.jsonl";
+    } else if (args->server.invoice_read_log == "off") {
+      args->server.invoice_read_log.clear();
+    }
+    args->service.invoice_read_log = args->server.invoice_read_log;
     auto service = api::Service::Open(args->service);
     if (!service.ok()) {
       *exit_code = Report(service.status());

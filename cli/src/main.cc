@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "base/build_info.h"
 #include "commands.h"
 #include "json_log.h"
 
@@ -143,7 +145,8 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   // A key in the config file that no option has is an error (a typo must not pass silently).
   app.allow_config_extras(CLI::config_extras_mode::error);
-  app.set_version_flag("--version", "gpuledger 0.1.0");
+  app.set_version_flag("--version", "gpuledger " + std::string(base::BuildVersion()) + " (commit " +
+                                        std::string(base::BuildCommit()) + ")");
   std::string log_level = "info";
   std::string log_format = "text";
   app.add_option("--log-level", log_level,

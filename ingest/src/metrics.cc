@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "ingest/process_metrics.h"
 
 namespace gpuledger::ingest {
 
@@ -54,6 +55,7 @@ class Endpoint : public CivetHandler {
 
 struct IngestMetrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::shared_ptr<ProcessCollector> process = std::make_shared<ProcessCollector>();
   // Serves /metrics, /healthz and /readyz; null when not serving. Declared after its handlers,
   // so that it stops before they are destroyed.
   std::vector<std::unique_ptr<Endpoint>> endpoints;
@@ -173,7 +175,9 @@ absl::StatusOr<std::unique_ptr<IngestMetrics>> IngestMetrics::Create(
     };
     add("/metrics", [raw] {
       std::ostringstream out;
-      prometheus::TextSerializer().Serialize(out, raw->registry->Collect());
+      std::vector<prometheus::MetricFamily> families = raw->registry->Collect();
+      for (prometheus::MetricFamily& f : raw->process->Collect()) families.push_back(std::move(f));
+      prometheus::TextSerializer().Serialize(out, families);
       return std::make_tuple(200, std::string("text/plain; version=0.0.4"), out.str());
     });
     // Alive while this process answers at all.

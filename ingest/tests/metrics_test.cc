@@ -110,8 +110,13 @@ TEST(IngestMetricsTest, ServesEveryMetricWithItsValueAtMetricsOverHttp) {
        }) {
     EXPECT_TRUE(HasLine(response, line)) << "missing line: " << line << "\n" << response;
   }
-  // The same text as Render() (after the exposer's own exposer_* metrics).
+  // The same text as Render(), then the process and build metrics.
   EXPECT_NE(response.find(m.Render()), std::string::npos) << response;
+  for (const char* name :
+       {"\nprocess_cpu_seconds_total ", "\nprocess_resident_memory_bytes ", "\nprocess_open_fds ",
+        "\nprocess_start_time_seconds ", "\ngpuledger_build_info{version=\""}) {
+    EXPECT_NE(response.find(name), std::string::npos) << name << "\n" << response;
+  }
 }
 
 TEST(IngestMetricsTest, UpdatesAreVisibleInTheNextScrapeAndRevokedPartitionsDisappear) {

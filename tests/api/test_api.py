@@ -12,6 +12,8 @@ The ledger holds the sample month 2026-03 (closed) and its late events (adjustme
 import base64
 import concurrent.futures
 import csv
+import gzip
+import hashlib
 import http.client
 import io
 import json
@@ -352,13 +354,69 @@ class EndpointTest(ApiTest):
         self.assertEqual(get(base + ".json", headers={"Accept-Language": "en"}).body, js.body)
         browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
         self.assertEqual(get(base, headers={"Accept": browser_accept}).body, html.body)
-        # Closed: the document's digest is its ETag, whatever the format.
+        # Closed: each representation has its own ETag, the SHA-256 of its bytes; the JSON's is
+        # the document's digest recorded at the close. Cacheable, privately.
         digest = {d["document"]: d["sha256"] for d in self.s.status[P]["digests"]}
+        self.assertEqual(js.header("etag"), '"%s"' % digest["invoice/inst-daehan-bio"])
         for r in (js, csv_, html):
             self.assertEqual(r.header("x-gpuledger-status"), "closed")
             self.assertEqual(r.header("x-gpuledger-covered-seq"),
                              str(self.s.status[P]["covered_seq"]))
-            self.assertEqual(r.header("etag"), '"%s"' % digest["invoice/inst-daehan-bio"])
+            self.assertEqual(r.header("etag"), '"%s"' % hashlib.sha256(r.body).hexdigest())
+            self.assertEqual(r.header("cache-control"), "private, max-age=86400")
+            self.assertIn("Accept", r.header("vary"))
+        self.assertEqual(len({js.header("etag"), csv_.header("etag"), html.header("etag"),
+                              english.header("etag")}), 4)
+
+    def test_conditional_requests_negotiation_and_compression(self):
+        base = f"/v1/periods/{P}/invoices/inst-daehan-bio"
+        for suffix in ("", ".csv", ".html"):
+            full = get(base + suffix)
+            etag = full.header("etag")
+            for asked in (etag, "W/" + etag, f'"nope", {etag}', "*"):
+                with self.subTest(suffix=suffix, asked=asked):
+                    r = get(base + suffix, headers={"If-None-Match": asked})
+                    self.assertEqual(r.status, 304, r)
+                    self.assertEqual(r.body, b"")
+                    self.assertEqual(r.header("etag"), etag)
+            self.assertEqual(get(base + suffix, headers={"If-None-Match": '"other"'}).status, 200)
+        # Another representation's ETag does not match this one.
+        self.assertEqual(get(base + ".csv", headers={"If-None-Match": get(base).header("etag")})
+                         .status, 200)
+        # A draft changes with the ledger: no ETag, never stored.
+        draft = get(f"/v1/periods/{NEXT}/statements/csp-alpha")
+        self.assertEqual(draft.status, 200, draft)
+        self.assertIsNone(draft.header("etag"))
+        self.assertEqual(draft.header("cache-control"), "no-store")
+        # q-values: a format refused with q=0 is not chosen; nothing acceptable is 406.
+        for accept, want in [("text/html;q=0, application/json", "application/json"),
+                             ("text/html;q=0.5, text/csv;q=0.9", "text/csv; charset=utf-8"),
+                             ("*/*;q=0.1, text/html", "text/html; charset=utf-8"),
+                             ("text/*;q=0.3, application/json;q=0.2", "text/html; charset=utf-8"),
+                             ("text/*;q=0.3, text/html;q=0.1", "text/csv; charset=utf-8"),
+                             ("application/*", "application/json")]:
+            with self.subTest(accept=accept):
+                r = get(base, headers={"Accept": accept})
+                self.assertEqual((r.status, r.header("content-type")), (200, want), r)
+        self.assertError(get(base, headers={"Accept": "text/html;q=0"}), 406, "not_acceptable")
+        self.assertError(get(base, headers={"Accept": "image/png"}), 406, "not_acceptable")
+        # gzip when asked for; the ETag becomes weak (same content, other bytes) and still
+        # matches If-None-Match.
+        plain = get(base + ".html")
+        gz = get(base + ".html", headers={"Accept-Encoding": "gzip, br;q=0.5"})
+        self.assertEqual(gz.header("content-encoding"), "gzip")
+        self.assertEqual(gzip.decompress(gz.body), plain.body)
+        self.assertLess(len(gz.body), len(plain.body))
+        self.assertEqual(gz.header("etag"), "W/" + plain.header("etag"))
+        self.assertEqual(get(base + ".html", headers={"Accept-Encoding": "gzip",
+                                                      "If-None-Match": gz.header("etag")}).status,
+                         304)
+        self.assertIsNone(get(base + ".html", headers={"Accept-Encoding": "gzip;q=0"})
+                          .header("content-encoding"))
+        # In a path '+' is itself, not a space.
+        r = get("/v1/ledger/events/csp-alpha/no+such+event")
+        self.assertError(r, 404, "not_found")
+        self.assertIn("no+such+event", r.json()["detail"])
 
     def test_an_institution_that_owes_nothing_gets_its_usage_not_an_invoice(self):
         base = f"/v1/periods/{P}/invoices/inst-nari"
@@ -805,6 +863,48 @@ class EndpointTest(ApiTest):
             self.assertEqual(part.status, 200)
             self.assertLess(len(part.body), len(r.body))
 
+    def test_access_log_and_the_record_of_invoice_reads(self):
+        path = f"/v1/periods/{P}/invoices/inst-daehan-bio.csv"
+        rid = f"access-test-{os.getpid()}"
+        r = get(path, token=TOKENS["finance"], headers={"X-Request-Id": rid})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("x-request-id"), rid)
+        generated = get("/v1/periods").header("x-request-id")
+        self.assertRegex(generated, r"^[0-9a-f]{8}-[0-9]+$")
+        self.assertEqual(get("/v1/periods", headers={"X-Request-Id": "not a plain id"})
+                         .header("x-request-id").count("-"), 1)
+
+        def logged():
+            with open(ENV["API_SERVE_LOG"]) as f:
+                lines = [json.loads(line[line.index("{"):]) for line in f
+                         if '"id":' in line and rid in line]
+            return lines[0] if lines else None
+
+        wait_until(logged, "the access log line")
+        line = logged()
+        self.assertEqual((line["principal"], line["method"], line["path"], line["status"]),
+                         ("api-test finance", "GET", path, 200))
+        self.assertEqual(line["bytes"], len(r.body))
+        self.assertEqual(line["route"], "/v1/periods/{period}/invoices/{institution}")
+        with open(ENV["API_SERVE_LOG"]) as f:
+            text = f.read()
+        for token in TOKENS.values():
+            self.assertNotIn(token, text)  # never a token
+        # Auditors read who read which invoice.
+        q = f"/v1/audit/invoice-reads?period={P}&institution=inst-daehan-bio&limit=1000"
+        self.assertError(get(q, token=TOKENS["finance"]), 403, "forbidden")
+        reads = get_json(q, token=TOKENS["auditor"])["reads"]
+        mine = [x for x in reads if x["id"] == rid]
+        self.assertEqual(len(mine), 1, reads[-5:])
+        self.assertEqual((mine[0]["principal"], mine[0]["path"]), ("api-test finance", path))
+        for x in reads:
+            self.assertIn("inst-daehan-bio", x["path"])
+            self.assertIn(P, x["path"])
+        # Not every read: a statement is not an invoice.
+        get(f"/v1/periods/{P}/statements/csp-alpha", headers={"X-Request-Id": rid + "-st"})
+        all_reads = get_json("/v1/audit/invoice-reads?limit=1000", token=TOKENS["auditor"])
+        self.assertFalse([x for x in all_reads["reads"] if x["id"] == rid + "-st"])
+
     def test_metrics(self):
         get("/v1/periods")  # at least one counted request
         r = get("/metrics", token=TOKENS["auditor"])
@@ -820,6 +920,15 @@ class EndpointTest(ApiTest):
         self.assertEqual(int(float(m.group(1))), self.s.head)
         m = re.search(r'(?m)^gpuledger_serve_ledger_seq\{what="settled"\} (\S+)$', text)
         self.assertEqual(int(float(m.group(1))), self.s.head)
+        # Process and build metrics, as Prometheus' client libraries name them.
+        rss = re.search(r"(?m)^process_resident_memory_bytes (\S+)$", text)
+        self.assertTrue(rss and float(rss.group(1)) > 1e6, text[-3000:])
+        self.assertRegex(text, r"(?m)^process_cpu_seconds_total [0-9.e+]+$")
+        self.assertRegex(text, r"(?m)^process_open_fds [1-9]")
+        start = float(re.search(r"(?m)^process_start_time_seconds (\S+)$", text).group(1))
+        self.assertLess(abs(start - time.time()), 86400)
+        self.assertRegex(text, r'(?m)^gpuledger_build_info\{version="[0-9.]+",'
+                               r'commit="(?:[0-9a-f]{12}|unknown)"\} 1$')
 
     def test_head_of_streamed_export(self):
         # HEAD of the streamed export: the headers only, so that a second request on the same

@@ -20,6 +20,9 @@ struct HttpRequest {
   std::map<std::string, std::string> query;
   std::string accept;
   std::string accept_language;
+  std::string accept_encoding;
+  std::string if_none_match;
+  std::string request_id;  // X-Request-Id, as the client sent it
   std::string authorization;
   std::string cookie;
   std::string content_type;
@@ -42,12 +45,21 @@ struct HttpResponse {
   std::unique_ptr<ledger::ExportWriter> stream;
   // The route pattern, for metrics ("/v1/periods/{period}/invoices/{institution}").
   std::string route;
+  // Who asked (the token's name, never the token), for the access log; "" if no valid token.
+  std::string principal;
 };
 
 // Splits "a=1&b=x%20y" into decoded pairs; false if a %-escape is malformed.
 bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out);
-// Decodes %XX and '+'; false if malformed.
-bool UrlDecode(std::string_view in, std::string* out);
+// Decodes %XX, and '+' as a space when `plus_is_space` (a query's form encoding; in a path '+'
+// is itself); false if malformed.
+bool UrlDecode(std::string_view in, std::string* out, bool plus_is_space = true);
+
+// The format to answer in, among `offered` ("json", "csv", "html": application/json, text/csv,
+// text/html), by the Accept header's media ranges and q-values (RFC 9110 section 12.5.1): the
+// highest q, the most specific range deciding each format's q, the first offered on a tie; no
+// Accept header (or an empty one) takes the first. "" when none is acceptable (406).
+std::string ChooseFormat(std::string_view accept, const std::vector<std::string>& offered);
 
 // The language of pages and printed documents for this request: `?lang=ko|en` when valid, else
 // the Accept-Language header's choice, Korean by default (i18n::FromAcceptLanguage).

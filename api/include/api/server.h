@@ -45,6 +45,14 @@ struct ServerOptions {
   ingest::TopicNames topics;
   size_t max_events_per_request = 1'000;
   size_t max_events_body_bytes = 4 << 20;  // beyond: 413
+  // The access log: one JSON line per request (time, request id, client address, principal name,
+  // method, path, route, status, bytes, ms; never a token or a query). "-": the server's log;
+  // "off": none; else a file appended to.
+  std::string access_log = "-";
+  // Who read which invoice: one JSON line per answered read of an invoice, a list of invoices or
+  // the e-tax export (API and pages), appended to this file and flushed at once, for auditors.
+  // "": none.
+  std::string invoice_read_log;
 };
 
 // One request parsed from bytes as the server parses what a connection sends (the same HTTP

@@ -29,6 +29,9 @@ struct ServiceOptions {
   std::string secondary;  // secondary instance directory; "" = <db>.serve-secondary/<pid>
   std::string tokens_file;
   settlement::SettleOptions settle;
+  // The record of invoice reads the server appends to (ServerOptions::invoice_read_log), which
+  // GET /v1/audit/invoice-reads reads back for auditors. "": none kept.
+  std::string invoice_read_log;
   int refresh_ms = 500;
   int verify_every_s = 600;  // re-verify the chain this often (0: only at start)
   // An answer that is not paged or streamed is refused (422 response_too_large) beyond this many
