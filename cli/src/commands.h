@@ -32,6 +32,7 @@ void AddTokensCommand(CLI::App& app, int* exit_code);
 void AddSimulateCommand(CLI::App& app, int* exit_code);
 void AddReportCommand(CLI::App& app, int* exit_code);
 void AddAlertsCommand(CLI::App& app, int* exit_code);
+void AddSchemasCommand(CLI::App& app, int* exit_code);
 
 // Adds --kafka-config FILE (or $GPULEDGER_KAFKA_CONFIG) to a command that talks to Kafka.
 CLI::Option* AddKafkaConfigOption(CLI::App* cmd, std::string* path);

@@ -175,6 +175,7 @@ int Main(int argc, char** argv) {
   AddServeCommand(app, &exit_code);
   AddTokensCommand(app, &exit_code);
   AddSimulateCommand(app, &exit_code);
+  AddSchemasCommand(app, &exit_code);
   // $GPULEDGER_CONFIG names the file when --config does not (CLI11 reads the file before the
   // environment, so the variable is read here); a file named there must exist.
   const char* config_env = std::getenv("GPULEDGER_CONFIG");
