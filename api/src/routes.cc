@@ -135,7 +135,50 @@ struct Params {
     auto it = req.query.find(name);
     return it == req.query.end() ? "" : it->second;
   }
+  // One cursor scheme for every list: `limit` (1 to 1,000, default 100) and `cursor`, the
+  // `next_cursor` a page of the same list returned (opaque: the list's name and a position,
+  // base64url). Sets `limit` and `position` ("" when there is no cursor); false (with `error`)
+  // for a malformed limit or a cursor of another list.
+  bool Page(std::string_view list, uint64_t* limit, std::string* position) {
+    const std::optional<uint64_t> l = Uint("limit", kDefaultLimit, 1, kMaxLimit);
+    if (!l) return false;
+    *limit = *l;
+    position->clear();
+    const std::string cursor = Str("cursor");
+    if (cursor.empty()) return true;
+    std::string decoded;
+    const std::string prefix = absl::StrCat(absl::string_view(list.data(), list.size()), ":");
+    if (!absl::WebSafeBase64Unescape(cursor, &decoded) || !decoded.starts_with(prefix)) {
+      error =
+          "query parameter 'cursor' is not a cursor of this list: pass the next_cursor "
+          "of the page before, unchanged";
+      return false;
+    }
+    *position = decoded.substr(prefix.size());
+    return true;
+  }
+  // A cursor position that is a number (a seq, an offset).
+  bool PageNumber(std::string_view list, uint64_t* limit, std::optional<uint64_t>* position) {
+    std::string text;
+    if (!Page(list, limit, &text)) return false;
+    position->reset();
+    if (text.empty()) return true;
+    uint64_t v = 0;
+    if (!absl::SimpleAtoi(text, &v)) {
+      error = "query parameter 'cursor' is damaged: pass the next_cursor of the page before";
+      return false;
+    }
+    *position = v;
+    return true;
+  }
 };
+
+// The next_cursor of a page: null when the list is done.
+json NextCursor(std::string_view list, const std::string& position) {
+  if (position.empty()) return nullptr;
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(absl::string_view(list.data(), list.size()), ":", position));
+}
 
 HttpResponse BadParam(const std::string& message) { return Error(400, "bad_parameter", message); }
 
@@ -384,8 +427,31 @@ HttpResponse PeriodStatus(Service& svc, base::Period period) {
   });
 }
 
-HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period, bool csv) {
+// A period list's page: items [offset, offset + limit) of the list (invoices before those that
+// owe nothing), and the cursor after them. A closed period's lists never change; a draft's may
+// between pages.
+struct ListSlice {
+  uint64_t offset = 0;
+  uint64_t limit = kDefaultLimit;
+  bool Takes(uint64_t index) const { return index >= offset && index - offset < limit; }
+  json Next(std::string_view list, uint64_t total) const {
+    return offset + limit < total ? NextCursor(list, absl::StrCat(offset + limit)) : json(nullptr);
+  }
+};
+
+std::optional<ListSlice> SliceOf(Params& q, std::string_view list) {
+  ListSlice s;
+  std::optional<uint64_t> at;
+  if (!q.PageNumber(list, &s.limit, &at)) return std::nullopt;
+  s.offset = at.value_or(0);
+  return s;
+}
+
+HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period, bool csv,
+                         Params& q) {
   if (p.role == Role::kCsp) return Forbidden(p, "invoices");
+  const std::optional<ListSlice> slice = SliceOf(q, "invoices");
+  if (!slice) return BadParam(q.error);
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
     f.statements = f.programs = false;
@@ -407,14 +473,20 @@ HttpResponse InvoiceList(Service& svc, const Principal& p, base::Period period, 
                   {"amount_due_krw", inv.amount_due_krw()},
                   {"numbers", numbers}};
     };
-    for (const auto& inv : docs->invoices()) list.push_back(item(inv));
+    uint64_t index = 0;
+    for (const auto& inv : docs->invoices()) {
+      if (slice->Takes(index++)) list.push_back(item(inv));
+    }
     json nothing_owed = json::array();
-    for (const auto& inv : docs->nothing_owed()) nothing_owed.push_back(item(inv));
+    for (const auto& inv : docs->nothing_owed()) {
+      if (slice->Takes(index++)) nothing_owed.push_back(item(inv));
+    }
     return Json({{"period", period.ToString()},
                  {"status", docs->closed() ? "closed" : "draft"},
                  {"covered_seq", docs->covered_seq()},
                  {"invoices", list},
-                 {"nothing_owed", nothing_owed}});
+                 {"nothing_owed", nothing_owed},
+                 {"next_cursor", slice->Next("invoices", index)}});
   });
 }
 
@@ -545,8 +617,11 @@ HttpResponse BudgetReport(Service& svc, const Principal& p, Params& q, bool csv)
   });
 }
 
-HttpResponse StatementList(Service& svc, const Principal& p, base::Period period, bool csv) {
+HttpResponse StatementList(Service& svc, const Principal& p, base::Period period, bool csv,
+                           Params& q) {
   if (p.role == Role::kInstitution) return Forbidden(p, "CSP statements");
+  const std::optional<ListSlice> slice = SliceOf(q, "statements");
+  if (!slice) return BadParam(q.error);
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
     f.invoices = f.programs = false;
@@ -555,7 +630,9 @@ HttpResponse StatementList(Service& svc, const Principal& p, base::Period period
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
     if (csv) return CsvOfList(*docs, "statements");
     json list = json::array();
+    uint64_t index = 0;
     for (const auto& s : docs->statements()) {
+      if (!slice->Takes(index++)) continue;
       bool over = false;
       for (const auto& c : s.capacity()) over = over || c.oversubscribed();
       list.push_back({{"csp_id", s.csp_id()},
@@ -570,7 +647,8 @@ HttpResponse StatementList(Service& svc, const Principal& p, base::Period period
     return Json({{"period", period.ToString()},
                  {"status", docs->closed() ? "closed" : "draft"},
                  {"covered_seq", docs->covered_seq()},
-                 {"statements", list}});
+                 {"statements", list},
+                 {"next_cursor", slice->Next("statements", index)}});
   });
 }
 
@@ -632,8 +710,11 @@ HttpResponse OneProgram(Service& svc, const Principal& p, base::Period period, s
   });
 }
 
-HttpResponse ProgramList(Service& svc, const Principal& p, base::Period period, bool csv) {
+HttpResponse ProgramList(Service& svc, const Principal& p, base::Period period, bool csv,
+                         Params& q) {
   if (!IsStaff(p)) return Forbidden(p, "programme summaries");
+  const std::optional<ListSlice> slice = SliceOf(q, "programs");
+  if (!slice) return BadParam(q.error);
   return svc.WithEngine([&](settlement::Engine& engine) {
     settlement::DocumentFilter f;
     f.invoices = f.statements = false;
@@ -641,7 +722,9 @@ HttpResponse ProgramList(Service& svc, const Principal& p, base::Period period, 
     if (!docs.ok()) return Error(500, "internal", std::string(docs.status().message()));
     if (csv) return CsvOfList(*docs, "programs");
     json list = json::array();
+    uint64_t index = 0;
     for (const auto& s : docs->programs()) {
+      if (!slice->Takes(index++)) continue;
       list.push_back({{"program", v1::Program_Name(s.program())},
                       {"totals", TotalsJson(s.totals())},
                       {"capacity_gpu_ms", s.capacity_gpu_ms()},
@@ -653,7 +736,8 @@ HttpResponse ProgramList(Service& svc, const Principal& p, base::Period period, 
     return Json({{"period", period.ToString()},
                  {"status", docs->closed() ? "closed" : "draft"},
                  {"covered_seq", docs->covered_seq()},
-                 {"programs", list}});
+                 {"programs", list},
+                 {"next_cursor", slice->Next("programs", index)}});
   });
 }
 
@@ -677,9 +761,12 @@ HttpResponse Head(Service& svc, const Principal& p) {
 HttpResponse Entries(Service& svc, const Principal& p, Params& q) {
   if (!CanAudit(p) && p.role != Role::kCsp) return Forbidden(p, "ledger entries");
   const uint64_t head = svc.ledger().head().seq;
-  auto from = q.Uint("from", 1, 1, UINT64_MAX);
-  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
-  if (!from || !limit) return BadParam(q.error);
+  auto from = q.Uint("from", 1, 1, UINT64_MAX);  // before cursors: where to start
+  uint64_t limit_n = 0;
+  std::optional<uint64_t> at;
+  if (!from || !q.PageNumber("entries", &limit_n, &at)) return BadParam(q.error);
+  if (at) from = *at;
+  auto limit = std::optional<uint64_t>(limit_n);
   ListPage page(*limit);
   uint64_t next = 0;
   uint64_t scanned = 0;
@@ -701,6 +788,7 @@ HttpResponse Entries(Service& svc, const Principal& p, Params& q) {
   return Json({{"head", head},
                {"entries", std::move(page.items())},
                {"next_from", next},
+               {"next_cursor", NextCursor("entries", next ? absl::StrCat(next) : "")},
                {"bytes_limited", page.bytes_limited()}});
 }
 
@@ -745,11 +833,15 @@ HttpResponse Rejected(Service& svc, const Principal& p, Params& q) {
     csp = p.scope_id;
   }
   const std::string reason = q.Str("reason");
-  auto after = q.Uint("after_seq", 0, 0, UINT64_MAX - 1);
-  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
+  auto after = q.Uint("after_seq", 0, 0, UINT64_MAX - 1);  // before cursors
+  uint64_t limit_n = 0;
+  std::optional<uint64_t> at;
+  if (!after || !q.PageNumber("rejected", &limit_n, &at)) return BadParam(q.error);
+  if (at) after = *at;
+  auto limit = std::optional<uint64_t>(limit_n);
   auto from_ms = q.Int("from_ms", INT64_MIN);
   auto to_ms = q.Int("to_ms", INT64_MAX);
-  if (!after || !limit || !from_ms || !to_ms) return BadParam(q.error);
+  if (!from_ms || !to_ms) return BadParam(q.error);
   if (*from_ms > *to_ms) return BadParam("from_ms is after to_ms");
   const uint64_t head = svc.ledger().head().seq;
   ListPage page(*limit);
@@ -786,6 +878,7 @@ HttpResponse Rejected(Service& svc, const Principal& p, Params& q) {
   return Json({{"head", head},
                {"rejected", std::move(page.items())},
                {"next_after_seq", next},
+               {"next_cursor", NextCursor("rejected", next ? absl::StrCat(next) : "")},
                {"bytes_limited", page.bytes_limited()}});
 }
 
@@ -793,48 +886,67 @@ HttpResponse Gaps(Service& svc, const Principal& p, Params& q) {
   if (!CanAudit(p) && p.role != Role::kCsp) return Forbidden(p, "producer gaps");
   std::string csp = q.Str("csp");
   if (p.role == Role::kCsp) csp = p.scope_id;
-  ListPage page(UINT64_MAX);
+  uint64_t limit = 0;
+  std::string after;  // "<csp>\n<producer>" of the last producer listed
+  if (!q.Page("gaps", &limit, &after)) return BadParam(q.error);
+  ListPage page(limit);
+  std::string last, next;
   absl::Status st =
       svc.ledger().ScanProducers([&](const std::string& source, const std::string& producer,
                                      const ledger::ProducerProgress& progress) {
         if (!csp.empty() && source != csp) return absl::OkStatus();
-        if (page.full()) return absl::OkStatus();
+        const std::string key = absl::StrCat(source, "\n", producer);
+        if (!after.empty() && key <= after) return absl::OkStatus();
+        if (page.full()) {
+          if (next.empty()) next = last;
+          return absl::OkStatus();
+        }
         json missing = json::array();
         for (const auto& [first, last] : progress.Missing()) {
           if (missing.size() >= 1'000) break;
           missing.push_back({{"first", first}, {"last", last}});
         }
-        page.Add({{"csp_id", source},
-                  {"producer_id", producer},
-                  {"contiguous", progress.contiguous()},
-                  {"highest", progress.highest()},
-                  {"missing_count", progress.MissingCount()},
-                  {"missing", missing},
-                  {"overflowed", progress.overflowed()}});
+        if (page.Add({{"csp_id", source},
+                      {"producer_id", producer},
+                      {"contiguous", progress.contiguous()},
+                      {"highest", progress.highest()},
+                      {"missing_count", progress.MissingCount()},
+                      {"missing", missing},
+                      {"overflowed", progress.overflowed()}})) {
+          last = key;
+        } else if (next.empty()) {
+          next = last;
+        }
         return absl::OkStatus();
       });
   if (!st.ok()) return Error(500, "internal", std::string(st.message()));
-  // bytes_limited: producers after the last one listed were left out (narrow with csp=).
-  return Json({{"producers", std::move(page.items())}, {"bytes_limited", page.bytes_limited()}});
+  return Json({{"producers", std::move(page.items())},
+               {"next_cursor", NextCursor("gaps", next)},
+               {"bytes_limited", page.bytes_limited()}});
 }
 
 HttpResponse Checkpoints(Service& svc, const Principal& p, Params& q) {
   if (!CanAudit(p)) return Forbidden(p, "checkpoints");
-  auto from = q.Uint("from_seq", 0, 0, UINT64_MAX);
-  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
-  if (!from || !limit) return BadParam(q.error);
-  ListPage page(*limit);
+  auto from = q.Uint("from_seq", 0, 0, UINT64_MAX);  // before cursors
+  uint64_t limit = 0;
+  std::optional<uint64_t> at;  // the seq of the first checkpoint to list
+  if (!from || !q.PageNumber("checkpoints", &limit, &at)) return BadParam(q.error);
+  if (at) from = *at;
+  ListPage page(limit);
+  uint64_t next = 0;
   absl::Status st = svc.ledger().ScanCheckpoints([&](const v1::Checkpoint& cp) {
-    if (cp.seq() < *from || page.full()) return absl::OkStatus();
+    if (cp.seq() < *from || next != 0) return absl::OkStatus();
     std::string text;
     google::protobuf::util::JsonPrintOptions opts;
     opts.preserve_proto_field_names = true;
     (void)google::protobuf::util::MessageToJsonString(cp, &text, opts);
-    page.Add(json::parse(text, nullptr, false));
+    if (page.full() || !page.Add(json::parse(text, nullptr, false))) next = cp.seq();
     return absl::OkStatus();
   });
   if (!st.ok()) return Error(500, "internal", std::string(st.message()));
-  return Json({{"checkpoints", std::move(page.items())}, {"bytes_limited", page.bytes_limited()}});
+  return Json({{"checkpoints", std::move(page.items())},
+               {"next_cursor", NextCursor("checkpoints", next ? absl::StrCat(next) : "")},
+               {"bytes_limited", page.bytes_limited()}});
 }
 
 // Who read which invoice (the server's record, ServerOptions::invoice_read_log), oldest first:
@@ -845,8 +957,11 @@ HttpResponse InvoiceReads(Service& svc, const Principal& p, Params& q) {
   const std::string period = q.Str("period");
   const std::string institution = q.Str("institution");
   auto after = q.Uint("after", 0, 0, UINT64_MAX - 1);
-  auto limit = q.Uint("limit", kDefaultLimit, 1, kMaxLimit);
-  if (!after || !limit) return BadParam(q.error);
+  uint64_t limit_n = 0;
+  std::optional<uint64_t> at;
+  if (!after || !q.PageNumber("invoice-reads", &limit_n, &at)) return BadParam(q.error);
+  if (at) after = *at;
+  auto limit = std::optional<uint64_t>(limit_n);
   const std::string& path = svc.options().invoice_read_log;
   if (path.empty()) {
     return Error(404, "not_found",
@@ -875,6 +990,7 @@ HttpResponse InvoiceReads(Service& svc, const Principal& p, Params& q) {
   // next_after: pass it as `after` to read on (0: nothing more now).
   return Json({{"reads", std::move(page.items())},
                {"next_after", next},
+               {"next_cursor", NextCursor("invoice-reads", next ? absl::StrCat(next) : "")},
                {"bytes_limited", page.bytes_limited()}});
 }
 
@@ -1155,7 +1271,7 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc, std::string* princi
       r = PeriodStatus(svc, period);
       r.route = "/v1/periods/{period}";
     } else if (seg.size() == 4 && list == "invoices") {
-      r = InvoiceList(svc, p, period, list_csv);
+      r = InvoiceList(svc, p, period, list_csv, q);
       r.route = "/v1/periods/{period}/invoices";
     } else if (seg.size() == 5 && seg[3] == "invoices") {
       r = OneInvoice(svc, p, period, seg[4], req);
@@ -1164,10 +1280,10 @@ HttpResponse Unbounded(const HttpRequest& req, Service& svc, std::string* princi
       r = Etax(svc, p, period);
       r.route = "/v1/periods/{period}/etax";
     } else if (seg.size() == 4 && list == "statements") {
-      r = StatementList(svc, p, period, list_csv);
+      r = StatementList(svc, p, period, list_csv, q);
       r.route = "/v1/periods/{period}/statements";
     } else if (seg.size() == 4 && list == "programs") {
-      r = ProgramList(svc, p, period, list_csv);
+      r = ProgramList(svc, p, period, list_csv, q);
       r.route = "/v1/periods/{period}/programs";
     } else if (seg.size() == 5 && seg[3] == "statements") {
       r = OneStatement(svc, p, period, seg[4], req);

@@ -451,7 +451,9 @@ std::vector<std::string> HeaderLines(const std::string& raw) {
   size_t at = raw.find("\r\n");
   while (at != std::string::npos && at < end) {
     const size_t next = raw.find("\r\n", at + 2);
-    lines.push_back(raw.substr(at + 2, next - at - 2));
+    std::string line = raw.substr(at + 2, next - at - 2);
+    // Each request has an id of its own (X-Request-Id); the rest must be the same.
+    if (!line.starts_with("X-Request-Id: ")) lines.push_back(std::move(line));
     at = next;
   }
   std::sort(lines.begin(), lines.end());

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -403,11 +404,18 @@ absl::Status Publisher::PrepareTopics(const std::vector<std::string>& topics) {
   const PublishOptions& options = impl_->options;
   // Fail fast when no broker answers: topic creation and delivery would otherwise each wait
   // their own minute.
-  RdKafka::Metadata* raw = nullptr;
-  const RdKafka::ErrorCode listed =
-      impl_->producer->metadata(false, nullptr, &raw, static_cast<int>(options.connect_timeout_ms));
-  delete raw;
-  GPULEDGER_RETURN_IF_ERROR(impl_->log_forwarder.auth_failure);
+  // Asked in short slices, serving the client's events between them, so that credentials the
+  // broker refuses are reported at once rather than after the whole wait.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.connect_timeout_ms);
+  RdKafka::ErrorCode listed = RdKafka::ERR__TRANSPORT;
+  do {
+    RdKafka::Metadata* raw = nullptr;
+    listed = impl_->producer->metadata(false, nullptr, &raw, 250);
+    delete raw;
+    impl_->producer->poll(0);
+    GPULEDGER_RETURN_IF_ERROR(impl_->log_forwarder.auth_failure);
+  } while (listed != RdKafka::ERR_NO_ERROR && std::chrono::steady_clock::now() < deadline);
   if (listed != RdKafka::ERR_NO_ERROR) {
     return absl::UnavailableError(
         absl::StrCat("no Kafka broker answered at ", options.brokers, " within ",

@@ -863,6 +863,45 @@ class EndpointTest(ApiTest):
             self.assertEqual(part.status, 200)
             self.assertLess(len(part.body), len(r.body))
 
+    def test_every_list_pages_by_limit_and_cursor(self):
+        lists = {
+            "/v1/ledger/entries": lambda d: [e["seq"] for e in d["entries"]],
+            "/v1/rejected": lambda d: [e["seq"] for e in d["rejected"]],
+            "/v1/checkpoints": lambda d: [c["seq"] for c in d["checkpoints"]],
+            "/v1/gaps": lambda d: [(g["csp_id"], g["producer_id"]) for g in d["producers"]],
+            f"/v1/periods/{P}/invoices": lambda d: [i["institution_id"] for i in
+                                                    d["invoices"] + d["nothing_owed"]],
+            f"/v1/periods/{P}/statements": lambda d: [s["csp_id"] for s in d["statements"]],
+            f"/v1/periods/{P}/programs": lambda d: [s["program"] for s in d["programs"]],
+            "/v1/audit/invoice-reads": lambda d: [r["line"] for r in d["reads"]],
+        }
+        def walk(path, items, size):
+            got, cursor, pages = [], None, 0
+            while True:
+                q = f"?limit={size}" + (f"&cursor={cursor}" if cursor else "")
+                page = get_json(path + q)
+                self.assertLessEqual(len(items(page)), size)
+                got += items(page)
+                pages += 1
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    return got, pages
+                self.assertLess(pages, 10_000)
+
+        for path, items in lists.items():
+            with self.subTest(path=path):
+                want, _ = walk(path, items, 1000)
+                self.assertGreaterEqual(len(want), 2, path)  # so that paging is tried
+                got, pages = walk(path, items, 1 if len(want) < 50 else 40)
+                # The record of reads may grow meanwhile (other tests read invoices).
+                self.assertEqual(got[:len(want)] if "invoice-reads" in path else got, want, path)
+                self.assertGreater(pages, 1, path)
+        # A cursor names its list: another list's is refused, as is a made-up one.
+        cursor = get_json("/v1/ledger/entries?limit=1")["next_cursor"]
+        self.assertError(get(f"/v1/rejected?cursor={cursor}"), 400, "bad_parameter")
+        self.assertError(get("/v1/gaps?cursor=bm9wZQ"), 400, "bad_parameter")
+        self.assertError(get("/v1/gaps?limit=0"), 400, "bad_parameter")
+
     def test_access_log_and_the_record_of_invoice_reads(self):
         path = f"/v1/periods/{P}/invoices/inst-daehan-bio.csv"
         rid = f"access-test-{os.getpid()}"
