@@ -999,7 +999,9 @@ absl::Status RunServer(const ServerOptions& options, Service& service, std::atom
       auto logger = std::make_shared<spdlog::logger>(name, std::move(sink));
       logger->set_pattern("%v");
       logger->set_level(spdlog::level::info);
-      logger->flush_on(spdlog::level::info);
+      // Flushed by the ticker below, every 200 ms, not per line: a write per request was most of
+      // the cost of serving an invoice (docs/BENCHMARKS.md, the API after issue 19).
+      logger->flush_on(spdlog::level::err);
       return logger;
     } catch (const std::exception& e) {
       return absl::UnavailableError(absl::StrCat("cannot open ", path, ": ", e.what()));
@@ -1023,6 +1025,8 @@ absl::Status RunServer(const ServerOptions& options, Service& service, std::atom
   std::function<void()> watch = [&] {
     ticker.expires_after(std::chrono::milliseconds(200));
     ticker.async_wait([&](const boost::system::error_code&) {
+      if (shared.invoice_reads != nullptr) shared.invoice_reads->flush();
+      if (shared.access != nullptr && options.access_log != "-") shared.access->flush();
       if (stop.load()) {
         acceptor.close();
         io.stop();

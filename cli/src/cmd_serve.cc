@@ -107,11 +107,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "One JSON line per request (time, request id, client, principal name, method,\n"
                   "path, status, bytes, ms; never a token): '-' the log (stderr), 'off', or a file")
       ->capture_default_str();
-  cmd->add_option(
-      "--invoice-read-log", args->server.invoice_read_log,
-      "Who read which invoice (API and pages, lists and e-tax too): one JSON line per\n"
-      "answered read, appended and flushed, for auditors (default <db>.invoice-reads.jsonl;\n"
-      "'off': none)");
+  cmd->add_option("--invoice-read-log", args->server.invoice_read_log,
+                  "Who read which invoice (API and pages, lists and e-tax too): one JSON line per\n"
+                  "answered read, appended (flushed within 0.2 s), for auditors (default "
+                  "<db>.invoice-reads.jsonl;\n"
+                  "'off': none)");
   cmd->add_option("--brokers", args->producer.brokers,
                   "Kafka bootstrap servers: turns on POST /v1/events, where a CSP's token\n"
                   "publishes usage to that CSP's topic over HTTP (JSON or CloudEvents; answered\n"

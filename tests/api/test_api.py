@@ -932,6 +932,9 @@ class EndpointTest(ApiTest):
         # Auditors read who read which invoice.
         q = f"/v1/audit/invoice-reads?period={P}&institution=inst-daehan-bio&limit=1000"
         self.assertError(get(q, token=TOKENS["finance"]), 403, "forbidden")
+        # The record reaches its file within 0.2 s (flushed by the server's ticker).
+        wait_until(lambda: any(x["id"] == rid for x in
+                               get_json(q, token=TOKENS["auditor"])["reads"]), "the read record")
         reads = get_json(q, token=TOKENS["auditor"])["reads"]
         mine = [x for x in reads if x["id"] == rid]
         self.assertEqual(len(mine), 1, reads[-5:])

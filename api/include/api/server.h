@@ -50,7 +50,8 @@ struct ServerOptions {
   // "off": none; else a file appended to.
   std::string access_log = "-";
   // Who read which invoice: one JSON line per answered read of an invoice, a list of invoices or
-  // the e-tax export (API and pages), appended to this file and flushed at once, for auditors.
+  // the e-tax export (API and pages), appended to this file and flushed within 200 ms, for
+  // auditors.
   // "": none.
   std::string invoice_read_log;
 };
