@@ -358,6 +358,13 @@ json EntryJson(const ledger::StoredEntry& e) {
             {"producer_id", le.producer_id()},
             {"producer_seq", le.producer_seq()},
             {"payload_base64", absl::Base64Escape(le.payload())}};
+  // A CloudEvent's headers, as consumed (values as text; invalid UTF-8 is replaced when printed).
+  if (le.headers_size() > 0) {
+    json headers = json::array();
+    for (const v1::KafkaHeader& h : le.headers())
+      headers.push_back({{"key", h.key()}, {"value", h.value()}});
+    j["headers"] = std::move(headers);
+  }
   // The payload decoded, when it decodes (rejected entries may be malformed bytes).
   std::string decoded;
   google::protobuf::util::JsonPrintOptions opts;
@@ -365,11 +372,11 @@ json EntryJson(const ledger::StoredEntry& e) {
   bool ok = false;
   if (le.source() == v1::SOURCE_USAGE) {
     v1::UsageEvent u;
-    ok = u.ParseFromString(le.payload()) &&
+    ok = u.ParseFromString(ledger::EventBytes(le)) &&
          google::protobuf::util::MessageToJsonString(u, &decoded, opts).ok();
   } else if (le.source() == v1::SOURCE_REGISTRY) {
     v1::RegistryEvent r;
-    ok = r.ParseFromString(le.payload()) &&
+    ok = r.ParseFromString(ledger::EventBytes(le)) &&
          google::protobuf::util::MessageToJsonString(r, &decoded, opts).ok();
   }
   j["payload"] = ok ? json::parse(decoded, nullptr, false) : json(nullptr);

@@ -10,11 +10,13 @@
 #include <string_view>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/period.h"
 #include "base/registration_number.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
+#include "ingest/gateway.h"
 #include "ingest/limits.h"
 #include "ingest/reasons.h"
 #include "ingest/topics.h"
@@ -745,8 +747,18 @@ std::string FirstUnknownField(const google::protobuf::Message& msg) {
 // parse, or that carries fields this schema does not define, is not the message the topic
 // carries: `why` says which.
 template <typename Message>
+bool Canonicalize(Message* msg, ledger::Candidate* c, std::string* why);
+
+template <typename Message>
 bool DecodeInto(const std::string& payload, Message* msg, ledger::Candidate* c, std::string* why) {
   if (!msg->ParseFromString(payload)) return false;
+  return Canonicalize(msg, c, why);
+}
+
+// Sets the canonical bytes of a decoded `msg`, unless it carries fields this schema does not
+// define (`why` says which).
+template <typename Message>
+bool Canonicalize(Message* msg, ledger::Candidate* c, std::string* why) {
   if (std::string unknown = FirstUnknownField(*msg); !unknown.empty()) {
     *why = absl::StrCat("; it carries field ", unknown, ", which this schema does not define");
     return false;
@@ -764,6 +776,16 @@ bool DecodeInto(const std::string& payload, Message* msg, ledger::Candidate* c, 
 
 }  // namespace
 
+bool RecordedHeader(std::string_view key) {
+  // Printable ASCII only: the entry keeps the name as a protobuf string, which must be UTF-8.
+  if (key.empty() || key.size() > 64 ||
+      !std::all_of(key.begin(), key.end(), [](char ch) { return ch > ' ' && ch < 0x7f; })) {
+    return false;
+  }
+  return key.starts_with("ce_") ||
+         absl::EqualsIgnoreCase(absl::string_view(key.data(), key.size()), "content-type");
+}
+
 int64_t TimeOfRecord(const ledger::Candidate& c) {
   const int64_t ms = c.kafka_timestamp_type == v1::KAFKA_TIMESTAMP_LOG_APPEND_TIME
                          ? c.kafka_timestamp_ms
@@ -776,6 +798,7 @@ Decoded Decode(RawMessage m, const ValidationLimits& limits, int64_t recorded_at
   Decoded d;
   ledger::Candidate& c = d.candidate;
   c.payload = std::move(m.payload);
+  c.headers = std::move(m.headers);
   c.topic = std::move(m.topic);
   c.partition = m.partition;
   c.offset = m.offset;
@@ -823,7 +846,20 @@ Decoded Decode(RawMessage m, const ValidationLimits& limits, int64_t recorded_at
   // cannot occupy another's event-id space.
   c.source_id = *csp;
   v1::UsageEvent e;
-  if (!DecodeInto(c.payload, &e, &c, &why)) {
+  if (IsKafkaCloudEvent(c.headers)) {
+    // A CloudEvent (docs/FORMATS.md, "CloudEvents on Kafka"): the event it maps to is decided
+    // as a protobuf message on the topic would be, and recorded beside the payload.
+    if (absl::Status st = UsageEventFromKafkaCloudEvent(c.headers, c.payload, *csp, &e); !st.ok()) {
+      Reject(&c, {reason::kMalformed,
+                  absl::StrCat("not a gpuledger.v1.UsageEvent CloudEvent: ", st.message())});
+      return d;
+    }
+    if (!Canonicalize(&e, &c, &why)) {
+      Reject(&c, {reason::kMalformed, absl::StrCat("not a gpuledger.v1.UsageEvent", why)});
+      return d;
+    }
+    c.decoded_event = c.canonical;
+  } else if (!DecodeInto(c.payload, &e, &c, &why)) {
     Reject(&c, {reason::kMalformed, absl::StrCat("not a gpuledger.v1.UsageEvent", why)});
     return d;
   }

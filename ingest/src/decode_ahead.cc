@@ -30,6 +30,18 @@ RawMessage ToRawMessage(const RdKafka::Message& msg) {
   }
   if (msg.payload() != nullptr)
     raw.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
+  // The headers a decision reads (the CloudEvents ones), in order; the message owns `headers`.
+  // headers() is not const only because librdkafka parses them on first use.
+  if (RdKafka::Headers* headers = const_cast<RdKafka::Message&>(msg).headers();
+      headers != nullptr) {
+    for (const RdKafka::Headers::Header& h : headers->get_all()) {
+      if (!RecordedHeader(h.key())) continue;
+      raw.headers.emplace_back(
+          h.key(), h.value() == nullptr
+                       ? std::string()
+                       : std::string(static_cast<const char*>(h.value()), h.value_size()));
+    }
+  }
   return raw;
 }
 

@@ -1,7 +1,11 @@
 #include "ingest/gateway.h"
 
+#include <algorithm>
+#include <optional>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "ingest/reasons.h"
@@ -73,6 +77,40 @@ absl::Status CheckAttributes(const CloudEventAttributes& a) {
   }
   if (a.id.empty()) return absl::InvalidArgumentError("the CloudEvent has no id");
   if (a.source.empty()) return absl::InvalidArgumentError("the CloudEvent has no source");
+  return absl::OkStatus();
+}
+
+// The context attributes of a binary-mode CloudEvent from its headers (names without their
+// prefix, lower case): each at most once, each name one a CloudEvent can have.
+absl::Status AttributesOf(const std::vector<std::pair<std::string, std::string>>& named,
+                          CloudEventAttributes* a) {
+  std::vector<std::string_view> seen;
+  for (const auto& [name, value] : named) {
+    const bool valid_name =
+        !name.empty() && name.size() <= 20 && std::all_of(name.begin(), name.end(), [](char ch) {
+          return absl::ascii_isdigit(ch) || (ch >= 'a' && ch <= 'z');
+        });
+    if (!valid_name) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"", name.substr(0, 32),
+          "\" is not a CloudEvents attribute name (1 to 20 lower-case letters and digits)"));
+    }
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the CloudEvent attribute ", name, " is given twice"));
+    }
+    seen.push_back(name);
+    if (name == "specversion") a->specversion = value;
+    if (name == "id") a->id = value;
+    if (name == "source") a->source = value;
+    if (name == "type") a->type = value;
+    if (name == "time") a->time = value;
+    if (name == "subject") a->subject = value;
+    if (name == "datacontenttype") {
+      return absl::InvalidArgumentError(
+          "datacontenttype travels as the content-type header in binary mode, not as a ce_ one");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -194,6 +232,69 @@ absl::Status UsageEventFromCloudEvent(const CloudEventAttributes& a, std::string
   return ApplyAttributes(a, csp, out);
 }
 
+namespace {
+
+constexpr std::string_view kKafkaAttributePrefix = "ce_";
+
+bool IsContentType(std::string_view key) {
+  return absl::EqualsIgnoreCase(absl::string_view(key.data(), key.size()), "content-type");
+}
+
+}  // namespace
+
+bool IsKafkaCloudEvent(const std::vector<std::pair<std::string, std::string>>& headers) {
+  for (const auto& [key, value] : headers) {
+    if (key.starts_with(kKafkaAttributePrefix)) return true;
+    if (IsContentType(key) && BaseType(value).starts_with("application/cloudevents")) return true;
+  }
+  return false;
+}
+
+absl::Status UsageEventFromKafkaCloudEvent(
+    const std::vector<std::pair<std::string, std::string>>& headers, std::string_view value,
+    const std::string& csp, v1::UsageEvent* out) {
+  std::vector<std::pair<std::string, std::string>> attributes;
+  std::optional<std::string> content_type;
+  for (const auto& [key, v] : headers) {
+    if (key.starts_with(kKafkaAttributePrefix)) {
+      attributes.emplace_back(key.substr(kKafkaAttributePrefix.size()), v);
+    } else if (IsContentType(key)) {
+      if (content_type) return absl::InvalidArgumentError("the content-type header is given twice");
+      content_type = v;
+    }
+  }
+  const std::string type = BaseType(content_type.value_or(""));
+  if (type == "application/cloudevents-batch+json") {
+    return absl::InvalidArgumentError(
+        "a CloudEvents batch is not a Kafka message: send one CloudEvent a message");
+  }
+  if (type == "application/cloudevents+json") {
+    if (!attributes.empty()) {
+      return absl::InvalidArgumentError(
+          "a structured CloudEvent (content-type application/cloudevents+json) has no ce_ headers; "
+          "its attributes are in the value");
+    }
+    dom::element j;
+    if (auto err = ThreadJsonParser().parse(value.data(), value.size()).get(j);
+        err != simdjson::SUCCESS) {
+      return absl::InvalidArgumentError(absl::StrCat("the structured CloudEvent is not JSON text (",
+                                                     simdjson::error_message(err), ")"));
+    }
+    return FromStructured(j, csp, out);
+  }
+  bool binary = false;
+  for (const auto& [name, v] : attributes) binary |= name == "specversion";
+  if (!binary) {
+    return absl::InvalidArgumentError(
+        "ce_ headers without ce_specversion: a CloudEvent in binary mode has ce_specversion, "
+        "ce_id, ce_source and ce_type; a protobuf UsageEvent has no ce_ headers");
+  }
+  CloudEventAttributes a;
+  if (absl::Status st = AttributesOf(attributes, &a); !st.ok()) return st;
+  a.datacontenttype = content_type.value_or("");
+  return UsageEventFromCloudEvent(a, value, csp, out);
+}
+
 absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
     std::string_view content_type, const std::vector<std::pair<std::string, std::string>>& ce,
     std::string_view body, const HttpEventsOptions& options) {
@@ -208,19 +309,12 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
   for (const auto& [name, value] : ce) binary |= name == "specversion";
   if (binary) {
     CloudEventAttributes a;
-    for (const auto& [name, value] : ce) {
-      if (name == "specversion") a.specversion = value;
-      if (name == "id") a.id = value;
-      if (name == "source") a.source = value;
-      if (name == "type") a.type = value;
-      if (name == "time") a.time = value;
-      if (name == "subject") a.subject = value;
-    }
+    const absl::Status read = AttributesOf(ce, &a);
     a.datacontenttype = std::string(content_type);
     GatewayEvent g;
     g.event_id = a.id;
     v1::UsageEvent e;
-    Finish(UsageEventFromCloudEvent(a, body, options.csp, &e), e, options, &g);
+    Finish(read.ok() ? UsageEventFromCloudEvent(a, body, options.csp, &e) : read, e, options, &g);
     out.push_back(std::move(g));
     return out;
   }

@@ -53,11 +53,18 @@ absl::StatusOr<RedecideReport> Redecide(const ledger::Ledger& ledger,
           m.kafka_timestamp_ms = e.kafka_timestamp_ms();
           m.kafka_timestamp_type = e.kafka_timestamp_type();
           m.payload = e.payload();
+          for (const v1::KafkaHeader& h : e.headers()) m.headers.emplace_back(h.key(), h.value());
           Decoded d = Decode(std::move(m), validator.limits(), e.recorded_at_ms());
           d.candidate.resolves_seq = e.resolves_seq();
           if (d.candidate.reason_code.empty()) validator.Check(&d);
           decided = OutcomeOf(d.candidate);
           detail = d.candidate.reason_detail;
+          // A CloudEvent's event is recorded beside its payload, and settlement reads that: it
+          // must be what the payload and headers decode to.
+          if (decided == recorded && d.candidate.decoded_event != e.decoded_event()) {
+            decided = "DECODED_EVENT_DIFFERS";
+            detail = "the recorded decoded_event is not what the payload and headers decode to";
+          }
         }
         if (decided == recorded) {
           ++report.agree;

@@ -33,6 +33,8 @@ Decoded DecodedFromEntry(const v1::LedgerEntry& e) {
   ledger::Candidate& c = d.candidate;
   c.source = e.source();
   c.payload = e.payload();
+  for (const v1::KafkaHeader& h : e.headers()) c.headers.emplace_back(h.key(), h.value());
+  c.decoded_event = e.decoded_event();
   c.topic = e.topic();
   c.partition = e.partition();
   c.offset = e.offset();
@@ -49,9 +51,9 @@ Decoded DecodedFromEntry(const v1::LedgerEntry& e) {
   c.resolves_seq = e.resolves_seq();
   if (e.outcome() == v1::PARKED ||
       (e.outcome() == v1::ACCEPTED && e.source() == v1::SOURCE_USAGE)) {
-    if (v1::UsageEvent u; u.ParseFromString(c.payload)) d.event = std::move(u);
+    if (v1::UsageEvent u; u.ParseFromString(ledger::EventBytes(e))) d.event = std::move(u);
   } else if (e.outcome() == v1::ACCEPTED && e.source() == v1::SOURCE_REGISTRY) {
-    if (v1::RegistryEvent r; r.ParseFromString(c.payload)) d.event = std::move(r);
+    if (v1::RegistryEvent r; r.ParseFromString(ledger::EventBytes(e))) d.event = std::move(r);
   }
   return d;
 }

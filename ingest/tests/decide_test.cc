@@ -5,6 +5,9 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "gpuledger/v1/registry.pb.h"
 #include "gpuledger/v1/usage.pb.h"
@@ -427,6 +430,138 @@ TEST(DecideTest, EveryReasonIsInTheOperatorsTable) {
     EXPECT_NE(text.str().find("| `" + std::string(r.code) + "` |"), std::string::npos)
         << r.code << " is missing from docs/REASON_CODES.md";
   }
+}
+
+// ---- CloudEvents on Kafka (docs/FORMATS.md) ----
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+RawMessage CloudEventMsg(Headers headers, const std::string& value) {
+  RawMessage m = Msg(TopicNames().Usage("csp-a"), value);
+  m.headers = std::move(headers);
+  return m;
+}
+
+Headers BinaryHeaders(const std::string& content_type = "application/json") {
+  return {{"ce_specversion", "1.0"},
+          {"ce_type", "gpuledger.v1.UsageEvent"},
+          {"ce_id", "evt-1"},
+          {"ce_source", "meter-1"},
+          {"content-type", content_type}};
+}
+
+// GoodUsage() as JSON data, without what the attributes and the topic give.
+constexpr char kUsageData[] =
+    R"({"producerSeq":1,"usage":{"allocationId":"alloc-1","gpuModel":"H200","gpuCount":8,)"
+    R"("startMs":1772000000000,"endMs":"2026-02-25T06:14:20+00:00","nodeId":"node-1"}})";
+
+TEST(DecideCloudEventsTest, EachModeDecidesAsTheProtobufMessageWould) {
+  const ledger::Candidate proto =
+      Decide(Msg(TopicNames().Usage("csp-a"), GoodUsage().SerializeAsString()), {}, 7);
+  ASSERT_EQ(proto.reason_code, "") << proto.reason_detail;
+  EXPECT_TRUE(proto.decoded_event.empty());
+  const std::string envelope =
+      std::string(R"({"specversion":"1.0","type":"gpuledger.v1.UsageEvent","id":"evt-1",)") +
+      R"("source":"meter-1","data":)" + kUsageData + "}";
+  v1::UsageEvent without_attributes = GoodUsage();
+  without_attributes.clear_event_id();
+  without_attributes.clear_producer_id();
+  without_attributes.clear_csp_id();
+  const std::pair<RawMessage, const char*> modes[] = {
+      {CloudEventMsg(BinaryHeaders(), kUsageData), "binary, JSON data"},
+      {CloudEventMsg(BinaryHeaders("application/protobuf"), without_attributes.SerializeAsString()),
+       "binary, protobuf data"},
+      {CloudEventMsg({{"content-type", "application/cloudevents+json; charset=utf-8"}}, envelope),
+       "structured"},
+  };
+  for (const auto& [msg, name] : modes) {
+    SCOPED_TRACE(name);
+    const Decoded d = Decode(msg, {}, 7);
+    const ledger::Candidate& c = d.candidate;
+    EXPECT_EQ(c.reason_code, "") << c.reason_detail;
+    EXPECT_EQ(c.source_id, "csp-a");
+    EXPECT_EQ(c.event_id, "evt-1");
+    EXPECT_EQ(c.producer_id, "meter-1");
+    // The same content as the protobuf message: a duplicate of it, not a conflict.
+    EXPECT_EQ(c.canonical, proto.canonical);
+    EXPECT_EQ(c.decoded_event, c.canonical);
+    EXPECT_EQ(c.payload, msg.payload);  // kept as consumed
+    EXPECT_EQ(c.headers, msg.headers);
+    ASSERT_NE(d.usage(), nullptr);
+    EXPECT_EQ(d.usage()->csp_id(), "csp-a");
+  }
+}
+
+TEST(DecideCloudEventsTest, WhatIsNotAUsageCloudEventIsMalformedWithItsReason) {
+  Headers wrong_type = BinaryHeaders();
+  wrong_type[1].second = "com.example.Other";
+  Headers twice = BinaryHeaders();
+  twice.emplace_back("ce_id", "evt-2");
+  Headers bad_name = BinaryHeaders();
+  bad_name.emplace_back("ce_Trace-Id", "x");
+  Headers datacontenttype = BinaryHeaders();
+  datacontenttype.emplace_back("ce_datacontenttype", "application/json");
+  Headers no_specversion = BinaryHeaders();
+  no_specversion.erase(no_specversion.begin());
+  Headers other_csp_topic = BinaryHeaders();
+  const struct {
+    const char* name;
+    RawMessage msg;
+    const char* want_reason;
+    const char* want_detail;
+  } cases[] = {
+      {"other type", CloudEventMsg(wrong_type, kUsageData), reason::kMalformed,
+       "is not gpuledger.v1.UsageEvent"},
+      {"attribute twice", CloudEventMsg(twice, kUsageData), reason::kMalformed, "given twice"},
+      {"bad attribute name", CloudEventMsg(bad_name, kUsageData), reason::kMalformed,
+       "not a CloudEvents attribute name"},
+      {"ce_datacontenttype", CloudEventMsg(datacontenttype, kUsageData), reason::kMalformed,
+       "content-type header"},
+      {"no specversion", CloudEventMsg(no_specversion, kUsageData), reason::kMalformed,
+       "without ce_specversion"},
+      {"batch", CloudEventMsg({{"Content-Type", "application/cloudevents-batch+json"}}, "[]"),
+       reason::kMalformed, "batch"},
+      {"structured, not JSON",
+       CloudEventMsg({{"content-type", "application/cloudevents+json"}}, "{"), reason::kMalformed,
+       "not JSON"},
+      {"structured with ce_ headers",
+       CloudEventMsg({{"content-type", "application/cloudevents+json"}, {"ce_id", "x"}}, "{}"),
+       reason::kMalformed, "no ce_ headers"},
+      {"unknown member", CloudEventMsg(BinaryHeaders(), R"({"gpuHours":1})"), reason::kMalformed,
+       "gpuHours"},
+      {"protobuf data with an unknown field",
+       CloudEventMsg(BinaryHeaders("application/protobuf"), std::string("\xf8\x07\x01", 3)),
+       reason::kMalformed, "does not define"},
+      {"data names another CSP",
+       CloudEventMsg(other_csp_topic, std::string(R"({"cspId":"csp-b",)") + (kUsageData + 1)),
+       reason::kCspTopicMismatch, ""},
+      {"no data", CloudEventMsg(BinaryHeaders(), ""), reason::kMalformed, ""},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.name);
+    const ledger::Candidate c = Decide(tc.msg, {}, 7);
+    EXPECT_EQ(c.reason_code, tc.want_reason) << c.reason_detail;
+    EXPECT_NE(c.reason_detail.find(tc.want_detail), std::string::npos) << c.reason_detail;
+    EXPECT_EQ(c.headers, tc.msg.headers);
+    EXPECT_EQ(c.source_id, "csp-a");
+  }
+}
+
+TEST(DecideCloudEventsTest, OnlyCloudEventsHeadersAreRecorded) {
+  EXPECT_TRUE(RecordedHeader("ce_id"));
+  EXPECT_TRUE(RecordedHeader("content-type"));
+  EXPECT_TRUE(RecordedHeader("Content-Type"));
+  EXPECT_FALSE(RecordedHeader("traceparent"));
+  EXPECT_FALSE(RecordedHeader("ce_\xff"));  // the entry keeps names as UTF-8 text
+  EXPECT_FALSE(RecordedHeader(std::string("ce_\0x", 5)));
+  EXPECT_FALSE(RecordedHeader(""));
+  EXPECT_FALSE(RecordedHeader("ce_" + std::string(100, 'a')));
+  // A protobuf message with an unrelated content-type is still a protobuf message.
+  RawMessage m = Msg(TopicNames().Usage("csp-a"), GoodUsage().SerializeAsString());
+  m.headers = {{"content-type", "application/x-protobuf"}};
+  const ledger::Candidate c = Decide(m, {}, 7);
+  EXPECT_EQ(c.reason_code, "") << c.reason_detail;
+  EXPECT_TRUE(c.decoded_event.empty());
 }
 
 }  // namespace

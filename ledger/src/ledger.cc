@@ -694,6 +694,10 @@ absl::Status Ledger::Impl::CatchUp(const std::string& at) {
   }
 }
 
+const std::string& EventBytes(const v1::LedgerEntry& entry) {
+  return entry.decoded_event().empty() ? entry.payload() : entry.decoded_event();
+}
+
 void SetContentHash(Candidate* c) {
   c->content_hash = Sha256(c->canonical.empty() ? c->payload : c->canonical);
 }
@@ -706,6 +710,12 @@ absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   v1::LedgerEntry entry;
   entry.set_source(c.source);
   entry.set_payload(c.payload);
+  for (const auto& [key, value] : c.headers) {
+    v1::KafkaHeader* h = entry.add_headers();
+    h->set_key(key);
+    h->set_value(value);
+  }
+  entry.set_decoded_event(c.decoded_event);
   entry.set_topic(c.topic);
   entry.set_partition(c.partition);
   entry.set_offset(c.offset);

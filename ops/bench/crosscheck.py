@@ -165,12 +165,14 @@ def decode(export_path, work, pb):
             expect_seq += 1
             counts["entries"] += 1
             counts[outcome_name.get(e.outcome, "undecodable")] += 1
+            # A CloudEvent's event is recorded beside its payload (docs/FORMATS.md).
+            event = e.decoded_event or e.payload
             try:
                 if e.source == ledger_pb2.SOURCE_USAGE:
-                    u.ParseFromString(e.payload)
+                    u.ParseFromString(event)
                     uw.writerow(usage_row(e, u, None))
                 elif e.source == ledger_pb2.SOURCE_REGISTRY:
-                    r.ParseFromString(e.payload)
+                    r.ParseFromString(event)
                     rw.writerow(registry_row(e, r))
             except Exception:  # a malformed payload (rejected): nothing to decode
                 if e.outcome == ledger_pb2.ACCEPTED:

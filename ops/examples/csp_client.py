@@ -3,7 +3,8 @@
 ops/sample/make_sample.py writes them) either over HTTP or straight to Kafka.
 
   csp_client.py http  --url https://gpuledger.example.kr --token TOKEN [--cloudevents] FILE
-  csp_client.py kafka --brokers HOST:9092 --descriptors gpuledger-v1.binpb [--topic-prefix P] FILE
+  csp_client.py kafka --brokers HOST:9092 --descriptors gpuledger-v1.binpb [--topic-prefix P]
+                      [--cloudevents binary|structured] FILE
 
 Both check each event against the JSON Schema first when given --schema
 (build/schemas/usage-event.schema.json; `gpuledger schemas json-schema usage`).
@@ -14,7 +15,10 @@ Both check each event against the JSON Schema first when given --schema
 - kafka: each event encoded as the binary gpuledger.v1.UsageEvent from the descriptor set
   (build/schemas/gpuledger-v1.binpb; no protoc needed), keyed as gpuledger keys it (the
   allocation, or the pool), produced to gpuledger.usage.<cspId> by an idempotent producer with
-  acks=all (confluent-kafka, i.e. librdkafka), and waited for.
+  acks=all (confluent-kafka, i.e. librdkafka), and waited for. With --cloudevents each is a
+  CloudEvent in the Kafka binding instead: `binary` (ce_* headers, the JSON event as the value,
+  content-type application/json) or `structured` (content-type application/cloudevents+json,
+  the envelope as the value); keyed the same way.
 
 Times may be epoch milliseconds or RFC 3339 strings in both. Exit 0 when every event was taken
 (http) or acknowledged (kafka), 1 otherwise. Needs Python 3.9+, and for kafka the packages
@@ -169,17 +173,29 @@ def publish_kafka(args, events):
     def on_delivery(err, msg):
         (failed if err is not None else acked).append(err or msg.offset())
 
-    for e in events:
-        e = times_to_ms(dict(e))
+    for original in events:
+        e = times_to_ms(dict(original))
         e.setdefault("schemaVersion", 1)
         if args.csp:
             e.setdefault("cspId", args.csp)
         message = json_format.ParseDict(e, UsageEvent())
         topic = f"{args.topic_prefix}gpuledger.usage.{message.csp_id}"
+        value, headers = message.SerializeToString(), None
+        if args.cloudevents == "binary":
+            data = dict(original)
+            headers = [("ce_specversion", b"1.0"), ("ce_type", b"gpuledger.v1.UsageEvent"),
+                       ("ce_id", data.pop("eventId").encode()),
+                       ("ce_source", data.pop("producerId", "csp-client").encode()),
+                       ("content-type", b"application/json")]
+            data.pop("cspId", None)  # the topic says which CSP
+            value = json.dumps(data).encode()
+        elif args.cloudevents == "structured":
+            headers = [("content-type", b"application/cloudevents+json")]
+            value = json.dumps(to_cloudevent(original)).encode()
         while True:
             try:
-                producer.produce(topic, value=message.SerializeToString(),
-                                 key=kafka_key(message).encode(), on_delivery=on_delivery)
+                producer.produce(topic, value=value, key=kafka_key(message).encode(),
+                                 on_delivery=on_delivery, **({"headers": headers} if headers else {}))
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -203,6 +219,8 @@ def main():
     k.add_argument("--descriptors", required=True, help="build/schemas/gpuledger-v1.binpb")
     k.add_argument("--topic-prefix", default="")
     k.add_argument("--csp", help="cspId for events that do not name one")
+    k.add_argument("--cloudevents", choices=("binary", "structured"),
+                   help="send each event as a CloudEvent in the Kafka binding's mode")
     for s in (h, k):
         s.add_argument("--schema", help="JSON Schema to check every event against first")
         s.add_argument("file", help="JSON lines, one usage event each")

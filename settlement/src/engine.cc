@@ -129,10 +129,10 @@ absl::Status Engine::Apply(const ledger::StoredEntry& e) {
   const auto& le = e.entry;
   if (le.outcome() == v1::ACCEPTED) {
     if (le.source() == v1::SOURCE_REGISTRY) {
-      GPULEDGER_RETURN_IF_ERROR(ApplyRegistry(e.seq, le.payload()));
+      GPULEDGER_RETURN_IF_ERROR(ApplyRegistry(e.seq, ledger::EventBytes(le)));
     } else if (le.source() == v1::SOURCE_USAGE) {
       v1::UsageEvent u;
-      if (!u.ParseFromString(le.payload())) {
+      if (!u.ParseFromString(ledger::EventBytes(le))) {
         return absl::DataLossError(absl::StrCat("accepted entry ", e.seq, " does not decode"));
       }
       GPULEDGER_RETURN_IF_ERROR(ApplyUsage(e.seq, le.source_id(), u));

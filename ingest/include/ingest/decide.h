@@ -6,7 +6,10 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <variant>
+#include <vector>
 
 #include "gpuledger/v1/ledger.pb.h"
 #include "gpuledger/v1/registry.pb.h"
@@ -16,6 +19,11 @@
 
 namespace gpuledger::ingest {
 
+// Whether ingest records a Kafka header of this name with the entry: the CloudEvents ones,
+// `ce_...` and `content-type` (any case), printable ASCII of at most 64 bytes. Others carry
+// nothing a decision reads.
+bool RecordedHeader(std::string_view key);
+
 // A consumed message, as far as decisions are concerned.
 struct RawMessage {
   std::string topic;
@@ -23,6 +31,8 @@ struct RawMessage {
   int64_t offset = 0;
   int64_t kafka_timestamp_ms = -1;
   std::string payload;
+  // Its headers that ingest records (RecordedHeader), in order.
+  std::vector<std::pair<std::string, std::string>> headers{};
   // Whose clock `kafka_timestamp_ms` is. Ingest sets it from the message; only the broker's
   // log-append time is trusted for time checks (TimeOfRecord).
   gpuledger::v1::KafkaTimestampType kafka_timestamp_type =

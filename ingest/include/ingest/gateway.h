@@ -49,6 +49,21 @@ struct CloudEventAttributes {
 absl::Status UsageEventFromCloudEvent(const CloudEventAttributes& attributes, std::string_view data,
                                       const std::string& csp, gpuledger::v1::UsageEvent* out);
 
+// The CloudEvents Kafka binding (docs/FORMATS.md, "CloudEvents on Kafka"): a message on a usage
+// topic is a CloudEvent when it has a `ce_specversion` header (binary mode: the `ce_` headers
+// are the attributes, `content-type` the datacontenttype, the value the data) or a
+// `content-type` of application/cloudevents+json (structured mode: the value is the envelope).
+// `headers`: the message's headers as ingest records them (RecordedHeader in decide.h).
+bool IsKafkaCloudEvent(const std::vector<std::pair<std::string, std::string>>& headers);
+
+// The UsageEvent of a message IsKafkaCloudEvent says is one; `csp`: the CSP of its topic.
+// InvalidArgument for what is not a usage CloudEvent (a header twice, an attribute name that is
+// not one, `ce_` headers without `ce_specversion`, a batch, and whatever
+// UsageEventFromCloudEvent refuses).
+absl::Status UsageEventFromKafkaCloudEvent(
+    const std::vector<std::pair<std::string, std::string>>& headers, std::string_view value,
+    const std::string& csp, gpuledger::v1::UsageEvent* out);
+
 // The UsageEvent of one JSON object (protobuf's JSON mapping; a time field, named ...Ms, may be
 // an RFC 3339 string such as "2026-03-01T09:00:00+09:00" instead of epoch milliseconds, to the
 // millisecond).

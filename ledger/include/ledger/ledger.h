@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -69,6 +71,11 @@ struct Candidate {
   gpuledger::v1::Source source = gpuledger::v1::SOURCE_UNSPECIFIED;
   // The message value exactly as consumed.
   std::string payload;
+  // Its CloudEvents headers (`ce_...`, `content-type`) as consumed, in order.
+  std::vector<std::pair<std::string, std::string>> headers;
+  // The event the payload and headers decoded to (deterministic protobuf binary) when the payload
+  // is not that message itself: a CloudEvent with JSON data. Empty otherwise.
+  std::string decoded_event;
   std::string topic;
   int32_t partition = 0;
   int64_t offset = 0;
@@ -103,6 +110,11 @@ struct Candidate {
   // It is never a duplicate; the dedup index then points at it.
   uint64_t resolves_seq = 0;
 };
+
+// The bytes of an entry's event (a serialized UsageEvent or RegistryEvent, when it decoded):
+// `decoded_event` when the entry has one (a CloudEvent), else the payload as consumed. Every
+// reader of an entry's event goes through this.
+const std::string& EventBytes(const gpuledger::v1::LedgerEntry& entry);
 
 // Sets `c->content_hash` from its canonical bytes (or payload), as Append would compute it.
 void SetContentHash(Candidate* c);
