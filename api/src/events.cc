@@ -2,14 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "access_log.h"
 
 namespace gpuledger::api {
-
-using json = nlohmann::json;
 
 EventsCall PrepareEvents(const HttpRequest& req, Service& svc, const EventsOptions& options) {
   EventsCall call;
@@ -71,14 +68,9 @@ EventsCall PrepareEvents(const HttpRequest& req, Service& svc, const EventsOptio
 
 namespace {
 
-// A JSON string literal of `s` (an event id or a message): quotes, backslashes and control
-// characters escaped; bytes that are not UTF-8 replaced (the answer is always valid JSON).
-void AppendJsonString(std::string_view s, std::string* out) {
-  const json j = std::string(s);
-  out->append(j.dump(-1, ' ', false, json::error_handler_t::replace));
-}
-
-// Most ids need no escaping: copied as they are.
+// Most ids need no escaping: copied as they are; others as AppendJsonString (access_log.h)
+// writes them: quotes, backslashes and control characters escaped, bytes that are not UTF-8
+// replaced (the answer is always valid JSON).
 void AppendId(std::string_view s, std::string* out) {
   for (const char c : s) {
     if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20 ||

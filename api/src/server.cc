@@ -5,7 +5,6 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 #include <zlib.h>
 
@@ -25,20 +24,19 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
+#include "access_log.h"
 #include "api/limits.h"
 #include "api/rate_limiter.h"
 #include "api/routes.h"
@@ -109,14 +107,39 @@ struct Metrics {
                                                       .Register(*registry);
 
   void Observe(const std::string& route, int status, double seconds) {
-    requests.Add({{"route", route.empty() ? "other" : route}, {"code", std::to_string(status)}})
-        .Increment();
-    latency
-        .Add({{"route", route.empty() ? "other" : route}},
-             prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                     0.05, 0.1, 0.25, 1})
-        .Observe(seconds);
+    const std::string& name = route.empty() ? kOtherRoute : route;
+    prometheus::Counter* counter = nullptr;
+    prometheus::Histogram* histogram = nullptr;
+    {
+      // The series of a route and status, made once: Family::Add builds and hashes the labels
+      // under the family's lock (4% of serving an invoice, docs/BENCHMARKS.md).
+      std::lock_guard<std::mutex> lock(series_mu_);
+      auto [it, added] = series_.try_emplace(name);
+      RouteSeries& s = it->second;
+      if (added) {
+        s.latency = &latency.Add({{"route", name}},
+                                 prometheus::Histogram::BucketBoundaries{
+                                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
+      }
+      auto [c, new_code] = s.requests.try_emplace(status, nullptr);
+      if (new_code) {
+        c->second = &requests.Add({{"route", name}, {"code", std::to_string(status)}});
+      }
+      counter = c->second;
+      histogram = s.latency;
+    }
+    counter->Increment();
+    histogram->Observe(seconds);
   }
+
+ private:
+  static inline const std::string kOtherRoute = "other";
+  struct RouteSeries {
+    prometheus::Histogram* latency = nullptr;
+    absl::flat_hash_map<int, prometheus::Counter*> requests;
+  };
+  std::mutex series_mu_;
+  absl::flat_hash_map<std::string, RouteSeries> series_;
 };
 
 // The open connections, by client address, and which of them are idle keep-alives (between
@@ -238,8 +261,8 @@ struct Shared {
   Connections connections{metrics};
   std::atomic<size_t> refusing{0};  // connections being answered 503 (kRefusingConnectionsMax)
   RateLimiter limiter{options.rate_limit_per_s, options.rate_burst};
-  std::shared_ptr<spdlog::logger> access{};         // null: no access log
-  std::shared_ptr<spdlog::logger> invoice_reads{};  // null: no record
+  std::unique_ptr<LineLog> access{};         // null: no access log
+  std::unique_ptr<LineLog> invoice_reads{};  // null: no record
   std::atomic<uint64_t> next_request{1};
   std::string request_prefix{};  // per process: request ids are <prefix>-<n>
 };
@@ -531,31 +554,25 @@ bool IsInvoiceRead(const std::string& route) {
   return route.find("/invoices") != std::string::npos || route.ends_with("/etax");
 }
 
-// One access-log line, and for an invoice read the auditors' record too. JSON built with
-// nlohmann (every field escaped); the path is %-decoded, without the query.
+// One access-log line, and for an invoice read the auditors' record too (access_log.h); the
+// path is %-decoded, without the query.
 void LogAccess(const HttpRequest& req, const HttpResponse& res, const std::string& id,
                const std::string& client, double secs, Shared& shared) {
-  if (shared.access == nullptr && (shared.invoice_reads == nullptr || !IsInvoiceRead(res.route))) {
-    return;
-  }
-  const auto now = std::chrono::system_clock::now();
-  nlohmann::json line = {
-      {"ts", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromChrono(now), absl::UTCTimeZone())},
-      {"id", id},
-      {"client", client},
-      {"principal", res.principal},
-      {"method", req.method},
-      {"path", req.path.substr(0, 512)},
-      {"route", res.route},
-      {"status", res.status},
-      {"bytes", res.body.size()},
-      {"ms", std::round(secs * 1e6) / 1e3}};
-  const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (shared.access != nullptr) shared.access->info("{}", text);
-  if (shared.invoice_reads != nullptr && IsInvoiceRead(res.route) &&
-      (res.status == 200 || res.status == 304)) {
-    shared.invoice_reads->info("{}", text);
-  }
+  const bool read = shared.invoice_reads != nullptr && IsInvoiceRead(res.route) &&
+                    (res.status == 200 || res.status == 304);
+  if (shared.access == nullptr && !read) return;
+  const std::string line = AccessLine({.at = std::chrono::system_clock::now(),
+                                       .id = id,
+                                       .client = client,
+                                       .principal = res.principal,
+                                       .method = req.method,
+                                       .path = req.path,
+                                       .route = res.route,
+                                       .status = res.status,
+                                       .bytes = res.body.size(),
+                                       .micros = std::llround(secs * 1e6)});
+  if (shared.access != nullptr) shared.access->Append(line);
+  if (read) shared.invoice_reads->Append(line);
 }
 
 // The headers every answer has, streamed or not, to GET or HEAD alike.
@@ -625,11 +642,24 @@ awaitable<bool> WriteResponse(Stream& stream, Shared& shared, HttpResponse& res,
   out.body() = std::move(res.body);
   out.prepare_payload();  // Content-Length, to HTTP/1.0 as well: never chunked
   lowest.expires_after(std::chrono::seconds(shared.options.write_timeout_s));
-  if (head) {  // the headers GET has (its Content-Length too), no body
-    http::response_serializer<http::string_body> sr{out};
-    co_await http::async_write_header(stream, sr, use_awaitable);
+  // The header block as one string and the body beside it, in one gathered write: Beast's
+  // serializer walked its buffer sequences for about 6% of serving an invoice
+  // (docs/BENCHMARKS.md). HEAD gets the headers GET has (its Content-Length too), no body.
+  std::string header_block;
+  header_block.reserve(640);
+  const auto sv = [](beast::string_view v) { return absl::string_view(v.data(), v.size()); };
+  absl::StrAppend(&header_block, version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ", out.result_int(), " ",
+                  sv(out.reason()), "\r\n");
+  for (const auto& field : out.base()) {
+    absl::StrAppend(&header_block, sv(field.name_string()), ": ", sv(field.value()), "\r\n");
+  }
+  header_block.append("\r\n");
+  const std::array<asio::const_buffer, 2> buffers{asio::buffer(header_block),
+                                                  asio::buffer(out.body())};
+  if (head) {
+    co_await asio::async_write(stream, asio::buffer(header_block), use_awaitable);
   } else {
-    co_await http::async_write(stream, out, use_awaitable);
+    co_await asio::async_write(stream, buffers, use_awaitable);
   }
   co_return keep_alive;
 }
@@ -990,34 +1020,17 @@ absl::Status RunServer(const ServerOptions& options, Service& service, std::atom
   spdlog::info("serving {}://{}:{}/ (pages under /ui, API under /v1)", tls ? "https" : "http",
                options.listen.substr(0, colon), bound);
   Shared shared{options, service, stop, {}};
-  // Loggers of their own, each line the JSON alone (pattern %v), flushed at once.
-  auto file_logger =
-      [](const std::string& name,
-         const std::string& path) -> absl::StatusOr<std::shared_ptr<spdlog::logger>> {
-    try {
-      auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
-      auto logger = std::make_shared<spdlog::logger>(name, std::move(sink));
-      logger->set_pattern("%v");
-      logger->set_level(spdlog::level::info);
-      // Flushed by the ticker below, every 200 ms, not per line: a write per request was most of
-      // the cost of serving an invoice (docs/BENCHMARKS.md, the API after issue 19).
-      logger->flush_on(spdlog::level::err);
-      return logger;
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("cannot open ", path, ": ", e.what()));
-    }
-  };
-  if (options.access_log == "-") {
-    shared.access = spdlog::default_logger();
-  } else if (options.access_log != "off" && !options.access_log.empty()) {
-    auto logger = file_logger("access", options.access_log);
-    if (!logger.ok()) return logger.status();
-    shared.access = *std::move(logger);
+  // Each line the JSON alone, written out by the ticker below every 200 ms, not per line: a
+  // write per request was most of the cost of serving an invoice (docs/BENCHMARKS.md).
+  if (options.access_log != "off" && !options.access_log.empty()) {
+    auto log = LineLog::Open(options.access_log);
+    if (!log.ok()) return log.status();
+    shared.access = *std::move(log);
   }
   if (!options.invoice_read_log.empty()) {
-    auto logger = file_logger("invoice-reads", options.invoice_read_log);
-    if (!logger.ok()) return logger.status();
-    shared.invoice_reads = *std::move(logger);
+    auto log = LineLog::Open(options.invoice_read_log);
+    if (!log.ok()) return log.status();
+    shared.invoice_reads = *std::move(log);
   }
   shared.request_prefix = absl::StrCat(absl::Hex(std::random_device{}(), absl::kZeroPad8));
   asio::co_spawn(io, Listen(acceptor, shared, tls.get()), asio::detached);
@@ -1025,8 +1038,8 @@ absl::Status RunServer(const ServerOptions& options, Service& service, std::atom
   std::function<void()> watch = [&] {
     ticker.expires_after(std::chrono::milliseconds(200));
     ticker.async_wait([&](const boost::system::error_code&) {
-      if (shared.invoice_reads != nullptr) shared.invoice_reads->flush();
-      if (shared.access != nullptr && options.access_log != "-") shared.access->flush();
+      if (shared.invoice_reads != nullptr) shared.invoice_reads->Flush();
+      if (shared.access != nullptr) shared.access->Flush();
       if (stop.load()) {
         acceptor.close();
         io.stop();

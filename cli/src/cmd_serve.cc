@@ -103,9 +103,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--port-file", args->server.port_file,
                   "Write the bound port here once listening (for scripts using port 0)");
-  cmd->add_option("--access-log", args->server.access_log,
-                  "One JSON line per request (time, request id, client, principal name, method,\n"
-                  "path, status, bytes, ms; never a token): '-' the log (stderr), 'off', or a file")
+  cmd->add_option(
+         "--access-log", args->server.access_log,
+         "One JSON line per request (time, request id, client, principal name, method,\n"
+         "path, status, bytes, ms; never a token), written out within 0.2 s: '-' standard\n"
+         "error, 'off', or a file (appended to)")
       ->capture_default_str();
   cmd->add_option("--invoice-read-log", args->server.invoice_read_log,
                   "Who read which invoice (API and pages, lists and e-tax too): one JSON line per\n"

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <cstring>
+#include <memory>
 
 #include "base/assert.h"
 
@@ -11,10 +12,27 @@ namespace gpuledger::ledger {
 namespace {
 // One EVP digest over several parts. EVP failures are only possible on allocation failure or
 // a broken OpenSSL install, neither of which the ledger can continue through.
+// SHA-256 fetched once (OpenSSL 3 looks an algorithm up in its provider store on every init
+// otherwise), and one context per thread, reset by each init: a hash per token check was 8% of
+// serving an invoice (docs/BENCHMARKS.md).
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* const md = [] {
+    const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    GPULEDGER_ASSERT(fetched != nullptr, "SHA-256 is not available from OpenSSL");
+    return fetched;
+  }();
+  return md;
+}
+
+struct ContextDeleter {
+  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+};
+
 Digest Sha256Parts(std::initializer_list<std::string_view> parts) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  thread_local std::unique_ptr<EVP_MD_CTX, ContextDeleter> context(EVP_MD_CTX_new());
+  EVP_MD_CTX* ctx = context.get();
   GPULEDGER_ASSERT(ctx != nullptr, "EVP_MD_CTX_new failed");
-  GPULEDGER_ASSERT(EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1, "SHA-256 init failed");
+  GPULEDGER_ASSERT(EVP_DigestInit_ex(ctx, Sha256Md(), nullptr) == 1, "SHA-256 init failed");
   for (std::string_view part : parts) {
     GPULEDGER_ASSERT(EVP_DigestUpdate(ctx, part.data(), part.size()) == 1, "SHA-256 update");
   }
@@ -22,7 +40,6 @@ Digest Sha256Parts(std::initializer_list<std::string_view> parts) {
   unsigned int len = 0;
   GPULEDGER_ASSERT(EVP_DigestFinal_ex(ctx, out.data(), &len) == 1 && len == out.size(),
                    "SHA-256 final failed");
-  EVP_MD_CTX_free(ctx);
   return out;
 }
 }  // namespace
