@@ -117,9 +117,9 @@ struct Metrics {
       auto [it, added] = series_.try_emplace(name);
       RouteSeries& s = it->second;
       if (added) {
-        s.latency = &latency.Add({{"route", name}},
-                                 prometheus::Histogram::BucketBoundaries{
-                                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
+        s.latency = &latency.Add(
+            {{"route", name}}, prometheus::Histogram::BucketBoundaries{
+                                   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
       }
       auto [c, new_code] = s.requests.try_emplace(status, nullptr);
       if (new_code) {

@@ -3,7 +3,8 @@
 // then checked by a Validator that holds the fixture's registry and usage (what ingest does
 // for each message, without Kafka or the ledger).
 //
-// Input: one byte choosing the topic (fuzz_support.h), then the message payload.
+// Input: one byte choosing the topic and whether CloudEvents headers follow (fuzz_support.h:
+// MessageOfFuzzInput), then the message payload.
 // Properties: no crash or sanitizer report; the decision is deterministic; a decoded message's
 // canonical bytes are a fixed point (re-encoding them gives the same bytes and decision).
 
@@ -40,11 +41,7 @@ ledger::Candidate DecideAndCheck(const ingest::RawMessage& m) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  ingest::RawMessage m;
-  m.topic = gpuledger::fuzz::TopicOfSelector(data[0]);
-  m.offset = 1;
-  m.kafka_timestamp_ms = gpuledger::fuzz::kKafkaMs;
-  m.payload.assign(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const ingest::RawMessage m = gpuledger::fuzz::MessageOfFuzzInput(data, size);
 
   const ledger::Candidate c = DecideAndCheck(m);
   const ledger::Candidate again = DecideAndCheck(m);
@@ -54,9 +51,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(c.reason_code.empty() || !c.reason_detail.empty(), "a rejection says why");
   const bool decoded =
       c.reason_code != ingest::reason::kMalformed && c.reason_code != ingest::reason::kUnknownTopic;
+  Require(c.decoded_event.empty() || c.decoded_event == c.canonical,
+          "a CloudEvent's recorded event is its canonical bytes");
+  Require(c.headers == m.headers, "the headers are recorded as consumed");
   if (decoded) {
+    // The canonical bytes are a protobuf message: on the topic without CloudEvents headers.
     ingest::RawMessage canonical = m;
     canonical.payload = c.canonical;
+    canonical.headers.clear();
     const ledger::Candidate d = DecideAndCheck(canonical);
     Require(d.canonical == c.canonical, "canonical bytes re-encode to themselves");
     Require(d.reason_code == c.reason_code && d.park == c.park,

@@ -3,6 +3,7 @@
 #include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -69,6 +70,59 @@ std::string ReadFileOrDie(const std::string& path) {
 }
 
 std::string TopicOfSelector(uint8_t selector) { return kTopics[selector % kTopicCount]; }
+
+namespace {
+
+constexpr uint8_t kWithHeaders = 0x80;
+// The header names a fuzzed message may carry (a byte picks one, modulo their number).
+constexpr const char* kHeaderNames[] = {"ce_specversion", "ce_id",      "ce_source",
+                                        "ce_type",        "ce_time",    "content-type",
+                                        "Content-Type",   "ce_subject", "ce_datacontenttype",
+                                        "ce_Bad-Name",    "traceparent"};
+constexpr size_t kHeaderNameCount = sizeof kHeaderNames / sizeof kHeaderNames[0];
+
+}  // namespace
+
+ingest::RawMessage MessageOfFuzzInput(const uint8_t* data, size_t size) {
+  ingest::RawMessage m;
+  size_t i = 0;
+  const uint8_t selector = size > 0 ? data[i++] : 0;
+  m.topic = TopicOfSelector(selector & ~kWithHeaders);
+  m.offset = 1;
+  m.kafka_timestamp_ms = kKafkaMs;
+  if ((selector & kWithHeaders) != 0 && i < size) {
+    const int count = data[i++] % 8;
+    for (int h = 0; h < count && i + 2 <= size; ++h) {
+      const std::string name = kHeaderNames[data[i++] % kHeaderNameCount];
+      const size_t wanted = data[i++];
+      const size_t len = std::min<size_t>(wanted, size - i);
+      std::string value(reinterpret_cast<const char*>(data) + i, len);
+      i += len;
+      // As ingest's consumer keeps them (decode_ahead.cc).
+      if (ingest::RecordedHeader(name)) m.headers.emplace_back(name, std::move(value));
+    }
+  }
+  m.payload.assign(reinterpret_cast<const char*>(data) + i, size - i);
+  return m;
+}
+
+std::string FuzzInputOf(const ingest::RawMessage& m) {
+  std::string out(
+      1, static_cast<char>(SelectorOfTopic(m.topic) | (m.headers.empty() ? 0 : kWithHeaders)));
+  if (!m.headers.empty()) {
+    Require(m.headers.size() < 8, "at most 7 headers");
+    out.push_back(static_cast<char>(m.headers.size()));
+    for (const auto& [name, value] : m.headers) {
+      size_t index = 0;
+      while (index < kHeaderNameCount && name != kHeaderNames[index]) ++index;
+      Require(index < kHeaderNameCount && value.size() < 256, "a header a fuzz input can hold");
+      out.push_back(static_cast<char>(index));
+      out.push_back(static_cast<char>(value.size()));
+      out.append(value);
+    }
+  }
+  return out + m.payload;
+}
 
 uint8_t SelectorOfTopic(const std::string& topic) {
   for (uint8_t i = 0; i < kTopicCount; ++i) {

@@ -28,6 +28,13 @@ std::vector<ingest::RawMessage> FixtureMessages();
 std::string TopicOfSelector(uint8_t selector);
 uint8_t SelectorOfTopic(const std::string& topic);
 
+// A fuzzed Kafka message: the selector byte (its topic, above); when its top bit is set, a byte
+// giving the number of headers (modulo 8), then per header a byte choosing its name (ce_...,
+// content-type, or one ingest does not keep) and a length byte with that many value bytes;
+// then the payload. What is cut short ends there. FuzzInputOf writes a message back so.
+ingest::RawMessage MessageOfFuzzInput(const uint8_t* data, size_t size);
+std::string FuzzInputOf(const ingest::RawMessage& message);
+
 // Decides `messages` in order as ingest does (Decide, Check, then Recorded with consecutive
 // seqs); with `ledger`, also appends and commits each decision there.
 absl::Status Replay(const std::vector<ingest::RawMessage>& messages, ingest::Validator* validator,

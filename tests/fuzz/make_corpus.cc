@@ -13,6 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "fuzz_support.h"
+#include "google/protobuf/util/json_util.h"
+#include "gpuledger/v1/usage.pb.h"
 #include "ledger/export.h"
 #include "testsupport/temp_dir.h"
 
@@ -37,6 +39,31 @@ void DecideCorpus(const fs::path& dir) {
     if (i == 1) Write(dir, "registry-on-unknown-topic", "\x03" + m.payload);
     if (i == 50) Write(dir, "usage-truncated", input.substr(0, input.size() / 2));
     if (i == 50) Write(dir, "usage-on-registry-topic", "\x00" + m.payload);
+  }
+  // CloudEvents on Kafka (docs/FORMATS.md): a usage event of the fixture in binary mode with
+  // JSON data, and in structured mode; and a binary one whose type is another.
+  for (const gpuledger::ingest::RawMessage& m : fuzz::FixtureMessages()) {
+    gpuledger::v1::UsageEvent e;
+    if (m.topic == fuzz::TopicOfSelector(0) || !e.ParseFromString(m.payload)) continue;
+    std::string data;
+    fuzz::Require(google::protobuf::util::MessageToJsonString(e, &data).ok(), "event as JSON");
+    gpuledger::ingest::RawMessage binary = m;
+    binary.payload = data;
+    binary.headers = {{"ce_specversion", "1.0"},
+                      {"ce_type", "gpuledger.v1.UsageEvent"},
+                      {"ce_id", e.event_id()},
+                      {"ce_source", e.producer_id()},
+                      {"content-type", "application/json"}};
+    Write(dir, "cloudevent-binary", fuzz::FuzzInputOf(binary));
+    binary.headers[1].second = "com.example.Other";
+    Write(dir, "cloudevent-other-type", fuzz::FuzzInputOf(binary));
+    gpuledger::ingest::RawMessage structured = m;
+    structured.headers = {{"content-type", "application/cloudevents+json"}};
+    structured.payload =
+        absl::StrCat(R"({"specversion":"1.0","type":"gpuledger.v1.UsageEvent","id":")",
+                     e.event_id(), R"(","source":")", e.producer_id(), R"(","data":)", data, "}");
+    Write(dir, "cloudevent-structured", fuzz::FuzzInputOf(structured));
+    break;
   }
   Write(dir, "empty-registry", std::string(1, '\0'));
   Write(dir, "empty-usage", "\x01");
