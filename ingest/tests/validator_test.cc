@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/period.h"
+#include "google/protobuf/util/json_util.h"
 #include "gpuledger/v1/registry.pb.h"
 #include "ingest/reasons.h"
 #include "ingest/redecide.h"
@@ -1500,6 +1501,45 @@ TEST(RedecideTest, EveryRecordedDecisionIsMadeAgainFromTheLedgerAlone) {
   EXPECT_EQ(report->differences[1].recorded, reason::kMalformed);
   EXPECT_EQ(report->differences[1].decided, "ACCEPTED");
   EXPECT_EQ(report->agree, report->entries - 2);
+
+  // CloudEvents on Kafka: an entry whose recorded event is what its payload and headers decode
+  // to agrees; one whose recorded event was swapped for another (what settlement would read) is
+  // found.
+  auto cloudevent = [&](const v1::UsageEvent& e, const std::string* swapped) {
+    v1::UsageEvent data = e;
+    data.clear_event_id();
+    data.clear_producer_id();
+    std::string json;
+    EXPECT_TRUE(google::protobuf::util::MessageToJsonString(data, &json).ok());
+    RawMessage raw{TopicNames().Usage("csp-a"), 0,
+                   static_cast<int64_t>(9'000 + h.ledger().head().seq), kT0 + 48 * kHour, json};
+    raw.headers = {{"ce_specversion", "1.0"},
+                   {"ce_type", "gpuledger.v1.UsageEvent"},
+                   {"ce_id", e.event_id()},
+                   {"ce_source", e.producer_id()},
+                   {"content-type", "application/json"}};
+    Decoded d = Decode(raw, ValidationLimits{}, 0);
+    EXPECT_EQ(d.candidate.reason_code, "") << d.candidate.reason_detail;
+    EXPECT_FALSE(d.candidate.decoded_event.empty());
+    if (swapped != nullptr) d.candidate.decoded_event = *swapped;
+    auto appended = h.ledger().Append(d.candidate);
+    EXPECT_TRUE(appended.ok()) << appended.status();
+    EXPECT_TRUE(h.ledger().Commit().ok());
+    return appended.ok() ? appended->seq : 0;
+  };
+  cloudevent(h.Usage("a1", 1, kT0 + 12 * kHour, kT0 + 13 * kHour), nullptr);
+  v1::UsageEvent other = h.Usage("a1", 1, kT0 + 14 * kHour, kT0 + 15 * kHour);
+  v1::UsageEvent bigger = other;
+  bigger.mutable_usage()->set_gpu_count(2);
+  const std::string bigger_bytes = bigger.SerializeAsString();
+  const uint64_t swapped = cloudevent(other, &bigger_bytes);
+  report = Redecide(h.ledger(), options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->differ, 3u);
+  EXPECT_EQ(report->differences[2].seq, swapped);
+  EXPECT_EQ(report->differences[2].recorded, "ACCEPTED");
+  EXPECT_EQ(report->differences[2].decided, "DECODED_EVENT_DIFFERS");
+  EXPECT_EQ(report->agree, report->entries - 3);
 }
 
 }  // namespace
