@@ -6,8 +6,10 @@ namespace {
 constexpr ReasonInfo kReasons[] = {
     {kMalformed,
      "The message bytes do not decode as the protobuf message the topic carries, "
-     "or carry fields that message does not define (another message's bytes).",
-     "Publish binary gpuledger.v1 messages; check the producer's serializer."},
+     "or carry fields that message does not define (another message's bytes); or a CloudEvent "
+     "that is not a usage event (the detail says why).",
+     "Publish binary gpuledger.v1 messages, or CloudEvents of type gpuledger.v1.UsageEvent, one "
+     "a message (docs/FORMATS.md); check the producer's serializer."},
     {kUnknownSchemaVersion, "schema_version is not one this build reads (only 1).",
      "Set schema_version = 1, or upgrade gpuledger before sending a newer schema."},
     {kMissingField,
