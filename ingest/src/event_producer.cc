@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -53,7 +55,9 @@ struct EventProducer::Impl : public RdKafka::DeliveryReportCb, public RdKafka::E
   std::thread prober;
   std::mutex mu;
   std::condition_variable wake;
-  std::set<std::string> ensured_topics;  // guarded by mu
+  // The topics ensured to exist, each with its handle (a produce by name looks the topic up
+  // and takes a reference every time). Guarded by mu; a handle lives as long as the producer.
+  std::map<std::string, std::unique_ptr<RdKafka::Topic>> topics;
 
   void dr_cb(RdKafka::Message& m) override {
     auto* ref = static_cast<std::pair<Batch*, size_t>*>(m.msg_opaque());
@@ -151,7 +155,7 @@ void EventProducer::Produce(const std::vector<EncodedEvent>& events, Done done) 
     std::lock_guard<std::mutex> lock(impl_->mu);
     std::set<std::string> seen;
     for (const EncodedEvent& e : events) {
-      if (!impl_->ensured_topics.contains(e.topic) && seen.insert(e.topic).second) {
+      if (!impl_->topics.contains(e.topic) && seen.insert(e.topic).second) {
         missing.push_back(e.topic);
       }
     }
@@ -159,9 +163,25 @@ void EventProducer::Produce(const std::vector<EncodedEvent>& events, Done done) 
   absl::Status ensured = absl::OkStatus();
   if (!missing.empty()) {
     ensured = EnsureTopics(impl_->options.brokers, impl_->options.kafka_config, missing, 3);
-    if (ensured.ok()) {
-      std::lock_guard<std::mutex> lock(impl_->mu);
-      impl_->ensured_topics.insert(missing.begin(), missing.end());
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (const std::string& name : missing) {
+      if (!ensured.ok() || impl_->topics.contains(name)) continue;
+      std::string err;
+      std::unique_ptr<RdKafka::Topic> topic(
+          RdKafka::Topic::create(impl_->producer.get(), name, nullptr, err));
+      if (topic == nullptr) {
+        ensured = absl::InternalError(absl::StrCat("Kafka topic handle for ", name, ": ", err));
+        continue;
+      }
+      impl_->topics.emplace(name, std::move(topic));
+    }
+  }
+  // The handles of this batch's topics (std::map nodes do not move).
+  std::vector<RdKafka::Topic*> handles(events.size(), nullptr);
+  if (ensured.ok()) {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (size_t i = 0; i < events.size(); ++i) {
+      handles[i] = impl_->topics.at(events[i].topic).get();
     }
   }
   auto* batch = new Batch;
@@ -179,9 +199,9 @@ void EventProducer::Produce(const std::vector<EncodedEvent>& events, Done done) 
       continue;
     }
     code =
-        impl_->producer->produce(e.topic, RdKafka::Topic::PARTITION_UA,
+        impl_->producer->produce(handles[i], RdKafka::Topic::PARTITION_UA,
                                  RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(e.value.data()),
-                                 e.value.size(), e.key.data(), e.key.size(), 0, &batch->refs[i]);
+                                 e.value.size(), e.key.data(), e.key.size(), &batch->refs[i]);
     if (code != RdKafka::ERR_NO_ERROR) {
       batch->deliveries[i].status = FromKafka(code, absl::StrCat("queueing for ", e.topic));
       batch->Settle();

@@ -76,7 +76,8 @@ absl::StatusOr<T> Integer(dom::element v, const pb::FieldDescriptor* f) {
   }
 }
 
-absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, pb::Message* m, bool repeated);
+absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Reflection* r,
+                      pb::Message* m, bool repeated);
 
 // A message type's fields by JSON name and by .proto name, built once per type and thread.
 const pb::FieldDescriptor* FindField(const pb::Descriptor* d, std::string_view key) {
@@ -99,21 +100,35 @@ absl::Status FillMessage(dom::element json, pb::Message* m) {
     return absl::InvalidArgumentError(
         absl::StrCat("expected a JSON object for ", m->GetDescriptor()->name()));
   }
+  // Looked up once per message (each call goes through the generated code's descriptor table
+  // check); fields seen as a bit set, on the stack for messages of up to 64 fields.
   const pb::Descriptor* d = m->GetDescriptor();
-  std::vector<bool> seen(d->field_count());
+  const pb::Reflection* r = m->GetReflection();
+  uint64_t seen_bits = 0;
+  std::vector<bool> seen_many(d->field_count() > 64 ? d->field_count() : 0);
+  auto seen = [&](int index) {
+    if (d->field_count() > 64) {
+      const bool was = seen_many[index];
+      seen_many[index] = true;
+      return was;
+    }
+    const uint64_t bit = uint64_t{1} << index;
+    const bool was = (seen_bits & bit) != 0;
+    seen_bits |= bit;
+    return was;
+  };
   for (dom::key_value_pair kv : obj) {
     const pb::FieldDescriptor* f = FindField(d, kv.key);
     if (f == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat(d->name(), " has no field \"", Shown(kv.key), "\""));
     }
-    if (seen[f->index()]) {
+    if (seen(f->index())) {
       return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": given twice"));
     }
-    seen[f->index()] = true;
     if (kv.value.is_null()) continue;
     if (const pb::OneofDescriptor* o = f->containing_oneof()) {
-      const pb::FieldDescriptor* set = m->GetReflection()->GetOneofFieldDescriptor(*m, o);
+      const pb::FieldDescriptor* set = r->GetOneofFieldDescriptor(*m, o);
       if (set != nullptr && set != f) {
         return absl::InvalidArgumentError(absl::StrCat(
             "both ", set->json_name(), " and ", f->json_name(), ": give one of ", o->name()));
@@ -128,17 +143,17 @@ absl::Status FillMessage(dom::element json, pb::Message* m) {
         return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected an array"));
       }
       for (dom::element e : a) {
-        if (absl::Status st = SetValue(e, f, m, true); !st.ok()) return st;
+        if (absl::Status st = SetValue(e, f, r, m, true); !st.ok()) return st;
       }
-    } else if (absl::Status st = SetValue(kv.value, f, m, false); !st.ok()) {
+    } else if (absl::Status st = SetValue(kv.value, f, r, m, false); !st.ok()) {
       return st;
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, pb::Message* m, bool repeated) {
-  const pb::Reflection* r = m->GetReflection();
+absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Reflection* r,
+                      pb::Message* m, bool repeated) {
   switch (f->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_INT64: {
       auto x = Integer<int64_t>(v, f);
