@@ -3,8 +3,11 @@
 #include <atomic>
 #include <csignal>
 
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
 #include "commands.h"
 #include "ingest/ingestor.h"
+#include "ingest/ledger_topic.h"
 #include "ledger/ledger.h"
 
 namespace gpuledger::cli {
@@ -25,6 +28,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     uint64_t checkpoint_interval = 10'000;
     std::string topic_prefix;
     std::string kafka_config;
+    std::string node;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -106,6 +110,13 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
       "--no-rejected-topic", [args](int64_t) { args->options.publish_rejected = false; },
       "Do not republish rejected events to gpuledger.rejected (the ledger records "
       "them either way)");
+  cmd->add_option(
+         "--node", args->node,
+         "Publish every commit to the ledger topic (<prefix>gpuledger.ledger) before\n"
+         "writing it, as the writer named NODE, so that standbys (`ledger follow`) hold\n"
+         "the same ledger; refused when another node has taken over (docs/RELIABILITY.md)\n"
+         "(default: no ledger topic)")
+      ->envname("GPULEDGER_NODE");
   cmd->add_flag("--no-sync", args->no_sync,
                 "Do not fsync each commit (benchmarks only: a power cut may lose acknowledged "
                 "events)");
@@ -125,32 +136,35 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     ledger::LedgerOptions lo;
     lo.sync_commits = !args->no_sync;
     lo.checkpoint_interval = args->checkpoint_interval;
-    if (args->signing_key.empty() && !args->unsigned_ledger) {
-      *exit_code = UsageError(absl::InvalidArgumentError(
-          "give --signing-key KEY.pem (create one with `gpuledger keys generate`), or "
-          "--unsigned for a ledger without signed checkpoints"));
+    if (absl::Status st = SetLedgerSigner(args->signing_key, args->previous_signing_key,
+                                          args->unsigned_ledger, &lo);
+        !st.ok()) {
+      *exit_code = absl::IsInvalidArgument(st) ? UsageError(st) : Report(st);
       return;
-    }
-    if (!args->signing_key.empty()) {
-      auto signer = ledger::Signer::FromPrivateKeyFile(args->signing_key);
-      if (!signer.ok()) {
-        *exit_code = Report(signer.status());
-        return;
-      }
-      lo.signer = std::move(*signer);
-    }
-    if (!args->previous_signing_key.empty()) {
-      auto previous = ledger::Signer::FromPrivateKeyFile(args->previous_signing_key);
-      if (!previous.ok()) {
-        *exit_code = Report(previous.status());
-        return;
-      }
-      lo.previous_signer = std::move(*previous);
     }
     auto ledger = ledger::Ledger::Open(args->db, lo);
     if (!ledger.ok()) {
       *exit_code = Report(ledger.status());
       return;
+    }
+    if (args->node.empty() && (*ledger)->replication().epoch() > 0) {
+      const auto state = (*ledger)->replication();
+      *exit_code = UsageError(absl::InvalidArgumentError(absl::StrCat(
+          "the ledger at ", args->db, " publishes every commit to its ledger topic ",
+          args->options.limits.topics.Ledger(), " (writer '", state.writer(), "', epoch ",
+          state.epoch(), "): give --node, or its standbys would miss what this ingest writes")));
+      return;
+    }
+    if (!args->node.empty()) {
+      ingest::LedgerTopicOptions to;
+      to.brokers = args->options.brokers;
+      to.kafka_config = args->options.kafka_config;
+      to.topic = args->options.limits.topics.Ledger();
+      to.node = args->node;
+      if (absl::Status st = ingest::StartLedgerTopicWriter(to, **ledger, false); !st.ok()) {
+        *exit_code = Report(st);
+        return;
+      }
     }
     std::signal(SIGTERM, OnStopSignal);
     std::signal(SIGINT, OnStopSignal);
@@ -166,6 +180,27 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     }
     spdlog::info("stopped at ledger head seq {}", (*ledger)->head().seq);
   });
+}
+
+absl::Status SetLedgerSigner(const std::string& signing_key,
+                             const std::string& previous_signing_key, bool unsigned_ledger,
+                             ledger::LedgerOptions* options) {
+  if (signing_key.empty() && !unsigned_ledger) {
+    return absl::InvalidArgumentError(
+        "give --signing-key KEY.pem (create one with `gpuledger keys generate`), or "
+        "--unsigned for a ledger without signed checkpoints");
+  }
+  // A key that cannot be read is not a usage error (exit 1, not 2).
+  auto load = [](const std::string& path,
+                 std::shared_ptr<const ledger::Signer>* out) -> absl::Status {
+    if (path.empty()) return absl::OkStatus();
+    auto signer = ledger::Signer::FromPrivateKeyFile(path);
+    if (!signer.ok()) return absl::FailedPreconditionError(signer.status().message());
+    *out = std::move(*signer);
+    return absl::OkStatus();
+  };
+  GPULEDGER_RETURN_IF_ERROR(load(signing_key, &options->signer));
+  return load(previous_signing_key, &options->previous_signer);
 }
 
 }  // namespace gpuledger::cli

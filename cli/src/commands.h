@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ingest/kafka_config.h"
+#include "ledger/ledger.h"
 
 namespace gpuledger::cli {
 
@@ -43,6 +44,16 @@ absl::StatusOr<ingest::KafkaConfig> LoadKafkaConfig(const std::string& path);
 // VerifyOptions::progress for `ledger verify` and `audit replay`: a log line (stderr) at most
 // every 2 s and at each stage's end: done, of total, rate.
 std::function<void(std::string_view, uint64_t, uint64_t)> VerifyProgressLog();
+
+// `ledger follow` and `ledger promote` (cmd_replicate.cc), under `ledger`.
+void AddLedgerReplicationCommands(CLI::App& ledger_cmd, int* exit_code);
+
+// The signing options of a command that writes the ledger (ingest, ledger promote): the
+// operator's key from --signing-key (with --previous-signing-key for a rotation), or none with
+// --unsigned. INVALID_ARGUMENT when neither is given (a usage error).
+absl::Status SetLedgerSigner(const std::string& signing_key,
+                             const std::string& previous_signing_key, bool unsigned_ledger,
+                             ledger::LedgerOptions* options);
 
 // Logs `status` as the reason a command failed and returns kExitFailed.
 int Report(const absl::Status& status);

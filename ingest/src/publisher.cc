@@ -205,7 +205,8 @@ absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::str
 }
 
 absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_config,
-                          const std::vector<std::string>& topics, int partitions) {
+                          const std::vector<std::string>& topics, int partitions,
+                          const std::vector<std::pair<std::string, std::string>>& topic_config) {
   if (topics.empty()) return absl::OkStatus();
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", brokers));
@@ -227,6 +228,9 @@ absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_c
     // The broker stamps every message with its own clock: time checks never rest on a time a
     // producer chose (docs/OPERATIONS.md, "Topics").
     rd_kafka_NewTopic_set_config(topic, "message.timestamp.type", "LogAppendTime");
+    for (const auto& [key, value] : topic_config) {
+      rd_kafka_NewTopic_set_config(topic, key.c_str(), value.c_str());
+    }
     new_topics.push_back(topic);
   }
   rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);

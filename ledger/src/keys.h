@@ -17,6 +17,8 @@ inline constexpr char kCountersKey[] = "meta/counters";
 inline constexpr char kIntervalKey[] = "meta/checkpoint_interval";
 inline constexpr char kPublicKeyKey[] = "meta/public_key";
 inline constexpr char kFirstPublicKeyKey[] = "meta/first_public_key";
+// ReplicationState: where the ledger stands in its ledger topic (docs/RELIABILITY.md).
+inline constexpr char kReplicationKey[] = "meta/replication";
 
 inline constexpr char kEntriesCf[] = "entries";
 inline constexpr char kDedupCf[] = "dedup";

@@ -145,6 +145,7 @@ struct Ledger::Impl {
   Head head;
   OffsetMap offsets;
   v1::LedgerCounters counters;
+  v1::ReplicationState replication;
   std::string public_key_pem;
   std::string first_public_key_pem;
   bool first_key_stored = false;  // meta/first_public_key exists (format 2)
@@ -159,6 +160,8 @@ struct Ledger::Impl {
   OffsetMap pending_offsets;
   v1::LedgerCounters pending_counters;
   size_t pending_entries = 0;
+  // Set by StartPublishing: each commit goes there first.
+  std::shared_ptr<CommitLog> commit_log;
 
   ~Impl() {
     if (rk && rk->db) {
@@ -200,6 +203,12 @@ struct Ledger::Impl {
   absl::StatusOr<ProducerProgress> FindProducer(const std::string& key) const;
   absl::Status TrackProducer(const Candidate& c);
   absl::Status StageCheckpointAt(const Head& at, int64_t time_ms);
+  // The staged batch as a LedgerCommit (entries and every other write), for the commit log.
+  absl::Status CommitOfBatch(v1::LedgerCommit* commit) const;
+  // Publishes the staged batch to the commit log and stages the replication state it leaves.
+  absl::Status PublishBatch();
+  // Writes the staged batch (after the flush workaround); on failure nothing more is written.
+  absl::Status WriteBatch();
   void ClearPending();
 };
 
@@ -258,6 +267,14 @@ absl::Status Ledger::Impl::LoadAndCheck() {
     GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read counters"));
     if (!counters.ParseFromString(counters_value)) {
       return absl::DataLossError("counters record is damaged");
+    }
+  }
+  std::string replication_value;
+  s = rk->db->Get(rocksdb::ReadOptions(), keys::kReplicationKey, &replication_value);
+  if (!s.IsNotFound()) {
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read replication state"));
+    if (!replication.ParseFromString(replication_value)) {
+      return absl::DataLossError("replication state record is damaged");
     }
   }
   pending_head = head;
@@ -334,7 +351,7 @@ absl::Status Ledger::Impl::LoadSigning() {
   // Format 1 kept only the latest key, and never rotated: it is the first.
   if (first_public_key_pem.empty()) first_public_key_pem = public_key_pem;
   if (options.read_only) return absl::OkStatus();
-  if (checkpoint_interval > 0 && !options.signer) {
+  if (checkpoint_interval > 0 && !options.signer && !options.replica) {
     return absl::FailedPreconditionError(
         absl::StrCat("the ledger at ", path, " is signed (a checkpoint every ", checkpoint_interval,
                      " entries): give the operator's signing key (--signing-key) to write to it"));
@@ -704,6 +721,10 @@ void SetContentHash(Candidate* c) {
 
 absl::StatusOr<AppendResult> Ledger::Append(const Candidate& c) {
   if (impl_->options.read_only) return absl::FailedPreconditionError("ledger is read-only");
+  if (impl_->options.replica) {
+    return absl::FailedPreconditionError(
+        "this ledger is a standby: it only applies its writer's commits from the ledger topic");
+  }
   if (c.source_id.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError("source id contains a NUL byte");
   }
@@ -816,17 +837,9 @@ absl::Status Ledger::Commit() {
   const bool counters_moved = impl_->pending_counters.duplicates() != impl_->counters.duplicates();
   if (impl_->batch.Count() == 0 && !counters_moved) return absl::OkStatus();
   GPULEDGER_ASSERT(impl_->pending_head.seq >= impl_->head.seq, "head only moves forward");
-  // Before this batch, which overwrites some of them with newer values.
   if (impl_->write_failed) {
     return absl::FailedPreconditionError(
         "an earlier write to the ledger failed; reopen it (restart) before writing again");
-  }
-  if (impl_->flush_notice && impl_->flush_notice->flushed.exchange(false)) {
-    if (absl::Status st = impl_->RewriteOverwrittenKeys(); !st.ok()) {
-      impl_->write_failed = true;
-      impl_->ClearPending();
-      return st;
-    }
   }
   absl::Status st = FromLedgerRocks(
       impl_->batch.Put(keys::kHeadKey, EncodeHead(impl_->pending_head)), "stage head");
@@ -840,24 +853,298 @@ absl::Status Ledger::Commit() {
         impl_->batch.Put(keys::kCountersKey, impl_->pending_counters.SerializeAsString()),
         "stage counters");
   }
-  if (st.ok()) {
-    rocksdb::WriteOptions wo;
-    wo.sync = impl_->options.sync_commits;
-    st = FromLedgerRocks(impl_->rk->db->Write(wo, &impl_->batch), "commit batch");
-  }
+  if (st.ok() && impl_->commit_log) st = impl_->PublishBatch();
   if (!st.ok()) {
     impl_->write_failed = true;
     impl_->ClearPending();
     return st;
   }
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->head = impl_->pending_head;
-    impl_->counters = impl_->pending_counters;
-    for (const auto& [tp, off] : impl_->pending_offsets) impl_->offsets[tp] = off;
+  return impl_->WriteBatch();
+}
+
+absl::Status Ledger::Impl::WriteBatch() {
+  // Before this batch, which overwrites some of them with newer values.
+  absl::Status st;
+  if (flush_notice && flush_notice->flushed.exchange(false)) st = RewriteOverwrittenKeys();
+  if (st.ok()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = options.sync_commits;
+    st = FromLedgerRocks(rk->db->Write(wo, &batch), "commit batch");
   }
-  impl_->ClearPending();
+  if (!st.ok()) {
+    write_failed = true;
+    ClearPending();
+    return st;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    head = pending_head;
+    counters = pending_counters;
+    for (const auto& [tp, off] : pending_offsets) offsets[tp] = off;
+  }
+  ClearPending();
   return absl::OkStatus();
+}
+
+namespace {
+
+constexpr char kCommitFormat[] = "gpuledger-ledger-commit";
+constexpr uint32_t kCommitFormatVersion = 1;
+
+// Reads a write batch back as a LedgerCommit: entries as they are chained, every other key as a
+// write to its column family. The ledger only ever puts.
+class CommitBuilder : public rocksdb::WriteBatch::Handler {
+ public:
+  CommitBuilder(const Rocks& rocks, v1::LedgerCommit* commit) : rocks_(rocks), commit_(commit) {}
+
+  rocksdb::Status PutCF(uint32_t cf_id, const rocksdb::Slice& key,
+                        const rocksdb::Slice& value) override {
+    if (cf_id == rocks_.entries_cf->GetID()) {
+      if (key.size() != 8 || value.size() < 32) {
+        return rocksdb::Status::Corruption("staged entry record is too short");
+      }
+      v1::ExportedEntry* e = commit_->add_entries();
+      e->set_seq(keys::GetBe64(key.ToStringView()));
+      e->set_hash(value.data(), 32);
+      e->set_entry(value.data() + 32, value.size() - 32);
+      return rocksdb::Status::OK();
+    }
+    for (rocksdb::ColumnFamilyHandle* h : rocks_.handles) {
+      if (h->GetID() != cf_id) continue;
+      v1::StateWrite* w = commit_->add_writes();
+      w->set_column_family(h->GetName());
+      w->set_key(key.ToString());
+      w->set_value(value.ToString());
+      return rocksdb::Status::OK();
+    }
+    return rocksdb::Status::Corruption("a staged write names an unknown column family");
+  }
+  void LogData(const rocksdb::Slice&) override {}
+
+ private:
+  const Rocks& rocks_;
+  v1::LedgerCommit* commit_;
+};
+
+}  // namespace
+
+absl::Status Ledger::Impl::CommitOfBatch(v1::LedgerCommit* commit) const {
+  commit->set_format(kCommitFormat);
+  commit->set_format_version(kCommitFormatVersion);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    commit->set_prev_hash(ToBytes(head.hash));
+  }
+  CommitBuilder builder(*rk, commit);
+  return FromLedgerRocks(batch.Iterate(&builder), "read the staged batch");
+}
+
+absl::Status Ledger::Impl::PublishBatch() {
+  v1::LedgerCommit commit;
+  GPULEDGER_RETURN_IF_ERROR(CommitOfBatch(&commit));
+  GPULEDGER_ASSIGN_OR_RETURN(const int64_t offset, commit_log->Publish(&commit));
+  v1::ReplicationState state;
+  state.set_epoch(commit.epoch());
+  state.set_writer(commit.writer());
+  state.set_next_offset(offset + 1);
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
+      batch.Put(keys::kReplicationKey, state.SerializeAsString()), "stage replication state"));
+  std::lock_guard<std::mutex> lock(mu);
+  replication = std::move(state);
+  return absl::OkStatus();
+}
+
+absl::Status Ledger::StartPublishing(std::shared_ptr<CommitLog> log) {
+  if (impl_->options.read_only || impl_->options.replica) {
+    return absl::FailedPreconditionError("only the ledger's writer publishes commits");
+  }
+  if (impl_->batch.Count() != 0 || impl_->pending_entries != 0) {
+    return absl::FailedPreconditionError("start publishing with nothing staged");
+  }
+  const Head at = head();
+  if (at.seq > 0 && replication().epoch() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ledger at ", impl_->path, " holds ", at.seq,
+        " entries written without a ledger topic, which its ledger topic does not hold; a "
+        "ledger topic starts with its ledger (see docs/RELIABILITY.md)"));
+  }
+  Impl& im = *impl_;
+  // The signing metadata, which Open writes outside any commit: a standby needs it to be the
+  // writer's ledger, and applying it again is harmless.
+  std::string value;
+  for (const char* key : {keys::kIntervalKey, keys::kPublicKeyKey, keys::kFirstPublicKeyKey}) {
+    rocksdb::Status s = im.rk->db->Get(rocksdb::ReadOptions(), key, &value);
+    if (s.IsNotFound()) continue;
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(s, "read signing metadata"));
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(im.batch.Put(key, value), "stage signing metadata"));
+  }
+  if (at.seq > 0) {
+    std::unique_ptr<rocksdb::Iterator> it(
+        im.rk->db->NewIterator(rocksdb::ReadOptions(), im.rk->checkpoints_cf));
+    const std::string prefix = keys::SeqKey(at.seq);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
+          im.batch.Put(im.rk->checkpoints_cf, it->key(), it->value()), "stage key rotation"));
+    }
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(it->status(), "read key rotations"));
+  }
+  GPULEDGER_RETURN_IF_ERROR(
+      FromLedgerRocks(im.batch.Put(keys::kHeadKey, EncodeHead(at)), "stage head"));
+  im.commit_log = std::move(log);
+  absl::Status st = im.PublishBatch();
+  if (!st.ok()) {
+    im.commit_log.reset();
+    im.ClearPending();
+    return st;
+  }
+  return im.WriteBatch();
+}
+
+absl::Status Ledger::ApplyCommit(const v1::LedgerCommit& commit, int64_t offset) {
+  Impl& im = *impl_;
+  if (im.options.read_only) return absl::FailedPreconditionError("ledger is read-only");
+  if (im.commit_log) {
+    return absl::FailedPreconditionError("the ledger's writer does not apply commits");
+  }
+  if (im.batch.Count() != 0 || im.pending_entries != 0) {
+    return absl::FailedPreconditionError("apply commits with nothing staged");
+  }
+  if (im.write_failed) {
+    return absl::FailedPreconditionError(
+        "an earlier write to the ledger failed; reopen it (restart) before writing again");
+  }
+  const std::string where = absl::StrCat("the ledger topic's commit at offset ", offset);
+  auto refuse = [&](const std::string& what) {
+    im.ClearPending();
+    return absl::FailedPreconditionError(
+        absl::StrCat(where, " does not follow the ledger at ", im.path, ": ", what));
+  };
+  if (commit.format() != kCommitFormat || commit.format_version() != kCommitFormatVersion) {
+    return refuse(absl::StrCat("format '", commit.format(), "' version ", commit.format_version(),
+                               ", want '", kCommitFormat, "' version ", kCommitFormatVersion));
+  }
+  const v1::ReplicationState current = replication();
+  if (offset < current.next_offset()) {
+    return refuse(absl::StrCat("the ledger already applied the topic up to offset ",
+                               current.next_offset() - 1));
+  }
+  if (commit.takeover()) {
+    if (commit.epoch() <= current.epoch()) {
+      return refuse(absl::StrCat("a takeover by '", commit.writer(), "' at epoch ", commit.epoch(),
+                                 ", not above the epoch ", current.epoch(), " of '",
+                                 current.writer(), "': two writers took over the same epoch"));
+    }
+  } else if (commit.epoch() != current.epoch() || commit.writer() != current.writer()) {
+    return refuse(absl::StrCat(
+        "written by '", commit.writer(), "' at epoch ", commit.epoch(), ", but the writer is '",
+        current.writer(), "' at epoch ", current.epoch(),
+        commit.epoch() < current.epoch()
+            ? ": a fenced writer published after the takeover (was it fenced?)"
+            : ": a writer published without taking over (promote fences the old one first)"));
+  }
+  Head at = head();
+  if (commit.prev_hash() != ToBytes(at.hash)) {
+    return refuse(absl::StrCat("it follows another head than this ledger's (seq ", at.seq,
+                               ", hash ", ToHex(at.hash).substr(0, 16), ")"));
+  }
+  for (const v1::ExportedEntry& e : commit.entries()) {
+    if (e.seq() != at.seq + 1) {
+      return refuse(absl::StrCat("entry seq ", e.seq(), " where seq ", at.seq + 1, " comes next"));
+    }
+    const Digest hash = ChainHash(at.hash, e.seq(), e.entry());
+    if (e.hash() != ToBytes(hash)) {
+      return refuse(absl::StrCat("entry ", e.seq(),
+                                 " does not chain: its hash is not SHA-256 of "
+                                 "the previous hash, its seq and its bytes"));
+    }
+    v1::LedgerEntry parsed;
+    if (!parsed.ParseFromString(e.entry()) || parsed.seq() != e.seq()) {
+      return refuse(absl::StrCat("entry ", e.seq(), " is not a LedgerEntry of that seq"));
+    }
+    std::string value = e.hash();
+    value.append(e.entry());
+    GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
+        im.batch.Put(im.rk->entries_cf, keys::SeqKey(e.seq()), value), "stage entry"));
+    at = Head{e.seq(), hash};
+  }
+  std::optional<v1::LedgerCounters> counters;
+  std::optional<Head> head_written;
+  OffsetMap offsets;
+  for (const v1::StateWrite& w : commit.writes()) {
+    rocksdb::ColumnFamilyHandle* cf = nullptr;
+    for (rocksdb::ColumnFamilyHandle* h : im.rk->handles) {
+      if (h->GetName() == w.column_family() && h != im.rk->entries_cf) cf = h;
+    }
+    if (cf == nullptr) {
+      return refuse(absl::StrCat("a write to column family '", w.column_family(), "'"));
+    }
+    if (cf == im.rk->handles[0]) {
+      if (w.key() == keys::kHeadKey) {
+        if (w.value().size() != 40) {
+          return refuse("its head record is damaged");
+        }
+        Head h;
+        h.seq = keys::GetBe64(w.value());
+        FromBytes(std::string_view(w.value()).substr(8), &h.hash);
+        head_written = h;
+      } else if (w.key() == keys::kCountersKey) {
+        counters.emplace();
+        if (!counters->ParseFromString(w.value())) {
+          return refuse("its counters record is damaged");
+        }
+      } else if (w.key() == keys::kReplicationKey || w.key() == keys::kFormatKey) {
+        return refuse(absl::StrCat("it writes ", w.key(), ", which each ledger keeps itself"));
+      }
+    } else if (cf == im.rk->offsets_cf) {
+      const std::string_view k = w.key();
+      const size_t nul = k.find('\0');
+      if (nul == std::string_view::npos || k.size() != nul + 9 || w.value().size() != 8) {
+        return refuse("an offset record is damaged");
+      }
+      offsets[TopicPartition{std::string(k.substr(0, nul)),
+                             static_cast<int32_t>(keys::GetBe64(k.substr(nul + 1)))}] =
+          static_cast<int64_t>(keys::GetBe64(w.value()));
+    }
+    GPULEDGER_RETURN_IF_ERROR(
+        FromLedgerRocks(im.batch.Put(cf, w.key(), w.value()), "stage a write"));
+  }
+  if (head_written && (head_written->seq != at.seq || head_written->hash != at.hash)) {
+    return refuse(absl::StrCat("its head record names seq ", head_written->seq,
+                               ", not its last entry ", at.seq));
+  }
+  if (!head_written && !commit.entries().empty()) {
+    return refuse("it has entries but no head record");
+  }
+  v1::ReplicationState state;
+  state.set_epoch(commit.epoch());
+  state.set_writer(commit.writer());
+  state.set_next_offset(offset + 1);
+  GPULEDGER_RETURN_IF_ERROR(FromLedgerRocks(
+      im.batch.Put(keys::kReplicationKey, state.SerializeAsString()), "stage replication state"));
+  im.pending_head = at;
+  if (counters) im.pending_counters = *counters;
+  im.pending_offsets = std::move(offsets);
+  GPULEDGER_RETURN_IF_ERROR(im.WriteBatch());
+  std::lock_guard<std::mutex> lock(im.mu);
+  im.replication = std::move(state);
+  // The signing metadata a start commit carries.
+  for (const v1::StateWrite& w : commit.writes()) {
+    if (w.column_family() != rocksdb::kDefaultColumnFamilyName) continue;
+    if (w.key() == keys::kIntervalKey && w.value().size() == 8) {
+      im.checkpoint_interval = keys::GetBe64(w.value());
+    } else if (w.key() == keys::kPublicKeyKey) {
+      im.public_key_pem = w.value();
+    } else if (w.key() == keys::kFirstPublicKeyKey) {
+      im.first_public_key_pem = w.value();
+      im.first_key_stored = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
+v1::ReplicationState Ledger::replication() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->replication;
 }
 
 void Ledger::Abort() { impl_->ClearPending(); }

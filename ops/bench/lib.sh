@@ -74,11 +74,13 @@ bench_fill() {
 # peak RSS (kB) and wall seconds from a /usr/bin/time -v log
 rss_kb() { sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$1"; }
 
+# bench_ingest DB [EXTRA INGEST ARGS...]
 bench_ingest() {
   local db=$1 t0 t1
+  shift
   t0=$(date +%s.%N)
   /usr/bin/time -v -o "$WORK/ingest.time" "$GPULEDGER" ingest --brokers "$BROKERS" \
-    --topic-prefix "$PREFIX" --db "$db" --until-end --unsigned >"$WORK/ingest.log" 2>&1 ||
+    --topic-prefix "$PREFIX" --db "$db" --until-end --unsigned "$@" >"$WORK/ingest.log" 2>&1 ||
     { tail -20 "$WORK/ingest.log" >&2; die "ingest failed"; }
   t1=$(date +%s.%N)
   ING_SECS=$(echo "$t1 - $t0" | bc -l)

@@ -6,6 +6,7 @@
 #include <istream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -92,9 +93,12 @@ class Publisher {
 // Creates the topics that do not exist yet, with `partitions` partitions each. A topic this
 // client is not authorized to create (a CSP's principal has no CREATE right) is taken to exist
 // (the cluster administrator creates topics), with a log line saying so; producing to it then
-// fails if it does not.
-absl::Status EnsureTopics(const std::string& brokers, const KafkaConfig& kafka_config,
-                          const std::vector<std::string>& topics, int partitions);
+// fails if it does not. `topic_config`: settings of the new topics besides log-append time
+// (e.g. retention.ms), applied only to topics created here.
+absl::Status EnsureTopics(
+    const std::string& brokers, const KafkaConfig& kafka_config,
+    const std::vector<std::string>& topics, int partitions,
+    const std::vector<std::pair<std::string, std::string>>& topic_config = {});
 // The same without extra client properties.
 absl::Status EnsureTopics(const std::string& brokers, const std::vector<std::string>& topics,
                           int partitions);

@@ -25,6 +25,9 @@ class TopicNames {
   std::string Rejected() const { return prefix_ + "gpuledger.rejected"; }
   // Alerts raised by `gpuledger alerts run` (docs/ALERTS.md), keyed by alert id.
   std::string Alerts() const { return prefix_ + "gpuledger.alerts"; }
+  // The ledger topic (docs/RELIABILITY.md): the writer's commits, in ledger order, for standbys
+  // and auditors. One partition, kept forever.
+  std::string Ledger() const { return prefix_ + "gpuledger.ledger"; }
   std::string Usage(const std::string& csp_id) const { return UsagePrefix() + csp_id; }
   std::string UsagePrefix() const { return prefix_ + "gpuledger.usage."; }
   // librdkafka subscription pattern for every CSP usage topic (a leading '^' makes it a regex).

@@ -54,6 +54,20 @@ struct LedgerOptions {
   // A signed checkpoint every this many entries. Fixed when the ledger is created (later
   // values are ignored). Default: 10,000.
   uint64_t checkpoint_interval = 10'000;
+  // A standby (docs/RELIABILITY.md): it only applies its writer's commits (ApplyCommit), so a
+  // signed ledger is opened for writing without a signer and Append fails. Default: false.
+  bool replica = false;
+};
+
+// A log outside the ledger that each commit is published to before it is written: the ledger
+// topic (ingest/ledger_topic.h, docs/RELIABILITY.md). Standbys apply what it holds.
+class CommitLog {
+ public:
+  virtual ~CommitLog() = default;
+  // Publishes `commit` durably, after setting its epoch, writer and takeover fields, and returns
+  // its offset in the log. After an error the commit is not written, and the ledger writes
+  // nothing more (a fenced writer must stop).
+  virtual absl::StatusOr<int64_t> Publish(gpuledger::v1::LedgerCommit* commit) = 0;
 };
 
 // A Kafka topic partition, the key of the stored consumer offsets.
@@ -202,6 +216,24 @@ class Ledger {
   // A secondary instance (LedgerOptions::secondary_path) catches up with the writer: entries
   // committed since are visible after it returns, with the head, counters and offsets.
   absl::Status Refresh();
+
+  // From now on every Commit() is published to `log` before it is written, and written only once
+  // published. Publishes a start commit at once: no entries, the signing metadata (checkpoint
+  // interval, public keys, a key rotation made by this open). Nothing may be staged. A ledger
+  // with entries that `log` never held (replication().epoch is 0) is refused: it was written
+  // without a ledger topic.
+  absl::Status StartPublishing(std::shared_ptr<CommitLog> log);
+
+  // Applies a commit read from the ledger topic at `offset`, as one atomic write, after checking
+  // that it follows this ledger: its epoch is not lower than the last applied (a takeover's is
+  // higher; others keep the epoch and writer), its entries start at head + 1 and chain from the
+  // head's hash, their stored hashes are right, and its head write names its last entry.
+  // FAILED_PRECONDITION names what does not follow; nothing is written then. Nothing may be
+  // staged.
+  absl::Status ApplyCommit(const gpuledger::v1::LedgerCommit& commit, int64_t offset);
+
+  // Where the ledger stands in its ledger topic (epoch 0: it never published or applied one).
+  gpuledger::v1::ReplicationState replication() const;
 
   // True when open for writing with a signer (StageCheckpoint can succeed).
   bool can_sign() const;
