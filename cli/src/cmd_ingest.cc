@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -15,6 +16,24 @@ namespace gpuledger::cli {
 namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void OnStopSignal(int) { g_stop.store(true); }
+
+// A ledger is one shard for life: what `--shard` says must be what it recorded at its first
+// start (meta "shard"), which is recorded now for a new one.
+absl::Status CheckShard(ledger::Ledger& l, uint32_t shard, uint32_t shards) {
+  const std::string want = shards > 1 ? absl::StrCat(shard, "/", shards) : std::string();
+  GPULEDGER_ASSIGN_OR_RETURN(std::optional<std::string> have, l.GetMeta(kShardMeta));
+  const std::string recorded = have.value_or("");
+  if (recorded == want) return absl::OkStatus();
+  if (!have.has_value() && l.head().seq == 0) {
+    GPULEDGER_RETURN_IF_ERROR(l.StageMeta(kShardMeta, want));
+    return l.Commit();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the ledger at ", l.path(), " is ",
+      recorded.empty() ? std::string("not sharded") : absl::StrCat("shard ", recorded), ", not ",
+      want.empty() ? std::string("unsharded") : absl::StrCat("shard ", want),
+      " as --shard says: a ledger keeps the partitions it was started with (docs/SCALING.md)"));
+}
 }  // namespace
 
 void AddIngestCommand(CLI::App& app, int* exit_code) {
@@ -29,6 +48,7 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
     std::string topic_prefix;
     std::string kafka_config;
     std::string node;
+    std::string shard;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -117,6 +137,12 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
          "the same ledger; refused when another node has taken over (docs/RELIABILITY.md)\n"
          "(default: no ledger topic)")
       ->envname("GPULEDGER_NODE");
+  cmd->add_option("--shard", args->shard,
+                  "K/N: this ledger is shard K of N (docs/SCALING.md): it records the whole\n"
+                  "registry and the usage partitions p with p % N == K of every usage topic, in\n"
+                  "the consumer group <group>.shard-K-of-N; `settle --shard-dbs` settles the\n"
+                  "shards together. Fixed for a ledger (default: not sharded)")
+      ->envname("GPULEDGER_SHARD");
   cmd->add_flag("--no-sync", args->no_sync,
                 "Do not fsync each commit (benchmarks only: a power cut may lose acknowledged "
                 "events)");
@@ -126,6 +152,17 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
       return;
     }
     args->options.limits.topics = ingest::TopicNames(args->topic_prefix);
+    if (!args->shard.empty()) {
+      if (absl::Status st = ParseShard(args->shard, &args->options.shard, &args->options.shards);
+          !st.ok()) {
+        *exit_code = UsageError(st);
+        return;
+      }
+      if (args->options.shards > 1) {
+        args->options.group_id = absl::StrCat(args->options.group_id, ".shard-",
+                                              args->options.shard, "-of-", args->options.shards);
+      }
+    }
     args->options.state_dir = args->db + ".validator";
     auto kafka_config = LoadKafkaConfig(args->kafka_config);
     if (!kafka_config.ok()) {
@@ -151,20 +188,27 @@ void AddIngestCommand(CLI::App& app, int* exit_code) {
       const auto state = (*ledger)->replication();
       *exit_code = UsageError(absl::InvalidArgumentError(absl::StrCat(
           "the ledger at ", args->db, " publishes every commit to its ledger topic ",
-          args->options.limits.topics.Ledger(), " (writer '", state.writer(), "', epoch ",
-          state.epoch(), "): give --node, or its standbys would miss what this ingest writes")));
+          args->options.limits.topics.Ledger(args->options.shard, args->options.shards),
+          " (writer '", state.writer(), "', epoch ", state.epoch(),
+          "): give --node, or its standbys would miss what this ingest writes")));
       return;
     }
     if (!args->node.empty()) {
       ingest::LedgerTopicOptions to;
       to.brokers = args->options.brokers;
       to.kafka_config = args->options.kafka_config;
-      to.topic = args->options.limits.topics.Ledger();
+      to.topic = args->options.limits.topics.Ledger(args->options.shard, args->options.shards);
       to.node = args->node;
       if (absl::Status st = ingest::StartLedgerTopicWriter(to, **ledger, false); !st.ok()) {
         *exit_code = Report(st);
         return;
       }
+    }
+    // After the ledger topic is taken: a new shard's record of itself is published too.
+    if (absl::Status st = CheckShard(**ledger, args->options.shard, args->options.shards);
+        !st.ok()) {
+      *exit_code = Report(st);
+      return;
     }
     std::signal(SIGTERM, OnStopSignal);
     std::signal(SIGINT, OnStopSignal);

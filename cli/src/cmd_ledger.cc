@@ -352,7 +352,8 @@ void AddShow(CLI::App& ledger_cmd, int* exit_code) {
 }  // namespace
 
 void AddLedgerCommand(CLI::App& app, int* exit_code) {
-  CLI::App* cmd = app.add_subcommand("ledger", "Inspect, export and verify the ledger; follow its ledger topic as a standby.");
+  CLI::App* cmd = app.add_subcommand(
+      "ledger", "Inspect, export and verify the ledger; follow its ledger topic as a standby.");
   cmd->require_subcommand(1);
   AddVerify(*cmd, exit_code);
   AddExport(*cmd, exit_code);

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "commands.h"
 #include "ingest/ledger_topic.h"
 #include "ingest/topics.h"
@@ -26,6 +28,7 @@ struct TopicArgs {
   std::string brokers;
   std::string topic_prefix;
   std::string kafka_config;
+  std::string shard;
 };
 
 void AddTopicOptions(CLI::App* cmd, TopicArgs* args) {
@@ -39,6 +42,10 @@ void AddTopicOptions(CLI::App* cmd, TopicArgs* args) {
                   "Namespace prefix of every topic, e.g. 'staging.' (default: none)")
       ->envname("GPULEDGER_TOPIC_PREFIX");
   AddKafkaConfigOption(cmd, &args->kafka_config);
+  cmd->add_option("--shard", args->shard,
+                  "K/N: the ledger of shard K of N (`ingest --shard`), whose ledger topic is\n"
+                  "gpuledger.ledger.shard-K-of-N (default: not sharded)")
+      ->envname("GPULEDGER_SHARD");
 }
 
 // The ledger topic's options from the command line; exit code set on a bad one.
@@ -52,9 +59,16 @@ bool TopicOptions(const TopicArgs& args, ingest::LedgerTopicOptions* out, int* e
     *exit_code = Report(kafka_config.status());
     return false;
   }
+  uint32_t shard = 0, shards = 1;
+  if (!args.shard.empty()) {
+    if (absl::Status st = ParseShard(args.shard, &shard, &shards); !st.ok()) {
+      *exit_code = UsageError(st);
+      return false;
+    }
+  }
   out->brokers = args.brokers;
   out->kafka_config = *std::move(kafka_config);
-  out->topic = ingest::TopicNames(args.topic_prefix).Ledger();
+  out->topic = ingest::TopicNames(args.topic_prefix).Ledger(shard, shards);
   return true;
 }
 
@@ -167,6 +181,19 @@ void AddPromote(CLI::App& ledger_cmd, int* exit_code) {
 }
 
 }  // namespace
+
+absl::Status ParseShard(const std::string& text, uint32_t* shard, uint32_t* shards) {
+  const size_t slash = text.find('/');
+  uint32_t k = 0, n = 0;
+  if (slash == std::string::npos || !absl::SimpleAtoi(text.substr(0, slash), &k) ||
+      !absl::SimpleAtoi(text.substr(slash + 1), &n) || n < 1 || n > 1024 || k >= n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shard '", text, "': give K/N, shard K of N shards, 0 <= K < N <= 1024 (e.g. 0/3)"));
+  }
+  *shard = k;
+  *shards = n;
+  return absl::OkStatus();
+}
 
 void AddLedgerReplicationCommands(CLI::App& ledger_cmd, int* exit_code) {
   AddFollow(ledger_cmd, exit_code);

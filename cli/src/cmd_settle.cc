@@ -20,6 +20,7 @@
 #include "settle_common.h"
 #include "settlement/engine.h"
 #include "settlement/render.h"
+#include "settlement/shards.h"
 
 namespace gpuledger::cli {
 
@@ -44,7 +45,65 @@ void AddStoreOptions(CLI::App* cmd, StoreArgs* args, bool db_required) {
       ->capture_default_str();
 }
 
+namespace {
+
+absl::StatusOr<OpenedSettlement> OpenShardsAndCatchUp(const StoreArgs& args) {
+  if (!args.store.empty()) {
+    return absl::InvalidArgumentError(
+        "--store cannot go with --shard-dbs: the shards are settled together into a temporary "
+        "store each time");
+  }
+  OpenedSettlement out;
+  ledger::LedgerOptions lo;
+  lo.read_only = true;
+  lo.create_if_missing = false;
+  std::vector<const ledger::Ledger*> shards;
+  for (const std::string& db : args.shard_dbs) {
+    GPULEDGER_ASSIGN_OR_RETURN(std::unique_ptr<ledger::Ledger> l, ledger::Ledger::Open(db, lo));
+    shards.push_back(l.get());
+    out.shards.push_back(std::move(l));
+  }
+  std::string dir = (std::filesystem::temp_directory_path() / "gpuledger-shards.XXXXXX").string();
+  if (::mkdtemp(dir.data()) == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot make a temporary settlement store under ",
+                                               std::filesystem::temp_directory_path().string()));
+  }
+  out.cleanup = std::shared_ptr<void>(nullptr, [dir](void*) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  });
+  settlement::StoreOptions so;
+  so.sync = false;
+  GPULEDGER_ASSIGN_OR_RETURN(out.settlement.store, settlement::Store::Open(dir + "/store", so));
+  GPULEDGER_ASSIGN_OR_RETURN(out.settlement.engine,
+                             settlement::Engine::Open(out.settlement.store.get(), args.options));
+  auto report = std::make_shared<settlement::ShardMergeReport>();
+  settlement::CatchUpOptions catch_up;
+  auto last_log = std::chrono::steady_clock::now();
+  catch_up.progress = [&](uint64_t applied, uint64_t) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log < std::chrono::seconds(2)) return;
+    last_log = now;
+    spdlog::info("settling {} shards: {} entries applied", shards.size(), applied);
+  };
+  GPULEDGER_RETURN_IF_ERROR(settlement::CatchUp(settlement::MergeShards(shards, report), 0,
+                                                out.settlement.engine.get(), catch_up)
+                                .status());
+  spdlog::info("settled {} shards as one: {} entries ({} registry entries, once)", shards.size(),
+               report->entries, report->registry_entries);
+  if (report->cross_shard_duplicates > 0) {
+    spdlog::warn("{} accepted usage event(s) were recorded in two shards and are settled once",
+                 report->cross_shard_duplicates);
+    for (const std::string& note : report->notes) spdlog::warn("  {}", note);
+  }
+  if (!report->stopped_early.empty()) spdlog::warn("{}", report->stopped_early);
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<OpenedSettlement> OpenAndCatchUp(const StoreArgs& args) {
+  if (!args.shard_dbs.empty()) return OpenShardsAndCatchUp(args);
   OpenedSettlement out;
   ledger::LedgerOptions lo;
   lo.read_only = true;
@@ -321,6 +380,12 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
   cmd->require_subcommand(0, 1);
   // Not required here: `settle close` and `settle status` take their own --db.
   AddStoreOptions(cmd, &args->store, false);
+  cmd->add_option("--shard-dbs", args->store.shard_dbs,
+                  "The ledgers of every shard (`ingest --shard K/N`), comma-separated, settled\n"
+                  "together as one ledger instead of --db (docs/SCALING.md): lines per\n"
+                  "allocation from the shard that holds it, the registry once (every shard must\n"
+                  "hold the same), totals and the capacity identity over all of them")
+      ->delimiter(',');
   cmd->add_option("--period", args->period, "Billing month, YYYY-MM (KST)");
   cmd->add_option("--format", args->format,
                   "table (for people), json (canonical, docs/FORMATS.md), csv, html (printable) "
@@ -345,7 +410,7 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
   AddStatusCommand(cmd, exit_code);
   cmd->callback([cmd, args, exit_code] {
     if (!cmd->get_subcommands().empty()) return;
-    if (args->store.db.empty()) {
+    if (args->store.db.empty() && args->store.shard_dbs.empty()) {
       *exit_code =
           UsageError(absl::InvalidArgumentError("--db LEDGER (or GPULEDGER_DB) is required"));
       return;
@@ -362,7 +427,9 @@ void AddSettleCommand(CLI::App& app, int* exit_code) {
     }
     auto opened = OpenAndCatchUp(args->store);
     if (!opened.ok()) {
-      *exit_code = Report(opened.status());
+      *exit_code = absl::IsInvalidArgument(opened.status()) && !args->store.shard_dbs.empty()
+                       ? UsageError(opened.status())
+                       : Report(opened.status());
       return;
     }
     settlement::DocumentFilter filter;

@@ -48,6 +48,11 @@ std::function<void(std::string_view, uint64_t, uint64_t)> VerifyProgressLog();
 // `ledger follow` and `ledger promote` (cmd_replicate.cc), under `ledger`.
 void AddLedgerReplicationCommands(CLI::App& ledger_cmd, int* exit_code);
 
+// "K/N" (--shard): shard K of N, 0 <= K < N <= 1024. INVALID_ARGUMENT names what is wrong.
+absl::Status ParseShard(const std::string& text, uint32_t* shard, uint32_t* shards);
+// The ledger meta name that records a sharded ledger's "K/N".
+inline constexpr char kShardMeta[] = "shard";
+
 // The signing options of a command that writes the ledger (ingest, ledger promote): the
 // operator's key from --signing-key (with --previous-signing-key for a rotation), or none with
 // --unsigned. INVALID_ARGUMENT when neither is given (a usage error).

@@ -18,16 +18,22 @@ struct StoreArgs {
   std::string db;
   std::string store;  // empty: <db>.settlement
   settlement::SettleOptions options;
+  // `settle --shard-dbs`: the ledgers of every shard, settled together (db is then unused).
+  std::vector<std::string> shard_dbs;
 };
 
 struct OpenedSettlement {
-  std::unique_ptr<ledger::Ledger> ledger;
+  // Removes a temporary store's directory; destroyed last.
+  std::shared_ptr<void> cleanup;
+  std::unique_ptr<ledger::Ledger> ledger;               // one ledger, or null for shards
+  std::vector<std::unique_ptr<ledger::Ledger>> shards;  // shard_dbs
   settlement::Settlement settlement;
 };
 
 std::string DefaultStorePath(const std::string& db);
 void AddStoreOptions(CLI::App* cmd, StoreArgs* args, bool db_required);
-// Opens the ledger read-only and the store, and applies new ledger entries to the store.
+// Opens the ledger read-only and the store, and applies new ledger entries to the store. With
+// shard_dbs: every shard's ledger, settled as one into a temporary store (settlement/shards.h).
 absl::StatusOr<OpenedSettlement> OpenAndCatchUp(const StoreArgs& args);
 // Writes `text` to `path` ("" or "-": stdout).
 absl::Status WriteOutput(const std::string& path, const std::string& text);

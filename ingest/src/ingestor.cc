@@ -206,6 +206,7 @@ absl::Status IngestLoop::Setup() {
   consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
   if (!consumer_) return absl::InvalidArgumentError(absl::StrCat("Kafka consumer: ", err));
   if (options_.publish_rejected) {
+    if (options_.shards > 1) notifier_.SetShard(absl::StrCat(options_.shard, "/", options_.shards));
     GPULEDGER_RETURN_IF_ERROR(notifier_.Start(options_.brokers, options_.kafka_config));
     GPULEDGER_RETURN_IF_ERROR(ResendUnconfirmedNotices());
   }
@@ -222,7 +223,16 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
   ++generation_;
   if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
     const ledger::OffsetMap stored = ledger_.Offsets();
+    // A shard takes the whole registry and its own usage partitions; its group gives it every
+    // partition (each shard is a group of its own).
+    std::vector<RdKafka::TopicPartition*> owned;
     for (RdKafka::TopicPartition* tp : partitions) {
+      if (tp->topic() == options_.limits.topics.Registry() ||
+          ShardOwns(tp->partition(), options_.shard, options_.shards)) {
+        owned.push_back(tp);
+      }
+    }
+    for (RdKafka::TopicPartition* tp : owned) {
       const ledger::TopicPartition key{tp->topic(), tp->partition()};
       auto it = stored.find(key);
       tp->set_offset(it != stored.end() ? it->second : RdKafka::Topic::OFFSET_BEGINNING);
@@ -232,13 +242,17 @@ void IngestLoop::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCo
       spdlog::info("assigned {}[{}] from offset {}", key.topic, key.partition,
                    it != stored.end() ? absl::StrCat(it->second) : std::string("beginning"));
     }
-    ever_assigned_ = ever_assigned_ || !partitions.empty();
-    consumer->assign(partitions);
+    if (owned.size() != partitions.size()) {
+      spdlog::info("shard {} of {}: {} of the {} partitions assigned are this shard's",
+                   options_.shard, options_.shards, owned.size(), partitions.size());
+    }
+    ever_assigned_ = ever_assigned_ || !owned.empty();
+    consumer->assign(owned);
     // Read the registry to its end before usage: usage read ahead of the allocations it names
     // would only be parked (held in memory) and decided later.
     std::vector<RdKafka::TopicPartition*> usage;
     bool registry = false;
-    for (RdKafka::TopicPartition* tp : partitions) {
+    for (RdKafka::TopicPartition* tp : owned) {
       if (tp->topic() == options_.limits.topics.Registry()) {
         registry = true;
       } else {
@@ -335,6 +349,10 @@ absl::Status IngestLoop::Handle(const RdKafka::Message& msg, Consumed* ahead, bo
     // it: it waits here (its registry offset not advanced) until then.
     close_offsets_.clear();
     for (const auto& o : r->period_close().usage_offsets()) {
+      // A shard waits only for its own partitions: each shard's close covers the usage before
+      // the markers on its partitions, and the shards' closes together cover what one ledger's
+      // would.
+      if (!ShardOwns(o.partition(), options_.shard, options_.shards)) continue;
       close_offsets_[{o.topic(), o.partition()}] = o.offset();
     }
     spdlog::info("period {} close read: recorded once the usage it covers is read ({} partitions)",
@@ -575,7 +593,9 @@ absl::Status IngestLoop::Record(const Decoded& decoded) {
     ++stats_.rejected;
     ++stats_.rejected_by_reason[reason];
     metrics_.OnMessage(MessageOutcome::kRejected, reason);
-    if (options_.publish_rejected) {
+    // Every shard records the registry; the first one announces its rejections.
+    if (options_.publish_rejected &&
+        (options_.shard == 0 || candidate.source != gpuledger::v1::SOURCE_REGISTRY)) {
       batch_rejected_.push_back(
           {result.seq, reason, candidate.source_id, candidate.payload, candidate.topic});
     }
@@ -604,7 +624,8 @@ absl::Status IngestLoop::ResendUnconfirmedNotices() {
   std::vector<RejectedNotice> notices;
   GPULEDGER_RETURN_IF_ERROR(
       ledger_.Scan(through + 1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
-        if (e.entry.outcome() == gpuledger::v1::REJECTED) {
+        if (e.entry.outcome() == gpuledger::v1::REJECTED &&
+            (options_.shard == 0 || e.entry.source() != gpuledger::v1::SOURCE_REGISTRY)) {
           notices.push_back({e.seq, e.entry.reason_code(), e.entry.source_id(), e.entry.payload(),
                              e.entry.topic()});
         }

@@ -61,6 +61,7 @@ void RejectedNotifier::Send(const std::vector<RejectedNotice>& notices) {
       headers->add(kReasonHeader, n.reason_code);
       headers->add(kSeqHeader, absl::StrCat(n.seq));
       headers->add(kSourceTopicHeader, n.source_topic);
+      if (!shard_.empty()) headers->add(kShardHeader, shard_);
       const RdKafka::ErrorCode code =
           producer_->produce(topic_, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
                              const_cast<char*>(n.payload.data()), n.payload.size(),

@@ -25,6 +25,8 @@ namespace gpuledger::ingest {
 inline constexpr char kReasonHeader[] = "gpuledger-reason";
 inline constexpr char kSeqHeader[] = "gpuledger-seq";
 inline constexpr char kSourceTopicHeader[] = "gpuledger-source-topic";
+// Sharded ingest only: "K/N", the shard whose ledger seq gpuledger-seq is.
+inline constexpr char kShardHeader[] = "gpuledger-shard";
 
 // One rejected entry of the batch in flight.
 struct RejectedNotice {
@@ -49,6 +51,9 @@ class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::Event
   RejectedNotifier(std::string topic, IngestMetrics& metrics)
       : topic_(std::move(topic)), metrics_(metrics) {}
 
+  // Sharded ingest: every notice also carries kShardHeader = `shard` ("K/N"), since seqs are
+  // per shard. Call before Start.
+  void SetShard(std::string shard) { shard_ = std::move(shard); }
   // Creates the idempotent producer, with `kafka_config`'s properties (credentials).
   absl::Status Start(const std::string& brokers, const KafkaConfig& kafka_config);
   // Queues `notices` for delivery (asynchronous; never fails the caller).
@@ -67,6 +72,7 @@ class RejectedNotifier : public RdKafka::DeliveryReportCb, public RdKafka::Event
   void event_cb(RdKafka::Event& event) override;
 
  private:
+  std::string shard_;
   std::string topic_;
   IngestMetrics& metrics_;
   std::unique_ptr<RdKafka::Producer> producer_;

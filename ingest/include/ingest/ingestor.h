@@ -59,7 +59,18 @@ struct IngestOptions {
   std::string state_dir;
   // Validation limits applied to each event.
   ValidationLimits limits;
+  // Sharded ingest (docs/SCALING.md): this ledger is shard `shard` of `shards`. It records the
+  // whole registry and the usage partitions p with p % shards == shard of every usage topic.
+  // Each shard is a consumer group of its own (group_id should differ per shard). Default: 0 of
+  // 1, every partition.
+  uint32_t shard = 0;
+  uint32_t shards = 1;
 };
+
+// True when usage partition `partition` belongs to shard `shard` of `shards`.
+inline bool ShardOwns(int32_t partition, uint32_t shard, uint32_t shards) {
+  return shards <= 1 || static_cast<uint32_t>(partition) % shards == shard;
+}
 
 struct IngestStats {
   uint64_t consumed = 0;    // messages read from Kafka

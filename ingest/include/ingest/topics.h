@@ -4,6 +4,7 @@
 // Kafka cluster.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -27,7 +28,12 @@ class TopicNames {
   std::string Alerts() const { return prefix_ + "gpuledger.alerts"; }
   // The ledger topic (docs/RELIABILITY.md): the writer's commits, in ledger order, for standbys
   // and auditors. One partition, kept forever.
-  std::string Ledger() const { return prefix_ + "gpuledger.ledger"; }
+  // A shard's (docs/SCALING.md): gpuledger.ledger.shard-K-of-N when there are N > 1 shards.
+  std::string Ledger(uint32_t shard = 0, uint32_t shards = 1) const {
+    if (shards <= 1) return prefix_ + "gpuledger.ledger";
+    return prefix_ + "gpuledger.ledger.shard-" + std::to_string(shard) + "-of-" +
+           std::to_string(shards);
+  }
   std::string Usage(const std::string& csp_id) const { return UsagePrefix() + csp_id; }
   std::string UsagePrefix() const { return prefix_ + "gpuledger.usage."; }
   // librdkafka subscription pattern for every CSP usage topic (a leading '^' makes it a regex).
