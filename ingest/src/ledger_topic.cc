@@ -14,6 +14,7 @@
 #include "base/status.h"
 #include "gpuledger/v1/ledger.pb.h"
 #include "ingest/publisher.h"
+#include "kafka_log.h"
 #include "kafka_status.h"
 
 namespace gpuledger::ingest {
@@ -70,9 +71,11 @@ class DeliveryOffset : public RdKafka::DeliveryReportCb {
 class KafkaCommitLog : public ledger::CommitLog {
  public:
   KafkaCommitLog(LedgerTopicOptions options, std::unique_ptr<RdKafka::Producer> producer,
-                 std::unique_ptr<DeliveryOffset> delivery, uint64_t epoch, bool takeover)
+                 std::unique_ptr<DeliveryOffset> delivery, std::unique_ptr<LogForwarder> log,
+                 uint64_t epoch, bool takeover)
       : options_(std::move(options)),
         delivery_(std::move(delivery)),
+        log_(std::move(log)),
         producer_(std::move(producer)),
         epoch_(epoch),
         takeover_(takeover) {}
@@ -149,6 +152,7 @@ class KafkaCommitLog : public ledger::CommitLog {
 
   LedgerTopicOptions options_;
   std::unique_ptr<DeliveryOffset> delivery_;
+  std::unique_ptr<LogForwarder> log_;
   std::unique_ptr<RdKafka::Producer> producer_;
   uint64_t epoch_;
   bool takeover_;
@@ -157,7 +161,7 @@ class KafkaCommitLog : public ledger::CommitLog {
 };
 
 absl::StatusOr<std::unique_ptr<RdKafka::KafkaConsumer>> NewFollower(
-    const LedgerTopicOptions& options) {
+    const LedgerTopicOptions& options, LogForwarder* log) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", options.brokers));
   GPULEDGER_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", "gpuledger-ledger-follow"));
@@ -175,6 +179,9 @@ absl::StatusOr<std::unique_ptr<RdKafka::KafkaConsumer>> NewFollower(
                                     std::to_string(kMaxCommitBytes + 1'000'000)));
   GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), options.kafka_config));
   std::string error;
+  if (conf->set("event_cb", static_cast<RdKafka::EventCb*>(log), error) != RdKafka::Conf::CONF_OK) {
+    return absl::InternalError(error);
+  }
   std::unique_ptr<RdKafka::KafkaConsumer> consumer(
       RdKafka::KafkaConsumer::create(conf.get(), error));
   if (!consumer) {
@@ -207,8 +214,9 @@ absl::Status EnsureLedgerTopic(const LedgerTopicOptions& options) {
 absl::StatusOr<uint64_t> FollowLedgerTopic(
     const LedgerTopicOptions& options, ledger::Ledger& ledger, const std::atomic<bool>& stop,
     bool until_end, const std::function<void(const v1::LedgerCommit&)>& on_commit) {
+  LogForwarder log;  // outlives the consumer
   GPULEDGER_ASSIGN_OR_RETURN(std::unique_ptr<RdKafka::KafkaConsumer> consumer,
-                             NewFollower(options));
+                             NewFollower(options, &log));
   const int64_t start = ledger.replication().next_offset();
   std::vector<RdKafka::TopicPartition*> assignment = {RdKafka::TopicPartition::create(
       options.topic, 0, start > 0 ? start : RdKafka::Topic::OFFSET_BEGINNING)};
@@ -294,9 +302,12 @@ absl::Status StartLedgerTopicWriter(const LedgerTopicOptions& options, ledger::L
   GPULEDGER_RETURN_IF_ERROR(
       SetConf(conf.get(), "transaction.timeout.ms", std::to_string(options.timeout_ms * 2)));
   auto delivery = std::make_unique<DeliveryOffset>();
+  auto log = std::make_unique<LogForwarder>();
   std::string error;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(delivery.get()), error) !=
-      RdKafka::Conf::CONF_OK) {
+          RdKafka::Conf::CONF_OK ||
+      conf->set("event_cb", static_cast<RdKafka::EventCb*>(log.get()), error) !=
+          RdKafka::Conf::CONF_OK) {
     return absl::InternalError(error);
   }
   GPULEDGER_RETURN_IF_ERROR(ApplyKafkaConfig(conf.get(), options.kafka_config));
@@ -318,9 +329,9 @@ absl::Status StartLedgerTopicWriter(const LedgerTopicOptions& options, ledger::L
   const v1::ReplicationState state = ledger.replication();
   const bool new_epoch = takeover || state.epoch() == 0;
   const uint64_t epoch = new_epoch ? state.epoch() + 1 : state.epoch();
-  auto log = std::make_shared<KafkaCommitLog>(options, std::move(producer), std::move(delivery),
-                                              epoch, new_epoch);
-  GPULEDGER_RETURN_IF_ERROR(ledger.StartPublishing(log));
+  auto commit_log = std::make_shared<KafkaCommitLog>(
+      options, std::move(producer), std::move(delivery), std::move(log), epoch, new_epoch);
+  GPULEDGER_RETURN_IF_ERROR(ledger.StartPublishing(commit_log));
   spdlog::info(
       "ledger topic {}: node '{}' writes at epoch {}{} (applied {} commits from the topic first; "
       "ledger head seq {})",

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -177,6 +178,48 @@ TEST_F(LedgerTopicTest, AWriterThatSkippedFencingIsCaughtByTheStandbys) {
   // It stopped at b's takeover: what it holds is b's ledger.
   EXPECT_EQ(c->head().hash, b->head().hash);
   EXPECT_EQ(c->replication().writer(), "node-b");
+}
+
+TEST_F(LedgerTopicTest, AWriterKilledInsideATransactionDelaysNoTakeoverAndIsNeverApplied) {
+  auto a = Open("a");
+  ASSERT_TRUE(ingest::StartLedgerTopicWriter(Topic("node-a"), *a, false).ok());
+  ASSERT_TRUE(Write(*a, 2).ok());
+  const ledger::Head before = a->head();
+  // a's last transaction, opened and never ended (a SIGKILL between its produce and its
+  // commit): what it holds is not a commit at all, so applying it would fail.
+  std::string err;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  ASSERT_EQ(conf->set("bootstrap.servers", brokers_, err), RdKafka::Conf::CONF_OK);
+  ASSERT_EQ(conf->set("transactional.id", "gpuledger-ledger:" + topics_.Ledger(), err),
+            RdKafka::Conf::CONF_OK);
+  ASSERT_EQ(conf->set("transaction.timeout.ms", "300000", err), RdKafka::Conf::CONF_OK);
+  std::unique_ptr<RdKafka::Producer> dying(RdKafka::Producer::create(conf.get(), err));
+  ASSERT_TRUE(dying) << err;
+  ASSERT_EQ(std::unique_ptr<RdKafka::Error>(dying->init_transactions(20'000)), nullptr);
+  ASSERT_EQ(std::unique_ptr<RdKafka::Error>(dying->begin_transaction()), nullptr);
+  std::string garbage = "not a ledger commit";
+  ASSERT_EQ(dying->produce(topics_.Ledger(), 0, RdKafka::Producer::RK_MSG_COPY, garbage.data(),
+                           garbage.size(), nullptr, 0, 0, nullptr),
+            RdKafka::ERR_NO_ERROR);
+  ASSERT_EQ(dying->flush(20'000), RdKafka::ERR_NO_ERROR);
+  // A standby following now stops at the open transaction, without waiting for it.
+  auto b = Open("b", true);
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(Follow(*b).ok());
+  EXPECT_EQ(b->head().hash, before.hash);
+  b.reset();
+  // The takeover aborts it (the transaction would otherwise stay open for 5 minutes).
+  b = Open("b");
+  absl::Status promoted = ingest::StartLedgerTopicWriter(Topic("node-b"), *b, true);
+  ASSERT_TRUE(promoted.ok()) << promoted;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(30));
+  EXPECT_EQ(b->head().hash, before.hash);
+  ASSERT_TRUE(Write(*b, 1).ok());
+  auto c = Open("c", true);
+  auto followed = Follow(*c);
+  ASSERT_TRUE(followed.ok()) << followed.status();
+  EXPECT_EQ(c->head().hash, b->head().hash);
+  EXPECT_EQ(c->head().seq, 15u);
 }
 
 }  // namespace
