@@ -218,7 +218,9 @@ void AddStats(CLI::App& ledger_cmd, int* exit_code) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = ledger_cmd.add_subcommand(
-      "stats", "Counts by outcome and reason, duplicates dropped, head, checkpoints, disk size.");
+      "stats",
+      "Counts by outcome and reason, duplicates dropped, head, checkpoints, disk size, and\n"
+      "for a ledger with a ledger topic its writer, epoch and position in the topic.");
   cmd->add_option("--db", args->db, "Ledger directory")->required()->envname("GPULEDGER_DB");
   cmd->add_flag("--json", args->json, "Print JSON instead of text");
   cmd->callback([args, exit_code] {
@@ -254,6 +256,12 @@ void AddStats(CLI::App& ledger_cmd, int* exit_code) {
     j["checkpoints"] = checkpoints;
     j["last_checkpoint_seq"] = last_checkpoint;
     j["disk_bytes"] = (*l)->ApproximateDiskBytes();
+    const auto replication = (*l)->replication();
+    if (replication.epoch() > 0) {
+      j["ledger_topic"] = {{"epoch", replication.epoch()},
+                           {"writer", replication.writer()},
+                           {"next_offset", replication.next_offset()}};
+    }
     if (args->json) {
       std::cout << j.dump(2) << "\n";
       return;
@@ -268,6 +276,11 @@ void AddStats(CLI::App& ledger_cmd, int* exit_code) {
               << "checkpoints         " << checkpoints << " (every " << (*l)->checkpoint_interval()
               << ", last at seq " << last_checkpoint << ")\n"
               << "disk                " << (*l)->ApproximateDiskBytes() << " bytes\n";
+    if (replication.epoch() > 0) {
+      std::cout << "ledger topic        writer '" << replication.writer() << "', epoch "
+                << replication.epoch() << ", applied to offset " << replication.next_offset()
+                << "\n";
+    }
   });
 }
 

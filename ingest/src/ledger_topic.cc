@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -26,6 +27,8 @@ namespace {
 // Ledger commits can be large (a group commit of 5,000 entries is a few MiB).
 constexpr int kMaxCommitBytes = 64 << 20;
 constexpr char kMaxCommitBytesText[] = "67108864";
+// How many publish timeouts a commit may take when the broker is away (see PublishBytes).
+constexpr int64_t kRetryTimeouts = 4;
 
 std::string TransactionalId(const LedgerTopicOptions& options) {
   return options.transactional_id.empty() ? absl::StrCat("gpuledger-ledger:", options.topic)
@@ -109,45 +112,66 @@ class KafkaCommitLog : public ledger::CommitLog {
   }
 
  private:
+  // One transaction holding the commit. A broker that is away for a while (a restart) is
+  // waited for: a commit that cannot be ended is retried, an aborted transaction is made again,
+  // for up to kRetryTimeouts publish timeouts. Fenced or fatal: at once.
   absl::StatusOr<int64_t> PublishBytes(const std::string& bytes) {
     const int timeout = static_cast<int>(options_.timeout_ms);
-    if (std::unique_ptr<RdKafka::Error> e(producer_->begin_transaction()); e) {
-      return FromKafkaError(*e, "begin a ledger topic transaction");
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(options_.timeout_ms * kRetryTimeouts);
+    for (int attempt = 1;; ++attempt) {
+      absl::Status st;
+      if (std::unique_ptr<RdKafka::Error> e(producer_->begin_transaction()); e) {
+        st = FromKafkaError(*e, "begin a ledger topic transaction");
+      }
+      if (st.ok()) {
+        delivery_->offset = -1;
+        delivery_->error = absl::OkStatus();
+        const RdKafka::ErrorCode code = producer_->produce(
+            options_.topic, 0, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(bytes.data()),
+            bytes.size(), nullptr, 0, 0, nullptr);
+        st = FromKafka(code, absl::StrCat("publish a commit to ", options_.topic));
+      }
+      // Delivered (its offset known) before the transaction commits.
+      if (st.ok()) producer_->flush(timeout);
+      if (st.ok()) st = delivery_->error;
+      if (st.ok() && delivery_->offset < 0) {
+        st = absl::UnavailableError(absl::StrCat("a commit to ", options_.topic,
+                                                 " was not acknowledged within ", timeout, " ms"));
+      }
+      while (st.ok()) {
+        std::unique_ptr<RdKafka::Error> e(producer_->commit_transaction(timeout));
+        if (!e) return delivery_->offset;
+        st = FromKafkaError(*e, "commit a ledger topic transaction");
+        // Retriable: the outcome is not known yet; asking again is how librdkafka learns it.
+        if (e->is_retriable() && std::chrono::steady_clock::now() < deadline) {
+          spdlog::warn("ledger topic {}: {}; trying again", options_.topic,
+                       std::string(st.message()));
+          st = absl::OkStatus();
+          continue;
+        }
+        if (!e->txn_requires_abort()) return st;
+      }
+      // A fatal error (the producer was fenced) purges the message: that is what to say.
+      std::string fatal_text;
+      if (const RdKafka::ErrorCode fatal = producer_->fatal_error(fatal_text);
+          fatal != RdKafka::ERR_NO_ERROR) {
+        const std::string msg =
+            absl::StrCat("publish a commit to ", options_.topic, ": ", fatal_text);
+        return IsFenced(fatal) ? Fenced(msg) : FromKafka(fatal, msg);
+      }
+      // Not published: the transaction's message is never read by standbys (read_committed).
+      std::unique_ptr<RdKafka::Error> aborted(producer_->abort_transaction(timeout));
+      if (aborted) {
+        spdlog::warn("ledger topic {}: aborting the transaction failed: {}", options_.topic,
+                     aborted->str());
+        return st;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return st;
+      spdlog::warn("ledger topic {}: {} (attempt {}); publishing the commit again", options_.topic,
+                   std::string(st.message()), attempt);
+      std::this_thread::sleep_for(std::chrono::seconds(1));
     }
-    delivery_->offset = -1;
-    delivery_->error = absl::OkStatus();
-    RdKafka::ErrorCode code =
-        producer_->produce(options_.topic, 0, RdKafka::Producer::RK_MSG_COPY,
-                           const_cast<char*>(bytes.data()), bytes.size(), nullptr, 0, 0, nullptr);
-    absl::Status st = FromKafka(code, absl::StrCat("publish a commit to ", options_.topic));
-    // Delivered (its offset known) before the transaction commits.
-    if (st.ok()) producer_->flush(timeout);
-    if (st.ok()) st = delivery_->error;
-    if (st.ok() && delivery_->offset < 0) {
-      st = absl::UnavailableError(absl::StrCat("a commit to ", options_.topic,
-                                               " was not acknowledged within ", timeout, " ms"));
-    }
-    if (st.ok()) {
-      std::unique_ptr<RdKafka::Error> e(producer_->commit_transaction(timeout));
-      if (!e) return delivery_->offset;
-      st = FromKafkaError(*e, "commit a ledger topic transaction");
-      if (!e->txn_requires_abort()) return st;
-    }
-    // A fatal error (the producer was fenced) purges the message: that is what to say.
-    std::string fatal_text;
-    if (const RdKafka::ErrorCode fatal = producer_->fatal_error(fatal_text);
-        fatal != RdKafka::ERR_NO_ERROR) {
-      const std::string msg =
-          absl::StrCat("publish a commit to ", options_.topic, ": ", fatal_text);
-      return IsFenced(fatal) ? Fenced(msg) : FromKafka(fatal, msg);
-    }
-    // Not published: the transaction's message is never read by standbys (read_committed).
-    std::unique_ptr<RdKafka::Error> aborted(producer_->abort_transaction(timeout));
-    if (aborted) {
-      spdlog::warn("ledger topic {}: aborting the transaction failed: {}", options_.topic,
-                   aborted->str());
-    }
-    return st;
   }
 
   LedgerTopicOptions options_;

@@ -93,6 +93,11 @@ TOTAL=$(head_of "$WORK/ref")
 
 [ "$(hash_of "$WORK/a")" = "$(hash_of "$WORK/b")" ] || fail "a and b hold different ledgers"
 for l in a b; do
+  topic=$("$G" ledger stats --db "$WORK/$l" --json 2>/dev/null |
+    python3 -c 'import json,sys; t=json.load(sys.stdin)["ledger_topic"]; print(t["writer"], t["epoch"])')
+  [ "$topic" = "b 2" ] || fail "$l's ledger says its topic's writer and epoch are '$topic', not 'b 2'"
+done
+for l in a b; do
   "$G" ledger verify --db "$WORK/$l" >"$WORK/verify-$l.log" 2>&1 || fail "ledger verify $l"
 done
 # Nothing lost, nothing doubled: the same decisions as the one-node run.

@@ -26,7 +26,9 @@ struct LedgerTopicOptions {
   std::string topic;
   // This node's name, recorded as the writer of each commit it publishes. Required to write.
   std::string node;
-  // How long a publish, a fencing or a catch-up may wait for the broker, ms. Default: 30,000.
+  // How long a publish, a fencing or a catch-up may wait for the broker, ms; a commit whose
+  // transaction cannot be ended (a broker restarting) is tried again for up to 4 times this.
+  // Default: 30,000.
   int64_t timeout_ms = 30'000;
   // The transactional id the writers of `topic` share: empty means "gpuledger-ledger:" + topic.
   // A writer with another id is not fenced by a takeover: for the test that shows the standbys
