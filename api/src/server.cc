@@ -339,11 +339,13 @@ awaitable<HttpResponse> PublishEvents(const HttpRequest& request, Shared& shared
             },
             use_awaitable);
   }
-  for (const ingest::Delivery& d : deliveries) {
-    shared.metrics.events.Add({{"outcome", d.status.ok() ? "taken" : "failed"}}).Increment();
-  }
-  for (const ingest::GatewayEvent& e : call.events) {
-    if (!e.reason.empty()) shared.metrics.events.Add({{"outcome", "refused"}}).Increment();
+  // Counted once a request (a series' lookup per event was a measurable part of the gateway).
+  double taken = 0, failed = 0, refused = 0;
+  for (const ingest::Delivery& d : deliveries) (d.status.ok() ? taken : failed) += 1;
+  for (const ingest::GatewayEvent& e : call.events) refused += e.reason.empty() ? 0 : 1;
+  for (const auto& [outcome, n] :
+       {std::pair<const char*, double>{"taken", taken}, {"failed", failed}, {"refused", refused}}) {
+    if (n > 0) shared.metrics.events.Add({{"outcome", outcome}}).Increment(n);
   }
   HttpResponse answer = AnswerEvents(call, deliveries);
   answer.principal = call.principal;

@@ -10,11 +10,13 @@
 #include "absl/strings/str_split.h"
 #include "ingest/reasons.h"
 #include "json_message.h"
+#include "json_wire.h"
 
 namespace gpuledger::ingest {
 
 namespace v1 = gpuledger::v1;
 namespace dom = simdjson::dom;
+namespace pb = google::protobuf;
 
 namespace {
 
@@ -187,21 +189,101 @@ void Finish(const absl::Status& st, v1::UsageEvent& e, const HttpEventsOptions& 
   g->encoded = std::move(*encoded);
 }
 
+// What the gateway needs to know of a plain event while its wire bytes are written
+// (EncodeJson): what Finish reads from the message.
+class UsageFacts : public WireVisitor {
+ public:
+  std::string_view event_id, csp_id, allocation_id;
+  int64_t schema_version = 0;
+  v1::UsageEvent::BodyCase body = v1::UsageEvent::BODY_NOT_SET;
+  v1::Program program{};
+  v1::GpuModel gpu_model{};
+
+  void String(int depth, const pb::FieldDescriptor* f, std::string_view value) override {
+    if (depth == 0) {
+      if (f->number() == v1::UsageEvent::kEventIdFieldNumber) event_id = value;
+      if (f->number() == v1::UsageEvent::kCspIdFieldNumber) csp_id = value;
+    } else if (depth == 1 && in_body && f->name() == "allocation_id") {
+      allocation_id = value;
+    }
+  }
+  void Number(int depth, const pb::FieldDescriptor* f, int64_t value) override {
+    if (depth == 0 && f->number() == v1::UsageEvent::kSchemaVersionFieldNumber) {
+      schema_version = value;
+    } else if (depth == 1 && in_body && f->type() == pb::FieldDescriptor::TYPE_ENUM) {
+      if (f->enum_type() == v1::Program_descriptor()) program = static_cast<v1::Program>(value);
+      if (f->enum_type() == v1::GpuModel_descriptor()) {
+        gpu_model = static_cast<v1::GpuModel>(value);
+      }
+    }
+  }
+  void Message(int depth, const pb::FieldDescriptor* f) override {
+    if (depth != 0) return;
+    in_body = f->containing_oneof() != nullptr;  // the fields that follow are the body's
+    if (in_body) body = static_cast<v1::UsageEvent::BodyCase>(f->number());
+  }
+
+ private:
+  bool in_body = false;
+};
+
+// One plain JSON event, turned into wire bytes without a message (json_wire.h): the same
+// checks, errors and defaults as MessageFromJson + Finish give, which the gateway's tests compare
+// on every input they have (ingest/tests/gateway_test.cc, tests/fuzz/fuzz_gateway.cc).
+GatewayEvent FromPlainEvent(dom::element j, const HttpEventsOptions& options) {
+  static const WireSchema& schema = WireSchema::Of(v1::UsageEvent::descriptor());
+  GatewayEvent g;
+  if (!j.is_object()) {
+    g.reason = reason::kMalformed;
+    g.detail = "an event must be a JSON object";
+    return g;
+  }
+  UsageFacts facts;
+  std::string& value = g.encoded.value;
+  value.reserve(256);
+  if (absl::Status st = EncodeJson(j, schema, &value, &facts); !st.ok()) {
+    g.event_id = IdOf(j, false);
+    g.reason = reason::kMalformed;
+    g.detail = std::string(st.message());
+    value.clear();
+    return g;
+  }
+  g.event_id = std::string(facts.event_id);
+  // Defaults appended: a later value of a field wins when the bytes are parsed.
+  if (facts.schema_version == 0) {
+    AppendVarintField(v1::UsageEvent::kSchemaVersionFieldNumber, 1, &value);
+  }
+  if (facts.csp_id.empty()) {
+    facts.csp_id = options.csp;
+    AppendStringField(v1::UsageEvent::kCspIdFieldNumber, options.csp, &value);
+  }
+  if (facts.csp_id != options.csp) {
+    g.reason = reason::kCspTopicMismatch;
+    g.detail = absl::StrCat("cspId \"", std::string(facts.csp_id.substr(0, 64)),
+                            "\" is not this token's CSP (", options.csp,
+                            "): a CSP publishes only its own usage");
+    value.clear();
+    return g;
+  }
+  if (facts.body == v1::UsageEvent::kCloseMarker) {
+    g.reason = reason::kMalformed;
+    g.detail = "a close marker is written by the operator's `gpuledger settle close`, not a CSP";
+    value.clear();
+    return g;
+  }
+  g.encoded.topic = options.topics.Usage(options.csp);
+  g.encoded.key = UsageEventKey(facts.body, facts.allocation_id, facts.program, facts.gpu_model,
+                                facts.event_id);
+  return g;
+}
+
 // One event of a JSON body (a plain event or a structured CloudEvent).
 GatewayEvent FromElement(dom::element j, bool cloudevent, const HttpEventsOptions& options) {
+  if (!cloudevent) return FromPlainEvent(j, options);
   GatewayEvent g;
   g.event_id = IdOf(j, cloudevent);
   v1::UsageEvent e;
-  absl::Status st;
-  if (cloudevent) {
-    st = FromStructured(j, options.csp, &e);
-  } else if (!j.is_object()) {
-    st = absl::InvalidArgumentError("an event must be a JSON object");
-  } else {
-    st = MessageFromJson(j, &e);
-    DefaultVersion(&e);
-  }
-  Finish(st, e, options, &g);
+  Finish(FromStructured(j, options.csp, &e), e, options, &g);
   return g;
 }
 

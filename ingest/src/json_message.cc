@@ -26,14 +26,10 @@ std::string Shown(std::string_view s) {
   return std::string(s.substr(0, 64)) + (s.size() > 64 ? "…" : "");
 }
 
-bool IsTimeField(const pb::FieldDescriptor* f) {
-  return f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT64 &&
-         (absl::EndsWith(f->name(), "_ms") || absl::EndsWith(f->json_name(), "Ms"));
-}
+}  // namespace
 
-// An integer from a JSON integer or a decimal string, within [lo, hi].
 template <typename T>
-absl::StatusOr<T> Integer(dom::element v, const pb::FieldDescriptor* f) {
+absl::StatusOr<T> JsonInteger(dom::element v, const pb::FieldDescriptor* f) {
   constexpr T lo = std::numeric_limits<T>::min();
   constexpr T hi = std::numeric_limits<T>::max();
   auto range = [&] {
@@ -75,6 +71,62 @@ absl::StatusOr<T> Integer(dom::element v, const pb::FieldDescriptor* f) {
                        IsTimeField(f) ? " (epoch ms) or an RFC 3339 time" : ""));
   }
 }
+
+template absl::StatusOr<int64_t> JsonInteger<int64_t>(dom::element, const pb::FieldDescriptor*);
+template absl::StatusOr<uint64_t> JsonInteger<uint64_t>(dom::element, const pb::FieldDescriptor*);
+template absl::StatusOr<int32_t> JsonInteger<int32_t>(dom::element, const pb::FieldDescriptor*);
+template absl::StatusOr<uint32_t> JsonInteger<uint32_t>(dom::element, const pb::FieldDescriptor*);
+
+absl::StatusOr<bool> JsonBool(dom::element v, const pb::FieldDescriptor* f) {
+  if (!v.is_bool()) {
+    return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected true or false"));
+  }
+  return bool(v);
+}
+
+absl::StatusOr<std::string_view> JsonString(dom::element v, const pb::FieldDescriptor* f,
+                                            std::string* scratch) {
+  if (!v.is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected a string"));
+  }
+  const std::string_view s(v);
+  if (f->type() != pb::FieldDescriptor::TYPE_BYTES) return s;
+  scratch->clear();
+  if (!absl::Base64Unescape(Sv(s), scratch) && !absl::WebSafeBase64Unescape(Sv(s), scratch)) {
+    return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": not base64"));
+  }
+  return std::string_view(*scratch);
+}
+
+absl::StatusOr<int> JsonEnum(dom::element v, const pb::FieldDescriptor* f) {
+  const pb::EnumValueDescriptor* e = nullptr;
+  if (v.is_string()) {
+    e = f->enum_type()->FindValueByName(std::string(std::string_view(v)));
+  } else if (v.is_int64()) {
+    const int64_t n = int64_t(v);
+    if (n >= std::numeric_limits<int32_t>::min() && n <= std::numeric_limits<int32_t>::max()) {
+      e = f->enum_type()->FindValueByNumber(static_cast<int>(n));
+    }
+  }
+  if (e == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f->json_name(), ": not a value of ", f->enum_type()->name(),
+                     v.is_string() ? absl::StrCat(" (\"", Shown(std::string_view(v)), "\")") : ""));
+  }
+  return e->number();
+}
+
+absl::Status UnreadType(const pb::FieldDescriptor* f) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(f->json_name(), ": fields of type ", f->type_name(), " are not read"));
+}
+
+bool IsTimeField(const pb::FieldDescriptor* f) {
+  return f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT64 &&
+         (absl::EndsWith(f->name(), "_ms") || absl::EndsWith(f->json_name(), "Ms"));
+}
+
+namespace {
 
 absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Reflection* r,
                       pb::Message* m, bool repeated);
@@ -156,67 +208,47 @@ absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Re
                       pb::Message* m, bool repeated) {
   switch (f->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_INT64: {
-      auto x = Integer<int64_t>(v, f);
+      auto x = JsonInteger<int64_t>(v, f);
       if (!x.ok()) return x.status();
       repeated ? r->AddInt64(m, f, *x) : r->SetInt64(m, f, *x);
       return absl::OkStatus();
     }
     case pb::FieldDescriptor::CPPTYPE_UINT64: {
-      auto x = Integer<uint64_t>(v, f);
+      auto x = JsonInteger<uint64_t>(v, f);
       if (!x.ok()) return x.status();
       repeated ? r->AddUInt64(m, f, *x) : r->SetUInt64(m, f, *x);
       return absl::OkStatus();
     }
     case pb::FieldDescriptor::CPPTYPE_INT32: {
-      auto x = Integer<int32_t>(v, f);
+      auto x = JsonInteger<int32_t>(v, f);
       if (!x.ok()) return x.status();
       repeated ? r->AddInt32(m, f, *x) : r->SetInt32(m, f, *x);
       return absl::OkStatus();
     }
     case pb::FieldDescriptor::CPPTYPE_UINT32: {
-      auto x = Integer<uint32_t>(v, f);
+      auto x = JsonInteger<uint32_t>(v, f);
       if (!x.ok()) return x.status();
       repeated ? r->AddUInt32(m, f, *x) : r->SetUInt32(m, f, *x);
       return absl::OkStatus();
     }
     case pb::FieldDescriptor::CPPTYPE_BOOL: {
-      if (!v.is_bool()) {
-        return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected true or false"));
-      }
-      repeated ? r->AddBool(m, f, bool(v)) : r->SetBool(m, f, bool(v));
+      auto x = JsonBool(v, f);
+      if (!x.ok()) return x.status();
+      repeated ? r->AddBool(m, f, *x) : r->SetBool(m, f, *x);
       return absl::OkStatus();
     }
     case pb::FieldDescriptor::CPPTYPE_STRING: {
-      if (!v.is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected a string"));
-      }
-      std::string s{std::string_view(v)};
-      if (f->type() == pb::FieldDescriptor::TYPE_BYTES) {
-        std::string bytes;
-        if (!absl::Base64Unescape(s, &bytes) && !absl::WebSafeBase64Unescape(s, &bytes)) {
-          return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": not base64"));
-        }
-        s = std::move(bytes);
-      }
+      std::string scratch;
+      auto x = JsonString(v, f, &scratch);
+      if (!x.ok()) return x.status();
+      std::string s(*x);
       repeated ? r->AddString(m, f, std::move(s)) : r->SetString(m, f, std::move(s));
       return absl::OkStatus();
     }
     case pb::FieldDescriptor::CPPTYPE_ENUM: {
-      const pb::EnumValueDescriptor* e = nullptr;
-      if (v.is_string()) {
-        e = f->enum_type()->FindValueByName(std::string(std::string_view(v)));
-      } else if (v.is_int64()) {
-        const int64_t n = int64_t(v);
-        if (n >= std::numeric_limits<int32_t>::min() && n <= std::numeric_limits<int32_t>::max()) {
-          e = f->enum_type()->FindValueByNumber(static_cast<int>(n));
-        }
-      }
-      if (e == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            f->json_name(), ": not a value of ", f->enum_type()->name(),
-            v.is_string() ? absl::StrCat(" (\"", Shown(std::string_view(v)), "\")") : ""));
-      }
-      repeated ? r->AddEnum(m, f, e) : r->SetEnum(m, f, e);
+      auto x = JsonEnum(v, f);
+      if (!x.ok()) return x.status();
+      repeated ? r->AddEnumValue(m, f, *x) : r->SetEnumValue(m, f, *x);
       return absl::OkStatus();
     }
     case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
@@ -227,8 +259,7 @@ absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Re
       return absl::OkStatus();
     }
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(f->json_name(), ": fields of type ", f->type_name(), " are not read"));
+      return UnreadType(f);
   }
 }
 

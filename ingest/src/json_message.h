@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 
 namespace gpuledger::ingest {
@@ -27,6 +28,24 @@ namespace gpuledger::ingest {
 // Milliseconds since the epoch of an RFC 3339 time; refused unless whole milliseconds. `field`
 // names it in the error.
 absl::StatusOr<int64_t> Rfc3339Ms(std::string_view text, std::string_view field);
+
+// One JSON value as a field of `f`'s type, with the errors above (each naming the field by its
+// JSON name): what both MessageFromJson and the wire encoder (json_wire.h) read values with.
+// JsonInteger: T is int64_t, uint64_t, int32_t or uint32_t (a time field also takes RFC 3339).
+template <typename T>
+absl::StatusOr<T> JsonInteger(simdjson::dom::element v, const google::protobuf::FieldDescriptor* f);
+absl::StatusOr<bool> JsonBool(simdjson::dom::element v, const google::protobuf::FieldDescriptor* f);
+// A string field's text (in the parsed document), or a bytes field's bytes (decoded from base64
+// into `scratch`, which the answer then points into).
+absl::StatusOr<std::string_view> JsonString(simdjson::dom::element v,
+                                            const google::protobuf::FieldDescriptor* f,
+                                            std::string* scratch);
+// An enum field's number, from a value's name or number (only values the schema has).
+absl::StatusOr<int> JsonEnum(simdjson::dom::element v, const google::protobuf::FieldDescriptor* f);
+// The error for a field of a type not read from JSON (float, double).
+absl::Status UnreadType(const google::protobuf::FieldDescriptor* f);
+// A 64-bit integer field named ..._ms / ...Ms: also read from an RFC 3339 string.
+bool IsTimeField(const google::protobuf::FieldDescriptor* f);
 
 // Fills `out` (cleared first) from a parsed JSON object.
 absl::Status MessageFromJson(simdjson::dom::element json, google::protobuf::Message* out);

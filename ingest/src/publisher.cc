@@ -45,40 +45,54 @@ absl::StatusOr<EncodedEvent> EncodeRegistry(const std::string& line, const Topic
 
 }  // namespace
 
+std::string UsageEventKey(v1::UsageEvent::BodyCase body, std::string_view allocation_id,
+                          v1::Program program, v1::GpuModel gpu_model, std::string_view event_id) {
+  const auto pool = [&] {
+    return absl::StrCat("pool:", v1::Program_Name(program), ":", v1::GpuModel_Name(gpu_model));
+  };
+  // Keyed by allocation so that one allocation's events stay in order on one partition.
+  switch (body) {
+    case v1::UsageEvent::kUsage:
+    case v1::UsageEvent::kCorrection:  // the target's: same partition, read after it
+      return std::string(allocation_id);
+    case v1::UsageEvent::kOutage:
+    case v1::UsageEvent::kOutageWithdrawal:  // keyed as the outage: read after it
+      return allocation_id.empty() ? pool() : std::string(allocation_id);
+    case v1::UsageEvent::kOwnUse:
+      return pool();
+    case v1::UsageEvent::kCloseMarker:  // written to a chosen partition, not by key
+    case v1::UsageEvent::BODY_NOT_SET:
+      break;
+  }
+  return std::string(event_id);
+}
+
 absl::StatusOr<EncodedEvent> EncodeUsageEvent(const v1::UsageEvent& e, const TopicNames& topics) {
   EncodedEvent out;
   out.topic = topics.Usage(e.csp_id());
-  // Keyed by allocation so that one allocation's events stay in order on one partition.
   switch (e.body_case()) {
     case v1::UsageEvent::kUsage:
-      out.key = e.usage().allocation_id();
+      out.key = UsageEventKey(e.body_case(), e.usage().allocation_id(), {}, {}, e.event_id());
       break;
     case v1::UsageEvent::kCorrection:
-      out.key = e.correction().allocation_id();  // the target's: same partition, read after it
+      out.key = UsageEventKey(e.body_case(), e.correction().allocation_id(), {}, {}, e.event_id());
       break;
     case v1::UsageEvent::kOutage:
-      if (!e.outage().allocation_id().empty()) {
-        out.key = e.outage().allocation_id();
-        break;
-      }
-      out.key = absl::StrCat("pool:", v1::Program_Name(e.outage().program()), ":",
-                             v1::GpuModel_Name(e.outage().gpu_model()));
+      out.key = UsageEventKey(e.body_case(), e.outage().allocation_id(), e.outage().program(),
+                              e.outage().gpu_model(), e.event_id());
       break;
     case v1::UsageEvent::kOwnUse:
-      out.key = absl::StrCat("pool:", v1::Program_Name(e.own_use().program()), ":",
-                             v1::GpuModel_Name(e.own_use().gpu_model()));
+      out.key = UsageEventKey(e.body_case(), "", e.own_use().program(), e.own_use().gpu_model(),
+                              e.event_id());
       break;
-    case v1::UsageEvent::kOutageWithdrawal:  // keyed as the outage: read after it
-      if (!e.outage_withdrawal().allocation_id().empty()) {
-        out.key = e.outage_withdrawal().allocation_id();
-        break;
-      }
-      out.key = absl::StrCat("pool:", v1::Program_Name(e.outage_withdrawal().program()), ":",
-                             v1::GpuModel_Name(e.outage_withdrawal().gpu_model()));
+    case v1::UsageEvent::kOutageWithdrawal:
+      out.key = UsageEventKey(e.body_case(), e.outage_withdrawal().allocation_id(),
+                              e.outage_withdrawal().program(), e.outage_withdrawal().gpu_model(),
+                              e.event_id());
       break;
-    case v1::UsageEvent::kCloseMarker:  // written to a chosen partition, not by key
+    case v1::UsageEvent::kCloseMarker:
     case v1::UsageEvent::BODY_NOT_SET:
-      out.key = e.event_id();
+      out.key = UsageEventKey(e.body_case(), "", {}, {}, e.event_id());
       break;
   }
   if (!e.SerializeToString(&out.value)) return absl::InternalError("serialize");

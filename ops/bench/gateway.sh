@@ -12,6 +12,8 @@
 #      requests/s × B = events/s, p50 and p99 latency of a request (wrk's histogram); any
 #      non-2xx answer or socket error fails the run. The topic's end offsets are read before and
 #      after (kcat -Q): at least as many messages arrived as the gateway acknowledged.
+#   For both, the CPU time the producer (kcat, serve) and the broker used, per event (from
+#   bash's `time` and /proc/PID/stat): what each event costs, whatever the two CPUs' sharing.
 #   4. with --profile SECS: another wrk run while `perf record --call-graph dwarf` samples serve
 #      for SECS seconds (not part of the figures); the report goes to stderr.
 # Broker, serve, kcat and wrk share the machine's CPUs (not pinned), the same for both.
@@ -92,6 +94,11 @@ for b in range(64):
         json.dump([event(n + b * batch + i) for i in range(batch)], f, separators=(",", ":"))
 PY
 
+# CPU seconds a process (all its threads) has used so far, from /proc/PID/stat.
+TICKS=$(getconf CLK_TCK)
+cpu_secs() { awk -v t="$TICKS" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+BROKER_PID=$(sed -n 's/^KAFKA_PID=//p' "$WORK/kafka.env" | tail -n 1)
+
 end_offsets() {  # the sum of the topic's end offsets
   local args=() p
   for p in 0 1 2; do args+=(-t "$TOPIC:$p:-1"); done
@@ -104,15 +111,22 @@ end_offsets() {  # the sum of the topic's end offsets
   >/dev/null 2>&1 || die "creating $TOPIC failed"
 OFF0=$(end_offsets)
 log "kcat -P: $EVENTS events to $TOPIC"
+B0=$(cpu_secs "$BROKER_PID")
 t0=$(date +%s.%N)
-kcat -P -b "$BROKERS" -t "$TOPIC" -K $'\t' -X acks=all -X enable.idempotence=true \
-  -X compression.type=lz4 -l "$WORK/kcat.in" 2>"$WORK/kcat.log" || { cat "$WORK/kcat.log" >&2; die "kcat failed"; }
+TIMEFORMAT='%U %S'
+{ time kcat -P -b "$BROKERS" -t "$TOPIC" -K $'\t' -X acks=all -X enable.idempotence=true \
+  -X compression.type=lz4 -l "$WORK/kcat.in" 2>"$WORK/kcat.log"; } 2>"$WORK/kcat.time" ||
+  { cat "$WORK/kcat.log" >&2; die "kcat failed"; }
 t1=$(date +%s.%N)
+B1=$(cpu_secs "$BROKER_PID")
 OFF1=$(end_offsets)
 [ "$((OFF1 - OFF0))" -ge "$EVENTS" ] || die "kcat: only $((OFF1 - OFF0)) of $EVENTS messages on the topic"
 KCAT_SECS=$(echo "$t1 - $t0" | bc -l)
 KCAT_EPS=$(div "$EVENTS" "$KCAT_SECS")
-log "kcat: $(fmt0 "$KCAT_EPS") events/s"
+# CPU µs an event: the producer's own and the broker's.
+KCAT_CPU_US=$(awk -v n="$EVENTS" '{printf "%.2f", ($1 + $2) * 1e6 / n}' "$WORK/kcat.time")
+KCAT_BROKER_US=$(echo "($B1 - $B0) * 1000000 / $EVENTS" | bc -l)
+log "kcat: $(fmt0 "$KCAT_EPS") events/s, kcat $KCAT_CPU_US CPU µs/event, broker $(printf %.2f "$KCAT_BROKER_US")"
 
 # --- the gateway ----------------------------------------------------------------------------
 TOKEN=$("$GPULEDGER" tokens add --file "$WORK/tokens" --role "csp:$CSP" --name bench 2>/dev/null) ||
@@ -153,9 +167,13 @@ EOF
 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk-warmup.log" 2>&1 ||
   { cat "$WORK/wrk-warmup.log" >&2; die "wrk warm-up failed"; }
 OFF2=$(end_offsets)
+S2=$(cpu_secs "$SERVE_PID")
+B2=$(cpu_secs "$BROKER_PID")
 log "wrk: POST $URL, $CONNS connections, $DURATION s, $BATCH events a request"
-wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk.log" 2>&1 ||
-  { cat "$WORK/wrk.log" >&2; die "wrk failed"; }
+{ time wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk.log" 2>&1; } \
+  2>"$WORK/wrk.time" || { cat "$WORK/wrk.log" >&2; die "wrk failed"; }
+S3=$(cpu_secs "$SERVE_PID")
+B3=$(cpu_secs "$BROKER_PID")
 OFF3=$(end_offsets)
 line=$(grep '^BENCH ' "$WORK/wrk.log") || { cat "$WORK/wrk.log" >&2; die "wrk printed no BENCH line"; }
 val() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
@@ -166,10 +184,13 @@ GW_EVENTS=$((REQS * BATCH))
 [ "$((OFF3 - OFF2))" -ge "$GW_EVENTS" ] ||
   die "the gateway acknowledged $GW_EVENTS events but only $((OFF3 - OFF2)) reached the topic"
 GW_EPS=$(div "$GW_EVENTS" "$(echo "$(val duration_us) / 1000000" | bc -l)")
+GW_CPU_US=$(echo "($S3 - $S2) * 1000000 / $GW_EVENTS" | bc -l)
+GW_BROKER_US=$(echo "($B3 - $B2) * 1000000 / $GW_EVENTS" | bc -l)
+WRK_CPU_US=$(awk -v n="$GW_EVENTS" '{printf "%.2f", ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
 P50=$(val p50_us)
 P99=$(val p99_us)
 SERVE_RSS_KB=$(sed -n 's/^VmHWM:\s*\([0-9]*\) kB/\1/p' "/proc/$SERVE_PID/status")
-log "gateway: $(fmt0 "$GW_EPS") events/s, p50 $P50 µs, p99 $P99 µs"
+log "gateway: $(fmt0 "$GW_EPS") events/s, p50 $P50 µs, p99 $P99 µs, serve $(printf %.2f "$GW_CPU_US") CPU µs/event, broker $(printf %.2f "$GW_BROKER_US"), wrk $WRK_CPU_US"
 
 # --- table ----------------------------------------------------------------------------------
 met() { if "$@"; then echo met; else echo "**missed**"; fi; }
@@ -186,13 +207,13 @@ TABLE=$WORK/table.md
   printf 'JSON arrays of %s events (%s B a request) after a %s s warm-up; every answer 200 with every event taken. ' \
     "$BATCH" "$(wc -c <"$WORK/bodies/0.json")" "$WARMUP"
   printf 'Broker, producer and client share the %s CPUs.\n\n' "$(nproc)"
-  echo '| producer | events/s | p50 a request | p99 a request | as % of kcat |'
-  echo '|---|---:|---:|---:|---:|'
-  printf '| A. `kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4` | %s | — | — | — |\n' \
-    "$(fmt0 "$KCAT_EPS")"
-  printf '| B. POST /v1/events (peak RSS %s MiB) | %s | %s ms | %s ms | %s |\n' \
+  echo '| producer | events/s | p50 a request | p99 a request | as % of kcat | producer CPU µs/event | broker CPU µs/event |'
+  echo '|---|---:|---:|---:|---:|---:|---:|'
+  printf '| A. `kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4` | %s | — | — | — | %.2f | %.2f |\n' \
+    "$(fmt0 "$KCAT_EPS")" "$KCAT_CPU_US" "$KCAT_BROKER_US"
+  printf '| B. POST /v1/events (peak RSS %s MiB) | %s | %s ms | %s ms | %s | %.2f | %.2f |\n' \
     "$(echo "$SERVE_RSS_KB / 1024" | bc)" "$(fmt0 "$GW_EPS")" "$(ms "$P50")" "$(ms "$P99")" \
-    "$(pct "$GW_EPS" "$KCAT_EPS")"
+    "$(pct "$GW_EPS" "$KCAT_EPS")" "$GW_CPU_US" "$GW_BROKER_US"
   echo
   echo '| target | needed | gateway | verdict |'
   echo '|---|---:|---:|---|'

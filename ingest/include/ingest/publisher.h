@@ -6,6 +6,7 @@
 #include <istream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -58,6 +59,12 @@ struct EncodedEvent {
 // allocation, so that an allocation's events stay in order on one partition).
 absl::StatusOr<EncodedEvent> EncodeUsageEvent(const gpuledger::v1::UsageEvent& event,
                                               const TopicNames& topics);
+// The key EncodeUsageEvent gives an event, from what it depends on: the body's kind, its
+// allocation (usage, correction, outage, withdrawal), its pool (program and GPU model: own use,
+// and an outage or withdrawal of no one allocation), the event id (a close marker, no body).
+std::string UsageEventKey(gpuledger::v1::UsageEvent::BodyCase body, std::string_view allocation_id,
+                          gpuledger::v1::Program program, gpuledger::v1::GpuModel gpu_model,
+                          std::string_view event_id);
 absl::StatusOr<EncodedEvent> EncodeRegistryEvent(const gpuledger::v1::RegistryEvent& event,
                                                  const TopicNames& topics);
 

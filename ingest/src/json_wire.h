@@ -1,0 +1,75 @@
+// Protobuf wire bytes straight from a parsed JSON object: the same mapping, the same checks and
+// the same error texts as MessageFromJson (json_message.h, whose value readers it shares), but
+// without building a message through reflection and serializing it, which was a third of the
+// HTTP gateway's time (docs/BENCHMARKS.md, "Usage over HTTP: where serve's time goes").
+//
+// The bytes are a valid encoding of the message MessageFromJson would fill, not its canonical
+// one: fields come in the JSON's order, a field given as its default value (0, "") is written
+// rather than left out, repeated fields are written unpacked, and a caller may append a field
+// again (a later value of a scalar field wins when parsed). Whoever reads them parses them; the
+// ledger's duplicate check compares the canonical bytes ingest re-encodes (decide.cc), so two
+// encodings of one event are one event there.
+#pragma once
+
+#include <simdjson.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "google/protobuf/descriptor.h"
+
+namespace gpuledger::ingest {
+
+// Told of what the encoder wrote, while it writes it: the values of scalar fields (strings as
+// they are in the parsed document, or in a scratch buffer for bytes: copy what is kept) and the
+// start of each message field. `depth` 0 is the top-level message.
+class WireVisitor {
+ public:
+  virtual ~WireVisitor() = default;
+  virtual void String(int depth, const google::protobuf::FieldDescriptor* f,
+                      std::string_view value) = 0;
+  // Integers, enums (their number) and bools (0 or 1).
+  virtual void Number(int depth, const google::protobuf::FieldDescriptor* f, int64_t value) = 0;
+  virtual void Message(int depth, const google::protobuf::FieldDescriptor* f) = 0;
+};
+
+// A message type as the encoder reads it: its fields by either JSON name, with their tags.
+// Built once per type (WireSchema::Of keeps one per descriptor for the process).
+class WireSchema {
+ public:
+  struct Field {
+    const google::protobuf::FieldDescriptor* descriptor = nullptr;
+    char tag[5] = {};  // the field's key as a varint (number << 3 | wire type)
+    uint8_t tag_size = 0;
+    int oneof = -1;                   // index of its oneof, or -1
+    const WireSchema* sub = nullptr;  // a message field's type
+  };
+  static const WireSchema& Of(const google::protobuf::Descriptor* d);
+  const google::protobuf::Descriptor* descriptor() const { return descriptor_; }
+  const std::vector<Field>& fields() const { return fields_; }
+  // The field a JSON member names (its JSON name or its .proto name), or null.
+  const Field* Find(std::string_view key) const;
+
+ private:
+  explicit WireSchema(const google::protobuf::Descriptor* d);
+  const google::protobuf::Descriptor* descriptor_;
+  std::vector<Field> fields_;
+  std::vector<std::pair<std::string, int>> names_;  // few fields: a scan; many: the map
+  absl::flat_hash_map<std::string, int> by_name_;
+};
+
+// Appends the wire bytes of the message `json` is (an object) to `out`; on an error `out` holds
+// part of it. `visitor` may be null.
+absl::Status EncodeJson(simdjson::dom::element json, const WireSchema& schema, std::string* out,
+                        WireVisitor* visitor);
+
+// Wire-format pieces for a caller that appends a field (a default it fills in).
+void AppendVarint(uint64_t value, std::string* out);
+void AppendStringField(int number, std::string_view value, std::string* out);
+void AppendVarintField(int number, uint64_t value, std::string* out);
+
+}  // namespace gpuledger::ingest
