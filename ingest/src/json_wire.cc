@@ -105,9 +105,24 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
       break;
     }
     case pb::FieldDescriptor::CPPTYPE_ENUM: {
-      auto x = JsonEnum(v, f);
-      if (!x.ok()) return x.status();
-      number = *x;
+      // A name the schema has, found here; anything else (numbers, unknown names) read and
+      // refused by JsonEnum, as MessageFromJson reads it.
+      std::string_view name;
+      bool found = false;
+      if (v.get(name) == simdjson::SUCCESS) {
+        for (const auto& [known, n] : field.enum_names) {
+          if (known == name) {
+            number = n;
+            found = true;
+            break;
+          }
+        }
+      }
+      if (!found) {
+        auto x = JsonEnum(v, f);
+        if (!x.ok()) return x.status();
+        number = *x;
+      }
       break;
     }
     case pb::FieldDescriptor::CPPTYPE_STRING: {
@@ -244,8 +259,17 @@ WireSchema::WireSchema(const pb::Descriptor* d) : descriptor_(d) {
     std::copy(tag.begin(), tag.end(), field.tag);
     field.tag_size = static_cast<uint8_t>(tag.size());
     field.oneof = f->containing_oneof() != nullptr ? f->containing_oneof()->index() : -1;
+    if (const pb::EnumDescriptor* e = f->enum_type(); e != nullptr) {
+      for (int k = 0; k < e->value_count(); ++k) {
+        field.enum_names.emplace_back(e->value(k)->name(), e->value(k)->number());
+      }
+    }
     names_.emplace_back(f->json_name(), i);
-    if (f->name() != f->json_name()) names_.emplace_back(f->name(), i);
+  }
+  // JSON names first (what clients mostly send), then the .proto names that differ.
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (d->field(i)->name() != d->field(i)->json_name())
+      names_.emplace_back(d->field(i)->name(), i);
   }
   if (names_.size() > 16) {
     for (const auto& [name, index] : names_) by_name_[name] = index;

@@ -47,6 +47,8 @@ class WireSchema {
     uint8_t tag_size = 0;
     int oneof = -1;                   // index of its oneof, or -1
     const WireSchema* sub = nullptr;  // a message field's type
+    // An enum field's values by name (few: a scan, without the string protobuf's lookup makes).
+    std::vector<std::pair<std::string, int>> enum_names;
   };
   static const WireSchema& Of(const google::protobuf::Descriptor* d);
   const google::protobuf::Descriptor* descriptor() const { return descriptor_; }

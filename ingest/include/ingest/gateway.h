@@ -114,7 +114,11 @@ struct EventProducerOptions {
   // How long a message may wait for its acknowledgement before it is reported failed
   // (librdkafka's message.timeout.ms). Default: 10 s.
   int delivery_timeout_ms = 10'000;
-  int linger_ms = 1;
+  // How long librdkafka gathers messages into a batch (linger.ms; `--kafka-config` overrides it).
+  // 5 ms, librdkafka's own default: with many requests in flight the batches are then large
+  // enough that the broker spends on each event what it spends on kcat's (docs/BENCHMARKS.md,
+  // 2026-12-06); 1 ms made about three small batches a request and cost more at every load.
+  int linger_ms = 5;
 };
 
 // A long-lived idempotent producer (acks=all) that reports each batch's deliveries once every
