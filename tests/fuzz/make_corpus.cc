@@ -1,8 +1,8 @@
 // Writes the fuzzers' seed corpus (tests/fuzz/corpus/) from the fixture: every fixture message
 // for fuzz_decide, the fixture's JSON lines for fuzz_json_lines, exports of the fixture ledger
-// for fuzz_export, one request per route for fuzz_http, and tokens files for fuzz_tokens; plus
-// a few edge cases each.
-// Deterministic: the same fixture gives the same files. Usage: make_fuzz_corpus OUT_DIR
+// for fuzz_export, one request per route for fuzz_http, tokens files for fuzz_tokens, and POST
+// /v1/events bodies for fuzz_gateway; plus a few edge cases each. Deterministic: the same fixture
+// gives the same files. Usage: make_fuzz_corpus OUT_DIR
 
 #include <cstdio>
 #include <filesystem>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "fuzz_support.h"
 #include "google/protobuf/util/json_util.h"
 #include "gpuledger/v1/usage.pb.h"
@@ -168,6 +169,29 @@ void HttpCorpus(const fs::path& dir) {
 
 // Tokens files (`serve --tokens`): every role, comments, and each kind of line that grants
 // nothing. The hashes are fixed strings: a hash's token is never needed here.
+// Bodies of POST /v1/events: byte 0 even for application/json, odd for application/x-ndjson.
+void GatewayCorpus(const fs::path& dir) {
+  const std::string usage =
+      fuzz::ReadFileOrDie(std::string(GPULEDGER_FUZZ_FIXTURE_DIR) + "/usage.jsonl");
+  std::string array = "[";
+  for (absl::string_view line : absl::StrSplit(usage, '\n', absl::SkipEmpty())) {
+    absl::StrAppend(&array, array.size() > 1 ? "," : "", line);
+  }
+  array += "]";
+  Write(dir, "fixture-array", "\x00" + array);
+  Write(dir, "fixture-lines", "\x01" + usage);
+  Write(
+      dir, "one-object",
+      std::string("\x00") +
+          R"({"eventId":"e-1","usage":{"allocationId":"alloc-0001","gpuModel":"H200","gpuCount":1,"startMs":"2026-03-01T09:00:00+09:00","endMs":1772326800000}})");
+  Write(
+      dir, "odd-values",
+      std::string("\x00") +
+          R"([{"eventId":"a","producerSeq":1.0},{"eventId":"b","schemaVersion":-1},{"event_id":"c","eventId":"c"},{"cspId":"csp-beta"},{"closeMarker":{"period":"2026-03"}},{"usage":{},"ownUse":{}},{"outage":{"program":"GOV_ADVANCED","gpuModel":3,"kind":"OUTAGE_PLANNED"}},null,[],"x",{"usage":{"gpuCount":"4294967296"}}])");
+  Write(dir, "not-json", std::string("\x00") + "[{\"eventId\":");
+  Write(dir, "empty-array", std::string("\x00") + "[]");
+}
+
 void TokensCorpus(const fs::path& dir) {
   const std::string a = "sha256:" + std::string(64, 'a');
   const std::string b = "sha256:" + std::string(32, '0') + std::string(32, 'f');
@@ -206,6 +230,7 @@ int main(int argc, char** argv) {
   ExportCorpus(out / "export");
   HttpCorpus(out / "http");
   TokensCorpus(out / "tokens");
+  GatewayCorpus(out / "gateway");
   std::printf("wrote the seed corpus under %s\n", out.c_str());
   return 0;
 }
