@@ -126,6 +126,70 @@ bool IsTimeField(const pb::FieldDescriptor* f) {
          (absl::EndsWith(f->name(), "_ms") || absl::EndsWith(f->json_name(), "Ms"));
 }
 
+absl::Status ForEachJsonField(
+    dom::element json, const pb::Descriptor* d,
+    absl::FunctionRef<const pb::FieldDescriptor*(std::string_view)> find,
+    absl::FunctionRef<absl::Status(dom::element, const pb::FieldDescriptor*, bool)> value) {
+  dom::object obj;
+  if (json.get(obj) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError(absl::StrCat("expected a JSON object for ", d->name()));
+  }
+  // Fields seen as a bit set, on the stack for messages of up to 64 fields; each oneof's member
+  // given so far (by field index), on the stack for up to 4 oneofs.
+  const int count = d->field_count();
+  uint64_t seen_bits = 0;
+  std::vector<bool> seen_many(count > 64 ? count : 0);
+  auto seen = [&](int index) {
+    if (count > 64) {
+      const bool was = seen_many[index];
+      seen_many[index] = true;
+      return was;
+    }
+    const uint64_t bit = uint64_t{1} << index;
+    const bool was = (seen_bits & bit) != 0;
+    seen_bits |= bit;
+    return was;
+  };
+  int oneof_small[4] = {-1, -1, -1, -1};
+  std::vector<int> oneof_many(d->oneof_decl_count() > 4 ? d->oneof_decl_count() : 0, -1);
+  int* oneof_set = d->oneof_decl_count() > 4 ? oneof_many.data() : oneof_small;
+  for (dom::key_value_pair kv : obj) {
+    const pb::FieldDescriptor* f = find(kv.key);
+    if (f == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(d->name(), " has no field \"", Shown(kv.key), "\""));
+    }
+    if (seen(f->index())) {
+      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": given twice"));
+    }
+    if (kv.value.is_null()) continue;
+    if (const pb::OneofDescriptor* o = f->containing_oneof()) {
+      const int set = oneof_set[o->index()];
+      if (set >= 0 && set != f->index()) {
+        return absl::InvalidArgumentError(absl::StrCat("both ", d->field(set)->json_name(), " and ",
+                                                       f->json_name(), ": give one of ",
+                                                       o->name()));
+      }
+      oneof_set[o->index()] = f->index();
+    }
+    if (f->is_map()) {
+      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": maps are not read"));
+    }
+    if (f->is_repeated()) {
+      dom::array a;
+      if (kv.value.get(a) != simdjson::SUCCESS) {
+        return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected an array"));
+      }
+      for (dom::element e : a) {
+        if (absl::Status st = value(e, f, true); !st.ok()) return st;
+      }
+    } else if (absl::Status st = value(kv.value, f, false); !st.ok()) {
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Reflection* r,
@@ -147,61 +211,15 @@ const pb::FieldDescriptor* FindField(const pb::Descriptor* d, std::string_view k
 }
 
 absl::Status FillMessage(dom::element json, pb::Message* m) {
-  dom::object obj;
-  if (json.get(obj) != simdjson::SUCCESS) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expected a JSON object for ", m->GetDescriptor()->name()));
-  }
   // Looked up once per message (each call goes through the generated code's descriptor table
-  // check); fields seen as a bit set, on the stack for messages of up to 64 fields.
+  // check).
   const pb::Descriptor* d = m->GetDescriptor();
   const pb::Reflection* r = m->GetReflection();
-  uint64_t seen_bits = 0;
-  std::vector<bool> seen_many(d->field_count() > 64 ? d->field_count() : 0);
-  auto seen = [&](int index) {
-    if (d->field_count() > 64) {
-      const bool was = seen_many[index];
-      seen_many[index] = true;
-      return was;
-    }
-    const uint64_t bit = uint64_t{1} << index;
-    const bool was = (seen_bits & bit) != 0;
-    seen_bits |= bit;
-    return was;
-  };
-  for (dom::key_value_pair kv : obj) {
-    const pb::FieldDescriptor* f = FindField(d, kv.key);
-    if (f == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(d->name(), " has no field \"", Shown(kv.key), "\""));
-    }
-    if (seen(f->index())) {
-      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": given twice"));
-    }
-    if (kv.value.is_null()) continue;
-    if (const pb::OneofDescriptor* o = f->containing_oneof()) {
-      const pb::FieldDescriptor* set = r->GetOneofFieldDescriptor(*m, o);
-      if (set != nullptr && set != f) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "both ", set->json_name(), " and ", f->json_name(), ": give one of ", o->name()));
-      }
-    }
-    if (f->is_map()) {
-      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": maps are not read"));
-    }
-    if (f->is_repeated()) {
-      dom::array a;
-      if (kv.value.get(a) != simdjson::SUCCESS) {
-        return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected an array"));
-      }
-      for (dom::element e : a) {
-        if (absl::Status st = SetValue(e, f, r, m, true); !st.ok()) return st;
-      }
-    } else if (absl::Status st = SetValue(kv.value, f, r, m, false); !st.ok()) {
-      return st;
-    }
-  }
-  return absl::OkStatus();
+  return ForEachJsonField(
+      json, d, [d](std::string_view key) { return FindField(d, key); },
+      [&](dom::element v, const pb::FieldDescriptor* f, bool repeated) {
+        return SetValue(v, f, r, m, repeated);
+      });
 }
 
 absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Reflection* r,

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "google/protobuf/descriptor.h"
@@ -46,6 +47,17 @@ absl::StatusOr<int> JsonEnum(simdjson::dom::element v, const google::protobuf::F
 absl::Status UnreadType(const google::protobuf::FieldDescriptor* f);
 // A 64-bit integer field named ..._ms / ...Ms: also read from an RFC 3339 string.
 bool IsTimeField(const google::protobuf::FieldDescriptor* f);
+
+// The members of a JSON object as fields of `d`, with the checks every reader of the mapping
+// makes (a JSON object; each member a field `find` knows; none given twice; null skipped; one
+// member per oneof; no maps; a repeated field an array): `value` is called for each value (each
+// element of a repeated field, `repeated` true), in the JSON's order, and its error returned.
+absl::Status ForEachJsonField(
+    simdjson::dom::element json, const google::protobuf::Descriptor* d,
+    absl::FunctionRef<const google::protobuf::FieldDescriptor*(std::string_view)> find,
+    absl::FunctionRef<absl::Status(simdjson::dom::element, const google::protobuf::FieldDescriptor*,
+                                   bool)>
+        value);
 
 // Fills `out` (cleared first) from a parsed JSON object.
 absl::Status MessageFromJson(simdjson::dom::element json, google::protobuf::Message* out);

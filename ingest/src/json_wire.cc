@@ -164,67 +164,16 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
 
 absl::Status Encode(dom::element json, const WireSchema& schema, int depth, std::string* out,
                     WireVisitor* visitor) {
-  const pb::Descriptor* d = schema.descriptor();
-  dom::object obj;
-  if (json.get(obj) != simdjson::SUCCESS) {
-    return absl::InvalidArgumentError(absl::StrCat("expected a JSON object for ", d->name()));
-  }
-  // Fields seen as a bit set, on the stack for messages of up to 64 fields; each oneof's member
-  // set so far (by field index).
-  const int count = d->field_count();
-  uint64_t seen_bits = 0;
-  std::vector<bool> seen_many(count > 64 ? count : 0);
-  auto seen = [&](int index) {
-    if (count > 64) {
-      const bool was = seen_many[index];
-      seen_many[index] = true;
-      return was;
-    }
-    const uint64_t bit = uint64_t{1} << index;
-    const bool was = (seen_bits & bit) != 0;
-    seen_bits |= bit;
-    return was;
-  };
-  int oneof_small[4] = {-1, -1, -1, -1};
-  std::vector<int> oneof_many(d->oneof_decl_count() > 4 ? d->oneof_decl_count() : 0, -1);
-  int* oneof_set = d->oneof_decl_count() > 4 ? oneof_many.data() : oneof_small;
-  for (dom::key_value_pair kv : obj) {
-    const WireSchema::Field* field = schema.Find(kv.key);
-    if (field == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(d->name(), " has no field \"",
-                                                     std::string(kv.key.substr(0, 64)),
-                                                     kv.key.size() > 64 ? "…" : "", "\""));
-    }
-    const pb::FieldDescriptor* f = field->descriptor;
-    if (seen(f->index())) {
-      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": given twice"));
-    }
-    if (kv.value.is_null()) continue;
-    if (field->oneof >= 0) {
-      const int set = oneof_set[field->oneof];
-      if (set >= 0 && set != f->index()) {
-        return absl::InvalidArgumentError(absl::StrCat("both ", d->field(set)->json_name(), " and ",
-                                                       f->json_name(), ": give one of ",
-                                                       f->containing_oneof()->name()));
-      }
-      oneof_set[field->oneof] = f->index();
-    }
-    if (f->is_map()) {
-      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": maps are not read"));
-    }
-    if (f->is_repeated()) {
-      dom::array a;
-      if (kv.value.get(a) != simdjson::SUCCESS) {
-        return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected an array"));
-      }
-      for (dom::element e : a) {
-        if (absl::Status st = EncodeValue(e, *field, depth, out, visitor); !st.ok()) return st;
-      }
-    } else if (absl::Status st = EncodeValue(kv.value, *field, depth, out, visitor); !st.ok()) {
-      return st;
-    }
-  }
-  return absl::OkStatus();
+  const WireSchema::Field* fields = schema.fields().data();
+  return ForEachJsonField(
+      json, schema.descriptor(),
+      [&schema](std::string_view key) -> const pb::FieldDescriptor* {
+        const WireSchema::Field* field = schema.Find(key);
+        return field == nullptr ? nullptr : field->descriptor;
+      },
+      [&](dom::element v, const pb::FieldDescriptor* f, bool) {
+        return EncodeValue(v, fields[f->index()], depth, out, visitor);
+      });
 }
 
 }  // namespace
@@ -258,7 +207,6 @@ WireSchema::WireSchema(const pb::Descriptor* d) : descriptor_(d) {
     AppendVarint((static_cast<uint64_t>(f->number()) << 3) | WireTypeOf(f), &tag);
     std::copy(tag.begin(), tag.end(), field.tag);
     field.tag_size = static_cast<uint8_t>(tag.size());
-    field.oneof = f->containing_oneof() != nullptr ? f->containing_oneof()->index() : -1;
     if (const pb::EnumDescriptor* e = f->enum_type(); e != nullptr) {
       for (int k = 0; k < e->value_count(); ++k) {
         field.enum_names.emplace_back(e->value(k)->name(), e->value(k)->number());

@@ -45,7 +45,6 @@ class WireSchema {
     const google::protobuf::FieldDescriptor* descriptor = nullptr;
     char tag[5] = {};  // the field's key as a varint (number << 3 | wire type)
     uint8_t tag_size = 0;
-    int oneof = -1;                   // index of its oneof, or -1
     const WireSchema* sub = nullptr;  // a message field's type
     // An enum field's values by name (few: a scan, without the string protobuf's lookup makes).
     std::vector<std::pair<std::string, int>> enum_names;
