@@ -288,6 +288,9 @@ constexpr char kHsts[] = "max-age=31536000";
 
 using RequestParser = http::request_parser<http::string_body>;
 
+constexpr std::uint64_t kReadChunk = 64 * 1024;  // the most one read of a body asks for
+constexpr size_t kIdleBuffer = 8 * 1024;         // what a connection keeps between requests
+
 // Before the header: the larger body limit, since the target is not known yet (Beast refuses
 // a Content-Length beyond the limit as soon as the header is read).
 void SetLimits(const ServerOptions& options, RequestParser* parser) {
@@ -702,6 +705,11 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, Slot& slot, const 
       if (auto refused = SetBodyLimit(o, &parser, &events)) ec = *refused;
     }
     if (!ec && !parser.is_done()) {
+      // Beast reads at most what the buffer has room for (512 bytes when it has none): room for
+      // the declared body, up to 64 KiB, turns a batch of events from ~30 reads into one or two.
+      if (const auto length = parser.content_length()) {
+        buffer.reserve(buffer.size() + std::min<std::uint64_t>(*length, kReadChunk));
+      }
       if (first) {
         lowest.expires_at(start + std::chrono::seconds(o.read_timeout_s));
       } else {
@@ -750,6 +758,8 @@ awaitable<void> ServeRequests(Stream& stream, Shared& shared, Slot& slot, const 
                                 req.method() == http::verb::head, tls)) {
       co_return;
     }
+    // An idle keep-alive connection does not hold a large body's room.
+    if (buffer.capacity() > kIdleBuffer) buffer.shrink_to_fit();
   }
 }
 
