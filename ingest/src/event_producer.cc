@@ -154,7 +154,9 @@ void EventProducer::Produce(const std::vector<EncodedEvent>& events, Done done) 
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     std::set<std::string> seen;
-    for (const EncodedEvent& e : events) {
+    for (size_t i = 0; i < events.size(); ++i) {
+      const EncodedEvent& e = events[i];
+      if (i > 0 && e.topic == events[i - 1].topic) continue;  // a batch is mostly one topic
       if (!impl_->topics.contains(e.topic) && seen.insert(e.topic).second) {
         missing.push_back(e.topic);
       }
@@ -181,7 +183,9 @@ void EventProducer::Produce(const std::vector<EncodedEvent>& events, Done done) 
   if (ensured.ok()) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     for (size_t i = 0; i < events.size(); ++i) {
-      handles[i] = impl_->topics.at(events[i].topic).get();
+      handles[i] = i > 0 && events[i].topic == events[i - 1].topic
+                       ? handles[i - 1]
+                       : impl_->topics.at(events[i].topic).get();
     }
   }
   auto* batch = new Batch;

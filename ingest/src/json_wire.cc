@@ -1,5 +1,6 @@
 #include "json_wire.h"
 
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -165,10 +166,11 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
 absl::Status Encode(dom::element json, const WireSchema& schema, int depth, std::string* out,
                     WireVisitor* visitor) {
   const WireSchema::Field* fields = schema.fields().data();
+  size_t hint = 0;
   return ForEachJsonField(
       json, schema.descriptor(),
-      [&schema](std::string_view key) -> const pb::FieldDescriptor* {
-        const WireSchema::Field* field = schema.Find(key);
+      [&schema, &hint](std::string_view key) -> const pb::FieldDescriptor* {
+        const WireSchema::Field* field = schema.Find(key, &hint);
         return field == nullptr ? nullptr : field->descriptor;
       },
       [&](dom::element v, const pb::FieldDescriptor* f, bool) {
@@ -219,19 +221,26 @@ WireSchema::WireSchema(const pb::Descriptor* d) : descriptor_(d) {
     if (d->field(i)->name() != d->field(i)->json_name())
       names_.emplace_back(d->field(i)->name(), i);
   }
-  if (names_.size() > 16) {
+  if (names_.size() > kScanned) {
     for (const auto& [name, index] : names_) by_name_[name] = index;
     names_.clear();
   }
 }
 
-const WireSchema::Field* WireSchema::Find(std::string_view key) const {
+const WireSchema::Field* WireSchema::Find(std::string_view key, size_t* hint) const {
   if (!by_name_.empty()) {
     const auto it = by_name_.find(absl::string_view(key.data(), key.size()));
     return it == by_name_.end() ? nullptr : &fields_[it->second];
   }
-  for (const auto& [name, index] : names_) {
-    if (name.size() == key.size() && name == key) return &fields_[index];
+  const size_t n = names_.size();
+  size_t i = *hint < n ? *hint : 0;
+  for (size_t tried = 0; tried < n; ++tried, i = i + 1 == n ? 0 : i + 1) {
+    const std::string& name = names_[i].first;
+    if (name.size() == key.size() && !key.empty() && name[0] == key[0] &&
+        std::memcmp(name.data(), key.data(), key.size()) == 0) {
+      *hint = i + 1;
+      return &fields_[names_[i].second];
+    }
   }
   return nullptr;
 }

@@ -52,14 +52,19 @@ class WireSchema {
   static const WireSchema& Of(const google::protobuf::Descriptor* d);
   const google::protobuf::Descriptor* descriptor() const { return descriptor_; }
   const std::vector<Field>& fields() const { return fields_; }
-  // The field a JSON member names (its JSON name or its .proto name), or null.
-  const Field* Find(std::string_view key) const;
+  // The field a JSON member names (its JSON name or its .proto name), or null. `hint` (0 at the
+  // start of an object) is where the scan starts and is moved past each name found: members
+  // given in the order of the .proto are found at the first comparison.
+  const Field* Find(std::string_view key, size_t* hint) const;
 
  private:
   explicit WireSchema(const google::protobuf::Descriptor* d);
   const google::protobuf::Descriptor* descriptor_;
   std::vector<Field> fields_;
-  std::vector<std::pair<std::string, int>> names_;  // few fields: a scan; many: the map
+  // Each field's JSON name in field order, then the .proto names that differ: few, a scan; many
+  // (more than kScanned), the map.
+  static constexpr size_t kScanned = 64;
+  std::vector<std::pair<std::string, int>> names_;
   absl::flat_hash_map<std::string, int> by_name_;
 };
 
