@@ -211,10 +211,12 @@ class UsageFacts : public WireVisitor {
     if (depth == 0 && f->number() == v1::UsageEvent::kSchemaVersionFieldNumber) {
       schema_version = value;
     } else if (depth == 1 && in_body && f->type() == pb::FieldDescriptor::TYPE_ENUM) {
-      if (f->enum_type() == v1::Program_descriptor()) program = static_cast<v1::Program>(value);
-      if (f->enum_type() == v1::GpuModel_descriptor()) {
-        gpu_model = static_cast<v1::GpuModel>(value);
-      }
+      // The descriptors looked up once (each call of X_descriptor() takes a lock).
+      static const pb::EnumDescriptor* const kProgram = v1::Program_descriptor();
+      static const pb::EnumDescriptor* const kGpuModel = v1::GpuModel_descriptor();
+      const pb::EnumDescriptor* e = f->enum_type();
+      if (e == kProgram) program = static_cast<v1::Program>(value);
+      if (e == kGpuModel) gpu_model = static_cast<v1::GpuModel>(value);
     }
   }
   void Message(int depth, const pb::FieldDescriptor* f) override {

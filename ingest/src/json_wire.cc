@@ -112,7 +112,8 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
       bool found = false;
       if (v.get(name) == simdjson::SUCCESS) {
         for (const auto& [known, n] : field.enum_names) {
-          if (known == name) {
+          if (known.size() == name.size() &&
+              std::memcmp(known.data(), name.data(), name.size()) == 0) {
             number = n;
             found = true;
             break;
@@ -139,20 +140,25 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
     case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
       if (visitor != nullptr) visitor->Message(depth, f);
       AppendTag(field, out);
-      // The body is written first, then its length put before it (a short move: events are
-      // small).
+      // One byte kept for the length and the body written after it; a body of 128 bytes or
+      // more (its length takes more bytes) is moved up to make room (rare: events are small).
+      out->push_back('\0');
       const size_t start = out->size();
       if (absl::Status st = Encode(v, *field.sub, depth + 1, out, visitor); !st.ok()) {
         return absl::Status(st.code(), absl::StrCat(f->json_name(), ".", st.message()));
       }
-      char length[10];
       const size_t body = out->size() - start;
-      size_t n = 0;
-      for (uint64_t x = body;; x >>= 7) {
-        length[n++] = static_cast<char>((x & 0x7f) | (x >= 0x80 ? 0x80 : 0));
-        if (x < 0x80) break;
+      if (body < 0x80) {
+        (*out)[start - 1] = static_cast<char>(body);
+      } else {
+        char length[10];
+        size_t n = 0;
+        for (uint64_t x = body;; x >>= 7) {
+          length[n++] = static_cast<char>((x & 0x7f) | (x >= 0x80 ? 0x80 : 0));
+          if (x < 0x80) break;
+        }
+        out->replace(start - 1, 1, length, n);
       }
-      out->insert(start, length, n);
       return absl::OkStatus();
     }
     default:
@@ -181,11 +187,18 @@ absl::Status Encode(dom::element json, const WireSchema& schema, int depth, std:
 }  // namespace
 
 void AppendVarint(uint64_t value, std::string* out) {
+  if (value < 0x80) {
+    out->push_back(static_cast<char>(value));
+    return;
+  }
+  char bytes[10];
+  size_t n = 0;
   while (value >= 0x80) {
-    out->push_back(static_cast<char>((value & 0x7f) | 0x80));
+    bytes[n++] = static_cast<char>((value & 0x7f) | 0x80);
     value >>= 7;
   }
-  out->push_back(static_cast<char>(value));
+  bytes[n++] = static_cast<char>(value);
+  out->append(bytes, n);
 }
 
 void AppendStringField(int number, std::string_view value, std::string* out) {

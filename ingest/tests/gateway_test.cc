@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gateway_reference.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gpuledger/v1/usage.pb.h"
@@ -274,6 +275,37 @@ TEST(JsonWireTest, WritesWhatProtobufReads) {
   EXPECT_EQ(e.emitted_at_ms(), -5);
   EXPECT_EQ(e.usage().gpu_model(), v1::B200);
   EXPECT_TRUE(e.has_usage());
+}
+
+TEST(JsonWireTest, NestedBodiesOfEveryLengthAndMembersInAnyOrder) {
+  // A body's length is one byte below 128 and more from there (the encoder moves such a body);
+  // members out of the .proto's order are found whatever the order.
+  for (size_t n :
+       {0, 1, 100, 110, 111, 112, 113, 120, 126, 127, 128, 129, 200, 16383, 16384, 70000}) {
+    const std::string id(n, 'a');
+    for (const bool reversed : {false, true}) {
+      const std::string text =
+          reversed ? absl::StrCat(R"({"usage":{"gpuCount":3,"allocationId":")", id,
+                                  R"("},"producerSeq":"7","eventId":"e"})")
+                   : absl::StrCat(R"({"eventId":"e","producerSeq":"7","usage":{"allocationId":")",
+                                  id, R"(","gpuCount":3}})");
+      simdjson::dom::parser parser;
+      simdjson::dom::element j;
+      ASSERT_EQ(parser.parse(text).get(j), simdjson::SUCCESS);
+      std::string bytes;
+      ASSERT_TRUE(
+          EncodeJson(j, WireSchema::Of(v1::UsageEvent::descriptor()), &bytes, nullptr).ok());
+      v1::UsageEvent e;
+      ASSERT_TRUE(e.ParseFromString(bytes)) << n;
+      EXPECT_EQ(e.usage().allocation_id(), id) << n;
+      EXPECT_EQ(e.usage().gpu_count(), 3u) << n;
+      EXPECT_EQ(e.producer_seq(), 7u) << n;
+      EXPECT_EQ(e.event_id(), "e") << n;
+      v1::UsageEvent reference;
+      ASSERT_TRUE(MessageFromJsonText(text, &reference).ok()) << n;
+      EXPECT_EQ(e.SerializeAsString(), reference.SerializeAsString()) << n;
+    }
+  }
 }
 
 }  // namespace
