@@ -68,6 +68,22 @@ absl::Status ApplyAttributes(const CloudEventAttributes& a, const std::string& c
 }
 
 absl::Status CheckAttributes(const CloudEventAttributes& a) {
+  // Attribute values are Unicode strings (CloudEvents spec); id and source become protobuf
+  // strings of the event, which must be UTF-8 for the recorded bytes to parse again.
+  const std::pair<const char*, const std::string*> named[] = {
+      {"specversion", &a.specversion},
+      {"id", &a.id},
+      {"source", &a.source},
+      {"type", &a.type},
+      {"time", &a.time},
+      {"datacontenttype", &a.datacontenttype},
+      {"subject", &a.subject}};
+  for (const auto& [name, value] : named) {
+    if (!simdjson::validate_utf8(value->data(), value->size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the CloudEvent's ", name, " is not valid UTF-8"));
+    }
+  }
   if (a.specversion != kCloudEventSpecVersion) {
     return absl::InvalidArgumentError(absl::StrCat("CloudEvents specversion \"",
                                                    a.specversion.substr(0, 16), "\": only ",
