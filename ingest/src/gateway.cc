@@ -209,6 +209,11 @@ void Finish(const absl::Status& st, v1::UsageEvent& e, const HttpEventsOptions& 
 // (EncodeJson): what Finish reads from the message.
 class UsageFacts : public WireVisitor {
  public:
+  static bool IsAllocationId(const pb::FieldDescriptor* f) {
+    constexpr std::string_view kName = "allocation_id";
+    const std::string& name = f->name();
+    return name.size() == kName.size() && name == kName;
+  }
   std::string_view event_id, csp_id, allocation_id;
   int64_t schema_version = 0;
   v1::UsageEvent::BodyCase body = v1::UsageEvent::BODY_NOT_SET;
@@ -219,7 +224,7 @@ class UsageFacts : public WireVisitor {
     if (depth == 0) {
       if (f->number() == v1::UsageEvent::kEventIdFieldNumber) event_id = value;
       if (f->number() == v1::UsageEvent::kCspIdFieldNumber) csp_id = value;
-    } else if (depth == 1 && in_body && f->name() == "allocation_id") {
+    } else if (depth == 1 && in_body && IsAllocationId(f)) {
       allocation_id = value;
     }
   }
@@ -248,7 +253,9 @@ class UsageFacts : public WireVisitor {
 // One plain JSON event, turned into wire bytes without a message (json_wire.h): the same
 // checks, errors and defaults as MessageFromJson + Finish give, which the gateway's tests compare
 // on every input they have (ingest/tests/gateway_test.cc, tests/fuzz/fuzz_gateway.cc).
-GatewayEvent FromPlainEvent(dom::element j, const HttpEventsOptions& options) {
+// `topic`: the CSP's usage topic (options.topics.Usage(options.csp), named once a request).
+GatewayEvent FromPlainEvent(dom::element j, const HttpEventsOptions& options,
+                            const std::string& topic) {
   static const WireSchema& schema = WireSchema::Of(v1::UsageEvent::descriptor());
   GatewayEvent g;
   if (!j.is_object()) {
@@ -289,15 +296,16 @@ GatewayEvent FromPlainEvent(dom::element j, const HttpEventsOptions& options) {
     value.clear();
     return g;
   }
-  g.encoded.topic = options.topics.Usage(options.csp);
+  g.encoded.topic = topic;
   g.encoded.key = UsageEventKey(facts.body, facts.allocation_id, facts.program, facts.gpu_model,
                                 facts.event_id);
   return g;
 }
 
 // One event of a JSON body (a plain event or a structured CloudEvent).
-GatewayEvent FromElement(dom::element j, bool cloudevent, const HttpEventsOptions& options) {
-  if (!cloudevent) return FromPlainEvent(j, options);
+GatewayEvent FromElement(dom::element j, bool cloudevent, const HttpEventsOptions& options,
+                         const std::string& topic) {
+  if (!cloudevent) return FromPlainEvent(j, options, topic);
   GatewayEvent g;
   g.event_id = IdOf(j, cloudevent);
   v1::UsageEvent e;
@@ -427,6 +435,7 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
         "application/cloudevents-batch+json, or a CloudEvent in binary mode (ce-* headers)"));
   }
   dom::parser& parser = ThreadJsonParser();
+  const std::string topic = options.topics.Usage(options.csp);
   if (type == "application/x-ndjson") {
     for (absl::string_view line :
          absl::StrSplit(absl::string_view(body.data(), body.size()), '\n')) {
@@ -440,7 +449,7 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
         out.push_back(std::move(g));
         continue;
       }
-      out.push_back(FromElement(j, false, options));
+      out.push_back(FromElement(j, false, options, topic));
     }
   } else {
     dom::element j;
@@ -461,9 +470,9 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
     if (j.get(items) == simdjson::SUCCESS) {
       if (items.size() > options.max_events) return too_many(items.size());
       out.reserve(items.size());
-      for (dom::element e : items) out.push_back(FromElement(e, cloudevents, options));
+      for (dom::element e : items) out.push_back(FromElement(e, cloudevents, options, topic));
     } else {
-      out.push_back(FromElement(j, cloudevents, options));
+      out.push_back(FromElement(j, cloudevents, options, topic));
     }
   }
   if (out.empty()) return absl::InvalidArgumentError("the request holds no events");

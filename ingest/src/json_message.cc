@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -126,88 +127,57 @@ bool IsTimeField(const pb::FieldDescriptor* f) {
          (absl::EndsWith(f->name(), "_ms") || absl::EndsWith(f->json_name(), "Ms"));
 }
 
-absl::Status ForEachJsonField(
-    dom::element json, const pb::Descriptor* d,
-    absl::FunctionRef<const pb::FieldDescriptor*(std::string_view)> find,
-    absl::FunctionRef<absl::Status(dom::element, const pb::FieldDescriptor*, bool)> value) {
-  dom::object obj;
-  if (json.get(obj) != simdjson::SUCCESS) {
-    return absl::InvalidArgumentError(absl::StrCat("expected a JSON object for ", d->name()));
-  }
-  // Fields seen as a bit set, on the stack for messages of up to 64 fields; each oneof's member
-  // given so far (by field index), on the stack for up to 4 oneofs.
-  const int count = d->field_count();
-  uint64_t seen_bits = 0;
-  std::vector<bool> seen_many(count > 64 ? count : 0);
-  auto seen = [&](int index) {
-    if (count > 64) {
-      const bool was = seen_many[index];
-      seen_many[index] = true;
-      return was;
-    }
-    const uint64_t bit = uint64_t{1} << index;
-    const bool was = (seen_bits & bit) != 0;
-    seen_bits |= bit;
-    return was;
-  };
-  int oneof_small[4] = {-1, -1, -1, -1};
-  std::vector<int> oneof_many(d->oneof_decl_count() > 4 ? d->oneof_decl_count() : 0, -1);
-  int* oneof_set = d->oneof_decl_count() > 4 ? oneof_many.data() : oneof_small;
-  for (dom::key_value_pair kv : obj) {
-    const pb::FieldDescriptor* f = find(kv.key);
-    if (f == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(d->name(), " has no field \"", Shown(kv.key), "\""));
-    }
-    if (seen(f->index())) {
-      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": given twice"));
-    }
-    if (kv.value.is_null()) continue;
-    if (const pb::OneofDescriptor* o = f->containing_oneof()) {
-      const int set = oneof_set[o->index()];
-      if (set >= 0 && set != f->index()) {
-        return absl::InvalidArgumentError(absl::StrCat("both ", d->field(set)->json_name(), " and ",
-                                                       f->json_name(), ": give one of ",
-                                                       o->name()));
-      }
-      oneof_set[o->index()] = f->index();
-    }
-    if (f->is_map()) {
-      return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": maps are not read"));
-    }
-    if (f->is_repeated()) {
-      dom::array a;
-      if (kv.value.get(a) != simdjson::SUCCESS) {
-        return absl::InvalidArgumentError(absl::StrCat(f->json_name(), ": expected an array"));
-      }
-      for (dom::element e : a) {
-        if (absl::Status st = value(e, f, true); !st.ok()) return st;
-      }
-    } else if (absl::Status st = value(kv.value, f, false); !st.ok()) {
-      return st;
-    }
-  }
-  return absl::OkStatus();
+JsonField::JsonField(const pb::FieldDescriptor* f)
+    : descriptor(f),
+      index(f->index()),
+      oneof(f->containing_oneof() != nullptr ? f->containing_oneof()->index() : -1),
+      repeated(f->is_repeated()),
+      map(f->is_map()) {}
+
+namespace json_errors {
+
+absl::Status NotAnObject(const pb::Descriptor* d) {
+  return absl::InvalidArgumentError(absl::StrCat("expected a JSON object for ", d->name()));
 }
+absl::Status NoSuchField(const pb::Descriptor* d, std::string_view key) {
+  return absl::InvalidArgumentError(absl::StrCat(d->name(), " has no field \"", Shown(key), "\""));
+}
+absl::Status GivenTwice(const JsonField& f) {
+  return absl::InvalidArgumentError(absl::StrCat(f.descriptor->json_name(), ": given twice"));
+}
+absl::Status TwoOfOneof(const pb::Descriptor* d, int set, const JsonField& f) {
+  return absl::InvalidArgumentError(absl::StrCat("both ", d->field(set)->json_name(), " and ",
+                                                 f.descriptor->json_name(), ": give one of ",
+                                                 f.descriptor->containing_oneof()->name()));
+}
+absl::Status MapNotRead(const JsonField& f) {
+  return absl::InvalidArgumentError(absl::StrCat(f.descriptor->json_name(), ": maps are not read"));
+}
+absl::Status NotAnArray(const JsonField& f) {
+  return absl::InvalidArgumentError(absl::StrCat(f.descriptor->json_name(), ": expected an array"));
+}
+
+}  // namespace json_errors
 
 namespace {
 
 absl::Status SetValue(dom::element v, const pb::FieldDescriptor* f, const pb::Reflection* r,
                       pb::Message* m, bool repeated);
 
-// A message type's fields by JSON name and by .proto name, built once per type and thread.
-const pb::FieldDescriptor* FindField(const pb::Descriptor* d, std::string_view key) {
-  using Index = absl::flat_hash_map<std::string, const pb::FieldDescriptor*>;
-  thread_local absl::flat_hash_map<const pb::Descriptor*, Index> indexes;
+// A message type's fields by JSON name and by .proto name, built once per type and thread (a
+// node map: an index stays where it is while others are added).
+const JsonField* FindField(const pb::Descriptor* d, std::string_view key) {
+  using Index = absl::flat_hash_map<std::string, JsonField>;
+  thread_local absl::node_hash_map<const pb::Descriptor*, Index> indexes;
   auto [it, added] = indexes.try_emplace(d);
   if (added) {
     for (int i = 0; i < d->field_count(); ++i) {
-      it->second[d->field(i)->json_name()] = d->field(i);
-      it->second[d->field(i)->name()] = d->field(i);
+      it->second.try_emplace(d->field(i)->json_name(), d->field(i));
+      it->second.try_emplace(d->field(i)->name(), d->field(i));
     }
   }
   const auto f = it->second.find(Sv(key));
-  return f == it->second.end() ? nullptr : f->second;
+  return f == it->second.end() ? nullptr : &f->second;
 }
 
 absl::Status FillMessage(dom::element json, pb::Message* m) {
@@ -217,8 +187,8 @@ absl::Status FillMessage(dom::element json, pb::Message* m) {
   const pb::Reflection* r = m->GetReflection();
   return ForEachJsonField(
       json, d, [d](std::string_view key) { return FindField(d, key); },
-      [&](dom::element v, const pb::FieldDescriptor* f, bool repeated) {
-        return SetValue(v, f, r, m, repeated);
+      [&](dom::element v, const JsonField& f, bool repeated) {
+        return SetValue(v, f.descriptor, r, m, repeated);
       });
 }
 

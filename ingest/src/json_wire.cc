@@ -1,9 +1,11 @@
 #include "json_wire.h"
 
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "json_message.h"
@@ -36,33 +38,81 @@ WireType WireTypeOf(const pb::FieldDescriptor* f) {
   }
 }
 
-void AppendFixed(uint64_t value, int bytes, std::string* out) {
-  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-
-void AppendTag(const WireSchema::Field& field, std::string* out) {
-  out->append(field.tag, field.tag_size);
-}
-
-// An integer of `f`'s protobuf type (already in range for it) as its wire value.
-void AppendInteger(const WireSchema::Field& field, int64_t value, std::string* out) {
-  AppendTag(field, out);
-  switch (field.descriptor->type()) {
-    case pb::FieldDescriptor::TYPE_SINT32:
-    case pb::FieldDescriptor::TYPE_SINT64:
-      AppendVarint((static_cast<uint64_t>(value) << 1) ^ static_cast<uint64_t>(value >> 63), out);
-      return;
-    case pb::FieldDescriptor::TYPE_FIXED32:
-    case pb::FieldDescriptor::TYPE_SFIXED32:
-      AppendFixed(static_cast<uint64_t>(value), 4, out);
-      return;
-    case pb::FieldDescriptor::TYPE_FIXED64:
-    case pb::FieldDescriptor::TYPE_SFIXED64:
-      AppendFixed(static_cast<uint64_t>(value), 8, out);
-      return;
-    default:  // int32 and enums are sign-extended to 64 bits, as protobuf writes them
-      AppendVarint(static_cast<uint64_t>(value), out);
+// Writes `value` as a varint at `p` (room for 10 bytes); returns the bytes written.
+size_t PutVarint(uint64_t value, char* p) {
+  size_t n = 0;
+  while (value >= 0x80) {
+    p[n++] = static_cast<char>((value & 0x7f) | 0x80);
+    value >>= 7;
   }
+  p[n++] = static_cast<char>(value);
+  return n;
+}
+
+// An integer of the field's protobuf type (already in range for it): its key and wire value,
+// appended at once.
+void AppendInteger(const WireSchema::Field& field, int64_t value, std::string* out) {
+  char bytes[15];
+  std::memcpy(bytes, field.tag, sizeof field.tag);
+  size_t n = field.tag_size;
+  const auto bits = static_cast<uint64_t>(value);
+  switch (field.form) {
+    case WireSchema::Form::kZigZag:
+      n += PutVarint((bits << 1) ^ static_cast<uint64_t>(value >> 63), bytes + n);
+      break;
+    case WireSchema::Form::kFixed32:
+    case WireSchema::Form::kFixed64:
+      for (int i = 0; i < (field.form == WireSchema::Form::kFixed32 ? 4 : 8); ++i) {
+        bytes[n++] = static_cast<char>((bits >> (8 * i)) & 0xff);
+      }
+      break;
+    case WireSchema::Form::kVarint:     // int32 and enums are sign-extended to 64 bits, as protobuf
+      n += PutVarint(bits, bytes + n);  // writes them
+      break;
+  }
+  out->append(bytes, n);
+}
+
+// A length-delimited field's key, length and bytes.
+void AppendBytes(const WireSchema::Field& field, std::string_view value, std::string* out) {
+  char head[15];
+  std::memcpy(head, field.tag, sizeof field.tag);
+  const size_t n = field.tag_size + PutVarint(value.size(), head + field.tag_size);
+  out->append(head, n);
+  out->append(value.data(), value.size());
+}
+
+// A JSON integer that is certainly in range of T: the value every reader takes without a word
+// (JsonInteger reads everything else: strings, times, and what it refuses).
+template <typename T>
+bool PlainInteger(dom::element v, int64_t* out) {
+  switch (v.type()) {
+    case dom::element_type::INT64: {
+      const int64_t x = int64_t(v);
+      if constexpr (std::is_unsigned_v<T>) {
+        if (x < 0 || static_cast<uint64_t>(x) > std::numeric_limits<T>::max()) return false;
+      } else {
+        if (x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max()) return false;
+      }
+      *out = x;
+      return true;
+    }
+    case dom::element_type::UINT64:  // above int64's range: only a uint64 field holds it
+      if constexpr (!std::is_same_v<T, uint64_t>) return false;
+      *out = static_cast<int64_t>(uint64_t(v));  // written as the 64 bits it is
+      return true;
+    default:
+      return false;
+  }
+}
+
+template <typename T>
+absl::Status ReadInteger(dom::element v, const pb::FieldDescriptor* f, int64_t* number) {
+  if (PlainInteger<T>(v, number)) return absl::OkStatus();
+  auto x = JsonInteger<T>(v, f);
+  if (!x.ok()) return x.status();
+  *number = static_cast<int64_t>(*x);  // a uint64 as the same 64 bits
+  return absl::OkStatus();
 }
 
 absl::Status Encode(dom::element json, const WireSchema& schema, int depth, std::string* out,
@@ -73,39 +123,27 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
                          std::string* out, WireVisitor* visitor) {
   const pb::FieldDescriptor* f = field.descriptor;
   int64_t number = 0;
-  switch (f->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_INT64: {
-      auto x = JsonInteger<int64_t>(v, f);
-      if (!x.ok()) return x.status();
-      number = *x;
+  absl::Status read;
+  switch (field.kind) {
+    case WireSchema::Kind::kInt64:
+      read = ReadInteger<int64_t>(v, f, &number);
+      break;
+    case WireSchema::Kind::kUInt64:
+      read = ReadInteger<uint64_t>(v, f, &number);
+      break;
+    case WireSchema::Kind::kInt32:
+      read = ReadInteger<int32_t>(v, f, &number);
+      break;
+    case WireSchema::Kind::kUInt32:
+      read = ReadInteger<uint32_t>(v, f, &number);
+      break;
+    case WireSchema::Kind::kBool: {
+      bool b = false;
+      if (v.get(b) != simdjson::SUCCESS) return JsonBool(v, f).status();
+      number = b ? 1 : 0;
       break;
     }
-    case pb::FieldDescriptor::CPPTYPE_UINT64: {
-      auto x = JsonInteger<uint64_t>(v, f);
-      if (!x.ok()) return x.status();
-      // Written as the 64 bits it is; told to the visitor as the same bits.
-      number = static_cast<int64_t>(*x);
-      break;
-    }
-    case pb::FieldDescriptor::CPPTYPE_INT32: {
-      auto x = JsonInteger<int32_t>(v, f);
-      if (!x.ok()) return x.status();
-      number = *x;
-      break;
-    }
-    case pb::FieldDescriptor::CPPTYPE_UINT32: {
-      auto x = JsonInteger<uint32_t>(v, f);
-      if (!x.ok()) return x.status();
-      number = *x;
-      break;
-    }
-    case pb::FieldDescriptor::CPPTYPE_BOOL: {
-      auto x = JsonBool(v, f);
-      if (!x.ok()) return x.status();
-      number = *x ? 1 : 0;
-      break;
-    }
-    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+    case WireSchema::Kind::kEnum: {
       // A name the schema has, found here; anything else (numbers, unknown names) read and
       // refused by JsonEnum, as MessageFromJson reads it.
       std::string_view name;
@@ -127,19 +165,22 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
       }
       break;
     }
-    case pb::FieldDescriptor::CPPTYPE_STRING: {
-      thread_local std::string scratch;
-      auto x = JsonString(v, f, &scratch);
-      if (!x.ok()) return x.status();
-      AppendTag(field, out);
-      AppendVarint(x->size(), out);
-      out->append(*x);
-      if (visitor != nullptr) visitor->String(depth, f, *x);
+    case WireSchema::Kind::kString:
+    case WireSchema::Kind::kBytes: {
+      std::string_view text;
+      std::string decoded;  // a bytes field's value, from base64
+      if (field.kind != WireSchema::Kind::kString || v.get(text) != simdjson::SUCCESS) {
+        auto x = JsonString(v, f, &decoded);
+        if (!x.ok()) return x.status();
+        text = *x;
+      }
+      AppendBytes(field, text, out);
+      if (visitor != nullptr) visitor->String(depth, f, text);
       return absl::OkStatus();
     }
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
+    case WireSchema::Kind::kMessage: {
       if (visitor != nullptr) visitor->Message(depth, f);
-      AppendTag(field, out);
+      out->append(field.tag, field.tag_size);
       // One byte kept for the length and the body written after it; a body of 128 bytes or
       // more (its length takes more bytes) is moved up to make room (rare: events are small).
       out->push_back('\0');
@@ -152,18 +193,14 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
         (*out)[start - 1] = static_cast<char>(body);
       } else {
         char length[10];
-        size_t n = 0;
-        for (uint64_t x = body;; x >>= 7) {
-          length[n++] = static_cast<char>((x & 0x7f) | (x >= 0x80 ? 0x80 : 0));
-          if (x < 0x80) break;
-        }
-        out->replace(start - 1, 1, length, n);
+        out->replace(start - 1, 1, length, PutVarint(body, length));
       }
       return absl::OkStatus();
     }
-    default:
+    case WireSchema::Kind::kUnread:
       return UnreadType(f);
   }
+  if (!read.ok()) return read;
   AppendInteger(field, number, out);
   if (visitor != nullptr) visitor->Number(depth, f, number);
   return absl::OkStatus();
@@ -171,16 +208,12 @@ absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int dep
 
 absl::Status Encode(dom::element json, const WireSchema& schema, int depth, std::string* out,
                     WireVisitor* visitor) {
-  const WireSchema::Field* fields = schema.fields().data();
   size_t hint = 0;
   return ForEachJsonField(
       json, schema.descriptor(),
-      [&schema, &hint](std::string_view key) -> const pb::FieldDescriptor* {
-        const WireSchema::Field* field = schema.Find(key, &hint);
-        return field == nullptr ? nullptr : field->descriptor;
-      },
-      [&](dom::element v, const pb::FieldDescriptor* f, bool) {
-        return EncodeValue(v, fields[f->index()], depth, out, visitor);
+      [&schema, &hint](std::string_view key) { return schema.Find(key, &hint); },
+      [&](dom::element v, const WireSchema::Field& field, bool) {
+        return EncodeValue(v, field, depth, out, visitor);
       });
 }
 
@@ -192,13 +225,7 @@ void AppendVarint(uint64_t value, std::string* out) {
     return;
   }
   char bytes[10];
-  size_t n = 0;
-  while (value >= 0x80) {
-    bytes[n++] = static_cast<char>((value & 0x7f) | 0x80);
-    value >>= 7;
-  }
-  bytes[n++] = static_cast<char>(value);
-  out->append(bytes, n);
+  out->append(bytes, PutVarint(value, bytes));
 }
 
 void AppendStringField(int number, std::string_view value, std::string* out) {
@@ -212,22 +239,66 @@ void AppendVarintField(int number, uint64_t value, std::string* out) {
   AppendVarint(value, out);
 }
 
-WireSchema::WireSchema(const pb::Descriptor* d) : descriptor_(d) {
-  fields_.resize(d->field_count());
-  for (int i = 0; i < d->field_count(); ++i) {
-    const pb::FieldDescriptor* f = d->field(i);
-    Field& field = fields_[i];
-    field.descriptor = f;
-    std::string tag;
-    AppendVarint((static_cast<uint64_t>(f->number()) << 3) | WireTypeOf(f), &tag);
-    std::copy(tag.begin(), tag.end(), field.tag);
-    field.tag_size = static_cast<uint8_t>(tag.size());
-    if (const pb::EnumDescriptor* e = f->enum_type(); e != nullptr) {
-      for (int k = 0; k < e->value_count(); ++k) {
-        field.enum_names.emplace_back(e->value(k)->name(), e->value(k)->number());
-      }
+WireSchema::Field::Field(const pb::FieldDescriptor* f) : JsonField(f) {
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      kind = Kind::kInt64;
+      break;
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      kind = Kind::kUInt64;
+      break;
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      kind = Kind::kInt32;
+      break;
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      kind = Kind::kUInt32;
+      break;
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      kind = Kind::kBool;
+      break;
+    case pb::FieldDescriptor::CPPTYPE_ENUM:
+      kind = Kind::kEnum;
+      break;
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      kind = f->type() == pb::FieldDescriptor::TYPE_BYTES ? Kind::kBytes : Kind::kString;
+      break;
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      kind = Kind::kMessage;
+      break;
+    default:
+      kind = Kind::kUnread;
+      break;
+  }
+  switch (f->type()) {
+    case pb::FieldDescriptor::TYPE_SINT32:
+    case pb::FieldDescriptor::TYPE_SINT64:
+      form = Form::kZigZag;
+      break;
+    case pb::FieldDescriptor::TYPE_FIXED32:
+    case pb::FieldDescriptor::TYPE_SFIXED32:
+      form = Form::kFixed32;
+      break;
+    case pb::FieldDescriptor::TYPE_FIXED64:
+    case pb::FieldDescriptor::TYPE_SFIXED64:
+      form = Form::kFixed64;
+      break;
+    default:
+      form = Form::kVarint;
+  }
+  tag_size = static_cast<uint8_t>(
+      PutVarint((static_cast<uint64_t>(f->number()) << 3) | WireTypeOf(f), tag));
+  if (const pb::EnumDescriptor* e = f->enum_type(); e != nullptr) {
+    for (int k = 0; k < e->value_count(); ++k) {
+      enum_names.emplace_back(e->value(k)->name(), e->value(k)->number());
     }
-    names_.emplace_back(f->json_name(), i);
+  }
+}
+
+WireSchema::WireSchema(const pb::Descriptor* d) : descriptor_(d) {
+  fields_.reserve(d->field_count());
+  for (int i = 0; i < d->field_count(); ++i) {
+    fields_.emplace_back(d->field(i));
+    names_.emplace_back(d->field(i)->json_name(), i);
   }
   // JSON names first (what clients mostly send), then the .proto names that differ.
   for (int i = 0; i < d->field_count(); ++i) {
@@ -272,7 +343,7 @@ const WireSchema& WireSchema::Of(const pb::Descriptor* d) {
       WireSchema* s =
           all.emplace(type, std::unique_ptr<WireSchema>(new WireSchema(type))).first->second.get();
       for (Field& field : s->fields_) {
-        if (field.descriptor->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+        if (field.kind == Kind::kMessage) {
           field.sub = Get(field.descriptor->message_type());
         }
       }

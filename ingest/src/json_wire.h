@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "google/protobuf/descriptor.h"
+#include "json_message.h"
 
 namespace gpuledger::ingest {
 
@@ -41,8 +42,25 @@ class WireVisitor {
 // Built once per type (WireSchema::Of keeps one per descriptor for the process).
 class WireSchema {
  public:
-  struct Field {
-    const google::protobuf::FieldDescriptor* descriptor = nullptr;
+  // How a value is read from JSON (the field's C++ type; bytes apart from strings).
+  enum class Kind : uint8_t {
+    kInt64,
+    kUInt64,
+    kInt32,
+    kUInt32,
+    kBool,
+    kEnum,
+    kString,
+    kBytes,
+    kMessage,
+    kUnread
+  };
+  // How an integer is written: a varint, zigzag (sint), or 4 or 8 little-endian bytes.
+  enum class Form : uint8_t { kVarint, kZigZag, kFixed32, kFixed64 };
+  struct Field : JsonField {
+    explicit Field(const google::protobuf::FieldDescriptor* f);
+    Kind kind;
+    Form form;
     char tag[5] = {};  // the field's key as a varint (number << 3 | wire type)
     uint8_t tag_size = 0;
     const WireSchema* sub = nullptr;  // a message field's type
