@@ -10,8 +10,8 @@
 #   3. the gateway: `gpuledger serve --brokers` with a CSP token, then after a 2 s warm-up
 #      `wrk -t1 -cC -dSECS` POSTing batches of B events (JSON arrays, distinct event ids, cycled;
 #      C = 32 by default: each request waits for the broker's acknowledgement, so throughput
-#      grows with the requests in flight until the CPUs are full; 32 keeps p99 under 20 ms with
-#      a margin on this machine):
+#      grows with the requests in flight until the CPUs are full; at 32 p99 is 15-19 ms in most
+#      rounds on this machine, with outliers of 23-71 ms in about one round of three):
 #      requests/s × B = events/s, p50 and p99 latency of a request (wrk's histogram); any
 #      non-2xx answer or socket error fails the run. The topic's end offsets are read before and
 #      after (kcat -Q): at least as many messages arrived as the gateway acknowledged.
