@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # ops/bench/gateway.sh [--events N] [--duration SECS] [--connections C] [--batch B]
-#                      [--rounds R] [--profile SECS] [--no-append]
+#                      [--rounds R] [--broker-dir DIR] [--profile SECS] [--no-append]
 #
 # Usage over HTTP (POST /v1/events) against `kcat -P` producing to the same topic, in one run:
-#   1. a throwaway broker; a ledger holding the sample month's registry (what serve opens);
+#   1. a throwaway broker, its log in a tmpfs (/dev/shm; --broker-dir DIR puts it elsewhere,
+#      e.g. /tmp for the disk): on this machine's disk the kernel writes the broker's dirty
+#      log back every ~30 s, 300-400 MB at once, and the broker stalls for 0.1-0.4 s meanwhile
+#      (the gateway's slow requests fall in the same tenth of a second as /proc/meminfo's Dirty
+#      dropping to zero) -- the disk's pause, not the gateway's, and kcat's short runs mostly
+#      miss it; a ledger holding the sample month's registry (what serve opens);
 #   2. kcat: N usage events (the sample's JSON, one per line, keyed by allocation) with
 #      `kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4`, timed from start
 #      to exit (kcat waits for every acknowledgement): events/s;
 #   3. the gateway: `gpuledger serve --brokers` with a CSP token, then after a 2 s warm-up
 #      `wrk -t1 -cC -dSECS` POSTing batches of B events (JSON arrays, distinct event ids, cycled;
 #      C = 32 by default: each request waits for the broker's acknowledgement, so throughput
-#      grows with the requests in flight until the CPUs are full; at 32 p99 is 15-19 ms in most
-#      rounds on this machine, with outliers of 23-71 ms in about one round of three):
+#      grows with the requests in flight until the CPUs are full; at 32 p99 is 15-19 ms on this
+#      machine with the broker's log in a tmpfs; on its disk, 23-445 ms in about one round of
+#      three, see step 1):
 #      requests/s × B = events/s, p50 and p99 latency of a request (wrk's histogram); any
 #      non-2xx answer or socket error fails the run. The topic's end offsets are read before and
 #      after (kcat -Q): at least as many messages arrived as the gateway acknowledged.
@@ -23,6 +29,7 @@
 #   4. with --profile SECS: another wrk run while `perf record --call-graph dwarf` samples serve
 #      for SECS seconds (not part of the figures); the report goes to stderr.
 # Broker, serve, kcat and wrk share the machine's CPUs (not pinned), the same for both.
+# GATEWAY_SERVE_ARGS (words) are added to serve's command line, for experiments.
 # Prints a Markdown table and appends it (machine, commit, command) to docs/BENCHMARKS.md unless
 # --no-append. Target (issue 19): the gateway sustains >= 50% of kcat's events/s with p99 < 20 ms
 # at 100 events a batch. Figures are from this machine; no test asserts them.
@@ -39,8 +46,9 @@ ROUNDS=3
 APPEND=1
 PROFILE=0
 WARMUP=2
+BROKER_DIR=/dev/shm
 usage() {
-  echo "usage: $PROG [--events N] [--duration SECS] [--connections C] [--batch B] [--rounds R] [--profile SECS] [--no-append]" >&2
+  echo "usage: $PROG [--events N] [--duration SECS] [--connections C] [--batch B] [--rounds R] [--broker-dir DIR] [--profile SECS] [--no-append]" >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -50,6 +58,7 @@ while [ $# -gt 0 ]; do
     --connections) [ $# -ge 2 ] || usage; CONNS=$2; shift 2 ;;
     --batch) [ $# -ge 2 ] || usage; BATCH=$2; shift 2 ;;
     --rounds) [ $# -ge 2 ] || usage; ROUNDS=$2; shift 2 ;;
+    --broker-dir) [ $# -ge 2 ] || usage; BROKER_DIR=$2; shift 2 ;;
     --no-append) APPEND=0; shift ;;
     --profile) [ $# -ge 2 ] || usage; PROFILE=$2; shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
@@ -69,9 +78,15 @@ gw_cleanup() {
   [ -n "$SERVE_PID" ] && kill -TERM "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
   return 0
 }
+[ -d "$BROKER_DIR" ] && [ -w "$BROKER_DIR" ] ||
+  die "--broker-dir $BROKER_DIR: not a writable directory (on a machine without /dev/shm, give one)"
+# Three rounds write ~2.5 GB of log (kept until the run ends).
+[ "$(df -Pk "$BROKER_DIR" | awk 'NR == 2 {print $4}')" -ge $((4 * 1024 * 1024)) ] ||
+  die "--broker-dir $BROKER_DIR: less than 4 GiB free; give a directory with room for the broker's log"
+BROKER_FS=$(df -PT "$BROKER_DIR" | awk 'NR == 2 {print $2}')
 bench_setup
 trap 'gw_cleanup; bench_cleanup' EXIT
-bench_broker
+TMPDIR=$BROKER_DIR bench_broker
 CSP=csp-alpha
 TOPIC=${PREFIX}gpuledger.usage.$CSP
 
@@ -145,7 +160,7 @@ TOKEN=$("$GPULEDGER" tokens add --file "$WORK/tokens" --role "csp:$CSP" --name b
   die "tokens add failed"
 "$GPULEDGER" serve --db "$WORK/ledger" --tokens "$WORK/tokens" --listen 127.0.0.1:0 \
   --port-file "$WORK/serve.port" --rate-limit 0 --brokers "$BROKERS" --topic-prefix "$PREFIX" \
-  </dev/null >"$WORK/serve.log" 2>&1 &
+  ${GATEWAY_SERVE_ARGS:-} </dev/null >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 1 300); do
   [ -s "$WORK/serve.port" ] && break
@@ -236,8 +251,8 @@ MEDIAN_RATIO=$(printf '%s\n' "${RATIOS[@]}" | sort -g | awk '{v[NR] = $1} END {p
 # --- table ----------------------------------------------------------------------------------
 TABLE=$WORK/table.md
 {
-  printf 'One topic (`%s`, 3 partitions, log-append time) on a throwaway local broker. kcat %s: ' \
-    "gpuledger.usage.$CSP" "$(dpkg-query -W -f '${Version}' kcat 2>/dev/null || echo '?')"
+  printf 'One topic (`%s`, 3 partitions, log-append time) on a throwaway local broker (its log in %s, %s). kcat %s: ' \
+    "gpuledger.usage.$CSP" "$BROKER_DIR" "$BROKER_FS" "$(dpkg-query -W -f '${Version}' kcat 2>/dev/null || echo '?')"
   printf '%s events of the sample month (JSON, %s B a line on average), keyed by allocation, with ' \
     "$(fmt0 "$EVENTS")" "$(( $(wc -c <"$WORK/kcat.in") / EVENTS ))"
   printf '`kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4`. '
