@@ -15,7 +15,7 @@
 #   3. the gateway: `gpuledger serve --brokers` with a CSP token, then after a 2 s warm-up
 #      `wrk -t1 -cC -dSECS` POSTing batches of B events (JSON arrays, distinct event ids, cycled;
 #      C = 32 by default: each request waits for the broker's acknowledgement, so throughput
-#      grows with the requests in flight until the CPUs are full; at 32 p99 is 15-19 ms on this
+#      grows with the requests in flight until the CPUs are full; at 32 p99 is 13-16 ms on this
 #      machine with the broker's log in a tmpfs; on its disk, 23-445 ms in about one round of
 #      three, see step 1):
 #      requests/s × B = events/s, p50 and p99 latency of a request (wrk's histogram); any
