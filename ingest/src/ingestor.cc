@@ -596,8 +596,8 @@ absl::Status IngestLoop::Record(const Decoded& decoded) {
     // Every shard records the registry; the first one announces its rejections.
     if (options_.publish_rejected &&
         (options_.shard == 0 || candidate.source != gpuledger::v1::SOURCE_REGISTRY)) {
-      batch_rejected_.push_back(
-          {result.seq, reason, candidate.source_id, candidate.payload, candidate.topic});
+      batch_rejected_.push_back({result.seq, reason, candidate.source_id, candidate.payload,
+                                 candidate.topic, candidate.headers});
     }
   }
   return absl::OkStatus();
@@ -626,8 +626,15 @@ absl::Status IngestLoop::ResendUnconfirmedNotices() {
       ledger_.Scan(through + 1, [&](const ledger::StoredEntry& e) -> absl::StatusOr<bool> {
         if (e.entry.outcome() == gpuledger::v1::REJECTED &&
             (options_.shard == 0 || e.entry.source() != gpuledger::v1::SOURCE_REGISTRY)) {
-          notices.push_back({e.seq, e.entry.reason_code(), e.entry.source_id(), e.entry.payload(),
-                             e.entry.topic()});
+          RejectedNotice& n = notices.emplace_back(RejectedNotice{e.seq,
+                                                                  e.entry.reason_code(),
+                                                                  e.entry.source_id(),
+                                                                  e.entry.payload(),
+                                                                  e.entry.topic(),
+                                                                  {}});
+          for (const v1::KafkaHeader& h : e.entry.headers()) {
+            n.headers.emplace_back(h.key(), h.value());
+          }
         }
         return true;
       }));

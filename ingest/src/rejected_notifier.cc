@@ -58,6 +58,7 @@ void RejectedNotifier::Send(const std::vector<RejectedNotice>& notices) {
     in_flight_.insert(n.seq);
     for (;;) {
       RdKafka::Headers* headers = RdKafka::Headers::create();
+      for (const auto& [key, value] : n.headers) headers->add(key, value);
       headers->add(kReasonHeader, n.reason_code);
       headers->add(kSeqHeader, absl::StrCat(n.seq));
       headers->add(kSourceTopicHeader, n.source_topic);

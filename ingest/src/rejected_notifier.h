@@ -12,6 +12,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,6 +36,9 @@ struct RejectedNotice {
   std::string source_id;     // the message key; empty: no key (the payload did not decode)
   std::string payload;       // the original message value
   std::string source_topic;  // where it was consumed from
+  // Its CloudEvents headers as consumed and recorded (`ce_...`, `content-type`), in order: a
+  // binary-mode CloudEvent's attributes are there, not in the payload.
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 // Owned by the ingest loop and used on its thread only: delivery reports and librdkafka's

@@ -205,6 +205,24 @@ class ExampleClientTest(unittest.TestCase):
             details.append(shown["reason_detail"])
         for _, _, why in bad:
             self.assertTrue(any(why in d for d in details), (why, details))
+        # Each rejection's notice on the rejected topic carries the headers it was sent with
+        # (a binary-mode CloudEvent's attributes are not in its value), then gpuledger's own.
+        sent = [h for h, _, _ in bad] + [ce + [f"ce_id={event['eventId']}"]]
+        seqs = list(range(before["head_seq"] + 1, after["head_seq"] + 1))
+        p = subprocess.run(["kcat", "-C", "-b", base.KAFKA, "-t",
+                            self.prefix_b + "gpuledger.rejected", "-e", "-q", "-f", "%h\n"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        notices = {}
+        for line in p.stdout.splitlines():
+            pairs = [h.split("=", 1) for h in line.split(",") if "=" in h]
+            seq = dict(pairs).get("gpuledger-seq")
+            if seq is not None:
+                notices[int(seq)] = ["=".join(kv) for kv in pairs
+                                     if not kv[0].startswith("gpuledger-")]
+        for seq, headers in zip(seqs, sent):
+            self.assertIn(seq, notices, "no rejected notice for seq %d" % seq)
+            self.assertEqual(notices[seq], headers, "seq %d" % seq)
         audit = subprocess.run([base.BIN, "audit", "decisions", "--db", self.db_b,
                                 "--topic-prefix", self.prefix_b],
                                capture_output=True, text=True, timeout=300)
