@@ -256,7 +256,9 @@ TABLE=$WORK/table.md
   printf '%s events of the sample month (JSON, %s B a line on average), keyed by allocation, with ' \
     "$(fmt0 "$EVENTS")" "$(( $(wc -c <"$WORK/kcat.in") / EVENTS ))"
   printf '`kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4`. '
-  printf 'Gateway: `gpuledger serve --brokers` (2 I/O threads, peak RSS %s MiB), `wrk -t1 -c%s -d%ss --latency` POSTing ' \
+  printf 'Gateway: `gpuledger serve --brokers%s` (%s, peak RSS %s MiB), `wrk -t1 -c%s -d%ss --latency` POSTing ' \
+    "${GATEWAY_SERVE_ARGS:+ $GATEWAY_SERVE_ARGS}" \
+    "$([ -n "${GATEWAY_SERVE_ARGS:-}" ] && echo 'serve given GATEWAY_SERVE_ARGS' || echo '2 I/O threads')" \
     "$(echo "$SERVE_RSS_KB / 1024" | bc)" "$CONNS" "$DURATION"
   printf 'JSON arrays of %s events (%s B a request) after a %s s warm-up; every answer 200 with every event taken. ' \
     "$BATCH" "$(wc -c <"$WORK/bodies/0.json")" "$WARMUP"
