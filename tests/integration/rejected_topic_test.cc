@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -145,6 +146,26 @@ std::vector<Notice> ReadAll(const std::string& brokers, const std::string& topic
   return out;
 }
 
+// One message with headers, as a CSP's client sends a CloudEvent in the Kafka binding's binary
+// mode (ingest::Publish sends none); waits for the broker's acknowledgement.
+void ProduceWithHeaders(const std::string& brokers, const std::string& topic,
+                        const std::string& key, const std::string& value,
+                        const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string err;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  ASSERT_EQ(conf->set("bootstrap.servers", brokers, err), RdKafka::Conf::CONF_OK) << err;
+  std::unique_ptr<RdKafka::Producer> p(RdKafka::Producer::create(conf.get(), err));
+  ASSERT_NE(p, nullptr) << err;
+  RdKafka::Headers* h = RdKafka::Headers::create();
+  for (const auto& [k, v] : headers) h->add(k, v);
+  const RdKafka::ErrorCode code = p->produce(
+      topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+      const_cast<char*>(value.data()), value.size(), key.data(), key.size(), 0, h, nullptr);
+  if (code != RdKafka::ERR_NO_ERROR) delete h;  // librdkafka owns it once produced
+  ASSERT_EQ(code, RdKafka::ERR_NO_ERROR) << RdKafka::err2str(code);
+  ASSERT_EQ(p->flush(30'000), RdKafka::ERR_NO_ERROR);
+}
+
 class RejectedTopicTest : public testing::KafkaTest {
  protected:
   RejectedTopicTest() : KafkaTest("rj") {}
@@ -264,6 +285,14 @@ TEST_F(RejectedTopicTest, NoticesNeverConfirmedAreSentAgainAtTheNextStart) {
   const std::vector<ingest::EncodedEvent> junk = {
       {topics_.Usage("csp-a"), "junk", "not a protobuf \xff\xff"}};
   ASSERT_TRUE(ingest::Publish(junk, publish_).ok());
+  // A binary-mode CloudEvent of another type: rejected, and its id is only in its headers.
+  const std::vector<std::pair<std::string, std::string>> ce = {
+      {"ce_specversion", "1.0"},
+      {"ce_type", "com.example.Other"},
+      {"ce_id", "ce-other-1"},
+      {"ce_source", "csp-a-meter"},
+      {"content-type", "application/json"}};
+  ProduceWithHeaders(brokers_, topics_.Usage("csp-a"), "junk", "{}", ce);
   ingest::IngestOptions o;
   o.brokers = brokers_;
   o.group_id = absl::StrCat("rj-off-", seed_);
@@ -273,7 +302,7 @@ TEST_F(RejectedTopicTest, NoticesNeverConfirmedAreSentAgainAtTheNextStart) {
   std::atomic<bool> stop{false};
   auto stats = ingest::RunIngest(o, **ledger, stop);
   ASSERT_TRUE(stats.ok()) << stats.status();
-  EXPECT_EQ(stats->rejected, 1u);
+  EXPECT_EQ(stats->rejected, 2u);
   EXPECT_TRUE(ReadAll(brokers_, topics_.Rejected()).empty());
 
   // Turned on again, ingest finds the rejection whose notice was never confirmed (the ledger's
@@ -283,15 +312,21 @@ TEST_F(RejectedTopicTest, NoticesNeverConfirmedAreSentAgainAtTheNextStart) {
   ASSERT_TRUE(resend.ok()) << resend.status();
   EXPECT_EQ(resend->consumed, 0u);
   auto notices = ReadAll(brokers_, topics_.Rejected());
-  ASSERT_EQ(notices.size(), 1u);
-  EXPECT_EQ(notices[0].headers["gpuledger-seq"], "1");
-  EXPECT_EQ(notices[0].headers["gpuledger-reason"], "MALFORMED");
+  ASSERT_EQ(notices.size(), 2u);
+  std::map<std::string, Notice> by_seq;
+  for (const Notice& n : notices) by_seq[n.headers.at("gpuledger-seq")] = n;
+  ASSERT_TRUE(by_seq.contains("1") && by_seq.contains("2"));
+  EXPECT_EQ(by_seq["1"].headers["gpuledger-reason"], "MALFORMED");
+  EXPECT_FALSE(by_seq["1"].headers.contains("ce_id"));
+  // The CloudEvent's notice, sent again from the ledger entry, keeps the headers it was sent with.
+  EXPECT_EQ(by_seq["2"].headers["gpuledger-reason"], "MALFORMED");
+  for (const auto& [key, value] : ce) EXPECT_EQ(by_seq["2"].headers[key], value) << key;
   auto cursor = (*ledger)->GetMeta("rejected_notified_through");
   ASSERT_TRUE(cursor.ok() && cursor->has_value());
-  EXPECT_EQ(**cursor, "1");
+  EXPECT_EQ(**cursor, "2");
   // Delivered and recorded as such: the next start sends nothing again.
   ASSERT_TRUE(ingest::RunIngest(o, **ledger, stop).ok());
-  EXPECT_EQ(ReadAll(brokers_, topics_.Rejected()).size(), 1u);
+  EXPECT_EQ(ReadAll(brokers_, topics_.Rejected()).size(), 2u);
 }
 
 }  // namespace
