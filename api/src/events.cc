@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "access_log.h"
@@ -72,56 +74,63 @@ namespace {
 // writes them: quotes, backslashes and control characters escaped, bytes that are not UTF-8
 // replaced (the answer is always valid JSON).
 void AppendId(std::string_view s, std::string* out) {
+  bool plain = true;
   for (const char c : s) {
-    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20 ||
-        static_cast<unsigned char>(c) >= 0x80) {
-      AppendJsonString(s, out);
-      return;
-    }
+    const auto u = static_cast<unsigned char>(c);
+    plain &= u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
   }
-  out->push_back('"');
-  out->append(s);
-  out->push_back('"');
+  if (!plain) {
+    AppendJsonString(s, out);
+    return;
+  }
+  const size_t at = out->size();
+  out->resize(at + s.size() + 2);
+  char* p = out->data() + at;
+  p[0] = '"';
+  std::memcpy(p + 1, s.data(), s.size());
+  p[s.size() + 1] = '"';
 }
 
 }  // namespace
 
 // Written by hand rather than through nlohmann::json: for a batch of events this answer was a
-// fifth of the gateway's time (ops/bench/gateway.sh).
+// fifth of the gateway's time (ops/bench/gateway.sh). The counts first, then every event's
+// entry straight into the body.
 HttpResponse AnswerEvents(const EventsCall& call, const std::vector<ingest::Delivery>& deliveries) {
-  size_t taken = 0, refused = 0, failed = 0, next = 0;
-  std::string items;
-  items.reserve(64 * call.events.size());
+  size_t taken = 0, refused = 0, failed = 0;
+  for (const ingest::GatewayEvent& e : call.events) refused += e.reason.empty() ? 0 : 1;
+  for (const ingest::Delivery& d : deliveries) (d.status.ok() ? taken : failed) += 1;
+  HttpResponse r;
+  r.status = failed > 0 ? 503 : refused > 0 ? 422 : 200;
+  std::string& body = r.body;
+  body.reserve(96 + call.topic.size() + 96 * call.events.size());
+  body.append("{\"topic\": ");
+  AppendJsonString(call.topic, &body);
+  absl::StrAppend(&body, ", \"taken\": ", taken, ", \"refused\": ", refused,
+                  ", \"failed\": ", failed, ", \"events\": [");
+  size_t next = 0;
   for (const ingest::GatewayEvent& e : call.events) {
-    items.append(items.empty() ? "\n  {\"eventId\": " : ",\n  {\"eventId\": ");
-    AppendId(e.event_id, &items);
+    body.append(&e == call.events.data() ? "\n  {\"eventId\": " : ",\n  {\"eventId\": ");
+    AppendId(e.event_id, &body);
     if (!e.reason.empty()) {
-      ++refused;
-      absl::StrAppend(&items, ", \"status\": \"refused\", \"reason\": \"", e.reason,
+      absl::StrAppend(&body, ", \"status\": \"refused\", \"reason\": \"", e.reason,
                       "\", \"detail\": ");
-      AppendJsonString(e.detail, &items);
+      AppendJsonString(e.detail, &body);
     } else {
       const ingest::Delivery& d = deliveries.at(next++);
       if (d.status.ok()) {
-        ++taken;
-        absl::StrAppend(&items, ", \"status\": \"taken\", \"partition\": ", d.partition,
+        absl::StrAppend(&body, ", \"status\": \"taken\", \"partition\": ", d.partition,
                         ", \"offset\": ", d.offset);
       } else {
-        ++failed;
-        items.append(", \"status\": \"failed\", \"detail\": ");
+        body.append(", \"status\": \"failed\", \"detail\": ");
         AppendJsonString(absl::StrCat(std::string(d.status.message()),
                                       "; send it again (an event sent twice is recorded once)"),
-                         &items);
+                         &body);
       }
     }
-    items.push_back('}');
+    body.push_back('}');
   }
-  HttpResponse r;
-  r.status = failed > 0 ? 503 : refused > 0 ? 422 : 200;
-  r.body = absl::StrCat("{\"topic\": ");
-  AppendJsonString(call.topic, &r.body);
-  absl::StrAppend(&r.body, ", \"taken\": ", taken, ", \"refused\": ", refused,
-                  ", \"failed\": ", failed, ", \"events\": [", items, "\n]}\n");
+  body.append("\n]}\n");
   if (failed > 0) r.headers.emplace_back("Retry-After", "1");
   r.route = "/v1/events";
   if (refused + failed > 0) {

@@ -207,7 +207,7 @@ void Finish(const absl::Status& st, v1::UsageEvent& e, const HttpEventsOptions& 
 
 // What the gateway needs to know of a plain event while its wire bytes are written
 // (EncodeJson): what Finish reads from the message.
-class UsageFacts : public WireVisitor {
+class UsageFacts final : public WireVisitor {
  public:
   static bool IsAllocationId(const pb::FieldDescriptor* f) {
     constexpr std::string_view kName = "allocation_id";
@@ -220,30 +220,29 @@ class UsageFacts : public WireVisitor {
   v1::Program program{};
   v1::GpuModel gpu_model{};
 
-  void String(int depth, const pb::FieldDescriptor* f, std::string_view value) override {
+  void String(int depth, const WireSchema::Field& f, std::string_view value) override {
     if (depth == 0) {
-      if (f->number() == v1::UsageEvent::kEventIdFieldNumber) event_id = value;
-      if (f->number() == v1::UsageEvent::kCspIdFieldNumber) csp_id = value;
-    } else if (depth == 1 && in_body && IsAllocationId(f)) {
+      if (f.descriptor->number() == v1::UsageEvent::kEventIdFieldNumber) event_id = value;
+      if (f.descriptor->number() == v1::UsageEvent::kCspIdFieldNumber) csp_id = value;
+    } else if (depth == 1 && in_body && IsAllocationId(f.descriptor)) {
       allocation_id = value;
     }
   }
-  void Number(int depth, const pb::FieldDescriptor* f, int64_t value) override {
-    if (depth == 0 && f->number() == v1::UsageEvent::kSchemaVersionFieldNumber) {
+  void Number(int depth, const WireSchema::Field& f, int64_t value) override {
+    if (depth == 0 && f.descriptor->number() == v1::UsageEvent::kSchemaVersionFieldNumber) {
       schema_version = value;
-    } else if (depth == 1 && in_body && f->type() == pb::FieldDescriptor::TYPE_ENUM) {
+    } else if (depth == 1 && in_body && f.enum_type != nullptr) {
       // The descriptors looked up once (each call of X_descriptor() takes a lock).
       static const pb::EnumDescriptor* const kProgram = v1::Program_descriptor();
       static const pb::EnumDescriptor* const kGpuModel = v1::GpuModel_descriptor();
-      const pb::EnumDescriptor* e = f->enum_type();
-      if (e == kProgram) program = static_cast<v1::Program>(value);
-      if (e == kGpuModel) gpu_model = static_cast<v1::GpuModel>(value);
+      if (f.enum_type == kProgram) program = static_cast<v1::Program>(value);
+      if (f.enum_type == kGpuModel) gpu_model = static_cast<v1::GpuModel>(value);
     }
   }
-  void Message(int depth, const pb::FieldDescriptor* f) override {
+  void Message(int depth, const WireSchema::Field& f) override {
     if (depth != 0) return;
-    in_body = f->containing_oneof() != nullptr;  // the fields that follow are the body's
-    if (in_body) body = static_cast<v1::UsageEvent::BodyCase>(f->number());
+    in_body = f.oneof >= 0;  // the fields that follow are the body's
+    if (in_body) body = static_cast<v1::UsageEvent::BodyCase>(f.descriptor->number());
   }
 
  private:
@@ -266,7 +265,6 @@ void FromPlainEvent(dom::element j, const HttpEventsOptions& options, const std:
   }
   UsageFacts facts;
   std::string& value = g.encoded.value;
-  value.reserve(256);
   if (absl::Status st = EncodeJson(j, schema, &value, &facts); !st.ok()) {
     g.event_id = IdOf(j, false);
     g.reason = reason::kMalformed;

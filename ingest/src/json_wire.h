@@ -25,19 +25,6 @@
 
 namespace gpuledger::ingest {
 
-// Told of what the encoder wrote, while it writes it: the values of scalar fields (strings as
-// they are in the parsed document, or in a scratch buffer for bytes: copy what is kept) and the
-// start of each message field. `depth` 0 is the top-level message.
-class WireVisitor {
- public:
-  virtual ~WireVisitor() = default;
-  virtual void String(int depth, const google::protobuf::FieldDescriptor* f,
-                      std::string_view value) = 0;
-  // Integers, enums (their number) and bools (0 or 1).
-  virtual void Number(int depth, const google::protobuf::FieldDescriptor* f, int64_t value) = 0;
-  virtual void Message(int depth, const google::protobuf::FieldDescriptor* f) = 0;
-};
-
 // A message type as the encoder reads it: its fields by either JSON name, with their tags.
 // Built once per type (WireSchema::Of keeps one per descriptor for the process).
 class WireSchema {
@@ -66,6 +53,7 @@ class WireSchema {
     const WireSchema* sub = nullptr;  // a message field's type
     // An enum field's values by name (few: a scan, without the string protobuf's lookup makes).
     std::vector<std::pair<std::string, int>> enum_names;
+    const google::protobuf::EnumDescriptor* enum_type = nullptr;  // an enum field's type
   };
   static const WireSchema& Of(const google::protobuf::Descriptor* d);
   const google::protobuf::Descriptor* descriptor() const { return descriptor_; }
@@ -84,6 +72,18 @@ class WireSchema {
   static constexpr size_t kScanned = 64;
   std::vector<std::pair<std::string, int>> names_;
   absl::flat_hash_map<std::string, int> by_name_;
+};
+
+// Told of what the encoder wrote, while it writes it: the values of scalar fields (strings as
+// they are in the parsed document, or in a scratch buffer for bytes: copy what is kept) and the
+// start of each message field. `depth` 0 is the top-level message.
+class WireVisitor {
+ public:
+  virtual ~WireVisitor() = default;
+  virtual void String(int depth, const WireSchema::Field& f, std::string_view value) = 0;
+  // Integers, enums (their number) and bools (0 or 1).
+  virtual void Number(int depth, const WireSchema::Field& f, int64_t value) = 0;
+  virtual void Message(int depth, const WireSchema::Field& f) = 0;
 };
 
 // Appends the wire bytes of the message `json` is (an object) to `out`; on an error `out` holds
