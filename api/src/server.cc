@@ -376,7 +376,7 @@ awaitable<HttpResponse> PublishEvents(const HttpRequest& request, Shared& shared
         co_await asio::async_initiate<decltype(use_awaitable), void(std::vector<ingest::Delivery>)>(
             [producer, &call](auto handler) {
               auto h = std::make_shared<decltype(handler)>(std::move(handler));
-              producer->Produce(call.to_send, [h](std::vector<ingest::Delivery> d) {
+              producer->Produce(call.topic, call.to_send, [h](std::vector<ingest::Delivery> d) {
                 auto executor = asio::get_associated_executor(*h);
                 asio::post(executor, [h, d = std::move(d)]() mutable { (*h)(std::move(d)); });
               });

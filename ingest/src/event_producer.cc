@@ -11,7 +11,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -149,44 +148,32 @@ bool EventProducer::BrokerReachable() const {
   return last >= 0 && NowMs() - last < 10'000;
 }
 
-void EventProducer::Produce(const std::vector<EncodedEvent>& events, Done done) {
+void EventProducer::Produce(const std::string& topic_name, const std::vector<EncodedEvent>& events,
+                            Done done) {
   // The CSP's topic is created (with log-append time) the first time it is written here.
-  std::vector<std::string> missing;
+  RdKafka::Topic* topic = nullptr;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    std::set<std::string> seen;
-    for (size_t i = 0; i < events.size(); ++i) {
-      const EncodedEvent& e = events[i];
-      if (i > 0 && e.topic == events[i - 1].topic) continue;  // a batch is mostly one topic
-      if (!impl_->topics.contains(e.topic) && seen.insert(e.topic).second) {
-        missing.push_back(e.topic);
-      }
+    if (auto it = impl_->topics.find(topic_name); it != impl_->topics.end()) {
+      topic = it->second.get();  // std::map nodes do not move
     }
   }
   absl::Status ensured = absl::OkStatus();
-  if (!missing.empty()) {
-    ensured = EnsureTopics(impl_->options.brokers, impl_->options.kafka_config, missing, 3);
+  if (topic == nullptr) {
+    ensured = EnsureTopics(impl_->options.brokers, impl_->options.kafka_config, {topic_name}, 3);
     std::lock_guard<std::mutex> lock(impl_->mu);
-    for (const std::string& name : missing) {
-      if (!ensured.ok() || impl_->topics.contains(name)) continue;
+    if (auto it = impl_->topics.find(topic_name); it != impl_->topics.end()) {
+      topic = it->second.get();
+    } else if (ensured.ok()) {
       std::string err;
-      std::unique_ptr<RdKafka::Topic> topic(
-          RdKafka::Topic::create(impl_->producer.get(), name, nullptr, err));
-      if (topic == nullptr) {
-        ensured = absl::InternalError(absl::StrCat("Kafka topic handle for ", name, ": ", err));
-        continue;
+      std::unique_ptr<RdKafka::Topic> handle(
+          RdKafka::Topic::create(impl_->producer.get(), topic_name, nullptr, err));
+      if (handle == nullptr) {
+        ensured =
+            absl::InternalError(absl::StrCat("Kafka topic handle for ", topic_name, ": ", err));
+      } else {
+        topic = impl_->topics.emplace(topic_name, std::move(handle)).first->second.get();
       }
-      impl_->topics.emplace(name, std::move(topic));
-    }
-  }
-  // The handles of this batch's topics (std::map nodes do not move).
-  std::vector<RdKafka::Topic*> handles(events.size(), nullptr);
-  if (ensured.ok()) {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    for (size_t i = 0; i < events.size(); ++i) {
-      handles[i] = i > 0 && events[i].topic == events[i - 1].topic
-                       ? handles[i - 1]
-                       : impl_->topics.at(events[i].topic).get();
     }
   }
   auto* batch = new Batch;
@@ -195,39 +182,35 @@ void EventProducer::Produce(const std::vector<EncodedEvent>& events, Done done) 
   batch->refs.reserve(events.size());
   for (size_t i = 0; i < events.size(); ++i) batch->refs.emplace_back(batch, i);
   batch->pending.store(events.size() + 1);  // + 1: this call's own guard
-  if (!ensured.ok()) {
+  if (topic == nullptr) {
     for (size_t i = 0; i < events.size(); ++i) {
       batch->deliveries[i].status = ensured;
       batch->Settle();
     }
+    batch->Settle();
+    return;
   }
-  // Queued a run of one topic at a time with rd_kafka_produce_batch: the topic locked and the
-  // clock read once a run rather than once a message (the C++ API queues one at a time). The
-  // delivery reports come to dr_cb as for any message; a message refused here has none.
-  std::vector<rd_kafka_message_t> run;
-  for (size_t first = 0; ensured.ok() && first < events.size();) {
-    size_t end = first + 1;
-    while (end < events.size() && handles[end] == handles[first]) ++end;
-    run.assign(end - first, rd_kafka_message_t{});
-    for (size_t i = first; i < end; ++i) {
-      const EncodedEvent& e = events[i];
-      rd_kafka_message_t& m = run[i - first];
-      m.payload = const_cast<char*>(e.value.data());
-      m.len = e.value.size();
-      m.key = const_cast<char*>(e.key.data());
-      m.key_len = e.key.size();
-      m._private = &batch->refs[i];
-    }
-    rd_kafka_produce_batch(handles[first]->c_ptr(), RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-                           run.data(), static_cast<int>(run.size()));
-    for (size_t i = first; i < end; ++i) {
-      const rd_kafka_resp_err_t err = run[i - first].err;
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-      batch->deliveries[i].status = FromKafka(static_cast<RdKafka::ErrorCode>(err),
-                                              absl::StrCat("queueing for ", events[i].topic));
-      batch->Settle();
-    }
-    first = end;
+  // Queued at once with rd_kafka_produce_batch: the topic locked and the clock read once rather
+  // than once a message (the C++ API queues one at a time). The delivery reports come to dr_cb
+  // as for any message; a message refused here has none.
+  std::vector<rd_kafka_message_t> run(events.size(), rd_kafka_message_t{});
+  for (size_t i = 0; i < events.size(); ++i) {
+    const EncodedEvent& e = events[i];
+    rd_kafka_message_t& m = run[i];
+    m.payload = const_cast<char*>(e.value.data());
+    m.len = e.value.size();
+    m.key = const_cast<char*>(e.key.data());
+    m.key_len = e.key.size();
+    m._private = &batch->refs[i];
+  }
+  rd_kafka_produce_batch(topic->c_ptr(), RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, run.data(),
+                         static_cast<int>(run.size()));
+  for (size_t i = 0; i < events.size(); ++i) {
+    const rd_kafka_resp_err_t err = run[i].err;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    batch->deliveries[i].status =
+        FromKafka(static_cast<RdKafka::ErrorCode>(err), absl::StrCat("queueing for ", topic_name));
+    batch->Settle();
   }
   batch->Settle();
 }

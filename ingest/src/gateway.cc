@@ -202,7 +202,8 @@ void Finish(const absl::Status& st, v1::UsageEvent& e, const HttpEventsOptions& 
     g->detail = std::string(encoded.status().message());
     return;
   }
-  g->encoded = std::move(*encoded);
+  g->encoded.key = std::move(encoded->key);
+  g->encoded.value = std::move(encoded->value);
 }
 
 // What the gateway needs to know of a plain event while its wire bytes are written
@@ -252,11 +253,9 @@ class UsageFacts final : public WireVisitor {
 // One plain JSON event, turned into wire bytes without a message (json_wire.h): the same
 // checks, errors and defaults as MessageFromJson + Finish give, which the gateway's tests compare
 // on every input they have (ingest/tests/gateway_test.cc, tests/fuzz/fuzz_gateway.cc).
-// `topic`: the CSP's usage topic (options.topics.Usage(options.csp), named once a request).
 // Written into `g`, a new element of the request's vector (moving six strings into it per event
 // was a measurable part of the gateway's time).
-void FromPlainEvent(dom::element j, const HttpEventsOptions& options, const std::string& topic,
-                    GatewayEvent& g) {
+void FromPlainEvent(dom::element j, const HttpEventsOptions& options, GatewayEvent& g) {
   static const WireSchema& schema = WireSchema::Of(v1::UsageEvent::descriptor());
   if (!j.is_object()) {
     g.reason = reason::kMalformed;
@@ -295,15 +294,14 @@ void FromPlainEvent(dom::element j, const HttpEventsOptions& options, const std:
     value.clear();
     return;
   }
-  g.encoded.topic = topic;
   g.encoded.key = UsageEventKey(facts.body, facts.allocation_id, facts.program, facts.gpu_model,
                                 facts.event_id);
 }
 
 // One event of a JSON body (a plain event or a structured CloudEvent).
 void FromElement(dom::element j, bool cloudevent, const HttpEventsOptions& options,
-                 const std::string& topic, GatewayEvent& g) {
-  if (!cloudevent) return FromPlainEvent(j, options, topic, g);
+                 GatewayEvent& g) {
+  if (!cloudevent) return FromPlainEvent(j, options, g);
   g.event_id = IdOf(j, cloudevent);
   v1::UsageEvent e;
   Finish(FromStructured(j, options.csp, &e), e, options, &g);
@@ -431,7 +429,6 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
         "application/cloudevents-batch+json, or a CloudEvent in binary mode (ce-* headers)"));
   }
   dom::parser& parser = ThreadJsonParser();
-  const std::string topic = options.topics.Usage(options.csp);
   if (type == "application/x-ndjson") {
     for (absl::string_view line :
          absl::StrSplit(absl::string_view(body.data(), body.size()), '\n')) {
@@ -445,7 +442,7 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
         out.push_back(std::move(g));
         continue;
       }
-      FromElement(j, false, options, topic, out.emplace_back());
+      FromElement(j, false, options, out.emplace_back());
     }
   } else {
     dom::element j;
@@ -466,9 +463,9 @@ absl::StatusOr<std::vector<GatewayEvent>> ParseHttpEvents(
     if (j.get(items) == simdjson::SUCCESS) {
       if (items.size() > options.max_events) return too_many(items.size());
       out.reserve(items.size());
-      for (dom::element e : items) FromElement(e, cloudevents, options, topic, out.emplace_back());
+      for (dom::element e : items) FromElement(e, cloudevents, options, out.emplace_back());
     } else {
-      FromElement(j, cloudevents, options, topic, out.emplace_back());
+      FromElement(j, cloudevents, options, out.emplace_back());
     }
   }
   if (out.empty()) return absl::InvalidArgumentError("the request holds no events");

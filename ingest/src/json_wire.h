@@ -14,6 +14,7 @@
 #include <simdjson.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +25,21 @@
 #include "json_message.h"
 
 namespace gpuledger::ingest {
+
+// Whether two strings of `n` bytes are equal: eight bytes at a time, inlined (names and keys
+// are short, and a call to memcmp for each was 5% of the encoder's time).
+inline bool SameBytes(const char* a, const char* b, size_t n) {
+  for (; n >= 8; a += 8, b += 8, n -= 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a, 8);
+    std::memcpy(&y, b, 8);
+    if (x != y) return false;
+  }
+  for (; n > 0; ++a, ++b, --n) {
+    if (*a != *b) return false;
+  }
+  return true;
+}
 
 // A message type as the encoder reads it: its fields by either JSON name, with their tags.
 // Built once per type (WireSchema::Of keeps one per descriptor for the process).
@@ -61,10 +77,20 @@ class WireSchema {
   // The field a JSON member names (its JSON name or its .proto name), or null. `hint` (0 at the
   // start of an object) is where the scan starts and is moved past each name found: members
   // given in the order of the .proto are found at the first comparison.
-  const Field* Find(std::string_view key, size_t* hint) const;
+  const Field* Find(std::string_view key, size_t* hint) const {
+    // The name at the hint, compared here (inlined: it is the common case); the rest out of line.
+    if (*hint < names_.size()) {
+      const std::string& name = names_[*hint].first;
+      if (name.size() == key.size() && SameBytes(name.data(), key.data(), key.size())) {
+        return &fields_[names_[(*hint)++].second];
+      }
+    }
+    return FindFrom(key, hint);
+  }
 
  private:
   explicit WireSchema(const google::protobuf::Descriptor* d);
+  const Field* FindFrom(std::string_view key, size_t* hint) const;
   const google::protobuf::Descriptor* descriptor_;
   std::vector<Field> fields_;
   // Each field's JSON name in field order, then the .proto names that differ: few, a scan; many

@@ -77,6 +77,9 @@ struct GatewayEvent {
   // CSP_TOPIC_MISMATCH (names another CSP than the token's), with `detail`.
   std::string reason;
   std::string detail;
+  // The message's key and value; `encoded.topic` is left empty: every event of a request goes to
+  // its CSP's usage topic, options.topics.Usage(options.csp) (a copy of the name an event was a
+  // measurable part of the gateway's time).
   EncodedEvent encoded;
 };
 
@@ -128,10 +131,11 @@ class EventProducer {
   static absl::StatusOr<std::unique_ptr<EventProducer>> Create(const EventProducerOptions& options);
   ~EventProducer();
   using Done = std::function<void(std::vector<Delivery>)>;
-  // Queues `events` in order and calls `done` (on the producer's own thread) with one Delivery
-  // per event, in the same order, when the last is settled. Never blocks for long: a full
-  // queue fails the rest of the batch at once (retryable).
-  void Produce(const std::vector<EncodedEvent>& events, Done done);
+  // Queues `events` to `topic` in order (their own `topic` is not read: a request's events all
+  // go to its CSP's topic) and calls `done` (on the producer's own thread) with one Delivery per
+  // event, in the same order, when the last is settled. Never blocks for long: a full queue
+  // fails the rest of the batch at once (retryable). The topic is created the first time.
+  void Produce(const std::string& topic, const std::vector<EncodedEvent>& events, Done done);
   // Whether a broker answered lately (a metadata request within the last few seconds).
   bool BrokerReachable() const;
 
