@@ -288,6 +288,39 @@ absl::Status Encode(dom::element json, const WireSchema& schema, int depth, Wire
       json, schema.descriptor(),
       [&schema, &hint](std::string_view key) { return schema.Find(key, &hint); },
       [&](dom::element v, const WireSchema::Field& field, bool) {
+        // The forms most members take, here (inlined into the loop over the members): a string
+        // field's string, an integer field's integer in range. EncodeValue writes everything
+        // else (and refuses what is wrong, with its errors).
+        if (field.kind == WireSchema::Kind::kString) {
+          std::string_view text;
+          if (v.get(text) == simdjson::SUCCESS) {
+            PutBytes(field, text, out);
+            if (visitor != nullptr) visitor->String(depth, field, text);
+            return absl::OkStatus();
+          }
+        } else if (field.kind <= WireSchema::Kind::kUInt32) {
+          int64_t number = 0;
+          bool plain = false;
+          switch (field.kind) {
+            case WireSchema::Kind::kInt64:
+              plain = PlainInteger<int64_t>(v, &number);
+              break;
+            case WireSchema::Kind::kUInt64:
+              plain = PlainInteger<uint64_t>(v, &number);
+              break;
+            case WireSchema::Kind::kInt32:
+              plain = PlainInteger<int32_t>(v, &number);
+              break;
+            default:
+              plain = PlainInteger<uint32_t>(v, &number);
+              break;
+          }
+          if (plain) {
+            PutInteger(field, number, out);
+            if (visitor != nullptr) visitor->Number(depth, field, number);
+            return absl::OkStatus();
+          }
+        }
         return EncodeValue(v, field, depth, out, visitor);
       });
 }

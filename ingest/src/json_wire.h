@@ -45,7 +45,8 @@ inline bool SameBytes(const char* a, const char* b, size_t n) {
 // Built once per type (WireSchema::Of keeps one per descriptor for the process).
 class WireSchema {
  public:
-  // How a value is read from JSON (the field's C++ type; bytes apart from strings).
+  // How a value is read from JSON (the field's C++ type; bytes apart from strings). The four
+  // integer kinds come first: the encoder tests `kind <= kUInt32`.
   enum class Kind : uint8_t {
     kInt64,
     kUInt64,
