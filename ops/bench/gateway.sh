@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ops/bench/gateway.sh [--events N] [--duration SECS] [--connections C] [--batch B]
+# ops/bench/gateway.sh [--events N] [--duration SECS] [--connections C[,C...]] [--batch B]
 #                      [--rounds R] [--broker-dir DIR] [--profile SECS] [--no-append]
 #
 # Usage over HTTP (POST /v1/events) against `kcat -P` producing to the same topic, in one run:
@@ -12,21 +12,26 @@
 #   2. kcat: N usage events (the sample's JSON, one per line, keyed by allocation) with
 #      `kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4`, timed from start
 #      to exit (kcat waits for every acknowledgement): events/s;
-#   3. the gateway: `gpuledger serve --brokers` with a CSP token, then after a 2 s warm-up
-#      `wrk -t1 -cC -dSECS` POSTing batches of B events (JSON arrays, distinct event ids, cycled;
-#      C = 32 by default: each request waits for the broker's acknowledgement, so throughput
-#      grows with the requests in flight until the CPUs are full; at 32 p99 is 13-16 ms on this
-#      machine with the broker's log in a tmpfs; on its disk, 23-445 ms in about one round of
-#      three, see step 1):
+#   3. the gateway: `gpuledger serve --brokers` with a CSP token (and
+#      --max-connections-per-address raised to the largest C: one wrk stands for a CSP's several
+#      meters), then after a 2 s warm-up, for each C of --connections (32,40,48 by default)
+#      `wrk -t1 -cC -dSECS` POSTing batches of B events (JSON arrays, distinct event ids, cycled):
 #      requests/s × B = events/s, p50 and p99 latency of a request (wrk's histogram); any
 #      non-2xx answer or socket error fails the run. The topic's end offsets are read before and
 #      after (kcat -Q): at least as many messages arrived as the gateway acknowledged.
+#      What the gateway sustains in the round: the highest events/s of a C whose p99 is under
+#      20 ms. Each request waits for the broker's acknowledgement (linger.ms, then the broker's
+#      work on the batch), so throughput grows with the requests in flight until the CPUs are
+#      full, and p99 with it: at 32 on this machine the gateway is latency-bound (p50 ~8 ms) with
+#      CPU to spare, at 48 p99 nears 20 ms. On the machine's disk instead of a tmpfs p99 was
+#      23-445 ms in about one round of three, see step 1.
 #   For both, the CPU time the producer (kcat, serve) and the broker used, per event (from
 #   bash's `time` and /proc/PID/stat): what each event costs, whatever the two CPUs' sharing.
 #   Steps 2 and 3 run R times in turn (R = 3 by default; the machine's speed drifts, kcat's own
-#   rate by ±15% between runs): each round's gateway rate is compared with the kcat run just
-#   before it, and the verdict is on the median of the rounds' ratios (p99: the worst round's).
-#   4. with --profile SECS: another wrk run while `perf record --call-graph dwarf` samples serve
+#   rate by ±15% between runs): each round's sustained gateway rate is compared with the kcat run
+#   just before it, and the verdict is on the median of the rounds' ratios; every C's row is in
+#   the table.
+#   4. with --profile SECS: another wrk run (the first C) while `perf record --call-graph dwarf` samples serve
 #      for SECS seconds (not part of the figures); the report goes to stderr.
 # Broker, serve, kcat and wrk share the machine's CPUs (not pinned), the same for both.
 # GATEWAY_SERVE_ARGS (words) are added to serve's command line, for experiments.
@@ -40,7 +45,7 @@ BENCH_CMDLINE="ops/bench/gateway.sh${*:+ $*}"
 
 EVENTS=1000000
 DURATION=20
-CONNS=32
+CONNS=32,40,48
 BATCH=100
 ROUNDS=3
 APPEND=1
@@ -48,7 +53,7 @@ PROFILE=0
 WARMUP=2
 BROKER_DIR=/dev/shm
 usage() {
-  echo "usage: $PROG [--events N] [--duration SECS] [--connections C] [--batch B] [--rounds R] [--broker-dir DIR] [--profile SECS] [--no-append]" >&2
+  echo "usage: $PROG [--events N] [--duration SECS] [--connections C[,C...]] [--batch B] [--rounds R] [--broker-dir DIR] [--profile SECS] [--no-append]" >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -66,6 +71,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds takes a whole number of rounds, at least 1"
+[[ "$CONNS" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  die "--connections takes a number of connections, or several separated by commas (32,40,48)"
+IFS=, read -r -a CONN_LIST <<<"$CONNS"
+MAX_CONNS=$(printf '%s\n' "${CONN_LIST[@]}" | sort -n | tail -1)
 if ! command -v wrk >/dev/null; then
   [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null || die "wrk is needed: apt-get install -y wrk"
   log "installing wrk"
@@ -160,6 +169,7 @@ TOKEN=$("$GPULEDGER" tokens add --file "$WORK/tokens" --role "csp:$CSP" --name b
   die "tokens add failed"
 "$GPULEDGER" serve --db "$WORK/ledger" --tokens "$WORK/tokens" --listen 127.0.0.1:0 \
   --port-file "$WORK/serve.port" --rate-limit 0 --brokers "$BROKERS" --topic-prefix "$PREFIX" \
+  --max-connections-per-address "$((MAX_CONNS > 32 ? MAX_CONNS : 32))" \
   ${GATEWAY_SERVE_ARGS:-} </dev/null >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 1 300); do
@@ -196,16 +206,17 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 EOF
-wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk-warmup.log" 2>&1 ||
+wrk -t1 -c"$MAX_CONNS" -d"${WARMUP}s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk-warmup.log" 2>&1 ||
   { cat "$WORK/wrk-warmup.log" >&2; die "wrk warm-up failed"; }
-# One wrk run against the gateway: sets GW_EPS, GW_CPU_US, GW_BROKER_US, WRK_CPU_US, P50, P99.
+# One wrk run against the gateway with $1 connections: sets GW_EPS, GW_CPU_US, GW_BROKER_US,
+# WRK_CPU_US, P50, P99.
 run_gateway() {
-  local off2 off3 s2 s3 b2 b3
+  local conns=$1 off2 off3 s2 s3 b2 b3
   off2=$(end_offsets)
   s2=$(cpu_secs "$SERVE_PID")
   b2=$(cpu_secs "$BROKER_PID")
-  log "wrk: POST $URL, $CONNS connections, $DURATION s, $BATCH events a request"
-  { time wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk.log" 2>&1; } \
+  log "wrk: POST $URL, $conns connections, $DURATION s, $BATCH events a request"
+  { time wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$URL" >"$WORK/wrk.log" 2>&1; } \
     2>"$WORK/wrk.time" || { cat "$WORK/wrk.log" >&2; die "wrk failed"; }
   s3=$(cpu_secs "$SERVE_PID")
   b3=$(cpu_secs "$BROKER_PID")
@@ -230,20 +241,31 @@ met() { if "$@"; then echo met; else echo "**missed**"; fi; }
 lt() { [ "$(echo "$1 < $2" | bc -l)" = 1 ]; }
 ms() { printf '%.2f' "$(echo "$1 / 1000" | bc -l)"; }
 
-# --- rounds: kcat, then the gateway, R times ------------------------------------------------
+# --- rounds: kcat, then the gateway at each C, R times -------------------------------------
 ROWS=()
 RATIOS=()
-WORST_P99=0
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round of $ROUNDS"
   run_kcat
-  run_gateway
-  RATIOS+=("$(echo "$GW_EPS / $KCAT_EPS" | bc -l)")
-  if [ "$P99" -gt "$WORST_P99" ]; then WORST_P99=$P99; fi
-  ROWS+=("$(printf '| %s | %s | %.2f | %.2f | %s | %s ms | %s ms | %s | %.2f | %.2f | %.2f |' \
-    "$round" "$(fmt0 "$KCAT_EPS")" "$KCAT_CPU_US" "$KCAT_BROKER_US" "$(fmt0 "$GW_EPS")" \
-    "$(ms "$P50")" "$(ms "$P99")" "$(pct "$GW_EPS" "$KCAT_EPS")" "$GW_CPU_US" "$GW_BROKER_US" \
-    "$WRK_CPU_US")")
+  BEST_EPS=0
+  BEST_ROW=-1
+  for conns in "${CONN_LIST[@]}"; do
+    run_gateway "$conns"
+    ok=no
+    if lt "$P99" 20000; then
+      ok=yes
+      if [ "$(echo "$GW_EPS > $BEST_EPS" | bc -l)" = 1 ]; then BEST_EPS=$GW_EPS; BEST_ROW=${#ROWS[@]}; fi
+    fi
+    ROWS+=("$(printf '| %s | %s | %.2f | %.2f | %s | %s | %s ms | %s ms | %s | %s | %.2f | %.2f | %.2f |' \
+      "$round" "$(fmt0 "$KCAT_EPS")" "$KCAT_CPU_US" "$KCAT_BROKER_US" "$conns" "$(fmt0 "$GW_EPS")" \
+      "$(ms "$P50")" "$(ms "$P99")" "$ok" "$(pct "$GW_EPS" "$KCAT_EPS")" "$GW_CPU_US" \
+      "$GW_BROKER_US" "$WRK_CPU_US")")
+  done
+  # The round's sustained rate (0 if no C kept p99 under 20 ms), its row in bold.
+  RATIOS+=("$(echo "$BEST_EPS / $KCAT_EPS" | bc -l)")
+  if [ "$BEST_ROW" -ge 0 ]; then
+    ROWS[BEST_ROW]=$(echo "${ROWS[BEST_ROW]}" | sed 's/| \([0-9]*%\) |/| **\1** |/')
+  fi
 done
 SERVE_RSS_KB=$(sed -n 's/^VmHWM:\s*\([0-9]*\) kB/\1/p' "/proc/$SERVE_PID/status")
 MEDIAN_RATIO=$(printf '%s\n' "${RATIOS[@]}" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
@@ -256,24 +278,23 @@ TABLE=$WORK/table.md
   printf '%s events of the sample month (JSON, %s B a line on average), keyed by allocation, with ' \
     "$(fmt0 "$EVENTS")" "$(( $(wc -c <"$WORK/kcat.in") / EVENTS ))"
   printf '`kcat -P -X acks=all -X enable.idempotence=true -X compression.type=lz4`. '
-  printf 'Gateway: `gpuledger serve --brokers%s` (%s, peak RSS %s MiB), `wrk -t1 -c%s -d%ss --latency` POSTing ' \
-    "${GATEWAY_SERVE_ARGS:+ $GATEWAY_SERVE_ARGS}" \
+  printf 'Gateway: `gpuledger serve --brokers --max-connections-per-address %s%s` (%s, peak RSS %s MiB), `wrk -t1 -cC -d%ss --latency` for C in %s POSTing ' \
+    "$((MAX_CONNS > 32 ? MAX_CONNS : 32))" "${GATEWAY_SERVE_ARGS:+ $GATEWAY_SERVE_ARGS}" \
     "$([ -n "${GATEWAY_SERVE_ARGS:-}" ] && echo 'serve given GATEWAY_SERVE_ARGS' || echo '2 I/O threads')" \
-    "$(echo "$SERVE_RSS_KB / 1024" | bc)" "$CONNS" "$DURATION"
+    "$(echo "$SERVE_RSS_KB / 1024" | bc)" "$DURATION" "$CONNS"
   printf 'JSON arrays of %s events (%s B a request) after a %s s warm-up; every answer 200 with every event taken. ' \
     "$BATCH" "$(wc -c <"$WORK/bodies/0.json")" "$WARMUP"
-  printf '%s rounds, each kcat then the gateway. Broker, producer and client share the %s CPUs.\n\n' \
+  printf '%s rounds, each kcat then the gateway at each C. Broker, producer and client share the %s CPUs. ' \
     "$ROUNDS" "$(nproc)"
-  echo '| round | kcat events/s | kcat CPU µs/event | broker CPU µs/event | gateway events/s | p50 a request | p99 a request | as % of kcat | serve CPU µs/event | broker CPU µs/event | wrk CPU µs/event |'
-  echo '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+  printf 'The gateway sustains, in a round, the highest events/s of a C whose p99 is under 20 ms (in bold).\n\n'
+  echo '| round | kcat events/s | kcat CPU µs/event | broker CPU µs/event | connections | gateway events/s | p50 a request | p99 a request | p99 < 20 ms | as % of kcat | serve CPU µs/event | broker CPU µs/event | wrk CPU µs/event |'
+  echo '|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|'
   printf '%s\n' "${ROWS[@]}"
   echo
   echo '| target | needed | gateway | verdict |'
   echo '|---|---:|---:|---|'
-  printf '| ≥ 50%% of kcat'"'"'s events/s | median of the rounds ≥ 50%% | %s | %s |\n' \
-    "$(printf '%.0f%%' "$(echo "100 * $MEDIAN_RATIO" | bc -l)")" "$(met ge "$MEDIAN_RATIO" 0.5)"
-  printf '| p99 < 20 ms at %s events a batch | < 20.00 ms in every round | %s ms (worst) | %s |\n' \
-    "$BATCH" "$(ms "$WORST_P99")" "$(met lt "$WORST_P99" 20000)"
+  printf '| ≥ 50%% of kcat'"'"'s events/s, p99 < 20 ms at %s events a batch | median of the rounds'"'"' sustained rates ≥ 50%% | %s | %s |\n' \
+    "$BATCH" "$(printf '%.0f%%' "$(echo "100 * $MEDIAN_RATIO" | bc -l)")" "$(met ge "$MEDIAN_RATIO" 0.5)"
 } >"$TABLE"
 echo
 cat "$TABLE"
@@ -281,7 +302,7 @@ cat "$TABLE"
 if [ "$PROFILE" -gt 0 ]; then
   command -v perf >/dev/null || die "perf not found (apt-get install -y linux-perf)"
   log "profile: wrk against the gateway, perf record on serve for $PROFILE s"
-  wrk -t1 -c"$CONNS" -d"$((PROFILE + 3))s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk-profile.log" 2>&1 &
+  wrk -t1 -c"${CONN_LIST[0]}" -d"$((PROFILE + 3))s" -s "$WORK/post.lua" "$URL" >"$WORK/wrk-profile.log" 2>&1 &
   wpid=$!
   sleep 1
   perf record -F 999 --call-graph dwarf,16384 -o "$WORK/perf.data" -p "$SERVE_PID" \
