@@ -156,7 +156,8 @@ bool PlainInteger(dom::element v, int64_t* out) {
   }
 }
 
-// Any other integer: a string, a time, or an error (out of the common path).
+// An integer field's value read by JsonInteger: a string, a time, or an error (what the
+// member loop does not take as a plain integer; out of the common path).
 template <typename T>
 [[gnu::noinline]] absl::Status ReadOtherInteger(dom::element v, const pb::FieldDescriptor* f,
                                                 int64_t* number) {
@@ -164,12 +165,6 @@ template <typename T>
   if (!x.ok()) return x.status();
   *number = static_cast<int64_t>(*x);  // a uint64 as the same 64 bits
   return absl::OkStatus();
-}
-
-template <typename T>
-absl::Status ReadInteger(dom::element v, const pb::FieldDescriptor* f, int64_t* number) {
-  if (PlainInteger<T>(v, number)) return absl::OkStatus();
-  return ReadOtherInteger<T>(v, f, number);
 }
 
 absl::Status Encode(dom::element json, const WireSchema& schema, int depth, WireOut& out,
@@ -215,36 +210,30 @@ absl::Status Encode(dom::element json, const WireSchema& schema, int depth, Wire
   return absl::OkStatus();
 }
 
-// One value of `field` (an element of a repeated field, or the field's value).
+// One value of `field` (an element of a repeated field, or the field's value) in a form the loop
+// over the members (Encode) does not write itself: everything but a string field's string and
+// an integer field's plain integer.
 absl::Status EncodeValue(dom::element v, const WireSchema::Field& field, int depth, WireOut& out,
                          WireVisitor* visitor) {
   const pb::FieldDescriptor* f = field.descriptor;
   int64_t number = 0;
   switch (field.kind) {
-    case WireSchema::Kind::kString: {
-      std::string_view text;
-      if (v.get(text) != simdjson::SUCCESS) {
-        return EncodeOtherString(v, field, depth, out, visitor);
-      }
-      PutBytes(field, text, out);
-      if (visitor != nullptr) visitor->String(depth, field, text);
-      return absl::OkStatus();
-    }
+    case WireSchema::Kind::kString:
     case WireSchema::Kind::kBytes:
       return EncodeOtherString(v, field, depth, out, visitor);
     case WireSchema::Kind::kMessage:
       return EncodeMessage(v, field, depth, out, visitor);
     case WireSchema::Kind::kInt64:
-      if (absl::Status st = ReadInteger<int64_t>(v, f, &number); !st.ok()) return st;
+      if (absl::Status st = ReadOtherInteger<int64_t>(v, f, &number); !st.ok()) return st;
       break;
     case WireSchema::Kind::kUInt64:
-      if (absl::Status st = ReadInteger<uint64_t>(v, f, &number); !st.ok()) return st;
+      if (absl::Status st = ReadOtherInteger<uint64_t>(v, f, &number); !st.ok()) return st;
       break;
     case WireSchema::Kind::kInt32:
-      if (absl::Status st = ReadInteger<int32_t>(v, f, &number); !st.ok()) return st;
+      if (absl::Status st = ReadOtherInteger<int32_t>(v, f, &number); !st.ok()) return st;
       break;
     case WireSchema::Kind::kUInt32:
-      if (absl::Status st = ReadInteger<uint32_t>(v, f, &number); !st.ok()) return st;
+      if (absl::Status st = ReadOtherInteger<uint32_t>(v, f, &number); !st.ok()) return st;
       break;
     case WireSchema::Kind::kBool: {
       bool b = false;
